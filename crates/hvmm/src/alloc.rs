@@ -1,0 +1,54 @@
+//! Where table pages come from.
+//!
+//! The engine is all-or-nothing: it first works out how many new tables an
+//! update needs and *reserves* them (the only allocation step that can fail),
+//! then writes, taking reserved frames as it goes. A frame allocator therefore
+//! offers a reservation, not just "give me a page".
+
+use crate::addr::Mfn;
+
+/// The allocator could not reserve the frames an update needs.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct OutOfFrames {
+    /// Frames asked for.
+    pub needed: usize,
+    /// Frames that were available.
+    pub available: usize,
+}
+
+/// A source of zero-or-garbage 4 KiB frames for translation tables.
+pub trait FrameAlloc {
+    /// Guarantees that the next `n` calls to [`FrameAlloc::take`] succeed.
+    /// Replaces any earlier reservation.
+    fn reserve(&mut self, n: usize) -> Result<(), OutOfFrames>;
+    /// Takes one reserved frame; `None` only if nothing was reserved.
+    fn take(&mut self) -> Option<Mfn>;
+    /// Drops what is left of the reservation.
+    fn unreserve(&mut self);
+    /// Returns a table frame that is no longer linked anywhere.
+    fn free(&mut self, mfn: Mfn);
+    /// Whether `mfn` may be freed when its table becomes empty. Tables inside
+    /// the hypervisor image (the boot tables, the fixmap's L3) may not.
+    fn can_free(&self, mfn: Mfn) -> bool {
+        let _ = mfn;
+        true
+    }
+}
+
+impl<T: FrameAlloc + ?Sized> FrameAlloc for &mut T {
+    fn reserve(&mut self, n: usize) -> Result<(), OutOfFrames> {
+        (**self).reserve(n)
+    }
+    fn take(&mut self) -> Option<Mfn> {
+        (**self).take()
+    }
+    fn unreserve(&mut self) {
+        (**self).unreserve()
+    }
+    fn free(&mut self, mfn: Mfn) {
+        (**self).free(mfn)
+    }
+    fn can_free(&self, mfn: Mfn) -> bool {
+        (**self).can_free(mfn)
+    }
+}

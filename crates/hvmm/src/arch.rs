@@ -1,0 +1,145 @@
+//! What the engine needs from the processor: descriptor reads and writes with
+//! their barriers, TLB maintenance, address translation and the root register.
+//!
+//! The real arm64 / arm32 instructions implement [`Arch`] in the bare-metal
+//! image; the machine model (`hvmm-model`) implements it over emulated memory,
+//! an emulated MMU and TLB; [`crate::host`] implements it over host memory for
+//! benchmarks. The engine never knows which one it runs on.
+
+use crate::addr::{Paddr, Vaddr};
+use core::fmt;
+
+/// Kind of memory access that faulted.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
+pub enum AccessKind {
+    /// Data read.
+    Read,
+    /// Data write.
+    Write,
+    /// Instruction fetch.
+    Exec,
+}
+
+/// Fault status, as the Arm architecture reports it (long-descriptor format).
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
+pub enum FaultKind {
+    /// No valid descriptor at `level`.
+    Translation,
+    /// A descriptor with AF = 0.
+    AccessFlag,
+    /// The access is not permitted by AP / XN.
+    Permission,
+    /// An output address, or the input address, beyond the configured size.
+    AddressSize,
+    /// Synchronous external abort: the physical address is not backed by
+    /// memory (reported at `level` 0 when it was not a table walk).
+    External,
+}
+
+/// A synchronous abort taken on a memory access through a virtual address.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
+pub struct MemFault {
+    /// The faulting virtual address (FAR_EL2 / HDFAR / HIFAR).
+    pub va: Vaddr,
+    /// What kind of access it was.
+    pub access: AccessKind,
+    /// Fault status.
+    pub kind: FaultKind,
+    /// Lookup level at which the fault was found.
+    pub level: u8,
+}
+
+impl MemFault {
+    /// The fault status code (DFSC / IFSC, long-descriptor encoding).
+    pub const fn status_code(&self) -> u32 {
+        let base = match self.kind {
+            FaultKind::AddressSize => 0b00_0000,
+            FaultKind::Translation => 0b00_0100,
+            FaultKind::AccessFlag => 0b00_1000,
+            FaultKind::Permission => 0b00_1100,
+            FaultKind::External => return 0b01_0000,
+        };
+        base | (self.level as u32 & 3)
+    }
+
+    /// The syndrome as ESR_EL2 / HSR reports it for an abort taken from EL2
+    /// (data abort EC 0x25, prefetch abort EC 0x21), IL set, WnR for writes.
+    pub const fn syndrome(&self) -> u32 {
+        let ec: u32 = match self.access {
+            AccessKind::Exec => 0x21,
+            _ => 0x25,
+        };
+        let wnr: u32 = if matches!(self.access, AccessKind::Write) { 1 << 6 } else { 0 };
+        (ec << 26) | (1 << 25) | wnr | self.status_code()
+    }
+}
+
+impl fmt::Display for MemFault {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let what = match self.access {
+            AccessKind::Exec => "Instruction Abort",
+            _ => "Data Abort",
+        };
+        let kind = match self.kind {
+            FaultKind::Translation => "translation fault",
+            FaultKind::AccessFlag => "access flag fault",
+            FaultKind::Permission => "permission fault",
+            FaultKind::AddressSize => "address size fault",
+            FaultKind::External => "synchronous external abort",
+        };
+        write!(
+            f,
+            "{what} ({kind}, level {}) on {:?} at VA {}: syndrome {:#010x}",
+            self.level,
+            self.access,
+            self.va,
+            self.syndrome()
+        )
+    }
+}
+
+/// Result of a successful address translation (AT S1E2R/W, ATS1HR/W).
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct AtResult {
+    /// The physical address `va` translates to (PAR's PA plus the page offset).
+    pub pa: Paddr,
+    /// The MAIR attribute byte of the mapping, as PAR reports it.
+    pub mair_attr: u8,
+}
+
+/// The processor operations the engine relies on.
+///
+/// Reads and writes take virtual addresses: on hardware they go through the
+/// MMU, on the machine model through the model's MMU, so an access to an
+/// unmapped table page is a Data Abort in both (the model returns it as
+/// `Err`).
+pub trait Arch {
+    /// Reads one naturally aligned 64-bit word (a descriptor) at `va`.
+    fn read_pte(&mut self, va: Vaddr) -> Result<u64, MemFault>;
+    /// Writes one descriptor at `va`, single-copy atomic, with a barrier
+    /// before and after (`dsb; str; dsb`; `strd` on arm32).
+    fn write_pte(&mut self, va: Vaddr, val: u64) -> Result<(), MemFault>;
+    /// Zeroes the 4 KiB page at `va` (a new table) and makes the zeroes
+    /// visible to the table walker before it returns.
+    fn zero_page(&mut self, va: Vaddr) -> Result<(), MemFault>;
+    /// Invalidates this VA's translations on all CPUs (`TLBI VAE2IS` /
+    /// `TLBIMVAHIS`). Completion needs [`Arch::tlb_sync`].
+    fn tlb_flush_va(&mut self, va: Vaddr);
+    /// Invalidates this VA's translations on this CPU only, and waits for it
+    /// (`TLBI VAE2; dsb nsh; isb`). Used for per-CPU slots (PMAP, domain page).
+    fn tlb_flush_va_local(&mut self, va: Vaddr);
+    /// Invalidates all hypervisor translations on all CPUs (`TLBI ALLE2IS` /
+    /// `TLBIALLHIS`). Completion needs [`Arch::tlb_sync`].
+    fn tlb_flush_all(&mut self);
+    /// Waits for TLB maintenance to complete (`dsb ish; isb`).
+    fn tlb_sync(&mut self);
+    /// Instruction synchronisation barrier.
+    fn isb(&mut self);
+    /// Hardware address translation of `va` for a read or a write
+    /// (`AT S1E2R/W` / `ATS1HR/W`), reading PAR.
+    fn translate(&mut self, va: Vaddr, write: bool) -> Result<AtResult, MemFault>;
+    /// The current root table (TTBR0_EL2 / HTTBR).
+    fn root(&self) -> Paddr;
+    /// The index of the CPU running this code.
+    fn cpu(&self) -> usize;
+}
