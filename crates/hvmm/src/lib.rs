@@ -7,12 +7,27 @@
 //! a way to reach table pages ([`TableAccess`]) and a source of table frames
 //! ([`FrameAlloc`]).
 //!
+//! ```
+//! # #[cfg(feature = "host")] {
+//! use hvmm::host::HostMemory;
+//! use hvmm::{Arm64, Attrs, MapFlags, Op, PageTable, Paddr, Vaddr};
+//!
+//! let mut mem = HostMemory::new(64);
+//! let mut pt = PageTable::<Arm64>::new(mem.alloc_root().unwrap());
+//! let insert = Op::Insert { pa: Paddr(0x8000_0000), attrs: Attrs::RW };
+//! pt.update(&mut mem.env(), Vaddr(0x20_0000), 16, insert, MapFlags::PAGES).unwrap();
+//! let leaf = pt.lookup(&mut mem.env(), Vaddr(0x20_3000)).unwrap().unwrap();
+//! assert_eq!(leaf.pa, Paddr(0x8000_3000));
+//! assert_eq!(leaf.level, 3);
+//! # }
+//! ```
+//!
 #![no_std]
 #![deny(unsafe_op_in_unsafe_fn)]
 #![deny(clippy::undocumented_unsafe_blocks)]
 #![warn(missing_docs)]
 
-#[cfg(any(test, feature = "std"))]
+#[cfg(test)]
 extern crate std;
 
 pub mod access;
@@ -20,13 +35,17 @@ pub mod addr;
 pub mod alloc;
 pub mod arch;
 pub mod attr;
+pub mod engine;
 pub mod error;
 pub mod format;
+#[cfg(any(test, feature = "host"))]
+pub mod host;
 
 pub use access::{AccessError, TableAccess};
 pub use addr::{LinearRange, Mfn, Paddr, Vaddr, Vaddr32, PAGE_SIZE};
 pub use alloc::{FrameAlloc, OutOfFrames};
 pub use arch::{AccessKind, Arch, AtResult, FaultKind, MemFault};
 pub use attr::{Attrs, MapFlags, MemType, Perm};
+pub use engine::{Env, Leaf, Op, PageTable, UpdateReport};
 pub use error::Error;
 pub use format::{Arm32, Arm64, Format, Pte};

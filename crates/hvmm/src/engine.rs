@@ -1,0 +1,730 @@
+//! The page-table update engine: Xen's `xen_pt_update`, rebuilt.
+//!
+//! One entry point, [`PageTable::update`], performs an [`Op`] over a range of
+//! pages. It works in two passes, Hafnium-style:
+//!
+//! 1. **prepare** walks the range read-only, checks every entry against the
+//!    operation's rules (no silent replacement, no orphaned subtree, no change
+//!    of a contiguous entry...) and counts the tables the update must create;
+//!    then it reserves that many frames. Any refusal or shortage ends the
+//!    update here, before a single descriptor is written.
+//! 2. **commit** walks the range again and writes. It takes reserved frames,
+//!    so it cannot run out of memory.
+//!
+//! Each walk visits every table of the range once: a table is mapped through
+//! the [`TableAccess`] provider when the walk enters it, stays mapped while
+//! its children are visited (so a child entry is always read before its
+//! parent is released) and is given back when the walk leaves it.
+//!
+//! TLB rules: a pure insert needs no invalidation (invalid entries are never
+//! cached), only an `isb`. Modify and Remove invalidate every leaf they
+//! change — by VA for small updates, one global invalidation for large ones —
+//! and a table emptied by Remove is unlinked, invalidated and only then freed.
+
+use crate::access::TableAccess;
+use crate::addr::{Mfn, Paddr, Vaddr, PAGE_SIZE};
+use crate::alloc::FrameAlloc;
+use crate::arch::Arch;
+use crate::attr::{Attrs, MapFlags};
+use crate::error::Error;
+use crate::format::{
+    block_allowed, level_size, table_index, Format, Pte, CONTIG_ENTRIES, ENTRIES,
+};
+use core::fmt;
+use core::marker::PhantomData;
+
+/// Above this many changed leaves, Modify and Remove invalidate the whole TLB
+/// once instead of entry by entry.
+pub const TLB_FLUSH_ALL_THRESHOLD: u64 = 64;
+
+/// What an update does.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Op {
+    /// Map the range to `pa..` with `attrs`. Refused if any entry is valid.
+    Insert {
+        /// Physical address of the first page.
+        pa: Paddr,
+        /// Memory type and permission.
+        attrs: Attrs,
+    },
+    /// Change the permission of existing mappings. The memory type must stay.
+    Modify {
+        /// The new attributes; their memory type must equal the current one.
+        attrs: Attrs,
+    },
+    /// Unmap the range. Absent mappings are fine.
+    Remove,
+    /// Create the intermediate tables down to level 3, map nothing.
+    Populate,
+}
+
+impl Op {
+    fn name(&self) -> &'static str {
+        match self {
+            Op::Insert { .. } => "insert",
+            Op::Modify { .. } => "modify",
+            Op::Remove => "remove",
+            Op::Populate => "populate",
+        }
+    }
+}
+
+/// What an update did.
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub struct UpdateReport {
+    /// Leaf descriptors written (inserted, modified or cleared).
+    pub leaves: u64,
+    /// Table pages created.
+    pub tables_created: u64,
+    /// Table pages freed.
+    pub tables_freed: u64,
+    /// Table pages mapped through the provider (both passes).
+    pub table_maps: u64,
+    /// TLB invalidations issued (by VA or global).
+    pub tlb_invalidations: u64,
+}
+
+impl core::ops::AddAssign for UpdateReport {
+    fn add_assign(&mut self, o: Self) {
+        self.leaves += o.leaves;
+        self.tables_created += o.tables_created;
+        self.tables_freed += o.tables_freed;
+        self.table_maps += o.table_maps;
+        self.tlb_invalidations += o.tlb_invalidations;
+    }
+}
+
+/// A leaf mapping found by [`PageTable::lookup`].
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct Leaf {
+    /// Level of the entry (3 for a page, 2 or 1 for a block).
+    pub level: u8,
+    /// Physical address the looked-up VA translates to (page offset included).
+    pub pa: Paddr,
+    /// The raw descriptor.
+    pub pte: Pte,
+    /// Attributes, if the descriptor holds ones hvmm can express.
+    pub attrs: Option<Attrs>,
+}
+
+/// The three things the engine works with: the processor, the way to reach
+/// table pages, and the source of new table pages.
+pub struct Env<'a, A: Arch, T: TableAccess<A>, M: FrameAlloc> {
+    /// Processor operations.
+    pub arch: &'a mut A,
+    /// Table-access provider for the current boot phase.
+    pub access: &'a mut T,
+    /// Frame allocator for new tables.
+    pub alloc: &'a mut M,
+}
+
+impl<'a, A: Arch, T: TableAccess<A>, M: FrameAlloc> Env<'a, A, T, M> {
+    /// Bundles the three.
+    pub fn new(arch: &'a mut A, access: &'a mut T, alloc: &'a mut M) -> Self {
+        Env { arch, access, alloc }
+    }
+}
+
+/// A hypervisor page table: a root frame and the format of its descriptors.
+/// Updates take `&mut self`: holding the table is holding its lock.
+#[derive(Debug)]
+pub struct PageTable<F: Format> {
+    root: Mfn,
+    _format: PhantomData<F>,
+}
+
+/// The checked request of one update.
+#[derive(Copy, Clone)]
+struct Req {
+    va: u64,
+    end: u64,
+    /// PA of `va` (Insert only; 0 otherwise).
+    pa: u64,
+    op: Op,
+    flags: MapFlags,
+    /// Invalidate globally once at the end rather than per leaf.
+    flush_all: bool,
+}
+
+impl Req {
+    fn pa_at(&self, va: u64) -> u64 {
+        self.pa + (va - self.va)
+    }
+
+    /// Whether the entry at `level` covering `[va, slot_end)` is the target
+    /// (leaf) level of this request.
+    fn is_target(&self, level: u8, va: u64, slot_end: u64) -> bool {
+        if level == 3 {
+            return true;
+        }
+        if matches!(self.op, Op::Populate) || !self.flags.blocks || !block_allowed(level) {
+            return false;
+        }
+        let size = level_size(level);
+        let aligned = va % size == 0 && slot_end - va == size;
+        match self.op {
+            Op::Insert { .. } => aligned && self.pa_at(va) % size == 0,
+            _ => aligned,
+        }
+    }
+
+    /// Whether the insert leaf at `va` (level `level`) belongs to a full,
+    /// aligned run of 16 entries that gets the contiguous hint.
+    fn contiguous(&self, level: u8, va: u64) -> bool {
+        if !self.flags.contiguous {
+            return false;
+        }
+        let run = level_size(level) * CONTIG_ENTRIES;
+        let start = va & !(run - 1);
+        start >= self.va
+            && start.checked_add(run).is_some_and(|e| e <= self.end)
+            && (self.pa_at(start)) % run == 0
+    }
+}
+
+/// Per-update bookkeeping during commit.
+struct Commit {
+    report: UpdateReport,
+}
+
+fn slot_end(va: u64, level: u8, end: u64) -> u64 {
+    let size = level_size(level);
+    let next = (va & !(size - 1)).saturating_add(size);
+    if next < end {
+        next
+    } else {
+        end
+    }
+}
+
+fn entry_va(table: Vaddr, idx: usize) -> Vaddr {
+    Vaddr(table.0 + (idx as u64) * 8)
+}
+
+impl<F: Format> PageTable<F> {
+    /// A page table whose root is the (already zeroed) frame `root`.
+    pub const fn new(root: Mfn) -> Self {
+        PageTable { root, _format: PhantomData }
+    }
+
+    /// The root frame.
+    pub const fn root(&self) -> Mfn {
+        self.root
+    }
+
+    /// Performs `op` on the `pages` pages starting at `va`.
+    ///
+    /// Either the whole update happens, or nothing does: on error every table
+    /// byte is as it was and every table allocated for the update is freed.
+    pub fn update<A: Arch, T: TableAccess<A>, M: FrameAlloc>(
+        &mut self,
+        env: &mut Env<'_, A, T, M>,
+        va: Vaddr,
+        pages: u64,
+        op: Op,
+        flags: MapFlags,
+    ) -> Result<UpdateReport, Error> {
+        let req = Self::check(va, pages, op, flags)?;
+        let root_level = F::ROOT_LEVEL;
+
+        // Prepare: validate everything and count the tables to create.
+        let mut need = 0usize;
+        let mut maps = 0u64;
+        self.prepare(env, &req, root_level, self.root, req.va, req.end, &mut need, &mut maps)?;
+        if need > 0 {
+            env.alloc
+                .reserve(need)
+                .map_err(|e| Error::OutOfMemory { needed: e.needed, available: e.available })?;
+        }
+
+        // Commit: write. Cannot run out of frames; a failure here means a
+        // provider or the memory itself misbehaved.
+        let mut c = Commit { report: UpdateReport { table_maps: maps, ..Default::default() } };
+        let res = self.commit(env, &req, root_level, self.root, req.va, req.end, &mut c);
+        env.alloc.unreserve();
+        match res {
+            Ok(_) => {
+                match op {
+                    Op::Insert { .. } | Op::Populate => env.arch.isb(),
+                    Op::Modify { .. } | Op::Remove => {
+                        if req.flush_all && c.report.leaves > 0 {
+                            env.arch.tlb_flush_all();
+                            c.report.tlb_invalidations += 1;
+                        }
+                        env.arch.tlb_sync();
+                    }
+                }
+                Ok(c.report)
+            }
+            Err(e) => {
+                // Whatever was written must not stay cached.
+                env.arch.tlb_flush_all();
+                env.arch.tlb_sync();
+                Err(e)
+            }
+        }
+    }
+
+    fn check(va: Vaddr, pages: u64, op: Op, flags: MapFlags) -> Result<Req, Error> {
+        if pages == 0 {
+            return Err(Error::EmptyRange);
+        }
+        if !va.is_aligned(PAGE_SIZE) {
+            return Err(Error::VaMisaligned(va));
+        }
+        let len = pages.checked_mul(PAGE_SIZE).ok_or(Error::VaRangeOverflow { va, pages })?;
+        let end = va.0.checked_add(len).ok_or(Error::VaRangeOverflow { va, pages })?;
+        if !F::va_end_fits(end) {
+            return Err(Error::VaOutOfRange { va, pages, va_bits: F::VA_BITS });
+        }
+        let pa = match op {
+            Op::Insert { pa, .. } => {
+                if !pa.is_aligned(PAGE_SIZE) {
+                    return Err(Error::PaMisaligned(pa));
+                }
+                let pa_end = pa.0.checked_add(len);
+                if !pa_end.is_some_and(F::pa_end_fits) {
+                    return Err(Error::PaOutOfRange { pa, pages, pa_bits: F::PA_BITS });
+                }
+                pa.0
+            }
+            _ => 0,
+        };
+        Ok(Req { va: va.0, end, pa, op, flags, flush_all: pages > TLB_FLUSH_ALL_THRESHOLD })
+    }
+
+    fn map<A: Arch, T: TableAccess<A>, M: FrameAlloc>(
+        env: &mut Env<'_, A, T, M>,
+        mfn: Mfn,
+    ) -> Result<Vaddr, Error> {
+        env.access.map_table(env.arch, mfn).map_err(|err| Error::TableAccess { mfn, err })
+    }
+
+    /// Number of tables an insert (or populate) creates below an invalid
+    /// entry: the new table at `level` for `[va, end)` and everything under it.
+    fn tables_needed(req: &Req, level: u8, va: u64, end: u64) -> usize {
+        if level == 3 {
+            return 1;
+        }
+        let mut n = 1;
+        let mut cur = va;
+        while cur < end {
+            let se = slot_end(cur, level, end);
+            if !req.is_target(level, cur, se) {
+                n += Self::tables_needed(req, level + 1, cur, se);
+            }
+            cur = se;
+        }
+        n
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn prepare<A: Arch, T: TableAccess<A>, M: FrameAlloc>(
+        &self,
+        env: &mut Env<'_, A, T, M>,
+        req: &Req,
+        level: u8,
+        mfn: Mfn,
+        va: u64,
+        end: u64,
+        need: &mut usize,
+        maps: &mut u64,
+    ) -> Result<(), Error> {
+        let tva = Self::map(env, mfn)?;
+        *maps += 1;
+        let res = self.prepare_in(env, req, level, tva, va, end, need, maps);
+        env.access.unmap_table(env.arch, mfn, tva);
+        res
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn prepare_in<A: Arch, T: TableAccess<A>, M: FrameAlloc>(
+        &self,
+        env: &mut Env<'_, A, T, M>,
+        req: &Req,
+        level: u8,
+        tva: Vaddr,
+        va: u64,
+        end: u64,
+        need: &mut usize,
+        maps: &mut u64,
+    ) -> Result<(), Error> {
+        let mut cur = va;
+        while cur < end {
+            let se = slot_end(cur, level, end);
+            let pte = Pte(env.arch.read_pte(entry_va(tva, table_index(cur, level)))?);
+            let target = req.is_target(level, cur, se);
+            let table = pte.is_table(level);
+            let leaf = pte.is_leaf(level);
+            match req.op {
+                Op::Populate if table && level + 1 == 3 => {}
+                Op::Insert { .. } | Op::Populate => {
+                    if target {
+                        if matches!(req.op, Op::Insert { .. }) && (table || leaf) {
+                            return Err(Error::AlreadyMapped { va: Vaddr(cur), level });
+                        }
+                    } else if table {
+                        let child = pte.table_mfn::<F>();
+                        self.prepare(env, req, level + 1, child, cur, se, need, maps)?;
+                    } else if leaf {
+                        return Err(match req.op {
+                            Op::Populate => Error::BlockInTheWay { va: Vaddr(cur), level },
+                            _ => Error::AlreadyMapped { va: Vaddr(cur), level },
+                        });
+                    } else {
+                        *need += Self::tables_needed(req, level + 1, cur, se);
+                    }
+                }
+                Op::Modify { attrs } => {
+                    if !(table || leaf) {
+                        return Err(Error::NotMapped { va: Vaddr(cur) });
+                    }
+                    if target {
+                        Self::check_target_leaf(pte, level, cur, table)?;
+                        let from = pte.attr_index();
+                        let to = attrs.mem().index();
+                        if from != to {
+                            return Err(Error::AttrIndexChange { va: Vaddr(cur), from, to });
+                        }
+                    } else if table {
+                        let child = pte.table_mfn::<F>();
+                        self.prepare(env, req, level + 1, child, cur, se, need, maps)?;
+                    } else {
+                        return Err(Error::BlockInTheWay { va: Vaddr(cur), level });
+                    }
+                }
+                Op::Remove => {
+                    if target {
+                        if table || leaf {
+                            Self::check_target_leaf(pte, level, cur, table)?;
+                        }
+                    } else if table {
+                        let child = pte.table_mfn::<F>();
+                        self.prepare(env, req, level + 1, child, cur, se, need, maps)?;
+                    } else if leaf {
+                        return Err(Error::BlockInTheWay { va: Vaddr(cur), level });
+                    }
+                }
+            }
+            cur = se;
+        }
+        Ok(())
+    }
+
+    fn check_target_leaf(pte: Pte, level: u8, va: u64, table: bool) -> Result<(), Error> {
+        if table {
+            return Err(Error::TableInTheWay { va: Vaddr(va), level });
+        }
+        if pte.is_contiguous() {
+            return Err(Error::ContiguousEntry { va: Vaddr(va), level });
+        }
+        Ok(())
+    }
+
+    /// Commits the request in the table `mfn` (mapped here). Returns whether
+    /// the table is empty afterwards (meaningful for Remove only).
+    #[allow(clippy::too_many_arguments)]
+    fn commit<A: Arch, T: TableAccess<A>, M: FrameAlloc>(
+        &self,
+        env: &mut Env<'_, A, T, M>,
+        req: &Req,
+        level: u8,
+        mfn: Mfn,
+        va: u64,
+        end: u64,
+        c: &mut Commit,
+    ) -> Result<bool, Error> {
+        let tva = Self::map(env, mfn)?;
+        c.report.table_maps += 1;
+        let res = self.commit_in(env, req, level, tva, va, end, c);
+        env.access.unmap_table(env.arch, mfn, tva);
+        res
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn commit_in<A: Arch, T: TableAccess<A>, M: FrameAlloc>(
+        &self,
+        env: &mut Env<'_, A, T, M>,
+        req: &Req,
+        level: u8,
+        tva: Vaddr,
+        va: u64,
+        end: u64,
+        c: &mut Commit,
+    ) -> Result<bool, Error> {
+        if matches!(req.op, Op::Populate) && level == 3 {
+            return Ok(false);
+        }
+        let mut cur = va;
+        let mut kept = false;
+        while cur < end {
+            let se = slot_end(cur, level, end);
+            let eva = entry_va(tva, table_index(cur, level));
+            let pte = Pte(env.arch.read_pte(eva)?);
+            let target = req.is_target(level, cur, se);
+            let table = pte.is_table(level);
+            let leaf = pte.is_leaf(level);
+            match req.op {
+                Op::Insert { attrs, .. } if target => {
+                    let contig = req.contiguous(level, cur);
+                    let new = Pte::leaf::<F>(level, Paddr(req.pa_at(cur)), attrs, contig);
+                    env.arch.write_pte(eva, new.0)?;
+                    c.report.leaves += 1;
+                }
+                Op::Populate if target || (table && level + 1 == 3) => {}
+                Op::Insert { .. } | Op::Populate => {
+                    if table {
+                        self.commit(env, req, level + 1, pte.table_mfn::<F>(), cur, se, c)?;
+                    } else {
+                        let new = self.new_table(env, req, level + 1, cur, se, c)?;
+                        env.arch.write_pte(eva, Pte::table::<F>(new).0)?;
+                    }
+                }
+                Op::Modify { attrs } => {
+                    if target {
+                        env.arch.write_pte(eva, pte.with_perm(attrs.perm()).0)?;
+                        c.report.leaves += 1;
+                        self.flush_leaf(env, req, cur, c);
+                    } else {
+                        self.commit(env, req, level + 1, pte.table_mfn::<F>(), cur, se, c)?;
+                    }
+                }
+                Op::Remove => {
+                    if target {
+                        if leaf {
+                            env.arch.write_pte(eva, 0)?;
+                            c.report.leaves += 1;
+                            self.flush_leaf(env, req, cur, c);
+                        }
+                    } else if table {
+                        let child = pte.table_mfn::<F>();
+                        let empty = self.commit(env, req, level + 1, child, cur, se, c)?;
+                        if empty && env.alloc.can_free(child) {
+                            env.arch.write_pte(eva, 0)?;
+                            // Walk caches may hold the link: invalidate before reuse.
+                            if req.flush_all {
+                                env.arch.tlb_flush_all();
+                            } else {
+                                env.arch.tlb_flush_va(Vaddr(cur));
+                            }
+                            c.report.tlb_invalidations += 1;
+                            env.arch.tlb_sync();
+                            env.alloc.free(child);
+                            c.report.tables_freed += 1;
+                        } else {
+                            kept = true;
+                        }
+                    }
+                }
+            }
+            cur = se;
+        }
+        if !matches!(req.op, Op::Remove) || kept {
+            return Ok(false);
+        }
+        // Empty if the request covered the whole table, else look.
+        let span = level_size(level) * ENTRIES as u64;
+        if va % span == 0 && end - va == span {
+            return Ok(true);
+        }
+        for i in 0..ENTRIES {
+            let p = Pte(env.arch.read_pte(entry_va(tva, i))?);
+            if p.is_table(level) || p.is_leaf(level) {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    fn flush_leaf<A: Arch, T: TableAccess<A>, M: FrameAlloc>(
+        &self,
+        env: &mut Env<'_, A, T, M>,
+        req: &Req,
+        va: u64,
+        c: &mut Commit,
+    ) {
+        if !req.flush_all {
+            env.arch.tlb_flush_va(Vaddr(va));
+            c.report.tlb_invalidations += 1;
+        }
+    }
+
+    /// Creates a table at `level` for `[va, end)`: takes a reserved frame,
+    /// zeroes it, fills it, and returns it for the caller to link.
+    fn new_table<A: Arch, T: TableAccess<A>, M: FrameAlloc>(
+        &self,
+        env: &mut Env<'_, A, T, M>,
+        req: &Req,
+        level: u8,
+        va: u64,
+        end: u64,
+        c: &mut Commit,
+    ) -> Result<Mfn, Error> {
+        let mfn = env.alloc.take().ok_or(Error::OutOfMemory { needed: 1, available: 0 })?;
+        c.report.tables_created += 1;
+        let tva = match Self::map(env, mfn) {
+            Ok(v) => v,
+            Err(e) => {
+                env.alloc.free(mfn);
+                return Err(e);
+            }
+        };
+        c.report.table_maps += 1;
+        let res = env
+            .arch
+            .zero_page(tva)
+            .map_err(Error::from)
+            .and_then(|()| self.commit_in(env, req, level, tva, va, end, c));
+        env.access.unmap_table(env.arch, mfn, tva);
+        match res {
+            Ok(_) => Ok(mfn),
+            Err(e) => {
+                env.alloc.free(mfn);
+                Err(e)
+            }
+        }
+    }
+
+    /// Walks the tables for `va` and returns the leaf that maps it, `None` if
+    /// it is unmapped.
+    pub fn lookup<A: Arch, T: TableAccess<A>, M: FrameAlloc>(
+        &self,
+        env: &mut Env<'_, A, T, M>,
+        va: Vaddr,
+    ) -> Result<Option<Leaf>, Error> {
+        if !F::va_end_fits(va.0.saturating_add(1)) {
+            return Err(Error::VaOutOfRange { va, pages: 1, va_bits: F::VA_BITS });
+        }
+        let mut mfn = self.root;
+        let mut level = F::ROOT_LEVEL;
+        loop {
+            let tva = Self::map(env, mfn)?;
+            let read = env.arch.read_pte(entry_va(tva, table_index(va.0, level)));
+            env.access.unmap_table(env.arch, mfn, tva);
+            let pte = Pte(read?);
+            if pte.is_table(level) {
+                mfn = pte.table_mfn::<F>();
+                level += 1;
+                continue;
+            }
+            if pte.is_leaf(level) {
+                let off = va.0 & (level_size(level) - 1);
+                let pa = Paddr(pte.oa::<F>().0 + off);
+                return Ok(Some(Leaf { level, pa, pte, attrs: pte.attrs() }));
+            }
+            return Ok(None);
+        }
+    }
+
+    /// Calls `f(va, leaf)` for every leaf mapping in `[va, va + pages * 4 KiB)`,
+    /// visiting each table once (a range translation, not a lookup per page).
+    /// `leaf.pa` is the address `va` (the start of the visited part) maps to.
+    pub fn for_each_leaf<A: Arch, T: TableAccess<A>, M: FrameAlloc>(
+        &self,
+        env: &mut Env<'_, A, T, M>,
+        va: Vaddr,
+        pages: u64,
+        f: &mut dyn FnMut(Vaddr, u64, Leaf),
+    ) -> Result<(), Error> {
+        let req = Self::check(va, pages, Op::Remove, MapFlags::PAGES)?;
+        self.visit(env, F::ROOT_LEVEL, self.root, req.va, req.end, f)
+    }
+
+    fn visit<A: Arch, T: TableAccess<A>, M: FrameAlloc>(
+        &self,
+        env: &mut Env<'_, A, T, M>,
+        level: u8,
+        mfn: Mfn,
+        va: u64,
+        end: u64,
+        f: &mut dyn FnMut(Vaddr, u64, Leaf),
+    ) -> Result<(), Error> {
+        let tva = Self::map(env, mfn)?;
+        let res = (|| {
+            let mut cur = va;
+            while cur < end {
+                let se = slot_end(cur, level, end);
+                let pte = Pte(env.arch.read_pte(entry_va(tva, table_index(cur, level)))?);
+                if pte.is_table(level) {
+                    self.visit(env, level + 1, pte.table_mfn::<F>(), cur, se, f)?;
+                } else if pte.is_leaf(level) {
+                    let off = cur & (level_size(level) - 1);
+                    let pa = Paddr(pte.oa::<F>().0 + off);
+                    f(Vaddr(cur), se - cur, Leaf { level, pa, pte, attrs: pte.attrs() });
+                }
+                cur = se;
+            }
+            Ok(())
+        })();
+        env.access.unmap_table(env.arch, mfn, tva);
+        res
+    }
+
+    /// Writes the walk for `va` (Xen's `dump_hyp_walk`): each level's table,
+    /// index and entry, down to the leaf or the first invalid entry. The root
+    /// is checked against the root register.
+    pub fn dump<A: Arch, T: TableAccess<A>, M: FrameAlloc>(
+        &self,
+        env: &mut Env<'_, A, T, M>,
+        va: Vaddr,
+        out: &mut dyn fmt::Write,
+    ) -> Result<(), Error> {
+        let hw_root = env.arch.root();
+        let _ = writeln!(
+            out,
+            "Walking hypervisor VA {va} ({}) root {} (root register {}{})",
+            F::NAME,
+            self.root.paddr(),
+            hw_root,
+            if hw_root == self.root.paddr() { "" } else { ", a different table" }
+        );
+        if !F::va_end_fits(va.0.saturating_add(1)) {
+            return Err(Error::VaOutOfRange { va, pages: 1, va_bits: F::VA_BITS });
+        }
+        let mut mfn = self.root;
+        let mut level = F::ROOT_LEVEL;
+        loop {
+            let idx = table_index(va.0, level);
+            let tva = Self::map(env, mfn)?;
+            let read = env.arch.read_pte(entry_va(tva, idx));
+            env.access.unmap_table(env.arch, mfn, tva);
+            let pte = Pte(read?);
+            let kind = if pte.is_table(level) {
+                "table"
+            } else if pte.is_leaf(level) {
+                if level == 3 {
+                    "page"
+                } else {
+                    "block"
+                }
+            } else {
+                "invalid"
+            };
+            let _ = writeln!(
+                out,
+                "  L{level}[{idx:#05x}] in {} = {:#018x} {kind}",
+                mfn.paddr(),
+                pte.0
+            );
+            if pte.is_table(level) {
+                mfn = pte.table_mfn::<F>();
+                level += 1;
+                continue;
+            }
+            if pte.is_leaf(level) {
+                let off = va.0 & (level_size(level) - 1);
+                let attrs = pte.attrs();
+                let _ = match attrs {
+                    Some(a) => writeln!(out, "  -> PA {} {a}", Paddr(pte.oa::<F>().0 + off)),
+                    None => writeln!(out, "  -> PA {} (attributes not hvmm's)", Paddr(pte.oa::<F>().0 + off)),
+                };
+            }
+            return Ok(());
+        }
+    }
+
+    /// Name of an operation, for logs.
+    pub fn op_name(op: &Op) -> &'static str {
+        op.name()
+    }
+}

@@ -1,0 +1,212 @@
+//! The host back end: table pages in host memory, no TLB, no MMU.
+//!
+//! Used by documentation examples, unit tests of the engine's bookkeeping and
+//! the benchmarks ("tables in host memory, no TLB instructions"). A virtual
+//! address here is simply the physical address of the frame (an identity
+//! "direct map" over a pool of frames), and every access is bounds checked: an
+//! address outside the pool reads as a synchronous external abort, so there is
+//! no `unsafe` in this module. Hardware behaviour (faults, TLB staleness,
+//! break-before-make) is the machine model's job (`hvmm-model`).
+
+extern crate alloc as rust_alloc;
+
+use crate::access::{AccessError, TableAccess};
+use crate::addr::{Mfn, Paddr, Vaddr};
+use crate::alloc::{FrameAlloc, OutOfFrames};
+use crate::arch::{AccessKind, Arch, AtResult, FaultKind, MemFault};
+use crate::engine::Env;
+use crate::format::ENTRIES;
+use rust_alloc::boxed::Box;
+use rust_alloc::vec;
+use rust_alloc::vec::Vec;
+
+/// A pool of frames in host memory, and the [`Arch`] operations over it.
+pub struct HostArch {
+    base: Mfn,
+    frames: Vec<[u64; ENTRIES]>,
+    root: Paddr,
+    /// TLB operations requested (counted, not performed).
+    pub tlb_ops: u64,
+}
+
+impl HostArch {
+    /// A pool of `count` frames starting at frame `base`.
+    pub fn new(base: Mfn, count: usize) -> Self {
+        HostArch { base, frames: vec![[0u64; ENTRIES]; count], root: Paddr(0), tlb_ops: 0 }
+    }
+
+    /// Sets what [`Arch::root`] reports.
+    pub fn set_root(&mut self, root: Paddr) {
+        self.root = root;
+    }
+
+    fn slot(&self, va: Vaddr, access: AccessKind) -> Result<(usize, usize), MemFault> {
+        let fault = MemFault { va, access, kind: FaultKind::External, level: 0 };
+        let frame = (va.0 >> 12).checked_sub(self.base.0).ok_or(fault)?;
+        let frame = usize::try_from(frame).map_err(|_| fault)?;
+        if frame >= self.frames.len() || va.0 & 7 != 0 {
+            return Err(fault);
+        }
+        Ok((frame, ((va.0 & 0xfff) >> 3) as usize))
+    }
+
+    /// The 512 entries of frame `mfn`, if it is in the pool.
+    pub fn frame(&self, mfn: Mfn) -> Option<&[u64; ENTRIES]> {
+        let i = usize::try_from(mfn.0.checked_sub(self.base.0)?).ok()?;
+        self.frames.get(i)
+    }
+}
+
+impl Arch for HostArch {
+    #[inline]
+    fn read_pte(&mut self, va: Vaddr) -> Result<u64, MemFault> {
+        let (f, i) = self.slot(va, AccessKind::Read)?;
+        Ok(self.frames[f][i])
+    }
+    #[inline]
+    fn write_pte(&mut self, va: Vaddr, val: u64) -> Result<(), MemFault> {
+        let (f, i) = self.slot(va, AccessKind::Write)?;
+        self.frames[f][i] = val;
+        Ok(())
+    }
+    fn zero_page(&mut self, va: Vaddr) -> Result<(), MemFault> {
+        let (f, _) = self.slot(va.page_floor(), AccessKind::Write)?;
+        self.frames[f] = [0; ENTRIES];
+        Ok(())
+    }
+    fn tlb_flush_va(&mut self, _va: Vaddr) {
+        self.tlb_ops += 1;
+    }
+    fn tlb_flush_va_local(&mut self, _va: Vaddr) {
+        self.tlb_ops += 1;
+    }
+    fn tlb_flush_all(&mut self) {
+        self.tlb_ops += 1;
+    }
+    fn tlb_sync(&mut self) {}
+    fn isb(&mut self) {}
+    fn translate(&mut self, va: Vaddr, write: bool) -> Result<AtResult, MemFault> {
+        let access = if write { AccessKind::Write } else { AccessKind::Read };
+        self.slot(va, access)?;
+        Ok(AtResult { pa: Paddr(va.0), mair_attr: 0xff })
+    }
+    fn root(&self) -> Paddr {
+        self.root
+    }
+    fn cpu(&self) -> usize {
+        0
+    }
+}
+
+/// Table access on the host: every frame is reachable at VA = PA.
+#[derive(Default)]
+pub struct HostIdentity {
+    /// Table maps served.
+    pub maps: u64,
+}
+
+impl TableAccess<HostArch> for HostIdentity {
+    fn name(&self) -> &'static str {
+        "host-identity"
+    }
+    #[inline]
+    fn map_table(&mut self, _arch: &mut HostArch, mfn: Mfn) -> Result<Vaddr, AccessError> {
+        self.maps += 1;
+        Ok(Vaddr(mfn.paddr().0))
+    }
+    #[inline]
+    fn unmap_table(&mut self, _arch: &mut HostArch, _mfn: Mfn, _va: Vaddr) {}
+}
+
+/// A free list of frames with reservations, for tests and benchmarks.
+pub struct HostFrames {
+    free: Vec<Mfn>,
+    reserved: usize,
+    /// Frames handed out and not yet freed.
+    pub in_use: usize,
+    /// Frames that may never be freed (like tables inside an image).
+    pub pinned: Box<[Mfn]>,
+}
+
+impl HostFrames {
+    /// A free list of the `count` frames starting at `base`.
+    pub fn new(base: Mfn, count: usize) -> Self {
+        HostFrames {
+            free: (0..count as u64).rev().map(|i| base.add(i)).collect(),
+            reserved: 0,
+            in_use: 0,
+            pinned: Box::new([]),
+        }
+    }
+    /// Frames left.
+    pub fn available(&self) -> usize {
+        self.free.len()
+    }
+    /// Allocates one frame outside any update (a root table), zeroed.
+    pub fn alloc_zeroed(&mut self, arch: &mut HostArch) -> Option<Mfn> {
+        let mfn = self.free.pop()?;
+        self.in_use += 1;
+        arch.zero_page(Vaddr(mfn.paddr().0)).ok()?;
+        Some(mfn)
+    }
+}
+
+impl FrameAlloc for HostFrames {
+    fn reserve(&mut self, n: usize) -> Result<(), OutOfFrames> {
+        if n > self.free.len() {
+            return Err(OutOfFrames { needed: n, available: self.free.len() });
+        }
+        self.reserved = n;
+        Ok(())
+    }
+    fn take(&mut self) -> Option<Mfn> {
+        if self.reserved == 0 {
+            return None;
+        }
+        self.reserved -= 1;
+        self.in_use += 1;
+        self.free.pop()
+    }
+    fn unreserve(&mut self) {
+        self.reserved = 0;
+    }
+    fn free(&mut self, mfn: Mfn) {
+        self.in_use -= 1;
+        self.free.push(mfn);
+    }
+    fn can_free(&self, mfn: Mfn) -> bool {
+        !self.pinned.contains(&mfn)
+    }
+}
+
+/// A complete host set-up: the pool, the identity provider and the free list.
+pub struct HostMemory {
+    /// The frames and the processor operations.
+    pub arch: HostArch,
+    /// The table-access provider.
+    pub access: HostIdentity,
+    /// The frame allocator.
+    pub frames: HostFrames,
+}
+
+impl HostMemory {
+    /// A pool of `count` frames at PA 0x4000_0000.
+    pub fn new(count: usize) -> Self {
+        let base = Mfn(0x4_0000);
+        HostMemory {
+            arch: HostArch::new(base, count),
+            access: HostIdentity::default(),
+            frames: HostFrames::new(base, count),
+        }
+    }
+    /// Allocates a zeroed root table and makes it the root register's value.
+    pub fn alloc_root(&mut self) -> Option<Mfn> {
+        let root = self.frames.alloc_zeroed(&mut self.arch)?;
+        self.arch.set_root(root.paddr());
+        Some(root)
+    }
+    /// The engine environment over this memory.
+    pub fn env(&mut self) -> Env<'_, HostArch, HostIdentity, HostFrames> {
+        Env::new(&mut self.arch, &mut self.access, &mut self.frames)
+    }
+}
