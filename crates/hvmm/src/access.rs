@@ -66,6 +66,20 @@ pub trait TableAccess<A: Arch> {
     fn map_table(&mut self, arch: &mut A, mfn: Mfn) -> Result<Vaddr, AccessError>;
     /// Gives back a mapping obtained from [`TableAccess::map_table`].
     fn unmap_table(&mut self, arch: &mut A, mfn: Mfn, va: Vaddr);
+    /// Guarantees that up to `nested` mappings can be held at once until
+    /// [`TableAccess::unreserve`]: after this succeeds, `map_table` must not
+    /// fail for a reachable frame. The engine calls it between its prepare and
+    /// commit passes, so a provider with few slots (PMAP, domain page) fails
+    /// the update before anything is written. Providers without a slot limit
+    /// keep the default.
+    fn reserve(&mut self, arch: &mut A, nested: usize) -> Result<(), AccessError> {
+        let _ = (arch, nested);
+        Ok(())
+    }
+    /// Ends a reservation made by [`TableAccess::reserve`].
+    fn unreserve(&mut self, arch: &mut A) {
+        let _ = arch;
+    }
 }
 
 impl<A: Arch, T: TableAccess<A> + ?Sized> TableAccess<A> for &mut T {
@@ -77,5 +91,11 @@ impl<A: Arch, T: TableAccess<A> + ?Sized> TableAccess<A> for &mut T {
     }
     fn unmap_table(&mut self, arch: &mut A, mfn: Mfn, va: Vaddr) {
         (**self).unmap_table(arch, mfn, va)
+    }
+    fn reserve(&mut self, arch: &mut A, nested: usize) -> Result<(), AccessError> {
+        (**self).reserve(arch, nested)
+    }
+    fn unreserve(&mut self, arch: &mut A) {
+        (**self).unreserve(arch)
     }
 }

@@ -193,8 +193,14 @@ mod tests {
 
     #[test]
     fn vaddr32_refuses_wide_addresses() {
-        assert_eq!(Vaddr32::try_from(Vaddr(0xffff_f000)), Ok(Vaddr32(0xffff_f000)));
-        assert_eq!(Vaddr32::try_from(Vaddr(0x1_0000_0000)), Err(VaTooWide(Vaddr(0x1_0000_0000))));
+        assert_eq!(
+            Vaddr32::try_from(Vaddr(0xffff_f000)),
+            Ok(Vaddr32(0xffff_f000))
+        );
+        assert_eq!(
+            Vaddr32::try_from(Vaddr(0x1_0000_0000)),
+            Err(VaTooWide(Vaddr(0x1_0000_0000)))
+        );
     }
 
     #[test]

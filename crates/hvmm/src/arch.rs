@@ -69,7 +69,11 @@ impl MemFault {
             AccessKind::Exec => 0x21,
             _ => 0x25,
         };
-        let wnr: u32 = if matches!(self.access, AccessKind::Write) { 1 << 6 } else { 0 };
+        let wnr: u32 = if matches!(self.access, AccessKind::Write) {
+            1 << 6
+        } else {
+            0
+        };
         (ec << 26) | (1 << 25) | wnr | self.status_code()
     }
 }

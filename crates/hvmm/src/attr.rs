@@ -45,7 +45,10 @@ impl MemType {
     }
     /// Whether this is a device type (or write-combine): never executable.
     pub const fn must_be_xn(self) -> bool {
-        matches!(self, MemType::DeviceNgnrne | MemType::DeviceNgnre | MemType::NormalNc)
+        matches!(
+            self,
+            MemType::DeviceNgnrne | MemType::DeviceNgnre | MemType::NormalNc
+        )
     }
     /// Whether this is a device memory type.
     pub const fn is_device(self) -> bool {
@@ -115,15 +118,30 @@ impl Attrs {
         Ok(Attrs { mem, perm })
     }
     /// Normal memory, read-write, never executable (Xen's `PAGE_HYPERVISOR_RW`).
-    pub const RW: Attrs = Attrs { mem: MemType::Normal, perm: Perm::Rw };
+    pub const RW: Attrs = Attrs {
+        mem: MemType::Normal,
+        perm: Perm::Rw,
+    };
     /// Normal memory, read-only (Xen's `PAGE_HYPERVISOR_RO`).
-    pub const RO: Attrs = Attrs { mem: MemType::Normal, perm: Perm::Ro };
+    pub const RO: Attrs = Attrs {
+        mem: MemType::Normal,
+        perm: Perm::Ro,
+    };
     /// Normal memory, read-execute (Xen's `PAGE_HYPERVISOR_RX`).
-    pub const RX: Attrs = Attrs { mem: MemType::Normal, perm: Perm::Rx };
+    pub const RX: Attrs = Attrs {
+        mem: MemType::Normal,
+        perm: Perm::Rx,
+    };
     /// Device-nGnRE, read-write, never executable (`PAGE_HYPERVISOR_NOCACHE`).
-    pub const DEVICE: Attrs = Attrs { mem: MemType::DeviceNgnre, perm: Perm::Rw };
+    pub const DEVICE: Attrs = Attrs {
+        mem: MemType::DeviceNgnre,
+        perm: Perm::Rw,
+    };
     /// Normal non-cacheable, read-write, never executable (`PAGE_HYPERVISOR_WC`).
-    pub const WC: Attrs = Attrs { mem: MemType::NormalNc, perm: Perm::Rw };
+    pub const WC: Attrs = Attrs {
+        mem: MemType::NormalNc,
+        perm: Perm::Rw,
+    };
 
     /// The memory type.
     pub const fn mem(self) -> MemType {
@@ -158,11 +176,20 @@ pub struct MapFlags {
 
 impl MapFlags {
     /// Pages only, no contiguous hint.
-    pub const PAGES: MapFlags = MapFlags { blocks: false, contiguous: false };
+    pub const PAGES: MapFlags = MapFlags {
+        blocks: false,
+        contiguous: false,
+    };
     /// Blocks allowed, no contiguous hint.
-    pub const BLOCKS: MapFlags = MapFlags { blocks: true, contiguous: false };
+    pub const BLOCKS: MapFlags = MapFlags {
+        blocks: true,
+        contiguous: false,
+    };
     /// Blocks and the contiguous hint allowed.
-    pub const BLOCKS_CONTIG: MapFlags = MapFlags { blocks: true, contiguous: true };
+    pub const BLOCKS_CONTIG: MapFlags = MapFlags {
+        blocks: true,
+        contiguous: true,
+    };
 }
 
 #[cfg(test)]
@@ -171,14 +198,23 @@ mod tests {
 
     #[test]
     fn rwx_is_refused() {
-        assert_eq!(Perm::from_rwx(true, true), Err(crate::Error::WritableAndExecutable));
+        assert_eq!(
+            Perm::from_rwx(true, true),
+            Err(crate::Error::WritableAndExecutable)
+        );
         assert_eq!(Perm::from_rwx(true, false), Ok(Perm::Rw));
     }
 
     #[test]
     fn executable_device_is_refused() {
-        assert_eq!(Attrs::new(MemType::DeviceNgnre, Perm::Rx), Err(crate::Error::ExecutableDevice));
-        assert_eq!(Attrs::new(MemType::NormalNc, Perm::Rx), Err(crate::Error::ExecutableDevice));
+        assert_eq!(
+            Attrs::new(MemType::DeviceNgnre, Perm::Rx),
+            Err(crate::Error::ExecutableDevice)
+        );
+        assert_eq!(
+            Attrs::new(MemType::NormalNc, Perm::Rx),
+            Err(crate::Error::ExecutableDevice)
+        );
         assert!(Attrs::new(MemType::Normal, Perm::Rx).is_ok());
     }
 

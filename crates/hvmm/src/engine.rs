@@ -8,8 +8,11 @@
 //!    of a contiguous entry...) and counts the tables the update must create;
 //!    then it reserves that many frames. Any refusal or shortage ends the
 //!    update here, before a single descriptor is written.
-//! 2. **commit** walks the range again and writes. It takes reserved frames,
-//!    so it cannot run out of memory.
+//! 2. **commit** walks the range again and writes. It takes reserved frames
+//!    and holds reserved table-access slots ([`TableAccess::reserve`]), so it
+//!    cannot run out of either. (Only a provider that breaks its reservation,
+//!    or a memory fault on the machine model, can fail it; the engine then
+//!    still invalidates the TLB and reports the error.)
 //!
 //! Each walk visits every table of the range once: a table is mapped through
 //! the [`TableAccess`] provider when the walk enters it, stays mapped while
@@ -27,9 +30,7 @@ use crate::alloc::FrameAlloc;
 use crate::arch::Arch;
 use crate::attr::{Attrs, MapFlags};
 use crate::error::Error;
-use crate::format::{
-    block_allowed, level_size, table_index, Format, Pte, CONTIG_ENTRIES, ENTRIES,
-};
+use crate::format::{block_allowed, level_size, table_index, Format, Pte, CONTIG_ENTRIES, ENTRIES};
 use core::fmt;
 use core::marker::PhantomData;
 
@@ -121,7 +122,11 @@ pub struct Env<'a, A: Arch, T: TableAccess<A>, M: FrameAlloc> {
 impl<'a, A: Arch, T: TableAccess<A>, M: FrameAlloc> Env<'a, A, T, M> {
     /// Bundles the three.
     pub fn new(arch: &'a mut A, access: &'a mut T, alloc: &'a mut M) -> Self {
-        Env { arch, access, alloc }
+        Env {
+            arch,
+            access,
+            alloc,
+        }
     }
 }
 
@@ -161,9 +166,9 @@ impl Req {
             return false;
         }
         let size = level_size(level);
-        let aligned = va % size == 0 && slot_end - va == size;
+        let aligned = va.is_multiple_of(size) && slot_end - va == size;
         match self.op {
-            Op::Insert { .. } => aligned && self.pa_at(va) % size == 0,
+            Op::Insert { .. } => aligned && self.pa_at(va).is_multiple_of(size),
             _ => aligned,
         }
     }
@@ -178,7 +183,7 @@ impl Req {
         let start = va & !(run - 1);
         start >= self.va
             && start.checked_add(run).is_some_and(|e| e <= self.end)
-            && (self.pa_at(start)) % run == 0
+            && (self.pa_at(start)).is_multiple_of(run)
     }
 }
 
@@ -204,7 +209,10 @@ fn entry_va(table: Vaddr, idx: usize) -> Vaddr {
 impl<F: Format> PageTable<F> {
     /// A page table whose root is the (already zeroed) frame `root`.
     pub const fn new(root: Mfn) -> Self {
-        PageTable { root, _format: PhantomData }
+        PageTable {
+            root,
+            _format: PhantomData,
+        }
     }
 
     /// The root frame.
@@ -230,17 +238,35 @@ impl<F: Format> PageTable<F> {
         // Prepare: validate everything and count the tables to create.
         let mut need = 0usize;
         let mut maps = 0u64;
-        self.prepare(env, &req, root_level, self.root, req.va, req.end, &mut need, &mut maps)?;
+        self.prepare(
+            env, &req, root_level, self.root, req.va, req.end, &mut need, &mut maps,
+        )?;
         if need > 0 {
-            env.alloc
-                .reserve(need)
-                .map_err(|e| Error::OutOfMemory { needed: e.needed, available: e.available })?;
+            env.alloc.reserve(need).map_err(|e| Error::OutOfMemory {
+                needed: e.needed,
+                available: e.available,
+            })?;
+        }
+        // The commit pass holds at most one mapping per level at a time.
+        let nested = usize::from(4 - root_level);
+        if let Err(err) = env.access.reserve(env.arch, nested) {
+            env.alloc.unreserve();
+            return Err(Error::TableAccess {
+                mfn: self.root,
+                err,
+            });
         }
 
-        // Commit: write. Cannot run out of frames; a failure here means a
-        // provider or the memory itself misbehaved.
-        let mut c = Commit { report: UpdateReport { table_maps: maps, ..Default::default() } };
+        // Commit: write. Cannot run out of frames or slots; a failure here
+        // means a provider broke its reservation or the memory faulted.
+        let mut c = Commit {
+            report: UpdateReport {
+                table_maps: maps,
+                ..Default::default()
+            },
+        };
         let res = self.commit(env, &req, root_level, self.root, req.va, req.end, &mut c);
+        env.access.unreserve(env.arch);
         env.alloc.unreserve();
         match res {
             Ok(_) => {
@@ -272,10 +298,18 @@ impl<F: Format> PageTable<F> {
         if !va.is_aligned(PAGE_SIZE) {
             return Err(Error::VaMisaligned(va));
         }
-        let len = pages.checked_mul(PAGE_SIZE).ok_or(Error::VaRangeOverflow { va, pages })?;
-        let end = va.0.checked_add(len).ok_or(Error::VaRangeOverflow { va, pages })?;
+        let len = pages
+            .checked_mul(PAGE_SIZE)
+            .ok_or(Error::VaRangeOverflow { va, pages })?;
+        let end =
+            va.0.checked_add(len)
+                .ok_or(Error::VaRangeOverflow { va, pages })?;
         if !F::va_end_fits(end) {
-            return Err(Error::VaOutOfRange { va, pages, va_bits: F::VA_BITS });
+            return Err(Error::VaOutOfRange {
+                va,
+                pages,
+                va_bits: F::VA_BITS,
+            });
         }
         let pa = match op {
             Op::Insert { pa, .. } => {
@@ -284,20 +318,33 @@ impl<F: Format> PageTable<F> {
                 }
                 let pa_end = pa.0.checked_add(len);
                 if !pa_end.is_some_and(F::pa_end_fits) {
-                    return Err(Error::PaOutOfRange { pa, pages, pa_bits: F::PA_BITS });
+                    return Err(Error::PaOutOfRange {
+                        pa,
+                        pages,
+                        pa_bits: F::PA_BITS,
+                    });
                 }
                 pa.0
             }
             _ => 0,
         };
-        Ok(Req { va: va.0, end, pa, op, flags, flush_all: pages > TLB_FLUSH_ALL_THRESHOLD })
+        Ok(Req {
+            va: va.0,
+            end,
+            pa,
+            op,
+            flags,
+            flush_all: pages > TLB_FLUSH_ALL_THRESHOLD,
+        })
     }
 
     fn map<A: Arch, T: TableAccess<A>, M: FrameAlloc>(
         env: &mut Env<'_, A, T, M>,
         mfn: Mfn,
     ) -> Result<Vaddr, Error> {
-        env.access.map_table(env.arch, mfn).map_err(|err| Error::TableAccess { mfn, err })
+        env.access
+            .map_table(env.arch, mfn)
+            .map_err(|err| Error::TableAccess { mfn, err })
     }
 
     /// Number of tables an insert (or populate) creates below an invalid
@@ -361,15 +408,24 @@ impl<F: Format> PageTable<F> {
                 Op::Insert { .. } | Op::Populate => {
                     if target {
                         if matches!(req.op, Op::Insert { .. }) && (table || leaf) {
-                            return Err(Error::AlreadyMapped { va: Vaddr(cur), level });
+                            return Err(Error::AlreadyMapped {
+                                va: Vaddr(cur),
+                                level,
+                            });
                         }
                     } else if table {
                         let child = pte.table_mfn::<F>();
                         self.prepare(env, req, level + 1, child, cur, se, need, maps)?;
                     } else if leaf {
                         return Err(match req.op {
-                            Op::Populate => Error::BlockInTheWay { va: Vaddr(cur), level },
-                            _ => Error::AlreadyMapped { va: Vaddr(cur), level },
+                            Op::Populate => Error::BlockInTheWay {
+                                va: Vaddr(cur),
+                                level,
+                            },
+                            _ => Error::AlreadyMapped {
+                                va: Vaddr(cur),
+                                level,
+                            },
                         });
                     } else {
                         *need += Self::tables_needed(req, level + 1, cur, se);
@@ -384,13 +440,20 @@ impl<F: Format> PageTable<F> {
                         let from = pte.attr_index();
                         let to = attrs.mem().index();
                         if from != to {
-                            return Err(Error::AttrIndexChange { va: Vaddr(cur), from, to });
+                            return Err(Error::AttrIndexChange {
+                                va: Vaddr(cur),
+                                from,
+                                to,
+                            });
                         }
                     } else if table {
                         let child = pte.table_mfn::<F>();
                         self.prepare(env, req, level + 1, child, cur, se, need, maps)?;
                     } else {
-                        return Err(Error::BlockInTheWay { va: Vaddr(cur), level });
+                        return Err(Error::BlockInTheWay {
+                            va: Vaddr(cur),
+                            level,
+                        });
                     }
                 }
                 Op::Remove => {
@@ -402,7 +465,10 @@ impl<F: Format> PageTable<F> {
                         let child = pte.table_mfn::<F>();
                         self.prepare(env, req, level + 1, child, cur, se, need, maps)?;
                     } else if leaf {
-                        return Err(Error::BlockInTheWay { va: Vaddr(cur), level });
+                        return Err(Error::BlockInTheWay {
+                            va: Vaddr(cur),
+                            level,
+                        });
                     }
                 }
             }
@@ -413,10 +479,16 @@ impl<F: Format> PageTable<F> {
 
     fn check_target_leaf(pte: Pte, level: u8, va: u64, table: bool) -> Result<(), Error> {
         if table {
-            return Err(Error::TableInTheWay { va: Vaddr(va), level });
+            return Err(Error::TableInTheWay {
+                va: Vaddr(va),
+                level,
+            });
         }
         if pte.is_contiguous() {
-            return Err(Error::ContiguousEntry { va: Vaddr(va), level });
+            return Err(Error::ContiguousEntry {
+                va: Vaddr(va),
+                level,
+            });
         }
         Ok(())
     }
@@ -524,7 +596,7 @@ impl<F: Format> PageTable<F> {
         }
         // Empty if the request covered the whole table, else look.
         let span = level_size(level) * ENTRIES as u64;
-        if va % span == 0 && end - va == span {
+        if va.is_multiple_of(span) && end - va == span {
             return Ok(true);
         }
         for i in 0..ENTRIES {
@@ -560,7 +632,10 @@ impl<F: Format> PageTable<F> {
         end: u64,
         c: &mut Commit,
     ) -> Result<Mfn, Error> {
-        let mfn = env.alloc.take().ok_or(Error::OutOfMemory { needed: 1, available: 0 })?;
+        let mfn = env.alloc.take().ok_or(Error::OutOfMemory {
+            needed: 1,
+            available: 0,
+        })?;
         c.report.tables_created += 1;
         let tva = match Self::map(env, mfn) {
             Ok(v) => v,
@@ -593,7 +668,11 @@ impl<F: Format> PageTable<F> {
         va: Vaddr,
     ) -> Result<Option<Leaf>, Error> {
         if !F::va_end_fits(va.0.saturating_add(1)) {
-            return Err(Error::VaOutOfRange { va, pages: 1, va_bits: F::VA_BITS });
+            return Err(Error::VaOutOfRange {
+                va,
+                pages: 1,
+                va_bits: F::VA_BITS,
+            });
         }
         let mut mfn = self.root;
         let mut level = F::ROOT_LEVEL;
@@ -610,7 +689,12 @@ impl<F: Format> PageTable<F> {
             if pte.is_leaf(level) {
                 let off = va.0 & (level_size(level) - 1);
                 let pa = Paddr(pte.oa::<F>().0 + off);
-                return Ok(Some(Leaf { level, pa, pte, attrs: pte.attrs() }));
+                return Ok(Some(Leaf {
+                    level,
+                    pa,
+                    pte,
+                    attrs: pte.attrs(),
+                }));
             }
             return Ok(None);
         }
@@ -650,7 +734,16 @@ impl<F: Format> PageTable<F> {
                 } else if pte.is_leaf(level) {
                     let off = cur & (level_size(level) - 1);
                     let pa = Paddr(pte.oa::<F>().0 + off);
-                    f(Vaddr(cur), se - cur, Leaf { level, pa, pte, attrs: pte.attrs() });
+                    f(
+                        Vaddr(cur),
+                        se - cur,
+                        Leaf {
+                            level,
+                            pa,
+                            pte,
+                            attrs: pte.attrs(),
+                        },
+                    );
                 }
                 cur = se;
             }
@@ -676,10 +769,18 @@ impl<F: Format> PageTable<F> {
             F::NAME,
             self.root.paddr(),
             hw_root,
-            if hw_root == self.root.paddr() { "" } else { ", a different table" }
+            if hw_root == self.root.paddr() {
+                ""
+            } else {
+                ", a different table"
+            }
         );
         if !F::va_end_fits(va.0.saturating_add(1)) {
-            return Err(Error::VaOutOfRange { va, pages: 1, va_bits: F::VA_BITS });
+            return Err(Error::VaOutOfRange {
+                va,
+                pages: 1,
+                va_bits: F::VA_BITS,
+            });
         }
         let mut mfn = self.root;
         let mut level = F::ROOT_LEVEL;
@@ -716,7 +817,11 @@ impl<F: Format> PageTable<F> {
                 let attrs = pte.attrs();
                 let _ = match attrs {
                     Some(a) => writeln!(out, "  -> PA {} {a}", Paddr(pte.oa::<F>().0 + off)),
-                    None => writeln!(out, "  -> PA {} (attributes not hvmm's)", Paddr(pte.oa::<F>().0 + off)),
+                    None => writeln!(
+                        out,
+                        "  -> PA {} (attributes not hvmm's)",
+                        Paddr(pte.oa::<F>().0 + off)
+                    ),
                 };
             }
             return Ok(());

@@ -141,7 +141,11 @@ impl Pte {
             v |= Self::TABLE;
         }
         v |= u64::from(attrs.mem().index()) << Self::ATTR_SHIFT;
-        v |= if attrs.mem().is_device() { Self::SH_OUTER } else { Self::SH_INNER };
+        v |= if attrs.mem().is_device() {
+            Self::SH_OUTER
+        } else {
+            Self::SH_INNER
+        };
         match attrs.perm() {
             Perm::Ro => v |= Self::RO | Self::XN,
             Perm::Rx => v |= Self::RO,

@@ -32,7 +32,12 @@ pub struct HostArch {
 impl HostArch {
     /// A pool of `count` frames starting at frame `base`.
     pub fn new(base: Mfn, count: usize) -> Self {
-        HostArch { base, frames: vec![[0u64; ENTRIES]; count], root: Paddr(0), tlb_ops: 0 }
+        HostArch {
+            base,
+            frames: vec![[0u64; ENTRIES]; count],
+            root: Paddr(0),
+            tlb_ops: 0,
+        }
     }
 
     /// Sets what [`Arch::root`] reports.
@@ -41,13 +46,23 @@ impl HostArch {
     }
 
     fn slot(&self, va: Vaddr, access: AccessKind) -> Result<(usize, usize), MemFault> {
-        let fault = MemFault { va, access, kind: FaultKind::External, level: 0 };
+        let fault = MemFault {
+            va,
+            access,
+            kind: FaultKind::External,
+            level: 0,
+        };
         let frame = (va.0 >> 12).checked_sub(self.base.0).ok_or(fault)?;
         let frame = usize::try_from(frame).map_err(|_| fault)?;
         if frame >= self.frames.len() || va.0 & 7 != 0 {
             return Err(fault);
         }
         Ok((frame, ((va.0 & 0xfff) >> 3) as usize))
+    }
+
+    /// A copy of every frame of the pool (to compare before and after).
+    pub fn snapshot(&self) -> Vec<[u64; ENTRIES]> {
+        self.frames.clone()
     }
 
     /// The 512 entries of frame `mfn`, if it is in the pool.
@@ -86,9 +101,16 @@ impl Arch for HostArch {
     fn tlb_sync(&mut self) {}
     fn isb(&mut self) {}
     fn translate(&mut self, va: Vaddr, write: bool) -> Result<AtResult, MemFault> {
-        let access = if write { AccessKind::Write } else { AccessKind::Read };
+        let access = if write {
+            AccessKind::Write
+        } else {
+            AccessKind::Read
+        };
         self.slot(va, access)?;
-        Ok(AtResult { pa: Paddr(va.0), mair_attr: 0xff })
+        Ok(AtResult {
+            pa: Paddr(va.0),
+            mair_attr: 0xff,
+        })
     }
     fn root(&self) -> Paddr {
         self.root
@@ -154,7 +176,10 @@ impl HostFrames {
 impl FrameAlloc for HostFrames {
     fn reserve(&mut self, n: usize) -> Result<(), OutOfFrames> {
         if n > self.free.len() {
-            return Err(OutOfFrames { needed: n, available: self.free.len() });
+            return Err(OutOfFrames {
+                needed: n,
+                available: self.free.len(),
+            });
         }
         self.reserved = n;
         Ok(())
