@@ -144,6 +144,20 @@ pub trait Arch {
     fn translate(&mut self, va: Vaddr, write: bool) -> Result<AtResult, MemFault>;
     /// The current root table (TTBR0_EL2 / HTTBR).
     fn root(&self) -> Paddr;
+    /// Reads `buf.len()` bytes at `va` (any alignment), through the MMU.
+    /// The default reads aligned words with [`Arch::read_pte`].
+    fn read_bytes(&mut self, va: Vaddr, buf: &mut [u8]) -> Result<(), MemFault> {
+        let mut done = 0usize;
+        while done < buf.len() {
+            let at = va.0 + done as u64;
+            let word = self.read_pte(Vaddr(at & !7))?.to_le_bytes();
+            let off = (at & 7) as usize;
+            let n = (8 - off).min(buf.len() - done);
+            buf[done..done + n].copy_from_slice(&word[off..off + n]);
+            done += n;
+        }
+        Ok(())
+    }
     /// The index of the CPU running this code.
     fn cpu(&self) -> usize;
 }

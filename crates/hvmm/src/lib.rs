@@ -35,11 +35,14 @@ pub mod addr;
 pub mod alloc;
 pub mod arch;
 pub mod attr;
+pub mod boot_alloc;
 pub mod engine;
 pub mod error;
 pub mod format;
 #[cfg(any(test, feature = "host"))]
 pub mod host;
+pub mod layout;
+pub mod phase;
 
 pub use access::{AccessError, TableAccess};
 pub use addr::{LinearRange, Mfn, Paddr, Vaddr, Vaddr32, PAGE_SIZE};
@@ -49,3 +52,4 @@ pub use attr::{Attrs, MapFlags, MemType, Perm};
 pub use engine::{Env, Leaf, Op, PageTable, UpdateReport};
 pub use error::Error;
 pub use format::{Arm32, Arm64, Format, Pte};
+pub use phase::SystemState;

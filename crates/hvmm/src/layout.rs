@@ -1,0 +1,207 @@
+//! The hypervisor's virtual layout (Xen 4.13 shaped) for both architectures.
+
+use crate::addr::Vaddr;
+use crate::format::{Arm32, Arm64, Format};
+
+/// Where the image is linked.
+pub const XEN_VIRT_START: Vaddr = Vaddr(0x0020_0000);
+/// The image must fit in this many bytes (one L3 table's worth).
+pub const XEN_VIRT_SIZE: u64 = 2 << 20;
+/// Start of the fixmap: one L3 table, static in the image.
+pub const FIXMAP_ADDR: Vaddr = Vaddr(0x0040_0000);
+/// Fixmap slot of the console UART.
+pub const FIXMAP_CONSOLE: usize = 0;
+/// Fixmap slot used by `copy_from_paddr` and other short-lived mappings.
+pub const FIXMAP_MISC: usize = 1;
+/// First PMAP slot.
+pub const FIXMAP_PMAP_BEGIN: usize = 2;
+/// Number of PMAP slots.
+pub const NUM_PMAP: usize = 8;
+/// First ACPI slot (after the PMAP slots).
+pub const FIXMAP_ACPI_BEGIN: usize = FIXMAP_PMAP_BEGIN + NUM_PMAP;
+/// Number of fixmap slots in use (the rest of the L3 table is free).
+pub const FIXMAP_SLOTS: usize = FIXMAP_ACPI_BEGIN + 4;
+/// Where the DTB is mapped in early boot (4 MiB: a DTB of up to 2 MiB may straddle a 2 MiB boundary).
+pub const BOOT_FDT_VIRT_START: Vaddr = Vaddr(0x0060_0000);
+/// Size of the early FDT window.
+pub const BOOT_FDT_VIRT_SIZE: u64 = 4 << 20;
+/// Largest DTB accepted.
+pub const MAX_FDT_SIZE: u64 = 2 << 20;
+/// Boot relocation area.
+pub const BOOT_RELOC_VIRT_START: Vaddr = Vaddr(0x00a0_0000);
+
+/// VA of a fixmap slot.
+pub const fn fixmap_va(slot: usize) -> Vaddr {
+    Vaddr(FIXMAP_ADDR.0 + (slot as u64) * 4096)
+}
+
+/// A named region of the virtual layout.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct Region {
+    /// Name shown in logs.
+    pub name: &'static str,
+    /// First address.
+    pub start: Vaddr,
+    /// Size in bytes.
+    pub size: u64,
+}
+
+impl Region {
+    /// One past the last address.
+    pub const fn end(&self) -> u64 {
+        self.start.0 + self.size
+    }
+    /// Whether `va` is inside.
+    pub const fn contains(&self, va: Vaddr) -> bool {
+        va.0 >= self.start.0 && va.0 - self.start.0 < self.size
+    }
+}
+
+/// The layout of one architecture.
+#[derive(Copy, Clone, Debug)]
+pub struct Layout {
+    /// Frametable (one page-info structure per frame).
+    pub frametable: Region,
+    /// vmap area.
+    pub vmap: Region,
+    /// arm32 xenheap, always mapped with 2 MiB contiguous blocks.
+    pub xenheap: Option<Region>,
+    /// arm32 domheap: per-CPU 2 MiB `map_domain_page` slots.
+    pub domheap: Option<Region>,
+    /// arm64 direct map of all RAM.
+    pub directmap: Option<Region>,
+}
+
+impl Layout {
+    /// The fixed low regions shared by both architectures.
+    pub const COMMON: [Region; 4] = [
+        Region {
+            name: "xen",
+            start: XEN_VIRT_START,
+            size: XEN_VIRT_SIZE,
+        },
+        Region {
+            name: "fixmap",
+            start: FIXMAP_ADDR,
+            size: 2 << 20,
+        },
+        Region {
+            name: "early-fdt",
+            start: BOOT_FDT_VIRT_START,
+            size: BOOT_FDT_VIRT_SIZE,
+        },
+        Region {
+            name: "boot-reloc",
+            start: BOOT_RELOC_VIRT_START,
+            size: 2 << 20,
+        },
+    ];
+}
+
+/// Number of 2 MiB domain-page slots per CPU on arm32.
+pub const DOMHEAP_ENTRIES: usize = 1024;
+
+/// The arm32 layout.
+pub const ARM32_LAYOUT: Layout = Layout {
+    frametable: Region {
+        name: "frametable",
+        start: Vaddr(0x0200_0000),
+        size: 0x0e00_0000,
+    },
+    vmap: Region {
+        name: "vmap",
+        start: Vaddr(0x1000_0000),
+        size: 0x3000_0000,
+    },
+    xenheap: Some(Region {
+        name: "xenheap",
+        start: Vaddr(0x4000_0000),
+        size: 0x4000_0000,
+    }),
+    domheap: Some(Region {
+        name: "domheap",
+        start: Vaddr(0x8000_0000),
+        size: 0x8000_0000,
+    }),
+    directmap: None,
+};
+
+/// First L0 slot of the arm64 direct map.
+pub const DIRECTMAP_SLOT: u64 = 256;
+/// Number of 512 GiB L0 slots of the arm64 direct map.
+pub const DIRECTMAP_SLOTS: u64 = 9;
+
+/// The arm64 layout.
+pub const ARM64_LAYOUT: Layout = Layout {
+    frametable: Region {
+        name: "frametable",
+        start: Vaddr(32 << 30),
+        size: 32 << 30,
+    },
+    vmap: Region {
+        name: "vmap",
+        start: Vaddr(1 << 30),
+        size: 1 << 30,
+    },
+    xenheap: None,
+    domheap: None,
+    directmap: Some(Region {
+        name: "directmap",
+        start: Vaddr(DIRECTMAP_SLOT << 39),
+        size: DIRECTMAP_SLOTS << 39,
+    }),
+};
+
+/// A format together with its layout.
+pub trait HasLayout: Format {
+    /// The layout.
+    const LAYOUT: Layout;
+}
+
+impl HasLayout for Arm64 {
+    const LAYOUT: Layout = ARM64_LAYOUT;
+}
+
+impl HasLayout for Arm32 {
+    const LAYOUT: Layout = ARM32_LAYOUT;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn regions_do_not_overlap() {
+        for l in [ARM32_LAYOUT, ARM64_LAYOUT] {
+            let mut all: std::vec::Vec<Region> = Layout::COMMON.to_vec();
+            all.push(l.frametable);
+            all.push(l.vmap);
+            all.extend(l.xenheap);
+            all.extend(l.domheap);
+            all.extend(l.directmap);
+            for (i, a) in all.iter().enumerate() {
+                for b in &all[i + 1..] {
+                    assert!(
+                        a.end() <= b.start.0 || b.end() <= a.start.0,
+                        "{a:?} overlaps {b:?}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn arm32_layout_fits_32_bits() {
+        assert_eq!(ARM32_LAYOUT.domheap.unwrap().end(), 1 << 32);
+        assert_eq!(
+            ARM32_LAYOUT.domheap.unwrap().size,
+            DOMHEAP_ENTRIES as u64 * (2 << 20)
+        );
+    }
+
+    #[test]
+    fn fixmap_slots_fit_one_table() {
+        assert!(FIXMAP_SLOTS <= 512);
+        assert_eq!(fixmap_va(FIXMAP_PMAP_BEGIN), Vaddr(0x40_2000));
+    }
+}

@@ -1,0 +1,493 @@
+//! System states and the table-access provider of each.
+//!
+//! | state | provider | how a table page is reached |
+//! |---|---|---|
+//! | [`SystemState::EarlyBoot`] | [`EarlyAccess`] | image tables at link address + offset; anything else through a PMAP slot |
+//! | `Boot` / `SmpBoot` / `Active`, arm64 | [`DirectMapAccess`] | the direct map |
+//! | `Boot` / `SmpBoot` / `Active`, arm32 | [`DomainPageAccess`] | image tables as above; anything else through a per-CPU domain-page slot |
+//!
+//! A provider for a later state can only be built from the value that the
+//! step creating its mapping returns ([`DirectMap`], [`DomainPage`]), so the
+//! 2019 mistake — reaching for the direct map before it exists — cannot be
+//! written. PMAP refuses to work once other CPUs run (it is single-CPU).
+
+use crate::access::{AccessError, TableAccess};
+use crate::addr::{LinearRange, Mfn, Paddr, Vaddr};
+use crate::arch::Arch;
+use crate::attr::Attrs;
+use crate::format::{Arm32, Pte};
+use crate::layout::{fixmap_va, DOMHEAP_ENTRIES, FIXMAP_PMAP_BEGIN, NUM_PMAP};
+use core::fmt;
+
+/// The system's boot phase.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum SystemState {
+    /// MMU on at the link address; no direct map, no domain-page area.
+    EarlyBoot,
+    /// Memory set up; runtime tables reachable through the direct map (arm64)
+    /// or domain-page slots (arm32).
+    Boot,
+    /// Secondary CPUs are being brought up.
+    SmpBoot,
+    /// Boot finished, init memory freed.
+    Active,
+}
+
+impl SystemState {
+    /// The name used in logs.
+    pub const fn name(self) -> &'static str {
+        match self {
+            SystemState::EarlyBoot => "EarlyBoot",
+            SystemState::Boot => "Boot",
+            SystemState::SmpBoot => "SmpBoot",
+            SystemState::Active => "Active",
+        }
+    }
+}
+
+impl fmt::Display for SystemState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// How many table maps each access path served.
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub struct AccessStats {
+    /// Tables inside the image, reached at their link address.
+    pub image: u64,
+    /// Tables reached through a PMAP slot.
+    pub pmap: u64,
+    /// Tables reached through the arm64 direct map.
+    pub directmap: u64,
+    /// Tables reached through an arm32 domain-page slot.
+    pub domain_page: u64,
+}
+
+impl AccessStats {
+    /// Total table maps.
+    pub const fn total(&self) -> u64 {
+        self.image + self.pmap + self.directmap + self.domain_page
+    }
+}
+
+/// The hypervisor image's mapping: link address and load address, as found
+/// by hardware translation of its first and last byte.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct ImageRange(pub LinearRange);
+
+/// Why the image range could not be established.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum ImageRangeError {
+    /// Translating the image's first or last byte faulted.
+    NotMapped(crate::arch::MemFault),
+    /// The image is not mapped linearly (last byte's PA does not follow the first's).
+    NotLinear {
+        /// PA of the first byte.
+        first: Paddr,
+        /// PA of the last byte.
+        last: Paddr,
+    },
+}
+
+impl fmt::Display for ImageRangeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ImageRangeError::NotMapped(fault) => write!(f, "image not mapped: {fault}"),
+            ImageRangeError::NotLinear { first, last } => {
+                write!(
+                    f,
+                    "image not mapped linearly: first byte at {first}, last at {last}"
+                )
+            }
+        }
+    }
+}
+
+impl ImageRange {
+    /// Finds the image's physical range by translating `start` and `end - 1`
+    /// with the AT instruction (`end` itself may be unmapped). No stored
+    /// `PA - VA` offset is involved.
+    pub fn discover<A: Arch>(
+        arch: &mut A,
+        start: Vaddr,
+        end: Vaddr,
+    ) -> Result<Self, ImageRangeError> {
+        let first = arch
+            .translate(start, false)
+            .map_err(ImageRangeError::NotMapped)?
+            .pa;
+        let last = arch
+            .translate(Vaddr(end.0 - 1), false)
+            .map_err(ImageRangeError::NotMapped)?
+            .pa;
+        let size = end.0 - start.0;
+        if last.0.checked_sub(first.0) != Some(size - 1) {
+            return Err(ImageRangeError::NotLinear { first, last });
+        }
+        LinearRange::new(start, first, size)
+            .map(ImageRange)
+            .ok_or(ImageRangeError::NotLinear { first, last })
+    }
+    /// The image VA of a frame inside the image.
+    pub fn va_of(&self, mfn: Mfn) -> Option<Vaddr> {
+        self.0.va_of(mfn.paddr())
+    }
+    /// Whether the frame is part of the image.
+    pub fn contains(&self, mfn: Mfn) -> bool {
+        self.0.contains_pa(mfn.paddr())
+    }
+}
+
+/// The PMAP: a few fixmap slots whose L3 entries are written directly (never
+/// through the engine, which would recurse). Usable from the first Rust
+/// instruction, single CPU only.
+#[derive(Debug)]
+pub struct Pmap {
+    /// VA of the fixmap's L3 table (inside the image).
+    l3: Vaddr,
+    in_use: u16,
+    reserved: usize,
+    /// Set once other CPUs may run: PMAP then refuses to work.
+    retired: bool,
+}
+
+impl Pmap {
+    /// A PMAP over the fixmap L3 table at `fixmap_l3` (its image VA).
+    pub const fn new(fixmap_l3: Vaddr) -> Self {
+        Pmap {
+            l3: fixmap_l3,
+            in_use: 0,
+            reserved: 0,
+            retired: false,
+        }
+    }
+    /// Slots in use.
+    pub const fn in_use(&self) -> u32 {
+        self.in_use.count_ones()
+    }
+    /// Ends PMAP use (secondary CPUs are starting): later maps fail with
+    /// [`AccessError::WrongPhase`].
+    pub fn retire(&mut self) {
+        self.retired = true;
+    }
+
+    fn free_slots(&self) -> usize {
+        NUM_PMAP - self.in_use.count_ones() as usize
+    }
+
+    /// Maps `mfn` read-write in a free slot and returns its VA.
+    pub fn map<A: Arch>(&mut self, arch: &mut A, mfn: Mfn) -> Result<Vaddr, AccessError> {
+        if self.retired {
+            return Err(AccessError::WrongPhase {
+                provider: "pmap",
+                state: "SmpBoot",
+            });
+        }
+        let slot = (0..NUM_PMAP).find(|&i| self.in_use & (1 << i) == 0).ok_or(
+            AccessError::SlotsExhausted {
+                provider: "pmap",
+                slots: NUM_PMAP,
+            },
+        )?;
+        let idx = FIXMAP_PMAP_BEGIN + slot;
+        let pte = Pte::leaf::<crate::format::Arm64>(3, mfn.paddr(), Attrs::RW, false);
+        // Both formats share the page encoding below 40 bits; check the PA fits
+        // the 48-bit field (an arm32 caller never has more than 40 bits).
+        arch.write_pte(Vaddr(self.l3.0 + idx as u64 * 8), pte.0)
+            .map_err(AccessError::Fault)?;
+        arch.isb();
+        self.in_use |= 1 << slot;
+        Ok(fixmap_va(idx))
+    }
+
+    /// Unmaps a slot returned by [`Pmap::map`] and invalidates it on this CPU.
+    pub fn unmap<A: Arch>(&mut self, arch: &mut A, va: Vaddr) {
+        let idx = ((va.0 - fixmap_va(0).0) / 4096) as usize;
+        let Some(slot) = idx.checked_sub(FIXMAP_PMAP_BEGIN).filter(|&s| s < NUM_PMAP) else {
+            return;
+        };
+        // A fault here would mean the fixmap L3 is gone; nothing to undo.
+        let _ = arch.write_pte(Vaddr(self.l3.0 + idx as u64 * 8), 0);
+        arch.tlb_flush_va_local(va);
+        self.in_use &= !(1 << slot);
+    }
+}
+
+/// The early-boot provider: image tables at their link address, other frames
+/// through PMAP.
+pub struct EarlyAccess<'a> {
+    image: ImageRange,
+    pmap: &'a mut Pmap,
+    /// Maps served, by path.
+    pub stats: &'a mut AccessStats,
+}
+
+impl<'a> EarlyAccess<'a> {
+    /// The provider over the image and the PMAP.
+    pub fn new(image: ImageRange, pmap: &'a mut Pmap, stats: &'a mut AccessStats) -> Self {
+        EarlyAccess { image, pmap, stats }
+    }
+}
+
+impl<A: Arch> TableAccess<A> for EarlyAccess<'_> {
+    fn name(&self) -> &'static str {
+        "image+pmap"
+    }
+    fn map_table(&mut self, arch: &mut A, mfn: Mfn) -> Result<Vaddr, AccessError> {
+        if let Some(va) = self.image.va_of(mfn) {
+            self.stats.image += 1;
+            return Ok(va);
+        }
+        let va = self.pmap.map(arch, mfn)?;
+        self.stats.pmap += 1;
+        Ok(va)
+    }
+    fn unmap_table(&mut self, arch: &mut A, mfn: Mfn, va: Vaddr) {
+        if !self.image.contains(mfn) {
+            self.pmap.unmap(arch, va);
+        }
+    }
+    fn reserve(&mut self, _arch: &mut A, nested: usize) -> Result<(), AccessError> {
+        if self.pmap.retired {
+            return Err(AccessError::WrongPhase {
+                provider: "pmap",
+                state: "SmpBoot",
+            });
+        }
+        if self.pmap.free_slots() < nested {
+            return Err(AccessError::SlotsExhausted {
+                provider: "pmap",
+                slots: NUM_PMAP,
+            });
+        }
+        self.pmap.reserved = nested;
+        Ok(())
+    }
+    fn unreserve(&mut self, _arch: &mut A) {
+        self.pmap.reserved = 0;
+    }
+}
+
+/// The arm64 direct map, as set up by the memory set-up step. Only that step
+/// creates one.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct DirectMap {
+    /// Mapped ranges (VA ↔ PA), one per RAM bank.
+    banks: [Option<LinearRange>; 8],
+}
+
+impl DirectMap {
+    /// Records the direct map of `banks`; called by the step that mapped them.
+    pub fn new(banks: &[LinearRange]) -> Option<Self> {
+        if banks.len() > 8 {
+            return None;
+        }
+        let mut b = [None; 8];
+        for (slot, r) in b.iter_mut().zip(banks) {
+            *slot = Some(*r);
+        }
+        Some(DirectMap { banks: b })
+    }
+    /// The direct-map VA of `pa`, if it is RAM.
+    pub fn va_of(&self, pa: Paddr) -> Option<Vaddr> {
+        self.banks.iter().flatten().find_map(|r| r.va_of(pa))
+    }
+    /// The mapped ranges.
+    pub fn ranges(&self) -> impl Iterator<Item = &LinearRange> {
+        self.banks.iter().flatten()
+    }
+}
+
+/// The arm64 provider once the direct map exists.
+pub struct DirectMapAccess<'a> {
+    map: DirectMap,
+    /// Maps served, by path.
+    pub stats: &'a mut AccessStats,
+}
+
+impl<'a> DirectMapAccess<'a> {
+    /// The provider over an established direct map.
+    pub fn new(map: DirectMap, stats: &'a mut AccessStats) -> Self {
+        DirectMapAccess { map, stats }
+    }
+}
+
+impl<A: Arch> TableAccess<A> for DirectMapAccess<'_> {
+    fn name(&self) -> &'static str {
+        "directmap"
+    }
+    fn map_table(&mut self, _arch: &mut A, mfn: Mfn) -> Result<Vaddr, AccessError> {
+        let va = self
+            .map
+            .va_of(mfn.paddr())
+            .ok_or(AccessError::Unreachable {
+                provider: "directmap",
+                mfn,
+            })?;
+        self.stats.directmap += 1;
+        Ok(va)
+    }
+    fn unmap_table(&mut self, _arch: &mut A, _mfn: Mfn, _va: Vaddr) {}
+}
+
+/// One CPU's arm32 domain-page slots: 1024 2 MiB block entries (two L2
+/// tables, contiguous in the xenheap) covering the domheap area. Each entry
+/// holds a reference count in its software bits; an entry whose count drops
+/// to zero stays valid (lazy unmap) until its slot is reused.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct DomainPage {
+    /// VA of the 1024 entries (xenheap).
+    slots: Vaddr,
+    /// First VA of the domheap area.
+    base: Vaddr,
+}
+
+/// Largest reference count an entry can hold (4 software bits).
+pub const DOMAIN_PAGE_MAX_REFS: u8 = 15;
+
+impl DomainPage {
+    /// The slots of one CPU: `slots` is the xenheap VA of its two domheap L2
+    /// tables, linked into that CPU's root for `base..base + 2 GiB`.
+    pub const fn new(slots: Vaddr, base: Vaddr) -> Self {
+        DomainPage { slots, base }
+    }
+
+    fn entry_va(&self, i: usize) -> Vaddr {
+        Vaddr(self.slots.0 + i as u64 * 8)
+    }
+
+    /// Maps the frame `mfn` (Xen's `map_domain_page`).
+    pub fn map<A: Arch>(&self, arch: &mut A, mfn: Mfn) -> Result<Vaddr, AccessError> {
+        let pa = mfn.paddr();
+        let block = Paddr(pa.0 & !((2 << 20) - 1));
+        let hash = (pa.0 >> 21) as usize % DOMHEAP_ENTRIES;
+        let mut candidate = None;
+        for probe in 0..DOMHEAP_ENTRIES {
+            let i = (hash + probe) % DOMHEAP_ENTRIES;
+            let pte = Pte(arch
+                .read_pte(self.entry_va(i))
+                .map_err(AccessError::Fault)?);
+            if pte.is_leaf(2) && pte.oa::<Arm32>() == block && pte.sw() < DOMAIN_PAGE_MAX_REFS {
+                arch.write_pte(self.entry_va(i), pte.with_sw(pte.sw() + 1).0)
+                    .map_err(AccessError::Fault)?;
+                return Ok(self.slot_va(i, pa));
+            }
+            if candidate.is_none() && pte.sw() == 0 {
+                candidate = Some((i, pte));
+            }
+            if !pte.is_valid() {
+                break;
+            }
+        }
+        let (i, old) = candidate.ok_or(AccessError::SlotsExhausted {
+            provider: "domain-page",
+            slots: DOMHEAP_ENTRIES,
+        })?;
+        if old.is_valid() {
+            // Reusing a lazily unmapped slot: break before make.
+            arch.write_pte(self.entry_va(i), 0)
+                .map_err(AccessError::Fault)?;
+            arch.tlb_flush_va_local(self.slot_va(i, Paddr(0)));
+        }
+        let new = Pte::leaf::<Arm32>(2, block, Attrs::RW, false).with_sw(1);
+        arch.write_pte(self.entry_va(i), new.0)
+            .map_err(AccessError::Fault)?;
+        arch.isb();
+        Ok(self.slot_va(i, pa))
+    }
+
+    fn slot_va(&self, i: usize, pa: Paddr) -> Vaddr {
+        Vaddr(self.base.0 + ((i as u64) << 21) + (pa.0 & ((2 << 20) - 1)))
+    }
+
+    /// Drops one reference (Xen's `unmap_domain_page`); the entry stays.
+    pub fn unmap<A: Arch>(&self, arch: &mut A, va: Vaddr) {
+        let i = ((va.0 - self.base.0) >> 21) as usize % DOMHEAP_ENTRIES;
+        if let Ok(raw) = arch.read_pte(self.entry_va(i)) {
+            let pte = Pte(raw);
+            if pte.sw() > 0 {
+                let _ = arch.write_pte(self.entry_va(i), pte.with_sw(pte.sw() - 1).0);
+            }
+        }
+    }
+
+    /// Slots that could take a new mapping now.
+    pub fn free_slots<A: Arch>(&self, arch: &mut A) -> Result<usize, AccessError> {
+        let mut n = 0;
+        for i in 0..DOMHEAP_ENTRIES {
+            if Pte(arch
+                .read_pte(self.entry_va(i))
+                .map_err(AccessError::Fault)?)
+            .sw()
+                == 0
+            {
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
+    /// Mappings currently held (sum of reference counts).
+    pub fn held<A: Arch>(&self, arch: &mut A) -> Result<u64, AccessError> {
+        let mut n = 0u64;
+        for i in 0..DOMHEAP_ENTRIES {
+            n += u64::from(
+                Pte(arch
+                    .read_pte(self.entry_va(i))
+                    .map_err(AccessError::Fault)?)
+                .sw(),
+            );
+        }
+        Ok(n)
+    }
+}
+
+/// The arm32 provider once domain-page slots exist: image tables at their link
+/// address, other frames through this CPU's domain-page slots.
+pub struct DomainPageAccess<'a> {
+    image: ImageRange,
+    slots: DomainPage,
+    /// Maps served, by path.
+    pub stats: &'a mut AccessStats,
+}
+
+impl<'a> DomainPageAccess<'a> {
+    /// The provider over this CPU's slots.
+    pub fn new(image: ImageRange, slots: DomainPage, stats: &'a mut AccessStats) -> Self {
+        DomainPageAccess {
+            image,
+            slots,
+            stats,
+        }
+    }
+}
+
+impl<A: Arch> TableAccess<A> for DomainPageAccess<'_> {
+    fn name(&self) -> &'static str {
+        "domain-page"
+    }
+    fn map_table(&mut self, arch: &mut A, mfn: Mfn) -> Result<Vaddr, AccessError> {
+        if let Some(va) = self.image.va_of(mfn) {
+            self.stats.image += 1;
+            return Ok(va);
+        }
+        let va = self.slots.map(arch, mfn)?;
+        self.stats.domain_page += 1;
+        Ok(va)
+    }
+    fn unmap_table(&mut self, arch: &mut A, mfn: Mfn, va: Vaddr) {
+        if !self.image.contains(mfn) {
+            self.slots.unmap(arch, va);
+        }
+    }
+    fn reserve(&mut self, arch: &mut A, nested: usize) -> Result<(), AccessError> {
+        if self.slots.free_slots(arch)? < nested {
+            return Err(AccessError::SlotsExhausted {
+                provider: "domain-page",
+                slots: DOMHEAP_ENTRIES,
+            });
+        }
+        Ok(())
+    }
+}
