@@ -201,7 +201,7 @@ mod tests {
 
     #[test]
     fn fixmap_slots_fit_one_table() {
-        assert!(FIXMAP_SLOTS <= 512);
+        const { assert!(FIXMAP_SLOTS <= 512) };
         assert_eq!(fixmap_va(FIXMAP_PMAP_BEGIN), Vaddr(0x40_2000));
     }
 }
