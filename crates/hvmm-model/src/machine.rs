@@ -291,6 +291,12 @@ impl fmt::Debug for Machine {
     }
 }
 
+/// Instruction fetches are allowed unless XN (or XNTable) is set, or WXN is
+/// on and the mapping is writable.
+fn executable(xn: bool, writable: bool, wxn: bool) -> bool {
+    !(xn || (wxn && writable))
+}
+
 fn fault(va: u64, access: AccessKind, (kind, level): (FaultKind, u8)) -> MemFault {
     MemFault { va: Vaddr(va), access, kind, level }
 }
@@ -542,7 +548,7 @@ impl Machine {
             pa: Paddr(pa),
             level: leaf.level,
             writable,
-            executable: !leaf.xn && !(wxn && writable),
+            executable: executable(leaf.xn, writable, wxn),
             attr_idx: leaf.attr_idx,
             contiguous,
             descriptor: leaf.desc,
@@ -559,7 +565,7 @@ impl Machine {
             pa: Paddr(leaf.oa | (va & (size - 1))),
             level: leaf.level,
             writable: !leaf.ro,
-            executable: !leaf.xn && !(wxn && !leaf.ro),
+            executable: executable(leaf.xn, !leaf.ro, wxn),
             attr_idx: leaf.attr_idx,
             contiguous: leaf.contiguous,
             descriptor: leaf.desc,
@@ -736,10 +742,7 @@ impl Machine {
     /// an access would (recording a fault), without accessing memory.
     pub fn access(&mut self, va: Vaddr, access: AccessKind) -> Result<Paddr, MemFault> {
         let cpu = self.current;
-        self.mmu(cpu, va.0, access).map(Paddr).map_err(|e| {
-            self.record_fault(cpu, e);
-            e
-        })
+        self.mmu(cpu, va.0, access).map(Paddr).inspect_err(|&e| self.record_fault(cpu, e))
     }
 
     /// Prefetches the translation of `va` into `cpu`'s TLB (a read
