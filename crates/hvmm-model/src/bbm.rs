@@ -81,9 +81,25 @@ pub(crate) struct Bbm {
 impl Bbm {
     /// Checks the write of `new` over `old` at `pa`; `epoch` counts the TLB
     /// invalidations completed so far.
-    pub(crate) fn on_write(&mut self, pa: u64, va: u64, cpu: usize, old: u64, new: u64, epoch: u64) {
+    pub(crate) fn on_write(
+        &mut self,
+        pa: u64,
+        va: u64,
+        cpu: usize,
+        old: u64,
+        new: u64,
+        epoch: u64,
+    ) {
         let mut record = |old, reason, kind| {
-            self.violations.push(BbmViolation { pa: Paddr(pa), va: Vaddr(va), cpu, old, new, reason, kind })
+            self.violations.push(BbmViolation {
+                pa: Paddr(pa),
+                va: Vaddr(va),
+                cpu,
+                old,
+                new,
+                reason,
+                kind,
+            })
         };
         if pa & 7 != 0 {
             record(old, BbmReason::Misaligned, BbmKind::Direct);

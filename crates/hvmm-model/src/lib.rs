@@ -103,7 +103,9 @@ mod tlb;
 mod walk;
 
 pub use bbm::{BbmKind, BbmReason, BbmViolation};
-pub use machine::{Counters, FrameSnapshot, Machine, ModelError, Regime, StaleEntry, TlbConflict, Translation};
+pub use machine::{
+    Counters, FrameSnapshot, Machine, ModelError, Regime, StaleEntry, TlbConflict, Translation,
+};
 pub use tlb::TlbEntry;
 
 /// Descriptor bits as the Arm architecture defines them (4 KiB granule,

@@ -219,13 +219,18 @@ impl FrameSnapshot {
 
     /// The captured bytes of `mfn`.
     pub fn bytes(&self, mfn: Mfn) -> Option<&[u8]> {
-        self.frames.iter().find(|(m, _)| *m == mfn).map(|(_, b)| b.as_slice())
+        self.frames
+            .iter()
+            .find(|(m, _)| *m == mfn)
+            .map(|(_, b)| b.as_slice())
     }
 }
 
 impl fmt::Debug for FrameSnapshot {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("FrameSnapshot").field("frames", &self.frames()).finish()
+        f.debug_struct("FrameSnapshot")
+            .field("frames", &self.frames())
+            .finish()
     }
 }
 
@@ -298,7 +303,12 @@ fn executable(xn: bool, writable: bool, wxn: bool) -> bool {
 }
 
 fn fault(va: u64, access: AccessKind, (kind, level): (FaultKind, u8)) -> MemFault {
-    MemFault { va: Vaddr(va), access, kind, level }
+    MemFault {
+        va: Vaddr(va),
+        access,
+        kind,
+        level,
+    }
 }
 
 impl Machine {
@@ -444,7 +454,11 @@ impl Machine {
         let bad = ModelError::BadRamRegion { base, size };
         let end = base.0.checked_add(size).ok_or(bad)?;
         let page = FRAME as u64 - 1;
-        if size == 0 || base.0 & page != 0 || size & page != 0 || end > 1u64 << self.regime.pa_limit_bits() {
+        if size == 0
+            || base.0 & page != 0
+            || size & page != 0
+            || end > 1u64 << self.regime.pa_limit_bits()
+        {
             return Err(bad);
         }
         self.mem.add_ram(base.0, end);
@@ -453,7 +467,11 @@ impl Machine {
 
     /// Declared RAM regions as `(base, size)`.
     pub fn ram_regions(&self) -> Vec<(Paddr, u64)> {
-        self.mem.ram().iter().map(|&(b, e)| (Paddr(b), e - b)).collect()
+        self.mem
+            .ram()
+            .iter()
+            .map(|&(b, e)| (Paddr(b), e - b))
+            .collect()
     }
 
     /// Whether `pa` is RAM.
@@ -468,12 +486,16 @@ impl Machine {
 
     /// Reads physical memory directly (no MMU, no checks other than RAM).
     pub fn phys_read(&self, pa: Paddr, buf: &mut [u8]) -> Result<(), ModelError> {
-        self.mem.read(pa.0, buf).map_err(|a| ModelError::NotRam(Paddr(a)))
+        self.mem
+            .read(pa.0, buf)
+            .map_err(|a| ModelError::NotRam(Paddr(a)))
     }
 
     /// Writes physical memory directly (no MMU, not seen by the BBM checker).
     pub fn phys_write(&mut self, pa: Paddr, data: &[u8]) -> Result<(), ModelError> {
-        self.mem.write(pa.0, data).map_err(|a| ModelError::NotRam(Paddr(a)))
+        self.mem
+            .write(pa.0, data)
+            .map_err(|a| ModelError::NotRam(Paddr(a)))
     }
 
     /// Reads a little-endian 64-bit word of physical memory.
@@ -500,7 +522,9 @@ impl Machine {
     pub fn snapshot_frames(&self, frames: &[Mfn]) -> Result<FrameSnapshot, ModelError> {
         let mut v = Vec::with_capacity(frames.len());
         for &m in frames {
-            let pa = m.0.checked_shl(FRAME_SHIFT).filter(|p| p >> FRAME_SHIFT == m.0);
+            let pa =
+                m.0.checked_shl(FRAME_SHIFT)
+                    .filter(|p| p >> FRAME_SHIFT == m.0);
             match pa {
                 Some(p) if self.mem.is_ram(p) => v.push((m, self.mem.frame_bytes(m.0))),
                 _ => return Err(ModelError::NotRam(Paddr(m.0 << FRAME_SHIFT))),
@@ -524,7 +548,11 @@ impl Machine {
 
     fn cfg(&self, cpu: usize) -> WalkCfg {
         let root = self.cpus.get(cpu).map_or(0, |c| c.root);
-        WalkCfg { arm64: self.regime.is_arm64(), pa_bits: self.pa_bits, root }
+        WalkCfg {
+            arm64: self.regime.is_arm64(),
+            pa_bits: self.pa_bits,
+            root,
+        }
     }
 
     /// Turns a leaf met by a walk of `va` into a TLB entry.
@@ -618,13 +646,20 @@ impl Machine {
             None => {
                 self.counters.tlb_misses += 1;
                 self.counters.walks += 1;
-                let leaf = self.walk_for_fill(cpu, va).map_err(|f| fault(va, access, f))?;
+                let leaf = self
+                    .walk_for_fill(cpu, va)
+                    .map_err(|f| fault(va, access, f))?;
                 let e = self.entry_from_leaf(cpu, va, &leaf);
                 self.fill_seq += 1;
                 let seq = self.fill_seq;
                 if let Some(c) = self.cpus.get_mut(cpu) {
                     let overlaps = c.tlb.insert(seq, e);
-                    self.conflicts.extend(overlaps.into_iter().map(|existing| TlbConflict { cpu, existing, new: e }));
+                    self.conflicts
+                        .extend(overlaps.into_iter().map(|existing| TlbConflict {
+                            cpu,
+                            existing,
+                            new: e,
+                        }));
                 }
                 e
             }
@@ -693,7 +728,8 @@ impl Machine {
                     .ok_or_else(|| fault(va, access, (FaultKind::Translation, 0)))?;
                 let n = (FRAME - (at as usize & (FRAME - 1))).min(len - done);
                 let pa = self.mmu(cpu, at, access)?;
-                f(&mut self.mem, pa, done, n).map_err(|_| fault(at, access, (FaultKind::External, 0)))?;
+                f(&mut self.mem, pa, done, n)
+                    .map_err(|_| fault(at, access, (FaultKind::External, 0)))?;
                 Ok(n)
             })();
             match r {
@@ -710,12 +746,16 @@ impl Machine {
     /// Reads `buf.len()` bytes at `va` through the current CPU's MMU.
     pub fn read_bytes(&mut self, va: Vaddr, buf: &mut [u8]) -> Result<(), MemFault> {
         let len = buf.len();
-        self.for_each_piece(va.0, len, AccessKind::Read, |mem, pa, off, n| mem.read(pa, &mut buf[off..off + n]))
+        self.for_each_piece(va.0, len, AccessKind::Read, |mem, pa, off, n| {
+            mem.read(pa, &mut buf[off..off + n])
+        })
     }
 
     /// Writes `data` at `va` through the current CPU's MMU.
     pub fn write_bytes(&mut self, va: Vaddr, data: &[u8]) -> Result<(), MemFault> {
-        self.for_each_piece(va.0, data.len(), AccessKind::Write, |mem, pa, off, n| mem.write(pa, &data[off..off + n]))
+        self.for_each_piece(va.0, data.len(), AccessKind::Write, |mem, pa, off, n| {
+            mem.write(pa, &data[off..off + n])
+        })
     }
 
     /// Reads a little-endian 64-bit word at `va` through the current CPU's MMU.
@@ -734,7 +774,9 @@ impl Machine {
     /// (an instruction fetch: XN applies, a fault is a Prefetch Abort).
     pub fn fetch_u32(&mut self, va: Vaddr) -> Result<u32, MemFault> {
         let mut b = [0u8; 4];
-        self.for_each_piece(va.0, 4, AccessKind::Exec, |mem, pa, off, n| mem.read(pa, &mut b[off..off + n]))?;
+        self.for_each_piece(va.0, 4, AccessKind::Exec, |mem, pa, off, n| {
+            mem.read(pa, &mut b[off..off + n])
+        })?;
         Ok(u32::from_le_bytes(b))
     }
 
@@ -742,14 +784,18 @@ impl Machine {
     /// an access would (recording a fault), without accessing memory.
     pub fn access(&mut self, va: Vaddr, access: AccessKind) -> Result<Paddr, MemFault> {
         let cpu = self.current;
-        self.mmu(cpu, va.0, access).map(Paddr).inspect_err(|&e| self.record_fault(cpu, e))
+        self.mmu(cpu, va.0, access)
+            .map(Paddr)
+            .inspect_err(|&e| self.record_fault(cpu, e))
     }
 
     /// Prefetches the translation of `va` into `cpu`'s TLB (a read
     /// translation, like `PRFM`: faults are returned, not recorded).
     pub fn touch(&mut self, cpu: usize, va: Vaddr) -> Result<Paddr, ModelError> {
         self.cpu_ref(cpu)?;
-        self.mmu(cpu, va.0, AccessKind::Read).map(Paddr).map_err(ModelError::Fault)
+        self.mmu(cpu, va.0, AccessKind::Read)
+            .map(Paddr)
+            .map_err(ModelError::Fault)
     }
 
     /// [`Machine::touch`]es every page of `[va, va + len)` on `cpu`; returns
@@ -778,19 +824,29 @@ impl Machine {
     /// Device-nGnRnE (0x00).
     pub fn at(&mut self, cpu: usize, va: Vaddr, write: bool) -> Result<AtResult, MemFault> {
         self.counters.at += 1;
-        let access = if write { AccessKind::Write } else { AccessKind::Read };
+        let access = if write {
+            AccessKind::Write
+        } else {
+            AccessKind::Read
+        };
         let mmu_on = self.cpus.get(cpu).is_some_and(|c| c.mmu);
         if !mmu_on {
             if va.0 >> self.pa_bits != 0 {
                 return Err(fault(va.0, access, (FaultKind::AddressSize, 0)));
             }
-            return Ok(AtResult { pa: Paddr(va.0), mair_attr: 0 });
+            return Ok(AtResult {
+                pa: Paddr(va.0),
+                mair_attr: 0,
+            });
         }
         let t = self.walk(cpu, va).map_err(|f| MemFault { access, ..f })?;
         if write && !t.writable {
             return Err(fault(va.0, access, (FaultKind::Permission, t.level)));
         }
-        Ok(AtResult { pa: t.pa, mair_attr: (self.mair >> (8 * u32::from(t.attr_idx))) as u8 })
+        Ok(AtResult {
+            pa: t.pa,
+            mair_attr: (self.mair >> (8 * u32::from(t.attr_idx))) as u8,
+        })
     }
 
     // ----------------------------------------------------------------------
@@ -805,7 +861,9 @@ impl Machine {
             }
             match op {
                 // TLBIMVAH takes a 32-bit MVA: wider addresses are truncated.
-                Pending::Va(va) => c.tlb.invalidate_va(if arm32 { va & 0xffff_ffff } else { va }),
+                Pending::Va(va) => c
+                    .tlb
+                    .invalidate_va(if arm32 { va & 0xffff_ffff } else { va }),
                 Pending::All => c.tlb.invalidate_all(),
             }
         }
@@ -844,7 +902,10 @@ impl Machine {
 
     /// The leaf entries in `cpu`'s TLB (empty for a CPU that does not exist).
     pub fn tlb_entries(&self, cpu: usize) -> Vec<TlbEntry> {
-        self.cpus.get(cpu).map(|c| c.tlb.entries()).unwrap_or_default()
+        self.cpus
+            .get(cpu)
+            .map(|c| c.tlb.entries())
+            .unwrap_or_default()
     }
 
     /// The entry of `cpu`'s TLB that would translate `va`.
@@ -858,17 +919,31 @@ impl Machine {
     /// ones every 2 MiB and at the VA that filled them. One report per entry.
     /// A CPU that does not exist has none.
     pub fn stale_tlb_entries(&self, cpu: usize) -> Vec<StaleEntry> {
-        let Some(c) = self.cpus.get(cpu) else { return Vec::new() };
+        let Some(c) = self.cpus.get(cpu) else {
+            return Vec::new();
+        };
         let mut out = Vec::new();
         for e in c.tlb.entries() {
-            let step = if e.size <= level_size(2) { FRAME as u64 } else { level_size(2) };
-            let samples = (0..e.size / step).map(|i| e.va.0 + i * step).chain([e.filled_from.0]);
+            let step = if e.size <= level_size(2) {
+                FRAME as u64
+            } else {
+                level_size(2)
+            };
+            let samples = (0..e.size / step)
+                .map(|i| e.va.0 + i * step)
+                .chain([e.filled_from.0]);
             for va in samples {
                 let cached = Self::entry_translation(va, &e);
                 let fresh = self.walk(cpu, Vaddr(va));
                 let same = matches!(&fresh, Ok(t) if t.same_effect(&cached));
                 if !same {
-                    out.push(StaleEntry::Leaf { cpu, va: Vaddr(va), entry: e, cached, fresh });
+                    out.push(StaleEntry::Leaf {
+                        cpu,
+                        va: Vaddr(va),
+                        entry: e,
+                        cached,
+                        fresh,
+                    });
                     break;
                 }
             }
@@ -898,7 +973,9 @@ impl Machine {
 
     /// [`Machine::stale_tlb_entries`] of every CPU.
     pub fn all_stale_tlb_entries(&self) -> Vec<StaleEntry> {
-        (0..self.cpus.len()).flat_map(|c| self.stale_tlb_entries(c)).collect()
+        (0..self.cpus.len())
+            .flat_map(|c| self.stale_tlb_entries(c))
+            .collect()
     }
 
     /// Pairs of overlapping TLB entries met so far.
@@ -998,7 +1075,8 @@ impl Arch for Machine {
             self.write_bytes(va, &val.to_le_bytes())?;
             u64::from_le_bytes(old)
         };
-        self.bbm.on_write(pa.0, va.0, cpu, old, val, self.tlbi_epoch);
+        self.bbm
+            .on_write(pa.0, va.0, cpu, old, val, self.tlbi_epoch);
         self.dsb();
         Ok(())
     }

@@ -53,7 +53,11 @@ impl PhysMem {
         let last = pa.checked_add(len as u64 - 1).ok_or(pa)?;
         let mut frame = pa >> FRAME_SHIFT;
         while frame <= last >> FRAME_SHIFT {
-            let at = if frame == pa >> FRAME_SHIFT { pa } else { frame << FRAME_SHIFT };
+            let at = if frame == pa >> FRAME_SHIFT {
+                pa
+            } else {
+                frame << FRAME_SHIFT
+            };
             if !self.is_ram(at) {
                 return Err(at);
             }

@@ -115,7 +115,10 @@ impl Tlb {
 
     /// All leaf entries, in VA order within each size.
     pub(crate) fn entries(&self) -> Vec<TlbEntry> {
-        self.classes.iter().flat_map(|c| c.values().map(|&(_, e)| e)).collect()
+        self.classes
+            .iter()
+            .flat_map(|c| c.values().map(|&(_, e)| e))
+            .collect()
     }
 
     /// The deepest cached table descriptor on the path of `va`.
@@ -127,7 +130,13 @@ impl Tlb {
 
     /// Keeps a table descriptor met by a walk.
     pub(crate) fn walk_insert(&mut self, s: TableStep) {
-        self.walk.insert((s.level, s.key), WalkCacheEntry { desc_pa: s.desc_pa, next: s.next });
+        self.walk.insert(
+            (s.level, s.key),
+            WalkCacheEntry {
+                desc_pa: s.desc_pa,
+                next: s.next,
+            },
+        );
     }
 
     /// All walk-cache entries as ((level, key), entry).

@@ -148,11 +148,20 @@ pub(crate) fn walk(
             // TTBR0_EL2.BADDR is [47:12] for a full 4 KiB level-0 table;
             // HTTBR.BADDR is [39:5] for LPAE's 4-entry level-1 table (bits
             // [47:40] must be zero: they are checked as output address bits).
-            let base = if cfg.arm64 { cfg.root & OA_MASK } else { cfg.root & 0x0000_ffff_ffff_ffe0 };
+            let base = if cfg.arm64 {
+                cfg.root & OA_MASK
+            } else {
+                cfg.root & 0x0000_ffff_ffff_ffe0
+            };
             if !cfg.oa_fits(base) {
                 return Err((FaultKind::AddressSize, first));
             }
-            Resume { level: first, table: base, ro: false, xn: false }
+            Resume {
+                level: first,
+                table: base,
+                ro: false,
+                xn: false,
+            }
         }
     };
     loop {

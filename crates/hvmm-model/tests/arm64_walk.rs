@@ -43,9 +43,15 @@ fn l3_page_maps_four_kib() {
     m.write_u64(l3_va(7), 0x1234).unwrap();
     assert_eq!(m.phys_read_u64(Paddr(DATA)).unwrap(), 0x1234);
     let t = m.walk(0, Vaddr(l3_va(7).0 + 0xabc)).unwrap();
-    assert_eq!((t.pa, t.level, t.descriptor_pa), (Paddr(DATA + 0xabc), 3, Paddr(L3 + 7 * 8)));
+    assert_eq!(
+        (t.pa, t.level, t.descriptor_pa),
+        (Paddr(DATA + 0xabc), 3, Paddr(L3 + 7 * 8))
+    );
     // The neighbour is unmapped.
-    assert_eq!(m.walk(0, l3_va(8)).unwrap_err().kind, FaultKind::Translation);
+    assert_eq!(
+        m.walk(0, l3_va(8)).unwrap_err().kind,
+        FaultKind::Translation
+    );
 }
 
 #[test]
@@ -59,7 +65,10 @@ fn contiguous_run_is_cached_as_one_entry() {
     let e = entries.iter().find(|e| e.contiguous).unwrap();
     assert_eq!((e.va, e.size, e.pa), (l3_va(16), 0x1_0000, Paddr(DATA)));
     m.reset_counters();
-    assert_eq!(m.access(Vaddr(l3_va(31).0 + 8), AccessKind::Read).unwrap(), Paddr(DATA + 15 * 0x1000 + 8));
+    assert_eq!(
+        m.access(Vaddr(l3_va(31).0 + 8), AccessKind::Read).unwrap(),
+        Paddr(DATA + 15 * 0x1000 + 8)
+    );
     assert_eq!((m.counters().tlb_hits, m.counters().walks), (1, 0));
 }
 
@@ -73,7 +82,10 @@ fn inconsistent_contiguous_run_translates_wrongly_from_the_tlb() {
     set(&mut m, L3, 21, page(0x4200_0000) | CONT);
     m.touch(0, l3_va(21)).unwrap();
     // The run's entry is derived from the walked entry: OA - 5 pages.
-    assert_eq!(m.access(l3_va(16), AccessKind::Read).unwrap(), Paddr(0x4200_0000 - 5 * 0x1000));
+    assert_eq!(
+        m.access(l3_va(16), AccessKind::Read).unwrap(),
+        Paddr(0x4200_0000 - 5 * 0x1000)
+    );
     assert_eq!(m.walk(0, l3_va(16)).unwrap().pa, Paddr(DATA));
     assert!(!m.stale_tlb_entries(0).is_empty());
 }
@@ -84,7 +96,10 @@ fn write_to_read_only_page_is_a_permission_fault_at_level_3() {
     set(&mut m, L3, 7, page(DATA) | RO);
     assert!(m.read_u64(l3_va(7)).is_ok());
     let f = fault(&mut m, l3_va(7).0 + 0x10, AccessKind::Write);
-    assert_eq!((f.kind, f.level, f.access), (FaultKind::Permission, 3, AccessKind::Write));
+    assert_eq!(
+        (f.kind, f.level, f.access),
+        (FaultKind::Permission, 3, AccessKind::Write)
+    );
     let esr = m.esr(0);
     assert_eq!(esr, f.syndrome());
     assert_eq!((ec(esr), wnr(esr), fsc(esr)), (0x25, true, 0x0f));
@@ -101,7 +116,10 @@ fn execute_from_xn_page_is_a_permission_fault_prefetch_abort() {
     assert!(m.fetch_u32(l3_va(8)).is_ok());
     let f = fault(&mut m, l3_va(7).0, AccessKind::Exec);
     assert_eq!((f.kind, f.level), (FaultKind::Permission, 3));
-    assert_eq!((ec(m.esr(0)), wnr(m.esr(0)), fsc(m.esr(0))), (0x21, false, 0x0f));
+    assert_eq!(
+        (ec(m.esr(0)), wnr(m.esr(0)), fsc(m.esr(0))),
+        (0x21, false, 0x0f)
+    );
 }
 
 #[test]
@@ -110,7 +128,10 @@ fn wxn_makes_writable_mappings_execute_never() {
     set(&mut m, L3, 7, page(DATA));
     set(&mut m, L3, 8, page(DATA + 0x1000) | RO);
     m.set_wxn(0, true).unwrap();
-    assert_eq!(fault(&mut m, l3_va(7).0, AccessKind::Exec).kind, FaultKind::Permission);
+    assert_eq!(
+        fault(&mut m, l3_va(7).0, AccessKind::Exec).kind,
+        FaultKind::Permission
+    );
     assert!(m.fetch_u32(l3_va(8)).is_ok());
 }
 
@@ -120,7 +141,10 @@ fn wxn_is_cached_in_the_tlb_until_invalidated() {
     set(&mut m, L3, 7, page(DATA));
     assert!(m.fetch_u32(l3_va(7)).is_ok());
     m.set_wxn(0, true).unwrap();
-    assert!(m.fetch_u32(l3_va(7)).is_ok(), "the TLB still holds the executable entry");
+    assert!(
+        m.fetch_u32(l3_va(7)).is_ok(),
+        "the TLB still holds the executable entry"
+    );
     assert_eq!(m.stale_tlb_entries(0).len(), 1);
     m.tlb_flush_all_local();
     assert!(m.fetch_u32(l3_va(7)).is_err());
@@ -184,7 +208,10 @@ fn va_beyond_48_bits_is_a_translation_fault_at_level_0() {
     let mut m = arm64(1);
     for va in [1u64 << 48, 0xffff_0000_4000_0000] {
         let f = fault(&mut m, va, AccessKind::Read);
-        assert_eq!((f.kind, f.level, f.va), (FaultKind::Translation, 0, Vaddr(va)));
+        assert_eq!(
+            (f.kind, f.level, f.va),
+            (FaultKind::Translation, 0, Vaddr(va))
+        );
     }
 }
 
@@ -225,7 +252,10 @@ fn mmu_off_is_the_identity() {
     m.enable_mmu(0, false).unwrap();
     m.write_u64(Vaddr(DATA + 8), 5).unwrap();
     assert_eq!(m.phys_read_u64(Paddr(DATA + 8)).unwrap(), 5);
-    assert_eq!(fault(&mut m, 0x1000, AccessKind::Read).kind, FaultKind::External);
+    assert_eq!(
+        fault(&mut m, 0x1000, AccessKind::Read).kind,
+        FaultKind::External
+    );
     assert!(m.tlb_entries(0).is_empty());
 }
 
@@ -233,12 +263,20 @@ fn mmu_off_is_the_identity() {
 fn at_walks_memory_and_reports_the_mair_attribute() {
     let mut m = arm64(1);
     set(&mut m, L3, 7, page(DATA));
-    set(&mut m, L3, 8, (page(DATA + 0x1000) & !NORMAL) | DEVICE | RO | XN);
+    set(
+        &mut m,
+        L3,
+        8,
+        (page(DATA + 0x1000) & !NORMAL) | DEVICE | RO | XN,
+    );
     let r = m.translate(Vaddr(l3_va(7).0 + 0x18), true).unwrap();
     assert_eq!((r.pa, r.mair_attr), (Paddr(DATA + 0x18), 0xff));
     assert_eq!(m.translate(l3_va(8), false).unwrap().mair_attr, 0x04);
     let f = m.translate(l3_va(8), true).unwrap_err();
-    assert_eq!((f.kind, f.level, f.access), (FaultKind::Permission, 3, AccessKind::Write));
+    assert_eq!(
+        (f.kind, f.level, f.access),
+        (FaultKind::Permission, 3, AccessKind::Write)
+    );
     m.set_mair(0x77 << 56);
     assert_eq!(m.translate(l3_va(7), false).unwrap().mair_attr, 0x77);
     // AT neither uses nor fills the TLB, and is not an abort.
@@ -253,7 +291,10 @@ fn at_sees_memory_while_the_tlb_is_stale() {
     set(&mut m, L3, 7, page(DATA));
     m.touch(0, l3_va(7)).unwrap();
     set(&mut m, L3, 7, page(DATA + 0x1000));
-    assert_eq!(m.translate(l3_va(7), false).unwrap().pa, Paddr(DATA + 0x1000));
+    assert_eq!(
+        m.translate(l3_va(7), false).unwrap().pa,
+        Paddr(DATA + 0x1000)
+    );
     assert_eq!(m.access(l3_va(7), AccessKind::Read).unwrap(), Paddr(DATA));
 }
 
@@ -262,5 +303,8 @@ fn faulting_walks_are_not_cached() {
     let mut m = arm64(1);
     assert!(m.read_u64(l3_va(7)).is_err());
     set(&mut m, L3, 7, page(DATA));
-    assert!(m.read_u64(l3_va(7)).is_ok(), "no TLBI needed after mapping an invalid entry");
+    assert!(
+        m.read_u64(l3_va(7)).is_ok(),
+        "no TLBI needed after mapping an invalid entry"
+    );
 }

@@ -20,11 +20,17 @@ fn missing_invalidation_shows_as_a_stale_translation_and_tlbi_clears_it() {
     m.phys_write_u64(Paddr(DATA + 0x1000), 2).unwrap();
     assert_eq!(m.read_u64(l3_va(7)).unwrap(), 1);
     remap_without_tlbi(&mut m);
-    assert_eq!(m.read_u64(l3_va(7)).unwrap(), 1, "the TLB still has the old page");
+    assert_eq!(
+        m.read_u64(l3_va(7)).unwrap(),
+        1,
+        "the TLB still has the old page"
+    );
     let stale = m.stale_tlb_entries(0);
     assert_eq!(stale.len(), 1);
     match &stale[0] {
-        StaleEntry::Leaf { va, cached, fresh, .. } => {
+        StaleEntry::Leaf {
+            va, cached, fresh, ..
+        } => {
             assert_eq!(*va, l3_va(7));
             assert_eq!(cached.pa, Paddr(DATA));
             assert_eq!(fresh.unwrap().pa, Paddr(DATA + 0x1000));
@@ -85,7 +91,11 @@ fn broadcast_invalidation_completes_only_at_the_issuers_dsb() {
     set(&mut m, L3, 7, page(DATA + 0x1000));
     m.tlb_flush_va(l3_va(7));
     assert_eq!(m.pending_invalidations(), vec![(0, Some(l3_va(7)))]);
-    assert_eq!(m.stale_tlb_entries(1).len(), 1, "not complete without a DSB");
+    assert_eq!(
+        m.stale_tlb_entries(1).len(),
+        1,
+        "not complete without a DSB"
+    );
     m.tlb_sync();
     assert!(m.pending_invalidations().is_empty());
     assert!(m.stale_tlb_entries(1).is_empty());
@@ -112,7 +122,10 @@ fn invalidation_by_va_removes_a_covering_block_entry() {
     set(&mut m, L2, 5, block(0x4060_0000));
     m.touch(0, Vaddr(0x40a0_0000)).unwrap();
     m.tlb_flush_va_local(Vaddr(0x40b2_3000));
-    assert!(m.tlb_entries(0).iter().all(|e| !e.covers(Vaddr(0x40a0_0000))));
+    assert!(m
+        .tlb_entries(0)
+        .iter()
+        .all(|e| !e.covers(Vaddr(0x40a0_0000))));
 }
 
 #[test]
@@ -122,7 +135,11 @@ fn permissions_come_from_the_cached_entry() {
     m.touch(0, l3_va(7)).unwrap();
     m.write_pte(Vaddr(L3 + 7 * 8), page(DATA)).unwrap(); // now writable
     let f = m.write_u64(l3_va(7), 1).unwrap_err();
-    assert_eq!(f.kind, FaultKind::Permission, "stale read-only entry still used");
+    assert_eq!(
+        f.kind,
+        FaultKind::Permission,
+        "stale read-only entry still used"
+    );
     m.tlb_flush_va_local(l3_va(7));
     assert!(m.write_u64(l3_va(7), 1).is_ok());
 }
@@ -138,14 +155,27 @@ fn walk_cache_catches_an_unlinked_table_without_invalidation() {
     // Unlink the table without any invalidation.
     m.write_pte(Vaddr(L2 + 8), 0).unwrap();
     let stale = m.stale_tlb_entries(0);
-    assert!(stale.iter().any(|s| matches!(s, StaleEntry::Table { level: 2, fresh_table: None, .. })));
+    assert!(stale.iter().any(|s| matches!(
+        s,
+        StaleEntry::Table {
+            level: 2,
+            fresh_table: None,
+            ..
+        }
+    )));
     // A VA under the unlinked table that was never in the TLB still
     // translates through the cached table descriptor, as hardware may.
-    assert_eq!(m.access(Vaddr(0x4020_1000), AccessKind::Read).unwrap(), Paddr(DATA + 0x1000));
+    assert_eq!(
+        m.access(Vaddr(0x4020_1000), AccessKind::Read).unwrap(),
+        Paddr(DATA + 0x1000)
+    );
     // Invalidating any VA under it drops the cached descriptor with the leaf.
     m.tlb_flush_va(Vaddr(0x4020_0000));
     m.tlb_sync();
-    assert!(m.access(Vaddr(0x4020_1000), AccessKind::Read).is_ok(), "its own leaf entry remains");
+    assert!(
+        m.access(Vaddr(0x4020_1000), AccessKind::Read).is_ok(),
+        "its own leaf entry remains"
+    );
     m.tlb_flush_va(Vaddr(0x4020_1000));
     m.tlb_sync();
     assert!(m.stale_tlb_entries(0).is_empty());
