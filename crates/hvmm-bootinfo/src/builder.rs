@@ -144,7 +144,13 @@ impl VirtBoard {
 
     /// Adds a `/chosen/module@addr` node with several compatible strings and
     /// optional `bootargs`.
-    pub fn module_with(mut self, addr: u64, size: u64, compatible: &[&str], bootargs: Option<&str>) -> Self {
+    pub fn module_with(
+        mut self,
+        addr: u64,
+        size: u64,
+        compatible: &[&str],
+        bootargs: Option<&str>,
+    ) -> Self {
         self.modules.push(ModuleSpec {
             addr,
             size,
@@ -238,7 +244,10 @@ impl VirtBoard {
         let psci = w.begin_node("psci")?;
         w.property_string_list(
             "compatible",
-            ["arm,psci-1.0", "arm,psci-0.2", "arm,psci"].iter().map(|s| s.to_string()).collect(),
+            ["arm,psci-1.0", "arm,psci-0.2", "arm,psci"]
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
         )?;
         w.property_string("method", "smc")?;
         w.property_u32("cpu_suspend", 0xc400_0001)?;
@@ -270,10 +279,19 @@ impl VirtBoard {
         }
 
         let pl011 = w.begin_node("pl011@9000000")?;
-        w.property_string_list("compatible", std::vec!["arm,pl011".to_string(), "arm,primecell".to_string()])?;
-        w.property("reg", &reg_bytes(&[(0x0900_0000, 0x1000)], ac, sc).unwrap_or_default())?;
+        w.property_string_list(
+            "compatible",
+            std::vec!["arm,pl011".to_string(), "arm,primecell".to_string()],
+        )?;
+        w.property(
+            "reg",
+            &reg_bytes(&[(0x0900_0000, 0x1000)], ac, sc).unwrap_or_default(),
+        )?;
         w.property_array_u32("interrupts", &[0, 1, 4])?;
-        w.property_string_list("clock-names", std::vec!["uartclk".to_string(), "apb_pclk".to_string()])?;
+        w.property_string_list(
+            "clock-names",
+            std::vec!["uartclk".to_string(), "apb_pclk".to_string()],
+        )?;
         w.property_array_u32("clocks", &[0x8000, 0x8000])?;
         w.end_node(pl011)?;
 
@@ -346,7 +364,11 @@ fn push_cells(out: &mut Vec<u8>, value: u64, cells: u32) -> Result<(), BuildErro
 
 /// Encodes `(address, size)` pairs with the given cell counts. A size written
 /// with 0 cells must be 0.
-pub fn reg_bytes(entries: &[(u64, u64)], address_cells: u32, size_cells: u32) -> Result<Vec<u8>, BuildError> {
+pub fn reg_bytes(
+    entries: &[(u64, u64)],
+    address_cells: u32,
+    size_cells: u32,
+) -> Result<Vec<u8>, BuildError> {
     let mut out = Vec::new();
     for &(a, s) in entries {
         push_cells(&mut out, a, address_cells)?;

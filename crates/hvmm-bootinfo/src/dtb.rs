@@ -185,7 +185,10 @@ pub fn total_size(header: &[u8]) -> Result<usize, DtbError> {
         return Err(DtbError::BadMagic { found: magic });
     }
     let total = be32(header, 4).unwrap_or(0);
-    usize::try_from(total).map_err(|_| DtbError::BadTotalSize { total, len: header.len() })
+    usize::try_from(total).map_err(|_| DtbError::BadTotalSize {
+        total,
+        len: header.len(),
+    })
 }
 
 /// A validated device tree blob.
@@ -277,7 +280,10 @@ impl<'a> Dtb<'a> {
         let total = word(1);
         let total_usize = total as usize;
         if total_usize > blob.len() || total_usize < FDT_HEADER_SIZE {
-            return Err(DtbError::BadTotalSize { total, len: blob.len() });
+            return Err(DtbError::BadTotalSize {
+                total,
+                len: blob.len(),
+            });
         }
         let blob = blob.get(..total_usize).unwrap_or(&[]);
         let (off_struct, off_strings, off_rsv) = (word(2), word(3), word(4));
@@ -287,19 +293,38 @@ impl<'a> Dtb<'a> {
         }
         let size_strings = word(8);
         // Version 16 has no size_dt_struct: the block runs to the end.
-        let size_struct = if version >= 17 { word(9) } else { total.saturating_sub(off_struct) };
+        let size_struct = if version >= 17 {
+            word(9)
+        } else {
+            total.saturating_sub(off_struct)
+        };
         let block = |name: &'static str, off: u32, size: u32, align: u32| {
-            let bad = DtbError::BadBlock { block: name, offset: off, size, total };
+            let bad = DtbError::BadBlock {
+                block: name,
+                offset: off,
+                size,
+                total,
+            };
             let end = off.checked_add(size).ok_or(bad)?;
-            if end > total || off % align != 0 || (off as usize) < FDT_HEADER_SIZE {
+            if end > total || off & (align - 1) != 0 || (off as usize) < FDT_HEADER_SIZE {
                 return Err(bad);
             }
             blob.get(off as usize..end as usize).ok_or(bad)
         };
         let structs = block("structure", off_struct, size_struct, 4)?;
         let strings = block("strings", off_strings, size_strings, 1)?;
-        let rsvmap = block("memory reservation", off_rsv, total.saturating_sub(off_rsv), 8)?;
-        let dtb = Dtb { blob, structs, strings, rsvmap };
+        let rsvmap = block(
+            "memory reservation",
+            off_rsv,
+            total.saturating_sub(off_rsv),
+            8,
+        )?;
+        let dtb = Dtb {
+            blob,
+            structs,
+            strings,
+            rsvmap,
+        };
         dtb.check_reservations()?;
         dtb.check_structure()?;
         Ok(dtb)
@@ -352,8 +377,7 @@ impl<'a> Dtb<'a> {
                     if !rest.contains(&0) {
                         return Err(DtbError::Truncated { offset: next });
                     }
-                    let (name, used) =
-                        cstr(rest).ok_or(DtbError::BadNodeName { offset: next })?;
+                    let (name, used) = cstr(rest).ok_or(DtbError::BadNodeName { offset: next })?;
                     let body = align4(next + used).ok_or(DtbError::Truncated { offset: next })?;
                     if body > self.structs.len() {
                         return Err(DtbError::Truncated { offset: next });
@@ -361,7 +385,8 @@ impl<'a> Dtb<'a> {
                     return Ok((Tok::Begin { name, body }, body));
                 }
                 FDT_PROP => {
-                    let len = be32(self.structs, next).ok_or(DtbError::Truncated { offset: next })?;
+                    let len =
+                        be32(self.structs, next).ok_or(DtbError::Truncated { offset: next })?;
                     let name_offset =
                         be32(self.structs, next + 4).ok_or(DtbError::Truncated { offset: next })?;
                     let start = next + 8;
@@ -375,7 +400,10 @@ impl<'a> Dtb<'a> {
                         .get(name_offset as usize..)
                         .and_then(cstr)
                         .map(|(s, _)| s)
-                        .ok_or(DtbError::BadPropertyName { offset: off, name_offset })?;
+                        .ok_or(DtbError::BadPropertyName {
+                            offset: off,
+                            name_offset,
+                        })?;
                     let after = align4(end).ok_or(DtbError::Truncated { offset: off })?;
                     return Ok((Tok::Prop(Property { name, value }), after));
                 }
@@ -407,33 +435,56 @@ impl<'a> Dtb<'a> {
                     had_child = false;
                 }
                 Tok::Prop(_) if had_child => {
-                    return Err(DtbError::BadToken { offset: at, token: FDT_PROP })
+                    return Err(DtbError::BadToken {
+                        offset: at,
+                        token: FDT_PROP,
+                    })
                 }
                 Tok::Prop(_) => {}
                 Tok::EndNode => {
                     depth -= 1;
                     had_child = true;
                 }
-                Tok::End => return Err(DtbError::BadToken { offset: at, token: FDT_END }),
+                Tok::End => {
+                    return Err(DtbError::BadToken {
+                        offset: at,
+                        token: FDT_END,
+                    })
+                }
             }
             off = next;
         }
         match self.token(off)? {
             (Tok::End, _) => Ok(()),
-            (Tok::Begin { .. }, _) => {
-                Err(DtbError::BadToken { offset: off, token: FDT_BEGIN_NODE })
-            }
-            (Tok::Prop(_), _) => Err(DtbError::BadToken { offset: off, token: FDT_PROP }),
-            (Tok::EndNode, _) => Err(DtbError::BadToken { offset: off, token: FDT_END_NODE }),
+            (Tok::Begin { .. }, _) => Err(DtbError::BadToken {
+                offset: off,
+                token: FDT_BEGIN_NODE,
+            }),
+            (Tok::Prop(_), _) => Err(DtbError::BadToken {
+                offset: off,
+                token: FDT_PROP,
+            }),
+            (Tok::EndNode, _) => Err(DtbError::BadToken {
+                offset: off,
+                token: FDT_END_NODE,
+            }),
         }
     }
 
     /// The root node.
     pub fn root(&self) -> Node<'a> {
         match self.token(0) {
-            Ok((Tok::Begin { name, body }, _)) => Node { dtb: *self, name, body },
+            Ok((Tok::Begin { name, body }, _)) => Node {
+                dtb: *self,
+                name,
+                body,
+            },
             // Unreachable for a validated blob; an empty node is harmless.
-            _ => Node { dtb: *self, name: "", body: self.structs.len() },
+            _ => Node {
+                dtb: *self,
+                name: "",
+                body: self.structs.len(),
+            },
         }
     }
 
@@ -452,7 +503,10 @@ impl<'a> Dtb<'a> {
 impl<'a> Node<'a> {
     /// The properties of this node.
     pub fn properties(&self) -> Props<'a> {
-        Props { dtb: self.dtb, off: Some(self.body) }
+        Props {
+            dtb: self.dtb,
+            off: Some(self.body),
+        }
     }
 
     /// The property `name`, if present.
@@ -562,7 +616,11 @@ impl<'a> Iterator for Children<'a> {
         match self.dtb.token(off) {
             Ok((Tok::Begin { name, body }, _)) => {
                 self.off = self.skip_subtree(body);
-                Some(Node { dtb: self.dtb, name, body })
+                Some(Node {
+                    dtb: self.dtb,
+                    name,
+                    body,
+                })
             }
             _ => {
                 self.off = None;
@@ -598,7 +656,9 @@ pub fn reg_entries(
     addr_cells: u32,
     size_cells: u32,
 ) -> impl Iterator<Item = Result<(u64, u64), ()>> + '_ {
-    let entry = (addr_cells as usize + size_cells as usize) * 4;
+    // At most 4 cells each (a 64-bit value padded with zero cells): larger
+    // counts are refused below, before they can overflow this product.
+    let entry = (addr_cells.min(5) as usize + size_cells.min(5) as usize) * 4;
     let mut off = 0usize;
     let mut failed = false;
     core::iter::from_fn(move || {
@@ -608,15 +668,19 @@ pub fn reg_entries(
         let bad = entry == 0
             || addr_cells > 4
             || size_cells > 4
-            || value.len() % entry != 0;
+            || value.len().checked_rem(entry) != Some(0);
         if bad {
             failed = true;
             return Some(Err(()));
         }
-        let a_end = off + addr_cells as usize * 4;
-        let e_end = off + entry;
-        let a = value.get(off..a_end).and_then(|d| read_cells(d, addr_cells));
-        let s = value.get(a_end..e_end).and_then(|d| read_cells(d, size_cells));
+        let a_end = off.saturating_add(addr_cells as usize * 4);
+        let e_end = off.saturating_add(entry);
+        let a = value
+            .get(off..a_end)
+            .and_then(|d| read_cells(d, addr_cells));
+        let s = value
+            .get(a_end..e_end)
+            .and_then(|d| read_cells(d, size_cells));
         off = e_end;
         match (a, s) {
             (Some(a), Some(s)) => Some(Ok((a, s))),
@@ -626,4 +690,196 @@ pub fn reg_entries(
             }
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::vec::Vec;
+
+    /// Hand-assembles a blob from structure tokens (as u32 words) and a
+    /// strings block, with the given reservation entries.
+    fn blob(structs: &[u32], strings: &[u8], rsv: &[(u64, u64)]) -> Vec<u8> {
+        let off_rsv = FDT_HEADER_SIZE as u32;
+        let off_struct = off_rsv + 16 * (rsv.len() as u32 + 1);
+        let size_struct = 4 * structs.len() as u32;
+        let off_strings = off_struct + size_struct;
+        let total = off_strings + strings.len() as u32;
+        let mut out = Vec::new();
+        for w in [
+            FDT_MAGIC,
+            total,
+            off_struct,
+            off_strings,
+            off_rsv,
+            17,
+            16,
+            0,
+            strings.len() as u32,
+            size_struct,
+        ] {
+            out.extend_from_slice(&w.to_be_bytes());
+        }
+        for &(a, s) in rsv.iter().chain([(0, 0)].iter()) {
+            out.extend_from_slice(&a.to_be_bytes());
+            out.extend_from_slice(&s.to_be_bytes());
+        }
+        for w in structs {
+            out.extend_from_slice(&w.to_be_bytes());
+        }
+        out.extend_from_slice(strings);
+        out
+    }
+
+    const B: u32 = FDT_BEGIN_NODE;
+    const E: u32 = FDT_END_NODE;
+    const P: u32 = FDT_PROP;
+    const N: u32 = FDT_NOP;
+    const END: u32 = FDT_END;
+    /// "a\0\0\0" as a name word.
+    const NAME_A: u32 = 0x6100_0000;
+
+    #[test]
+    fn nops_anywhere_are_skipped() {
+        // / { N; prop "x" = <7>; N; a { }; N }; N; END
+        let s = blob(
+            &[N, B, 0, N, P, 4, 0, 7, N, B, NAME_A, N, E, N, E, N, END],
+            b"x\0",
+            &[],
+        );
+        let t = Dtb::new(&s).unwrap();
+        let root = t.root();
+        assert_eq!(root.property("x").and_then(|p| p.as_u32()), Some(7));
+        let kids: Vec<_> = root.children().map(|c| c.name).collect();
+        assert_eq!(kids, ["a"]);
+    }
+
+    #[test]
+    fn reservations_are_read_until_the_terminator() {
+        let s = blob(
+            &[B, 0, E, END],
+            b"",
+            &[(0x1000, 0x2000), (0x1_0000_0000, 0x10)],
+        );
+        let t = Dtb::new(&s).unwrap();
+        let r: Vec<_> = t.reservations().collect();
+        assert_eq!(r, [(0x1000, 0x2000), (0x1_0000_0000, 0x10)]);
+    }
+
+    #[test]
+    fn a_property_after_a_child_node_is_refused() {
+        let s = blob(&[B, 0, B, NAME_A, E, P, 0, 0, E, END], b"x\0", &[]);
+        assert!(matches!(
+            Dtb::new(&s),
+            Err(DtbError::BadToken {
+                token: FDT_PROP,
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn a_missing_end_token_is_refused() {
+        let s = blob(&[B, 0, E, N], b"", &[]);
+        assert!(matches!(Dtb::new(&s), Err(DtbError::Truncated { .. })));
+    }
+
+    #[test]
+    fn unbalanced_end_nodes_are_refused() {
+        let s = blob(&[B, 0, E, E, END], b"", &[]);
+        assert!(matches!(
+            Dtb::new(&s),
+            Err(DtbError::BadToken {
+                token: FDT_END_NODE,
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn a_property_name_outside_the_strings_block_is_refused() {
+        let s = blob(&[B, 0, P, 0, 99, E, END], b"x\0", &[]);
+        assert!(matches!(
+            Dtb::new(&s),
+            Err(DtbError::BadPropertyName {
+                name_offset: 99,
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn nesting_deeper_than_the_limit_is_refused() {
+        let mut words = Vec::new();
+        for _ in 0..=MAX_DEPTH {
+            words.extend_from_slice(&[B, NAME_A]);
+        }
+        words.extend_from_slice(&[E; MAX_DEPTH + 1]);
+        words.push(END);
+        assert!(matches!(
+            Dtb::new(&blob(&words, b"", &[])),
+            Err(DtbError::TooDeep { .. })
+        ));
+        // One level less is fine.
+        let ok: Vec<u32> = words[2..words.len() - 2]
+            .iter()
+            .copied()
+            .chain([END])
+            .collect();
+        assert_eq!(Dtb::new(&blob(&ok, b"", &[])).err(), None);
+    }
+
+    #[test]
+    fn a_blob_not_starting_with_a_node_is_refused() {
+        assert_eq!(
+            Dtb::new(&blob(&[END], b"", &[])).unwrap_err(),
+            DtbError::NoRoot
+        );
+    }
+
+    #[test]
+    fn find_matches_names_with_and_without_unit_address() {
+        // / { a@1 { }; a { } }
+        let a1 = u32::from_be_bytes(*b"a@1\0");
+        let s = blob(&[B, 0, B, a1, E, B, NAME_A, E, E, END], b"", &[]);
+        let t = Dtb::new(&s).unwrap();
+        assert_eq!(t.find("/a").map(|n| n.name), Some("a@1"));
+        assert_eq!(t.find("/a@1").map(|n| n.name), Some("a@1"));
+        assert!(t.find("/a@2").is_none());
+        assert!(t.find("/b").is_none());
+    }
+
+    #[test]
+    fn reg_entries_decode_cells_and_refuse_ragged_values() {
+        let v: Vec<u8> = [0u32, 0x4000_0000, 0, 0x1000]
+            .iter()
+            .flat_map(|w| w.to_be_bytes())
+            .collect();
+        let e: Vec<_> = reg_entries(&v, 2, 2).collect();
+        assert_eq!(e, [Ok((0x4000_0000, 0x1000))]);
+        let e: Vec<_> = reg_entries(&v, 1, 1).collect();
+        assert_eq!(e, [Ok((0, 0x4000_0000)), Ok((0, 0x1000))]);
+        let e: Vec<_> = reg_entries(&v[..12], 2, 2).collect();
+        assert_eq!(e, [Err(())]);
+        // Three address cells with a non-zero top cell do not fit 64 bits.
+        let wide: Vec<u8> = [1u32, 0, 0, 1]
+            .iter()
+            .flat_map(|w| w.to_be_bytes())
+            .collect();
+        assert_eq!(reg_entries(&wide, 3, 1).collect::<Vec<_>>(), [Err(())]);
+        // Absurd cell counts are refused, not overflowed.
+        assert_eq!(
+            reg_entries(&wide, u32::MAX, u32::MAX).collect::<Vec<_>>(),
+            [Err(())]
+        );
+        assert_eq!(reg_entries(&wide, 0, 0).collect::<Vec<_>>(), [Err(())]);
+    }
+
+    #[test]
+    fn version_16_blobs_without_a_struct_size_are_read() {
+        let mut s = blob(&[B, 0, E, END], b"", &[]);
+        s[20..24].copy_from_slice(&16u32.to_be_bytes());
+        // A v16 header has no size_dt_struct; the block runs to totalsize.
+        assert!(Dtb::new(&s).is_ok());
+    }
 }

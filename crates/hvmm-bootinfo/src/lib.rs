@@ -191,10 +191,10 @@ fn string_prop<'a>(
 ) -> Result<Option<&'a str>, BootInfoError> {
     match node.property(prop) {
         None => Ok(None),
-        Some(p) => p
-            .as_str()
-            .map(Some)
-            .ok_or(BootInfoError::BadString { node: path, property: prop }),
+        Some(p) => p.as_str().map(Some).ok_or(BootInfoError::BadString {
+            node: path,
+            property: prop,
+        }),
     }
 }
 
@@ -217,7 +217,9 @@ impl<'a> BootInfo<'a> {
         reader: &mut R,
     ) -> Result<BootInfo<'a>, BootInfoError> {
         if !(32..=52).contains(&ctx.pa_bits) {
-            return Err(BootInfoError::BadPaBits { pa_bits: ctx.pa_bits });
+            return Err(BootInfoError::BadPaBits {
+                pa_bits: ctx.pa_bits,
+            });
         }
         let image = MemRange::new(ctx.image.0, ctx.image.1).ok_or(BootInfoError::BadParam {
             what: "image",
@@ -261,19 +263,29 @@ impl<'a> BootInfo<'a> {
             (typed || n.name_matches("memory")) && n.is_available()
         });
         for (index, node) in memory_nodes.enumerate() {
-            let reg = node.property("reg").ok_or(BootInfoError::BadReg { node: "memory", index })?;
+            let reg = node.property("reg").ok_or(BootInfoError::BadReg {
+                node: "memory",
+                index,
+            })?;
             for entry in dtb::reg_entries(reg.value, ac, sc) {
-                let (base, size) = entry.map_err(|()| BootInfoError::BadReg { node: "memory", index })?;
+                let (base, size) = entry.map_err(|()| BootInfoError::BadReg {
+                    node: "memory",
+                    index,
+                })?;
                 let base = Paddr(base);
                 if size == 0 {
                     return Err(BootInfoError::ZeroSizedBank { base });
                 }
-                let bank = MemRange::new(base, size).ok_or(BootInfoError::BankOverflow { base, size })?;
+                let bank =
+                    MemRange::new(base, size).ok_or(BootInfoError::BankOverflow { base, size })?;
                 if u128::from(bank.end().0) > limit {
                     return Err(BootInfoError::BankBeyondPaSize { bank, pa_bits });
                 }
                 if let Some(other) = self.banks.iter().find(|b| b.overlaps(&bank)) {
-                    return Err(BootInfoError::BanksOverlap { first: *other, second: bank });
+                    return Err(BootInfoError::BanksOverlap {
+                        first: *other,
+                        second: bank,
+                    });
                 }
                 self.banks
                     .push(bank)
@@ -286,26 +298,38 @@ impl<'a> BootInfo<'a> {
         Ok(())
     }
 
-    fn push_reserved(&mut self, base: u64, size: u64, source: ReservedSource) -> Result<(), BootInfoError> {
+    fn push_reserved(
+        &mut self,
+        base: u64,
+        size: u64,
+        source: ReservedSource,
+    ) -> Result<(), BootInfoError> {
         let base = Paddr(base);
         if size == 0 {
             // Reserves nothing.
             return Ok(());
         }
-        let range = MemRange::new(base, size).ok_or(BootInfoError::ReservedOverflow { base, size })?;
+        let range =
+            MemRange::new(base, size).ok_or(BootInfoError::ReservedOverflow { base, size })?;
         self.reserved
             .push(Reserved { range, source })
             .map_err(|_| BootInfoError::TooManyReserved { max: MAX_RESERVED })
     }
 
-    fn collect_reserved(&mut self, tree: &Dtb<'a>, root: &dtb::Node<'a>) -> Result<(), BootInfoError> {
+    fn collect_reserved(
+        &mut self,
+        tree: &Dtb<'a>,
+        root: &dtb::Node<'a>,
+    ) -> Result<(), BootInfoError> {
         for (a, s) in tree.reservations() {
             self.push_reserved(a, s, ReservedSource::MemReserve)?;
         }
         let Some(rmem) = tree.find("/reserved-memory") else {
             return Ok(());
         };
-        let (ac, sc) = if rmem.property("#address-cells").is_some() || rmem.property("#size-cells").is_some() {
+        let (ac, sc) = if rmem.property("#address-cells").is_some()
+            || rmem.property("#size-cells").is_some()
+        {
             cells(&rmem, "/reserved-memory")?
         } else {
             cells(root, "/")?
@@ -313,17 +337,24 @@ impl<'a> BootInfo<'a> {
         for (index, child) in rmem.children().filter(|c| c.is_available()).enumerate() {
             // Children without reg are dynamic allocations (size/alloc-ranges)
             // made by the OS later: nothing is reserved yet.
-            let Some(reg) = child.property("reg") else { continue };
+            let Some(reg) = child.property("reg") else {
+                continue;
+            };
             for entry in dtb::reg_entries(reg.value, ac, sc) {
-                let (base, size) =
-                    entry.map_err(|()| BootInfoError::BadReg { node: "reserved-memory", index })?;
+                let (base, size) = entry.map_err(|()| BootInfoError::BadReg {
+                    node: "reserved-memory",
+                    index,
+                })?;
                 self.push_reserved(base, size, ReservedSource::ReservedMemory)?;
             }
         }
         Ok(())
     }
 
-    fn validate_modules(&self, raw: &FixedVec<RawModule<'a>, MAX_MODULES>) -> Result<(), BootInfoError> {
+    fn validate_modules(
+        &self,
+        raw: &FixedVec<RawModule<'a>, MAX_MODULES>,
+    ) -> Result<(), BootInfoError> {
         for (index, m) in raw.iter().enumerate() {
             let module = module_range(index, m)?;
             for (first, earlier) in raw.iter().enumerate().take(index) {
@@ -338,10 +369,18 @@ impl<'a> BootInfo<'a> {
                 }
             }
             if module.overlaps(&self.image) {
-                return Err(BootInfoError::ModuleOverlapsImage { index, module, image: self.image });
+                return Err(BootInfoError::ModuleOverlapsImage {
+                    index,
+                    module,
+                    image: self.image,
+                });
             }
             if module.overlaps(&self.dtb) {
-                return Err(BootInfoError::DtbOverlapsModule { index, module, dtb: self.dtb });
+                return Err(BootInfoError::DtbOverlapsModule {
+                    index,
+                    module,
+                    dtb: self.dtb,
+                });
             }
             if !self.ram_covers(&module) {
                 return Err(BootInfoError::ModuleOutsideRam { index, module });
@@ -368,14 +407,21 @@ impl<'a> BootInfo<'a> {
                     } else if range.size() < 4 {
                         // Too small to hold the magic: not a policy, and
                         // reading 4 bytes would run past the module.
-                        let kind = if ramdisk_guessed { ModuleKind::Unknown } else { ModuleKind::Ramdisk };
+                        let kind = if ramdisk_guessed {
+                            ModuleKind::Unknown
+                        } else {
+                            ModuleKind::Ramdisk
+                        };
                         ramdisk_guessed = true;
                         (kind, KindSource::Guessed { read: false })
                     } else {
                         let mut word = [0u8; 4];
-                        reader
-                            .read(range.base(), &mut word)
-                            .map_err(|_| BootInfoError::ModuleRead { index, addr: range.base() })?;
+                        reader.read(range.base(), &mut word).map_err(|_| {
+                            BootInfoError::ModuleRead {
+                                index,
+                                addr: range.base(),
+                            }
+                        })?;
                         let kind = if u32::from_le_bytes(word) == XSM_MAGIC {
                             ModuleKind::XsmPolicy
                         } else if ramdisk_guessed {
@@ -389,7 +435,13 @@ impl<'a> BootInfo<'a> {
                 }
             };
             self.modules
-                .push(Module { range, kind, source, bootargs: m.bootargs, name: m.name })
+                .push(Module {
+                    range,
+                    kind,
+                    source,
+                    bootargs: m.bootargs,
+                    name: m.name,
+                })
                 .map_err(|_| BootInfoError::TooManyModules { max: MAX_MODULES })?;
         }
         Ok(())
@@ -419,7 +471,9 @@ impl<'a> BootInfo<'a> {
 
     /// Total bytes of RAM.
     pub fn total_ram(&self) -> u64 {
-        self.banks.iter().fold(0u64, |acc, b| acc.saturating_add(b.size()))
+        self.banks
+            .iter()
+            .fold(0u64, |acc, b| acc.saturating_add(b.size()))
     }
 
     /// The reserved ranges: memory reservation block entries first, then
@@ -471,7 +525,9 @@ impl<'a> BootInfo<'a> {
     /// non-conventional ranges of a UEFI memory map), as sorted, disjoint,
     /// page-aligned ranges (partial pages at the edges are dropped).
     pub fn free_ranges(&self, firmware_reserved: &[MemRange]) -> Result<FreeRanges, BootInfoError> {
-        let too_many = BootInfoError::TooManyFreeRanges { max: MAX_FREE_RANGES };
+        let too_many = BootInfoError::TooManyFreeRanges {
+            max: MAX_FREE_RANGES,
+        };
         let mut free = FreeRanges::new();
         for bank in self.banks.iter() {
             let at = free.iter().take_while(|f| f.base() < bank.base()).count();
@@ -497,9 +553,16 @@ impl<'a> BootInfo<'a> {
 
 fn module_range(index: usize, m: &RawModule<'_>) -> Result<MemRange, BootInfoError> {
     if m.size == 0 {
-        return Err(BootInfoError::ZeroSizedModule { index, base: m.base });
+        return Err(BootInfoError::ZeroSizedModule {
+            index,
+            base: m.base,
+        });
     }
-    MemRange::new(m.base, m.size).ok_or(BootInfoError::ModuleOverflow { index, base: m.base, size: m.size })
+    MemRange::new(m.base, m.size).ok_or(BootInfoError::ModuleOverflow {
+        index,
+        base: m.base,
+        size: m.size,
+    })
 }
 
 /// Removes `hole` from the sorted disjoint list `free`.
@@ -515,7 +578,9 @@ fn subtract(free: &mut FreeRanges, hole: &MemRange) -> Result<(), BootInfoError>
         let right = MemRange::from_bounds(hole.end(), r.end());
         for piece in [right, left].into_iter().flatten() {
             free.insert(i, piece)
-                .map_err(|_| BootInfoError::TooManyFreeRanges { max: MAX_FREE_RANGES })?;
+                .map_err(|_| BootInfoError::TooManyFreeRanges {
+                    max: MAX_FREE_RANGES,
+                })?;
         }
         i += usize::from(left.is_some()) + usize::from(right.is_some());
     }
@@ -529,7 +594,9 @@ fn collect_modules<'a>(
     let (ac, sc) = cells(chosen, "/chosen")?;
     let mut index = 0usize;
     for node in chosen.children() {
-        let Some(compat) = node.property("compatible") else { continue };
+        let Some(compat) = node.property("compatible") else {
+            continue;
+        };
         let typed = compat
             .strings()
             .find_map(|c| TYPED.iter().find(|(name, _)| *name == c).map(|(_, k)| *k));
@@ -537,7 +604,10 @@ fn collect_modules<'a>(
         if typed.is_none() && !untyped {
             continue;
         }
-        let bad_reg = BootInfoError::BadReg { node: "module", index };
+        let bad_reg = BootInfoError::BadReg {
+            node: "module",
+            index,
+        };
         let reg = node.property("reg").ok_or(bad_reg)?;
         let mut entries = dtb::reg_entries(reg.value, ac, sc);
         // A module is one range: exactly one reg entry.
@@ -546,8 +616,14 @@ fn collect_modules<'a>(
             _ => return Err(bad_reg),
         };
         let bootargs = string_prop(&node, "bootargs", "/chosen/module")?;
-        out.push(RawModule { base: Paddr(base), size, typed, bootargs, name: node.name })
-            .map_err(|_| BootInfoError::TooManyModules { max: MAX_MODULES })?;
+        out.push(RawModule {
+            base: Paddr(base),
+            size,
+            typed,
+            bootargs,
+            name: node.name,
+        })
+        .map_err(|_| BootInfoError::TooManyModules { max: MAX_MODULES })?;
         index += 1;
     }
     Ok(())

@@ -29,7 +29,10 @@ impl MemRange {
         if end.0 <= start.0 {
             return None;
         }
-        Some(MemRange { base: start, size: end.0 - start.0 })
+        Some(MemRange {
+            base: start,
+            size: end.0 - start.0,
+        })
     }
 
     /// First address.
@@ -96,7 +99,10 @@ pub struct FixedVec<T: Copy, const N: usize> {
 impl<T: Copy, const N: usize> FixedVec<T, N> {
     /// An empty list.
     pub const fn new() -> Self {
-        FixedVec { items: [None; N], len: 0 }
+        FixedVec {
+            items: [None; N],
+            len: 0,
+        }
     }
 
     /// Appends `item`; gives it back when the list is full.

@@ -13,7 +13,11 @@ const IMAGE: (Paddr, u64) = (Paddr(0x4020_0000), 2 * MIB);
 const DTB_AT: (Paddr, u64) = (Paddr(0x4800_0000), 0x10_0000);
 
 fn params() -> ParseParams {
-    ParseParams { pa_bits: 48, image: IMAGE, dtb: DTB_AT }
+    ParseParams {
+        pa_bits: 48,
+        image: IMAGE,
+        dtb: DTB_AT,
+    }
 }
 
 fn parse(dtb: &[u8]) -> Result<BootInfo<'_>, BootInfoError> {
@@ -52,7 +56,11 @@ impl ModuleReader for FakeMemory {
     type Error = &'static str;
     fn read(&mut self, pa: Paddr, buf: &mut [u8]) -> Result<(), &'static str> {
         self.reads.push(pa);
-        let w = self.words.get(&pa.0).copied().unwrap_or([0x1f, 0x8b, 0x08, 0x00]);
+        let w = self
+            .words
+            .get(&pa.0)
+            .copied()
+            .unwrap_or([0x1f, 0x8b, 0x08, 0x00]);
         buf.copy_from_slice(&w[..buf.len()]);
         Ok(())
     }
@@ -72,7 +80,10 @@ impl ModuleReader for FailingReader {
 fn qemu_arm64_virt_dtb_has_one_gib_at_0x4000_0000_and_nothing_else() {
     let dtb = include_bytes!("data/virt-arm64.dtb");
     let info = parse(dtb).expect("QEMU's arm64 virt DTB parses");
-    assert_eq!(info.ram_banks().iter().copied().collect::<Vec<_>>(), [range(RAM, GIB)]);
+    assert_eq!(
+        info.ram_banks().iter().copied().collect::<Vec<_>>(),
+        [range(RAM, GIB)]
+    );
     assert!(info.modules().is_empty());
     assert!(info.reserved().is_empty());
     assert_eq!(info.bootargs(), None);
@@ -81,9 +92,16 @@ fn qemu_arm64_virt_dtb_has_one_gib_at_0x4000_0000_and_nothing_else() {
 #[test]
 fn qemu_arm32_virt_dtb_parses_with_40_bit_pa() {
     let dtb = include_bytes!("data/virt-arm32.dtb");
-    let p = ParseParams { pa_bits: 40, image: (Paddr(0x4001_0000), MIB), dtb: DTB_AT };
+    let p = ParseParams {
+        pa_bits: 40,
+        image: (Paddr(0x4001_0000), MIB),
+        dtb: DTB_AT,
+    };
     let info = BootInfo::parse(dtb, &p, &mut NoReader).expect("QEMU's arm32 virt DTB parses");
-    assert_eq!(info.ram_banks().iter().copied().collect::<Vec<_>>(), [range(RAM, GIB)]);
+    assert_eq!(
+        info.ram_banks().iter().copied().collect::<Vec<_>>(),
+        [range(RAM, GIB)]
+    );
     assert_eq!(info.total_ram(), GIB);
 }
 
@@ -99,7 +117,10 @@ fn dtb_longer_than_its_totalsize_is_read_up_to_totalsize() {
 
 #[test]
 fn builder_board_like_qemu_is_parsed() {
-    let dtb = VirtBoard::qemu_default().bootargs("console=ttyAMA0").cpus(4).build();
+    let dtb = VirtBoard::qemu_default()
+        .bootargs("console=ttyAMA0")
+        .cpus(4)
+        .build();
     let info = parse(&dtb).unwrap();
     assert_eq!(info.ram_banks().len(), 1);
     assert_eq!(*info.ram_banks().get(0).unwrap(), range(RAM, GIB));
@@ -115,7 +136,14 @@ fn several_banks_from_several_nodes_and_several_reg_entries() {
         .build();
     let info = parse(&dtb).unwrap();
     let banks: Vec<_> = info.ram_banks().iter().copied().collect();
-    assert_eq!(banks, [range(RAM, GIB), range(0x8_8000_0000, 2 * GIB), range(0x80_0000_0000, 4 * GIB)]);
+    assert_eq!(
+        banks,
+        [
+            range(RAM, GIB),
+            range(0x8_8000_0000, 2 * GIB),
+            range(0x80_0000_0000, 4 * GIB)
+        ]
+    );
     assert_eq!(info.total_ram(), 7 * GIB);
 }
 
@@ -136,7 +164,11 @@ fn reserved_memory_children_and_memreserve_entries_are_recorded() {
         .reserved_memory(0x6000_0000, MIB)
         .build();
     let info = parse(&dtb).unwrap();
-    let got: Vec<_> = info.reserved().iter().map(|r| (r.range, r.source)).collect();
+    let got: Vec<_> = info
+        .reserved()
+        .iter()
+        .map(|r| (r.range, r.source))
+        .collect();
     assert_eq!(
         got,
         [
@@ -151,7 +183,10 @@ fn reserved_memory_children_and_memreserve_entries_are_recorded() {
 
 #[test]
 fn xen_bootargs_is_the_hypervisor_command_line_when_present() {
-    let dtb = VirtBoard::qemu_default().bootargs("console=hvc0").xen_bootargs("loglvl=all").build();
+    let dtb = VirtBoard::qemu_default()
+        .bootargs("console=hvc0")
+        .xen_bootargs("loglvl=all")
+        .build();
     let info = parse(&dtb).unwrap();
     assert_eq!(info.bootargs(), Some("console=hvc0"));
     assert_eq!(info.xen_bootargs(), Some("loglvl=all"));
@@ -160,8 +195,16 @@ fn xen_bootargs_is_the_hypervisor_command_line_when_present() {
 
 #[test]
 fn bootargs_that_are_not_terminated_utf8_are_refused() {
-    let dtb = VirtBoard::qemu_default().chosen_raw_property("bootargs", &[0xff, 0xfe, 0]).build();
-    assert_eq!(err(&dtb), BootInfoError::BadString { node: "/chosen", property: "bootargs" });
+    let dtb = VirtBoard::qemu_default()
+        .chosen_raw_property("bootargs", &[0xff, 0xfe, 0])
+        .build();
+    assert_eq!(
+        err(&dtb),
+        BootInfoError::BadString {
+            node: "/chosen",
+            property: "bootargs"
+        }
+    );
 }
 
 // ------------------------------------------------------------ modules
@@ -169,7 +212,12 @@ fn bootargs_that_are_not_terminated_utf8_are_refused() {
 #[test]
 fn typed_modules_are_taken_as_given_without_reading() {
     let dtb = VirtBoard::qemu_default()
-        .module_with(0x4900_0000, 8 * MIB, &["xen,linux-zimage", "xen,multiboot-module"], Some("root=/dev/vda"))
+        .module_with(
+            0x4900_0000,
+            8 * MIB,
+            &["xen,linux-zimage", "xen,multiboot-module"],
+            Some("root=/dev/vda"),
+        )
         .module(0x4a00_0000, 4 * MIB, "multiboot,ramdisk")
         .module(0x4b00_0000, 0x1000, "xen,xsm-policy")
         .module(0x4c00_0000, MIB, "multiboot,kernel")
@@ -209,7 +257,11 @@ fn grub_untyped_modules_are_guessed_reading_all_but_the_first() {
             (ModuleKind::XsmPolicy, KindSource::Guessed { read: true }),
         ]
     );
-    assert_eq!(mem.reads, [Paddr(r), Paddr(x)], "the reader is called for the 2nd and 3rd module only");
+    assert_eq!(
+        mem.reads,
+        [Paddr(r), Paddr(x)],
+        "the reader is called for the 2nd and 3rd module only"
+    );
 }
 
 #[test]
@@ -222,7 +274,14 @@ fn untyped_policy_before_the_ramdisk_is_recognised() {
     let mut mem = FakeMemory::with_xsm_at(&[0x7100_0000]);
     let info = BootInfo::parse(&dtb, &params(), &mut mem).unwrap();
     let kinds: Vec<_> = info.modules().iter().map(|m| m.kind).collect();
-    assert_eq!(kinds, [ModuleKind::Kernel, ModuleKind::XsmPolicy, ModuleKind::Ramdisk]);
+    assert_eq!(
+        kinds,
+        [
+            ModuleKind::Kernel,
+            ModuleKind::XsmPolicy,
+            ModuleKind::Ramdisk
+        ]
+    );
 }
 
 #[test]
@@ -235,7 +294,10 @@ fn a_second_untyped_non_policy_after_the_ramdisk_is_unknown() {
     let mut mem = FakeMemory::default();
     let info = BootInfo::parse(&dtb, &params(), &mut mem).unwrap();
     let kinds: Vec<_> = info.modules().iter().map(|m| m.kind).collect();
-    assert_eq!(kinds, [ModuleKind::Kernel, ModuleKind::Ramdisk, ModuleKind::Unknown]);
+    assert_eq!(
+        kinds,
+        [ModuleKind::Kernel, ModuleKind::Ramdisk, ModuleKind::Unknown]
+    );
 }
 
 #[test]
@@ -251,9 +313,15 @@ fn chosen_children_without_a_module_compatible_are_not_modules() {
 
 #[test]
 fn module_regs_use_chosen_default_cells_when_chosen_has_none() {
-    let dtb = VirtBoard::qemu_default().chosen_cells(None).module(0x7000_0000, MIB, "multiboot,kernel").build();
+    let dtb = VirtBoard::qemu_default()
+        .chosen_cells(None)
+        .module(0x7000_0000, MIB, "multiboot,kernel")
+        .build();
     let info = parse(&dtb).unwrap();
-    assert_eq!(info.modules().get(0).unwrap().range, range(0x7000_0000, MIB));
+    assert_eq!(
+        info.modules().get(0).unwrap().range,
+        range(0x7000_0000, MIB)
+    );
 }
 
 #[test]
@@ -263,7 +331,13 @@ fn a_failing_read_is_reported_with_the_module_index_and_address() {
         .module(0x7100_0000, MIB, "multiboot,module")
         .build();
     let e = BootInfo::parse(&dtb, &params(), &mut FailingReader).unwrap_err();
-    assert_eq!(e, BootInfoError::ModuleRead { index: 1, addr: Paddr(0x7100_0000) });
+    assert_eq!(
+        e,
+        BootInfoError::ModuleRead {
+            index: 1,
+            addr: Paddr(0x7100_0000)
+        }
+    );
 }
 
 #[test]
@@ -285,27 +359,52 @@ fn no_memory_node_is_refused() {
 
 #[test]
 fn a_memory_node_with_an_empty_reg_is_no_ram() {
-    assert_eq!(err(&VirtBoard::new().memory_node(&[]).build()), BootInfoError::NoMemory);
+    assert_eq!(
+        err(&VirtBoard::new().memory_node(&[]).build()),
+        BootInfoError::NoMemory
+    );
 }
 
 #[test]
 fn a_zero_sized_bank_is_refused() {
     let dtb = VirtBoard::qemu_default().ram(0x1_0000_0000, 0).build();
-    assert_eq!(err(&dtb), BootInfoError::ZeroSizedBank { base: Paddr(0x1_0000_0000) });
+    assert_eq!(
+        err(&dtb),
+        BootInfoError::ZeroSizedBank {
+            base: Paddr(0x1_0000_0000)
+        }
+    );
 }
 
 #[test]
 fn a_bank_wrapping_past_64_bits_is_refused() {
     let dtb = VirtBoard::new().ram(u64::MAX - 0xfff, 0x2000).build();
-    assert_eq!(err(&dtb), BootInfoError::BankOverflow { base: Paddr(u64::MAX - 0xfff), size: 0x2000 });
+    assert_eq!(
+        err(&dtb),
+        BootInfoError::BankOverflow {
+            base: Paddr(u64::MAX - 0xfff),
+            size: 0x2000
+        }
+    );
 }
 
 #[test]
 fn a_bank_beyond_the_pa_size_is_refused() {
-    let dtb = VirtBoard::qemu_default().ram(0xff_c000_0000, 2 * GIB).build();
-    let p = ParseParams { pa_bits: 40, ..params() };
+    let dtb = VirtBoard::qemu_default()
+        .ram(0xff_c000_0000, 2 * GIB)
+        .build();
+    let p = ParseParams {
+        pa_bits: 40,
+        ..params()
+    };
     let e = BootInfo::parse(&dtb, &p, &mut NoReader).unwrap_err();
-    assert_eq!(e, BootInfoError::BankBeyondPaSize { bank: range(0xff_c000_0000, 2 * GIB), pa_bits: 40 });
+    assert_eq!(
+        e,
+        BootInfoError::BankBeyondPaSize {
+            bank: range(0xff_c000_0000, 2 * GIB),
+            pa_bits: 40
+        }
+    );
     // The same bank is fine with 48 bits.
     assert!(parse(&dtb).is_ok());
 }
@@ -315,7 +414,10 @@ fn overlapping_banks_are_refused() {
     let dtb = VirtBoard::qemu_default().ram(RAM + GIB - MIB, GIB).build();
     assert_eq!(
         err(&dtb),
-        BootInfoError::BanksOverlap { first: range(RAM, GIB), second: range(RAM + GIB - MIB, GIB) }
+        BootInfoError::BanksOverlap {
+            first: range(RAM, GIB),
+            second: range(RAM + GIB - MIB, GIB)
+        }
     );
 }
 
@@ -323,7 +425,13 @@ fn overlapping_banks_are_refused() {
 fn a_reg_that_is_not_a_whole_number_of_entries_is_refused() {
     let dtb = VirtBoard::new().memory_node(&[(RAM, GIB)]).build();
     let ragged = patch_reg_len(&dtb, 12);
-    assert_eq!(err(&ragged), BootInfoError::BadReg { node: "memory", index: 0 });
+    assert_eq!(
+        err(&ragged),
+        BootInfoError::BadReg {
+            node: "memory",
+            index: 0
+        }
+    );
 }
 
 /// Shrinks the first 16-byte `reg` property to `len` bytes (keeping the
@@ -332,7 +440,10 @@ fn patch_reg_len(dtb: &[u8], len: u32) -> Vec<u8> {
     let mut out = dtb.to_vec();
     // PROP token, len 16: 00000003 00000010
     let needle = [0, 0, 0, 3, 0, 0, 0, 16];
-    let at = out.windows(8).position(|w| w == needle).expect("a 16-byte property");
+    let at = out
+        .windows(8)
+        .position(|w| w == needle)
+        .expect("a 16-byte property");
     out[at + 4..at + 8].copy_from_slice(&len.to_be_bytes());
     // The value's last (16 - len) bytes become NOP tokens.
     let value = at + 12;
@@ -344,8 +455,16 @@ fn patch_reg_len(dtb: &[u8], len: u32) -> Vec<u8> {
 
 #[test]
 fn a_zero_sized_module_is_refused() {
-    let dtb = VirtBoard::qemu_default().module(0x7000_0000, 0, "multiboot,kernel").build();
-    assert_eq!(err(&dtb), BootInfoError::ZeroSizedModule { index: 0, base: Paddr(0x7000_0000) });
+    let dtb = VirtBoard::qemu_default()
+        .module(0x7000_0000, 0, "multiboot,kernel")
+        .build();
+    assert_eq!(
+        err(&dtb),
+        BootInfoError::ZeroSizedModule {
+            index: 0,
+            base: Paddr(0x7000_0000)
+        }
+    );
 }
 
 #[test]
@@ -367,7 +486,9 @@ fn overlapping_modules_are_refused() {
 
 #[test]
 fn a_module_over_the_image_is_refused() {
-    let dtb = VirtBoard::qemu_default().module(0x4030_0000, 2 * MIB, "multiboot,kernel").build();
+    let dtb = VirtBoard::qemu_default()
+        .module(0x4030_0000, 2 * MIB, "multiboot,kernel")
+        .build();
     assert_eq!(
         err(&dtb),
         BootInfoError::ModuleOverlapsImage {
@@ -380,16 +501,23 @@ fn a_module_over_the_image_is_refused() {
 
 #[test]
 fn a_module_not_wholly_inside_ram_is_refused() {
-    let dtb = VirtBoard::qemu_default().module(RAM + GIB - MIB, 2 * MIB, "multiboot,kernel").build();
+    let dtb = VirtBoard::qemu_default()
+        .module(RAM + GIB - MIB, 2 * MIB, "multiboot,kernel")
+        .build();
     assert_eq!(
         err(&dtb),
-        BootInfoError::ModuleOutsideRam { index: 0, module: range(RAM + GIB - MIB, 2 * MIB) }
+        BootInfoError::ModuleOutsideRam {
+            index: 0,
+            module: range(RAM + GIB - MIB, 2 * MIB)
+        }
     );
 }
 
 #[test]
 fn the_dtb_overlapping_a_module_is_refused() {
-    let dtb = VirtBoard::qemu_default().module(0x4800_8000, MIB, "multiboot,kernel").build();
+    let dtb = VirtBoard::qemu_default()
+        .module(0x4800_8000, MIB, "multiboot,kernel")
+        .build();
     assert_eq!(
         err(&dtb),
         BootInfoError::DtbOverlapsModule {
@@ -402,9 +530,14 @@ fn the_dtb_overlapping_a_module_is_refused() {
 
 #[test]
 fn too_many_banks_is_a_named_error() {
-    let banks: Vec<_> = (0..=MAX_RAM_BANKS as u64).map(|i| (RAM + i * GIB, GIB)).collect();
+    let banks: Vec<_> = (0..=MAX_RAM_BANKS as u64)
+        .map(|i| (RAM + i * GIB, GIB))
+        .collect();
     let dtb = VirtBoard::new().memory_node(&banks).build();
-    assert_eq!(err(&dtb), BootInfoError::TooManyBanks { max: MAX_RAM_BANKS });
+    assert_eq!(
+        err(&dtb),
+        BootInfoError::TooManyBanks { max: MAX_RAM_BANKS }
+    );
 }
 
 #[test]
@@ -413,7 +546,10 @@ fn too_many_modules_is_a_named_error() {
     for i in 0..=MAX_MODULES as u64 {
         b = b.module(0x6000_0000 + i * MIB, 0x1000, "multiboot,ramdisk");
     }
-    assert_eq!(err(&b.build()), BootInfoError::TooManyModules { max: MAX_MODULES });
+    assert_eq!(
+        err(&b.build()),
+        BootInfoError::TooManyModules { max: MAX_MODULES }
+    );
 }
 
 #[test]
@@ -422,26 +558,40 @@ fn too_many_reserved_ranges_is_a_named_error() {
     for i in 0..=MAX_RESERVED as u64 {
         b = b.reserved_memory(0x6000_0000 + i * MIB, 0x1000);
     }
-    assert_eq!(err(&b.build()), BootInfoError::TooManyReserved { max: MAX_RESERVED });
+    assert_eq!(
+        err(&b.build()),
+        BootInfoError::TooManyReserved { max: MAX_RESERVED }
+    );
 }
 
 #[test]
 fn an_unsupported_pa_size_is_refused() {
     let dtb = VirtBoard::qemu_default().build();
-    let p = ParseParams { pa_bits: 64, ..params() };
-    assert_eq!(BootInfo::parse(&dtb, &p, &mut NoReader).unwrap_err(), BootInfoError::BadPaBits { pa_bits: 64 });
+    let p = ParseParams {
+        pa_bits: 64,
+        ..params()
+    };
+    assert_eq!(
+        BootInfo::parse(&dtb, &p, &mut NoReader).unwrap_err(),
+        BootInfoError::BadPaBits { pa_bits: 64 }
+    );
 }
 
 #[test]
 fn a_blob_without_the_fdt_magic_is_refused() {
     let mut dtb = VirtBoard::qemu_default().build();
     dtb[0] = 0;
-    assert_eq!(err(&dtb), BootInfoError::Dtb(DtbError::BadMagic { found: 0x000d_feed }));
+    assert_eq!(
+        err(&dtb),
+        BootInfoError::Dtb(DtbError::BadMagic { found: 0x000d_feed })
+    );
 }
 
 #[test]
 fn truncated_dtbs_are_refused_at_every_length() {
-    let dtb = VirtBoard::qemu_default().module(0x7000_0000, MIB, "multiboot,kernel").build();
+    let dtb = VirtBoard::qemu_default()
+        .module(0x7000_0000, MIB, "multiboot,kernel")
+        .build();
     for len in 0..dtb.len() {
         match parse(&dtb[..len]) {
             Err(BootInfoError::Dtb(_)) => {}
@@ -458,7 +608,10 @@ fn a_truncated_structure_block_is_refused_even_with_a_consistent_header() {
         let mut bad = dtb.clone();
         let size = u32::from_be_bytes(bad[36..40].try_into().unwrap());
         bad[36..40].copy_from_slice(&(size - cut).to_be_bytes());
-        assert!(matches!(err(&bad), BootInfoError::Dtb(_)), "struct block cut by {cut}");
+        assert!(
+            matches!(err(&bad), BootInfoError::Dtb(_)),
+            "struct block cut by {cut}"
+        );
     }
 }
 
@@ -468,27 +621,75 @@ fn every_error_says_what_is_wrong_in_a_sentence() {
     let all = [
         BootInfoError::Dtb(DtbError::TooShort { len: 3 }),
         BootInfoError::BadPaBits { pa_bits: 7 },
-        BootInfoError::BadParam { what: "image", base: Paddr(0), size: 0 },
+        BootInfoError::BadParam {
+            what: "image",
+            base: Paddr(0),
+            size: 0,
+        },
         BootInfoError::BadCells { node: "/" },
-        BootInfoError::BadReg { node: "memory", index: 0 },
-        BootInfoError::BadString { node: "/chosen", property: "bootargs" },
+        BootInfoError::BadReg {
+            node: "memory",
+            index: 0,
+        },
+        BootInfoError::BadString {
+            node: "/chosen",
+            property: "bootargs",
+        },
         BootInfoError::NoMemory,
         BootInfoError::ZeroSizedBank { base: Paddr(0) },
-        BootInfoError::BankOverflow { base: Paddr(0), size: 0 },
-        BootInfoError::BankBeyondPaSize { bank: r, pa_bits: 40 },
-        BootInfoError::BanksOverlap { first: r, second: r },
-        BootInfoError::ReservedOverflow { base: Paddr(0), size: 0 },
-        BootInfoError::ZeroSizedModule { index: 0, base: Paddr(0) },
-        BootInfoError::ModuleOverflow { index: 0, base: Paddr(0), size: 0 },
-        BootInfoError::ModulesOverlap { first: 0, second: 1, first_range: r, second_range: r },
-        BootInfoError::ModuleOverlapsImage { index: 0, module: r, image: r },
-        BootInfoError::ModuleOutsideRam { index: 0, module: r },
-        BootInfoError::DtbOverlapsModule { index: 0, module: r, dtb: r },
+        BootInfoError::BankOverflow {
+            base: Paddr(0),
+            size: 0,
+        },
+        BootInfoError::BankBeyondPaSize {
+            bank: r,
+            pa_bits: 40,
+        },
+        BootInfoError::BanksOverlap {
+            first: r,
+            second: r,
+        },
+        BootInfoError::ReservedOverflow {
+            base: Paddr(0),
+            size: 0,
+        },
+        BootInfoError::ZeroSizedModule {
+            index: 0,
+            base: Paddr(0),
+        },
+        BootInfoError::ModuleOverflow {
+            index: 0,
+            base: Paddr(0),
+            size: 0,
+        },
+        BootInfoError::ModulesOverlap {
+            first: 0,
+            second: 1,
+            first_range: r,
+            second_range: r,
+        },
+        BootInfoError::ModuleOverlapsImage {
+            index: 0,
+            module: r,
+            image: r,
+        },
+        BootInfoError::ModuleOutsideRam {
+            index: 0,
+            module: r,
+        },
+        BootInfoError::DtbOverlapsModule {
+            index: 0,
+            module: r,
+            dtb: r,
+        },
         BootInfoError::TooManyBanks { max: 1 },
         BootInfoError::TooManyReserved { max: 1 },
         BootInfoError::TooManyModules { max: 1 },
         BootInfoError::TooManyFreeRanges { max: 1 },
-        BootInfoError::ModuleRead { index: 0, addr: Paddr(0) },
+        BootInfoError::ModuleRead {
+            index: 0,
+            addr: Paddr(0),
+        },
     ];
     let texts: Vec<String> = all.iter().map(|e| e.to_string()).collect();
     for (e, t) in all.iter().zip(&texts) {
@@ -532,7 +733,10 @@ fn free_ranges_exclude_image_dtb_modules_reserved_and_firmware_ranges() {
         ]
     );
     for r in free.iter() {
-        assert!(r.base().is_aligned(4096) && r.end().is_aligned(4096), "{r:?} page aligned");
+        assert!(
+            r.base().is_aligned(4096) && r.end().is_aligned(4096),
+            "{r:?} page aligned"
+        );
     }
     for w in got.windows(2) {
         assert!(w[0].end() <= w[1].base(), "sorted and disjoint");
@@ -560,9 +764,13 @@ fn free_ranges_of_a_plain_board_are_ram_minus_image_and_dtb() {
 fn free_ranges_overflowing_their_capacity_is_a_named_error() {
     let info_dtb = VirtBoard::qemu_default().build();
     let info = parse(&info_dtb).unwrap();
-    let holes: Vec<_> = (0..MAX_FREE_RANGES as u64 + 1).map(|i| range(0x5000_0000 + i * 0x10_000, 0x1000)).collect();
+    let holes: Vec<_> = (0..MAX_FREE_RANGES as u64 + 1)
+        .map(|i| range(0x5000_0000 + i * 0x10_000, 0x1000))
+        .collect();
     assert_eq!(
         info.free_ranges(&holes).unwrap_err(),
-        BootInfoError::TooManyFreeRanges { max: MAX_FREE_RANGES }
+        BootInfoError::TooManyFreeRanges {
+            max: MAX_FREE_RANGES
+        }
     );
 }
