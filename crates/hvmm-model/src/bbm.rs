@@ -10,7 +10,7 @@ use std::collections::HashMap;
 pub enum BbmReason {
     /// The output (or next-level table) address changed.
     OutputAddress,
-    /// The descriptor type changed: bits [1:0] differ (table ↔ block at
+    /// The descriptor type changed: bits `[1:0]` differ (table ↔ block at
     /// levels 1-2; the checker does not know the level, so a level-3 page
     /// and a table look alike).
     Type,

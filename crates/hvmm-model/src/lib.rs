@@ -34,7 +34,7 @@
 //!   levels 1 → 2 → 3, 40-bit output addresses. Output addresses (of tables
 //!   and leaves, and the root) beyond the configured PA size are address
 //!   size faults at the level of the descriptor; AF = 0 is an access flag
-//!   fault; AP[2] read-only and XN give permission faults; APTable[1]
+//!   fault; `AP[2]` read-only and XN give permission faults; `APTable[1]`
 //!   (bit 62) and XNTable (bit 60) apply to everything below; WXN makes
 //!   writable mappings XN. Fault priority: translation, address size, access
 //!   flag, permission. Walk reads outside RAM are synchronous external
@@ -79,7 +79,7 @@
 //! * No alignment faults; a misaligned descriptor write is performed byte by
 //!   byte and reported to the BBM checker as [`BbmReason::Misaligned`].
 //! * Memory attributes other than AttrIndx (shareability, NS, nG) are
-//!   ignored; descriptor bits [51:48] and RES0 bits below a block's OA are
+//!   ignored; descriptor bits `[51:48]` and RES0 bits below a block's OA are
 //!   ignored. PXN is RES0 in these regimes and ignored. The hint at LPAE
 //!   level 1 (where a run of 16 cannot exist) is ignored.
 //! * TLB conflicts (two entries covering one VA, from an inconsistent
@@ -114,17 +114,17 @@ pub use tlb::TlbEntry;
 pub mod desc {
     /// Valid (bit 0).
     pub const VALID: u64 = 1 << 0;
-    /// Bits [1:0] of a table descriptor (levels 0-2).
+    /// Bits `[1:0]` of a table descriptor (levels 0-2).
     pub const TABLE: u64 = 0b11;
-    /// Bits [1:0] of a block descriptor (levels 1-2).
+    /// Bits `[1:0]` of a block descriptor (levels 1-2).
     pub const BLOCK: u64 = 0b01;
-    /// Bits [1:0] of a page descriptor (level 3).
+    /// Bits `[1:0]` of a page descriptor (level 3).
     pub const PAGE: u64 = 0b11;
-    /// AP[2]: read-only (bit 7).
+    /// `AP[2]`: read-only (bit 7).
     pub const AP_RO: u64 = 1 << 7;
-    /// AP[1] (bit 6): RES1 at EL2 / PL2.
+    /// `AP[1]` (bit 6): RES1 at EL2 / PL2.
     pub const AP1: u64 = 1 << 6;
-    /// Inner shareable (SH = 0b11, bits [9:8]).
+    /// Inner shareable (SH = 0b11, bits `[9:8]`).
     pub const SH_INNER: u64 = 0b11 << 8;
     /// Access flag (bit 10).
     pub const AF: u64 = 1 << 10;
@@ -134,12 +134,12 @@ pub mod desc {
     pub const XN: u64 = 1 << 54;
     /// XNTable (bit 60) of a table descriptor.
     pub const XN_TABLE: u64 = 1 << 60;
-    /// APTable[1] (bit 62) of a table descriptor: read-only below.
+    /// `APTable[1]` (bit 62) of a table descriptor: read-only below.
     pub const AP_TABLE_RO: u64 = 1 << 62;
-    /// Output address field, bits [47:12].
+    /// Output address field, bits `[47:12]`.
     pub const OA_MASK: u64 = 0x0000_ffff_ffff_f000;
 
-    /// AttrIndx field (bits [4:2]) for MAIR index `i`.
+    /// AttrIndx field (bits `[4:2]`) for MAIR index `i`.
     pub const fn attr(i: u8) -> u64 {
         ((i & 7) as u64) << 2
     }

@@ -617,7 +617,7 @@ impl Machine {
 
     /// A walk of the tables in memory, as they are now, for `va` on `cpu`
     /// (its root register and WXN): no TLB, no walk cache, no counters,
-    /// whether or not the MMU is on.
+    /// whether or not the MMU is on (a CPU that does not exist has root 0).
     pub fn walk(&self, cpu: usize, va: Vaddr) -> Result<Translation, MemFault> {
         let cfg = self.cfg(cpu);
         walk(&cfg, &self.mem, va.0, None, &mut |_| {})

@@ -11,9 +11,9 @@ use hvmm::FaultKind;
 pub(crate) const VALID: u64 = 1 << 0;
 /// Descriptor bit 1: table (levels 0-2) or page (level 3).
 pub(crate) const TABLE_OR_PAGE: u64 = 1 << 1;
-/// AttrIndx, bits [4:2].
+/// AttrIndx, bits `[4:2]`.
 pub(crate) const ATTR_SHIFT: u32 = 2;
-/// AP[2]: read-only (bit 7).
+/// `AP[2]`: read-only (bit 7).
 pub(crate) const AP_RO: u64 = 1 << 7;
 /// Access flag (bit 10).
 pub(crate) const AF: u64 = 1 << 10;
@@ -23,9 +23,9 @@ pub(crate) const CONTIGUOUS: u64 = 1 << 52;
 pub(crate) const XN: u64 = 1 << 54;
 /// XNTable (bit 60) in table descriptors.
 pub(crate) const XN_TABLE: u64 = 1 << 60;
-/// APTable[1] (bit 62) in table descriptors: no writes below.
+/// `APTable[1]` (bit 62) in table descriptors: no writes below.
 pub(crate) const AP_TABLE_RO: u64 = 1 << 62;
-/// Output / next-level address field, bits [47:12].
+/// Output / next-level address field, bits `[47:12]`.
 pub(crate) const OA_MASK: u64 = 0x0000_ffff_ffff_f000;
 /// Entries in a contiguous run (4 KiB granule).
 pub(crate) const CONTIG_RUN: u64 = 16;
@@ -83,7 +83,7 @@ pub(crate) struct Resume {
     pub level: u8,
     /// Physical address of that table.
     pub table: u64,
-    /// APTable[1] accumulated so far.
+    /// `APTable[1]` accumulated so far.
     pub ro: bool,
     /// XNTable accumulated so far.
     pub xn: bool,
@@ -114,7 +114,7 @@ pub(crate) struct Leaf {
     pub desc_pa: u64,
     /// Output address of the block / page base.
     pub oa: u64,
-    /// Writes forbidden (AP[2] or an APTable[1] above).
+    /// Writes forbidden (`AP[2]` or an `APTable[1]` above).
     pub ro: bool,
     /// Execution forbidden by XN or an XNTable above (WXN not included).
     pub xn: bool,
