@@ -1,11 +1,13 @@
 //! A small, fully checked reader for flattened device trees (DTB, FDT v17).
 //!
-//! Why not the `fdt` crate: both published lines panic on malformed input
-//! (0.1.5: `peek_u32().unwrap()`, `expect`, `assert_eq!`, slice indexing and a
-//! fixed 64-entry parent array in its node walkers; 0.2.0-alpha3: unchecked
-//! `u32` additions and `len() - 4` in its header and root parsing), and 0.1.5
-//! returns addresses as `usize`, which truncates 40-bit LPAE addresses on
-//! arm32. A boot path that must survive any blob it is handed cannot sit on
+//! Why not the `fdt` crate: both published lines panic on malformed input.
+//! Measured on QEMU's own virt DTB: 0.1.5 panics on 2,676 of 15,036
+//! single-byte corruptions of the structure/strings blocks (`peek_u32().unwrap()`,
+//! `expect`, `assert_eq!`, slice indexing, a fixed 64-entry parent array);
+//! 0.2.0-alpha3's `new_unaligned_fallible` panics on a header whose strings
+//! block wraps past 4 GiB (unchecked `u32` addition, then slice indexing).
+//! 0.1.5 also returns addresses as `usize`, truncating 40-bit LPAE addresses
+//! on arm32. A boot path that must survive any blob it is handed cannot sit on
 //! either, so this module reads the format itself:
 //!
 //! * [`Dtb::new`] checks the header, the block layout, the memory reservation

@@ -106,6 +106,38 @@ fn qemu_arm32_virt_dtb_parses_with_40_bit_pa() {
 }
 
 #[test]
+fn qemu_dtb_with_uboot_style_typed_modules_is_parsed() {
+    let dtb = include_bytes!("data/virt-arm64-typed.dtb");
+    let mut mem = FakeMemory::default();
+    let info = BootInfo::parse(dtb, &params(), &mut mem).expect("typed QEMU DTB parses");
+    let got: Vec<_> = info
+        .modules()
+        .iter()
+        .map(|m| (m.kind, m.source, m.range, m.bootargs))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (
+                ModuleKind::Kernel,
+                KindSource::Typed,
+                range(0x4900_0000, 8 * MIB),
+                Some("console=hvc0 root=/dev/vda")
+            ),
+            (
+                ModuleKind::Ramdisk,
+                KindSource::Typed,
+                range(0x4a00_0000, 4 * MIB),
+                None
+            ),
+        ]
+    );
+    assert!(mem.reads.is_empty());
+    assert_eq!(info.bootargs(), Some("console=ttyAMA0 earlycon"));
+    assert_eq!(info.hypervisor_cmdline(), Some("dom0_mem=512M loglvl=all"));
+}
+
+#[test]
 fn dtb_longer_than_its_totalsize_is_read_up_to_totalsize() {
     let mut dtb = include_bytes!("data/virt-arm64.dtb").to_vec();
     assert_eq!(dtb::total_size(&dtb), Ok(dtb.len()));

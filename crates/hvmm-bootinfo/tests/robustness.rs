@@ -102,6 +102,25 @@ fn every_truncation_of_qemus_own_dtbs_is_refused() {
     }
 }
 
+#[test]
+fn a_header_whose_blocks_wrap_past_4_gib_is_a_named_error() {
+    // The input that makes the `fdt` crate (0.2.0-alpha3) panic.
+    let mut dtb = include_bytes!("data/virt-arm64.dtb").to_vec();
+    dtb[12..16].copy_from_slice(&0xffff_ff00u32.to_be_bytes()); // off_dt_strings
+    dtb[32..36].copy_from_slice(&0x1000u32.to_be_bytes()); // size_dt_strings
+    let e = BootInfo::parse(&dtb, &params(), &mut AnyMemory).unwrap_err();
+    assert!(
+        matches!(
+            e,
+            BootInfoError::Dtb(DtbError::BadBlock {
+                block: "strings",
+                ..
+            })
+        ),
+        "{e:?}"
+    );
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(2000))]
 
