@@ -11,7 +11,9 @@
 //! `multiboot,module` nodes (what GRUB's `xen_module` produces) are guessed —
 //! the first is the kernel, each later one is an XSM policy if it starts with
 //! [`XSM_MAGIC`], else the ramdisk (one only; further ones are
-//! [`ModuleKind::Unknown`]). The guess needs the module's first bytes, which
+//! [`ModuleKind::Unknown`]; unlike Xen, which makes only the *second*
+//! untyped module a ramdisk, a policy placed before the ramdisk does not
+//! demote it). The guess needs the module's first bytes, which
 //! this crate does not read itself: the caller passes a [`ModuleReader`]
 //! (in the hypervisor, `copy_from_paddr` through the fixmap in early boot —
 //! the very path that killed Xen 4.13-rc under GRUB).
