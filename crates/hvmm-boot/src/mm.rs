@@ -1,0 +1,374 @@
+//! The hypervisor's own page tables across the boot phases: one page table,
+//! one allocator, and the table-access path the current state allows.
+//!
+//! The path changes only together with the state, in the methods that
+//! establish it: [`Mm::enter_boot_directmap`] takes the [`DirectMap`] value
+//! that only the direct-map set-up creates, [`Mm::enter_boot_domain_page`]
+//! the [`DomainPage`] slots. Before that, every update goes through
+//! [`EarlyAccess`] (image tables + PMAP).
+
+use core::fmt;
+use hvmm::access::{AccessError, TableAccess};
+use hvmm::boot_alloc::FrameRanges;
+use hvmm::layout::{fixmap_va, HasLayout, FIXMAP_MISC};
+use hvmm::phase::{
+    AccessStats, DirectMap, DirectMapAccess, DomainPage, DomainPageAccess, EarlyAccess, ImageRange,
+    Pmap,
+};
+use hvmm::{
+    Arch, Attrs, Env, Error, Leaf, MapFlags, Mfn, Op, PageTable, Paddr, SystemState,
+    UpdateReport, Vaddr, PAGE_SIZE,
+};
+
+/// Most CPUs the boot sequence brings up.
+pub const MAX_CPUS: usize = 8;
+
+/// Which table-access behaviour to use. Anything but `Correct` reproduces a
+/// historical bug, for tests that must show the bug is caught.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Default)]
+pub enum AccessPolicy {
+    /// hvmm's providers.
+    #[default]
+    Correct,
+    /// Xen 4.13-rc after commit 022387ee1a: `set_fixmap` goes through the
+    /// update engine, whose table access always uses `map_domain_page` — on
+    /// arm64 a direct-map address, whether or not the direct map exists yet.
+    Xen2019Fixmap,
+}
+
+/// The 2019 table access: every table through `map_domain_page`, which on
+/// arm64 is the direct-map address of the frame.
+struct Xen2019DomainPage {
+    directmap: Vaddr,
+    stats_directmap: u64,
+}
+
+impl<A: Arch> TableAccess<A> for Xen2019DomainPage {
+    fn name(&self) -> &'static str {
+        "domain-page (2019)"
+    }
+    fn map_table(&mut self, _arch: &mut A, mfn: Mfn) -> Result<Vaddr, AccessError> {
+        self.stats_directmap += 1;
+        Ok(Vaddr(self.directmap.0 + mfn.paddr().0))
+    }
+    fn unmap_table(&mut self, _arch: &mut A, _mfn: Mfn, _va: Vaddr) {}
+}
+
+#[derive(Copy, Clone, Debug)]
+enum Path {
+    Early,
+    DirectMap(DirectMap),
+    DomainPage([Option<DomainPage>; MAX_CPUS]),
+}
+
+/// Counts per system state.
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub struct PhaseCounts {
+    /// Table maps by access path.
+    pub access: AccessStats,
+    /// What the engine did.
+    pub updates: UpdateReport,
+    /// Engine calls.
+    pub calls: u64,
+}
+
+/// A `copy_from_paddr` that happened, for the boot log.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct CopyRecord {
+    /// Source physical address.
+    pub pa: Paddr,
+    /// Bytes copied.
+    pub len: u64,
+    /// State it ran in.
+    pub state: SystemState,
+    /// Table maps it needed, by path.
+    pub access: AccessStats,
+}
+
+/// The hypervisor's page tables, allocator and access path.
+pub struct Mm<F: HasLayout> {
+    state: SystemState,
+    pt: PageTable<F>,
+    image: ImageRange,
+    pmap: Pmap,
+    path: Path,
+    policy: AccessPolicy,
+    /// Free memory: the boot allocator, then (after
+    /// [`Mm::end_boot_allocator`]) the runtime page allocator.
+    pub alloc: FrameRanges,
+    boot_allocator_ended: bool,
+    /// Counts per state, indexed by `SystemState as usize`.
+    pub phases: [PhaseCounts; 4],
+    /// The last `copy_from_paddr` calls (ring of 8).
+    pub copies: [Option<CopyRecord>; 8],
+    copies_len: usize,
+}
+
+impl<F: HasLayout> fmt::Debug for Mm<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Mm").field("state", &self.state).field("root", &self.pt.root()).finish()
+    }
+}
+
+fn idx(s: SystemState) -> usize {
+    s as usize
+}
+
+impl<F: HasLayout> Mm<F> {
+    /// The memory manager in [`SystemState::EarlyBoot`], over the runtime root
+    /// table `root` (inside the image), with PMAP over the fixmap L3 at
+    /// `fixmap_l3` (its image VA).
+    pub fn new(root: Mfn, image: ImageRange, fixmap_l3: Vaddr, policy: AccessPolicy) -> Self {
+        Mm {
+            state: SystemState::EarlyBoot,
+            pt: PageTable::new(root),
+            image,
+            pmap: Pmap::new(fixmap_l3),
+            path: Path::Early,
+            policy,
+            alloc: FrameRanges::new(),
+            boot_allocator_ended: false,
+            phases: [PhaseCounts::default(); 4],
+            copies: [None; 8],
+            copies_len: 0,
+        }
+    }
+
+    /// The current state.
+    pub fn state(&self) -> SystemState {
+        self.state
+    }
+    /// The image's mapping.
+    pub fn image(&self) -> ImageRange {
+        self.image
+    }
+    /// The page table.
+    pub fn page_table(&self) -> &PageTable<F> {
+        &self.pt
+    }
+    /// Name of the access path in use.
+    pub fn path_name(&self) -> &'static str {
+        match self.path {
+            Path::Early => "image+pmap",
+            Path::DirectMap(_) => "directmap",
+            Path::DomainPage(_) => "image+domain-page",
+        }
+    }
+    /// Whether the boot allocator has been handed over.
+    pub fn boot_allocator_ended(&self) -> bool {
+        self.boot_allocator_ended
+    }
+    /// PMAP slots in use now.
+    pub fn pmap_in_use(&self) -> u32 {
+        self.pmap.in_use()
+    }
+
+    /// Performs one engine update through the current state's access path
+    /// (Xen's `map_pages_to_xen` / `modify_xen_mappings` /
+    /// `destroy_xen_mappings` / `populate_pt_range`).
+    pub fn update<A: Arch>(
+        &mut self,
+        arch: &mut A,
+        va: Vaddr,
+        pages: u64,
+        op: Op,
+        flags: MapFlags,
+    ) -> Result<UpdateReport, Error> {
+        let s = idx(self.state);
+        let counts = &mut self.phases[s];
+        counts.calls += 1;
+        let cpu = arch.cpu();
+        let r = match &self.path {
+            Path::Early => {
+                let mut acc = EarlyAccess::new(self.image, &mut self.pmap, &mut counts.access);
+                self.pt.update(&mut Env::new(arch, &mut acc, &mut self.alloc), va, pages, op, flags)
+            }
+            Path::DirectMap(dm) => {
+                let mut acc = DirectMapAccess::new(*dm, &mut counts.access);
+                self.pt.update(&mut Env::new(arch, &mut acc, &mut self.alloc), va, pages, op, flags)
+            }
+            Path::DomainPage(slots) => {
+                let dp = slots.get(cpu).copied().flatten().ok_or(Error::TableAccess {
+                    mfn: self.pt.root(),
+                    err: AccessError::WrongPhase { provider: "domain-page", state: "CPU without slots" },
+                })?;
+                let mut acc = DomainPageAccess::new(self.image, dp, &mut counts.access);
+                self.pt.update(&mut Env::new(arch, &mut acc, &mut self.alloc), va, pages, op, flags)
+            }
+        }?;
+        counts.updates += r;
+        Ok(r)
+    }
+
+    /// Looks up one VA through the current access path.
+    pub fn lookup<A: Arch>(&mut self, arch: &mut A, va: Vaddr) -> Result<Option<Leaf>, Error> {
+        self.walk(arch, |pt, env| pt.lookup(env, va))
+    }
+
+    /// Writes the walk of `va` (Xen's `dump_hyp_walk`), after checking by
+    /// hardware translation that the root table's VA translates to the root
+    /// register.
+    pub fn dump_hyp_walk<A: Arch>(&mut self, arch: &mut A, va: Vaddr, out: &mut dyn fmt::Write) -> Result<(), Error> {
+        self.walk(arch, |pt, env| pt.dump(env, va, out))
+    }
+
+    fn walk<A: Arch, R>(
+        &mut self,
+        arch: &mut A,
+        f: impl FnOnce(&PageTable<F>, &mut Env<'_, A, &mut dyn TableAccess<A>, FrameRanges>) -> Result<R, Error>,
+    ) -> Result<R, Error> {
+        let s = idx(self.state);
+        let counts = &mut self.phases[s];
+        let cpu = arch.cpu();
+        match &self.path {
+            Path::Early => {
+                let mut acc = EarlyAccess::new(self.image, &mut self.pmap, &mut counts.access);
+                let mut dynacc: &mut dyn TableAccess<A> = &mut acc;
+                f(&self.pt, &mut Env::new(arch, &mut dynacc, &mut self.alloc))
+            }
+            Path::DirectMap(dm) => {
+                let mut acc = DirectMapAccess::new(*dm, &mut counts.access);
+                let mut dynacc: &mut dyn TableAccess<A> = &mut acc;
+                f(&self.pt, &mut Env::new(arch, &mut dynacc, &mut self.alloc))
+            }
+            Path::DomainPage(slots) => {
+                let dp = slots.get(cpu).copied().flatten().ok_or(Error::TableAccess {
+                    mfn: self.pt.root(),
+                    err: AccessError::WrongPhase { provider: "domain-page", state: "CPU without slots" },
+                })?;
+                let mut acc = DomainPageAccess::new(self.image, dp, &mut counts.access);
+                let mut dynacc: &mut dyn TableAccess<A> = &mut acc;
+                f(&self.pt, &mut Env::new(arch, &mut dynacc, &mut self.alloc))
+            }
+        }
+    }
+
+    /// Maps `mfn` at fixmap slot `slot` (Xen's `set_fixmap`), through the
+    /// engine like any other update.
+    pub fn set_fixmap<A: Arch>(&mut self, arch: &mut A, slot: usize, mfn: Mfn, attrs: Attrs) -> Result<(), Error> {
+        let op = Op::Insert { pa: mfn.paddr(), attrs };
+        self.fixmap_update(arch, slot, op).map(|_| ())
+    }
+
+    /// Unmaps fixmap slot `slot` (Xen's `clear_fixmap`).
+    pub fn clear_fixmap<A: Arch>(&mut self, arch: &mut A, slot: usize) -> Result<(), Error> {
+        self.fixmap_update(arch, slot, Op::Remove).map(|_| ())
+    }
+
+    fn fixmap_update<A: Arch>(&mut self, arch: &mut A, slot: usize, op: Op) -> Result<UpdateReport, Error> {
+        let va = fixmap_va(slot);
+        match self.policy {
+            AccessPolicy::Correct => self.update(arch, va, 1, op, MapFlags::PAGES),
+            AccessPolicy::Xen2019Fixmap => {
+                let base = F::LAYOUT.directmap.map(|r| r.start).unwrap_or(Vaddr(0));
+                let mut acc = Xen2019DomainPage { directmap: base, stats_directmap: 0 };
+                let r = self.pt.update(&mut Env::new(arch, &mut acc, &mut self.alloc), va, 1, op, MapFlags::PAGES);
+                self.phases[idx(self.state)].access.domain_page += acc.stats_directmap;
+                r
+            }
+        }
+    }
+
+    /// Copies `dst.len()` bytes from physical address `pa` (any alignment,
+    /// across pages) through the misc fixmap slot, write-combine (Xen's
+    /// `copy_from_paddr`).
+    pub fn copy_from_paddr<A: Arch>(&mut self, arch: &mut A, dst: &mut [u8], pa: Paddr) -> Result<(), Error> {
+        let before = self.phases[idx(self.state)].access;
+        let mut done = 0usize;
+        while done < dst.len() {
+            let at = Paddr(pa.0 + done as u64);
+            let off = at.page_offset();
+            let n = ((PAGE_SIZE - off) as usize).min(dst.len() - done);
+            self.set_fixmap(arch, FIXMAP_MISC, at.mfn(), Attrs::WC)?;
+            let read = arch.read_bytes(Vaddr(fixmap_va(FIXMAP_MISC).0 + off), &mut dst[done..done + n]);
+            self.clear_fixmap(arch, FIXMAP_MISC)?;
+            read?;
+            done += n;
+        }
+        let after = self.phases[idx(self.state)].access;
+        let rec = CopyRecord {
+            pa,
+            len: dst.len() as u64,
+            state: self.state,
+            access: AccessStats {
+                image: after.image - before.image,
+                pmap: after.pmap - before.pmap,
+                directmap: after.directmap - before.directmap,
+                domain_page: after.domain_page - before.domain_page,
+            },
+        };
+        self.copies[self.copies_len % 8] = Some(rec);
+        self.copies_len += 1;
+        Ok(())
+    }
+
+    /// The physical address of a mapped hypervisor VA, by hardware
+    /// translation (Xen's `virt_to_maddr`).
+    pub fn virt_to_maddr<A: Arch>(arch: &mut A, va: Vaddr) -> Result<Paddr, Error> {
+        Ok(arch.translate(va, false)?.pa)
+    }
+
+    /// Enters [`SystemState::Boot`] on arm64: tables are reached through the
+    /// direct map from now on.
+    pub fn enter_boot_directmap(&mut self, dm: DirectMap) {
+        self.path = Path::DirectMap(dm);
+        self.state = SystemState::Boot;
+    }
+
+    /// Enters [`SystemState::Boot`] on arm32: tables outside the image are
+    /// reached through CPU 0's domain-page slots from now on.
+    pub fn enter_boot_domain_page(&mut self, cpu0: DomainPage) {
+        let mut slots = [None; MAX_CPUS];
+        slots[0] = Some(cpu0);
+        self.path = Path::DomainPage(slots);
+        self.state = SystemState::Boot;
+    }
+
+    /// Gives CPU `cpu` its own domain-page slots (arm32).
+    pub fn add_cpu_domain_page(&mut self, cpu: usize, dp: DomainPage) -> bool {
+        match &mut self.path {
+            Path::DomainPage(slots) if cpu < MAX_CPUS => {
+                slots[cpu] = Some(dp);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// The domain-page slots of `cpu` (arm32).
+    pub fn domain_page(&self, cpu: usize) -> Option<DomainPage> {
+        match &self.path {
+            Path::DomainPage(slots) => slots.get(cpu).copied().flatten(),
+            _ => None,
+        }
+    }
+
+    /// The direct map (arm64, from Boot on).
+    pub fn directmap(&self) -> Option<DirectMap> {
+        match &self.path {
+            Path::DirectMap(dm) => Some(*dm),
+            _ => None,
+        }
+    }
+
+    /// Hands the boot allocator over to the runtime page allocator.
+    pub fn end_boot_allocator(&mut self) {
+        self.boot_allocator_ended = true;
+    }
+
+    /// Enters [`SystemState::SmpBoot`]: other CPUs may run, PMAP retires.
+    pub fn enter_smp_boot(&mut self) {
+        self.pmap.retire();
+        self.state = SystemState::SmpBoot;
+    }
+
+    /// Enters [`SystemState::Active`].
+    pub fn enter_active(&mut self) {
+        self.state = SystemState::Active;
+    }
+
+    /// Makes PMAP unusable (fault injection and tests of the SmpBoot rule).
+    pub fn retire_pmap(&mut self) {
+        self.pmap.retire();
+    }
+}

@@ -1,0 +1,506 @@
+//! Whole boots on the host machine model: a loader that places the image, the
+//! DTB and the modules the way QEMU, U-Boot or GRUB would; an emulation of
+//! the head (the same boot tables the real head builds); the shared boot
+//! sequence; and the model's own checks afterwards (stale TLB entries,
+//! break-before-make violations).
+
+use crate::image::ImageLayout;
+use crate::mm::AccessPolicy;
+use crate::platform::Platform;
+use crate::report::BootSummary;
+use crate::seq::{boot, BootConfig, BootParams, Failed, PaPolicy};
+use hvmm::format::{table_index, Arm32, Arm64, Format};
+use hvmm::layout::{HasLayout, FIXMAP_ADDR, FIXMAP_CONSOLE, XEN_VIRT_SIZE, XEN_VIRT_START};
+use hvmm::{Arch, Attrs, MemFault, Paddr, Pte, Vaddr, PAGE_SIZE};
+use hvmm_bootinfo::builder::VirtBoard;
+use hvmm_bootinfo::{BootInfo, ModuleKind, NoReader, ParseParams, XSM_MAGIC};
+use hvmm_model::{BbmViolation, Machine, Regime, StaleEntry};
+use std::fmt;
+use std::string::String;
+use std::vec::Vec;
+
+/// PA of the PL011 UART on QEMU's virt board.
+pub const UART_PA: u64 = 0x0900_0000;
+const MIB: u64 = 1 << 20;
+
+impl Platform for Machine {
+    type Bytes = Vec<u8>;
+    fn switch_root(&mut self, root: Paddr) {
+        let cpu = self.current_cpu();
+        let _ = self.set_root(cpu, root);
+        self.tlb_flush_all_local();
+    }
+    fn set_wxn(&mut self, on: bool) {
+        let cpu = self.current_cpu();
+        let _ = Machine::set_wxn(self, cpu, on);
+    }
+    fn map_bytes(&mut self, va: Vaddr, len: usize) -> Result<Vec<u8>, MemFault> {
+        let mut v = vec![0u8; len];
+        self.read_bytes(va, &mut v)?;
+        Ok(v)
+    }
+    fn start_cpu(&mut self, cpu: usize, root: Paddr) -> Result<(), &'static str> {
+        let me = self.current_cpu();
+        self.set_root(cpu, root).map_err(|_| "no such CPU in the model")?;
+        self.enable_mmu(cpu, true).map_err(|_| "no such CPU in the model")?;
+        let _ = Machine::set_wxn(self, cpu, true);
+        self.set_current_cpu(cpu).map_err(|_| "no such CPU in the model")?;
+        let ok = self.translate(XEN_VIRT_START, false).is_ok();
+        let _ = self.set_current_cpu(me);
+        if ok {
+            Ok(())
+        } else {
+            Err("its MMU does not map the image")
+        }
+    }
+}
+
+/// Architecture of a scenario.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum ArchKind {
+    /// arm64 at EL2.
+    Arm64,
+    /// arm32 in HYP mode with LPAE.
+    Arm32,
+}
+
+impl ArchKind {
+    /// Name used on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            ArchKind::Arm64 => "arm64",
+            ArchKind::Arm32 => "arm32",
+        }
+    }
+}
+
+/// How the image got into memory.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Loader {
+    /// QEMU `-kernel`: no modules.
+    Direct,
+    /// U-Boot style: typed `/chosen/module@..` nodes.
+    Uboot,
+    /// GRUB `xen_hypervisor` / `xen_module`: untyped `multiboot,module`
+    /// nodes, everything near the top of RAM.
+    Grub,
+}
+
+/// A module to load.
+#[derive(Clone, Debug)]
+pub struct ModuleFile {
+    /// Its bytes.
+    pub data: Vec<u8>,
+    /// Its kind, for typed loaders (GRUB ignores it).
+    pub kind: ModuleKind,
+    /// Where it came from (for logs).
+    pub name: String,
+}
+
+/// A whole boot scenario on the model.
+#[derive(Clone, Debug)]
+pub struct Scenario {
+    /// Architecture.
+    pub arch: ArchKind,
+    /// RAM banks (base, size).
+    pub ram: Vec<(u64, u64)>,
+    /// Reserved ranges to put in the DTB (base, size).
+    pub reserved: Vec<(u64, u64)>,
+    /// Where the image is loaded (default: as the loader would).
+    pub load_addr: Option<u64>,
+    /// Where the DTB is loaded (default: as the loader would).
+    pub dtb_addr: Option<u64>,
+    /// The loader.
+    pub loader: Loader,
+    /// Modules (ignored by the direct loader).
+    pub modules: Vec<ModuleFile>,
+    /// CPUs.
+    pub cpus: usize,
+    /// Hypervisor command line.
+    pub bootargs: String,
+    /// Table-access behaviour (bug reproductions for tests).
+    pub access: AccessPolicy,
+    /// PA derivation (bug reproductions for tests).
+    pub pa: PaPolicy,
+    /// VAs to dump at the end.
+    pub dumps: Vec<u64>,
+}
+
+impl Scenario {
+    /// The default: QEMU-virt-like board with 1 GiB of RAM at 1 GiB, GRUB-style
+    /// untyped modules (kernel, initrd, XSM policy), 4 CPUs.
+    pub fn default_for(arch: ArchKind) -> Self {
+        Scenario {
+            arch,
+            ram: vec![(0x4000_0000, 1 << 30)],
+            reserved: Vec::new(),
+            load_addr: None,
+            dtb_addr: None,
+            loader: Loader::Grub,
+            modules: default_modules(),
+            cpus: 4,
+            bootargs: String::from("console=dtuart"),
+            access: AccessPolicy::Correct,
+            pa: PaPolicy::Translate,
+            dumps: Vec::new(),
+        }
+    }
+}
+
+/// A kernel, an initrd and an XSM policy, synthesised.
+pub fn default_modules() -> Vec<ModuleFile> {
+    let mut kernel = vec![0u8; 64 * 1024];
+    kernel[0x38..0x3c].copy_from_slice(b"ARMd");
+    let initrd: Vec<u8> = (0..128 * 1024u32).map(|i| (i * 7) as u8).collect();
+    let mut xsm = vec![0u8; 8 * 1024];
+    xsm[..4].copy_from_slice(&XSM_MAGIC.to_le_bytes());
+    vec![
+        ModuleFile { data: kernel, kind: ModuleKind::Kernel, name: "kernel (synthesised)".into() },
+        ModuleFile { data: initrd, kind: ModuleKind::Ramdisk, name: "initrd (synthesised)".into() },
+        ModuleFile { data: xsm, kind: ModuleKind::XsmPolicy, name: "xsm policy (synthesised)".into() },
+    ]
+}
+
+/// A scenario that cannot even be set up (before the hypervisor runs).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ScenarioError(pub String);
+
+impl fmt::Display for ScenarioError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ScenarioError {}
+
+/// What a model boot produced.
+pub struct Outcome {
+    /// The boot log.
+    pub log: String,
+    /// The summary, or the failure.
+    pub result: Result<BootSummary, Failed>,
+    /// The machine afterwards.
+    pub machine: Machine,
+    /// Where things were placed.
+    pub placement: Placement,
+    /// TLB entries that disagree with the tables at the end.
+    pub stale: Vec<StaleEntry>,
+    /// Break-before-make violations seen.
+    pub bbm: Vec<BbmViolation>,
+}
+
+impl Outcome {
+    /// Whether the boot reached Active and the model saw nothing wrong.
+    pub fn ok(&self) -> bool {
+        self.result.is_ok() && self.stale.is_empty() && self.bbm.is_empty()
+    }
+}
+
+/// Where the loader put things.
+#[derive(Clone, Debug, Default)]
+pub struct Placement {
+    /// Image load address.
+    pub image: u64,
+    /// DTB address and size.
+    pub dtb: (u64, u64),
+    /// Modules (address, size, kind).
+    pub modules: Vec<(u64, u64, ModuleKind)>,
+}
+
+fn overlaps(a: (u64, u64), b: (u64, u64)) -> bool {
+    a.0 < b.0 + b.1 && b.0 < a.0 + a.1
+}
+
+fn align_up(x: u64, a: u64) -> u64 {
+    x.div_ceil(a) * a
+}
+
+/// Runs a scenario: places everything, emulates the head, boots.
+pub fn run(s: &Scenario) -> Result<Outcome, ScenarioError> {
+    match s.arch {
+        ArchKind::Arm64 => run_arch::<Arm64>(s, Regime::Arm64El2 { pa_bits: 48 }),
+        ArchKind::Arm32 => run_arch::<Arm32>(s, Regime::Arm32Hyp),
+    }
+}
+
+fn run_arch<F: HasLayout>(s: &Scenario, regime: Regime) -> Result<Outcome, ScenarioError> {
+    let err = |m: String| ScenarioError(m);
+    if s.cpus == 0 || s.cpus > crate::mm::MAX_CPUS {
+        return Err(err(format!("--smp must be 1..={}, not {}", crate::mm::MAX_CPUS, s.cpus)));
+    }
+    if s.ram.is_empty() {
+        return Err(err("no RAM banks".into()));
+    }
+    let img = ImageLayout::model();
+    let mut m = Machine::new(regime, s.cpus);
+    for &(base, size) in &s.ram {
+        if base % PAGE_SIZE != 0 || size % PAGE_SIZE != 0 || size == 0 {
+            return Err(err(format!("RAM bank {base:#x}+{size:#x} is empty or not page aligned")));
+        }
+        if base.checked_add(size).is_none_or(|e| e > 1u64 << F::PA_BITS) {
+            return Err(err(format!("RAM bank {base:#x}+{size:#x} is beyond the {}-bit PA space", F::PA_BITS)));
+        }
+        m.add_ram(Paddr(base), size).map_err(|e| err(format!("RAM bank {base:#x}+{size:#x}: {e}")))?;
+    }
+    let bank0 = s.ram[0];
+    let top = s.ram.iter().max_by_key(|b| b.0 + b.1).copied().unwrap_or(bank0);
+    let top_end = top.0 + top.1;
+    let in_ram = |a: u64, len: u64| s.ram.iter().any(|&(b, sz)| a >= b && a + len <= b + sz);
+
+    // Image.
+    let image_size = img.size();
+    let load = match (s.load_addr, s.loader) {
+        (Some(a), _) => a,
+        (None, Loader::Grub) => (top_end - 64 * MIB) & !(PAGE_SIZE - 1),
+        (None, _) if s.arch == ArchKind::Arm32 => bank0.0 + 0x1_0000,
+        (None, _) => bank0.0 + 2 * MIB,
+    };
+    if load % PAGE_SIZE != 0 {
+        return Err(err(format!("load address {load:#x} is not 4 KiB aligned")));
+    }
+    if !in_ram(load, image_size) {
+        return Err(err(format!("the image ({image_size:#x} bytes) does not fit in RAM at {load:#x}")));
+    }
+    let mut used: Vec<(u64, u64, &str)> = vec![(load, image_size, "the image")];
+
+    // Modules.
+    let mut placement = Placement { image: load, ..Default::default() };
+    let mods: &[ModuleFile] = if s.loader == Loader::Direct { &[] } else { &s.modules };
+    let mut next = match s.loader {
+        Loader::Grub => load,
+        _ => bank0.0 + 0x0900_0000.min(bank0.1 / 2),
+    };
+    for md in mods {
+        let len = (md.data.len() as u64).max(1);
+        let addr = match s.loader {
+            Loader::Grub => {
+                next = (next - align_up(len, PAGE_SIZE)) & !(PAGE_SIZE - 1);
+                next
+            }
+            _ => {
+                let a = align_up(next, 2 * MIB);
+                next = a + len;
+                a
+            }
+        };
+        if !in_ram(addr, len) {
+            return Err(err(format!("module {} ({len} bytes) does not fit in RAM at {addr:#x}", md.name)));
+        }
+        if let Some(u) = used.iter().find(|u| overlaps((addr, len), (u.0, u.1))) {
+            return Err(err(format!("module {} at {addr:#x} would overlap {}", md.name, u.2)));
+        }
+        m.phys_write(Paddr(addr), &md.data).map_err(|e| err(format!("writing module {}: {e}", md.name)))?;
+        used.push((addr, len, "a module"));
+        placement.modules.push((addr, md.data.len() as u64, md.kind));
+    }
+
+    // DTB.
+    let mut board = VirtBoard::new();
+    if s.arch == ArchKind::Arm32 {
+        board = board.arm32();
+    }
+    for &(b, sz) in &s.ram {
+        board = board.ram(b, sz);
+    }
+    for &(b, sz) in &s.reserved {
+        board = board.reserved_memory(b, sz);
+    }
+    board = board.cpus(s.cpus as u32).xen_bootargs(&s.bootargs);
+    for (i, &(addr, len, kind)) in placement.modules.iter().enumerate() {
+        let compat: &[&str] = match (s.loader, kind) {
+            (Loader::Grub, _) => &["multiboot,module"],
+            (_, ModuleKind::Kernel) => &["multiboot,kernel", "multiboot,module"],
+            (_, ModuleKind::Ramdisk) => &["multiboot,ramdisk", "multiboot,module"],
+            (_, ModuleKind::XsmPolicy) => &["xen,xsm-policy", "multiboot,module"],
+            (_, ModuleKind::Unknown) => &["multiboot,module"],
+        };
+        let _ = i;
+        board = board.module_with(addr, len, compat, None);
+    }
+    let dtb = board.try_build().map_err(|e| err(format!("building the DTB: {e}")))?;
+    let dtb_len = dtb.len() as u64;
+    let dtb_addr = match (s.dtb_addr, s.loader) {
+        (Some(a), _) => a,
+        (None, Loader::Grub) => (next - align_up(dtb_len, PAGE_SIZE) - 2 * MIB) & !(PAGE_SIZE - 1),
+        (None, _) => {
+            let a = bank0.0 + 0x0800_0000;
+            if in_ram(a, dtb_len) {
+                a
+            } else {
+                bank0.0 + bank0.1 - align_up(dtb_len, 2 * MIB)
+            }
+        }
+    };
+    if !in_ram(dtb_addr, dtb_len) {
+        return Err(err(format!("the DTB ({dtb_len} bytes) does not fit in RAM at {dtb_addr:#x}")));
+    }
+    if let Some(u) = used.iter().find(|u| overlaps((dtb_addr, dtb_len), (u.0, u.1))) {
+        return Err(err(format!("the DTB at {dtb_addr:#x} would overlap {}", u.2)));
+    }
+    m.phys_write(Paddr(dtb_addr), &dtb).map_err(|e| err(format!("writing the DTB: {e}")))?;
+    placement.dtb = (dtb_addr, dtb_len);
+
+    let mut log = String::new();
+    // The head.
+    if let Err(e) = head::<F>(&mut m, Paddr(load), &img) {
+        log.push_str(&format!("hvmm head: {e}\n"));
+        return Ok(Outcome {
+            log,
+            result: Err(Failed {
+                error: crate::report::BootError {
+                    step: crate::report::BootStep::ImageDiscovery,
+                    state: hvmm::SystemState::EarlyBoot,
+                    message: crate::report::heapless_list::Text::from_fmt(format_args!("head: {e}")),
+                    fault: None,
+                },
+                summary: BootSummary::default(),
+            }),
+            machine: m,
+            placement,
+            stale: Vec::new(),
+            bbm: Vec::new(),
+        });
+    }
+
+    let mut cfg = BootConfig { cpus: s.cpus, access: s.access, pa: s.pa, pa_bits: F::PA_BITS, ..Default::default() };
+    for (slot, va) in cfg.dumps.iter_mut().zip(&s.dumps) {
+        *slot = Some(Vaddr(*va));
+    }
+    let params = BootParams { dtb: Paddr(dtb_addr), image: img };
+    let result = boot::<F, Machine>(&mut m, &params, &cfg, &mut log);
+    let stale = m.all_stale_tlb_entries();
+    let bbm = m.bbm_violations().to_vec();
+    Ok(Outcome { log, result, machine: m, placement, stale, bbm })
+}
+
+/// Why the head refused to start.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum HeadError {
+    /// The image's load range overlaps its link range (or the fixmap) at a
+    /// different address: the identity map would clash.
+    Clash {
+        /// Load address.
+        load: Paddr,
+    },
+    /// The image is larger than the 2 MiB it must fit in.
+    TooLarge(u64),
+    /// Not 4 KiB aligned.
+    Misaligned(Paddr),
+    /// Beyond the PA size of the architecture.
+    BeyondPa(Paddr),
+}
+
+impl fmt::Display for HeadError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            HeadError::Clash { load } => write!(
+                f,
+                "image loaded at PA {load} overlaps its link range {:#x}..{:#x}: the identity map would clash with it; load it elsewhere",
+                XEN_VIRT_START.0,
+                FIXMAP_ADDR.0 + 2 * MIB
+            ),
+            HeadError::TooLarge(n) => write!(f, "image of {n} bytes does not fit in {XEN_VIRT_SIZE} bytes"),
+            HeadError::Misaligned(pa) => write!(f, "image load address {pa} is not 4 KiB aligned"),
+            HeadError::BeyondPa(pa) => write!(f, "image load address {pa} is beyond the physical address size"),
+        }
+    }
+}
+
+fn phys_write_pte(m: &mut Machine, table: Paddr, idx: usize, val: u64) {
+    let _ = m.phys_write_u64(Paddr(table.0 + idx as u64 * 8), val);
+}
+
+/// Emulates the head with the MMU off: builds the boot tables the real head
+/// builds (image at its link address as 4 KiB pages, a one-page identity map
+/// at the first level where PA and VA differ, the fixmap L3 linked and its
+/// console slot set), turns the MMU on, and removes the identity map.
+pub fn head<F: Format>(m: &mut Machine, load: Paddr, img: &ImageLayout) -> Result<(), HeadError> {
+    if !load.is_aligned(PAGE_SIZE) {
+        return Err(HeadError::Misaligned(load));
+    }
+    if img.size() > XEN_VIRT_SIZE {
+        return Err(HeadError::TooLarge(img.size()));
+    }
+    if load.0 + img.size() > 1u64 << F::PA_BITS {
+        return Err(HeadError::BeyondPa(load));
+    }
+    let low = XEN_VIRT_START.0;
+    let high = FIXMAP_ADDR.0 + 2 * MIB;
+    if load.0 != low && load.0 < high && load.0 + img.size() > low {
+        return Err(HeadError::Clash { load });
+    }
+    let pa = |va: Vaddr| Paddr(load.0 + (va.0 - img.start.0));
+    let t = img.tables;
+    // Boot tables: boot_root (+0), boot_l1 (+1), boot_l2 (+2), boot_l3 (+3),
+    // identity l1/l2/l3 (+4..+6).
+    let page = |i: u64| Paddr(pa(t.boot_root).0 + i * PAGE_SIZE);
+    let (root, l1, l2, l3) = (page(0), page(1), page(2), page(3));
+    let (id1, id2, id3) = (page(4), page(5), page(6));
+    let table = |p: Paddr| Pte::table::<F>(p.mfn()).0;
+    // RWX normal memory for the boot mapping (the runtime tables apply W^X).
+    let rwx = |p: Paddr| Pte::leaf::<F>(3, p, Attrs::RW, false).0 & !Pte::XN;
+    let l2_holder = if F::ROOT_LEVEL == 0 {
+        phys_write_pte(m, root, table_index(low, 0), table(l1));
+        l1
+    } else {
+        root
+    };
+    phys_write_pte(m, l2_holder, table_index(low, 1), table(l2));
+    phys_write_pte(m, l2, table_index(low, 2), table(l3));
+    for i in 0..img.size() / PAGE_SIZE {
+        phys_write_pte(m, l3, i as usize, rwx(Paddr(load.0 + i * PAGE_SIZE)));
+    }
+    // Fixmap: its L3 is shared with the runtime tables; slot 0 is the UART.
+    let fixmap_l3 = pa(t.fixmap_l3);
+    phys_write_pte(m, l2, table_index(FIXMAP_ADDR.0, 2), table(fixmap_l3));
+    phys_write_pte(m, fixmap_l3, FIXMAP_CONSOLE, Pte::leaf::<F>(3, Paddr(UART_PA), Attrs::DEVICE, false).0);
+
+    // Identity map of the page that turns the MMU on (the image's first page).
+    let id = load.0;
+    let mut removal: Option<(Paddr, usize)> = None;
+    if id != low {
+        let first_diff = (F::ROOT_LEVEL..3).find(|&lvl| table_index(id, lvl) != table_index(low, lvl));
+        match first_diff {
+            Some(lvl) => {
+                let mut parent = match lvl {
+                    0 => root,
+                    1 => l2_holder,
+                    _ => l2,
+                };
+                let mut parent_idx = table_index(id, lvl);
+                removal = Some((parent, parent_idx));
+                for (level, fresh) in [(1u8, id1), (2, id2), (3, id3)] {
+                    if level <= lvl {
+                        continue;
+                    }
+                    phys_write_pte(m, parent, parent_idx, table(fresh));
+                    parent = fresh;
+                    parent_idx = table_index(id, level);
+                }
+                phys_write_pte(m, parent, parent_idx, rwx(Paddr(id)));
+            }
+            None => return Err(HeadError::Clash { load }),
+        }
+    }
+    let _ = m.set_root(0, root);
+    let _ = m.enable_mmu(0, true);
+    // Now at the link address: drop the identity map.
+    if let Some((parent, idx)) = removal {
+        let _ = m.write_pte(
+            Vaddr(img.start.0 + (parent.0 - load.0) + idx as u64 * 8),
+            0,
+        );
+        m.tlb_flush_all_local();
+    }
+    Ok(())
+}
+
+/// Whether a boot's DTB reading would succeed (used to validate `--dtb`).
+pub fn board_from_dtb(dtb: &[u8], pa_bits: u32) -> Result<(Vec<(u64, u64)>, Vec<(u64, u64)>), ScenarioError> {
+    // Parse with placeholder image/DTB ranges outside any real RAM.
+    let pp = ParseParams { pa_bits, image: (Paddr(1u64 << (pa_bits - 1)), 4096), dtb: (Paddr((1u64 << (pa_bits - 1)) + 0x10_0000), 4096) };
+    let info = BootInfo::parse(dtb, &pp, &mut NoReader).map_err(|e| ScenarioError(format!("--dtb: {e}")))?;
+    let banks = info.ram_banks().iter().map(|b| (b.base().0, b.size())).collect();
+    let reserved = info.reserved().iter().map(|r| (r.range.base().0, r.range.size())).collect();
+    Ok((banks, reserved))
+}

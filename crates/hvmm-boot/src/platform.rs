@@ -1,0 +1,21 @@
+//! What the boot sequence needs from the machine beyond [`hvmm::Arch`].
+
+use hvmm::{Arch, MemFault, Paddr, Vaddr};
+
+/// A platform the boot sequence runs on: real hardware (the bare-metal image)
+/// or the machine model.
+pub trait Platform: Arch {
+    /// A readable view of mapped memory (the DTB).
+    type Bytes: AsRef<[u8]>;
+    /// Switches this CPU to the root table `root` (TTBR0_EL2 / HTTBR) and
+    /// invalidates this CPU's TLB. The new tables must map the running code
+    /// and data at the same addresses as the old ones.
+    fn switch_root(&mut self, root: Paddr);
+    /// Sets or clears SCTLR_EL2.WXN / HSCTLR.WXN on this CPU.
+    fn set_wxn(&mut self, on: bool);
+    /// `len` bytes at `va`, read through the MMU.
+    fn map_bytes(&mut self, va: Vaddr, len: usize) -> Result<Self::Bytes, MemFault>;
+    /// Starts CPU `cpu` on root table `root` with its MMU on (PSCI CPU_ON on
+    /// hardware) and waits until it reports in.
+    fn start_cpu(&mut self, cpu: usize, root: Paddr) -> Result<(), &'static str>;
+}

@@ -1,0 +1,869 @@
+//! The boot sequence (SPEC §5), one code path for hardware and the model.
+//!
+//! It starts where the head leaves off: MMU on, running at the link address on
+//! the boot tables, the fixmap L3 linked, BSS zeroed. Every step logs what it
+//! did; a failure names the step and the state and leaves the summary of what
+//! happened up to there.
+
+use crate::image::{ImageLayout, Section};
+use crate::mm::{AccessPolicy, Mm, MAX_CPUS};
+use crate::platform::Platform;
+use crate::report::heapless_list::Text;
+use crate::report::{BootError, BootStep, BootSummary, ModuleFact, RegionFact};
+use core::fmt::{self, Write};
+use hvmm::format::{level_size, Pte};
+use hvmm::layout::{
+    HasLayout, BOOT_FDT_VIRT_START, DOMHEAP_ENTRIES, MAX_FDT_SIZE, XEN_VIRT_START,
+};
+use hvmm::phase::{DirectMap, DomainPage, ImageRange};
+use hvmm::{
+    Attrs, Error, LinearRange, MapFlags, MemFault, Mfn, Op, Paddr, Perm, SystemState,
+    Vaddr, PAGE_SIZE,
+};
+use hvmm_bootinfo::{BootInfo, ModuleKind, ModuleReader, ParseParams};
+
+const MIB2: u64 = 2 << 20;
+const GIB: u64 = 1 << 30;
+/// Bytes of frametable per frame (Xen's `struct page_info`).
+pub const PAGE_INFO_SIZE: u64 = 32;
+
+/// How physical addresses of image pages are derived in `setup_pagetables`.
+/// Anything but `Translate` reproduces a historical bug, for tests.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Default)]
+pub enum PaPolicy {
+    /// From the image range found by hardware translation.
+    #[default]
+    Translate,
+    /// Xen 4.13 arm32: `phys_offset = PA - VA` computed in 32 bits and stored
+    /// zero-extended in a 64-bit physical address.
+    Xen2019ZeroExtendedOffset,
+}
+
+/// What the caller chooses about a boot.
+#[derive(Copy, Clone, Debug)]
+pub struct BootConfig {
+    /// CPUs to bring up (1..=[`MAX_CPUS`]).
+    pub cpus: usize,
+    /// Table-access behaviour.
+    pub access: AccessPolicy,
+    /// Physical-address derivation.
+    pub pa: PaPolicy,
+    /// Physical-address size of the machine.
+    pub pa_bits: u32,
+    /// VAs whose walk to print at the end (Xen's `dump_hyp_walk`).
+    pub dumps: [Option<Vaddr>; 4],
+    /// Ranges the firmware reserved (UEFI memory map), kept out of the allocator.
+    pub firmware_reserved: [Option<(Paddr, u64)>; 8],
+}
+
+impl Default for BootConfig {
+    fn default() -> Self {
+        BootConfig {
+            cpus: 1,
+            access: AccessPolicy::Correct,
+            pa: PaPolicy::Translate,
+            pa_bits: 48,
+            dumps: [None; 4],
+            firmware_reserved: [None; 8],
+        }
+    }
+}
+
+/// Where the boot begins.
+#[derive(Copy, Clone, Debug)]
+pub struct BootParams {
+    /// The DTB's physical address (x0 / r2 at entry).
+    pub dtb: Paddr,
+    /// The image's layout.
+    pub image: ImageLayout,
+}
+
+/// A failed boot: the error and what was established before it.
+#[derive(Debug)]
+pub struct Failed {
+    /// What went wrong.
+    pub error: BootError,
+    /// What was done until then.
+    pub summary: BootSummary,
+}
+
+struct Ctx<'l, F: HasLayout> {
+    step: BootStep,
+    state: SystemState,
+    log: &'l mut dyn Write,
+    summary: BootSummary,
+    _f: core::marker::PhantomData<F>,
+}
+
+impl<F: HasLayout> Ctx<'_, F> {
+    fn fail(&self, msg: fmt::Arguments<'_>, fault: Option<MemFault>) -> BootError {
+        BootError { step: self.step, state: self.state, message: Text::from_fmt(msg), fault }
+    }
+    fn engine(&self, what: &str, e: Error) -> BootError {
+        let fault = match e {
+            Error::Fault(f) => Some(f),
+            Error::TableAccess { err: hvmm::AccessError::Fault(f), .. } => Some(f),
+            _ => None,
+        };
+        self.fail(format_args!("{what}: {e}"), fault)
+    }
+}
+
+macro_rules! log {
+    ($ctx:expr, $($t:tt)*) => {{ let _ = writeln!($ctx.log, $($t)*); }};
+}
+
+/// Boots: runs every step from `setup_pagetables` to Active and verifies the
+/// result by hardware translation.
+pub fn boot<F: HasLayout, P: Platform>(
+    p: &mut P,
+    params: &BootParams,
+    cfg: &BootConfig,
+    log: &mut dyn Write,
+) -> Result<BootSummary, Failed> {
+    let mut ctx = Ctx::<F> {
+        step: BootStep::ImageDiscovery,
+        state: SystemState::EarlyBoot,
+        log,
+        summary: BootSummary { arch: F::NAME, dtb_pa: params.dtb, ..Default::default() },
+        _f: core::marker::PhantomData,
+    };
+    match run::<F, P>(p, params, cfg, &mut ctx) {
+        Ok(()) => Ok(ctx.summary),
+        Err(error) => {
+            log!(ctx, "(XEN) PANIC: {error}");
+            if let Some(f) = error.fault {
+                log!(ctx, "(XEN)   {f}");
+                log!(ctx, "(XEN)   syndrome {:#010x}, faulting VA {}", f.syndrome(), f.va);
+            }
+            Err(Failed { error, summary: ctx.summary })
+        }
+    }
+}
+
+fn record_phases<F: HasLayout>(ctx: &mut Ctx<'_, F>, mm: &Mm<F>) {
+    ctx.summary.phases = mm.phases;
+}
+
+fn enter<F: HasLayout>(ctx: &mut Ctx<'_, F>, s: SystemState) {
+    ctx.state = s;
+    log!(ctx, "(XEN) ---- system state: {s} ----");
+}
+
+fn run<F: HasLayout, P: Platform>(
+    p: &mut P,
+    params: &BootParams,
+    cfg: &BootConfig,
+    ctx: &mut Ctx<'_, F>,
+) -> Result<(), BootError> {
+    let img = &params.image;
+    log!(ctx, "(XEN) hvmm {} starting on CPU {}", F::NAME, p.cpu());
+    enter(ctx, SystemState::EarlyBoot);
+
+    // 1. Where are we? Hardware translation of the first and last byte.
+    let image = ImageRange::discover(p, img.start, img.end)
+        .map_err(|e| ctx.fail(format_args!("{e}"), None))?;
+    ctx.summary.image_pa = Some(image.0.pa);
+    ctx.summary.image_size = img.size();
+    log!(
+        ctx,
+        "(XEN) image linked at {} loaded at {} ({} KiB), found by address translation; PA - VA = {:#x}",
+        img.start,
+        image.0.pa,
+        img.size() / 1024,
+        image.0.phys_minus_virt()
+    );
+
+    // 2. Runtime page tables.
+    ctx.step = BootStep::SetupPagetables;
+    let mut mm = setup_pagetables::<F, P>(p, img, image, cfg, ctx)?;
+    record_phases(ctx, &mm);
+
+    // 3. Early FDT mapping.
+    ctx.step = BootStep::EarlyFdtMap;
+    let (fdt_bytes, fdt_size) = early_fdt_map(p, &mut mm, params.dtb, ctx)?;
+
+    // 4. Boot information.
+    ctx.step = BootStep::BootFdtInfo;
+    let info = {
+        let mut reader = Reader { mm: &mut mm, p, fault: None, err: None };
+        let pp = ParseParams {
+            pa_bits: cfg.pa_bits,
+            image: (image.0.pa, img.size()),
+            dtb: (params.dtb, fdt_size),
+        };
+        match BootInfo::parse(fdt_bytes.as_ref(), &pp, &mut reader) {
+            Ok(info) => info,
+            Err(e) => {
+                let fault = reader.fault;
+                let detail = reader.err;
+                return Err(match detail {
+                    Some(err) => ctx.engine("reading a module through the fixmap", err),
+                    None => ctx.fail(format_args!("{e}"), fault),
+                });
+            }
+        }
+    };
+    record_phases(ctx, &mm);
+    log_boot_info(ctx, &info, &mm);
+
+    // 5. Memory.
+    ctx.step = BootStep::SetupMm;
+    setup_mm::<F, P>(p, &mut mm, &info, img, image, cfg, ctx)?;
+    record_phases(ctx, &mm);
+
+    ctx.step = BootStep::Frametable;
+    setup_frametable::<F, P>(p, &mut mm, &info, ctx)?;
+    record_phases(ctx, &mm);
+
+    ctx.step = BootStep::EndBootAllocator;
+    mm.end_boot_allocator();
+    log!(ctx, "(XEN) boot allocator ended: {} free pages handed to the page allocator", mm.alloc.free_pages());
+
+    ctx.step = BootStep::Vmap;
+    let vmap = F::LAYOUT.vmap;
+    mm.update(p, vmap.start, MIB2 / PAGE_SIZE, Op::Populate, MapFlags::PAGES)
+        .map_err(|e| ctx.engine("populating the vmap area", e))?;
+    log!(ctx, "(XEN) vmap: {}..{:#x}, first 2 MiB of tables populated", vmap.start, vmap.end());
+    record_phases(ctx, &mm);
+
+    // 6. Secondary CPUs.
+    ctx.step = BootStep::SmpBringUp;
+    mm.enter_smp_boot();
+    enter(ctx, SystemState::SmpBoot);
+    bring_up_cpus::<F, P>(p, &mut mm, img, cfg, ctx)?;
+    record_phases(ctx, &mm);
+
+    // 7. Init memory.
+    ctx.step = BootStep::FreeInitMem;
+    free_init_memory::<F, P>(p, &mut mm, img, image, ctx)?;
+    mm.enter_active();
+    enter(ctx, SystemState::Active);
+    record_phases(ctx, &mm);
+
+    // 8. Proof.
+    ctx.step = BootStep::Verify;
+    verify::<F, P>(p, &mut mm, img, ctx)?;
+    for va in cfg.dumps.iter().flatten() {
+        let mut out = DumpSink { out: &mut *ctx.log, line_start: true };
+        if let Err(e) = mm.dump_hyp_walk(p, *va, &mut out) {
+            log!(ctx, "(XEN) dump of {va} failed: {e}");
+        }
+    }
+    ctx.summary.state = Some(SystemState::Active);
+    ctx.summary.free_pages = mm.alloc.free_pages();
+    record_phases(ctx, &mm);
+    log_phase_table(ctx);
+    log!(ctx, "(XEN) hvmm: reached Active with {} CPU(s)", ctx.summary.cpus);
+    Ok(())
+}
+
+/// Prefixes every line written through it with "(XEN) ".
+struct DumpSink<'a> {
+    out: &'a mut dyn Write,
+    line_start: bool,
+}
+
+impl Write for DumpSink<'_> {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        for ch in s.chars() {
+            if self.line_start && ch != '\n' {
+                self.out.write_str("(XEN) ")?;
+            }
+            self.line_start = ch == '\n';
+            self.out.write_char(ch)?;
+        }
+        Ok(())
+    }
+}
+
+/// The image-relative PA of `va` under the chosen policy.
+fn image_pa(image: ImageRange, policy: PaPolicy, va: Vaddr) -> Option<Paddr> {
+    match policy {
+        PaPolicy::Translate => image.0.pa_of(va),
+        PaPolicy::Xen2019ZeroExtendedOffset => {
+            // What Xen 4.13 arm32 did: a 32-bit subtraction stored in a
+            // 64-bit paddr_t without sign extension.
+            let off32 = (image.0.pa.0 as u32).wrapping_sub(image.0.va.0 as u32);
+            Some(Paddr(va.0.wrapping_add(u64::from(off32))))
+        }
+    }
+}
+
+fn setup_pagetables<F: HasLayout, P: Platform>(
+    p: &mut P,
+    img: &ImageLayout,
+    image: ImageRange,
+    cfg: &BootConfig,
+    ctx: &mut Ctx<'_, F>,
+) -> Result<Mm<F>, BootError> {
+    let t = img.tables;
+    let pa_of = |va: Vaddr| image_pa(image, cfg.pa, va);
+    let root_pa = pa_of(t.root).ok_or_else(|| ctx.fail(format_args!("root table outside the image"), None))?;
+    let mut mm = Mm::<F>::new(root_pa.mfn(), image, t.fixmap_l3, cfg.access);
+    mm.alloc.pin(image.0.pa, Paddr(image.0.pa.0 + img.size()));
+
+    // Static links: root -> (L1) -> L2 -> {image L3, fixmap L3}. These tables
+    // live in the image and are fresh; nothing can have cached them.
+    let link = |p: &mut P, table: Vaddr, va: Vaddr, level: u8, child: Vaddr| -> Result<(), BootError> {
+        let child_pa = pa_of(child).ok_or_else(|| ctx.fail(format_args!("static table outside the image"), None))?;
+        let idx = hvmm::format::table_index(va.0, level) as u64;
+        p.write_pte(Vaddr(table.0 + idx * 8), Pte::table::<F>(child_pa.mfn()).0)
+            .map_err(|f| ctx.fail(format_args!("writing a static table link faulted"), Some(f)))
+    };
+    let l2_parent = match t.l1 {
+        Some(l1) if F::ROOT_LEVEL == 0 => {
+            link(p, t.root, XEN_VIRT_START, 0, l1)?;
+            l1
+        }
+        _ => t.root,
+    };
+    link(p, l2_parent, XEN_VIRT_START, 1, t.l2)?;
+    link(p, t.l2, XEN_VIRT_START, 2, t.image_l3)?;
+    link(p, t.l2, hvmm::layout::FIXMAP_ADDR, 2, t.fixmap_l3)?;
+
+    // Per-section permissions, through the engine (every table is in the image).
+    for s in img.sections.iter() {
+        let pa = pa_of(s.start).ok_or_else(|| ctx.fail(format_args!("section outside the image"), None))?;
+        let pages = (s.end.0 - s.start.0) / PAGE_SIZE;
+        let attrs = Attrs::new(hvmm::MemType::Normal, s.perm).map_err(|e| ctx.engine(s.name, e))?;
+        mm.update(p, s.start, pages, Op::Insert { pa, attrs }, MapFlags::PAGES)
+            .map_err(|e| ctx.engine(s.name, e))?;
+        log!(ctx, "(XEN)   {:<6} {}..{:#x} -> {} {}", s.name, s.start, s.end.0, pa, s.perm);
+    }
+    // The console's fixmap entry was written by the head in the shared L3.
+    p.switch_root(root_pa);
+    p.set_wxn(true);
+    log!(
+        ctx,
+        "(XEN) runtime page tables live: root {} ({} table maps, all through the image), WXN on",
+        root_pa,
+        mm.phases[0].access.total()
+    );
+    // From here every access to the image goes through the new tables: a
+    // wrong PA shows up as a fault on the next table read.
+    Ok(mm)
+}
+
+fn early_fdt_map<F: HasLayout, P: Platform>(
+    p: &mut P,
+    mm: &mut Mm<F>,
+    dtb: Paddr,
+    ctx: &mut Ctx<'_, F>,
+) -> Result<(P::Bytes, u64), BootError> {
+    if dtb.0 == 0 || !dtb.is_aligned(8) {
+        return Err(ctx.fail(format_args!("no usable DTB: address {dtb} is null or not 8-byte aligned"), None));
+    }
+    let base = Paddr(dtb.0 & !(MIB2 - 1));
+    let off = dtb.0 - base.0;
+    mm.update(p, BOOT_FDT_VIRT_START, 2 * MIB2 / PAGE_SIZE, Op::Insert { pa: base, attrs: Attrs::RO }, MapFlags::BLOCKS)
+        .map_err(|e| ctx.engine("mapping the DTB", e))?;
+    let va = Vaddr(BOOT_FDT_VIRT_START.0 + off);
+    let header = p.map_bytes(va, 8).map_err(|f| ctx.fail(format_args!("reading the DTB header"), Some(f)))?;
+    let h = header.as_ref();
+    let magic = u32::from_be_bytes([h[0], h[1], h[2], h[3]]);
+    let size = u64::from(u32::from_be_bytes([h[4], h[5], h[6], h[7]]));
+    if magic != 0xd00d_feed {
+        return Err(ctx.fail(format_args!("no DTB at {dtb}: bad magic {magic:#010x}"), None));
+    }
+    if size < 40 || size > MAX_FDT_SIZE {
+        return Err(ctx.fail(format_args!("DTB at {dtb} has an impossible size of {size} bytes"), None));
+    }
+    let bytes = p.map_bytes(va, size as usize).map_err(|f| ctx.fail(format_args!("reading the DTB"), Some(f)))?;
+    log!(ctx, "(XEN) DTB at {dtb} ({size} bytes) mapped read-only at {va} with 2 MiB blocks");
+    Ok((bytes, size))
+}
+
+struct Reader<'a, F: HasLayout, P: Platform> {
+    mm: &'a mut Mm<F>,
+    p: &'a mut P,
+    fault: Option<MemFault>,
+    err: Option<Error>,
+}
+
+impl<F: HasLayout, P: Platform> ModuleReader for Reader<'_, F, P> {
+    type Error = ();
+    fn read(&mut self, pa: Paddr, buf: &mut [u8]) -> Result<(), ()> {
+        self.mm.copy_from_paddr(self.p, buf, pa).map_err(|e| {
+            if let Error::Fault(f) = e {
+                self.fault = Some(f);
+            }
+            self.err = Some(e);
+        })
+    }
+}
+
+fn kind_name(k: ModuleKind) -> &'static str {
+    match k {
+        ModuleKind::Kernel => "kernel",
+        ModuleKind::Ramdisk => "ramdisk",
+        ModuleKind::XsmPolicy => "XSM policy",
+        ModuleKind::Unknown => "unknown",
+    }
+}
+
+fn log_boot_info<F: HasLayout>(ctx: &mut Ctx<'_, F>, info: &BootInfo<'_>, mm: &Mm<F>) {
+    for b in info.ram_banks().iter() {
+        ctx.summary.banks.push((b.base(), b.size()));
+        log!(ctx, "(XEN) RAM: {} - {:#018x} ({} MiB)", b.base(), b.end().0 - 1, b.size() >> 20);
+    }
+    for r in info.reserved().iter() {
+        ctx.summary.reserved.push((r.range.base(), r.range.size()));
+        log!(ctx, "(XEN) reserved: {} - {:#018x}", r.range.base(), r.range.end().0 - 1);
+    }
+    if let Some(args) = info.hypervisor_cmdline() {
+        log!(ctx, "(XEN) command line: {args}");
+    }
+    for (i, m) in info.modules().iter().enumerate() {
+        ctx.summary.modules.push(ModuleFact { start: m.range.base(), size: m.range.size(), kind: m.kind, source: m.source });
+        let how = match m.source {
+            hvmm_bootinfo::KindSource::Typed => "typed",
+            hvmm_bootinfo::KindSource::Guessed { read: false } => "guessed: first untyped",
+            hvmm_bootinfo::KindSource::Guessed { read: true } => "guessed by reading its first bytes",
+        };
+        log!(
+            ctx,
+            "(XEN) module {i}: {} - {:#018x} {} ({how})",
+            m.range.base(),
+            m.range.end().0 - 1,
+            kind_name(m.kind)
+        );
+    }
+    for c in mm.copies.iter().flatten() {
+        ctx.summary.early_copies.push((c.pa, c.state, c.access.image, c.access.pmap));
+        log!(
+            ctx,
+            "(XEN)   copy_from_paddr({}, {} bytes) in {} via fixmap slot 1: table maps image {} pmap {} directmap {} domain-page {}",
+            c.pa,
+            c.len,
+            c.state,
+            c.access.image,
+            c.access.pmap,
+            c.access.directmap,
+            c.access.domain_page
+        );
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn setup_mm<F: HasLayout, P: Platform>(
+    p: &mut P,
+    mm: &mut Mm<F>,
+    info: &BootInfo<'_>,
+    img: &ImageLayout,
+    image: ImageRange,
+    cfg: &BootConfig,
+    ctx: &mut Ctx<'_, F>,
+) -> Result<(), BootError> {
+    let _ = img;
+    // Boot allocator: RAM minus image, DTB, modules, reserved, firmware.
+    let mut fw = [hvmm_bootinfo::MemRange::new(Paddr(0), 1).unwrap_or_else(|| unreachable_range()); 8];
+    let mut nfw = 0;
+    for (base, size) in cfg.firmware_reserved.iter().flatten() {
+        if let Some(r) = hvmm_bootinfo::MemRange::new(*base, *size) {
+            fw[nfw] = r;
+            nfw += 1;
+        }
+    }
+    let free = info.free_ranges(&fw[..nfw]).map_err(|e| ctx.fail(format_args!("{e}"), None))?;
+    for r in free.iter() {
+        mm.alloc.add(r.base(), r.end()).map_err(|e| ctx.fail(format_args!("{e}"), None))?;
+    }
+    log!(ctx, "(XEN) boot allocator: {} free pages in {} ranges", mm.alloc.free_pages(), free.len());
+    let _ = image;
+
+    let banks = info.ram_banks();
+    if let Some(dm_region) = F::LAYOUT.directmap {
+        // arm64: direct map of every bank, with blocks, tables through PMAP.
+        let base = banks.iter().map(|b| b.base().0).min().unwrap_or(0) & !(GIB - 1);
+        let mut ranges = [LinearRange { va: Vaddr(0), pa: Paddr(0), size: 0 }; 8];
+        let mut n = 0;
+        for b in banks.iter() {
+            let off = b.base().0 - base;
+            if off + b.size() > dm_region.size {
+                return Err(ctx.fail(
+                    format_args!("RAM bank {} ({} MiB) is beyond the direct map's reach", b.base(), b.size() >> 20),
+                    None,
+                ));
+            }
+            if n == ranges.len() {
+                return Err(ctx.fail(format_args!("more than {} RAM banks to direct-map", ranges.len()), None));
+            }
+            let va = Vaddr(dm_region.start.0 + off);
+            let r = mm
+                .update(p, va, b.size() / PAGE_SIZE, Op::Insert { pa: b.base(), attrs: Attrs::RW }, MapFlags::BLOCKS)
+                .map_err(|e| ctx.engine("direct-mapping RAM", e))?;
+            log!(
+                ctx,
+                "(XEN) directmap: {va} -> {} ({} MiB, {} leaf entries, {} new tables)",
+                b.base(),
+                b.size() >> 20,
+                r.leaves,
+                r.tables_created
+            );
+            ranges[n] = LinearRange { va, pa: b.base(), size: b.size() };
+            n += 1;
+            ctx.summary.regions.push(RegionFact {
+                name: "directmap",
+                va,
+                pa: b.base(),
+                size: b.size(),
+                writable: true,
+                mair_attr: 0xff,
+            });
+        }
+        let dm = DirectMap::new(&ranges[..n])
+            .ok_or_else(|| ctx.fail(format_args!("too many RAM banks for the direct map"), None))?;
+        log!(
+            ctx,
+            "(XEN) early boot used {} PMAP table maps and {} image table maps",
+            mm.phases[0].access.pmap,
+            mm.phases[0].access.image
+        );
+        mm.enter_boot_directmap(dm);
+    } else {
+        // arm32: xenheap with 2 MiB contiguous blocks, at the top of the highest bank.
+        let xh_region = F::LAYOUT.xenheap.ok_or_else(|| ctx.fail(format_args!("layout has no xenheap"), None))?;
+        let bank = banks
+            .iter()
+            .max_by_key(|b| b.base().0)
+            .copied()
+            .ok_or_else(|| ctx.fail(format_args!("no RAM"), None))?;
+        let align = 32 << 20;
+        let end = bank.end().0 & !(MIB2 - 1);
+        let want = (end - bank.base().0).min(xh_region.size);
+        let start = (end - want).div_ceil(align) * align;
+        if start >= end || end - start < 4 * MIB2 {
+            return Err(ctx.fail(
+                format_args!("the highest RAM bank {} is too small for a xenheap (needs 8 MiB aligned to 32 MiB)", bank.base()),
+                None,
+            ));
+        }
+        let size = end - start;
+        let xenheap = LinearRange { va: xh_region.start, pa: Paddr(start), size };
+        mm.update(p, xh_region.start, size / PAGE_SIZE, Op::Insert { pa: Paddr(start), attrs: Attrs::RW }, MapFlags::BLOCKS_CONTIG)
+            .map_err(|e| ctx.engine("mapping the xenheap", e))?;
+        ctx.summary.regions.push(RegionFact {
+            name: "xenheap",
+            va: xh_region.start,
+            pa: Paddr(start),
+            size,
+            writable: true,
+            mair_attr: 0xff,
+        });
+        log!(ctx, "(XEN) xenheap: {} -> {:#x} ({} MiB, 2 MiB blocks, contiguous hint)", xh_region.start, start, size >> 20);
+        let dp = domheap_slots::<F, P>(p, mm, xenheap, 0, ctx)?;
+        mm.enter_boot_domain_page(dp);
+        ctx.summary_xenheap(xenheap);
+    }
+    enter(ctx, SystemState::Boot);
+    log!(ctx, "(XEN) page tables are now reached through {}", mm.path_name());
+    Ok(())
+}
+
+fn unreachable_range() -> hvmm_bootinfo::MemRange {
+    // MemRange::new(0, 1) always succeeds; this keeps the array typed.
+    match hvmm_bootinfo::MemRange::new(Paddr(0), PAGE_SIZE) {
+        Some(r) => r,
+        None => unreachable_range(),
+    }
+}
+
+impl<F: HasLayout> Ctx<'_, F> {
+    fn summary_xenheap(&mut self, _x: LinearRange) {}
+}
+
+/// Allocates a CPU's two domheap L2 tables inside the xenheap, zeroes them
+/// and links them into that CPU's root (entries 2 and 3).
+fn domheap_slots<F: HasLayout, P: Platform>(
+    p: &mut P,
+    mm: &mut Mm<F>,
+    xenheap: LinearRange,
+    root_va: u64,
+    ctx: &mut Ctx<'_, F>,
+) -> Result<DomainPage, BootError> {
+    let domheap = F::LAYOUT.domheap.ok_or_else(|| ctx.fail(format_args!("layout has no domheap"), None))?;
+    let pages = (DOMHEAP_ENTRIES as u64 * 8) / PAGE_SIZE;
+    let mfn = alloc_in(mm, pages, xenheap, ctx)?;
+    let va = xenheap.va_of(mfn.paddr()).ok_or_else(|| ctx.fail(format_args!("domheap tables outside the xenheap"), None))?;
+    for i in 0..pages {
+        p.zero_page(Vaddr(va.0 + i * PAGE_SIZE)).map_err(|f| ctx.fail(format_args!("zeroing domheap tables"), Some(f)))?;
+    }
+    let root = if root_va == 0 {
+        mm.image().va_of(mm.page_table().root()).ok_or_else(|| ctx.fail(format_args!("root not in image"), None))?
+    } else {
+        Vaddr(root_va)
+    };
+    for i in 0..pages {
+        let slot = hvmm::format::table_index(domheap.start.0, 1) as u64 + i;
+        p.write_pte(Vaddr(root.0 + slot * 8), Pte::table::<F>(mfn.add(i)).0)
+            .map_err(|f| ctx.fail(format_args!("linking domheap tables"), Some(f)))?;
+    }
+    p.isb();
+    Ok(DomainPage::new(va, domheap.start))
+}
+
+/// Allocates `pages` contiguous pages inside `range` (the xenheap).
+fn alloc_in<F: HasLayout>(mm: &mut Mm<F>, pages: u64, range: LinearRange, ctx: &Ctx<'_, F>) -> Result<Mfn, BootError> {
+    // The allocator works from the top; the xenheap is at the top of the
+    // highest bank, so the first fit is normally inside. Retry a few times.
+    let mut rejected = [Mfn(0); 8];
+    let mut nrej = 0;
+    let result = loop {
+        match mm.alloc.alloc(pages, pages) {
+            Ok(m) if range.contains_pa(m.paddr()) && range.contains_pa(Paddr(m.paddr().0 + pages * PAGE_SIZE - 1)) => break Ok(m),
+            Ok(m) if nrej < rejected.len() => {
+                rejected[nrej] = m;
+                nrej += 1;
+            }
+            Ok(m) => {
+                rejected[0] = m;
+                break Err(ctx.fail(format_args!("no free memory inside the xenheap"), None));
+            }
+            Err(e) => break Err(ctx.fail(format_args!("{e}"), None)),
+        }
+    };
+    for m in &rejected[..nrej] {
+        let _ = mm.alloc.free_pages_at(*m, pages);
+    }
+    result
+}
+
+fn setup_frametable<F: HasLayout, P: Platform>(
+    p: &mut P,
+    mm: &mut Mm<F>,
+    info: &BootInfo<'_>,
+    ctx: &mut Ctx<'_, F>,
+) -> Result<(), BootError> {
+    let ft = F::LAYOUT.frametable;
+    let frames: u64 = info.ram_banks().iter().map(|b| b.size() / PAGE_SIZE).sum();
+    let bytes = (frames * PAGE_INFO_SIZE).div_ceil(MIB2) * MIB2;
+    if bytes > ft.size {
+        return Err(ctx.fail(format_args!("frametable of {} MiB does not fit its {} MiB area", bytes >> 20, ft.size >> 20), None));
+    }
+    let pages = bytes / PAGE_SIZE;
+    let mfn = mm
+        .alloc
+        .alloc(pages, MIB2 / PAGE_SIZE)
+        .or_else(|_| mm.alloc.alloc(pages, 1))
+        .map_err(|e| ctx.fail(format_args!("frametable: {e}"), None))?;
+    mm.update(p, ft.start, pages, Op::Insert { pa: mfn.paddr(), attrs: Attrs::RW }, MapFlags::BLOCKS)
+        .map_err(|e| ctx.engine("mapping the frametable", e))?;
+    for i in 0..pages {
+        p.zero_page(Vaddr(ft.start.0 + i * PAGE_SIZE))
+            .map_err(|f| ctx.fail(format_args!("zeroing the frametable"), Some(f)))?;
+    }
+    ctx.summary.regions.push(RegionFact { name: "frametable", va: ft.start, pa: mfn.paddr(), size: bytes, writable: true, mair_attr: 0xff });
+    log!(ctx, "(XEN) frametable: {} -> {} ({} KiB for {frames} frames)", ft.start, mfn.paddr(), bytes >> 10);
+    Ok(())
+}
+
+fn bring_up_cpus<F: HasLayout, P: Platform>(
+    p: &mut P,
+    mm: &mut Mm<F>,
+    img: &ImageLayout,
+    cfg: &BootConfig,
+    ctx: &mut Ctx<'_, F>,
+) -> Result<(), BootError> {
+    let n = cfg.cpus.clamp(1, MAX_CPUS);
+    ctx.summary.cpus = 1;
+    let root_pa = mm.page_table().root().paddr();
+    for cpu in 1..n {
+        let root = if F::LAYOUT.domheap.is_some() {
+            secondary_root_arm32::<F, P>(p, mm, img, cpu, ctx)?
+        } else {
+            root_pa
+        };
+        p.start_cpu(cpu, root).map_err(|e| ctx.fail(format_args!("CPU {cpu} did not come up: {e}"), None))?;
+        ctx.summary.cpus += 1;
+        log!(ctx, "(XEN) CPU {cpu} up on root {root}");
+    }
+    Ok(())
+}
+
+/// arm32: each secondary CPU gets its own root (L1) sharing CPU 0's
+/// second-level tables for 0..2 GiB, and its own domheap slots.
+fn secondary_root_arm32<F: HasLayout, P: Platform>(
+    p: &mut P,
+    mm: &mut Mm<F>,
+    img: &ImageLayout,
+    cpu: usize,
+    ctx: &mut Ctx<'_, F>,
+) -> Result<Paddr, BootError> {
+    let _ = img;
+    let xh = F::LAYOUT.xenheap.ok_or_else(|| ctx.fail(format_args!("layout has no xenheap"), None))?;
+    let xenheap = ctx_xenheap(mm, xh.start, p).ok_or_else(|| ctx.fail(format_args!("xenheap not mapped"), None))?;
+    let root = alloc_in(mm, 1, xenheap, ctx)?;
+    let root_va = xenheap.va_of(root.paddr()).ok_or_else(|| ctx.fail(format_args!("root outside xenheap"), None))?;
+    p.zero_page(root_va).map_err(|f| ctx.fail(format_args!("zeroing CPU {cpu}'s root"), Some(f)))?;
+    let cpu0_root = mm.image().va_of(mm.page_table().root()).ok_or_else(|| ctx.fail(format_args!("root not in image"), None))?;
+    for i in 0..2u64 {
+        let e = p.read_pte(Vaddr(cpu0_root.0 + i * 8)).map_err(|f| ctx.fail(format_args!("reading CPU 0's root"), Some(f)))?;
+        p.write_pte(Vaddr(root_va.0 + i * 8), e).map_err(|f| ctx.fail(format_args!("writing CPU {cpu}'s root"), Some(f)))?;
+    }
+    let dp = domheap_slots::<F, P>(p, mm, xenheap, root_va.0, ctx)?;
+    mm.add_cpu_domain_page(cpu, dp);
+    Ok(root.paddr())
+}
+
+/// The xenheap's linear range, from the engine's view of its first block.
+fn ctx_xenheap<F: HasLayout, P: Platform>(mm: &mut Mm<F>, va: Vaddr, p: &mut P) -> Option<LinearRange> {
+    let leaf = mm.lookup(p, va).ok().flatten()?;
+    let mut size = 0;
+    let mut cur = va;
+    while let Ok(Some(l)) = mm.lookup(p, cur) {
+        if l.pa.0 != leaf.pa.0 + size {
+            break;
+        }
+        size += level_size(l.level);
+        cur = Vaddr(va.0 + size);
+        if !F::LAYOUT.xenheap.is_some_and(|r| r.contains(cur)) {
+            break;
+        }
+    }
+    LinearRange::new(va, leaf.pa, size)
+}
+
+fn free_init_memory<F: HasLayout, P: Platform>(
+    p: &mut P,
+    mm: &mut Mm<F>,
+    img: &ImageLayout,
+    image: ImageRange,
+    ctx: &mut Ctx<'_, F>,
+) -> Result<(), BootError> {
+    let s: Section = img.sections[img.init];
+    let pages = (s.end.0 - s.start.0) / PAGE_SIZE;
+    // Make it writable (to poison it), then unmap it and give it back.
+    mm.update(p, s.start, pages, Op::Modify { attrs: Attrs::RW }, MapFlags::PAGES)
+        .map_err(|e| ctx.engine("making init memory writable", e))?;
+    mm.update(p, s.start, pages, Op::Remove, MapFlags::PAGES)
+        .map_err(|e| ctx.engine("unmapping init memory", e))?;
+    let pa = image.0.pa_of(s.start).ok_or_else(|| ctx.fail(format_args!("init outside the image"), None))?;
+    mm.alloc.free_pages_at(pa.mfn(), pages).map_err(|e| ctx.fail(format_args!("{e}"), None))?;
+    log!(ctx, "(XEN) freed {} KiB of init memory ({}..{:#x})", pages * 4, s.start, s.end.0);
+    Ok(())
+}
+
+fn verify<F: HasLayout, P: Platform>(
+    p: &mut P,
+    mm: &mut Mm<F>,
+    img: &ImageLayout,
+    ctx: &mut Ctx<'_, F>,
+) -> Result<(), BootError> {
+    let image = mm.image();
+    for (i, s) in img.sections.iter().enumerate() {
+        if i == img.init {
+            continue;
+        }
+        let pa = image.0.pa_of(s.start).unwrap_or(Paddr(0));
+        ctx.summary.regions.push(RegionFact {
+            name: s.name,
+            va: s.start,
+            pa,
+            size: s.end.0 - s.start.0,
+            writable: s.perm == Perm::Rw,
+            mair_attr: 0xff,
+        });
+    }
+    let mut pages = 0u64;
+    let regions: heapless_regions::Regions = ctx.summary.regions.iter().copied().collect();
+    for r in regions.iter() {
+        let n = r.size / PAGE_SIZE;
+        let step = (n / 512).max(1);
+        let mut i = 0;
+        while i < n {
+            check_page(p, r, i, ctx)?;
+            pages += 1;
+            i += step;
+        }
+        if (n - 1) % step != 0 {
+            check_page(p, r, n - 1, ctx)?;
+            pages += 1;
+        }
+    }
+    // The freed init memory must be gone.
+    let init = img.sections[img.init];
+    if let Ok(at) = p.translate(init.start, false) {
+        return Err(ctx.fail(format_args!("freed init memory at {} still translates to {}", init.start, at.pa), None));
+    }
+    let _ = mm;
+    ctx.summary.verified_pages = pages;
+    log!(ctx, "(XEN) verified {} regions, {pages} pages by address translation (PA, write permission, memory type)", regions.len());
+    Ok(())
+}
+
+fn check_page<F: HasLayout, P: Platform>(p: &mut P, r: &RegionFact, i: u64, ctx: &Ctx<'_, F>) -> Result<(), BootError> {
+    let va = Vaddr(r.va.0 + i * PAGE_SIZE);
+    let want = Paddr(r.pa.0 + i * PAGE_SIZE);
+    let at = p.translate(va, false).map_err(|f| ctx.fail(format_args!("{} page {va} does not translate", r.name), Some(f)))?;
+    if at.pa != want {
+        return Err(ctx.fail(format_args!("{} page {va} translates to {} instead of {want}", r.name, at.pa), None));
+    }
+    if at.mair_attr != r.mair_attr {
+        return Err(ctx.fail(format_args!("{} page {va} has memory attribute {:#04x}, not {:#04x}", r.name, at.mair_attr, r.mair_attr), None));
+    }
+    let writable = p.translate(va, true).is_ok();
+    if writable != r.writable {
+        return Err(ctx.fail(format_args!("{} page {va} is {}writable", r.name, if writable { "" } else { "not " }), None));
+    }
+    Ok(())
+}
+
+fn log_phase_table<F: HasLayout>(ctx: &mut Ctx<'_, F>) {
+    log!(ctx, "(XEN) table maps by access path and state:");
+    log!(ctx, "(XEN)   {:<10} {:>6} {:>6} {:>9} {:>11} {:>7} {:>7} {:>6} {:>6}", "state", "image", "pmap", "directmap", "domain-page", "leaves", "tables", "freed", "tlbi");
+    let mut created = 0;
+    let mut freed = 0;
+    for (i, ph) in ctx.summary.phases.iter().enumerate() {
+        let s = [SystemState::EarlyBoot, SystemState::Boot, SystemState::SmpBoot, SystemState::Active][i];
+        created += ph.updates.tables_created;
+        freed += ph.updates.tables_freed;
+        let _ = writeln!(
+            ctx.log,
+            "(XEN)   {:<10} {:>6} {:>6} {:>9} {:>11} {:>7} {:>7} {:>6} {:>6}",
+            s.name(),
+            ph.access.image,
+            ph.access.pmap,
+            ph.access.directmap,
+            ph.access.domain_page,
+            ph.updates.leaves,
+            ph.updates.tables_created,
+            ph.updates.tables_freed,
+            ph.updates.tlb_invalidations
+        );
+    }
+    ctx.summary.table_pages = created - freed;
+    log!(ctx, "(XEN) page-table pages allocated at run time: {} (plus the image's static tables)", created - freed);
+}
+
+mod heapless_regions {
+    use crate::report::RegionFact;
+
+    /// A copy of the region list, so the summary can be borrowed while checking.
+    pub struct Regions {
+        items: [Option<RegionFact>; 16],
+        len: usize,
+    }
+
+    impl FromIterator<RegionFact> for Regions {
+        fn from_iter<I: IntoIterator<Item = RegionFact>>(iter: I) -> Self {
+            let mut r = Regions { items: [None; 16], len: 0 };
+            for x in iter {
+                if r.len < 16 {
+                    r.items[r.len] = Some(x);
+                    r.len += 1;
+                }
+            }
+            r
+        }
+    }
+
+    impl Regions {
+        pub fn iter(&self) -> impl Iterator<Item = &RegionFact> {
+            self.items[..self.len].iter().flatten()
+        }
+        pub fn len(&self) -> usize {
+            self.len
+        }
+    }
+}
