@@ -1,1 +1,115 @@
-fn main() {}
+//! `cargo xtask`: build the bare-metal hvmm image, run it under QEMU, run
+//! the QEMU test matrix, install what those need.
+//!
+//! ```text
+//! cargo xtask setup
+//! cargo xtask build [--arch arm64|arm32]
+//! cargo xtask qemu [--arch arm64|arm32] [--loader direct|uboot] [--load-addr PA]
+//!                  [--smp N] [--ram SIZE] [--gdb] [--bootargs STR] [--timeout SECS]
+//! cargo xtask test-qemu [--arch arm64|arm32]
+//! ```
+//!
+//! Images are built into `$CARGO_TARGET_DIR/hvmm-image` (default
+//! `target/hvmm-image`): `<arch>/hvmm.bin` (raw, what loaders take) and
+//! `<arch>/hvmm.elf` (for gdb), next to the image crate's own cargo output.
+
+mod image;
+mod matrix;
+mod qemu;
+mod setup;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(name = "cargo xtask", about = "hvmm images, QEMU runs and tests")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+/// The two architectures hvmm runs on.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Arch {
+    /// AArch64 at EL2 (`aarch64-unknown-none`, QEMU cortex-a57).
+    Arm64,
+    /// AArch32 in HYP mode, LPAE (`armv7a-none-eabi`, QEMU cortex-a15).
+    Arm32,
+}
+
+impl Arch {
+    /// The Rust target triple.
+    pub fn target(self) -> &'static str {
+        match self {
+            Arch::Arm64 => "aarch64-unknown-none",
+            Arch::Arm32 => "armv7a-none-eabi",
+        }
+    }
+    /// The name used in paths and logs.
+    pub fn name(self) -> &'static str {
+        match self {
+            Arch::Arm64 => "arm64",
+            Arch::Arm32 => "arm32",
+        }
+    }
+}
+
+/// How the image is put in memory and entered.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Loader {
+    /// QEMU's `-kernel` (or, with `--load-addr`, raw loaders and a register
+    /// set-up stub).
+    Direct,
+    /// U-Boot style: image, DTB and typed `/chosen/module@` modules loaded
+    /// at chosen addresses, entered through a register set-up stub.
+    Uboot,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Install what the other commands need (Rust targets, QEMU, dtc, mtools, dosfstools).
+    Setup,
+    /// Build the image (release) and print the path of the raw binary.
+    Build {
+        #[arg(long, value_enum, default_value = "arm64")]
+        arch: Arch,
+    },
+    /// Build the image and run it under QEMU; exits with the image's exit code.
+    Qemu(qemu::QemuArgs),
+    /// Run the QEMU test matrix (calls setup first).
+    TestQemu {
+        /// Only this architecture (default: both).
+        #[arg(long, value_enum)]
+        arch: Option<Arch>,
+        /// Print every run's console output, not only failing ones.
+        #[arg(long)]
+        verbose: bool,
+    },
+}
+
+/// The repository root (the workspace holding xtask).
+pub fn root() -> PathBuf {
+    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    manifest.parent().map(PathBuf::from).unwrap_or(manifest)
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let r: Result<i32> = match cli.cmd {
+        Cmd::Setup => setup::setup().map(|()| 0),
+        Cmd::Build { arch } => image::build(arch).map(|img| {
+            println!("{}", img.bin.display());
+            0
+        }),
+        Cmd::Qemu(args) => qemu::qemu_command(&args),
+        Cmd::TestQemu { arch, verbose } => matrix::test_qemu(arch, verbose),
+    };
+    match r {
+        Ok(code) => std::process::exit(code),
+        Err(e) => {
+            eprintln!("xtask: error: {e:#}");
+            std::process::exit(1);
+        }
+    }
+}

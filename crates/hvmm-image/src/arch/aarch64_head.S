@@ -1,0 +1,558 @@
+// hvmm arm64 head: Linux Image header that is also a PE/COFF header, the
+// MMU-off boot path (boot tables, identity map, MMU on), the secondary CPU
+// entry, the exception vectors and the exit path.
+//
+// Assembled through `global_asm!` in aarch64.rs, which substitutes the
+// constants named in braces (so braces appear nowhere else in this file).
+//
+// Registers kept through the primary head (MMU off, no stack):
+//   x19  DTB physical address (x0 at entry)
+//   x20  physical address of _start (the load address)
+//   x21  CPU index (0 on the primary; the PSCI context id on secondaries)
+//   x25  physical address of boot_fixmap_l3
+
+// A PC-relative address: the physical address while the MMU is off, the
+// virtual address once running at the link address.
+.macro adr_l reg, sym
+    adrp \reg, \sym
+    add \reg, \reg, :lo12:\sym
+.endm
+
+// Descriptor bits (see hvmm::Pte): valid | page, AttrIndx 7 (Normal WB),
+// AP[1], SH inner, AF  ->  0x75f.  AP[2] (read-only) 0x80.  XN bit 54.
+.equ PTE_NORMAL_PAGE, 0x75f
+.equ PTE_RO, 0x80
+.equ PTE_TABLE, 3
+
+// ---------------------------------------------------------------------------
+// Offset 0: the header.
+    .section .text.header, "ax"
+    .global _start
+_start:
+    add x13, x18, #0x16             // the bytes "MZ": a PE/COFF (EFI) image too
+    b primary_entry                 // Linux Image: code0/code1
+    .quad 0                         // text_offset: any 4 KiB-aligned address
+    .quad _image_size               // effective image size, BSS included
+    .quad 0xa                       // flags: little endian, 4 KiB pages, anywhere in RAM
+    .quad 0                         // res2
+    .quad 0                         // res3
+    .quad 0                         // res4
+    .ascii "ARM\x64"                // magic
+    .long pe_header - _start        // offset of the PE header
+
+pe_header:                          // offset 0x40
+    .ascii "PE"
+    .short 0
+    .short 0xaa64                   // Machine: ARM64
+    .short 1                        // NumberOfSections
+    .long 0                         // TimeDateStamp
+    .long 0                         // PointerToSymbolTable
+    .long 0                         // NumberOfSymbols
+    .short section_table - optional_header  // SizeOfOptionalHeader
+    .short 0x0206                   // Characteristics: executable image,
+                                    // line numbers and debug info stripped
+optional_header:
+    .short 0x20b                    // PE32+
+    .byte 0x01, 0x00                // linker version
+    .long _pe_text_rawsize          // SizeOfCode
+    .long 0                         // SizeOfInitializedData
+    .long 0                         // SizeOfUninitializedData
+    .long _pe_entry                 // AddressOfEntryPoint: efi_stub
+    .long 0x1000                    // BaseOfCode
+    .quad 0                         // ImageBase
+    .long 0x1000                    // SectionAlignment
+    .long 0x1000                    // FileAlignment
+    .short 0, 0                     // OS version
+    .short 0, 0                     // image version
+    .short 0, 0                     // subsystem version
+    .long 0                         // Win32VersionValue
+    .long _pe_image_size            // SizeOfImage
+    .long 0x1000                    // SizeOfHeaders
+    .long 0                         // CheckSum
+    .short 10                       // Subsystem: EFI application
+    .short 0                        // DllCharacteristics
+    .quad 0                         // SizeOfStackReserve
+    .quad 0                         // SizeOfStackCommit
+    .quad 0                         // SizeOfHeapReserve
+    .quad 0                         // SizeOfHeapCommit
+    .long 0                         // LoaderFlags
+    .long 6                         // NumberOfRvaAndSizes
+    .quad 0                         // export table
+    .quad 0                         // import table
+    .quad 0                         // resource table
+    .quad 0                         // exception table
+    .quad 0                         // certificate table
+    .quad 0                         // base relocation table
+section_table:
+    .ascii ".text"
+    .byte 0, 0, 0
+    .long _pe_text_vsize            // VirtualSize
+    .long 0x1000                    // VirtualAddress
+    .long _pe_text_rawsize          // SizeOfRawData
+    .long 0x1000                    // PointerToRawData
+    .long 0                         // PointerToRelocations
+    .long 0                         // PointerToLinenumbers
+    .short 0                        // NumberOfRelocations
+    .short 0                        // NumberOfLinenumbers
+    .long 0xe0000060                // code, initialised data, execute, read, write
+
+// ---------------------------------------------------------------------------
+// The primary CPU, MMU off, at the load address.
+    .section .text.head, "ax"
+primary_entry:
+    mov x19, x0                     // DTB
+    mov x21, #0                     // CPU 0
+    mrs x0, CurrentEL
+    cmp x0, #(2 << 2)
+    b.eq 1f
+    adr_l x0, msg_not_el2
+    bl early_puts
+    mrs x0, CurrentEL
+    lsr x0, x0, #2
+    bl early_puthex
+    adr_l x0, msg_close
+    bl early_puts
+    mov x0, #{EXIT_WRONG_MODE}
+    b hvmm_exit
+1:  msr daifset, #0xf
+    adr_l x0, hvmm_vectors          // early vectors, at their physical address
+    msr vbar_el2, x0
+    mov x0, #{CPTR}                 // FP/SIMD not trapped: Rust may use it
+    msr cptr_el2, x0
+    isb
+    adr_l x20, _start
+    adr_l x25, boot_fixmap_l3
+    bl build_boot_tables
+    bl cpu_init
+    ldr x1, =primary_switched
+    b enable_mmu
+
+// Builds the boot tables at their physical addresses: the image at its link
+// address with 4 KiB pages (text RX, rodata RO, the rest RW, XN), and a
+// one-page identity map of the MMU-enable page at the first level where its
+// physical address and the image's virtual range differ. Records the
+// identity entry (its VA, its value) in boot_idmap_slot / boot_idmap_val.
+build_boot_tables:
+    adr_l x0, __pgtables_start
+    adr_l x1, __pgtables_end
+0:  stp xzr, xzr, [x0], #16
+    cmp x0, x1
+    b.lo 0b
+
+    // L0[0] -> L1, L1[0] -> L2, L2[1] -> L3 (VA 0x200000-0x3fffff)
+    adr_l x0, boot_l0
+    adr_l x1, boot_l1
+    orr x1, x1, #PTE_TABLE
+    str x1, [x0]
+    adr_l x0, boot_l1
+    adr_l x1, boot_l2
+    orr x1, x1, #PTE_TABLE
+    str x1, [x0]
+    adr_l x0, boot_l2
+    adr_l x1, boot_l3
+    orr x1, x1, #PTE_TABLE
+    str x1, [x0, #8]
+
+    adr_l x0, boot_l3
+    mov x1, x20                     // PA
+    ldr x2, =_start                 // VA
+    ldr x3, =_end
+    ldr x4, =_etext
+    ldr x5, =_erodata
+    mov x6, #PTE_NORMAL_PAGE
+1:  orr x7, x1, x6
+    cmp x2, x4
+    b.hs 2f
+    orr x7, x7, #PTE_RO             // text: read-only, executable
+    b 3f
+2:  orr x7, x7, #(1 << 54)          // everything else: execute-never
+    cmp x2, x5
+    b.hs 3f
+    orr x7, x7, #PTE_RO             // rodata: read-only
+3:  ubfx x8, x2, #12, #9
+    str x7, [x0, x8, lsl #3]
+    add x1, x1, #4096
+    add x2, x2, #4096
+    cmp x2, x3
+    b.lo 1b
+
+    // The identity map of the MMU-enable page.
+    mov x12, #0                     // VA of the identity entry (0: none)
+    mov x13, #0                     // its value
+    adr_l x9, _idmap_start          // P, its physical address
+    ldr x10, =_idmap_start          // its virtual address
+    mov x11, #(PTE_NORMAL_PAGE | PTE_RO)
+    orr x11, x11, x9                // the RX page descriptor for P
+
+    ubfx x0, x9, #39, #9            // L0 index (the image uses 0)
+    cbz x0, 10f
+    adr_l x1, boot_l0
+    ldr x2, =boot_l0
+    add x12, x2, x0, lsl #3
+    adr_l x13, boot_id_l1
+    orr x13, x13, #PTE_TABLE
+    str x13, [x1, x0, lsl #3]
+    ubfx x0, x9, #30, #9
+    adr_l x1, boot_id_l1
+    adr_l x2, boot_id_l2
+    orr x2, x2, #PTE_TABLE
+    str x2, [x1, x0, lsl #3]
+    ubfx x0, x9, #21, #9
+    adr_l x1, boot_id_l2
+    adr_l x2, boot_id_l3
+    orr x2, x2, #PTE_TABLE
+    str x2, [x1, x0, lsl #3]
+    b 40f
+
+10: ubfx x0, x9, #30, #9            // L1 index (the image uses 0)
+    cbz x0, 20f
+    adr_l x1, boot_l1
+    ldr x2, =boot_l1
+    add x12, x2, x0, lsl #3
+    adr_l x13, boot_id_l2
+    orr x13, x13, #PTE_TABLE
+    str x13, [x1, x0, lsl #3]
+    ubfx x0, x9, #21, #9
+    adr_l x1, boot_id_l2
+    adr_l x2, boot_id_l3
+    orr x2, x2, #PTE_TABLE
+    str x2, [x1, x0, lsl #3]
+    b 40f
+
+20: ubfx x0, x9, #21, #9            // L2 index (the image uses 1)
+    cmp x0, #1
+    b.eq 30f
+    adr_l x1, boot_l2
+    ldr x2, =boot_l2
+    add x12, x2, x0, lsl #3
+    adr_l x13, boot_id_l3
+    orr x13, x13, #PTE_TABLE
+    str x13, [x1, x0, lsl #3]
+    b 40f
+
+30: cmp x9, x10                     // same 2 MiB as the image: L3
+    b.eq 50f                        // loaded at the link address: PA == VA already
+    ubfx x0, x9, #12, #9
+    ldr x1, =_image_size
+    add x1, x1, #0xfff
+    lsr x1, x1, #12                 // image pages use L3 entries [0, n)
+    cmp x0, x1
+    b.lo idmap_clash
+    adr_l x1, boot_l3
+    ldr x2, =boot_l3
+    add x12, x2, x0, lsl #3
+    mov x13, x11
+    str x11, [x1, x0, lsl #3]
+    b 50f
+
+40: ubfx x0, x9, #12, #9            // the page itself, in boot_id_l3
+    adr_l x1, boot_id_l3
+    str x11, [x1, x0, lsl #3]
+
+50: adr_l x0, boot_idmap_slot
+    stp x12, x13, [x0]
+
+    // The tables were written with the MMU off (non-cacheable): drop any
+    // stale cache line over them before the cacheable walker reads them.
+    dsb sy
+    adr_l x0, __pgtables_start
+    adr_l x1, __pgtables_end
+    mrs x2, ctr_el0
+    ubfx x2, x2, #16, #4
+    mov x3, #4
+    lsl x3, x3, x2                  // D-cache line size
+6:  dc ivac, x0
+    add x0, x0, x3
+    cmp x0, x1
+    b.lo 6b
+    dsb sy
+    ret
+
+idmap_clash:
+    adr_l x0, msg_clash1
+    bl early_puts
+    mov x0, x9
+    bl early_puthex
+    adr_l x0, msg_clash2
+    bl early_puts
+    mov x0, #{EXIT_IDMAP_CLASH}
+    b hvmm_exit
+
+// MAIR, TCR, TTBR0 for the boot tables; local TLB and I-cache invalidated.
+cpu_init:
+    ldr x0, ={MAIR}
+    msr mair_el2, x0
+    mrs x1, id_aa64mmfr0_el1
+    and x1, x1, #0xf                // PARange
+    mov x2, #5
+    cmp x1, x2
+    csel x1, x1, x2, ls             // at most 48 bits
+    ldr x0, ={TCR}
+    orr x0, x0, x1, lsl #16         // PS
+    msr tcr_el2, x0
+    adr_l x0, boot_l0
+    msr ttbr0_el2, x0
+    isb
+    tlbi alle2
+    ic iallu
+    dsb sy
+    isb
+    ret
+
+// A secondary CPU, started by PSCI CPU_ON with x0 = its index, MMU off.
+    .global secondary_entry
+secondary_entry:
+    mov x21, x0
+    mrs x0, CurrentEL
+    cmp x0, #(2 << 2)
+    b.eq 1f
+    adr_l x0, msg_not_el2
+    bl early_puts
+    mov x0, #{EXIT_WRONG_MODE}
+    b hvmm_exit
+1:  msr daifset, #0xf
+    adr_l x0, hvmm_vectors
+    msr vbar_el2, x0
+    mov x0, #{CPTR}
+    msr cptr_el2, x0
+    isb
+    cmp x21, #{MAX_CPUS}
+    b.lo 2f
+    adr_l x0, msg_too_many
+    bl early_puts
+    mov x0, #{EXIT_SMP}
+    b hvmm_exit
+2:  bl cpu_init
+    ldr x1, =secondary_switched
+    b enable_mmu
+
+// Early console: the PL011 at its physical address (MMU off only).
+early_putc:                         // w0: the character; clobbers x15, x16
+    movz x15, #0x0900, lsl #16
+1:  ldr w16, [x15, #0x18]
+    tbnz w16, #5, 1b                // TXFF
+    strb w0, [x15]
+    ret
+
+early_puts:                         // x0: NUL-terminated string; clobbers x0, x14-x17
+    mov x17, x30
+    mov x14, x0
+1:  ldrb w0, [x14], #1
+    cbz w0, 2f
+    bl early_putc
+    b 1b
+2:  ret x17
+
+early_puthex:                       // x0: the value; clobbers x0, x13-x17
+    mov x17, x30
+    mov x13, x0
+    mov w0, #0x30                   // '0'
+    bl early_putc
+    mov w0, #0x78                   // 'x'
+    bl early_putc
+    mov x14, #60
+1:  lsr x0, x13, x14
+    and x0, x0, #0xf
+    cmp x0, #9
+    b.ls 2f
+    add x0, x0, #0x27               // 'a' - '0' - 10
+2:  add x0, x0, #0x30
+    bl early_putc
+    subs x14, x14, #4
+    b.ge 1b
+    ret x17
+
+    .ltorg
+
+// ---------------------------------------------------------------------------
+// The MMU-enable page: mapped both at its physical address (identity) and at
+// its link address. x1 = where to continue, a link address.
+    .section .text.idmap, "ax"
+enable_mmu:
+    ldr x0, ={SCTLR}
+    dsb sy
+    msr sctlr_el2, x0
+    isb
+    br x1
+    .ltorg
+
+// ---------------------------------------------------------------------------
+// Running at the link address.
+    .section .text.boot, "ax"
+primary_switched:
+    ldr x0, =boot_idmap_slot        // remove the identity map
+    ldr x1, [x0]
+    cbz x1, 1f
+    dsb sy
+    str xzr, [x1]
+    dsb sy
+    tlbi alle2
+    dsb nsh
+    isb
+1:  orr x0, x25, #PTE_TABLE         // link the fixmap L3 at VA 0x400000 (L2[2])
+    ldr x1, =boot_l2
+    str x0, [x1, #16]
+    dsb sy
+    isb
+    ldr x0, =hvmm_vectors
+    msr vbar_el2, x0
+    isb
+    ldr x0, =__bss_start
+    ldr x1, =__bss_end
+2:  cmp x0, x1
+    b.hs 3f
+    stp xzr, xzr, [x0], #16
+    b 2b
+3:  ldr x0, =boot_stacks
+    add sp, x0, #{STACK_SIZE}
+    mov x0, x19                     // dtb_pa
+    mov x1, #0                      // cpu
+    bl start_hvmm
+    mov x0, #{EXIT_RETURNED}
+    b hvmm_exit
+
+secondary_switched:
+    ldr x0, =hvmm_vectors
+    msr vbar_el2, x0
+    isb
+    ldr x0, =boot_stacks
+    mov x1, #{STACK_SIZE}
+    madd x0, x21, x1, x0
+    add sp, x0, x1
+    mov x0, x21
+    bl start_secondary
+    mov x0, #{EXIT_RETURNED}
+    b hvmm_exit
+
+// The EFI entry point (x0 ImageHandle, x1 SystemTable): not supported yet.
+    .global efi_stub
+efi_stub:
+    movz x0, #0x3
+    movk x0, #0x8000, lsl #48       // EFI_UNSUPPORTED
+    ret
+
+// hvmm_exit(code): semihosting SYS_EXIT_EXTENDED with the code, else PSCI
+// SYSTEM_OFF. Works with the MMU on or off (PC-relative only). Never returns.
+    .global hvmm_exit
+hvmm_exit:
+    mov x9, x0
+    adr_l x1, exit_in_progress
+    mov x2, #1
+    str x2, [x1]
+    adr_l x1, exit_block
+    movz x2, #0x0026
+    movk x2, #0x2, lsl #16          // ADP_Stopped_ApplicationExit
+    stp x2, x9, [x1]
+    mov x0, #0x20                   // SYS_EXIT_EXTENDED
+    hlt #0xf000
+psci_off:
+    movz x0, #0x0008
+    movk x0, #0x8400, lsl #16       // PSCI SYSTEM_OFF
+    smc #0
+1:  wfi
+    b 1b
+
+    .ltorg
+
+// ---------------------------------------------------------------------------
+// Exception vectors (VBAR_EL2). x0 = the kind, 0-15 in table order.
+    .section .text.vectors, "ax"
+    .balign 2048
+    .global hvmm_vectors
+hvmm_vectors:
+    .irp kind, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15
+    .balign 128
+    mov x0, #\kind
+    b vector_common
+    .endr
+
+vector_common:
+    adr_l x1, exit_in_progress      // an exception while exiting (no
+    ldr x1, [x1]                    // semihosting): power off instead
+    cbnz x1, psci_off
+    mrs x1, esr_el2
+    mrs x2, far_el2
+    mrs x3, elr_el2
+    mrs x4, spsr_el2
+    mrs x5, sctlr_el2
+    tbz x5, #0, early_exception     // MMU off: no Rust yet
+    adr_l x5, in_exception
+    ldr x6, [x5]
+    cbnz x6, double_fault
+    mov x6, #1
+    str x6, [x5]
+    ldr x5, =hvmm_exception
+    blr x5
+    b double_fault
+
+double_fault:
+    mov x0, #{EXIT_EXCEPTION}
+    b hvmm_exit
+
+early_exception:
+    mov x22, x0
+    mov x23, x1
+    mov x24, x2
+    mov x26, x3
+    adr_l x0, msg_early_exc
+    bl early_puts
+    mov x0, x22
+    bl early_puthex
+    adr_l x0, msg_esr
+    bl early_puts
+    mov x0, x23
+    bl early_puthex
+    adr_l x0, msg_far
+    bl early_puts
+    mov x0, x24
+    bl early_puthex
+    adr_l x0, msg_elr
+    bl early_puts
+    mov x0, x26
+    bl early_puthex
+    adr_l x0, msg_nl
+    bl early_puts
+    mov x0, #{EXIT_EXCEPTION}
+    b hvmm_exit
+
+    .ltorg
+
+// ---------------------------------------------------------------------------
+    .section .rodata.head, "a"
+msg_not_el2:    .asciz "hvmm: not entered at EL2 (CurrentEL "
+msg_close:      .asciz "): cannot run\r\n"
+msg_clash1:     .asciz "hvmm: cannot boot: the identity map of the MMU-enable page at PA "
+msg_clash2:     .asciz " needs an L3 entry the image mapping at VA 0x200000 already uses; load the image at another address\r\n"
+msg_too_many:   .asciz "hvmm: secondary CPU index beyond MAX_CPUS\r\n"
+msg_early_exc:  .asciz "hvmm: exception with the MMU off: vector "
+msg_esr:        .asciz " ESR_EL2="
+msg_far:        .asciz " FAR_EL2="
+msg_elr:        .asciz " ELR_EL2="
+msg_nl:         .asciz "\r\n"
+
+    .section .data.hvmm_head, "aw"
+    .balign 16
+exit_block:       .quad 0, 0
+exit_in_progress: .quad 0
+in_exception:     .quad 0
+
+// Boot page tables: zeroed and filled by the head (not file-backed).
+    .section .pgtables, "aw", %nobits
+    .balign 4096
+    .global boot_l0, boot_l1, boot_l2, boot_l3, boot_fixmap_l3
+boot_l0:        .space 4096
+boot_l1:        .space 4096
+boot_l2:        .space 4096
+boot_l3:        .space 4096
+boot_id_l1:     .space 4096
+boot_id_l2:     .space 4096
+boot_id_l3:     .space 4096
+boot_fixmap_l3: .space 4096
+    .global boot_idmap_slot, boot_idmap_val
+boot_idmap_slot: .space 8
+boot_idmap_val:  .space 8
+
+    .section .bss.stacks, "aw", %nobits
+    .balign 16
+    .global boot_stacks
+boot_stacks:    .space {STACK_SIZE} * {MAX_CPUS}

@@ -1,0 +1,185 @@
+//! What the image does once Rust runs, and the seam for the shared boot
+//! sequence.
+//!
+//! [`BootParams`] is everything the head knows, found the way SPEC §5 wants
+//! it: the image's physical range by hardware translation of `_start` and
+//! `_end - 1`, never from a stored `PA - VA` offset. [`rust_main`] is where
+//! `hvmm-boot`'s sequence will be called; for now it runs this image's own
+//! checks (AT verification of the boot mapping, the FDT's bootargs and
+//! modules, the deliberate fault, the secondary CPUs) and exits.
+
+use crate::arch;
+use crate::exit::{exit, EXIT_FAIL, EXIT_OK};
+use crate::fdt;
+use crate::fixmap;
+use crate::layout::{self, XEN_VIRT_START};
+use crate::smp;
+use hvmm::{Arch, FaultKind, LinearRange, Paddr, Vaddr, PAGE_SIZE};
+
+/// What the head hands to the boot sequence.
+#[derive(Debug, Clone, Copy)]
+pub struct BootParams {
+    /// The device tree blob's physical address, as the loader passed it.
+    pub dtb_pa: Paddr,
+    /// The image: VA `XEN_VIRT_START`.. ↔ the PA it was loaded at.
+    pub image: LinearRange,
+    /// The boot CPU's index.
+    pub cpu: usize,
+}
+
+impl BootParams {
+    /// Builds the parameters: the image's physical range comes from `AT` of
+    /// `_start` and `_end - 1` (`_end` itself is unmapped).
+    pub fn discover(dtb_pa: u64, cpu: usize) -> Self {
+        let mut hw = arch::hw();
+        let start = layout::image_start();
+        let end = layout::image_end();
+        let first = match hw.translate(start, false) {
+            Ok(r) => r.pa,
+            Err(e) => fail(format_args!("AT of _start failed: {e}")),
+        };
+        let last = match hw.translate(Vaddr(end.0 - 1), false) {
+            Ok(r) => r.pa,
+            Err(e) => fail(format_args!("AT of _end - 1 failed: {e}")),
+        };
+        let size = end.0 - start.0;
+        if last.0.wrapping_sub(first.0) != size - 1 {
+            fail(format_args!("image not physically contiguous: _start at {first}, _end - 1 at {last}"));
+        }
+        let Some(image) = LinearRange::new(start, first, size) else {
+            fail(format_args!("image range {first} + {size:#x} overflows"))
+        };
+        BootParams { dtb_pa: Paddr(dtb_pa), image, cpu }
+    }
+}
+
+fn fail(args: core::fmt::Arguments<'_>) -> ! {
+    println!("hvmm: FAILED: {args}");
+    exit(EXIT_FAIL)
+}
+
+/// The boot sequence. This is the seam: the shared sequence
+/// (`hvmm-boot`) will be called from here with `params` and the hardware
+/// back end ([`arch::hw`]).
+pub fn rust_main(params: &BootParams) -> ! {
+    println!(
+        "hvmm: {} on CPU {}, image at PA {:#x}-{:#x} linked at {:#x}, DTB at {:#x}",
+        arch::MODE,
+        params.cpu,
+        params.image.pa.0,
+        params.image.pa.0 + params.image.size - 1,
+        XEN_VIRT_START,
+        params.dtb_pa.0
+    );
+    let v = verify_image(params);
+    println!(
+        "hvmm: AT verified {} pages of the boot mapping (text RX {}, rodata RO {}, data RW {})",
+        v.text + v.rodata + v.data,
+        v.text,
+        v.rodata,
+        v.data
+    );
+
+    let info = match fdt::scan(params.dtb_pa.0) {
+        Ok(i) => i,
+        Err(e) => fail(format_args!("cannot read the DTB at {}: {e}", params.dtb_pa)),
+    };
+    println!("hvmm: DTB: {} bytes, {} CPU node(s)", info.total_size, info.n_cpus);
+    if let Some(b) = &info.bootargs {
+        println!("hvmm: bootargs: \"{}\"", b.as_str());
+    }
+    report_modules(&info);
+
+    if info.has_bootarg("hvmm.fault=1") {
+        deliberate_fault();
+    }
+
+    let up = smp::start_secondaries(&info);
+    println!("hvmm: {} CPU(s) up", up);
+    println!("hvmm: boot checks passed");
+    exit(EXIT_OK)
+}
+
+/// Pages checked by [`verify_image`], per permission.
+struct Verified {
+    text: usize,
+    rodata: usize,
+    data: usize,
+}
+
+/// Checks every page of the boot mapping with hardware translation: it
+/// translates to the expected PA with the hypervisor's memory type, and text
+/// and rodata refuse writes (permission fault at level 3).
+fn verify_image(params: &BootParams) -> Verified {
+    let mut hw = arch::hw();
+    let mut v = Verified { text: 0, rodata: 0, data: 0 };
+    let text_end = layout::text_end().0;
+    let rodata_end = layout::rodata_end().0;
+    let mut va = params.image.va.0;
+    while va < params.image.va.0 + params.image.size {
+        let expect = params.image.pa_of(Vaddr(va)).unwrap_or(Paddr(0));
+        match hw.translate(Vaddr(va), false) {
+            Ok(r) if r.pa == expect && r.mair_attr == 0xff => {}
+            Ok(r) => fail(format_args!(
+                "VA {va:#x} translates to {} (attr {:#04x}), expected {expect} (attr 0xff)",
+                r.pa, r.mair_attr
+            )),
+            Err(e) => fail(format_args!("VA {va:#x} does not translate: {e}")),
+        }
+        let writable = hw.translate(Vaddr(va), true);
+        if va < rodata_end {
+            match writable {
+                Err(e) if e.kind == FaultKind::Permission && e.level == 3 => {}
+                Err(e) => fail(format_args!("AT write of read-only VA {va:#x}: unexpected {e}")),
+                Ok(_) => fail(format_args!("read-only VA {va:#x} is writable")),
+            }
+            if va < text_end {
+                v.text += 1;
+            } else {
+                v.rodata += 1;
+            }
+        } else {
+            if let Err(e) = writable {
+                fail(format_args!("data VA {va:#x} is not writable: {e}"));
+            }
+            v.data += 1;
+        }
+        va += PAGE_SIZE;
+    }
+    v
+}
+
+/// The XSM policy magic (little-endian at the start of the file).
+const XSM_MAGIC: u32 = 0xf97c_ff8c;
+
+fn report_modules(info: &fdt::FdtInfo) {
+    for (i, m) in info.modules.iter().flatten().enumerate() {
+        // Read the first bytes through the fixmap, as early boot must (this
+        // is the path that crashed Xen 4.13 under GRUB).
+        let mut head = [0u8; 4];
+        fixmap::copy_from_paddr(&mut head, m.start);
+        let magic = u32::from_le_bytes(head);
+        println!(
+            "hvmm: module {}: {}{} at PA {:#x}, {} bytes, starts {:02x} {:02x} {:02x} {:02x}{}",
+            i,
+            m.compatible.as_str(),
+            if m.generic { " (+ multiboot,module)" } else { "" },
+            m.start,
+            m.size,
+            head[0],
+            head[1],
+            head[2],
+            head[3],
+            if magic == XSM_MAGIC { " (XSM magic)" } else { "" }
+        );
+    }
+}
+
+/// `hvmm.fault=1`: read an unmapped VA; the vectors report the Data Abort.
+fn deliberate_fault() -> ! {
+    println!("hvmm: deliberate fault: reading unmapped VA {:#x}", layout::FAULT_VA);
+    // SAFETY: not safe by design: the address is unmapped, the read takes a
+    // Data Abort (translation fault) to the vectors, which report and exit.
+    let v = unsafe { core::ptr::read_volatile(layout::FAULT_VA as usize as *const u32) };
+    fail(format_args!("the read of unmapped VA {:#x} returned {v:#x}", layout::FAULT_VA))
+}

@@ -1,0 +1,59 @@
+//! The image's own virtual layout (SPEC §3) and the linker symbols.
+
+use hvmm::Vaddr;
+
+/// Where the image is linked.
+pub const XEN_VIRT_START: u64 = 0x0020_0000;
+/// The fixmap: one L3 table (512 slots of 4 KiB) in the image.
+pub const FIXMAP_VA: u64 = 0x0040_0000;
+/// Physical address of the PL011 on QEMU's `virt` machine.
+pub const UART_PA: u64 = 0x0900_0000;
+/// The deliberate-fault mode reads this address: inside the unmapped first
+/// 2 MiB, so the walk stops at level 2 (no L3 table there).
+pub const FAULT_VA: u64 = 0x0010_0bac;
+
+extern "C" {
+    static _start: u8;
+    static _etext: u8;
+    static _erodata: u8;
+    static _end: u8;
+    static boot_fixmap_l3: u8;
+    static boot_idmap_slot: u8;
+    static boot_idmap_val: u8;
+    static secondary_entry: u8;
+}
+
+macro_rules! sym_va {
+    ($(#[$m:meta])* $f:ident, $s:ident) => {
+        $(#[$m])*
+        pub fn $f() -> Vaddr {
+            // Only the symbol's address is taken; nothing is read through it.
+            Vaddr(&raw const $s as usize as u64)
+        }
+    };
+}
+
+sym_va!(
+    /// First byte of the image.
+    image_start, _start);
+sym_va!(
+    /// End of text (page aligned).
+    text_end, _etext);
+sym_va!(
+    /// End of read-only data (page aligned).
+    rodata_end, _erodata);
+sym_va!(
+    /// End of the image, BSS included (page aligned; itself unmapped).
+    image_end, _end);
+sym_va!(
+    /// The fixmap's L3 table (in the image: written directly).
+    fixmap_l3, boot_fixmap_l3);
+sym_va!(
+    /// The head's record of the identity-map entry: its VA (0: none).
+    idmap_slot, boot_idmap_slot);
+sym_va!(
+    /// The head's record of the identity-map entry: its value.
+    idmap_val, boot_idmap_val);
+sym_va!(
+    /// The secondary CPUs' entry point (runs at its physical address).
+    secondary_entry_va, secondary_entry);

@@ -1,0 +1,555 @@
+//! Running the image under QEMU: direct `-kernel` boots, boots at any load
+//! address, and U-Boot style boots with typed `/chosen/module@` nodes.
+//!
+//! # Loading at an address of our choosing (`--load-addr`, `--loader uboot`)
+//!
+//! QEMU's DTB is dumped with the same machine options (`dumpdtb=`), edited
+//! with `dtc` (bootargs, modules), and everything is loaded with raw
+//! `-device loader` entries. CPU 0 starts at a 64-byte register set-up stub
+//! (another loader with `cpu-num=0` sets its PC) that does what a boot
+//! loader does: arm64 `x0 = DTB, x1 = x2 = x3 = 0`, arm32 `r0 = 0,
+//! r1 = ~0 (no machine type), r2 = DTB`, then branches to the image. The
+//! stub, the DTB and the modules are placed from the bottom of RAM upwards,
+//! around the image.
+
+use crate::image::{self, Image};
+use crate::{Arch, Loader};
+use anyhow::{bail, ensure, Context, Result};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Physical base of RAM on QEMU's `virt` machine (both architectures).
+pub const RAM_BASE: u64 = 0x4000_0000;
+/// Default run time limit.
+pub const DEFAULT_TIMEOUT: u64 = 60;
+
+/// `cargo xtask qemu` options.
+#[derive(clap::Args, Debug, Clone)]
+pub struct QemuArgs {
+    /// Architecture.
+    #[arg(long, value_enum, default_value = "arm64")]
+    pub arch: Arch,
+    /// How the image is loaded and entered.
+    #[arg(long, value_enum, default_value = "direct")]
+    pub loader: Loader,
+    /// Physical load address of the image (4 KiB aligned), e.g. 0x7f601000.
+    #[arg(long, value_parser = parse_u64)]
+    pub load_addr: Option<u64>,
+    /// Number of CPUs.
+    #[arg(long, default_value_t = 1)]
+    pub smp: u32,
+    /// RAM size, as QEMU's -m takes it (e.g. 1G, 8G, 512M).
+    #[arg(long, default_value = "1G")]
+    pub ram: String,
+    /// Wait for gdb on :1234 (adds -s -S; no time limit).
+    #[arg(long)]
+    pub gdb: bool,
+    /// The kernel command line (/chosen/bootargs).
+    #[arg(long)]
+    pub bootargs: Option<String>,
+    /// Kill QEMU and fail after this many seconds.
+    #[arg(long, default_value_t = DEFAULT_TIMEOUT)]
+    pub timeout: u64,
+}
+
+/// Parses `0x…` hexadecimal or decimal.
+pub fn parse_u64(s: &str) -> Result<u64, String> {
+    let t = s.replace('_', "");
+    let r = match t.strip_prefix("0x").or_else(|| t.strip_prefix("0X")) {
+        Some(h) => u64::from_str_radix(h, 16),
+        None => t.parse(),
+    };
+    r.map_err(|e| format!("{s}: {e}"))
+}
+
+/// Parses a QEMU memory size (`1G`, `512M`, `8g`, plain bytes).
+pub fn parse_size(s: &str) -> Result<u64> {
+    let t = s.trim();
+    let (num, mul) = match t.chars().last() {
+        Some('k' | 'K') => (&t[..t.len() - 1], 1u64 << 10),
+        Some('m' | 'M') => (&t[..t.len() - 1], 1 << 20),
+        Some('g' | 'G') => (&t[..t.len() - 1], 1 << 30),
+        Some('t' | 'T') => (&t[..t.len() - 1], 1 << 40),
+        _ => (t, 1 << 20), // QEMU: a bare number is MiB
+    };
+    let n: u64 = num.parse().with_context(|| format!("bad RAM size {s:?}"))?;
+    n.checked_mul(mul)
+        .with_context(|| format!("RAM size {s:?} overflows"))
+}
+
+/// The outcome of one QEMU run.
+#[derive(Debug)]
+pub struct Outcome {
+    /// QEMU's exit code (the image's semihosting exit code); `None` when it
+    /// was killed (time limit) or died of a signal.
+    pub code: Option<i32>,
+    /// Whether the time limit killed it.
+    pub timed_out: bool,
+    /// Console output (stdout) then QEMU's stderr.
+    pub output: String,
+    /// Wall time.
+    pub elapsed: Duration,
+    /// The command line, for reports.
+    pub command: String,
+}
+
+fn qemu_binary(arch: Arch) -> &'static str {
+    match arch {
+        Arch::Arm64 => "qemu-system-aarch64",
+        Arch::Arm32 => "qemu-system-arm",
+    }
+}
+
+fn machine_args(a: &QemuArgs, extra_machine: &str) -> Vec<String> {
+    let cpu = match a.arch {
+        Arch::Arm64 => "cortex-a57",
+        Arch::Arm32 => "cortex-a15",
+    };
+    let mut m = String::from("virt,virtualization=on");
+    if a.arch == Arch::Arm32 && parse_size(&a.ram).unwrap_or(0) > (3 << 30) {
+        m.push_str(",highmem=on");
+    }
+    m.push_str(extra_machine);
+    vec![
+        "-M".into(),
+        m,
+        "-cpu".into(),
+        cpu.into(),
+        "-m".into(),
+        a.ram.clone(),
+        "-smp".into(),
+        a.smp.to_string(),
+        "-nographic".into(),
+        "-semihosting".into(),
+        "-no-reboot".into(),
+    ]
+}
+
+/// A bump allocator over RAM that avoids the image's range.
+struct Placer {
+    next: u64,
+    ram_end: u64,
+    avoid: (u64, u64),
+}
+
+impl Placer {
+    fn place(&mut self, size: u64, align: u64) -> Result<u64> {
+        let mut a = self.next.div_ceil(align) * align;
+        if a < self.avoid.1 && a + size > self.avoid.0 {
+            a = self.avoid.1.div_ceil(align) * align;
+        }
+        ensure!(
+            a + size <= self.ram_end,
+            "no room in RAM for {size:#x} bytes"
+        );
+        self.next = a + size;
+        Ok(a)
+    }
+}
+
+/// Register set-up stub: loads the DTB address and the image address from
+/// two literals after the code and branches to the image.
+pub fn setup_stub(arch: Arch, dtb: u64, entry: u64) -> Result<Vec<u8>> {
+    let mut v = Vec::new();
+    match arch {
+        Arch::Arm64 => {
+            for insn in [
+                0x5800_0100u32, // ldr x0, #0x20   (DTB)
+                0x5800_0124,    // ldr x4, #0x24   (image, literal at 0x28)
+                0xaa1f_03e1,    // mov x1, xzr
+                0xaa1f_03e2,    // mov x2, xzr
+                0xaa1f_03e3,    // mov x3, xzr
+                0xd61f_0080,    // br x4
+                0xd503_201f,    // nop
+                0xd503_201f,    // nop
+            ] {
+                v.extend_from_slice(&insn.to_le_bytes());
+            }
+            v.extend_from_slice(&dtb.to_le_bytes());
+            v.extend_from_slice(&entry.to_le_bytes());
+        }
+        Arch::Arm32 => {
+            let dtb = u32::try_from(dtb).context("arm32 DTB must be below 4 GiB")?;
+            let entry = u32::try_from(entry).context("arm32 image must be below 4 GiB")?;
+            for insn in [
+                0xe59f_2010u32, // ldr r2, [pc, #0x10]  (DTB, at 0x18)
+                0xe59f_3010,    // ldr r3, [pc, #0x10]  (image, at 0x1c)
+                0xe3a0_0000,    // mov r0, #0
+                0xe3e0_1000,    // mvn r1, #0
+                0xe12f_ff13,    // bx r3
+                0xe320_f000,    // nop
+                dtb,
+                entry,
+            ] {
+                v.extend_from_slice(&insn.to_le_bytes());
+            }
+        }
+    }
+    Ok(v)
+}
+
+/// Escapes a string for a DTS string literal.
+fn dts_string(s: &str) -> String {
+    let mut o = String::with_capacity(s.len() + 2);
+    o.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => o.push_str("\\\""),
+            '\\' => o.push_str("\\\\"),
+            c => o.push(c),
+        }
+    }
+    o.push('"');
+    o
+}
+
+/// A module for a U-Boot style boot.
+pub struct Module {
+    /// Its compatible strings.
+    pub compatible: &'static [&'static str],
+    /// Its contents.
+    pub data: Vec<u8>,
+    /// Where it is loaded.
+    pub addr: u64,
+}
+
+/// The typed modules of a U-Boot style boot: a (fake) dom0 kernel, a
+/// ramdisk, and an XSM policy starting with the XSM magic 0xf97cff8c.
+pub fn synth_modules() -> Vec<Module> {
+    let mut kernel = b"hvmm test dom0 kernel\n".to_vec();
+    kernel.resize(0x3000, 0xaa);
+    let mut ramdisk = b"hvmm test ramdisk\n".to_vec();
+    ramdisk.resize(0x2800, 0x55);
+    let mut xsm = 0xf97c_ff8cu32.to_le_bytes().to_vec();
+    xsm.extend_from_slice(b"XenFlask hvmm test policy\n");
+    xsm.resize(0x800, 0);
+    vec![
+        Module {
+            compatible: &["multiboot,kernel", "multiboot,module"],
+            data: kernel,
+            addr: 0,
+        },
+        Module {
+            compatible: &["multiboot,ramdisk", "multiboot,module"],
+            data: ramdisk,
+            addr: 0,
+        },
+        Module {
+            compatible: &["xen,xsm-policy", "multiboot,module"],
+            data: xsm,
+            addr: 0,
+        },
+    ]
+}
+
+/// The DTS fragment merged into QEMU's tree: bootargs and module nodes.
+fn chosen_fragment(bootargs: Option<&str>, modules: &[Module]) -> String {
+    let mut s = String::from("\n/ {\n\tchosen {\n");
+    if !modules.is_empty() {
+        s.push_str("\t\t#address-cells = <2>;\n\t\t#size-cells = <2>;\n");
+    }
+    if let Some(b) = bootargs {
+        s.push_str(&format!("\t\tbootargs = {};\n", dts_string(b)));
+    }
+    for m in modules {
+        let compat: Vec<String> = m.compatible.iter().map(|c| dts_string(c)).collect();
+        let len = m.data.len() as u64;
+        s.push_str(&format!(
+            "\t\tmodule@{:x} {{\n\t\t\tcompatible = {};\n\t\t\treg = <{:#x} {:#x} {:#x} {:#x}>;\n\t\t}};\n",
+            m.addr,
+            compat.join(", "),
+            m.addr >> 32,
+            m.addr & 0xffff_ffff,
+            len >> 32,
+            len & 0xffff_ffff
+        ));
+    }
+    s.push_str("\t};\n};\n");
+    s
+}
+
+fn run_tool(cmd: &mut Command, what: &str) -> Result<()> {
+    let out = cmd.output().with_context(|| format!("running {what}"))?;
+    if !out.status.success() {
+        bail!(
+            "{what} failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(())
+}
+
+/// Dumps QEMU's DTB for this configuration and edits it.
+fn make_dtb(a: &QemuArgs, dir: &Path, modules: &[Module]) -> Result<PathBuf> {
+    let raw = dir.join("qemu.dtb");
+    let mut cmd = Command::new(qemu_binary(a.arch));
+    cmd.args(machine_args(a, &format!(",dumpdtb={}", raw.display())));
+    run_tool(&mut cmd, "QEMU dumpdtb")?;
+    if a.bootargs.is_none() && modules.is_empty() {
+        return Ok(raw);
+    }
+    let dts = dir.join("qemu.dts");
+    run_tool(
+        Command::new("dtc")
+            .args(["-q", "-I", "dtb", "-O", "dts", "-o"])
+            .arg(&dts)
+            .arg(&raw),
+        "dtc (decompile)",
+    )?;
+    let mut text =
+        std::fs::read_to_string(&dts).with_context(|| format!("reading {}", dts.display()))?;
+    text.push_str(&chosen_fragment(a.bootargs.as_deref(), modules));
+    let dts2 = dir.join("hvmm.dts");
+    std::fs::write(&dts2, text).with_context(|| format!("writing {}", dts2.display()))?;
+    let out = dir.join("hvmm.dtb");
+    run_tool(
+        Command::new("dtc")
+            .args(["-q", "-I", "dts", "-O", "dtb", "-o"])
+            .arg(&out)
+            .arg(&dts2),
+        "dtc (compile)",
+    )?;
+    Ok(out)
+}
+
+/// The full QEMU command line for a run of `img`.
+pub fn command(a: &QemuArgs, img: &Image) -> Result<Command> {
+    let mut cmd = Command::new(qemu_binary(a.arch));
+    cmd.args(machine_args(a, ""));
+    if a.gdb {
+        cmd.args(["-s", "-S"]);
+    }
+    if a.loader == Loader::Direct && a.load_addr.is_none() {
+        cmd.arg("-kernel").arg(&img.bin);
+        if let Some(b) = &a.bootargs {
+            cmd.arg("-append").arg(b);
+        }
+        return Ok(cmd);
+    }
+
+    let ram = parse_size(&a.ram)?;
+    let ram_end = RAM_BASE + ram;
+    let load = a.load_addr.unwrap_or(RAM_BASE + 0x40_0000);
+    ensure!(
+        load % 0x1000 == 0,
+        "load address {load:#x} is not 4 KiB aligned"
+    );
+    ensure!(
+        load >= RAM_BASE && load + img.mem_size <= ram_end,
+        "image at {load:#x}+{:#x} is outside RAM {RAM_BASE:#x}-{ram_end:#x}",
+        img.mem_size
+    );
+    if a.arch == Arch::Arm32 {
+        ensure!(
+            load + img.mem_size <= 1 << 32,
+            "arm32 images run with the MMU off first: load below 4 GiB"
+        );
+    }
+
+    let dir = img
+        .bin
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default()
+        .join(format!(
+            "run-{}-{:x}-{}",
+            if a.loader == Loader::Uboot {
+                "uboot"
+            } else {
+                "direct"
+            },
+            load,
+            std::process::id()
+        ));
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+
+    let mut placer = Placer {
+        next: RAM_BASE,
+        ram_end,
+        avoid: (load, load + img.mem_size),
+    };
+    let stub_addr = placer.place(0x40, 0x1000)?;
+    let mut modules = if a.loader == Loader::Uboot {
+        synth_modules()
+    } else {
+        Vec::new()
+    };
+    // The DTB grows by the fragment: place modules after a generous DTB slot.
+    let dtb_addr = placer.place(0x20_0000, 0x20_0000)?;
+    for m in &mut modules {
+        m.addr = placer.place(m.data.len() as u64, 0x1000)?;
+    }
+    let dtb = make_dtb(a, &dir, &modules)?;
+    let dtb_len = std::fs::metadata(&dtb)
+        .with_context(|| format!("reading {}", dtb.display()))?
+        .len();
+    ensure!(
+        dtb_len <= 0x20_0000,
+        "DTB of {dtb_len:#x} bytes does not fit its 2 MiB slot"
+    );
+
+    let stub = dir.join("stub.bin");
+    std::fs::write(&stub, setup_stub(a.arch, dtb_addr, load)?).context("writing the stub")?;
+    let mut loaders: Vec<(PathBuf, u64)> =
+        vec![(stub, stub_addr), (img.bin.clone(), load), (dtb, dtb_addr)];
+    for (i, m) in modules.iter().enumerate() {
+        let p = dir.join(format!("module{i}.bin"));
+        std::fs::write(&p, &m.data).with_context(|| format!("writing {}", p.display()))?;
+        loaders.push((p, m.addr));
+    }
+    for (file, addr) in loaders {
+        cmd.arg("-device").arg(format!(
+            "loader,file={},addr={addr:#x},force-raw=on",
+            file.display()
+        ));
+    }
+    cmd.arg("-device")
+        .arg(format!("loader,addr={stub_addr:#x},cpu-num=0"));
+    Ok(cmd)
+}
+
+fn describe(cmd: &Command) -> String {
+    let mut s = cmd.get_program().to_string_lossy().into_owned();
+    for a in cmd.get_args() {
+        s.push(' ');
+        s.push_str(&a.to_string_lossy());
+    }
+    s
+}
+
+/// Runs QEMU; streams the console when `stream`; kills it after `timeout`
+/// (if any).
+pub fn run(mut cmd: Command, timeout: Option<Duration>, stream: bool) -> Result<Outcome> {
+    let command = describe(&cmd);
+    let start = Instant::now();
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().with_context(|| format!("starting {command}"))?;
+    let out = Arc::new(Mutex::new(Vec::new()));
+    let err = Arc::new(Mutex::new(Vec::new()));
+    let mut threads = Vec::new();
+    if let Some(so) = child.stdout.take() {
+        threads.push(pump(so, out.clone(), stream));
+    }
+    if let Some(se) = child.stderr.take() {
+        threads.push(pump(se, err.clone(), stream));
+    }
+    let mut timed_out = false;
+    let status = loop {
+        if let Some(st) = child.try_wait().context("waiting for QEMU")? {
+            break Some(st);
+        }
+        if timeout.is_some_and(|t| start.elapsed() > t) {
+            let _ = child.kill();
+            let _ = child.wait();
+            timed_out = true;
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    for t in threads {
+        let _ = t.join();
+    }
+    let elapsed = start.elapsed();
+    let mut output =
+        String::from_utf8_lossy(&out.lock().map(|g| g.clone()).unwrap_or_default()).into_owned();
+    let e =
+        String::from_utf8_lossy(&err.lock().map(|g| g.clone()).unwrap_or_default()).into_owned();
+    if !e.is_empty() {
+        output.push_str("\n[qemu stderr]\n");
+        output.push_str(&e);
+    }
+    Ok(Outcome {
+        code: status.and_then(|s| s.code()),
+        timed_out,
+        output,
+        elapsed,
+        command,
+    })
+}
+
+fn pump<R: Read + Send + 'static>(
+    mut r: R,
+    buf: Arc<Mutex<Vec<u8>>>,
+    stream: bool,
+) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        let mut chunk = [0u8; 4096];
+        loop {
+            match r.read(&mut chunk) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    if stream {
+                        use std::io::Write;
+                        let mut o = std::io::stdout().lock();
+                        let _ = o.write_all(&chunk[..n]);
+                        let _ = o.flush();
+                    }
+                    if let Ok(mut b) = buf.lock() {
+                        b.extend_from_slice(&chunk[..n]);
+                    }
+                }
+            }
+        }
+    })
+}
+
+/// Builds the image and runs one configuration.
+pub fn build_and_run(a: &QemuArgs, stream: bool) -> Result<Outcome> {
+    let img = image::build(a.arch)?;
+    run_image(a, &img, stream)
+}
+
+/// Runs one configuration of an already built image.
+pub fn run_image(a: &QemuArgs, img: &Image, stream: bool) -> Result<Outcome> {
+    let cmd = command(a, img)?;
+    let timeout = if a.gdb {
+        None
+    } else {
+        Some(Duration::from_secs(a.timeout))
+    };
+    run(cmd, timeout, stream)
+}
+
+/// `cargo xtask qemu`.
+pub fn qemu_command(a: &QemuArgs) -> Result<i32> {
+    let img = image::build(a.arch)?;
+    let cmd = command(a, &img)?;
+    eprintln!("xtask: {}", describe(&cmd));
+    if a.gdb {
+        let gdb = if a.arch == Arch::Arm64 {
+            "gdb-multiarch"
+        } else {
+            "gdb-multiarch"
+        };
+        eprintln!(
+            "xtask: QEMU waits for gdb: {gdb} {} -ex 'target remote localhost:1234' \
+             (symbols are at the link address 0x200000; the head runs at the load address with the MMU off)",
+            img.elf.display()
+        );
+    }
+    let timeout = if a.gdb {
+        None
+    } else {
+        Some(Duration::from_secs(a.timeout))
+    };
+    let o = run(cmd, timeout, true)?;
+    if o.timed_out {
+        bail!("QEMU did not finish within {} s: killed", a.timeout);
+    }
+    match o.code {
+        Some(c) => {
+            eprintln!(
+                "xtask: QEMU exited with {c} after {:.2} s",
+                o.elapsed.as_secs_f64()
+            );
+            Ok(c)
+        }
+        None => bail!("QEMU was killed by a signal"),
+    }
+}
