@@ -1,0 +1,329 @@
+//! `hvmm`: boot hvmm on the built-in machine model and show what happened.
+//!
+//! `cargo run --release` is `hvmm boot` with defaults: arm64, a QEMU-virt-like
+//! board with 1 GiB of RAM, GRUB-style untyped modules (a kernel, an initrd
+//! and an XSM policy, synthesised), 4 CPUs.
+
+use clap::{Parser, Subcommand, ValueEnum};
+use hvmm_boot::model::{self, ArchKind, Loader, ModuleFile, Outcome, Scenario};
+use hvmm_boot::report::BootSummary;
+use hvmm_bootinfo::ModuleKind;
+use serde_json::json;
+use std::process::ExitCode;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "hvmm",
+    version,
+    about = "Boot the hvmm memory-management core on a machine model"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Boot a scenario on the machine model (the default command).
+    Boot(BootArgs),
+}
+
+#[derive(Copy, Clone, Debug, ValueEnum)]
+enum ArchArg {
+    Arm64,
+    Arm32,
+}
+
+#[derive(Copy, Clone, Debug, ValueEnum)]
+enum LoaderArg {
+    /// QEMU -kernel: no modules.
+    Direct,
+    /// U-Boot style typed modules.
+    Uboot,
+    /// GRUB: untyped multiboot,module nodes, guessed by reading them.
+    Grub,
+}
+
+#[derive(clap::Args, Debug, Default)]
+struct BootArgs {
+    /// Architecture.
+    #[arg(long, value_enum)]
+    arch: Option<ArchArg>,
+    /// Take RAM banks and reserved ranges from this device tree.
+    #[arg(long, value_name = "FILE")]
+    dtb: Option<std::path::PathBuf>,
+    /// A RAM bank, e.g. 1G@0x40000000 (repeatable; default 1G@0x40000000).
+    #[arg(long, value_name = "SIZE@BASE")]
+    ram: Vec<String>,
+    /// Physical address the image is loaded at (default: where the loader puts it).
+    #[arg(long, value_name = "PA")]
+    load_addr: Option<String>,
+    /// Which boot loader to imitate.
+    #[arg(long, value_enum)]
+    loader: Option<LoaderArg>,
+    /// A module file, optionally with its kind: FILE[:kernel|ramdisk|xsm] (repeatable).
+    #[arg(long, value_name = "FILE[:KIND]")]
+    module: Vec<String>,
+    /// Number of CPUs.
+    #[arg(long, value_name = "N")]
+    smp: Option<usize>,
+    /// Print the page-table walk of this VA at the end (repeatable).
+    #[arg(long, value_name = "VA")]
+    dump: Vec<String>,
+    /// Print the facts as JSON instead of the log.
+    #[arg(long)]
+    json: bool,
+}
+
+fn parse_num(s: &str) -> Result<u64, String> {
+    let t = s.trim().replace('_', "");
+    let (digits, mult) = match t.chars().last() {
+        Some('K' | 'k') => (&t[..t.len() - 1], 1u64 << 10),
+        Some('M' | 'm') => (&t[..t.len() - 1], 1 << 20),
+        Some('G' | 'g') => (&t[..t.len() - 1], 1 << 30),
+        Some('T' | 't') => (&t[..t.len() - 1], 1 << 40),
+        _ => (t.as_str(), 1),
+    };
+    let v = if let Some(h) = digits
+        .strip_prefix("0x")
+        .or_else(|| digits.strip_prefix("0X"))
+    {
+        u64::from_str_radix(h, 16)
+    } else {
+        digits.parse::<u64>()
+    }
+    .map_err(|_| format!("'{s}' is not a number (use decimal, 0x-hex, or a K/M/G/T suffix)"))?;
+    v.checked_mul(mult)
+        .ok_or_else(|| format!("'{s}' does not fit in 64 bits"))
+}
+
+fn parse_ram(s: &str) -> Result<(u64, u64), String> {
+    let (size, base) = s
+        .split_once('@')
+        .ok_or_else(|| format!("--ram '{s}': expected SIZE@BASE, e.g. 1G@0x40000000"))?;
+    Ok((parse_num(base)?, parse_num(size)?))
+}
+
+fn parse_module(s: &str) -> Result<ModuleFile, String> {
+    let (path, kind) = match s.rsplit_once(':') {
+        Some((p, k)) if matches!(k, "kernel" | "ramdisk" | "initrd" | "xsm") => (p, Some(k)),
+        _ => (s, None),
+    };
+    let data = std::fs::read(path).map_err(|e| format!("--module {path}: {e}"))?;
+    if data.is_empty() {
+        return Err(format!(
+            "--module {path}: the file is empty (a zero-size module is refused)"
+        ));
+    }
+    let kind = match kind {
+        Some("kernel") => ModuleKind::Kernel,
+        Some("ramdisk" | "initrd") => ModuleKind::Ramdisk,
+        Some("xsm") => ModuleKind::XsmPolicy,
+        _ => ModuleKind::Unknown,
+    };
+    Ok(ModuleFile {
+        data,
+        kind,
+        name: path.to_string(),
+    })
+}
+
+fn scenario(a: &BootArgs) -> Result<Scenario, String> {
+    let arch = match a.arch {
+        Some(ArchArg::Arm32) => ArchKind::Arm32,
+        _ => ArchKind::Arm64,
+    };
+    let mut s = Scenario::default_for(arch);
+    let pa_bits = if arch == ArchKind::Arm32 { 40 } else { 48 };
+    if let Some(path) = &a.dtb {
+        let bytes = std::fs::read(path).map_err(|e| format!("--dtb {}: {e}", path.display()))?;
+        let (banks, reserved) =
+            model::board_from_dtb(&bytes, pa_bits).map_err(|e| e.to_string())?;
+        s.ram = banks;
+        s.reserved = reserved;
+    }
+    if !a.ram.is_empty() {
+        s.ram = a
+            .ram
+            .iter()
+            .map(|r| parse_ram(r))
+            .collect::<Result<_, _>>()?;
+    }
+    if let Some(l) = &a.load_addr {
+        s.load_addr = Some(parse_num(l)?);
+    }
+    s.loader = match a.loader {
+        Some(LoaderArg::Direct) => Loader::Direct,
+        Some(LoaderArg::Uboot) => Loader::Uboot,
+        Some(LoaderArg::Grub) | None => Loader::Grub,
+    };
+    if !a.module.is_empty() {
+        if s.loader == Loader::Direct {
+            return Err(
+                "--loader direct takes no modules (QEMU -kernel loads the image only)".into(),
+            );
+        }
+        s.modules = a
+            .module
+            .iter()
+            .map(|m| parse_module(m))
+            .collect::<Result<_, _>>()?;
+        if s.loader == Loader::Uboot {
+            if let Some(m) = s.modules.iter().find(|m| m.kind == ModuleKind::Unknown) {
+                return Err(format!("--loader uboot needs typed modules: give {} a :kernel, :ramdisk or :xsm suffix", m.name));
+            }
+        }
+    }
+    if let Some(n) = a.smp {
+        s.cpus = n;
+    }
+    s.dumps = a
+        .dump
+        .iter()
+        .map(|d| parse_num(d))
+        .collect::<Result<_, _>>()?;
+    Ok(s)
+}
+
+fn kind_name(k: ModuleKind) -> &'static str {
+    match k {
+        ModuleKind::Kernel => "kernel",
+        ModuleKind::Ramdisk => "ramdisk",
+        ModuleKind::XsmPolicy => "xsm-policy",
+        ModuleKind::Unknown => "unknown",
+    }
+}
+
+fn summary_json(s: &BootSummary) -> serde_json::Value {
+    let states = ["EarlyBoot", "Boot", "SmpBoot", "Active"];
+    json!({
+        "arch": s.arch,
+        "image_pa": s.image_pa.map(|p| p.0),
+        "image_size": s.image_size,
+        "dtb_pa": s.dtb_pa.0,
+        "ram": s.banks.iter().map(|(b, sz)| json!({"base": b.0, "size": sz})).collect::<Vec<_>>(),
+        "reserved": s.reserved.iter().map(|(b, sz)| json!({"base": b.0, "size": sz})).collect::<Vec<_>>(),
+        "modules": s.modules.iter().map(|m| json!({
+            "start": m.start.0, "size": m.size, "kind": kind_name(m.kind),
+            "source": match m.source {
+                hvmm_bootinfo::KindSource::Typed => "typed",
+                hvmm_bootinfo::KindSource::Guessed { read: false } => "guessed",
+                hvmm_bootinfo::KindSource::Guessed { read: true } => "guessed-by-reading",
+            },
+        })).collect::<Vec<_>>(),
+        "early_copies": s.early_copies.iter().map(|(pa, st, img, pmap)| json!({
+            "pa": pa.0, "state": st.name(), "image_maps": img, "pmap_maps": pmap,
+        })).collect::<Vec<_>>(),
+        "regions": s.regions.iter().map(|r| json!({
+            "name": r.name, "va": r.va.0, "pa": r.pa.0, "size": r.size, "writable": r.writable,
+        })).collect::<Vec<_>>(),
+        "phases": s.phases.iter().enumerate().map(|(i, p)| json!({
+            "state": states[i],
+            "table_maps": {"image": p.access.image, "pmap": p.access.pmap, "directmap": p.access.directmap, "domain_page": p.access.domain_page},
+            "engine_calls": p.calls,
+            "leaves": p.updates.leaves,
+            "tables_created": p.updates.tables_created,
+            "tables_freed": p.updates.tables_freed,
+            "tlb_invalidations": p.updates.tlb_invalidations,
+        })).collect::<Vec<_>>(),
+        "cpus": s.cpus,
+        "table_pages": s.table_pages,
+        "verified_pages": s.verified_pages,
+        "free_pages": s.free_pages,
+        "state": s.state.map(|x| x.name()),
+    })
+}
+
+fn report(o: &Outcome, json_out: bool) -> ExitCode {
+    let c = o.machine.counters();
+    let ok = o.ok();
+    if json_out {
+        let (summary, error) = match &o.result {
+            Ok(s) => (summary_json(s), serde_json::Value::Null),
+            Err(f) => (
+                summary_json(&f.summary),
+                json!({
+                    "step": f.error.step.name(),
+                    "state": f.error.state.name(),
+                    "message": f.error.message.as_str(),
+                    "syndrome": f.error.fault.map(|x| x.syndrome()),
+                    "fault_va": f.error.fault.map(|x| x.va.0),
+                }),
+            ),
+        };
+        let v = json!({
+            "ok": ok,
+            "summary": summary,
+            "error": error,
+            "model": {
+                "stale_tlb_entries": o.stale.len(),
+                "bbm_violations": o.bbm.len(),
+                "descriptor_writes": c.pte_writes,
+                "tlbi_va": c.tlbi_va, "tlbi_va_local": c.tlbi_va_local,
+                "tlbi_all": c.tlbi_all, "tlbi_all_local": c.tlbi_all_local,
+                "dsb": c.dsb, "isb": c.isb, "at": c.at,
+            },
+        });
+        println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+    } else {
+        print!("{}", o.log);
+        println!("(XEN) model: descriptor writes {}, TLBI by VA {} (+{} local), TLBI all {} (+{} local), DSB {}, ISB {}, AT {}", c.pte_writes, c.tlbi_va, c.tlbi_va_local, c.tlbi_all, c.tlbi_all_local, c.dsb, c.isb, c.at);
+        println!(
+            "(XEN) model checks: {} stale TLB entries, {} break-before-make violations",
+            o.stale.len(),
+            o.bbm.len()
+        );
+        for s in o.stale.iter().take(5) {
+            println!("(XEN)   stale: {s:?}");
+        }
+        for b in o.bbm.iter().take(5) {
+            println!("(XEN)   BBM: {b:?}");
+        }
+        if let Err(f) = &o.result {
+            eprintln!("hvmm: {}", f.error);
+        }
+    }
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let args = match cli.command {
+        Some(Command::Boot(a)) => a,
+        None => BootArgs::default(),
+    };
+    let s = match scenario(&args) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("hvmm: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match model::run(&s) {
+        Ok(o) => report(&o, args.json),
+        Err(e) => {
+            eprintln!("hvmm: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers_and_sizes_parse() {
+        assert_eq!(parse_num("1G"), Ok(1 << 30));
+        assert_eq!(parse_num("0x4000_0000"), Ok(0x4000_0000));
+        assert_eq!(parse_num("512M"), Ok(512 << 20));
+        assert!(parse_num("lots").is_err());
+        assert!(parse_num("99999999999T").is_err());
+        assert_eq!(parse_ram("1G@0x40000000"), Ok((0x4000_0000, 1 << 30)));
+        assert!(parse_ram("1G").is_err());
+    }
+}
