@@ -204,16 +204,14 @@ pub fn elr_hyp() -> u32 {
     v
 }
 
-/// `SPSR_hyp`.
+/// `SPSR_hyp`, read in HYP mode as the current mode's SPSR (the banked
+/// `mrs .., SPSR_hyp` form is for Monitor mode only).
 pub fn spsr_hyp() -> u32 {
     let v: u32;
-    // SAFETY: reading SPSR_hyp in HYP mode has no side effect.
-    unsafe {
-        asm!(".arch_extension virt", "mrs {v}, SPSR_hyp", v = out(reg) v, options(nomem, nostack, preserves_flags))
-    };
+    // SAFETY: reading the SPSR has no side effect.
+    unsafe { asm!("mrs {v}, spsr", v = out(reg) v, options(nomem, nostack, preserves_flags)) };
     v
 }
-
 /// `CPSR`.
 pub fn cpsr() -> u32 {
     let v: u32;

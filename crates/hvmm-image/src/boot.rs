@@ -44,12 +44,18 @@ impl BootParams {
         };
         let size = end.0 - start.0;
         if last.0.wrapping_sub(first.0) != size - 1 {
-            fail(format_args!("image not physically contiguous: _start at {first}, _end - 1 at {last}"));
+            fail(format_args!(
+                "image not physically contiguous: _start at {first}, _end - 1 at {last}"
+            ));
         }
         let Some(image) = LinearRange::new(start, first, size) else {
             fail(format_args!("image range {first} + {size:#x} overflows"))
         };
-        BootParams { dtb_pa: Paddr(dtb_pa), image, cpu }
+        BootParams {
+            dtb_pa: Paddr(dtb_pa),
+            image,
+            cpu,
+        }
     }
 }
 
@@ -82,9 +88,15 @@ pub fn rust_main(params: &BootParams) -> ! {
 
     let info = match fdt::scan(params.dtb_pa.0) {
         Ok(i) => i,
-        Err(e) => fail(format_args!("cannot read the DTB at {}: {e}", params.dtb_pa)),
+        Err(e) => fail(format_args!(
+            "cannot read the DTB at {}: {e}",
+            params.dtb_pa
+        )),
     };
-    println!("hvmm: DTB: {} bytes, {} CPU node(s)", info.total_size, info.n_cpus);
+    println!(
+        "hvmm: DTB: {} bytes, {} CPU node(s)",
+        info.total_size, info.n_cpus
+    );
     if let Some(b) = &info.bootargs {
         println!("hvmm: bootargs: \"{}\"", b.as_str());
     }
@@ -112,7 +124,11 @@ struct Verified {
 /// and rodata refuse writes (permission fault at level 3).
 fn verify_image(params: &BootParams) -> Verified {
     let mut hw = arch::hw();
-    let mut v = Verified { text: 0, rodata: 0, data: 0 };
+    let mut v = Verified {
+        text: 0,
+        rodata: 0,
+        data: 0,
+    };
     let text_end = layout::text_end().0;
     let rodata_end = layout::rodata_end().0;
     let mut va = params.image.va.0;
@@ -130,7 +146,9 @@ fn verify_image(params: &BootParams) -> Verified {
         if va < rodata_end {
             match writable {
                 Err(e) if e.kind == FaultKind::Permission && e.level == 3 => {}
-                Err(e) => fail(format_args!("AT write of read-only VA {va:#x}: unexpected {e}")),
+                Err(e) => fail(format_args!(
+                    "AT write of read-only VA {va:#x}: unexpected {e}"
+                )),
                 Ok(_) => fail(format_args!("read-only VA {va:#x} is writable")),
             }
             if va < text_end {
@@ -163,23 +181,37 @@ fn report_modules(info: &fdt::FdtInfo) {
             "hvmm: module {}: {}{} at PA {:#x}, {} bytes, starts {:02x} {:02x} {:02x} {:02x}{}",
             i,
             m.compatible.as_str(),
-            if m.generic { " (+ multiboot,module)" } else { "" },
+            if m.generic {
+                " (+ multiboot,module)"
+            } else {
+                ""
+            },
             m.start,
             m.size,
             head[0],
             head[1],
             head[2],
             head[3],
-            if magic == XSM_MAGIC { " (XSM magic)" } else { "" }
+            if magic == XSM_MAGIC {
+                " (XSM magic)"
+            } else {
+                ""
+            }
         );
     }
 }
 
 /// `hvmm.fault=1`: read an unmapped VA; the vectors report the Data Abort.
 fn deliberate_fault() -> ! {
-    println!("hvmm: deliberate fault: reading unmapped VA {:#x}", layout::FAULT_VA);
+    println!(
+        "hvmm: deliberate fault: reading unmapped VA {:#x}",
+        layout::FAULT_VA
+    );
     // SAFETY: not safe by design: the address is unmapped, the read takes a
     // Data Abort (translation fault) to the vectors, which report and exit.
     let v = unsafe { core::ptr::read_volatile(layout::FAULT_VA as usize as *const u32) };
-    fail(format_args!("the read of unmapped VA {:#x} returned {v:#x}", layout::FAULT_VA))
+    fail(format_args!(
+        "the read of unmapped VA {:#x} returned {v:#x}",
+        layout::FAULT_VA
+    ))
 }

@@ -19,7 +19,11 @@ static LOCK: AtomicBool = AtomicBool::new(false);
 /// Maps the PL011 in fixmap slot 0 (its entry is written directly: the
 /// fixmap L3 table is in the image).
 pub fn init() {
-    fixmap::map(fixmap::SLOT_CONSOLE, Paddr(crate::layout::UART_PA), Attrs::DEVICE);
+    fixmap::map(
+        fixmap::SLOT_CONSOLE,
+        Paddr(crate::layout::UART_PA),
+        Attrs::DEVICE,
+    );
     READY.store(true, Ordering::Release);
 }
 
@@ -60,7 +64,10 @@ impl Write for Console {
 
 /// Prints one line under the console lock.
 pub fn print_line(args: fmt::Arguments<'_>) {
-    while LOCK.compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed).is_err() {
+    while LOCK
+        .compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed)
+        .is_err()
+    {
         core::hint::spin_loop();
     }
     let _ = Console.write_fmt(args);

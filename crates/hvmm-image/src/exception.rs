@@ -96,11 +96,20 @@ pub fn report(r: &Report) -> ! {
         };
         match decode_fsc(fsc) {
             Some((kind, level)) => {
-                println!("hvmm:   {} (FSC {:#04x}) at level {}, on a {}", fault_name(kind), fsc, level, access)
+                println!(
+                    "hvmm:   {} (FSC {:#04x}) at level {}, on a {}",
+                    fault_name(kind),
+                    fsc,
+                    level,
+                    access
+                )
             }
             None => println!("hvmm:   fault status code {fsc:#04x}, on a {access}"),
         }
     }
-    println!("hvmm:   {}={:#x} {}={:#x} SPSR={:#x}", r.far_reg, r.far, r.elr_reg, r.elr, r.spsr);
+    println!(
+        "hvmm:   {}={:#x} {}={:#x} SPSR={:#x}",
+        r.far_reg, r.far, r.elr_reg, r.elr, r.spsr
+    );
     exit::exit(exit::EXIT_EXCEPTION)
 }

@@ -28,14 +28,21 @@ pub struct Text<const N: usize> {
 
 impl<const N: usize> Text<N> {
     const fn new() -> Self {
-        Text { buf: [0; N], len: 0 }
+        Text {
+            buf: [0; N],
+            len: 0,
+        }
     }
     /// The text (invalid UTF-8 shows as `?`).
     pub fn as_str(&self) -> &str {
         core::str::from_utf8(&self.buf[..self.len]).unwrap_or("?")
     }
     fn set(&mut self, bytes: &[u8]) {
-        let n = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len()).min(N);
+        let n = bytes
+            .iter()
+            .position(|&b| b == 0)
+            .unwrap_or(bytes.len())
+            .min(N);
         self.buf[..n].copy_from_slice(&bytes[..n]);
         self.len = n;
     }
@@ -109,8 +116,13 @@ fn scan_with(pa: u64, s: &mut PhysWindow, strings: &mut PhysWindow) -> Result<Fd
     let off_struct = u64::from(s.be32(pa + 8));
     let off_strings = u64::from(s.be32(pa + 12));
     let size_struct = u64::from(s.be32(pa + 36));
-    let mut info =
-        FdtInfo { total_size, bootargs: None, modules: [None; MODULES_MAX], cpus: [None; CPUS_MAX], n_cpus: 0 };
+    let mut info = FdtInfo {
+        total_size,
+        bootargs: None,
+        modules: [None; MODULES_MAX],
+        cpus: [None; CPUS_MAX],
+        n_cpus: 0,
+    };
 
     // Names of the nodes at depth 1 and 2. `open` counts open nodes; a node
     // is at depth `open - 1` (the root 0, its children 1, theirs 2).
@@ -149,8 +161,16 @@ fn scan_with(pa: u64, s: &mut PhysWindow, strings: &mut PhysWindow) -> Result<Fd
                 if depth < names.len() {
                     names[depth].set(&name[..len.min(32)]);
                 }
-                if depth == 2 && names[1].as_str() == "chosen" && names[2].as_str().starts_with("module") {
-                    module = Some(Module { compatible: Text::new(), generic: false, start: 0, size: 0 });
+                if depth == 2
+                    && names[1].as_str() == "chosen"
+                    && names[2].as_str().starts_with("module")
+                {
+                    module = Some(Module {
+                        compatible: Text::new(),
+                        generic: false,
+                        start: 0,
+                        size: 0,
+                    });
                 }
             }
             FDT_END_NODE => {
@@ -162,7 +182,9 @@ fn scan_with(pa: u64, s: &mut PhysWindow, strings: &mut PhysWindow) -> Result<Fd
                         }
                     }
                 }
-                open = open.checked_sub(1).ok_or(FdtError::Malformed("unbalanced END_NODE"))?;
+                open = open
+                    .checked_sub(1)
+                    .ok_or(FdtError::Malformed("unbalanced END_NODE"))?;
             }
             FDT_PROP => {
                 let len = u64::from(s.be32(off));
@@ -198,7 +220,9 @@ fn scan_with(pa: u64, s: &mut PhysWindow, strings: &mut PhysWindow) -> Result<Fd
                                 let n = (len as usize).min(buf.len());
                                 s.read(value, &mut buf[..n]);
                                 m.compatible.set(&buf[..n]);
-                                m.generic = buf[..n].split(|&b| b == 0).any(|c| c == b"multiboot,module");
+                                m.generic = buf[..n]
+                                    .split(|&b| b == 0)
+                                    .any(|c| c == b"multiboot,module");
                             }
                             b"reg" => {
                                 let ac = chosen_cells.0 as usize * 4;
@@ -234,6 +258,8 @@ fn scan_with(pa: u64, s: &mut PhysWindow, strings: &mut PhysWindow) -> Result<Fd
 impl FdtInfo {
     /// Whether `/chosen/bootargs` holds the word `word`.
     pub fn has_bootarg(&self, word: &str) -> bool {
-        self.bootargs.as_ref().is_some_and(|b| b.as_str().split_ascii_whitespace().any(|w| w == word))
+        self.bootargs
+            .as_ref()
+            .is_some_and(|b| b.as_str().split_ascii_whitespace().any(|w| w == word))
     }
 }

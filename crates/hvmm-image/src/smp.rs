@@ -31,7 +31,11 @@ pub fn start_secondaries(info: &FdtInfo) -> usize {
     let me = arch::mpidr();
     let n_cpus = info.n_cpus.min(crate::MAX_CPUS);
     if info.n_cpus > crate::MAX_CPUS {
-        println!("hvmm: {} CPUs in the DTB, starting {}", info.n_cpus, crate::MAX_CPUS);
+        println!(
+            "hvmm: {} CPUs in the DTB, starting {}",
+            info.n_cpus,
+            crate::MAX_CPUS
+        );
     }
     if n_cpus <= 1 {
         return 1;

@@ -470,17 +470,17 @@ vector_common:
     adr_l x1, exit_in_progress      // an exception while exiting (no
     ldr x1, [x1]                    // semihosting): power off instead
     cbnz x1, psci_off
+    adr_l x5, in_exception          // a fault while reporting one: exit
+    ldr x6, [x5]
+    cbnz x6, double_fault
+    mov x6, #1
+    str x6, [x5]
     mrs x1, esr_el2
     mrs x2, far_el2
     mrs x3, elr_el2
     mrs x4, spsr_el2
     mrs x5, sctlr_el2
     tbz x5, #0, early_exception     // MMU off: no Rust yet
-    adr_l x5, in_exception
-    ldr x6, [x5]
-    cbnz x6, double_fault
-    mov x6, #1
-    str x6, [x5]
     ldr x5, =hvmm_exception
     blr x5
     b double_fault
