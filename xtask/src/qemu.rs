@@ -23,6 +23,10 @@ use std::time::{Duration, Instant};
 
 /// Physical base of RAM on QEMU's `virt` machine (both architectures).
 pub const RAM_BASE: u64 = 0x4000_0000;
+/// What QEMU occupies at the bottom of RAM when there is no `-kernel`.
+const QEMU_DTB_SLOT: u64 = 0x10_0000;
+/// Room reserved for our DTB (QEMU's is 1 MiB; dtc's output is smaller).
+const DTB_SLOT: u64 = 0x10_0000;
 /// Default run time limit.
 pub const DEFAULT_TIMEOUT: u64 = 60;
 
@@ -367,8 +371,10 @@ pub fn command(a: &QemuArgs, img: &Image) -> Result<Command> {
         ));
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
 
+    // Without -kernel QEMU still puts its own DTB (1 MiB) at the bottom of
+    // RAM, for firmware: start above it.
     let mut placer = Placer {
-        next: RAM_BASE,
+        next: RAM_BASE + QEMU_DTB_SLOT,
         ram_end,
         avoid: (load, load + img.mem_size),
     };
@@ -378,8 +384,7 @@ pub fn command(a: &QemuArgs, img: &Image) -> Result<Command> {
     } else {
         Vec::new()
     };
-    // The DTB grows by the fragment: place modules after a generous DTB slot.
-    let dtb_addr = placer.place(0x20_0000, 0x20_0000)?;
+    let dtb_addr = placer.place(DTB_SLOT, 0x1000)?;
     for m in &mut modules {
         m.addr = placer.place(m.data.len() as u64, 0x1000)?;
     }
@@ -388,8 +393,8 @@ pub fn command(a: &QemuArgs, img: &Image) -> Result<Command> {
         .with_context(|| format!("reading {}", dtb.display()))?
         .len();
     ensure!(
-        dtb_len <= 0x20_0000,
-        "DTB of {dtb_len:#x} bytes does not fit its 2 MiB slot"
+        dtb_len <= DTB_SLOT,
+        "DTB of {dtb_len:#x} bytes does not fit its {DTB_SLOT:#x}-byte slot"
     );
 
     let stub = dir.join("stub.bin");
