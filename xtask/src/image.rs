@@ -16,8 +16,6 @@ pub const MAX_IMAGE: u64 = 0x20_0000;
 /// A built image.
 #[derive(Debug, Clone)]
 pub struct Image {
-    /// The architecture.
-    pub arch: Arch,
     /// The raw binary.
     pub bin: PathBuf,
     /// The ELF (symbols, for gdb).
@@ -79,7 +77,6 @@ pub fn build(arch: Arch) -> Result<Image> {
     let elf_copy = dir.join("hvmm.elf");
     write(&elf_copy, &elf)?;
     Ok(Image {
-        arch,
         bin,
         elf: elf_copy,
         mem_size,

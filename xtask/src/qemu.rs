@@ -57,6 +57,10 @@ pub struct QemuArgs {
     /// Kill QEMU and fail after this many seconds.
     #[arg(long, default_value_t = DEFAULT_TIMEOUT)]
     pub timeout: u64,
+    /// U-Boot style boots: place the modules from this PA upwards (e.g.
+    /// above 4 GiB) instead of after the DTB.
+    #[arg(long, value_parser = parse_u64)]
+    pub modules_at: Option<u64>,
 }
 
 /// Parses `0x…` hexadecimal or decimal.
@@ -320,8 +324,25 @@ fn make_dtb(a: &QemuArgs, dir: &Path, modules: &[Module]) -> Result<PathBuf> {
     Ok(out)
 }
 
+/// A prepared run: the QEMU command and the scratch directory holding its
+/// DTB, stub and modules (removed after the run).
+pub struct Prepared {
+    /// The command.
+    pub cmd: Command,
+    /// Scratch files, if any.
+    pub workdir: Option<PathBuf>,
+}
+
+impl Drop for Prepared {
+    fn drop(&mut self) {
+        if let Some(d) = self.workdir.take() {
+            let _ = std::fs::remove_dir_all(d);
+        }
+    }
+}
+
 /// The full QEMU command line for a run of `img`.
-pub fn command(a: &QemuArgs, img: &Image) -> Result<Command> {
+pub fn command(a: &QemuArgs, img: &Image) -> Result<Prepared> {
     let mut cmd = Command::new(qemu_binary(a.arch));
     cmd.args(machine_args(a, ""));
     if a.gdb {
@@ -332,14 +353,14 @@ pub fn command(a: &QemuArgs, img: &Image) -> Result<Command> {
         if let Some(b) = &a.bootargs {
             cmd.arg("-append").arg(b);
         }
-        return Ok(cmd);
+        return Ok(Prepared { cmd, workdir: None });
     }
 
     let ram = parse_size(&a.ram)?;
     let ram_end = RAM_BASE + ram;
     let load = a.load_addr.unwrap_or(RAM_BASE + 0x40_0000);
     ensure!(
-        load % 0x1000 == 0,
+        load & 0xfff == 0,
         "load address {load:#x} is not 4 KiB aligned"
     );
     ensure!(
@@ -385,8 +406,14 @@ pub fn command(a: &QemuArgs, img: &Image) -> Result<Command> {
         Vec::new()
     };
     let dtb_addr = placer.place(DTB_SLOT, 0x1000)?;
+    let mut mod_placer = a.modules_at.map(|at| Placer {
+        next: at,
+        ram_end,
+        avoid: (load, load + img.mem_size),
+    });
     for m in &mut modules {
-        m.addr = placer.place(m.data.len() as u64, 0x1000)?;
+        let p = mod_placer.as_mut().unwrap_or(&mut placer);
+        m.addr = p.place(m.data.len() as u64, 0x1000)?;
     }
     let dtb = make_dtb(a, &dir, &modules)?;
     let dtb_len = std::fs::metadata(&dtb)
@@ -414,7 +441,10 @@ pub fn command(a: &QemuArgs, img: &Image) -> Result<Command> {
     }
     cmd.arg("-device")
         .arg(format!("loader,addr={stub_addr:#x},cpu-num=0"));
-    Ok(cmd)
+    Ok(Prepared {
+        cmd,
+        workdir: Some(dir),
+    })
 }
 
 fn describe(cmd: &Command) -> String {
@@ -428,8 +458,8 @@ fn describe(cmd: &Command) -> String {
 
 /// Runs QEMU; streams the console when `stream`; kills it after `timeout`
 /// (if any).
-pub fn run(mut cmd: Command, timeout: Option<Duration>, stream: bool) -> Result<Outcome> {
-    let command = describe(&cmd);
+pub fn run(cmd: &mut Command, timeout: Option<Duration>, stream: bool) -> Result<Outcome> {
+    let command = describe(cmd);
     let start = Instant::now();
     cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -504,34 +534,24 @@ fn pump<R: Read + Send + 'static>(
     })
 }
 
-/// Builds the image and runs one configuration.
-pub fn build_and_run(a: &QemuArgs, stream: bool) -> Result<Outcome> {
-    let img = image::build(a.arch)?;
-    run_image(a, &img, stream)
-}
-
 /// Runs one configuration of an already built image.
 pub fn run_image(a: &QemuArgs, img: &Image, stream: bool) -> Result<Outcome> {
-    let cmd = command(a, img)?;
+    let mut p = command(a, img)?;
     let timeout = if a.gdb {
         None
     } else {
         Some(Duration::from_secs(a.timeout))
     };
-    run(cmd, timeout, stream)
+    run(&mut p.cmd, timeout, stream)
 }
 
 /// `cargo xtask qemu`.
 pub fn qemu_command(a: &QemuArgs) -> Result<i32> {
     let img = image::build(a.arch)?;
-    let cmd = command(a, &img)?;
-    eprintln!("xtask: {}", describe(&cmd));
+    let mut p = command(a, &img)?;
+    eprintln!("xtask: {}", describe(&p.cmd));
     if a.gdb {
-        let gdb = if a.arch == Arch::Arm64 {
-            "gdb-multiarch"
-        } else {
-            "gdb-multiarch"
-        };
+        let gdb = "gdb-multiarch";
         eprintln!(
             "xtask: QEMU waits for gdb: {gdb} {} -ex 'target remote localhost:1234' \
              (symbols are at the link address 0x200000; the head runs at the load address with the MMU off)",
@@ -543,7 +563,7 @@ pub fn qemu_command(a: &QemuArgs) -> Result<i32> {
     } else {
         Some(Duration::from_secs(a.timeout))
     };
-    let o = run(cmd, timeout, true)?;
+    let o = run(&mut p.cmd, timeout, true)?;
     if o.timed_out {
         bail!("QEMU did not finish within {} s: killed", a.timeout);
     }
