@@ -75,10 +75,30 @@ impl ImageLayout {
             start: XEN_VIRT_START,
             end: va(data_end),
             sections: [
-                Section { name: "text", start: va(0), end: va(text_end), perm: Perm::Rx },
-                Section { name: "rodata", start: va(text_end), end: va(rodata_end), perm: Perm::Ro },
-                Section { name: "init", start: va(rodata_end), end: va(init_end), perm: Perm::Rx },
-                Section { name: "data", start: va(init_end), end: va(data_end), perm: Perm::Rw },
+                Section {
+                    name: "text",
+                    start: va(0),
+                    end: va(text_end),
+                    perm: Perm::Rx,
+                },
+                Section {
+                    name: "rodata",
+                    start: va(text_end),
+                    end: va(rodata_end),
+                    perm: Perm::Ro,
+                },
+                Section {
+                    name: "init",
+                    start: va(rodata_end),
+                    end: va(init_end),
+                    perm: Perm::Rx,
+                },
+                Section {
+                    name: "data",
+                    start: va(init_end),
+                    end: va(data_end),
+                    perm: Perm::Rw,
+                },
             ],
             init: 2,
             tables: StaticTables {

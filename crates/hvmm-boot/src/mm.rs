@@ -16,8 +16,8 @@ use hvmm::phase::{
     Pmap,
 };
 use hvmm::{
-    Arch, Attrs, Env, Error, Leaf, MapFlags, Mfn, Op, PageTable, Paddr, SystemState,
-    UpdateReport, Vaddr, PAGE_SIZE,
+    Arch, Attrs, Env, Error, Leaf, MapFlags, Mfn, Op, Paddr, PageTable, SystemState, UpdateReport,
+    Vaddr, PAGE_SIZE,
 };
 
 /// Most CPUs the boot sequence brings up.
@@ -52,6 +52,34 @@ impl<A: Arch> TableAccess<A> for Xen2019DomainPage {
         Ok(Vaddr(self.directmap.0 + mfn.paddr().0))
     }
     fn unmap_table(&mut self, _arch: &mut A, _mfn: Mfn, _va: Vaddr) {}
+}
+
+/// Passes allocation through, remembering the highest frame handed out.
+struct Tracking<'a> {
+    inner: &'a mut FrameRanges,
+    highest: &'a mut Paddr,
+}
+
+impl hvmm::FrameAlloc for Tracking<'_> {
+    fn reserve(&mut self, n: usize) -> Result<(), hvmm::OutOfFrames> {
+        self.inner.reserve(n)
+    }
+    fn take(&mut self) -> Option<Mfn> {
+        let m = self.inner.take()?;
+        if m.paddr() > *self.highest {
+            *self.highest = m.paddr();
+        }
+        Some(m)
+    }
+    fn unreserve(&mut self) {
+        self.inner.unreserve()
+    }
+    fn free(&mut self, mfn: Mfn) {
+        self.inner.free(mfn)
+    }
+    fn can_free(&self, mfn: Mfn) -> bool {
+        self.inner.can_free(mfn)
+    }
 }
 
 #[derive(Copy, Clone, Debug)]
@@ -99,6 +127,8 @@ pub struct Mm<F: HasLayout> {
     boot_allocator_ended: bool,
     /// Counts per state, indexed by `SystemState as usize`.
     pub phases: [PhaseCounts; 4],
+    /// The highest physical address of a table page the engine allocated.
+    pub highest_table: Paddr,
     /// The last `copy_from_paddr` calls (ring of 8).
     pub copies: [Option<CopyRecord>; 8],
     copies_len: usize,
@@ -106,7 +136,10 @@ pub struct Mm<F: HasLayout> {
 
 impl<F: HasLayout> fmt::Debug for Mm<F> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Mm").field("state", &self.state).field("root", &self.pt.root()).finish()
+        f.debug_struct("Mm")
+            .field("state", &self.state)
+            .field("root", &self.pt.root())
+            .finish()
     }
 }
 
@@ -129,6 +162,7 @@ impl<F: HasLayout> Mm<F> {
             alloc: FrameRanges::new(),
             boot_allocator_ended: false,
             phases: [PhaseCounts::default(); 4],
+            highest_table: Paddr(0),
             copies: [None; 8],
             copies_len: 0,
         }
@@ -178,22 +212,51 @@ impl<F: HasLayout> Mm<F> {
         let counts = &mut self.phases[s];
         counts.calls += 1;
         let cpu = arch.cpu();
+        let mut alloc = Tracking {
+            inner: &mut self.alloc,
+            highest: &mut self.highest_table,
+        };
         let r = match &self.path {
             Path::Early => {
                 let mut acc = EarlyAccess::new(self.image, &mut self.pmap, &mut counts.access);
-                self.pt.update(&mut Env::new(arch, &mut acc, &mut self.alloc), va, pages, op, flags)
+                self.pt.update(
+                    &mut Env::new(arch, &mut acc, &mut alloc),
+                    va,
+                    pages,
+                    op,
+                    flags,
+                )
             }
             Path::DirectMap(dm) => {
                 let mut acc = DirectMapAccess::new(*dm, &mut counts.access);
-                self.pt.update(&mut Env::new(arch, &mut acc, &mut self.alloc), va, pages, op, flags)
+                self.pt.update(
+                    &mut Env::new(arch, &mut acc, &mut alloc),
+                    va,
+                    pages,
+                    op,
+                    flags,
+                )
             }
             Path::DomainPage(slots) => {
-                let dp = slots.get(cpu).copied().flatten().ok_or(Error::TableAccess {
-                    mfn: self.pt.root(),
-                    err: AccessError::WrongPhase { provider: "domain-page", state: "CPU without slots" },
-                })?;
+                let dp = slots
+                    .get(cpu)
+                    .copied()
+                    .flatten()
+                    .ok_or(Error::TableAccess {
+                        mfn: self.pt.root(),
+                        err: AccessError::WrongPhase {
+                            provider: "domain-page",
+                            state: "CPU without slots",
+                        },
+                    })?;
                 let mut acc = DomainPageAccess::new(self.image, dp, &mut counts.access);
-                self.pt.update(&mut Env::new(arch, &mut acc, &mut self.alloc), va, pages, op, flags)
+                self.pt.update(
+                    &mut Env::new(arch, &mut acc, &mut alloc),
+                    va,
+                    pages,
+                    op,
+                    flags,
+                )
             }
         }?;
         counts.updates += r;
@@ -208,14 +271,22 @@ impl<F: HasLayout> Mm<F> {
     /// Writes the walk of `va` (Xen's `dump_hyp_walk`), after checking by
     /// hardware translation that the root table's VA translates to the root
     /// register.
-    pub fn dump_hyp_walk<A: Arch>(&mut self, arch: &mut A, va: Vaddr, out: &mut dyn fmt::Write) -> Result<(), Error> {
+    pub fn dump_hyp_walk<A: Arch>(
+        &mut self,
+        arch: &mut A,
+        va: Vaddr,
+        out: &mut dyn fmt::Write,
+    ) -> Result<(), Error> {
         self.walk(arch, |pt, env| pt.dump(env, va, out))
     }
 
     fn walk<A: Arch, R>(
         &mut self,
         arch: &mut A,
-        f: impl FnOnce(&PageTable<F>, &mut Env<'_, A, &mut dyn TableAccess<A>, FrameRanges>) -> Result<R, Error>,
+        f: impl FnOnce(
+            &PageTable<F>,
+            &mut Env<'_, A, &mut dyn TableAccess<A>, FrameRanges>,
+        ) -> Result<R, Error>,
     ) -> Result<R, Error> {
         let s = idx(self.state);
         let counts = &mut self.phases[s];
@@ -232,10 +303,17 @@ impl<F: HasLayout> Mm<F> {
                 f(&self.pt, &mut Env::new(arch, &mut dynacc, &mut self.alloc))
             }
             Path::DomainPage(slots) => {
-                let dp = slots.get(cpu).copied().flatten().ok_or(Error::TableAccess {
-                    mfn: self.pt.root(),
-                    err: AccessError::WrongPhase { provider: "domain-page", state: "CPU without slots" },
-                })?;
+                let dp = slots
+                    .get(cpu)
+                    .copied()
+                    .flatten()
+                    .ok_or(Error::TableAccess {
+                        mfn: self.pt.root(),
+                        err: AccessError::WrongPhase {
+                            provider: "domain-page",
+                            state: "CPU without slots",
+                        },
+                    })?;
                 let mut acc = DomainPageAccess::new(self.image, dp, &mut counts.access);
                 let mut dynacc: &mut dyn TableAccess<A> = &mut acc;
                 f(&self.pt, &mut Env::new(arch, &mut dynacc, &mut self.alloc))
@@ -245,8 +323,17 @@ impl<F: HasLayout> Mm<F> {
 
     /// Maps `mfn` at fixmap slot `slot` (Xen's `set_fixmap`), through the
     /// engine like any other update.
-    pub fn set_fixmap<A: Arch>(&mut self, arch: &mut A, slot: usize, mfn: Mfn, attrs: Attrs) -> Result<(), Error> {
-        let op = Op::Insert { pa: mfn.paddr(), attrs };
+    pub fn set_fixmap<A: Arch>(
+        &mut self,
+        arch: &mut A,
+        slot: usize,
+        mfn: Mfn,
+        attrs: Attrs,
+    ) -> Result<(), Error> {
+        let op = Op::Insert {
+            pa: mfn.paddr(),
+            attrs,
+        };
         self.fixmap_update(arch, slot, op).map(|_| ())
     }
 
@@ -255,14 +342,28 @@ impl<F: HasLayout> Mm<F> {
         self.fixmap_update(arch, slot, Op::Remove).map(|_| ())
     }
 
-    fn fixmap_update<A: Arch>(&mut self, arch: &mut A, slot: usize, op: Op) -> Result<UpdateReport, Error> {
+    fn fixmap_update<A: Arch>(
+        &mut self,
+        arch: &mut A,
+        slot: usize,
+        op: Op,
+    ) -> Result<UpdateReport, Error> {
         let va = fixmap_va(slot);
         match self.policy {
             AccessPolicy::Correct => self.update(arch, va, 1, op, MapFlags::PAGES),
             AccessPolicy::Xen2019Fixmap => {
                 let base = F::LAYOUT.directmap.map(|r| r.start).unwrap_or(Vaddr(0));
-                let mut acc = Xen2019DomainPage { directmap: base, stats_directmap: 0 };
-                let r = self.pt.update(&mut Env::new(arch, &mut acc, &mut self.alloc), va, 1, op, MapFlags::PAGES);
+                let mut acc = Xen2019DomainPage {
+                    directmap: base,
+                    stats_directmap: 0,
+                };
+                let r = self.pt.update(
+                    &mut Env::new(arch, &mut acc, &mut self.alloc),
+                    va,
+                    1,
+                    op,
+                    MapFlags::PAGES,
+                );
                 self.phases[idx(self.state)].access.domain_page += acc.stats_directmap;
                 r
             }
@@ -272,7 +373,12 @@ impl<F: HasLayout> Mm<F> {
     /// Copies `dst.len()` bytes from physical address `pa` (any alignment,
     /// across pages) through the misc fixmap slot, write-combine (Xen's
     /// `copy_from_paddr`).
-    pub fn copy_from_paddr<A: Arch>(&mut self, arch: &mut A, dst: &mut [u8], pa: Paddr) -> Result<(), Error> {
+    pub fn copy_from_paddr<A: Arch>(
+        &mut self,
+        arch: &mut A,
+        dst: &mut [u8],
+        pa: Paddr,
+    ) -> Result<(), Error> {
         let before = self.phases[idx(self.state)].access;
         let mut done = 0usize;
         while done < dst.len() {
@@ -280,7 +386,10 @@ impl<F: HasLayout> Mm<F> {
             let off = at.page_offset();
             let n = ((PAGE_SIZE - off) as usize).min(dst.len() - done);
             self.set_fixmap(arch, FIXMAP_MISC, at.mfn(), Attrs::WC)?;
-            let read = arch.read_bytes(Vaddr(fixmap_va(FIXMAP_MISC).0 + off), &mut dst[done..done + n]);
+            let read = arch.read_bytes(
+                Vaddr(fixmap_va(FIXMAP_MISC).0 + off),
+                &mut dst[done..done + n],
+            );
             self.clear_fixmap(arch, FIXMAP_MISC)?;
             read?;
             done += n;

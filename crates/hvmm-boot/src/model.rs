@@ -41,10 +41,13 @@ impl Platform for Machine {
     }
     fn start_cpu(&mut self, cpu: usize, root: Paddr) -> Result<(), &'static str> {
         let me = self.current_cpu();
-        self.set_root(cpu, root).map_err(|_| "no such CPU in the model")?;
-        self.enable_mmu(cpu, true).map_err(|_| "no such CPU in the model")?;
+        self.set_root(cpu, root)
+            .map_err(|_| "no such CPU in the model")?;
+        self.enable_mmu(cpu, true)
+            .map_err(|_| "no such CPU in the model")?;
         let _ = Machine::set_wxn(self, cpu, true);
-        self.set_current_cpu(cpu).map_err(|_| "no such CPU in the model")?;
+        self.set_current_cpu(cpu)
+            .map_err(|_| "no such CPU in the model")?;
         let ok = self.translate(XEN_VIRT_START, false).is_ok();
         let _ = self.set_current_cpu(me);
         if ok {
@@ -95,6 +98,8 @@ pub struct ModuleFile {
     pub kind: ModuleKind,
     /// Where it came from (for logs).
     pub name: String,
+    /// Where to load it (default: where the loader would).
+    pub addr: Option<u64>,
 }
 
 /// A whole boot scenario on the model.
@@ -124,6 +129,12 @@ pub struct Scenario {
     pub pa: PaPolicy,
     /// VAs to dump at the end.
     pub dumps: Vec<u64>,
+    /// Load these bytes as the DTB instead of the one built from the
+    /// scenario (malformed-DTB tests, `--dtb` boots of a given file).
+    pub dtb_override: Option<Vec<u8>>,
+    /// Let modules overlap the image or each other (the loader normally
+    /// refuses; the hypervisor must then refuse too).
+    pub allow_overlaps: bool,
 }
 
 impl Scenario {
@@ -143,6 +154,8 @@ impl Scenario {
             access: AccessPolicy::Correct,
             pa: PaPolicy::Translate,
             dumps: Vec::new(),
+            dtb_override: None,
+            allow_overlaps: false,
         }
     }
 }
@@ -155,9 +168,24 @@ pub fn default_modules() -> Vec<ModuleFile> {
     let mut xsm = vec![0u8; 8 * 1024];
     xsm[..4].copy_from_slice(&XSM_MAGIC.to_le_bytes());
     vec![
-        ModuleFile { data: kernel, kind: ModuleKind::Kernel, name: "kernel (synthesised)".into() },
-        ModuleFile { data: initrd, kind: ModuleKind::Ramdisk, name: "initrd (synthesised)".into() },
-        ModuleFile { data: xsm, kind: ModuleKind::XsmPolicy, name: "xsm policy (synthesised)".into() },
+        ModuleFile {
+            data: kernel,
+            kind: ModuleKind::Kernel,
+            name: "kernel (synthesised)".into(),
+            addr: None,
+        },
+        ModuleFile {
+            data: initrd,
+            kind: ModuleKind::Ramdisk,
+            name: "initrd (synthesised)".into(),
+            addr: None,
+        },
+        ModuleFile {
+            data: xsm,
+            kind: ModuleKind::XsmPolicy,
+            name: "xsm policy (synthesised)".into(),
+            addr: None,
+        },
     ]
 }
 
@@ -226,7 +254,11 @@ pub fn run(s: &Scenario) -> Result<Outcome, ScenarioError> {
 fn run_arch<F: HasLayout>(s: &Scenario, regime: Regime) -> Result<Outcome, ScenarioError> {
     let err = |m: String| ScenarioError(m);
     if s.cpus == 0 || s.cpus > crate::mm::MAX_CPUS {
-        return Err(err(format!("--smp must be 1..={}, not {}", crate::mm::MAX_CPUS, s.cpus)));
+        return Err(err(format!(
+            "--smp must be 1..={}, not {}",
+            crate::mm::MAX_CPUS,
+            s.cpus
+        )));
     }
     if s.ram.is_empty() {
         return Err(err("no RAM banks".into()));
@@ -235,15 +267,29 @@ fn run_arch<F: HasLayout>(s: &Scenario, regime: Regime) -> Result<Outcome, Scena
     let mut m = Machine::new(regime, s.cpus);
     for &(base, size) in &s.ram {
         if base % PAGE_SIZE != 0 || size % PAGE_SIZE != 0 || size == 0 {
-            return Err(err(format!("RAM bank {base:#x}+{size:#x} is empty or not page aligned")));
+            return Err(err(format!(
+                "RAM bank {base:#x}+{size:#x} is empty or not page aligned"
+            )));
         }
-        if base.checked_add(size).is_none_or(|e| e > 1u64 << F::PA_BITS) {
-            return Err(err(format!("RAM bank {base:#x}+{size:#x} is beyond the {}-bit PA space", F::PA_BITS)));
+        if base
+            .checked_add(size)
+            .is_none_or(|e| e > 1u64 << F::PA_BITS)
+        {
+            return Err(err(format!(
+                "RAM bank {base:#x}+{size:#x} is beyond the {}-bit PA space",
+                F::PA_BITS
+            )));
         }
-        m.add_ram(Paddr(base), size).map_err(|e| err(format!("RAM bank {base:#x}+{size:#x}: {e}")))?;
+        m.add_ram(Paddr(base), size)
+            .map_err(|e| err(format!("RAM bank {base:#x}+{size:#x}: {e}")))?;
     }
     let bank0 = s.ram[0];
-    let top = s.ram.iter().max_by_key(|b| b.0 + b.1).copied().unwrap_or(bank0);
+    let top = s
+        .ram
+        .iter()
+        .max_by_key(|b| b.0 + b.1)
+        .copied()
+        .unwrap_or(bank0);
     let top_end = top.0 + top.1;
     let in_ram = |a: u64, len: u64| s.ram.iter().any(|&(b, sz)| a >= b && a + len <= b + sz);
 
@@ -259,39 +305,64 @@ fn run_arch<F: HasLayout>(s: &Scenario, regime: Regime) -> Result<Outcome, Scena
         return Err(err(format!("load address {load:#x} is not 4 KiB aligned")));
     }
     if !in_ram(load, image_size) {
-        return Err(err(format!("the image ({image_size:#x} bytes) does not fit in RAM at {load:#x}")));
+        return Err(err(format!(
+            "the image ({image_size:#x} bytes) does not fit in RAM at {load:#x}"
+        )));
     }
     let mut used: Vec<(u64, u64, &str)> = vec![(load, image_size, "the image")];
 
     // Modules.
-    let mut placement = Placement { image: load, ..Default::default() };
-    let mods: &[ModuleFile] = if s.loader == Loader::Direct { &[] } else { &s.modules };
+    let mut placement = Placement {
+        image: load,
+        ..Default::default()
+    };
+    let mods: &[ModuleFile] = if s.loader == Loader::Direct {
+        &[]
+    } else {
+        &s.modules
+    };
     let mut next = match s.loader {
         Loader::Grub => load,
         _ => bank0.0 + 0x0900_0000.min(bank0.1 / 2),
     };
     for md in mods {
         let len = (md.data.len() as u64).max(1);
-        let addr = match s.loader {
-            Loader::Grub => {
-                next = (next - align_up(len, PAGE_SIZE)) & !(PAGE_SIZE - 1);
+        let addr = match (md.addr, s.loader) {
+            (Some(a), _) => a,
+            (None, Loader::Grub) => {
+                next = next.checked_sub(align_up(len, PAGE_SIZE)).ok_or_else(|| {
+                    err(format!("no room below the image for module {}", md.name))
+                })?;
                 next
             }
-            _ => {
+            (None, _) => {
                 let a = align_up(next, 2 * MIB);
                 next = a + len;
                 a
             }
         };
-        if !in_ram(addr, len) {
-            return Err(err(format!("module {} ({len} bytes) does not fit in RAM at {addr:#x}", md.name)));
+        if !in_ram(addr, len) && !s.allow_overlaps {
+            return Err(err(format!(
+                "module {} ({len} bytes) does not fit in RAM at {addr:#x}",
+                md.name
+            )));
         }
         if let Some(u) = used.iter().find(|u| overlaps((addr, len), (u.0, u.1))) {
-            return Err(err(format!("module {} at {addr:#x} would overlap {}", md.name, u.2)));
+            if !s.allow_overlaps {
+                return Err(err(format!(
+                    "module {} at {addr:#x} would overlap {}",
+                    md.name, u.2
+                )));
+            }
         }
-        m.phys_write(Paddr(addr), &md.data).map_err(|e| err(format!("writing module {}: {e}", md.name)))?;
+        if in_ram(addr, len) {
+            m.phys_write(Paddr(addr), &md.data)
+                .map_err(|e| err(format!("writing module {}: {e}", md.name)))?;
+        }
         used.push((addr, len, "a module"));
-        placement.modules.push((addr, md.data.len() as u64, md.kind));
+        placement
+            .modules
+            .push((addr, md.data.len() as u64, md.kind));
     }
 
     // DTB.
@@ -306,7 +377,7 @@ fn run_arch<F: HasLayout>(s: &Scenario, regime: Regime) -> Result<Outcome, Scena
         board = board.reserved_memory(b, sz);
     }
     board = board.cpus(s.cpus as u32).xen_bootargs(&s.bootargs);
-    for (i, &(addr, len, kind)) in placement.modules.iter().enumerate() {
+    for &(addr, len, kind) in placement.modules.iter() {
         let compat: &[&str] = match (s.loader, kind) {
             (Loader::Grub, _) => &["multiboot,module"],
             (_, ModuleKind::Kernel) => &["multiboot,kernel", "multiboot,module"],
@@ -314,14 +385,21 @@ fn run_arch<F: HasLayout>(s: &Scenario, regime: Regime) -> Result<Outcome, Scena
             (_, ModuleKind::XsmPolicy) => &["xen,xsm-policy", "multiboot,module"],
             (_, ModuleKind::Unknown) => &["multiboot,module"],
         };
-        let _ = i;
         board = board.module_with(addr, len, compat, None);
     }
-    let dtb = board.try_build().map_err(|e| err(format!("building the DTB: {e}")))?;
+    let dtb = match &s.dtb_override {
+        Some(d) => d.clone(),
+        None => board
+            .try_build()
+            .map_err(|e| err(format!("building the DTB: {e}")))?,
+    };
     let dtb_len = dtb.len() as u64;
     let dtb_addr = match (s.dtb_addr, s.loader) {
         (Some(a), _) => a,
-        (None, Loader::Grub) => (next - align_up(dtb_len, PAGE_SIZE) - 2 * MIB) & !(PAGE_SIZE - 1),
+        (None, Loader::Grub) => next
+            .checked_sub(align_up(dtb_len, PAGE_SIZE))
+            .filter(|&a| in_ram(a, dtb_len))
+            .unwrap_or_else(|| align_up(load + image_size, 2 * MIB)),
         (None, _) => {
             let a = bank0.0 + 0x0800_0000;
             if in_ram(a, dtb_len) {
@@ -332,12 +410,21 @@ fn run_arch<F: HasLayout>(s: &Scenario, regime: Regime) -> Result<Outcome, Scena
         }
     };
     if !in_ram(dtb_addr, dtb_len) {
-        return Err(err(format!("the DTB ({dtb_len} bytes) does not fit in RAM at {dtb_addr:#x}")));
+        return Err(err(format!(
+            "the DTB ({dtb_len} bytes) does not fit in RAM at {dtb_addr:#x}"
+        )));
     }
-    if let Some(u) = used.iter().find(|u| overlaps((dtb_addr, dtb_len), (u.0, u.1))) {
-        return Err(err(format!("the DTB at {dtb_addr:#x} would overlap {}", u.2)));
+    if let Some(u) = used
+        .iter()
+        .find(|u| overlaps((dtb_addr, dtb_len), (u.0, u.1)))
+    {
+        return Err(err(format!(
+            "the DTB at {dtb_addr:#x} would overlap {}",
+            u.2
+        )));
     }
-    m.phys_write(Paddr(dtb_addr), &dtb).map_err(|e| err(format!("writing the DTB: {e}")))?;
+    m.phys_write(Paddr(dtb_addr), &dtb)
+        .map_err(|e| err(format!("writing the DTB: {e}")))?;
     placement.dtb = (dtb_addr, dtb_len);
 
     let mut log = String::new();
@@ -350,7 +437,9 @@ fn run_arch<F: HasLayout>(s: &Scenario, regime: Regime) -> Result<Outcome, Scena
                 error: crate::report::BootError {
                     step: crate::report::BootStep::ImageDiscovery,
                     state: hvmm::SystemState::EarlyBoot,
-                    message: crate::report::heapless_list::Text::from_fmt(format_args!("head: {e}")),
+                    message: crate::report::heapless_list::Text::from_fmt(format_args!(
+                        "head: {e}"
+                    )),
                     fault: None,
                 },
                 summary: BootSummary::default(),
@@ -362,15 +451,31 @@ fn run_arch<F: HasLayout>(s: &Scenario, regime: Regime) -> Result<Outcome, Scena
         });
     }
 
-    let mut cfg = BootConfig { cpus: s.cpus, access: s.access, pa: s.pa, pa_bits: F::PA_BITS, ..Default::default() };
+    let mut cfg = BootConfig {
+        cpus: s.cpus,
+        access: s.access,
+        pa: s.pa,
+        pa_bits: F::PA_BITS,
+        ..Default::default()
+    };
     for (slot, va) in cfg.dumps.iter_mut().zip(&s.dumps) {
         *slot = Some(Vaddr(*va));
     }
-    let params = BootParams { dtb: Paddr(dtb_addr), image: img };
+    let params = BootParams {
+        dtb: Paddr(dtb_addr),
+        image: img,
+    };
     let result = boot::<F, Machine>(&mut m, &params, &cfg, &mut log);
     let stale = m.all_stale_tlb_entries();
     let bbm = m.bbm_violations().to_vec();
-    Ok(Outcome { log, result, machine: m, placement, stale, bbm })
+    Ok(Outcome {
+        log,
+        result,
+        machine: m,
+        placement,
+        stale,
+        bbm,
+    })
 }
 
 /// Why the head refused to start.
@@ -453,13 +558,19 @@ pub fn head<F: Format>(m: &mut Machine, load: Paddr, img: &ImageLayout) -> Resul
     // Fixmap: its L3 is shared with the runtime tables; slot 0 is the UART.
     let fixmap_l3 = pa(t.fixmap_l3);
     phys_write_pte(m, l2, table_index(FIXMAP_ADDR.0, 2), table(fixmap_l3));
-    phys_write_pte(m, fixmap_l3, FIXMAP_CONSOLE, Pte::leaf::<F>(3, Paddr(UART_PA), Attrs::DEVICE, false).0);
+    phys_write_pte(
+        m,
+        fixmap_l3,
+        FIXMAP_CONSOLE,
+        Pte::leaf::<F>(3, Paddr(UART_PA), Attrs::DEVICE, false).0,
+    );
 
     // Identity map of the page that turns the MMU on (the image's first page).
     let id = load.0;
     let mut removal: Option<(Paddr, usize)> = None;
     if id != low {
-        let first_diff = (F::ROOT_LEVEL..3).find(|&lvl| table_index(id, lvl) != table_index(low, lvl));
+        let first_diff =
+            (F::ROOT_LEVEL..3).find(|&lvl| table_index(id, lvl) != table_index(low, lvl));
         match first_diff {
             Some(lvl) => {
                 let mut parent = match lvl {
@@ -486,21 +597,34 @@ pub fn head<F: Format>(m: &mut Machine, load: Paddr, img: &ImageLayout) -> Resul
     let _ = m.enable_mmu(0, true);
     // Now at the link address: drop the identity map.
     if let Some((parent, idx)) = removal {
-        let _ = m.write_pte(
-            Vaddr(img.start.0 + (parent.0 - load.0) + idx as u64 * 8),
-            0,
-        );
+        let _ = m.write_pte(Vaddr(img.start.0 + (parent.0 - load.0) + idx as u64 * 8), 0);
         m.tlb_flush_all_local();
     }
     Ok(())
 }
 
+/// RAM banks and reserved ranges, as (base, size) pairs.
+pub type BoardRanges = (Vec<(u64, u64)>, Vec<(u64, u64)>);
+
 /// Whether a boot's DTB reading would succeed (used to validate `--dtb`).
-pub fn board_from_dtb(dtb: &[u8], pa_bits: u32) -> Result<(Vec<(u64, u64)>, Vec<(u64, u64)>), ScenarioError> {
+pub fn board_from_dtb(dtb: &[u8], pa_bits: u32) -> Result<BoardRanges, ScenarioError> {
     // Parse with placeholder image/DTB ranges outside any real RAM.
-    let pp = ParseParams { pa_bits, image: (Paddr(1u64 << (pa_bits - 1)), 4096), dtb: (Paddr((1u64 << (pa_bits - 1)) + 0x10_0000), 4096) };
-    let info = BootInfo::parse(dtb, &pp, &mut NoReader).map_err(|e| ScenarioError(format!("--dtb: {e}")))?;
-    let banks = info.ram_banks().iter().map(|b| (b.base().0, b.size())).collect();
-    let reserved = info.reserved().iter().map(|r| (r.range.base().0, r.range.size())).collect();
+    let pp = ParseParams {
+        pa_bits,
+        image: (Paddr(1u64 << (pa_bits - 1)), 4096),
+        dtb: (Paddr((1u64 << (pa_bits - 1)) + 0x10_0000), 4096),
+    };
+    let info = BootInfo::parse(dtb, &pp, &mut NoReader)
+        .map_err(|e| ScenarioError(format!("--dtb: {e}")))?;
+    let banks = info
+        .ram_banks()
+        .iter()
+        .map(|b| (b.base().0, b.size()))
+        .collect();
+    let reserved = info
+        .reserved()
+        .iter()
+        .map(|r| (r.range.base().0, r.range.size()))
+        .collect();
     Ok((banks, reserved))
 }

@@ -62,6 +62,8 @@ pub struct BootSummary {
     pub early_copies: heapless_list::List<(Paddr, SystemState, u64, u64)>,
     /// CPUs up.
     pub cpus: usize,
+    /// The highest physical address of a page-table page allocated at run time.
+    pub highest_table: Paddr,
     /// Page-table pages allocated and still in use at the end.
     pub table_pages: u64,
     /// Pages verified by hardware translation at the end.
@@ -133,7 +135,13 @@ pub struct BootError {
 
 impl core::fmt::Display for BootError {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        write!(f, "boot failed in {} ({}): {}", self.step.name(), self.state, self.message.as_str())
+        write!(
+            f,
+            "boot failed in {} ({}): {}",
+            self.step.name(),
+            self.state,
+            self.message.as_str()
+        )
     }
 }
 
@@ -153,7 +161,11 @@ pub mod heapless_list {
 
     impl<T: Copy> Default for List<T> {
         fn default() -> Self {
-            List { items: [None; MAX_ITEMS], len: 0, dropped: 0 }
+            List {
+                items: [None; MAX_ITEMS],
+                len: 0,
+                dropped: 0,
+            }
         }
     }
 
@@ -190,7 +202,10 @@ pub mod heapless_list {
 
     impl Default for Text {
         fn default() -> Self {
-            Text { buf: [0; 240], len: 0 }
+            Text {
+                buf: [0; 240],
+                len: 0,
+            }
         }
     }
 

@@ -12,13 +12,11 @@ use crate::report::heapless_list::Text;
 use crate::report::{BootError, BootStep, BootSummary, ModuleFact, RegionFact};
 use core::fmt::{self, Write};
 use hvmm::format::{level_size, Pte};
-use hvmm::layout::{
-    HasLayout, BOOT_FDT_VIRT_START, DOMHEAP_ENTRIES, MAX_FDT_SIZE, XEN_VIRT_START,
-};
+use hvmm::layout::{HasLayout, BOOT_FDT_VIRT_START, DOMHEAP_ENTRIES, MAX_FDT_SIZE, XEN_VIRT_START};
 use hvmm::phase::{DirectMap, DomainPage, ImageRange};
 use hvmm::{
-    Attrs, Error, LinearRange, MapFlags, MemFault, Mfn, Op, Paddr, Perm, SystemState,
-    Vaddr, PAGE_SIZE,
+    Attrs, Error, LinearRange, MapFlags, MemFault, Mfn, Op, Paddr, Perm, SystemState, Vaddr,
+    PAGE_SIZE,
 };
 use hvmm_bootinfo::{BootInfo, ModuleKind, ModuleReader, ParseParams};
 
@@ -97,12 +95,20 @@ struct Ctx<'l, F: HasLayout> {
 
 impl<F: HasLayout> Ctx<'_, F> {
     fn fail(&self, msg: fmt::Arguments<'_>, fault: Option<MemFault>) -> BootError {
-        BootError { step: self.step, state: self.state, message: Text::from_fmt(msg), fault }
+        BootError {
+            step: self.step,
+            state: self.state,
+            message: Text::from_fmt(msg),
+            fault,
+        }
     }
     fn engine(&self, what: &str, e: Error) -> BootError {
         let fault = match e {
             Error::Fault(f) => Some(f),
-            Error::TableAccess { err: hvmm::AccessError::Fault(f), .. } => Some(f),
+            Error::TableAccess {
+                err: hvmm::AccessError::Fault(f),
+                ..
+            } => Some(f),
             _ => None,
         };
         self.fail(format_args!("{what}: {e}"), fault)
@@ -125,7 +131,11 @@ pub fn boot<F: HasLayout, P: Platform>(
         step: BootStep::ImageDiscovery,
         state: SystemState::EarlyBoot,
         log,
-        summary: BootSummary { arch: F::NAME, dtb_pa: params.dtb, ..Default::default() },
+        summary: BootSummary {
+            arch: F::NAME,
+            dtb_pa: params.dtb,
+            ..Default::default()
+        },
         _f: core::marker::PhantomData,
     };
     match run::<F, P>(p, params, cfg, &mut ctx) {
@@ -134,15 +144,24 @@ pub fn boot<F: HasLayout, P: Platform>(
             log!(ctx, "(XEN) PANIC: {error}");
             if let Some(f) = error.fault {
                 log!(ctx, "(XEN)   {f}");
-                log!(ctx, "(XEN)   syndrome {:#010x}, faulting VA {}", f.syndrome(), f.va);
+                log!(
+                    ctx,
+                    "(XEN)   syndrome {:#010x}, faulting VA {}",
+                    f.syndrome(),
+                    f.va
+                );
             }
-            Err(Failed { error, summary: ctx.summary })
+            Err(Failed {
+                error,
+                summary: ctx.summary,
+            })
         }
     }
 }
 
 fn record_phases<F: HasLayout>(ctx: &mut Ctx<'_, F>, mm: &Mm<F>) {
     ctx.summary.phases = mm.phases;
+    ctx.summary.highest_table = mm.highest_table;
 }
 
 fn enter<F: HasLayout>(ctx: &mut Ctx<'_, F>, s: SystemState) {
@@ -167,11 +186,12 @@ fn run<F: HasLayout, P: Platform>(
     ctx.summary.image_size = img.size();
     log!(
         ctx,
-        "(XEN) image linked at {} loaded at {} ({} KiB), found by address translation; PA - VA = {:#x}",
+        "(XEN) image linked at {} loaded at {} ({} KiB), found by address translation; PA - VA = {}{:#x}",
         img.start,
         image.0.pa,
         img.size() / 1024,
-        image.0.phys_minus_virt()
+        if image.0.phys_minus_virt() < 0 { "-" } else { "" },
+        image.0.phys_minus_virt().unsigned_abs()
     );
 
     // 2. Runtime page tables.
@@ -186,7 +206,12 @@ fn run<F: HasLayout, P: Platform>(
     // 4. Boot information.
     ctx.step = BootStep::BootFdtInfo;
     let info = {
-        let mut reader = Reader { mm: &mut mm, p, fault: None, err: None };
+        let mut reader = Reader {
+            mm: &mut mm,
+            p,
+            fault: None,
+            err: None,
+        };
         let pp = ParseParams {
             pa_bits: cfg.pa_bits,
             image: (image.0.pa, img.size()),
@@ -209,7 +234,7 @@ fn run<F: HasLayout, P: Platform>(
 
     // 5. Memory.
     ctx.step = BootStep::SetupMm;
-    setup_mm::<F, P>(p, &mut mm, &info, img, image, cfg, ctx)?;
+    setup_mm::<F, P>(p, &mut mm, &info, cfg, ctx)?;
     record_phases(ctx, &mm);
 
     ctx.step = BootStep::Frametable;
@@ -218,20 +243,35 @@ fn run<F: HasLayout, P: Platform>(
 
     ctx.step = BootStep::EndBootAllocator;
     mm.end_boot_allocator();
-    log!(ctx, "(XEN) boot allocator ended: {} free pages handed to the page allocator", mm.alloc.free_pages());
+    log!(
+        ctx,
+        "(XEN) boot allocator ended: {} free pages handed to the page allocator",
+        mm.alloc.free_pages()
+    );
 
     ctx.step = BootStep::Vmap;
     let vmap = F::LAYOUT.vmap;
-    mm.update(p, vmap.start, MIB2 / PAGE_SIZE, Op::Populate, MapFlags::PAGES)
-        .map_err(|e| ctx.engine("populating the vmap area", e))?;
-    log!(ctx, "(XEN) vmap: {}..{:#x}, first 2 MiB of tables populated", vmap.start, vmap.end());
+    mm.update(
+        p,
+        vmap.start,
+        MIB2 / PAGE_SIZE,
+        Op::Populate,
+        MapFlags::PAGES,
+    )
+    .map_err(|e| ctx.engine("populating the vmap area", e))?;
+    log!(
+        ctx,
+        "(XEN) vmap: {}..{:#x}, first 2 MiB of tables populated",
+        vmap.start,
+        vmap.end()
+    );
     record_phases(ctx, &mm);
 
     // 6. Secondary CPUs.
     ctx.step = BootStep::SmpBringUp;
     mm.enter_smp_boot();
     enter(ctx, SystemState::SmpBoot);
-    bring_up_cpus::<F, P>(p, &mut mm, img, cfg, ctx)?;
+    bring_up_cpus::<F, P>(p, &mut mm, cfg, ctx)?;
     record_phases(ctx, &mm);
 
     // 7. Init memory.
@@ -245,7 +285,10 @@ fn run<F: HasLayout, P: Platform>(
     ctx.step = BootStep::Verify;
     verify::<F, P>(p, &mut mm, img, ctx)?;
     for va in cfg.dumps.iter().flatten() {
-        let mut out = DumpSink { out: &mut *ctx.log, line_start: true };
+        let mut out = DumpSink {
+            out: &mut *ctx.log,
+            line_start: true,
+        };
         if let Err(e) = mm.dump_hyp_walk(p, *va, &mut out) {
             log!(ctx, "(XEN) dump of {va} failed: {e}");
         }
@@ -254,7 +297,11 @@ fn run<F: HasLayout, P: Platform>(
     ctx.summary.free_pages = mm.alloc.free_pages();
     record_phases(ctx, &mm);
     log_phase_table(ctx);
-    log!(ctx, "(XEN) hvmm: reached Active with {} CPU(s)", ctx.summary.cpus);
+    log!(
+        ctx,
+        "(XEN) hvmm: reached Active with {} CPU(s)",
+        ctx.summary.cpus
+    );
     Ok(())
 }
 
@@ -299,18 +346,22 @@ fn setup_pagetables<F: HasLayout, P: Platform>(
 ) -> Result<Mm<F>, BootError> {
     let t = img.tables;
     let pa_of = |va: Vaddr| image_pa(image, cfg.pa, va);
-    let root_pa = pa_of(t.root).ok_or_else(|| ctx.fail(format_args!("root table outside the image"), None))?;
+    let root_pa = pa_of(t.root)
+        .ok_or_else(|| ctx.fail(format_args!("root table outside the image"), None))?;
+    log!(ctx, "(XEN) runtime root table {} at {}", t.root, root_pa);
     let mut mm = Mm::<F>::new(root_pa.mfn(), image, t.fixmap_l3, cfg.access);
     mm.alloc.pin(image.0.pa, Paddr(image.0.pa.0 + img.size()));
 
     // Static links: root -> (L1) -> L2 -> {image L3, fixmap L3}. These tables
     // live in the image and are fresh; nothing can have cached them.
-    let link = |p: &mut P, table: Vaddr, va: Vaddr, level: u8, child: Vaddr| -> Result<(), BootError> {
-        let child_pa = pa_of(child).ok_or_else(|| ctx.fail(format_args!("static table outside the image"), None))?;
-        let idx = hvmm::format::table_index(va.0, level) as u64;
-        p.write_pte(Vaddr(table.0 + idx * 8), Pte::table::<F>(child_pa.mfn()).0)
-            .map_err(|f| ctx.fail(format_args!("writing a static table link faulted"), Some(f)))
-    };
+    let link =
+        |p: &mut P, table: Vaddr, va: Vaddr, level: u8, child: Vaddr| -> Result<(), BootError> {
+            let child_pa = pa_of(child)
+                .ok_or_else(|| ctx.fail(format_args!("static table outside the image"), None))?;
+            let idx = hvmm::format::table_index(va.0, level) as u64;
+            p.write_pte(Vaddr(table.0 + idx * 8), Pte::table::<F>(child_pa.mfn()).0)
+                .map_err(|f| ctx.fail(format_args!("writing a static table link faulted"), Some(f)))
+        };
     let l2_parent = match t.l1 {
         Some(l1) if F::ROOT_LEVEL == 0 => {
             link(p, t.root, XEN_VIRT_START, 0, l1)?;
@@ -324,12 +375,21 @@ fn setup_pagetables<F: HasLayout, P: Platform>(
 
     // Per-section permissions, through the engine (every table is in the image).
     for s in img.sections.iter() {
-        let pa = pa_of(s.start).ok_or_else(|| ctx.fail(format_args!("section outside the image"), None))?;
+        let pa = pa_of(s.start)
+            .ok_or_else(|| ctx.fail(format_args!("section outside the image"), None))?;
         let pages = (s.end.0 - s.start.0) / PAGE_SIZE;
         let attrs = Attrs::new(hvmm::MemType::Normal, s.perm).map_err(|e| ctx.engine(s.name, e))?;
         mm.update(p, s.start, pages, Op::Insert { pa, attrs }, MapFlags::PAGES)
             .map_err(|e| ctx.engine(s.name, e))?;
-        log!(ctx, "(XEN)   {:<6} {}..{:#x} -> {} {}", s.name, s.start, s.end.0, pa, s.perm);
+        log!(
+            ctx,
+            "(XEN)   {:<6} {}..{:#x} -> {} {}",
+            s.name,
+            s.start,
+            s.end.0,
+            pa,
+            s.perm
+        );
     }
     // The console's fixmap entry was written by the head in the shared L3.
     p.switch_root(root_pa);
@@ -352,25 +412,50 @@ fn early_fdt_map<F: HasLayout, P: Platform>(
     ctx: &mut Ctx<'_, F>,
 ) -> Result<(P::Bytes, u64), BootError> {
     if dtb.0 == 0 || !dtb.is_aligned(8) {
-        return Err(ctx.fail(format_args!("no usable DTB: address {dtb} is null or not 8-byte aligned"), None));
+        return Err(ctx.fail(
+            format_args!("no usable DTB: address {dtb} is null or not 8-byte aligned"),
+            None,
+        ));
     }
     let base = Paddr(dtb.0 & !(MIB2 - 1));
     let off = dtb.0 - base.0;
-    mm.update(p, BOOT_FDT_VIRT_START, 2 * MIB2 / PAGE_SIZE, Op::Insert { pa: base, attrs: Attrs::RO }, MapFlags::BLOCKS)
-        .map_err(|e| ctx.engine("mapping the DTB", e))?;
+    mm.update(
+        p,
+        BOOT_FDT_VIRT_START,
+        2 * MIB2 / PAGE_SIZE,
+        Op::Insert {
+            pa: base,
+            attrs: Attrs::RO,
+        },
+        MapFlags::BLOCKS,
+    )
+    .map_err(|e| ctx.engine("mapping the DTB", e))?;
     let va = Vaddr(BOOT_FDT_VIRT_START.0 + off);
-    let header = p.map_bytes(va, 8).map_err(|f| ctx.fail(format_args!("reading the DTB header"), Some(f)))?;
+    let header = p
+        .map_bytes(va, 8)
+        .map_err(|f| ctx.fail(format_args!("reading the DTB header"), Some(f)))?;
     let h = header.as_ref();
     let magic = u32::from_be_bytes([h[0], h[1], h[2], h[3]]);
     let size = u64::from(u32::from_be_bytes([h[4], h[5], h[6], h[7]]));
     if magic != 0xd00d_feed {
-        return Err(ctx.fail(format_args!("no DTB at {dtb}: bad magic {magic:#010x}"), None));
+        return Err(ctx.fail(
+            format_args!("no DTB at {dtb}: bad magic {magic:#010x}"),
+            None,
+        ));
     }
-    if size < 40 || size > MAX_FDT_SIZE {
-        return Err(ctx.fail(format_args!("DTB at {dtb} has an impossible size of {size} bytes"), None));
+    if !(40..=MAX_FDT_SIZE).contains(&size) {
+        return Err(ctx.fail(
+            format_args!("DTB at {dtb} has an impossible size of {size} bytes"),
+            None,
+        ));
     }
-    let bytes = p.map_bytes(va, size as usize).map_err(|f| ctx.fail(format_args!("reading the DTB"), Some(f)))?;
-    log!(ctx, "(XEN) DTB at {dtb} ({size} bytes) mapped read-only at {va} with 2 MiB blocks");
+    let bytes = p
+        .map_bytes(va, size as usize)
+        .map_err(|f| ctx.fail(format_args!("reading the DTB"), Some(f)))?;
+    log!(
+        ctx,
+        "(XEN) DTB at {dtb} ({size} bytes) mapped read-only at {va} with 2 MiB blocks"
+    );
     Ok((bytes, size))
 }
 
@@ -405,21 +490,39 @@ fn kind_name(k: ModuleKind) -> &'static str {
 fn log_boot_info<F: HasLayout>(ctx: &mut Ctx<'_, F>, info: &BootInfo<'_>, mm: &Mm<F>) {
     for b in info.ram_banks().iter() {
         ctx.summary.banks.push((b.base(), b.size()));
-        log!(ctx, "(XEN) RAM: {} - {:#018x} ({} MiB)", b.base(), b.end().0 - 1, b.size() >> 20);
+        log!(
+            ctx,
+            "(XEN) RAM: {} - {:#018x} ({} MiB)",
+            b.base(),
+            b.end().0 - 1,
+            b.size() >> 20
+        );
     }
     for r in info.reserved().iter() {
         ctx.summary.reserved.push((r.range.base(), r.range.size()));
-        log!(ctx, "(XEN) reserved: {} - {:#018x}", r.range.base(), r.range.end().0 - 1);
+        log!(
+            ctx,
+            "(XEN) reserved: {} - {:#018x}",
+            r.range.base(),
+            r.range.end().0 - 1
+        );
     }
     if let Some(args) = info.hypervisor_cmdline() {
         log!(ctx, "(XEN) command line: {args}");
     }
     for (i, m) in info.modules().iter().enumerate() {
-        ctx.summary.modules.push(ModuleFact { start: m.range.base(), size: m.range.size(), kind: m.kind, source: m.source });
+        ctx.summary.modules.push(ModuleFact {
+            start: m.range.base(),
+            size: m.range.size(),
+            kind: m.kind,
+            source: m.source,
+        });
         let how = match m.source {
             hvmm_bootinfo::KindSource::Typed => "typed",
             hvmm_bootinfo::KindSource::Guessed { read: false } => "guessed: first untyped",
-            hvmm_bootinfo::KindSource::Guessed { read: true } => "guessed by reading its first bytes",
+            hvmm_bootinfo::KindSource::Guessed { read: true } => {
+                "guessed by reading its first bytes"
+            }
         };
         log!(
             ctx,
@@ -430,7 +533,9 @@ fn log_boot_info<F: HasLayout>(ctx: &mut Ctx<'_, F>, info: &BootInfo<'_>, mm: &M
         );
     }
     for c in mm.copies.iter().flatten() {
-        ctx.summary.early_copies.push((c.pa, c.state, c.access.image, c.access.pmap));
+        ctx.summary
+            .early_copies
+            .push((c.pa, c.state, c.access.image, c.access.pmap));
         log!(
             ctx,
             "(XEN)   copy_from_paddr({}, {} bytes) in {} via fixmap slot 1: table maps image {} pmap {} directmap {} domain-page {}",
@@ -445,19 +550,21 @@ fn log_boot_info<F: HasLayout>(ctx: &mut Ctx<'_, F>, info: &BootInfo<'_>, mm: &M
     }
 }
 
-#[allow(clippy::too_many_arguments)]
 fn setup_mm<F: HasLayout, P: Platform>(
     p: &mut P,
     mm: &mut Mm<F>,
     info: &BootInfo<'_>,
-    img: &ImageLayout,
-    image: ImageRange,
     cfg: &BootConfig,
     ctx: &mut Ctx<'_, F>,
 ) -> Result<(), BootError> {
-    let _ = img;
     // Boot allocator: RAM minus image, DTB, modules, reserved, firmware.
-    let mut fw = [hvmm_bootinfo::MemRange::new(Paddr(0), 1).unwrap_or_else(|| unreachable_range()); 8];
+    // A filler for the fixed array; evaluated at compile time.
+    const FILLER: hvmm_bootinfo::MemRange = match hvmm_bootinfo::MemRange::new(Paddr(0), PAGE_SIZE)
+    {
+        Some(r) => r,
+        None => panic!("a one-page range at 0 is valid"),
+    };
+    let mut fw = [FILLER; 8];
     let mut nfw = 0;
     for (base, size) in cfg.firmware_reserved.iter().flatten() {
         if let Some(r) = hvmm_bootinfo::MemRange::new(*base, *size) {
@@ -465,33 +572,61 @@ fn setup_mm<F: HasLayout, P: Platform>(
             nfw += 1;
         }
     }
-    let free = info.free_ranges(&fw[..nfw]).map_err(|e| ctx.fail(format_args!("{e}"), None))?;
+    let free = info
+        .free_ranges(&fw[..nfw])
+        .map_err(|e| ctx.fail(format_args!("{e}"), None))?;
     for r in free.iter() {
-        mm.alloc.add(r.base(), r.end()).map_err(|e| ctx.fail(format_args!("{e}"), None))?;
+        mm.alloc
+            .add(r.base(), r.end())
+            .map_err(|e| ctx.fail(format_args!("{e}"), None))?;
     }
-    log!(ctx, "(XEN) boot allocator: {} free pages in {} ranges", mm.alloc.free_pages(), free.len());
-    let _ = image;
+    log!(
+        ctx,
+        "(XEN) boot allocator: {} free pages in {} ranges",
+        mm.alloc.free_pages(),
+        free.len()
+    );
 
     let banks = info.ram_banks();
     if let Some(dm_region) = F::LAYOUT.directmap {
         // arm64: direct map of every bank, with blocks, tables through PMAP.
         let base = banks.iter().map(|b| b.base().0).min().unwrap_or(0) & !(GIB - 1);
-        let mut ranges = [LinearRange { va: Vaddr(0), pa: Paddr(0), size: 0 }; 8];
+        let mut ranges = [LinearRange {
+            va: Vaddr(0),
+            pa: Paddr(0),
+            size: 0,
+        }; 8];
         let mut n = 0;
         for b in banks.iter() {
             let off = b.base().0 - base;
             if off + b.size() > dm_region.size {
                 return Err(ctx.fail(
-                    format_args!("RAM bank {} ({} MiB) is beyond the direct map's reach", b.base(), b.size() >> 20),
+                    format_args!(
+                        "RAM bank {} ({} MiB) is beyond the direct map's reach",
+                        b.base(),
+                        b.size() >> 20
+                    ),
                     None,
                 ));
             }
             if n == ranges.len() {
-                return Err(ctx.fail(format_args!("more than {} RAM banks to direct-map", ranges.len()), None));
+                return Err(ctx.fail(
+                    format_args!("more than {} RAM banks to direct-map", ranges.len()),
+                    None,
+                ));
             }
             let va = Vaddr(dm_region.start.0 + off);
             let r = mm
-                .update(p, va, b.size() / PAGE_SIZE, Op::Insert { pa: b.base(), attrs: Attrs::RW }, MapFlags::BLOCKS)
+                .update(
+                    p,
+                    va,
+                    b.size() / PAGE_SIZE,
+                    Op::Insert {
+                        pa: b.base(),
+                        attrs: Attrs::RW,
+                    },
+                    MapFlags::BLOCKS,
+                )
                 .map_err(|e| ctx.engine("direct-mapping RAM", e))?;
             log!(
                 ctx,
@@ -501,7 +636,11 @@ fn setup_mm<F: HasLayout, P: Platform>(
                 r.leaves,
                 r.tables_created
             );
-            ranges[n] = LinearRange { va, pa: b.base(), size: b.size() };
+            ranges[n] = LinearRange {
+                va,
+                pa: b.base(),
+                size: b.size(),
+            };
             n += 1;
             ctx.summary.regions.push(RegionFact {
                 name: "directmap",
@@ -523,7 +662,9 @@ fn setup_mm<F: HasLayout, P: Platform>(
         mm.enter_boot_directmap(dm);
     } else {
         // arm32: xenheap with 2 MiB contiguous blocks, at the top of the highest bank.
-        let xh_region = F::LAYOUT.xenheap.ok_or_else(|| ctx.fail(format_args!("layout has no xenheap"), None))?;
+        let xh_region = F::LAYOUT
+            .xenheap
+            .ok_or_else(|| ctx.fail(format_args!("layout has no xenheap"), None))?;
         let bank = banks
             .iter()
             .max_by_key(|b| b.base().0)
@@ -540,9 +681,22 @@ fn setup_mm<F: HasLayout, P: Platform>(
             ));
         }
         let size = end - start;
-        let xenheap = LinearRange { va: xh_region.start, pa: Paddr(start), size };
-        mm.update(p, xh_region.start, size / PAGE_SIZE, Op::Insert { pa: Paddr(start), attrs: Attrs::RW }, MapFlags::BLOCKS_CONTIG)
-            .map_err(|e| ctx.engine("mapping the xenheap", e))?;
+        let xenheap = LinearRange {
+            va: xh_region.start,
+            pa: Paddr(start),
+            size,
+        };
+        mm.update(
+            p,
+            xh_region.start,
+            size / PAGE_SIZE,
+            Op::Insert {
+                pa: Paddr(start),
+                attrs: Attrs::RW,
+            },
+            MapFlags::BLOCKS_CONTIG,
+        )
+        .map_err(|e| ctx.engine("mapping the xenheap", e))?;
         ctx.summary.regions.push(RegionFact {
             name: "xenheap",
             va: xh_region.start,
@@ -551,26 +705,23 @@ fn setup_mm<F: HasLayout, P: Platform>(
             writable: true,
             mair_attr: 0xff,
         });
-        log!(ctx, "(XEN) xenheap: {} -> {:#x} ({} MiB, 2 MiB blocks, contiguous hint)", xh_region.start, start, size >> 20);
+        log!(
+            ctx,
+            "(XEN) xenheap: {} -> {:#x} ({} MiB, 2 MiB blocks, contiguous hint)",
+            xh_region.start,
+            start,
+            size >> 20
+        );
         let dp = domheap_slots::<F, P>(p, mm, xenheap, 0, ctx)?;
         mm.enter_boot_domain_page(dp);
-        ctx.summary_xenheap(xenheap);
     }
     enter(ctx, SystemState::Boot);
-    log!(ctx, "(XEN) page tables are now reached through {}", mm.path_name());
+    log!(
+        ctx,
+        "(XEN) page tables are now reached through {}",
+        mm.path_name()
+    );
     Ok(())
-}
-
-fn unreachable_range() -> hvmm_bootinfo::MemRange {
-    // MemRange::new(0, 1) always succeeds; this keeps the array typed.
-    match hvmm_bootinfo::MemRange::new(Paddr(0), PAGE_SIZE) {
-        Some(r) => r,
-        None => unreachable_range(),
-    }
-}
-
-impl<F: HasLayout> Ctx<'_, F> {
-    fn summary_xenheap(&mut self, _x: LinearRange) {}
 }
 
 /// Allocates a CPU's two domheap L2 tables inside the xenheap, zeroes them
@@ -582,15 +733,22 @@ fn domheap_slots<F: HasLayout, P: Platform>(
     root_va: u64,
     ctx: &mut Ctx<'_, F>,
 ) -> Result<DomainPage, BootError> {
-    let domheap = F::LAYOUT.domheap.ok_or_else(|| ctx.fail(format_args!("layout has no domheap"), None))?;
+    let domheap = F::LAYOUT
+        .domheap
+        .ok_or_else(|| ctx.fail(format_args!("layout has no domheap"), None))?;
     let pages = (DOMHEAP_ENTRIES as u64 * 8) / PAGE_SIZE;
     let mfn = alloc_in(mm, pages, xenheap, ctx)?;
-    let va = xenheap.va_of(mfn.paddr()).ok_or_else(|| ctx.fail(format_args!("domheap tables outside the xenheap"), None))?;
+    let va = xenheap
+        .va_of(mfn.paddr())
+        .ok_or_else(|| ctx.fail(format_args!("domheap tables outside the xenheap"), None))?;
     for i in 0..pages {
-        p.zero_page(Vaddr(va.0 + i * PAGE_SIZE)).map_err(|f| ctx.fail(format_args!("zeroing domheap tables"), Some(f)))?;
+        p.zero_page(Vaddr(va.0 + i * PAGE_SIZE))
+            .map_err(|f| ctx.fail(format_args!("zeroing domheap tables"), Some(f)))?;
     }
     let root = if root_va == 0 {
-        mm.image().va_of(mm.page_table().root()).ok_or_else(|| ctx.fail(format_args!("root not in image"), None))?
+        mm.image()
+            .va_of(mm.page_table().root())
+            .ok_or_else(|| ctx.fail(format_args!("root not in image"), None))?
     } else {
         Vaddr(root_va)
     };
@@ -604,14 +762,24 @@ fn domheap_slots<F: HasLayout, P: Platform>(
 }
 
 /// Allocates `pages` contiguous pages inside `range` (the xenheap).
-fn alloc_in<F: HasLayout>(mm: &mut Mm<F>, pages: u64, range: LinearRange, ctx: &Ctx<'_, F>) -> Result<Mfn, BootError> {
+fn alloc_in<F: HasLayout>(
+    mm: &mut Mm<F>,
+    pages: u64,
+    range: LinearRange,
+    ctx: &Ctx<'_, F>,
+) -> Result<Mfn, BootError> {
     // The allocator works from the top; the xenheap is at the top of the
     // highest bank, so the first fit is normally inside. Retry a few times.
     let mut rejected = [Mfn(0); 8];
     let mut nrej = 0;
     let result = loop {
         match mm.alloc.alloc(pages, pages) {
-            Ok(m) if range.contains_pa(m.paddr()) && range.contains_pa(Paddr(m.paddr().0 + pages * PAGE_SIZE - 1)) => break Ok(m),
+            Ok(m)
+                if range.contains_pa(m.paddr())
+                    && range.contains_pa(Paddr(m.paddr().0 + pages * PAGE_SIZE - 1)) =>
+            {
+                break Ok(m)
+            }
             Ok(m) if nrej < rejected.len() => {
                 rejected[nrej] = m;
                 nrej += 1;
@@ -639,7 +807,14 @@ fn setup_frametable<F: HasLayout, P: Platform>(
     let frames: u64 = info.ram_banks().iter().map(|b| b.size() / PAGE_SIZE).sum();
     let bytes = (frames * PAGE_INFO_SIZE).div_ceil(MIB2) * MIB2;
     if bytes > ft.size {
-        return Err(ctx.fail(format_args!("frametable of {} MiB does not fit its {} MiB area", bytes >> 20, ft.size >> 20), None));
+        return Err(ctx.fail(
+            format_args!(
+                "frametable of {} MiB does not fit its {} MiB area",
+                bytes >> 20,
+                ft.size >> 20
+            ),
+            None,
+        ));
     }
     let pages = bytes / PAGE_SIZE;
     let mfn = mm
@@ -647,21 +822,42 @@ fn setup_frametable<F: HasLayout, P: Platform>(
         .alloc(pages, MIB2 / PAGE_SIZE)
         .or_else(|_| mm.alloc.alloc(pages, 1))
         .map_err(|e| ctx.fail(format_args!("frametable: {e}"), None))?;
-    mm.update(p, ft.start, pages, Op::Insert { pa: mfn.paddr(), attrs: Attrs::RW }, MapFlags::BLOCKS)
-        .map_err(|e| ctx.engine("mapping the frametable", e))?;
+    mm.update(
+        p,
+        ft.start,
+        pages,
+        Op::Insert {
+            pa: mfn.paddr(),
+            attrs: Attrs::RW,
+        },
+        MapFlags::BLOCKS,
+    )
+    .map_err(|e| ctx.engine("mapping the frametable", e))?;
     for i in 0..pages {
         p.zero_page(Vaddr(ft.start.0 + i * PAGE_SIZE))
             .map_err(|f| ctx.fail(format_args!("zeroing the frametable"), Some(f)))?;
     }
-    ctx.summary.regions.push(RegionFact { name: "frametable", va: ft.start, pa: mfn.paddr(), size: bytes, writable: true, mair_attr: 0xff });
-    log!(ctx, "(XEN) frametable: {} -> {} ({} KiB for {frames} frames)", ft.start, mfn.paddr(), bytes >> 10);
+    ctx.summary.regions.push(RegionFact {
+        name: "frametable",
+        va: ft.start,
+        pa: mfn.paddr(),
+        size: bytes,
+        writable: true,
+        mair_attr: 0xff,
+    });
+    log!(
+        ctx,
+        "(XEN) frametable: {} -> {} ({} KiB for {frames} frames)",
+        ft.start,
+        mfn.paddr(),
+        bytes >> 10
+    );
     Ok(())
 }
 
 fn bring_up_cpus<F: HasLayout, P: Platform>(
     p: &mut P,
     mm: &mut Mm<F>,
-    img: &ImageLayout,
     cfg: &BootConfig,
     ctx: &mut Ctx<'_, F>,
 ) -> Result<(), BootError> {
@@ -670,11 +866,12 @@ fn bring_up_cpus<F: HasLayout, P: Platform>(
     let root_pa = mm.page_table().root().paddr();
     for cpu in 1..n {
         let root = if F::LAYOUT.domheap.is_some() {
-            secondary_root_arm32::<F, P>(p, mm, img, cpu, ctx)?
+            secondary_root_arm32::<F, P>(p, mm, cpu, ctx)?
         } else {
             root_pa
         };
-        p.start_cpu(cpu, root).map_err(|e| ctx.fail(format_args!("CPU {cpu} did not come up: {e}"), None))?;
+        p.start_cpu(cpu, root)
+            .map_err(|e| ctx.fail(format_args!("CPU {cpu} did not come up: {e}"), None))?;
         ctx.summary.cpus += 1;
         log!(ctx, "(XEN) CPU {cpu} up on root {root}");
     }
@@ -686,20 +883,30 @@ fn bring_up_cpus<F: HasLayout, P: Platform>(
 fn secondary_root_arm32<F: HasLayout, P: Platform>(
     p: &mut P,
     mm: &mut Mm<F>,
-    img: &ImageLayout,
     cpu: usize,
     ctx: &mut Ctx<'_, F>,
 ) -> Result<Paddr, BootError> {
-    let _ = img;
-    let xh = F::LAYOUT.xenheap.ok_or_else(|| ctx.fail(format_args!("layout has no xenheap"), None))?;
-    let xenheap = ctx_xenheap(mm, xh.start, p).ok_or_else(|| ctx.fail(format_args!("xenheap not mapped"), None))?;
+    let xh = F::LAYOUT
+        .xenheap
+        .ok_or_else(|| ctx.fail(format_args!("layout has no xenheap"), None))?;
+    let xenheap = ctx_xenheap(mm, xh.start, p)
+        .ok_or_else(|| ctx.fail(format_args!("xenheap not mapped"), None))?;
     let root = alloc_in(mm, 1, xenheap, ctx)?;
-    let root_va = xenheap.va_of(root.paddr()).ok_or_else(|| ctx.fail(format_args!("root outside xenheap"), None))?;
-    p.zero_page(root_va).map_err(|f| ctx.fail(format_args!("zeroing CPU {cpu}'s root"), Some(f)))?;
-    let cpu0_root = mm.image().va_of(mm.page_table().root()).ok_or_else(|| ctx.fail(format_args!("root not in image"), None))?;
+    let root_va = xenheap
+        .va_of(root.paddr())
+        .ok_or_else(|| ctx.fail(format_args!("root outside xenheap"), None))?;
+    p.zero_page(root_va)
+        .map_err(|f| ctx.fail(format_args!("zeroing CPU {cpu}'s root"), Some(f)))?;
+    let cpu0_root = mm
+        .image()
+        .va_of(mm.page_table().root())
+        .ok_or_else(|| ctx.fail(format_args!("root not in image"), None))?;
     for i in 0..2u64 {
-        let e = p.read_pte(Vaddr(cpu0_root.0 + i * 8)).map_err(|f| ctx.fail(format_args!("reading CPU 0's root"), Some(f)))?;
-        p.write_pte(Vaddr(root_va.0 + i * 8), e).map_err(|f| ctx.fail(format_args!("writing CPU {cpu}'s root"), Some(f)))?;
+        let e = p
+            .read_pte(Vaddr(cpu0_root.0 + i * 8))
+            .map_err(|f| ctx.fail(format_args!("reading CPU 0's root"), Some(f)))?;
+        p.write_pte(Vaddr(root_va.0 + i * 8), e)
+            .map_err(|f| ctx.fail(format_args!("writing CPU {cpu}'s root"), Some(f)))?;
     }
     let dp = domheap_slots::<F, P>(p, mm, xenheap, root_va.0, ctx)?;
     mm.add_cpu_domain_page(cpu, dp);
@@ -707,7 +914,11 @@ fn secondary_root_arm32<F: HasLayout, P: Platform>(
 }
 
 /// The xenheap's linear range, from the engine's view of its first block.
-fn ctx_xenheap<F: HasLayout, P: Platform>(mm: &mut Mm<F>, va: Vaddr, p: &mut P) -> Option<LinearRange> {
+fn ctx_xenheap<F: HasLayout, P: Platform>(
+    mm: &mut Mm<F>,
+    va: Vaddr,
+    p: &mut P,
+) -> Option<LinearRange> {
     let leaf = mm.lookup(p, va).ok().flatten()?;
     let mut size = 0;
     let mut cur = va;
@@ -734,13 +945,30 @@ fn free_init_memory<F: HasLayout, P: Platform>(
     let s: Section = img.sections[img.init];
     let pages = (s.end.0 - s.start.0) / PAGE_SIZE;
     // Make it writable (to poison it), then unmap it and give it back.
-    mm.update(p, s.start, pages, Op::Modify { attrs: Attrs::RW }, MapFlags::PAGES)
-        .map_err(|e| ctx.engine("making init memory writable", e))?;
+    mm.update(
+        p,
+        s.start,
+        pages,
+        Op::Modify { attrs: Attrs::RW },
+        MapFlags::PAGES,
+    )
+    .map_err(|e| ctx.engine("making init memory writable", e))?;
     mm.update(p, s.start, pages, Op::Remove, MapFlags::PAGES)
         .map_err(|e| ctx.engine("unmapping init memory", e))?;
-    let pa = image.0.pa_of(s.start).ok_or_else(|| ctx.fail(format_args!("init outside the image"), None))?;
-    mm.alloc.free_pages_at(pa.mfn(), pages).map_err(|e| ctx.fail(format_args!("{e}"), None))?;
-    log!(ctx, "(XEN) freed {} KiB of init memory ({}..{:#x})", pages * 4, s.start, s.end.0);
+    let pa = image
+        .0
+        .pa_of(s.start)
+        .ok_or_else(|| ctx.fail(format_args!("init outside the image"), None))?;
+    mm.alloc
+        .free_pages_at(pa.mfn(), pages)
+        .map_err(|e| ctx.fail(format_args!("{e}"), None))?;
+    log!(
+        ctx,
+        "(XEN) freed {} KiB of init memory ({}..{:#x})",
+        pages * 4,
+        s.start,
+        s.end.0
+    );
     Ok(())
 }
 
@@ -776,7 +1004,7 @@ fn verify<F: HasLayout, P: Platform>(
             pages += 1;
             i += step;
         }
-        if (n - 1) % step != 0 {
+        if !(n - 1).is_multiple_of(step) {
             check_page(p, r, n - 1, ctx)?;
             pages += 1;
         }
@@ -784,38 +1012,89 @@ fn verify<F: HasLayout, P: Platform>(
     // The freed init memory must be gone.
     let init = img.sections[img.init];
     if let Ok(at) = p.translate(init.start, false) {
-        return Err(ctx.fail(format_args!("freed init memory at {} still translates to {}", init.start, at.pa), None));
+        return Err(ctx.fail(
+            format_args!(
+                "freed init memory at {} still translates to {}",
+                init.start, at.pa
+            ),
+            None,
+        ));
     }
-    let _ = mm;
     ctx.summary.verified_pages = pages;
     log!(ctx, "(XEN) verified {} regions, {pages} pages by address translation (PA, write permission, memory type)", regions.len());
     Ok(())
 }
 
-fn check_page<F: HasLayout, P: Platform>(p: &mut P, r: &RegionFact, i: u64, ctx: &Ctx<'_, F>) -> Result<(), BootError> {
+fn check_page<F: HasLayout, P: Platform>(
+    p: &mut P,
+    r: &RegionFact,
+    i: u64,
+    ctx: &Ctx<'_, F>,
+) -> Result<(), BootError> {
     let va = Vaddr(r.va.0 + i * PAGE_SIZE);
     let want = Paddr(r.pa.0 + i * PAGE_SIZE);
-    let at = p.translate(va, false).map_err(|f| ctx.fail(format_args!("{} page {va} does not translate", r.name), Some(f)))?;
+    let at = p.translate(va, false).map_err(|f| {
+        ctx.fail(
+            format_args!("{} page {va} does not translate", r.name),
+            Some(f),
+        )
+    })?;
     if at.pa != want {
-        return Err(ctx.fail(format_args!("{} page {va} translates to {} instead of {want}", r.name, at.pa), None));
+        return Err(ctx.fail(
+            format_args!(
+                "{} page {va} translates to {} instead of {want}",
+                r.name, at.pa
+            ),
+            None,
+        ));
     }
     if at.mair_attr != r.mair_attr {
-        return Err(ctx.fail(format_args!("{} page {va} has memory attribute {:#04x}, not {:#04x}", r.name, at.mair_attr, r.mair_attr), None));
+        return Err(ctx.fail(
+            format_args!(
+                "{} page {va} has memory attribute {:#04x}, not {:#04x}",
+                r.name, at.mair_attr, r.mair_attr
+            ),
+            None,
+        ));
     }
     let writable = p.translate(va, true).is_ok();
     if writable != r.writable {
-        return Err(ctx.fail(format_args!("{} page {va} is {}writable", r.name, if writable { "" } else { "not " }), None));
+        return Err(ctx.fail(
+            format_args!(
+                "{} page {va} is {}writable",
+                r.name,
+                if writable { "" } else { "not " }
+            ),
+            None,
+        ));
     }
     Ok(())
 }
 
 fn log_phase_table<F: HasLayout>(ctx: &mut Ctx<'_, F>) {
     log!(ctx, "(XEN) table maps by access path and state:");
-    log!(ctx, "(XEN)   {:<10} {:>6} {:>6} {:>9} {:>11} {:>7} {:>7} {:>6} {:>6}", "state", "image", "pmap", "directmap", "domain-page", "leaves", "tables", "freed", "tlbi");
+    log!(
+        ctx,
+        "(XEN)   {:<10} {:>6} {:>6} {:>9} {:>11} {:>7} {:>7} {:>6} {:>6}",
+        "state",
+        "image",
+        "pmap",
+        "directmap",
+        "domain-page",
+        "leaves",
+        "tables",
+        "freed",
+        "tlbi"
+    );
     let mut created = 0;
     let mut freed = 0;
     for (i, ph) in ctx.summary.phases.iter().enumerate() {
-        let s = [SystemState::EarlyBoot, SystemState::Boot, SystemState::SmpBoot, SystemState::Active][i];
+        let s = [
+            SystemState::EarlyBoot,
+            SystemState::Boot,
+            SystemState::SmpBoot,
+            SystemState::Active,
+        ][i];
         created += ph.updates.tables_created;
         freed += ph.updates.tables_freed;
         let _ = writeln!(
@@ -833,7 +1112,11 @@ fn log_phase_table<F: HasLayout>(ctx: &mut Ctx<'_, F>) {
         );
     }
     ctx.summary.table_pages = created - freed;
-    log!(ctx, "(XEN) page-table pages allocated at run time: {} (plus the image's static tables)", created - freed);
+    log!(
+        ctx,
+        "(XEN) page-table pages allocated at run time: {} (plus the image's static tables)",
+        created - freed
+    );
 }
 
 mod heapless_regions {
@@ -847,7 +1130,10 @@ mod heapless_regions {
 
     impl FromIterator<RegionFact> for Regions {
         fn from_iter<I: IntoIterator<Item = RegionFact>>(iter: I) -> Self {
-            let mut r = Regions { items: [None; 16], len: 0 };
+            let mut r = Regions {
+                items: [None; 16],
+                len: 0,
+            };
             for x in iter {
                 if r.len < 16 {
                     r.items[r.len] = Some(x);

@@ -125,6 +125,7 @@ fn parse_module(s: &str) -> Result<ModuleFile, String> {
         data,
         kind,
         name: path.to_string(),
+        addr: None,
     })
 }
 
