@@ -38,6 +38,7 @@ fn ok_lines(pa: u64, cpus: u32) -> Vec<String> {
     vec![
         format!("image at PA {pa:#x}-"),
         "hvmm: AT verified".into(),
+        "hvmm: back end checked: root".into(),
         format!("hvmm: {cpus} CPU(s) up"),
         "hvmm: boot checks passed".into(),
     ]

@@ -86,6 +86,14 @@ pub fn rust_main(params: &BootParams) -> ! {
         v.data
     );
 
+    if let Err(why) = crate::selfcheck::run() {
+        fail(format_args!("back-end self-check: {why}"));
+    }
+    println!(
+        "hvmm: back end checked: root {} matches AT, remap with TLBI VA (IS), zero_page, level-3 faults",
+        arch::hw().root()
+    );
+
     let info = match fdt::scan(params.dtb_pa.0) {
         Ok(i) => i,
         Err(e) => fail(format_args!(

@@ -2,7 +2,8 @@
 //! image, so its entries are written directly (never through the update
 //! engine, which would need the fixmap to reach table pages).
 //!
-//! Slots: 0 console, 1 misc (`copy_from_paddr`), 2–3 the FDT reader.
+//! Slots: 0 console, 1 misc (`copy_from_paddr`), 2–3 the FDT reader, 4 the
+//! back-end self-check.
 
 use crate::arch;
 use crate::layout::{fixmap_l3, FIXMAP_VA};
@@ -16,13 +17,16 @@ pub const SLOT_MISC: usize = 1;
 pub const SLOT_FDT_A: usize = 2;
 /// The FDT reader's strings-block window.
 pub const SLOT_FDT_B: usize = 3;
+/// Scratch slot of the back-end self-check.
+pub const SLOT_CHECK: usize = 4;
 
 /// The virtual address of a slot.
 pub fn slot_va(slot: usize) -> Vaddr {
     Vaddr(FIXMAP_VA + slot as u64 * PAGE_SIZE)
 }
 
-fn entry_va(slot: usize) -> Vaddr {
+/// The virtual address of a slot's L3 entry.
+pub fn entry_va(slot: usize) -> Vaddr {
     Vaddr(fixmap_l3().0 + slot as u64 * 8)
 }
 

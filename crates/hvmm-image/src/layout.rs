@@ -18,6 +18,7 @@ extern "C" {
     static _erodata: u8;
     static _end: u8;
     static boot_fixmap_l3: u8;
+    static boot_root: u8;
     static boot_idmap_slot: u8;
     static boot_idmap_val: u8;
     static secondary_entry: u8;
@@ -48,6 +49,9 @@ sym_va!(
 sym_va!(
     /// The fixmap's L3 table (in the image: written directly).
     fixmap_l3, boot_fixmap_l3);
+sym_va!(
+    /// The boot root table (TTBR0_EL2 / HTTBR points at it).
+    boot_root_table, boot_root);
 sym_va!(
     /// The head's record of the identity-map entry: its VA (0: none).
     idmap_slot, boot_idmap_slot);

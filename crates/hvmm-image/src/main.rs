@@ -25,6 +25,7 @@ mod exit;
 mod fdt;
 mod fixmap;
 mod layout;
+mod selfcheck;
 mod smp;
 
 use core::panic::PanicInfo;

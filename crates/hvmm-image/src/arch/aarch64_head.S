@@ -539,7 +539,8 @@ in_exception:     .quad 0
 // Boot page tables: zeroed and filled by the head (not file-backed).
     .section .pgtables, "aw", %nobits
     .balign 4096
-    .global boot_l0, boot_l1, boot_l2, boot_l3, boot_fixmap_l3
+    .global boot_root, boot_l0, boot_l1, boot_l2, boot_l3, boot_fixmap_l3
+boot_root:                          // the root table (TTBR0_EL2)
 boot_l0:        .space 4096
 boot_l1:        .space 4096
 boot_l2:        .space 4096

@@ -496,7 +496,8 @@ in_exception:     .word 0
 @ Boot page tables: zeroed and filled by the head (not file-backed).
     .section .pgtables, "aw", %nobits
     .balign 4096
-    .global boot_l1, boot_l2, boot_l3, boot_fixmap_l3
+    .global boot_root, boot_l1, boot_l2, boot_l3, boot_fixmap_l3
+boot_root:                          @ the root table (HTTBR)
 boot_l1:        .space 4096
 boot_l2:        .space 4096
 boot_l3:        .space 4096
