@@ -194,6 +194,8 @@ fn run<F: HasLayout, P: Platform>(
         image.0.phys_minus_virt().unsigned_abs()
     );
 
+    log_layout::<F>(ctx);
+
     // 2. Runtime page tables.
     ctx.step = BootStep::SetupPagetables;
     let mut mm = setup_pagetables::<F, P>(p, img, image, cfg, ctx)?;
@@ -303,6 +305,15 @@ fn run<F: HasLayout, P: Platform>(
         ctx.summary.cpus
     );
     Ok(())
+}
+
+fn log_layout<F: HasLayout>(ctx: &mut Ctx<'_, F>) {
+    log!(ctx, "(XEN) virtual layout ({}):", F::NAME);
+    let l = F::LAYOUT;
+    let arch_regions = [Some(l.frametable), Some(l.vmap), l.xenheap, l.domheap, l.directmap];
+    for r in hvmm::layout::Layout::COMMON.iter().chain(arch_regions.iter().flatten()) {
+        log!(ctx, "(XEN)   {:<11} {:#018x} - {:#018x}", r.name, r.start.0, r.end() - 1);
+    }
 }
 
 /// Prefixes every line written through it with "(XEN) ".
