@@ -37,6 +37,7 @@ fn base(arch: Arch) -> QemuArgs {
 fn ok_lines(pa: u64, cpus: u32) -> Vec<String> {
     vec![
         format!("image at PA {pa:#x}-"),
+        "hvmm: sections text 0x0000000000200000-".into(),
         "hvmm: AT verified".into(),
         "hvmm: back end checked: root".into(),
         format!("hvmm: {cpus} CPU(s) up"),

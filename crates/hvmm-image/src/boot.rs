@@ -25,6 +25,8 @@ pub struct BootParams {
     pub image: LinearRange,
     /// The boot CPU's index.
     pub cpu: usize,
+    /// The image's sections and static tables (link addresses).
+    pub symbols: layout::ImageSymbols,
 }
 
 impl BootParams {
@@ -51,10 +53,15 @@ impl BootParams {
         let Some(image) = LinearRange::new(start, first, size) else {
             fail(format_args!("image range {first} + {size:#x} overflows"))
         };
+        let symbols = layout::ImageSymbols::get();
+        if let Err(why) = symbols.check() {
+            fail(format_args!("image layout: {why}"));
+        }
         BootParams {
             dtb_pa: Paddr(dtb_pa),
             image,
             cpu,
+            symbols,
         }
     }
 }
@@ -77,12 +84,18 @@ pub fn rust_main(params: &BootParams) -> ! {
         XEN_VIRT_START,
         params.dtb_pa.0
     );
+    let s = &params.symbols;
+    println!(
+        "hvmm: sections text {}-{} rodata -{} init -{} data -{}; tables {}-{} (boot root {}, runtime root {})",
+        s.start, s.text_end, s.rodata_end, s.init_end, s.end, s.tables_first, s.tables_last, s.boot_root, s.root
+    );
     let v = verify_image(params);
     println!(
-        "hvmm: AT verified {} pages of the boot mapping (text RX {}, rodata RO {}, data RW {})",
-        v.text + v.rodata + v.data,
+        "hvmm: AT verified {} pages of the boot mapping (text RX {}, rodata RO {}, init RX {}, data RW {})",
+        v.text + v.rodata + v.init + v.data,
         v.text,
         v.rodata,
+        v.init,
         v.data
     );
 
@@ -124,6 +137,7 @@ pub fn rust_main(params: &BootParams) -> ! {
 struct Verified {
     text: usize,
     rodata: usize,
+    init: usize,
     data: usize,
 }
 
@@ -135,10 +149,12 @@ fn verify_image(params: &BootParams) -> Verified {
     let mut v = Verified {
         text: 0,
         rodata: 0,
+        init: 0,
         data: 0,
     };
-    let text_end = layout::text_end().0;
-    let rodata_end = layout::rodata_end().0;
+    let text_end = params.symbols.text_end.0;
+    let rodata_end = params.symbols.rodata_end.0;
+    let init_end = params.symbols.init_end.0;
     let mut va = params.image.va.0;
     while va < params.image.va.0 + params.image.size {
         let expect = params.image.pa_of(Vaddr(va)).unwrap_or(Paddr(0));
@@ -151,7 +167,7 @@ fn verify_image(params: &BootParams) -> Verified {
             Err(e) => fail(format_args!("VA {va:#x} does not translate: {e}")),
         }
         let writable = hw.translate(Vaddr(va), true);
-        if va < rodata_end {
+        if va < init_end {
             match writable {
                 Err(e) if e.kind == FaultKind::Permission && e.level == 3 => {}
                 Err(e) => fail(format_args!(
@@ -161,8 +177,10 @@ fn verify_image(params: &BootParams) -> Verified {
             }
             if va < text_end {
                 v.text += 1;
-            } else {
+            } else if va < rodata_end {
                 v.rodata += 1;
+            } else {
+                v.init += 1;
             }
         } else {
             if let Err(e) = writable {

@@ -159,16 +159,19 @@ build_boot_tables:
     ldr x3, =_end
     ldr x4, =_etext
     ldr x5, =_erodata
+    ldr x9, =__init_end
     mov x6, #PTE_NORMAL_PAGE
 1:  orr x7, x1, x6
     cmp x2, x4
-    b.hs 2f
-    orr x7, x7, #PTE_RO             // text: read-only, executable
-    b 3f
-2:  orr x7, x7, #(1 << 54)          // everything else: execute-never
+    b.lo 2f
     cmp x2, x5
-    b.hs 3f
-    orr x7, x7, #PTE_RO             // rodata: read-only
+    b.lo 4f
+    cmp x2, x9
+    b.lo 2f
+    orr x7, x7, #(1 << 54)          // data, BSS, tables: RW, execute-never
+    b 3f
+4:  orr x7, x7, #(1 << 54)          // rodata: read-only, execute-never
+2:  orr x7, x7, #PTE_RO             // text and init: read-only, executable
 3:  ubfx x8, x2, #12, #9
     str x7, [x0, x8, lsl #3]
     add x1, x1, #4096
@@ -549,6 +552,13 @@ boot_id_l1:     .space 4096
 boot_id_l2:     .space 4096
 boot_id_l3:     .space 4096
 boot_fixmap_l3: .space 4096
+// Runtime tables, one page each, filled by the shared boot sequence
+// (setup_pagetables): root (L0), L1, L2 (VA 0-1 GiB), the image's L3.
+    .global runtime_root, runtime_l1, runtime_l2, runtime_l3
+runtime_root:   .space 4096
+runtime_l1:     .space 4096
+runtime_l2:     .space 4096
+runtime_l3:     .space 4096
     .global boot_idmap_slot, boot_idmap_val
 boot_idmap_slot: .space 8
 boot_idmap_val:  .space 8

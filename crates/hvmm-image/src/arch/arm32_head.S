@@ -75,6 +75,7 @@ primary_entry:
     isb
     adr_l r11, _start
     bl build_boot_tables
+    mov r9, #0                      @ (build_boot_tables uses r9)
     adr_l r8, boot_fixmap_l3
     bl cpu_init
     ldr r1, =primary_switched
@@ -111,17 +112,20 @@ build_boot_tables:
     ldr r3, =_end
     ldr r4, =_etext
     ldr r5, =_erodata
+    ldr r9, =__init_end
     movw r12, #PTE_NORMAL_PAGE
 1:  orr r6, r1, r12                 @ low word
     mov r7, #0                      @ high word
     cmp r2, r4
-    bhs 2f
-    orr r6, r6, #PTE_RO             @ text: read-only, executable
-    b 3f
-2:  mov r7, #PTE_XN_HI              @ everything else: execute-never
+    blo 2f
     cmp r2, r5
-    bhs 3f
-    orr r6, r6, #PTE_RO             @ rodata: read-only
+    blo 4f
+    cmp r2, r9
+    blo 2f
+    mov r7, #PTE_XN_HI              @ data, BSS, tables: RW, execute-never
+    b 3f
+4:  mov r7, #PTE_XN_HI              @ rodata: read-only, execute-never
+2:  orr r6, r6, #PTE_RO             @ text and init: read-only, executable
 3:  ubfx r8, r2, #12, #9
     add r8, r0, r8, lsl #3
     strd r6, r7, [r8]
@@ -504,6 +508,12 @@ boot_l3:        .space 4096
 boot_id_l2:     .space 4096
 boot_id_l3:     .space 4096
 boot_fixmap_l3: .space 4096
+@ Runtime tables, one page each, filled by the shared boot sequence
+@ (setup_pagetables): CPU 0's root (L1), L2 (VA 0-1 GiB), the image's L3.
+    .global runtime_root, runtime_l2, runtime_l3
+runtime_root:   .space 4096
+runtime_l2:     .space 4096
+runtime_l3:     .space 4096
     .global boot_idmap_slot, boot_idmap_val
 boot_idmap_slot: .space 8
 boot_idmap_val:  .space 8
