@@ -6,7 +6,8 @@
 //! cargo xtask build [--arch arm64|arm32]
 //! cargo xtask qemu [--arch arm64|arm32] [--loader direct|uboot] [--load-addr PA]
 //!                  [--smp N] [--ram SIZE] [--gdb] [--bootargs STR] [--timeout SECS]
-//! cargo xtask test-qemu [--arch arm64|arm32]
+//!                  [--modules-at PA]
+//! cargo xtask test-qemu [--arch arm64|arm32] [--verbose]
 //! ```
 //!
 //! Images are built into `$CARGO_TARGET_DIR/hvmm-image` (default
