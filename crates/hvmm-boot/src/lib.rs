@@ -30,4 +30,4 @@ pub use image::ImageLayout;
 pub use mm::{AccessPolicy, Mm};
 pub use platform::Platform;
 pub use report::{BootError, BootStep, BootSummary};
-pub use seq::{boot, BootConfig, BootParams, Failed, PaPolicy};
+pub use seq::{boot, BootConfig, BootParams, FailPoint, Failed, PaPolicy};

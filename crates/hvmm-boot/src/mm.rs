@@ -129,6 +129,10 @@ pub struct Mm<F: HasLayout> {
     pub phases: [PhaseCounts; 4],
     /// The highest physical address of a table page the engine allocated.
     pub highest_table: Paddr,
+    /// `set_fixmap` calls so far (fault-injection points).
+    pub fixmap_sets: u64,
+    /// Fault injection: the `set_fixmap` call with this index (0-based) fails.
+    pub fail_fixmap_at: Option<u64>,
     /// The last `copy_from_paddr` calls (ring of 8).
     pub copies: [Option<CopyRecord>; 8],
     copies_len: usize,
@@ -163,6 +167,8 @@ impl<F: HasLayout> Mm<F> {
             boot_allocator_ended: false,
             phases: [PhaseCounts::default(); 4],
             highest_table: Paddr(0),
+            fixmap_sets: 0,
+            fail_fixmap_at: None,
             copies: [None; 8],
             copies_len: 0,
         }
@@ -191,6 +197,10 @@ impl<F: HasLayout> Mm<F> {
     /// Whether the boot allocator has been handed over.
     pub fn boot_allocator_ended(&self) -> bool {
         self.boot_allocator_ended
+    }
+    /// PMAP slot acquisitions so far, and the fault-injection setting.
+    pub fn pmap_mut(&mut self) -> &mut Pmap {
+        &mut self.pmap
     }
     /// PMAP slots in use now.
     pub fn pmap_in_use(&self) -> u32 {
@@ -330,6 +340,17 @@ impl<F: HasLayout> Mm<F> {
         mfn: Mfn,
         attrs: Attrs,
     ) -> Result<(), Error> {
+        let index = self.fixmap_sets;
+        self.fixmap_sets += 1;
+        if self.fail_fixmap_at == Some(index) {
+            return Err(Error::TableAccess {
+                mfn,
+                err: AccessError::SlotsExhausted {
+                    provider: "fixmap",
+                    slots: 1,
+                },
+            });
+        }
         let op = Op::Insert {
             pa: mfn.paddr(),
             attrs,

@@ -132,6 +132,8 @@ pub struct Scenario {
     /// Load these bytes as the DTB instead of the one built from the
     /// scenario (malformed-DTB tests, `--dtb` boots of a given file).
     pub dtb_override: Option<Vec<u8>>,
+    /// Fault injection: make one request fail.
+    pub inject: Option<crate::seq::FailPoint>,
     /// Let modules overlap the image or each other (the loader normally
     /// refuses; the hypervisor must then refuse too).
     pub allow_overlaps: bool,
@@ -155,6 +157,7 @@ impl Scenario {
             pa: PaPolicy::Translate,
             dumps: Vec::new(),
             dtb_override: None,
+            inject: None,
             allow_overlaps: false,
         }
     }
@@ -456,6 +459,7 @@ fn run_arch<F: HasLayout>(s: &Scenario, regime: Regime) -> Result<Outcome, Scena
         access: s.access,
         pa: s.pa,
         pa_bits: F::PA_BITS,
+        inject: s.inject,
         ..Default::default()
     };
     for (slot, va) in cfg.dumps.iter_mut().zip(&s.dumps) {

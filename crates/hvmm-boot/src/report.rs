@@ -72,6 +72,21 @@ pub struct BootSummary {
     pub state: Option<SystemState>,
     /// Free pages left in the page allocator.
     pub free_pages: u64,
+    /// How many fault-injection points of each kind the boot passed.
+    pub injection_points: InjectionPoints,
+    /// PMAP slots still held (must be 0 whenever the boot stops).
+    pub pmap_in_use: u32,
+}
+
+/// Counts of the requests that fault injection can fail.
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub struct InjectionPoints {
+    /// Allocator requests (allocations and reservations).
+    pub alloc: u64,
+    /// PMAP slot acquisitions.
+    pub pmap: u64,
+    /// Fixmap slot acquisitions.
+    pub fixmap: u64,
 }
 
 /// Where a failed boot stopped.

@@ -9,7 +9,7 @@ use crate::image::{ImageLayout, Section};
 use crate::mm::{AccessPolicy, Mm, MAX_CPUS};
 use crate::platform::Platform;
 use crate::report::heapless_list::Text;
-use crate::report::{BootError, BootStep, BootSummary, ModuleFact, RegionFact};
+use crate::report::{BootError, BootStep, BootSummary, InjectionPoints, ModuleFact, RegionFact};
 use core::fmt::{self, Write};
 use hvmm::format::{level_size, Pte};
 use hvmm::layout::{HasLayout, BOOT_FDT_VIRT_START, DOMHEAP_ENTRIES, MAX_FDT_SIZE, XEN_VIRT_START};
@@ -37,6 +37,17 @@ pub enum PaPolicy {
     Xen2019ZeroExtendedOffset,
 }
 
+/// A fault to inject: the `n`-th (0-based) request of one kind fails.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum FailPoint {
+    /// A boot-allocator (or page-allocator) request: allocation or reservation.
+    Alloc(u64),
+    /// A PMAP slot acquisition.
+    Pmap(u64),
+    /// A fixmap slot acquisition (`set_fixmap`).
+    Fixmap(u64),
+}
+
 /// What the caller chooses about a boot.
 #[derive(Copy, Clone, Debug)]
 pub struct BootConfig {
@@ -52,6 +63,8 @@ pub struct BootConfig {
     pub dumps: [Option<Vaddr>; 4],
     /// Ranges the firmware reserved (UEFI memory map), kept out of the allocator.
     pub firmware_reserved: [Option<(Paddr, u64)>; 8],
+    /// Fault injection (tests).
+    pub inject: Option<FailPoint>,
 }
 
 impl Default for BootConfig {
@@ -63,6 +76,7 @@ impl Default for BootConfig {
             pa_bits: 48,
             dumps: [None; 4],
             firmware_reserved: [None; 8],
+            inject: None,
         }
     }
 }
@@ -159,8 +173,14 @@ pub fn boot<F: HasLayout, P: Platform>(
     }
 }
 
-fn record_phases<F: HasLayout>(ctx: &mut Ctx<'_, F>, mm: &Mm<F>) {
+fn record_phases<F: HasLayout>(ctx: &mut Ctx<'_, F>, mm: &mut Mm<F>) {
     ctx.summary.phases = mm.phases;
+    ctx.summary.injection_points = InjectionPoints {
+        alloc: mm.alloc.allocations,
+        pmap: mm.pmap_mut().acquisitions,
+        fixmap: mm.fixmap_sets,
+    };
+    ctx.summary.pmap_in_use = mm.pmap_in_use();
     ctx.summary.highest_table = mm.highest_table;
 }
 
@@ -199,17 +219,32 @@ fn run<F: HasLayout, P: Platform>(
     // 2. Runtime page tables.
     ctx.step = BootStep::SetupPagetables;
     let mut mm = setup_pagetables::<F, P>(p, img, image, cfg, ctx)?;
-    record_phases(ctx, &mm);
+    let result = run_with_mm(p, params, cfg, image, &mut mm, ctx);
+    // Whatever happened, the summary shows the counts up to here.
+    record_phases(ctx, &mut mm);
+    result
+}
+
+fn run_with_mm<F: HasLayout, P: Platform>(
+    p: &mut P,
+    params: &BootParams,
+    cfg: &BootConfig,
+    image: ImageRange,
+    mm: &mut Mm<F>,
+    ctx: &mut Ctx<'_, F>,
+) -> Result<(), BootError> {
+    let img = &params.image;
+    record_phases(ctx, mm);
 
     // 3. Early FDT mapping.
     ctx.step = BootStep::EarlyFdtMap;
-    let (fdt_bytes, fdt_size) = early_fdt_map(p, &mut mm, params.dtb, ctx)?;
+    let (fdt_bytes, fdt_size) = early_fdt_map(p, mm, params.dtb, ctx)?;
 
     // 4. Boot information.
     ctx.step = BootStep::BootFdtInfo;
     let info = {
         let mut reader = Reader {
-            mm: &mut mm,
+            mm: mm,
             p,
             fault: None,
             err: None,
@@ -231,17 +266,17 @@ fn run<F: HasLayout, P: Platform>(
             }
         }
     };
-    record_phases(ctx, &mm);
-    log_boot_info(ctx, &info, &mm);
+    record_phases(ctx, mm);
+    log_boot_info(ctx, &info, mm);
 
     // 5. Memory.
     ctx.step = BootStep::SetupMm;
-    setup_mm::<F, P>(p, &mut mm, &info, cfg, ctx)?;
-    record_phases(ctx, &mm);
+    setup_mm::<F, P>(p, mm, &info, cfg, ctx)?;
+    record_phases(ctx, mm);
 
     ctx.step = BootStep::Frametable;
-    setup_frametable::<F, P>(p, &mut mm, &info, ctx)?;
-    record_phases(ctx, &mm);
+    setup_frametable::<F, P>(p, mm, &info, ctx)?;
+    record_phases(ctx, mm);
 
     ctx.step = BootStep::EndBootAllocator;
     mm.end_boot_allocator();
@@ -267,25 +302,25 @@ fn run<F: HasLayout, P: Platform>(
         vmap.start,
         vmap.end()
     );
-    record_phases(ctx, &mm);
+    record_phases(ctx, mm);
 
     // 6. Secondary CPUs.
     ctx.step = BootStep::SmpBringUp;
     mm.enter_smp_boot();
     enter(ctx, SystemState::SmpBoot);
-    bring_up_cpus::<F, P>(p, &mut mm, cfg, ctx)?;
-    record_phases(ctx, &mm);
+    bring_up_cpus::<F, P>(p, mm, cfg, ctx)?;
+    record_phases(ctx, mm);
 
     // 7. Init memory.
     ctx.step = BootStep::FreeInitMem;
-    free_init_memory::<F, P>(p, &mut mm, img, image, ctx)?;
+    free_init_memory::<F, P>(p, mm, img, image, ctx)?;
     mm.enter_active();
     enter(ctx, SystemState::Active);
-    record_phases(ctx, &mm);
+    record_phases(ctx, mm);
 
     // 8. Proof.
     ctx.step = BootStep::Verify;
-    verify::<F, P>(p, &mut mm, img, ctx)?;
+    verify::<F, P>(p, mm, img, ctx)?;
     for va in cfg.dumps.iter().flatten() {
         let mut out = DumpSink {
             out: &mut *ctx.log,
@@ -297,7 +332,7 @@ fn run<F: HasLayout, P: Platform>(
     }
     ctx.summary.state = Some(SystemState::Active);
     ctx.summary.free_pages = mm.alloc.free_pages();
-    record_phases(ctx, &mm);
+    record_phases(ctx, mm);
     log_phase_table(ctx);
     log!(
         ctx,
@@ -310,9 +345,24 @@ fn run<F: HasLayout, P: Platform>(
 fn log_layout<F: HasLayout>(ctx: &mut Ctx<'_, F>) {
     log!(ctx, "(XEN) virtual layout ({}):", F::NAME);
     let l = F::LAYOUT;
-    let arch_regions = [Some(l.frametable), Some(l.vmap), l.xenheap, l.domheap, l.directmap];
-    for r in hvmm::layout::Layout::COMMON.iter().chain(arch_regions.iter().flatten()) {
-        log!(ctx, "(XEN)   {:<11} {:#018x} - {:#018x}", r.name, r.start.0, r.end() - 1);
+    let arch_regions = [
+        Some(l.frametable),
+        Some(l.vmap),
+        l.xenheap,
+        l.domheap,
+        l.directmap,
+    ];
+    for r in hvmm::layout::Layout::COMMON
+        .iter()
+        .chain(arch_regions.iter().flatten())
+    {
+        log!(
+            ctx,
+            "(XEN)   {:<11} {:#018x} - {:#018x}",
+            r.name,
+            r.start.0,
+            r.end() - 1
+        );
     }
 }
 
@@ -361,6 +411,12 @@ fn setup_pagetables<F: HasLayout, P: Platform>(
         .ok_or_else(|| ctx.fail(format_args!("root table outside the image"), None))?;
     log!(ctx, "(XEN) runtime root table {} at {}", t.root, root_pa);
     let mut mm = Mm::<F>::new(root_pa.mfn(), image, t.fixmap_l3, cfg.access);
+    match cfg.inject {
+        Some(FailPoint::Alloc(n)) => mm.alloc.fail_at = Some(n),
+        Some(FailPoint::Pmap(n)) => mm.pmap_mut().fail_at = Some(n),
+        Some(FailPoint::Fixmap(n)) => mm.fail_fixmap_at = Some(n),
+        None => {}
+    }
     mm.alloc.pin(image.0.pa, Paddr(image.0.pa.0 + img.size()));
 
     // Static links: root -> (L1) -> L2 -> {image L3, fixmap L3}. These tables

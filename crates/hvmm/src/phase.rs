@@ -150,6 +150,10 @@ pub struct Pmap {
     reserved: usize,
     /// Set once other CPUs may run: PMAP then refuses to work.
     retired: bool,
+    /// Slot acquisitions so far: maps outside a reservation, and reservations.
+    pub acquisitions: u64,
+    /// Fault injection: the acquisition with this index (0-based) fails.
+    pub fail_at: Option<u64>,
 }
 
 impl Pmap {
@@ -160,6 +164,8 @@ impl Pmap {
             in_use: 0,
             reserved: 0,
             retired: false,
+            acquisitions: 0,
+            fail_at: None,
         }
     }
     /// Slots in use.
@@ -170,6 +176,19 @@ impl Pmap {
     /// [`AccessError::WrongPhase`].
     pub fn retire(&mut self) {
         self.retired = true;
+    }
+
+    /// Counts one slot acquisition, failing it if fault injection says so.
+    fn acquire(&mut self) -> Result<(), AccessError> {
+        let index = self.acquisitions;
+        self.acquisitions += 1;
+        if self.fail_at == Some(index) {
+            return Err(AccessError::SlotsExhausted {
+                provider: "pmap",
+                slots: NUM_PMAP,
+            });
+        }
+        Ok(())
     }
 
     fn free_slots(&self) -> usize {
@@ -183,6 +202,9 @@ impl Pmap {
                 provider: "pmap",
                 state: "SmpBoot",
             });
+        }
+        if self.reserved == 0 {
+            self.acquire()?;
         }
         let slot = (0..NUM_PMAP).find(|&i| self.in_use & (1 << i) == 0).ok_or(
             AccessError::SlotsExhausted {
@@ -255,6 +277,7 @@ impl<A: Arch> TableAccess<A> for EarlyAccess<'_> {
                 state: "SmpBoot",
             });
         }
+        self.pmap.acquire()?;
         if self.pmap.free_slots() < nested {
             return Err(AccessError::SlotsExhausted {
                 provider: "pmap",
