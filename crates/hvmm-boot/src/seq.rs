@@ -244,7 +244,7 @@ fn run_with_mm<F: HasLayout, P: Platform>(
     ctx.step = BootStep::BootFdtInfo;
     let info = {
         let mut reader = Reader {
-            mm: mm,
+            mm,
             p,
             fault: None,
             err: None,
