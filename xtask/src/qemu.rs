@@ -578,3 +578,54 @@ pub fn qemu_command(a: &QemuArgs) -> Result<i32> {
         None => bail!("QEMU was killed by a signal"),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers_and_sizes() {
+        assert_eq!(parse_u64("0x7f60_1000"), Ok(0x7f60_1000));
+        assert_eq!(parse_u64("4096"), Ok(4096));
+        assert!(parse_u64("0xzz").is_err());
+        assert_eq!(parse_size("1G").ok(), Some(1 << 30));
+        assert_eq!(parse_size("512M").ok(), Some(512 << 20));
+        assert_eq!(parse_size("256").ok(), Some(256 << 20));
+        assert!(parse_size("lots").is_err());
+    }
+
+    #[test]
+    fn stubs_carry_the_addresses() {
+        let s = setup_stub(Arch::Arm64, 0x4010_1000, 0x2_0000_5000).unwrap();
+        assert_eq!(s.len(), 0x30);
+        assert_eq!(&s[0x20..0x28], &0x4010_1000u64.to_le_bytes());
+        assert_eq!(&s[0x28..0x30], &0x2_0000_5000u64.to_le_bytes());
+        let s = setup_stub(Arch::Arm32, 0x4010_1000, 0xfff0_0000).unwrap();
+        assert_eq!(s.len(), 0x20);
+        assert_eq!(&s[0x18..0x1c], &0x4010_1000u32.to_le_bytes());
+        assert!(setup_stub(Arch::Arm32, 0x1_0000_0000, 0x4000_0000).is_err());
+    }
+
+    #[test]
+    fn placer_skips_the_image() {
+        let mut p = Placer {
+            next: 0x4010_0000,
+            ram_end: 0x8000_0000,
+            avoid: (0x4010_0000, 0x4013_0000),
+        };
+        assert_eq!(p.place(0x40, 0x1000).unwrap(), 0x4013_0000);
+        assert!(p.place(0x8000_0000, 0x1000).is_err());
+    }
+
+    #[test]
+    fn chosen_fragment_has_typed_modules() {
+        let mut m = synth_modules();
+        m[0].addr = 0x1_4000_0000;
+        let f = chosen_fragment(Some("a \"b\""), &m[..1]);
+        assert!(f.contains("bootargs = \"a \\\"b\\\"\";"));
+        assert!(f.contains("module@140000000"));
+        assert!(f.contains("\"multiboot,kernel\", \"multiboot,module\""));
+        assert!(f.contains("reg = <0x1 0x40000000 0x0 0x3000>;"));
+        assert_eq!(&synth_modules()[2].data[..4], &[0x8c, 0xff, 0x7c, 0xf9]);
+    }
+}

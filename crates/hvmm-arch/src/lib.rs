@@ -2,9 +2,9 @@
 //!
 //! Two back ends, each compiled only for its own architecture:
 //!
-//! - [`Aarch64El2`] (`target_arch = "aarch64"`): VMSAv8-64 at EL2 —
+//! - `Aarch64El2` (`target_arch = "aarch64"`, module `aarch64`): VMSAv8-64 at EL2 —
 //!   `TTBR0_EL2`, `TLBI VAE2IS`, `AT S1E2R`, `PAR_EL1`…
-//! - [`Armv7Hyp`] (`target_arch = "arm"`): LPAE long descriptors in HYP mode —
+//! - `Armv7Hyp` (`target_arch = "arm"`, module `arm32`): LPAE long descriptors in HYP mode —
 //!   `HTTBR`, `TLBIMVAHIS`, `ATS1HR`, the 64-bit `PAR`…
 //!
 //! Besides the trait, each back end exports the helpers the boot code needs:
