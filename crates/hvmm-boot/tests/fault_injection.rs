@@ -8,12 +8,16 @@
 use hvmm_boot::model::{run, ArchKind, Scenario};
 use hvmm_boot::FailPoint;
 
+/// How many points of a kind, how to name the n-th, and words the failure
+/// message must contain.
+type Kind = (u64, fn(u64) -> FailPoint, &'static [&'static str]);
+
 fn sweep(arch: ArchKind) -> (u64, u64) {
     let clean = run(&Scenario::default_for(arch)).unwrap();
     let points = clean.result.as_ref().expect("clean boot").injection_points;
     let mut runs = 0;
     let mut recovered = 0;
-    let kinds: [(u64, fn(u64) -> FailPoint, &[&str]); 3] = [
+    let kinds: [Kind; 3] = [
         (
             points.alloc,
             FailPoint::Alloc,
