@@ -1,1 +1,75 @@
-fn main() {}
+//! `hvmm-bench`: hvmm's engine against aarch64-paging, page_table_multiarch
+//! and the Xen-2019 baseline, in one run; early-boot counts on the model.
+//!
+//! Options: `--quick` (fewer rounds, for a CI smoke run), `--write PATH`
+//! (write the Markdown report, e.g. `docs/BENCHMARKS.md`).
+
+use hvmm_bench::report::{markdown, targets, MachineInfo};
+use hvmm_bench::rows::Sizes;
+use hvmm_bench::{run_all, Config};
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let mut quick = false;
+    let mut write = None;
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--quick" => quick = true,
+            "--write" => match args.next() {
+                Some(p) => write = Some(p),
+                None => {
+                    eprintln!("--write needs a path");
+                    return ExitCode::from(2);
+                }
+            },
+            "-h" | "--help" => {
+                println!("usage: hvmm-bench [--quick] [--write docs/BENCHMARKS.md]");
+                return ExitCode::SUCCESS;
+            }
+            other => {
+                eprintln!("unknown option {other} (try --help)");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    if cfg!(debug_assertions) {
+        eprintln!("warning: a debug build; run with --release for meaningful numbers");
+    }
+    let cfg = Config {
+        sizes: Sizes::FULL,
+        warmup: 1,
+        reps: if quick { 2 } else { 7 },
+    };
+    let machine = MachineInfo::detect();
+    eprintln!(
+        "hvmm-bench: {} rounds per row on {} ({} CPUs)",
+        cfg.reps, machine.cpu, machine.cores
+    );
+    let result = run_all(&cfg, &mut |m| eprintln!("{m}"));
+    let md = markdown(&result, &machine);
+    println!("{md}");
+    let failed = result
+        .rows
+        .iter()
+        .flat_map(|r| &r.cells)
+        .any(|c| c.error.is_some())
+        || result.early.is_err()
+        || result.boot.is_err();
+    let missed = targets(&result).iter().filter(|t| !t.met).count();
+    if missed > 0 {
+        eprintln!("hvmm-bench: {missed} target(s) missed (see \"Targets\")");
+    }
+    if let Some(path) = write {
+        if let Err(e) = std::fs::write(&path, &md) {
+            eprintln!("writing {path}: {e}");
+            return ExitCode::FAILURE;
+        }
+        eprintln!("wrote {path}");
+    }
+    if failed {
+        eprintln!("hvmm-bench: a library failed a row or a check (see FAILED)");
+        return ExitCode::FAILURE;
+    }
+    ExitCode::SUCCESS
+}

@@ -1,0 +1,339 @@
+//! The rows: one sample of one row for one library (set-up untimed, work
+//! timed, result checked), and the memory-bound floor.
+
+use crate::libs::{page_sum, Library, Row};
+use std::hint::black_box;
+use std::time::Instant;
+
+/// VA of the 1 GiB used by every row but `sparse`.
+pub const VA: u64 = 1 << 30;
+/// PA it maps to (4 KiB rows).
+pub const PA: u64 = 0x8_0000_0000;
+/// PA for `map-blocks` / `split`: 2 MiB aligned but not 1 GiB aligned, so
+/// every library writes 2 MiB blocks (not one 1 GiB block).
+pub const PA_BLOCKS: u64 = 0x8_0020_0000;
+/// PA offset of `sparse` mappings (PA = VA + this).
+pub const SPARSE_PA: u64 = 0x1000_0000_0000;
+/// Pages in the `sparse` VA space (512 GiB).
+pub const SPARSE_SPACE_PAGES: u64 = 1 << 27;
+const PAGE: u64 = 4096;
+
+/// Sizes of one run.
+#[derive(Copy, Clone, Debug)]
+pub struct Sizes {
+    /// Pages in the "1 GiB" (262 144; smaller in tests). A multiple of 512.
+    pub pages: u64,
+    /// Random operations in `sparse`.
+    pub sparse_ops: usize,
+    /// Check every `verify_stride`-th page after each sample (1 = all).
+    pub verify_stride: u64,
+}
+
+impl Sizes {
+    /// The sizes of the issue: 1 GiB, 100 000 sparse operations.
+    pub const FULL: Sizes = Sizes {
+        pages: 262_144,
+        sparse_ops: 100_000,
+        verify_stride: 61,
+    };
+}
+
+/// One timed sample.
+#[derive(Copy, Clone, Debug, Default)]
+pub struct Sample {
+    /// Nanoseconds of the timed work.
+    pub ns: f64,
+    /// Work units (pages, or operations) it did.
+    pub units: u64,
+    /// Table pages freed (unmap).
+    pub freed: Option<u64>,
+    /// Table pages in use after the work.
+    pub tables: usize,
+}
+
+/// The pre-generated `sparse` workload.
+#[derive(Clone, Debug)]
+pub struct SparseOps {
+    /// (map?, VA) in order.
+    pub ops: Vec<(bool, u64)>,
+    /// Pages mapped at the end.
+    pub live: Vec<u64>,
+    /// Pages mapped at some point and unmapped at the end (a few, for checks).
+    pub gone: Vec<u64>,
+    /// Map operations (bounds the tables needed).
+    pub maps: usize,
+}
+
+impl SparseOps {
+    /// `n` operations: map a random unmapped page of the 512 GiB or unmap a
+    /// random mapped one, with equal probability (xorshift, fixed seed).
+    pub fn generate(n: usize) -> Self {
+        let mut s: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut rnd = move || {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            s
+        };
+        let mut live: Vec<u64> = Vec::new();
+        let mut set = std::collections::HashSet::new();
+        let mut ops = Vec::with_capacity(n);
+        let mut gone = Vec::new();
+        let mut maps = 0;
+        for _ in 0..n {
+            if live.is_empty() || rnd() & 1 == 0 {
+                let va = loop {
+                    let p = (rnd() % SPARSE_SPACE_PAGES) * PAGE;
+                    if set.insert(p) {
+                        break p;
+                    }
+                };
+                live.push(va);
+                ops.push((true, va));
+                maps += 1;
+            } else {
+                let i = (rnd() % live.len() as u64) as usize;
+                let va = live.swap_remove(i);
+                set.remove(&va);
+                if gone.len() < 64 {
+                    gone.push(va);
+                }
+                ops.push((false, va));
+            }
+        }
+        gone.retain(|va| !set.contains(va));
+        SparseOps {
+            ops,
+            live,
+            gone,
+            maps,
+        }
+    }
+}
+
+fn err<T>(lib: &str, what: &str, r: Result<T, String>) -> Result<T, String> {
+    r.map_err(|e| format!("{lib}: {what}: {e}"))
+}
+
+/// Checks the 1 GiB translates as expected (every `stride`-th page, and the last).
+fn verify<L: Library>(l: &mut L, sizes: &Sizes, pa: u64, writable: bool) -> Result<(), String> {
+    let mut check = |i: u64| -> Result<(), String> {
+        let va = VA + i * PAGE;
+        match l.lookup(va) {
+            Some((got, w)) if got == pa + i * PAGE && w == writable => Ok(()),
+            other => Err(format!(
+                "{}: {va:#x} translates to {other:x?}, expected ({:#x}, writable {writable})",
+                L::NAME,
+                pa + i * PAGE
+            )),
+        }
+    };
+    let mut i = 0;
+    while i < sizes.pages {
+        check(i)?;
+        i += sizes.verify_stride.max(1);
+    }
+    check(sizes.pages - 1)
+}
+
+fn verify_unmapped<L: Library>(l: &mut L, sizes: &Sizes) -> Result<(), String> {
+    let mut i = 0;
+    while i < sizes.pages {
+        let va = VA + i * PAGE;
+        if let Some(x) = l.lookup(va) {
+            return Err(format!(
+                "{}: {va:#x} still maps {x:x?} after unmap",
+                L::NAME
+            ));
+        }
+        i += sizes.verify_stride.max(1);
+    }
+    Ok(())
+}
+
+fn tables_4k(pages: u64) -> usize {
+    (pages / 512) as usize + 8
+}
+
+/// Runs one sample of `row` for library `L`.
+pub fn sample<L: Library>(row: Row, sizes: &Sizes, sparse: &SparseOps) -> Result<Sample, String> {
+    let n = sizes.pages;
+    let name = L::NAME;
+    let frames = tables_4k(n);
+    let mut s = Sample {
+        units: n,
+        ..Default::default()
+    };
+    match row {
+        Row::Map4k => {
+            let mut l = L::new(frames);
+            let t = Instant::now();
+            let r = l.map(VA, PA, n, false);
+            s.ns = t.elapsed().as_nanos() as f64;
+            err(name, "map", r)?;
+            verify(&mut l, sizes, PA, true)?;
+            s.tables = l.tables_in_use();
+        }
+        Row::MapBlocks => {
+            let mut l = L::new(frames);
+            let t = Instant::now();
+            let r = l.map(VA, PA_BLOCKS, n, true);
+            s.ns = t.elapsed().as_nanos() as f64;
+            err(name, "map", r)?;
+            verify(&mut l, sizes, PA_BLOCKS, true)?;
+            s.tables = l.tables_in_use();
+        }
+        Row::MapSingle => {
+            let mut l = L::new(frames);
+            let t = Instant::now();
+            for i in 0..n {
+                let r = l.map_page(VA + i * PAGE, PA + i * PAGE);
+                if r.is_err() {
+                    return err(name, "map_page", r).map(|_| s);
+                }
+            }
+            s.ns = t.elapsed().as_nanos() as f64;
+            verify(&mut l, sizes, PA, true)?;
+            s.tables = l.tables_in_use();
+        }
+        Row::ModifyRo => {
+            let mut l = L::new(frames);
+            err(name, "map", l.map(VA, PA, n, false))?;
+            let t = Instant::now();
+            let r = l.make_ro(VA, n);
+            s.ns = t.elapsed().as_nanos() as f64;
+            err(name, "make read-only", r)?;
+            verify(&mut l, sizes, PA, false)?;
+            s.tables = l.tables_in_use();
+        }
+        Row::Split => {
+            // One page made read-only inside each 2 MiB block.
+            let blocks = n / 512;
+            let mut l = L::new(frames + blocks as usize);
+            err(name, "map blocks", l.map(VA, PA_BLOCKS, n, true))?;
+            let t = Instant::now();
+            for b in 0..blocks {
+                let r = l.split(VA + b * (2 << 20) + 5 * PAGE);
+                if r.is_err() {
+                    return err(name, "split", r).map(|_| s);
+                }
+            }
+            s.ns = t.elapsed().as_nanos() as f64;
+            s.units = blocks;
+            for b in 0..blocks {
+                let base = b * (2 << 20);
+                for (off, w) in [(4 * PAGE, true), (5 * PAGE, false), (6 * PAGE, true)] {
+                    let va = VA + base + off;
+                    let want = PA_BLOCKS + base + off;
+                    if l.lookup(va) != Some((want, w)) {
+                        return Err(format!(
+                            "{name}: after split {va:#x} -> {:x?}",
+                            l.lookup(va)
+                        ));
+                    }
+                }
+            }
+            s.tables = l.tables_in_use();
+        }
+        Row::Translate | Row::TranslatePoint => {
+            let mut l = L::new(frames);
+            err(name, "map", l.map(VA, PA, n, false))?;
+            let want = page_sum(PA, n * PAGE);
+            let t = Instant::now();
+            let got = if row == Row::Translate {
+                l.translate_range(VA, n)
+            } else {
+                let mut sum = 0u64;
+                for i in 0..n {
+                    if let Some((pa, _)) = l.lookup(VA + i * PAGE) {
+                        sum = sum.wrapping_add(pa >> 12);
+                    }
+                }
+                sum
+            };
+            s.ns = t.elapsed().as_nanos() as f64;
+            if black_box(got) != want {
+                return Err(format!(
+                    "{name}: translation checksum {got:#x}, expected {want:#x}"
+                ));
+            }
+        }
+        Row::Unmap => {
+            let mut l = L::new(frames);
+            err(name, "map", l.map(VA, PA, n, false))?;
+            let t = Instant::now();
+            let r = l.unmap(VA, n);
+            s.ns = t.elapsed().as_nanos() as f64;
+            s.freed = Some(err(name, "unmap", r)?);
+            verify_unmapped(&mut l, sizes)?;
+            s.tables = l.tables_in_use();
+        }
+        Row::Sparse => {
+            let mut l = L::new(sparse.maps + 520);
+            let t = Instant::now();
+            for &(map, va) in &sparse.ops {
+                let r = if map {
+                    l.map_page(va, va + SPARSE_PA)
+                } else {
+                    l.unmap_page(va)
+                };
+                if r.is_err() {
+                    return err(name, if map { "map_page" } else { "unmap_page" }, r).map(|_| s);
+                }
+            }
+            s.ns = t.elapsed().as_nanos() as f64;
+            s.units = sparse.ops.len() as u64;
+            for &va in sparse
+                .live
+                .iter()
+                .step_by(sizes.verify_stride.max(1) as usize)
+            {
+                if l.lookup(va) != Some((va + SPARSE_PA, true)) {
+                    return Err(format!(
+                        "{name}: sparse page {va:#x} -> {:x?}",
+                        l.lookup(va)
+                    ));
+                }
+            }
+            for &va in &sparse.gone {
+                if l.lookup(va).is_some() {
+                    return Err(format!("{name}: sparse page {va:#x} still mapped"));
+                }
+            }
+            s.tables = l.tables_in_use();
+        }
+    }
+    Ok(s)
+}
+
+/// The floor of `map-4k`: zero the table pages (root, L1, L2, one L3 per
+/// 2 MiB) and write the table links and the leaf descriptors, nothing else
+/// (no walk, no checks, no allocator). Returns one sample.
+pub fn floor_sample(pages: u64) -> Sample {
+    let l3s = (pages / 512) as usize;
+    let mut frames: Vec<[u64; 512]> = vec![[1u64; 512]; l3s + 3];
+    let leaf = hvmm::Pte::leaf::<hvmm::Arm64>(3, hvmm::Paddr(0), hvmm::Attrs::RW, false).0;
+    let base = frames.as_ptr() as u64;
+    let t = Instant::now();
+    for f in frames.iter_mut() {
+        *f = [0; 512];
+    }
+    frames[0][0] = (base + 4096) | 3;
+    frames[1][1] = (base + 8192) | 3;
+    for i in 0..l3s {
+        frames[2][i] = (base + (3 + i as u64) * 4096) | 3;
+        let pa0 = PA + (i as u64) * (2 << 20);
+        for (j, e) in frames[3 + i].iter_mut().enumerate() {
+            *e = leaf | (pa0 + j as u64 * PAGE);
+        }
+    }
+    black_box(&mut frames);
+    let ns = t.elapsed().as_nanos() as f64;
+    assert_eq!(frames[3][1] & 0xffff_ffff_f000, PA + PAGE);
+    Sample {
+        ns,
+        units: pages,
+        freed: None,
+        tables: l3s + 3,
+    }
+}
