@@ -11,7 +11,7 @@
 //! The harness is its own: per row, every library runs its sample in turn
 //! (interleaved, so drift hits all alike), after one warm-up round; set-up
 //! (fresh, prefaulted table memory) is not timed; every sample's result is
-//! checked. The median and the spread (min–max) are reported.
+//! checked. The median and the spread (interquartile range) are reported.
 #![warn(missing_docs)]
 
 pub mod early;
@@ -56,6 +56,10 @@ pub struct Stats {
     pub min: f64,
     /// Slowest sample.
     pub max: f64,
+    /// First quartile.
+    pub p25: f64,
+    /// Third quartile.
+    pub p75: f64,
     /// Samples.
     pub n: usize,
 }
@@ -73,17 +77,20 @@ impl Stats {
         } else {
             (v[n / 2 - 1] + v[n / 2]) / 2.0
         };
+        let q = |f: f64| v[((n - 1) as f64 * f).round() as usize];
         Some(Stats {
             median,
             min: v[0],
             max: v[n - 1],
+            p25: q(0.25),
+            p75: q(0.75),
             n,
         })
     }
-    /// Spread as a percentage of the median.
+    /// Spread: the interquartile range as a percentage of the median.
     pub fn spread_pct(&self) -> f64 {
         if self.median > 0.0 {
-            100.0 * (self.max - self.min) / self.median
+            100.0 * (self.p75 - self.p25) / self.median
         } else {
             0.0
         }

@@ -103,7 +103,7 @@ fn prefaulted_host_memory(frames: usize) -> HostMemory {
 
 impl Library for Hvmm {
     const NAME: &'static str = "hvmm";
-    const TRANSLATE_HOW: &'static str = "range walk (`for_each_leaf`)";
+    const TRANSLATE_HOW: &'static str = "range walk (`for_each_leaf_with`)";
     fn new(frames: usize) -> Self {
         let mut mem = prefaulted_host_memory(frames + 1);
         let root = mem.alloc_root().expect("root");
@@ -143,15 +143,10 @@ impl Library for Hvmm {
     fn translate_range(&mut self, va: u64, pages: u64) -> u64 {
         let mut sum = 0u64;
         self.pt
-            .for_each_leaf(
-                &mut self.mem.env(),
-                Vaddr(va),
-                pages,
-                &mut |_, len, leaf| {
-                    sum = sum.wrapping_add(page_sum(leaf.pa.0, len));
-                },
-            )
-            .expect("for_each_leaf");
+            .for_each_leaf_with(&mut self.mem.env(), Vaddr(va), pages, |_, len, leaf| {
+                sum = sum.wrapping_add(page_sum(leaf.pa.0, len));
+            })
+            .expect("for_each_leaf_with");
         sum
     }
     fn lookup(&mut self, va: u64) -> Option<(u64, bool)> {

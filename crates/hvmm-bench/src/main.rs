@@ -2,7 +2,8 @@
 //! and the Xen-2019 baseline, in one run; early-boot counts on the model.
 //!
 //! Options: `--quick` (fewer rounds, for a CI smoke run), `--write PATH`
-//! (write the Markdown report, e.g. `docs/BENCHMARKS.md`).
+//! (write the Markdown report, e.g. `docs/BENCHMARKS.md`), `--only ROW` (one
+//! row, medians only: for profiling).
 
 use hvmm_bench::report::{markdown, targets, MachineInfo};
 use hvmm_bench::rows::Sizes;
@@ -12,6 +13,7 @@ use std::process::ExitCode;
 fn main() -> ExitCode {
     let mut quick = false;
     let mut write = None;
+    let mut only = None;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
@@ -23,8 +25,9 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             },
+            "--only" => only = args.next(),
             "-h" | "--help" => {
-                println!("usage: hvmm-bench [--quick] [--write docs/BENCHMARKS.md]");
+                println!("usage: hvmm-bench [--quick] [--write docs/BENCHMARKS.md] [--only ROW]");
                 return ExitCode::SUCCESS;
             }
             other => {
@@ -39,8 +42,25 @@ fn main() -> ExitCode {
     let cfg = Config {
         sizes: Sizes::FULL,
         warmup: 1,
-        reps: if quick { 2 } else { 7 },
+        reps: if quick { 3 } else { 15 },
     };
+    if let Some(row) = only {
+        let Some(&(r, _, _)) = hvmm_bench::ROWS.iter().find(|x| x.1 == row) else {
+            eprintln!("no row {row}");
+            return ExitCode::from(2);
+        };
+        let sparse = hvmm_bench::rows::SparseOps::generate(cfg.sizes.sparse_ops);
+        let res = hvmm_bench::run_row(r, &cfg, &sparse, &mut |m| eprintln!("{m}"));
+        for (lib, c) in hvmm_bench::LIBS.iter().zip(&res.cells) {
+            println!(
+                "{row:<16} {lib:<22} {:?} {:?} {:?}",
+                c.stats.map(|s| s.median),
+                c.cannot,
+                c.error
+            );
+        }
+        return ExitCode::SUCCESS;
+    }
     let machine = MachineInfo::detect();
     eprintln!(
         "hvmm-bench: {} rounds per row on {} ({} CPUs)",

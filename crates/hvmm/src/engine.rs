@@ -152,12 +152,14 @@ struct Req {
 }
 
 impl Req {
+    #[inline]
     fn pa_at(&self, va: u64) -> u64 {
         self.pa + (va - self.va)
     }
 
     /// Whether the entry at `level` covering `[va, slot_end)` is the target
     /// (leaf) level of this request.
+    #[inline]
     fn is_target(&self, level: u8, va: u64, slot_end: u64) -> bool {
         if level == 3 {
             return true;
@@ -175,6 +177,7 @@ impl Req {
 
     /// Whether the insert leaf at `va` (level `level`) belongs to a full,
     /// aligned run of 16 entries that gets the contiguous hint.
+    #[inline]
     fn contiguous(&self, level: u8, va: u64) -> bool {
         if !self.flags.contiguous {
             return false;
@@ -192,6 +195,7 @@ struct Commit {
     report: UpdateReport,
 }
 
+#[inline]
 fn slot_end(va: u64, level: u8, end: u64) -> u64 {
     let size = level_size(level);
     let next = (va & !(size - 1)).saturating_add(size);
@@ -202,6 +206,7 @@ fn slot_end(va: u64, level: u8, end: u64) -> u64 {
     }
 }
 
+#[inline]
 fn entry_va(table: Vaddr, idx: usize) -> Vaddr {
     Vaddr(table.0 + (idx as u64) * 8)
 }
@@ -234,6 +239,13 @@ impl<F: Format> PageTable<F> {
     ) -> Result<UpdateReport, Error> {
         let req = Self::check(va, pages, op, flags)?;
         let root_level = F::ROOT_LEVEL;
+
+        // One page into existing tables (Xen's usage pattern): one walk.
+        if pages == 1 && matches!(op, Op::Insert { .. } | Op::Modify { .. }) {
+            if let Some(report) = self.update_one(env, &req) {
+                return Ok(report);
+            }
+        }
 
         // Prepare: validate everything and count the tables to create.
         let mut need = 0usize;
@@ -291,6 +303,92 @@ impl<F: Format> PageTable<F> {
         }
     }
 
+    /// A one-page Insert or Modify whose tables all exist, in a single walk:
+    /// each level's table is mapped and held (as the commit pass holds them,
+    /// under the same reservation), the leaf is checked against the same
+    /// rules as the prepare pass, and only then written. Anything else — a
+    /// missing table, a block, a refusal, a provider or memory failure —
+    /// gives the mappings back and returns `None` before anything was
+    /// written, and the caller runs the general two-pass update, which meets
+    /// and reports the same thing. The TLB rules are the general path's: an
+    /// insert ends with an `isb`; a modify invalidates its VA and syncs.
+    fn update_one<A: Arch, T: TableAccess<A>, M: FrameAlloc>(
+        &self,
+        env: &mut Env<'_, A, T, M>,
+        req: &Req,
+    ) -> Option<UpdateReport> {
+        let nested = usize::from(4 - F::ROOT_LEVEL);
+        if env.access.reserve(env.arch, nested).is_err() {
+            return None;
+        }
+        let mut held = [(Mfn(0), Vaddr(0)); 4];
+        let mut n = 0;
+        let mut mfn = self.root;
+        let mut level = F::ROOT_LEVEL;
+        let mut report = UpdateReport::default();
+        let done = loop {
+            let Ok(tva) = env.access.map_table(env.arch, mfn) else {
+                break false;
+            };
+            held[n] = (mfn, tva);
+            n += 1;
+            let eva = entry_va(tva, table_index(req.va, level));
+            let Ok(raw) = env.arch.read_pte(eva) else {
+                break false;
+            };
+            let pte = Pte(raw);
+            if level < 3 {
+                if !pte.is_table(level) {
+                    break false;
+                }
+                mfn = pte.table_mfn::<F>();
+                level += 1;
+                continue;
+            }
+            let new = match req.op {
+                Op::Insert { attrs, .. } => {
+                    if pte.is_table(3) || pte.is_leaf(3) {
+                        break false;
+                    }
+                    Pte::leaf::<F>(3, Paddr(req.pa), attrs, req.contiguous(3, req.va))
+                }
+                Op::Modify { attrs } => {
+                    if !pte.is_leaf(3)
+                        || pte.is_contiguous()
+                        || pte.attr_index() != attrs.mem().index()
+                    {
+                        break false;
+                    }
+                    pte.with_perm(attrs.perm())
+                }
+                Op::Remove | Op::Populate => break false,
+            };
+            if env.arch.write_pte(eva, new.0).is_err() {
+                break false;
+            }
+            report.leaves = 1;
+            if matches!(req.op, Op::Modify { .. }) {
+                env.arch.tlb_flush_va(Vaddr(req.va));
+                report.tlb_invalidations = 1;
+            }
+            break true;
+        };
+        for &(mfn, tva) in held[..n].iter().rev() {
+            env.access.unmap_table(env.arch, mfn, tva);
+        }
+        env.access.unreserve(env.arch);
+        if !done {
+            return None;
+        }
+        env.alloc.unreserve();
+        report.table_maps = n as u64;
+        match req.op {
+            Op::Insert { .. } => env.arch.isb(),
+            _ => env.arch.tlb_sync(),
+        }
+        Some(report)
+    }
+
     fn check(va: Vaddr, pages: u64, op: Op, flags: MapFlags) -> Result<Req, Error> {
         if pages == 0 {
             return Err(Error::EmptyRange);
@@ -338,6 +436,7 @@ impl<F: Format> PageTable<F> {
         })
     }
 
+    #[inline]
     fn map<A: Arch, T: TableAccess<A>, M: FrameAlloc>(
         env: &mut Env<'_, A, T, M>,
         mfn: Mfn,
@@ -710,18 +809,33 @@ impl<F: Format> PageTable<F> {
         pages: u64,
         f: &mut dyn FnMut(Vaddr, u64, Leaf),
     ) -> Result<(), Error> {
-        let req = Self::check(va, pages, Op::Remove, MapFlags::PAGES)?;
-        self.visit(env, F::ROOT_LEVEL, self.root, req.va, req.end, f)
+        self.for_each_leaf_with(env, va, pages, f)
     }
 
-    fn visit<A: Arch, T: TableAccess<A>, M: FrameAlloc>(
+    /// [`PageTable::for_each_leaf`] with a statically dispatched callback
+    /// (the visitor is monomorphised for `f`, so a small callback inlines).
+    pub fn for_each_leaf_with<A: Arch, T: TableAccess<A>, M: FrameAlloc, G>(
+        &self,
+        env: &mut Env<'_, A, T, M>,
+        va: Vaddr,
+        pages: u64,
+        mut f: G,
+    ) -> Result<(), Error>
+    where
+        G: FnMut(Vaddr, u64, Leaf),
+    {
+        let req = Self::check(va, pages, Op::Remove, MapFlags::PAGES)?;
+        self.visit(env, F::ROOT_LEVEL, self.root, req.va, req.end, &mut f)
+    }
+
+    fn visit<A: Arch, T: TableAccess<A>, M: FrameAlloc, G: FnMut(Vaddr, u64, Leaf)>(
         &self,
         env: &mut Env<'_, A, T, M>,
         level: u8,
         mfn: Mfn,
         va: u64,
         end: u64,
-        f: &mut dyn FnMut(Vaddr, u64, Leaf),
+        f: &mut G,
     ) -> Result<(), Error> {
         let tva = Self::map(env, mfn)?;
         let res = (|| {
@@ -831,5 +945,122 @@ impl<F: Format> PageTable<F> {
     /// Name of an operation, for logs.
     pub fn op_name(op: &Op) -> &'static str {
         op.name()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::host::HostMemory;
+    use crate::Arm64;
+
+    const VA: Vaddr = Vaddr(0x4000_0000);
+
+    fn mapped(pages: u64) -> (HostMemory, PageTable<Arm64>) {
+        let mut mem = HostMemory::new(16);
+        let mut pt = PageTable::<Arm64>::new(mem.alloc_root().unwrap());
+        let op = Op::Insert {
+            pa: Paddr(0x8000_0000),
+            attrs: Attrs::RW,
+        };
+        pt.update(&mut mem.env(), VA, pages, op, MapFlags::PAGES)
+            .unwrap();
+        (mem, pt)
+    }
+
+    /// The one-page walk leaves exactly what the general update leaves.
+    #[test]
+    fn single_page_updates_match_the_general_path() {
+        let (mut a, mut pa) = mapped(1);
+        let (mut b, mut pb) = mapped(1);
+        for i in 1..40u64 {
+            let va = Vaddr(VA.0 + i * PAGE_SIZE);
+            let op = Op::Insert {
+                pa: Paddr(0x8000_0000 + i * PAGE_SIZE),
+                attrs: Attrs::RW,
+            };
+            let r = pa.update(&mut a.env(), va, 1, op, MapFlags::PAGES).unwrap();
+            assert_eq!((r.leaves, r.table_maps, r.tlb_invalidations), (1, 4, 0));
+        }
+        let op = Op::Insert {
+            pa: Paddr(0x8000_0000 + PAGE_SIZE),
+            attrs: Attrs::RW,
+        };
+        pb.update(
+            &mut b.env(),
+            Vaddr(VA.0 + PAGE_SIZE),
+            39,
+            op,
+            MapFlags::PAGES,
+        )
+        .unwrap();
+        assert_eq!(a.arch.snapshot(), b.arch.snapshot());
+        let tlb = a.arch.tlb_ops;
+        let r = pa
+            .update(
+                &mut a.env(),
+                VA,
+                1,
+                Op::Modify { attrs: Attrs::RO },
+                MapFlags::PAGES,
+            )
+            .unwrap();
+        assert_eq!((r.leaves, r.tlb_invalidations), (1, 1));
+        assert_eq!(a.arch.tlb_ops, tlb + 1);
+        pb.update(
+            &mut b.env(),
+            VA,
+            1,
+            Op::Modify { attrs: Attrs::RO },
+            MapFlags::PAGES,
+        )
+        .unwrap();
+        assert_eq!(a.arch.snapshot(), b.arch.snapshot());
+    }
+
+    /// Refusals found by the one-page walk are the general path's, and
+    /// nothing is written.
+    #[test]
+    fn single_page_refusals_are_unchanged() {
+        let (mut a, mut pa) = mapped(2);
+        let before = a.arch.snapshot();
+        let again = Op::Insert {
+            pa: Paddr(0x9000_0000),
+            attrs: Attrs::RW,
+        };
+        assert!(matches!(
+            pa.update(&mut a.env(), VA, 1, again, MapFlags::PAGES),
+            Err(Error::AlreadyMapped { level: 3, .. })
+        ));
+        let absent = Vaddr(VA.0 + 8 * PAGE_SIZE);
+        assert!(matches!(
+            pa.update(
+                &mut a.env(),
+                absent,
+                1,
+                Op::Modify { attrs: Attrs::RO },
+                MapFlags::PAGES
+            ),
+            Err(Error::NotMapped { .. })
+        ));
+        assert!(matches!(
+            pa.update(
+                &mut a.env(),
+                VA,
+                1,
+                Op::Modify {
+                    attrs: Attrs::DEVICE
+                },
+                MapFlags::PAGES
+            ),
+            Err(Error::AttrIndexChange { .. })
+        ));
+        assert_eq!(a.arch.snapshot(), before);
+        // A page under a missing table still goes through the general path.
+        let far = Vaddr(VA.0 + (1 << 30));
+        let r = pa
+            .update(&mut a.env(), far, 1, again, MapFlags::PAGES)
+            .unwrap();
+        assert_eq!(r.tables_created, 2);
     }
 }

@@ -45,19 +45,28 @@ impl HostArch {
         self.root = root;
     }
 
+    /// The frame index and entry index of `va`, or the fault an access to it
+    /// takes. One combined check (an address below the pool wraps around to
+    /// a huge index); the fault is built only on the cold path.
+    #[inline(always)]
     fn slot(&self, va: Vaddr, access: AccessKind) -> Result<(usize, usize), MemFault> {
-        let fault = MemFault {
+        let frame = (va.0 >> 12).wrapping_sub(self.base.0);
+        if frame < self.frames.len() as u64 && va.0 & 7 == 0 {
+            Ok((frame as usize, ((va.0 & 0xfff) >> 3) as usize))
+        } else {
+            Err(Self::fault(va, access))
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn fault(va: Vaddr, access: AccessKind) -> MemFault {
+        MemFault {
             va,
             access,
             kind: FaultKind::External,
             level: 0,
-        };
-        let frame = (va.0 >> 12).checked_sub(self.base.0).ok_or(fault)?;
-        let frame = usize::try_from(frame).map_err(|_| fault)?;
-        if frame >= self.frames.len() || va.0 & 7 != 0 {
-            return Err(fault);
         }
-        Ok((frame, ((va.0 & 0xfff) >> 3) as usize))
     }
 
     /// A copy of every frame of the pool (to compare before and after).
