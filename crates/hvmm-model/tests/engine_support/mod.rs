@@ -1,0 +1,868 @@
+//! The update engine running on the machine model, as on hardware: the
+//! tables the engine updates are the live tables of the model's MMU, and
+//! table pages are reached through a direct-map window built by hand.
+//!
+//! Layout (both formats: 4 MiB of RAM mapped by the window with two 2 MiB
+//! blocks; the hand-built tables at the start of the upper 2 MiB, the rest
+//! of it the frame pool, so that the engine's table accesses use one block):
+//!
+//! | | arm64 | arm32 |
+//! |---|---|---|
+//! | RAM | 0x40_0000_0000 (256 GiB) | 0x10_8000_0000 (above 4 GiB, 40-bit) |
+//! | hand tables | L0 root, L1, L2 | 4-entry L1 root, L2 |
+//! | window VA | 0x8000_c000_0000 (L0[256], L1[3]) | 0xc000_0000 (L1[3]) |
+//! | engine VAs | 0x7fff_0000_0000 .. window: L0[255] (tables the engine makes) and L1[0..3] of the hand L1 (shared, pinned) | 0 .. 0xc000_0000 (below the root) |
+//!
+//! Descriptors are read back here with bit positions from the Arm ARM, not
+//! through hvmm's descriptor code.
+#![allow(dead_code)]
+
+use hvmm::access::{AccessError, TableAccess};
+use hvmm::boot_alloc::FrameRanges;
+use hvmm::{
+    AccessKind, Arch, Arm32, Arm64, Attrs, Env, Error, FaultKind, Format, MapFlags, MemType, Mfn,
+    Op, Paddr, PageTable, Perm, UpdateReport, Vaddr,
+};
+use hvmm_model::{desc, Counters, FrameSnapshot, Machine, ModelError, Regime};
+use std::collections::{BTreeMap, BTreeSet};
+
+pub const PAGE: u64 = 4096;
+pub const MIB2: u64 = 2 << 20;
+pub const GIB: u64 = 1 << 30;
+pub const RAM_SIZE: u64 = 4 << 20;
+
+/// A translation format together with where the rig puts things for it.
+pub trait ModelFormat: Format {
+    const REGIME: Regime;
+    /// Physical base of the RAM (hand tables first, then the pool).
+    const RAM_BASE: u64;
+    /// Where the hand-built tables (root first) and then the pool are: the
+    /// upper 2 MiB of the RAM (so the engine uses one window block).
+    const TABLES: u64 = Self::RAM_BASE + MIB2;
+    /// VA at which the window maps `RAM_BASE`.
+    const WINDOW: u64;
+    /// The VAs the tests give the engine: `[start, end)`, disjoint from the window.
+    const ARENA: (u64, u64);
+    /// Output-address field of a descriptor (Arm ARM: `[47:12]` / `[39:12]`).
+    const OA: u64;
+    /// Number of hand-built table frames at the start of RAM (root first).
+    const HAND_TABLES: u64;
+    /// Writes the hand-built tables (physical writes, MMU still off).
+    fn build_window(m: &mut Machine);
+}
+
+fn set(m: &mut Machine, table: u64, idx: u64, d: u64) {
+    m.phys_write_u64(Paddr(table + idx * 8), d).unwrap();
+}
+
+impl ModelFormat for Arm64 {
+    const REGIME: Regime = Regime::Arm64El2 { pa_bits: 48 };
+    const RAM_BASE: u64 = 0x40_0000_0000;
+    const WINDOW: u64 = 0x8000_c000_0000;
+    const ARENA: (u64, u64) = (0x7fff_0000_0000, 0x8000_c000_0000);
+    const OA: u64 = 0x0000_ffff_ffff_f000;
+    const HAND_TABLES: u64 = 3;
+    fn build_window(m: &mut Machine) {
+        let (l0, l1, l2) = (Self::TABLES, Self::TABLES + PAGE, Self::TABLES + 2 * PAGE);
+        set(m, l0, idx(Self::WINDOW, 0), desc::table(l1));
+        set(m, l1, idx(Self::WINDOW, 1), desc::table(l2));
+        for i in 0..RAM_SIZE / MIB2 {
+            set(
+                m,
+                l2,
+                idx(Self::WINDOW, 2) + i,
+                desc::block(Self::RAM_BASE + i * MIB2) | desc::XN,
+            );
+        }
+    }
+}
+
+impl ModelFormat for Arm32 {
+    const REGIME: Regime = Regime::Arm32Hyp;
+    const RAM_BASE: u64 = 0x10_8000_0000;
+    const WINDOW: u64 = 0xc000_0000;
+    const ARENA: (u64, u64) = (0, 0xc000_0000);
+    const OA: u64 = 0x0000_00ff_ffff_f000;
+    const HAND_TABLES: u64 = 2;
+    fn build_window(m: &mut Machine) {
+        let (l1, l2) = (Self::TABLES, Self::TABLES + PAGE);
+        set(m, l1, idx(Self::WINDOW, 1), desc::table(l2));
+        for i in 0..RAM_SIZE / MIB2 {
+            set(
+                m,
+                l2,
+                idx(Self::WINDOW, 2) + i,
+                desc::block(Self::RAM_BASE + i * MIB2) | desc::XN,
+            );
+        }
+    }
+}
+
+pub const fn shift(level: u8) -> u32 {
+    12 + 9 * (3 - level as u32)
+}
+pub const fn size(level: u8) -> u64 {
+    1 << shift(level)
+}
+pub const fn idx(va: u64, level: u8) -> u64 {
+    (va >> shift(level)) & 511
+}
+
+// ---------------------------------------------------------------------------
+// Table access: the direct-map window, and a wrapper that fails on demand.
+// ---------------------------------------------------------------------------
+
+/// Reaches a RAM frame at `window + (pa - ram_base)`; anything else is
+/// unreachable. Counts mappings held, to catch a mapping not given back.
+#[derive(Clone, Debug)]
+pub struct DirectMap {
+    pub ram: (u64, u64),
+    pub window: u64,
+    pub held: i64,
+    pub maps: u64,
+}
+
+impl TableAccess<Machine> for DirectMap {
+    fn name(&self) -> &'static str {
+        "directmap"
+    }
+    fn map_table(&mut self, _arch: &mut Machine, mfn: Mfn) -> Result<Vaddr, AccessError> {
+        let pa = mfn.paddr().0;
+        if pa < self.ram.0 || pa >= self.ram.1 {
+            return Err(AccessError::Unreachable {
+                provider: "directmap",
+                mfn,
+            });
+        }
+        self.held += 1;
+        self.maps += 1;
+        Ok(Vaddr(self.window + (pa - self.ram.0)))
+    }
+    fn unmap_table(&mut self, _arch: &mut Machine, _mfn: Mfn, _va: Vaddr) {
+        self.held -= 1;
+    }
+}
+
+/// The direct map, except that its `fail_at`-th `map_table` call (1-based)
+/// fails with `Unreachable`. Records how many calls were made when the
+/// engine reserved (the end of its prepare pass).
+#[derive(Debug)]
+pub struct FailingAccess<'a> {
+    pub inner: &'a mut DirectMap,
+    pub fail_at: u64,
+    pub calls: u64,
+    pub calls_at_reserve: Option<u64>,
+}
+
+impl TableAccess<Machine> for FailingAccess<'_> {
+    fn name(&self) -> &'static str {
+        "failing-directmap"
+    }
+    fn map_table(&mut self, arch: &mut Machine, mfn: Mfn) -> Result<Vaddr, AccessError> {
+        self.calls += 1;
+        if self.calls == self.fail_at {
+            return Err(AccessError::Unreachable {
+                provider: "failing-directmap",
+                mfn,
+            });
+        }
+        self.inner.map_table(arch, mfn)
+    }
+    fn unmap_table(&mut self, arch: &mut Machine, mfn: Mfn, va: Vaddr) {
+        self.inner.unmap_table(arch, mfn, va)
+    }
+    fn reserve(&mut self, _arch: &mut Machine, _nested: usize) -> Result<(), AccessError> {
+        self.calls_at_reserve = Some(self.calls);
+        Ok(())
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The rig
+// ---------------------------------------------------------------------------
+
+/// A 2-CPU machine with the window built and the MMU on, the engine's page
+/// table (the live root), the direct map and a frame pool.
+pub struct Rig<F: ModelFormat> {
+    pub m: Machine,
+    pub pt: PageTable<F>,
+    pub access: DirectMap,
+    pub alloc: FrameRanges,
+    /// Pool frames `[start, end)`.
+    pub pool: (u64, u64),
+    pub initial_free: u64,
+}
+
+impl<F: ModelFormat> Clone for Rig<F> {
+    fn clone(&self) -> Self {
+        Rig {
+            m: self.m.clone(),
+            pt: PageTable::new(self.pt.root()),
+            access: self.access.clone(),
+            alloc: self.alloc.clone(),
+            pool: self.pool,
+            initial_free: self.initial_free,
+        }
+    }
+}
+
+pub const CPUS: usize = 2;
+
+impl<F: ModelFormat> Rig<F> {
+    /// The rig with `pool_frames` frames in the pool (at most what the RAM holds).
+    pub fn new(pool_frames: u64) -> Self {
+        let mut m = Machine::new(F::REGIME, CPUS);
+        m.add_ram(Paddr(F::RAM_BASE), RAM_SIZE).unwrap();
+        F::build_window(&mut m);
+        for cpu in 0..CPUS {
+            m.set_root(cpu, Paddr(F::TABLES)).unwrap();
+            m.enable_mmu(cpu, true).unwrap();
+        }
+        let first = F::TABLES / PAGE + F::HAND_TABLES;
+        let end = (first + pool_frames).min((F::RAM_BASE + RAM_SIZE) / PAGE);
+        let mut alloc = FrameRanges::new();
+        alloc.pin(Paddr(F::TABLES), Paddr(F::TABLES + F::HAND_TABLES * PAGE));
+        if end > first {
+            alloc.add(Paddr(first * PAGE), Paddr(end * PAGE)).unwrap();
+        }
+        let initial_free = alloc.free_pages();
+        Rig {
+            m,
+            pt: PageTable::new(Mfn(F::TABLES / PAGE)),
+            access: DirectMap {
+                ram: (F::RAM_BASE, F::RAM_BASE + RAM_SIZE),
+                window: F::WINDOW,
+                held: 0,
+                maps: 0,
+            },
+            alloc,
+            pool: (first, end),
+            initial_free,
+        }
+    }
+
+    pub fn full() -> Self {
+        Self::new(u64::MAX / 2)
+    }
+
+    pub fn update(
+        &mut self,
+        va: u64,
+        pages: u64,
+        op: Op,
+        flags: MapFlags,
+    ) -> Result<UpdateReport, Error> {
+        let mut env = Env::new(&mut self.m, &mut self.access, &mut self.alloc);
+        let r = self.pt.update(&mut env, Vaddr(va), pages, op, flags);
+        assert_eq!(self.access.held, 0, "a table mapping was not given back");
+        r
+    }
+
+    /// Runs the update with the `fail_at`-th table mapping failing. Returns
+    /// the result and the number of map calls made by the prepare pass
+    /// (`None` if the engine never reached its reservation).
+    pub fn update_failing(
+        &mut self,
+        fail_at: u64,
+        va: u64,
+        pages: u64,
+        op: Op,
+        flags: MapFlags,
+    ) -> (Result<UpdateReport, Error>, Option<u64>) {
+        let mut acc = FailingAccess {
+            inner: &mut self.access,
+            fail_at,
+            calls: 0,
+            calls_at_reserve: None,
+        };
+        let mut env = Env::new(&mut self.m, &mut acc, &mut self.alloc);
+        let r = self.pt.update(&mut env, Vaddr(va), pages, op, flags);
+        let at = acc.calls_at_reserve;
+        assert_eq!(self.access.held, 0, "a table mapping was not given back");
+        (r, at)
+    }
+
+    pub fn lookup(&mut self, va: u64) -> Option<hvmm::Leaf> {
+        let mut env = Env::new(&mut self.m, &mut self.access, &mut self.alloc);
+        let r = self.pt.lookup(&mut env, Vaddr(va)).expect("lookup");
+        assert_eq!(self.access.held, 0);
+        r
+    }
+
+    /// The engine's view of `[va, va + pages)`, as runs.
+    pub fn engine_runs(&mut self, va: u64, pages: u64) -> Vec<RunView> {
+        let mut out = Vec::new();
+        let mut env = Env::new(&mut self.m, &mut self.access, &mut self.alloc);
+        self.pt
+            .for_each_leaf(&mut env, Vaddr(va), pages, &mut |v, len, leaf| {
+                out.push(RunView {
+                    va: v.0,
+                    end: v.0 + len,
+                    pa: leaf.pa.0,
+                    attrs: leaf
+                        .attrs
+                        .expect("a leaf with attributes hvmm cannot express"),
+                })
+            })
+            .expect("for_each_leaf");
+        assert_eq!(self.access.held, 0);
+        merge_runs(out)
+    }
+
+    pub fn free(&self) -> u64 {
+        self.alloc.free_pages()
+    }
+
+    /// Pool frames handed out (not free).
+    pub fn allocated(&self) -> Vec<Mfn> {
+        let free: Vec<(u64, u64)> = self
+            .alloc
+            .ranges()
+            .map(|(s, e)| (s.0 / PAGE, e.0 / PAGE))
+            .collect();
+        let hand = F::TABLES / PAGE..F::TABLES / PAGE + F::HAND_TABLES;
+        (self.pool.0..self.pool.1)
+            .filter(|f| !hand.contains(f) && !free.iter().any(|&(s, e)| *f >= s && *f < e))
+            .map(Mfn)
+            .collect()
+    }
+
+    /// The hand-built tables and every allocated pool frame.
+    pub fn snapshot(&self) -> FrameSnapshot {
+        let mut frames: Vec<Mfn> = (0..F::HAND_TABLES)
+            .map(|i| Mfn(F::TABLES / PAGE + i))
+            .collect();
+        frames.extend(self.allocated());
+        self.m.snapshot_frames(&frames).unwrap()
+    }
+
+    /// Adds the lower 2 MiB of RAM (also reached through the window) to the
+    /// pool, for updates that need more than 509 tables.
+    pub fn grow_pool(&mut self) {
+        self.alloc
+            .add(Paddr(F::RAM_BASE), Paddr(F::RAM_BASE + MIB2))
+            .unwrap();
+        self.pool.0 = F::RAM_BASE / PAGE;
+        self.initial_free = self.alloc.free_pages();
+    }
+
+    /// Takes frames out of the pool until `n` are left; returns them.
+    pub fn drain_pool_to(&mut self, n: u64) -> Vec<Mfn> {
+        let mut taken = Vec::new();
+        while self.alloc.free_pages() > n {
+            taken.push(self.alloc.alloc(1, 1).unwrap());
+        }
+        taken
+    }
+
+    /// Invalidates every TLB and walk cache (outside the engine).
+    pub fn flush_tlbs(&mut self) {
+        self.m.tlb_flush_all();
+        self.m.tlb_sync();
+    }
+
+    /// Touches every page of `samples` on every CPU (filling TLBs and walk caches).
+    pub fn prefetch(&mut self, samples: &[u64]) {
+        for cpu in 0..CPUS {
+            for &va in samples {
+                let _ = self.m.touch(cpu, Vaddr(va));
+            }
+        }
+    }
+
+    // -----------------------------------------------------------------------
+    // Physical view of the tables (independent of hvmm's descriptor code)
+    // -----------------------------------------------------------------------
+
+    fn read_table(&self, table: u64) -> Vec<u64> {
+        let mut b = vec![0u8; PAGE as usize];
+        self.m.phys_read(Paddr(table), &mut b).unwrap();
+        b.chunks_exact(8)
+            .map(|c| u64::from_le_bytes(c.try_into().unwrap()))
+            .collect()
+    }
+
+    fn root_entries(level: u8) -> u64 {
+        if level == F::ROOT_LEVEL && F::ROOT_LEVEL == 1 {
+            4
+        } else {
+            512
+        }
+    }
+
+    /// The descriptor at `level` on the walk of `va`, if every level above
+    /// holds a table descriptor.
+    pub fn entry_at(&self, va: u64, level: u8) -> Option<u64> {
+        let mut table = F::TABLES;
+        let mut l = F::ROOT_LEVEL;
+        loop {
+            let d = self.m.phys_read_u64(Paddr(table + idx(va, l) * 8)).unwrap();
+            if l == level {
+                return Some(d);
+            }
+            if l == 3 || d & 3 != 3 {
+                return None;
+            }
+            table = d & F::OA;
+            l += 1;
+        }
+    }
+
+    /// Every table reachable from the root, except the root: (frame, level,
+    /// first VA), visited once each; panics if a table is linked twice.
+    pub fn tables(&self) -> Vec<TableInfo> {
+        self.scan().0
+    }
+
+    /// Every leaf descriptor whose VA range intersects the arena.
+    pub fn leaves(&self) -> Vec<PhysLeaf> {
+        self.scan().1
+    }
+
+    /// The tables and the arena's leaves, in one walk of every table.
+    pub fn scan(&self) -> (Vec<TableInfo>, Vec<PhysLeaf>) {
+        let mut out = (Vec::new(), Vec::new());
+        let mut seen = BTreeSet::new();
+        self.scan_table(F::TABLES, F::ROOT_LEVEL, 0, &mut out, &mut seen);
+        out
+    }
+
+    fn scan_table(
+        &self,
+        table: u64,
+        level: u8,
+        base: u64,
+        out: &mut (Vec<TableInfo>, Vec<PhysLeaf>),
+        seen: &mut BTreeSet<u64>,
+    ) {
+        let entries = self.read_table(table);
+        for (i, &d) in entries
+            .iter()
+            .enumerate()
+            .take(Self::root_entries(level) as usize)
+        {
+            let va = base + i as u64 * size(level);
+            let in_arena = va < F::ARENA.1 && va + size(level) > F::ARENA.0;
+            let leaf = if level == 3 { d & 3 == 3 } else { d & 3 == 1 };
+            if level < 3 && d & 3 == 3 {
+                let next = d & F::OA;
+                assert!(seen.insert(next), "table {next:#x} linked twice");
+                out.0.push(TableInfo {
+                    mfn: Mfn(next / PAGE),
+                    level: level + 1,
+                    va,
+                });
+                self.scan_table(next, level + 1, va, out, seen);
+            } else if leaf {
+                assert!(level > 0, "a level-0 block at {va:#x}");
+                if in_arena {
+                    out.1.push(PhysLeaf {
+                        va,
+                        level,
+                        desc: d,
+                        pa: d & F::OA & !(size(level) - 1),
+                    });
+                }
+            } else {
+                assert_eq!(d & 1, 0, "reserved descriptor {d:#x} at L{level} {va:#x}");
+            }
+        }
+    }
+
+    /// The mappings of the arena as the table bytes say, as runs.
+    pub fn physical_runs(&self) -> Vec<RunView> {
+        runs_of(&self.leaves())
+    }
+}
+
+/// Leaves as runs.
+pub fn runs_of(leaves: &[PhysLeaf]) -> Vec<RunView> {
+    let v = leaves
+        .iter()
+        .map(|l| RunView {
+            va: l.va,
+            end: l.va + size(l.level),
+            pa: l.pa,
+            attrs: l.attrs(),
+        })
+        .collect();
+    merge_runs(v)
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct TableInfo {
+    pub mfn: Mfn,
+    pub level: u8,
+    pub va: u64,
+}
+
+#[derive(Copy, Clone, Debug)]
+pub struct PhysLeaf {
+    pub va: u64,
+    pub level: u8,
+    pub desc: u64,
+    pub pa: u64,
+}
+
+impl PhysLeaf {
+    pub fn contiguous(&self) -> bool {
+        self.desc & desc::CONTIGUOUS != 0
+    }
+    /// Decodes AttrIndx, AP[2] and XN from the descriptor (Arm ARM bit
+    /// positions) and checks the bits every hvmm leaf must have.
+    pub fn attrs(&self) -> Attrs {
+        let d = self.desc;
+        assert!(d & desc::AF != 0, "leaf without AF: {d:#x}");
+        assert!(
+            d & desc::AP1 != 0,
+            "leaf without AP[1] (RES1 at EL2): {d:#x}"
+        );
+        let ro = d & desc::AP_RO != 0;
+        let xn = d & desc::XN != 0;
+        let perm = match (ro, xn) {
+            (true, true) => Perm::Ro,
+            (true, false) => Perm::Rx,
+            (false, true) => Perm::Rw,
+            (false, false) => panic!("writable and executable leaf {d:#x} at {:#x}", self.va),
+        };
+        let mem = MemType::from_index(((d >> 2) & 7) as u8).expect("unknown AttrIndx");
+        Attrs::new(mem, perm).expect("executable device leaf")
+    }
+}
+
+/// `[va, end)` mapped linearly to `pa..` with `attrs`.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct RunView {
+    pub va: u64,
+    pub end: u64,
+    pub pa: u64,
+    pub attrs: Attrs,
+}
+
+/// Sorts and merges adjacent runs that continue each other.
+pub fn merge_runs(mut v: Vec<RunView>) -> Vec<RunView> {
+    v.sort_by_key(|r| r.va);
+    let mut out: Vec<RunView> = Vec::new();
+    for r in v {
+        if let Some(last) = out.last_mut() {
+            assert!(last.end <= r.va, "overlapping runs {last:x?} {r:x?}");
+            if last.end == r.va && last.pa + (last.end - last.va) == r.pa && last.attrs == r.attrs {
+                last.end = r.end;
+                continue;
+            }
+        }
+        out.push(r);
+    }
+    out
+}
+
+// ---------------------------------------------------------------------------
+// The reference model
+// ---------------------------------------------------------------------------
+
+/// What should be mapped: disjoint runs keyed by their first VA. (Runs, not
+/// pages, so that 1 GiB updates stay cheap; `pages_agree_with_runs` in
+/// `engine_on_model.rs` checks it against a page-by-page map.)
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RefMap {
+    runs: BTreeMap<u64, (u64, u64, Attrs)>,
+}
+
+impl RefMap {
+    /// The PA and attributes of the page at `va`.
+    pub fn get(&self, va: u64) -> Option<(u64, Attrs)> {
+        let (&s, &(e, pa, a)) = self.runs.range(..=va).next_back()?;
+        (va < e).then_some((pa + (va - s), a))
+    }
+
+    fn split(&mut self, at: u64) {
+        if let Some((&s, &(e, pa, a))) = self.runs.range(..at).next_back() {
+            if e > at {
+                self.runs.insert(s, (at, pa, a));
+                self.runs.insert(at, (e, pa + (at - s), a));
+            }
+        }
+    }
+
+    pub fn remove(&mut self, s: u64, e: u64) {
+        self.split(s);
+        self.split(e);
+        let keys: Vec<u64> = self.runs.range(s..e).map(|(&k, _)| k).collect();
+        for k in keys {
+            self.runs.remove(&k);
+        }
+    }
+
+    pub fn insert(&mut self, s: u64, e: u64, pa: u64, attrs: Attrs) {
+        self.remove(s, e);
+        self.runs.insert(s, (e, pa, attrs));
+    }
+
+    pub fn set_perm(&mut self, s: u64, e: u64, perm: Perm) {
+        self.split(s);
+        self.split(e);
+        for (_, (_, _, a)) in self.runs.range_mut(s..e) {
+            *a = a.with_perm(perm).unwrap();
+        }
+    }
+
+    pub fn any_mapped(&self, s: u64, e: u64) -> bool {
+        self.get(s).is_some() || self.runs.range(s..e).next().is_some()
+    }
+
+    pub fn all_mapped(&self, s: u64, e: u64) -> bool {
+        let mut at = s;
+        while at < e {
+            match self.runs.range(..=at).next_back() {
+                Some((_, &(end, _, _))) if end > at => at = end,
+                _ => return false,
+            }
+        }
+        true
+    }
+
+    pub fn runs(&self) -> Vec<RunView> {
+        merge_runs(
+            self.runs
+                .iter()
+                .map(|(&va, &(end, pa, attrs))| RunView { va, end, pa, attrs })
+                .collect(),
+        )
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.runs.is_empty()
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Checks
+// ---------------------------------------------------------------------------
+
+/// Pages worth checking for `[va, va + pages)`: all of them up to 64; else
+/// the first and last 16, both sides of every 2 MiB boundary (at most 32 of
+/// them, spread out) and 32 pages spread over the range; plus the page on
+/// either side of the range (inside the arena).
+pub fn samples<F: ModelFormat>(va: u64, pages: u64) -> Vec<u64> {
+    let end = va + pages * PAGE;
+    let mut v = BTreeSet::new();
+    if pages <= 64 {
+        v.extend((0..pages).map(|i| va + i * PAGE));
+    } else {
+        v.extend((0..16).map(|i| va + i * PAGE));
+        v.extend((1..=16).map(|i| end - i * PAGE));
+        let first = (va & !(MIB2 - 1)) + MIB2;
+        let boundaries = end.saturating_sub(first).div_ceil(MIB2);
+        let step = boundaries.div_ceil(32).max(1);
+        let mut b = first;
+        while b < end {
+            v.insert(b);
+            v.insert(b - PAGE);
+            b += step * MIB2;
+        }
+        // An odd stride, so that the samples fall at varied offsets.
+        let stride = (pages / 32) | 1;
+        v.extend((0..32).map(|i| va + ((i * stride + 7) % pages) * PAGE));
+    }
+    if va > F::ARENA.0 {
+        v.insert(va - PAGE);
+    }
+    if end < F::ARENA.1 {
+        v.insert(end);
+    }
+    v.into_iter().collect()
+}
+
+/// The model's MMU (a fresh walk on CPU 0; the TLB of CPU 1 through
+/// `touch`; CPU 0's TLB through write and fetch accesses) and the engine's
+/// `lookup` all translate each sample as the reference says.
+pub fn check_translations<F: ModelFormat>(rig: &mut Rig<F>, r: &RefMap, samples: &[u64]) {
+    for &va in samples {
+        let want = r.get(va);
+        let walk = rig.m.walk(0, Vaddr(va));
+        let looked = rig.lookup(va);
+        let touched = rig.m.touch(1, Vaddr(va));
+        match want {
+            Some((pa, attrs)) => {
+                let t = walk.unwrap_or_else(|f| panic!("{va:#x}: walk faults ({f}), want {pa:#x}"));
+                assert_eq!(t.pa, Paddr(pa), "{va:#x}: walk PA");
+                assert_eq!(t.writable, attrs.perm().writable(), "{va:#x}: writable");
+                assert_eq!(t.executable, attrs.perm().executable(), "{va:#x}: exec");
+                assert_eq!(t.attr_idx, attrs.mem().index(), "{va:#x}: AttrIndx");
+                let l = looked.unwrap_or_else(|| panic!("{va:#x}: lookup finds nothing"));
+                assert_eq!(
+                    (l.pa, l.level, l.attrs),
+                    (Paddr(pa), t.level, Some(attrs)),
+                    "{va:#x}: lookup disagrees with the walk"
+                );
+                assert_eq!(touched, Ok(Paddr(pa)), "{va:#x}: CPU 1 TLB");
+                let e = rig.m.tlb_lookup(1, Vaddr(va)).expect("filled by touch");
+                assert_eq!(
+                    (e.writable, e.executable, e.attr_idx),
+                    (
+                        attrs.perm().writable(),
+                        attrs.perm().executable(),
+                        attrs.mem().index()
+                    ),
+                    "{va:#x}: CPU 1 TLB entry {e:x?}"
+                );
+                let w = rig.m.access(Vaddr(va), AccessKind::Write);
+                assert_eq!(w.is_ok(), attrs.perm().writable(), "{va:#x}: write {w:?}");
+                if let Err(f) = w {
+                    assert_eq!(f.kind, FaultKind::Permission);
+                }
+                let x = rig.m.access(Vaddr(va), AccessKind::Exec);
+                assert_eq!(x.is_ok(), attrs.perm().executable(), "{va:#x}: exec {x:?}");
+                if let Ok(p) = w.and(x) {
+                    assert_eq!(p, Paddr(pa));
+                }
+            }
+            None => {
+                let f = walk.expect_err(&format!("{va:#x} should be unmapped"));
+                assert_eq!(f.kind, FaultKind::Translation, "{va:#x}: {f}");
+                assert!(looked.is_none(), "{va:#x}: lookup finds {looked:x?}");
+                assert!(
+                    matches!(touched, Err(ModelError::Fault(f)) if f.kind == FaultKind::Translation),
+                    "{va:#x}: CPU 1 translates it: {touched:?}"
+                );
+                let w = rig.m.access(Vaddr(va), AccessKind::Write);
+                assert!(
+                    matches!(w, Err(f) if f.kind == FaultKind::Translation),
+                    "{va:#x}: CPU 0 writes it: {w:?}"
+                );
+            }
+        }
+    }
+}
+
+/// No stale TLB or walk-cache entry on any CPU, no BBM violation, no TLB
+/// conflict.
+pub fn check_tlbs<F: ModelFormat>(rig: &Rig<F>, what: &str) {
+    let stale = rig.m.all_stale_tlb_entries();
+    assert!(stale.is_empty(), "{what}: stale TLB entries: {stale:#x?}");
+    let bbm = rig.m.bbm_violations();
+    assert!(bbm.is_empty(), "{what}: BBM violations: {bbm:#x?}");
+    let c = rig.m.tlb_conflicts();
+    assert!(c.is_empty(), "{what}: TLB conflicts: {c:#x?}");
+}
+
+/// Every pool frame handed out is a table reachable from the root, and
+/// every reachable table other than the hand-built ones is such a frame.
+pub fn check_no_leak<F: ModelFormat>(rig: &Rig<F>) {
+    check_no_leak_in(rig, &rig.tables());
+}
+
+fn check_no_leak_in<F: ModelFormat>(rig: &Rig<F>, tables: &[TableInfo]) {
+    let hand: BTreeSet<u64> = (1..F::HAND_TABLES).map(|i| F::TABLES / PAGE + i).collect();
+    let reachable: BTreeSet<u64> = tables
+        .iter()
+        .map(|t| t.mfn.0)
+        .filter(|m| !hand.contains(m))
+        .collect();
+    let allocated: BTreeSet<u64> = rig.allocated().iter().map(|m| m.0).collect();
+    assert_eq!(
+        reachable, allocated,
+        "reachable tables vs frames taken from the pool"
+    );
+    for &h in &hand {
+        assert!(
+            tables.iter().any(|t| t.mfn.0 == h),
+            "hand table {h:#x} unlinked"
+        );
+    }
+}
+
+/// The tables' bytes (read independently) say exactly what the reference says.
+pub fn check_physical_matches_reference<F: ModelFormat>(rig: &Rig<F>, r: &RefMap) {
+    check_runs_match(&rig.physical_runs(), r);
+}
+
+/// [`check_no_leak`] and [`check_physical_matches_reference`] from one scan.
+pub fn check_tables<F: ModelFormat>(rig: &Rig<F>, r: &RefMap) {
+    let (tables, leaves) = rig.scan();
+    check_no_leak_in(rig, &tables);
+    check_runs_match(&runs_of(&leaves), r);
+}
+
+fn check_runs_match(phys: &[RunView], r: &RefMap) {
+    let want = r.runs();
+    if phys != want.as_slice() {
+        panic!("tables and reference differ\n tables:    {phys:x?}\n reference: {want:x?}");
+    }
+}
+
+pub fn tlbi(c: &Counters) -> u64 {
+    c.tlbi_va + c.tlbi_all + c.tlbi_va_local + c.tlbi_all_local
+}
+
+// ---------------------------------------------------------------------------
+// Removing everything
+// ---------------------------------------------------------------------------
+
+/// Removes every mapping the rules allow (all but contiguous entries) and
+/// every table that does not hold one, checking each step; returns the
+/// contiguous leaves left. Afterwards: each table the engine made holds a
+/// valid entry, and the pool is back to its initial size if nothing is left.
+pub fn remove_everything<F: ModelFormat>(rig: &mut Rig<F>, r: &mut RefMap) -> Vec<PhysLeaf> {
+    // Blocks that are not contiguous: one remove each, at their level.
+    for l in rig.leaves() {
+        if l.level < 3 && !l.contiguous() {
+            rig.update(l.va, size(l.level) / PAGE, Op::Remove, MapFlags::BLOCKS)
+                .unwrap_or_else(|e| panic!("removing block {l:x?}: {e}"));
+            r.remove(l.va, l.va + size(l.level));
+        }
+    }
+    // Level-3 tables: the whole 2 MiB if nothing in it is contiguous (this
+    // also frees tables left empty by Populate), else the other pages one
+    // run at a time.
+    let mut by_slot: BTreeMap<u64, Vec<PhysLeaf>> = BTreeMap::new();
+    for l in rig.leaves().into_iter().filter(|l| l.level == 3) {
+        by_slot.entry(l.va & !(MIB2 - 1)).or_default().push(l);
+    }
+    for t in rig.tables() {
+        if t.level != 3 || t.va < F::ARENA.0 || t.va >= F::ARENA.1 {
+            continue;
+        }
+        let leaves = by_slot.remove(&t.va).unwrap_or_default();
+        if !leaves.iter().any(|l| l.contiguous()) {
+            rig.update(t.va, 512, Op::Remove, MapFlags::PAGES)
+                .unwrap_or_else(|e| panic!("removing the 2 MiB at {:#x}: {e}", t.va));
+            r.remove(t.va, t.va + MIB2);
+        } else {
+            for l in leaves.iter().filter(|l| !l.contiguous()) {
+                rig.update(l.va, 1, Op::Remove, MapFlags::PAGES)
+                    .unwrap_or_else(|e| panic!("removing page {:#x}: {e}", l.va));
+                r.remove(l.va, l.va + PAGE);
+            }
+        }
+        check_tlbs(rig, "remove everything");
+    }
+    check_no_leak(rig);
+    check_physical_matches_reference(rig, r);
+    let left = rig.leaves();
+    assert!(left.iter().all(|l| l.contiguous()), "{left:x?}");
+    // Each table in the arena that the engine made must hold something.
+    for t in rig.tables() {
+        if t.mfn.0 < rig.pool.0 {
+            continue;
+        }
+        let entries = rig.read_table(t.mfn.0 * PAGE);
+        assert!(
+            entries.iter().any(|d| d & 1 != 0),
+            "empty table {t:x?} left behind"
+        );
+    }
+    if left.is_empty() {
+        assert_eq!(
+            rig.free(),
+            rig.initial_free,
+            "every table frame is back in the pool"
+        );
+    }
+    left
+}
+
+/// Attributes by number (RO, RX, RW, DEVICE, WC).
+pub fn attrs_of(n: u8) -> Attrs {
+    [Attrs::RO, Attrs::RX, Attrs::RW, Attrs::DEVICE, Attrs::WC][usize::from(n % 5)]
+}
