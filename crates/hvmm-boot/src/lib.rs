@@ -18,6 +18,8 @@
 // larger than clippy likes; boxing is not available on bare metal.
 #![allow(clippy::result_large_err)]
 
+#[cfg(feature = "model")]
+pub mod fuzzing;
 pub mod image;
 pub mod mm;
 #[cfg(feature = "model")]
