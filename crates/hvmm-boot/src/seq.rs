@@ -65,6 +65,9 @@ pub struct BootConfig {
     pub firmware_reserved: [Option<(Paddr, u64)>; 8],
     /// Fault injection (tests).
     pub inject: Option<FailPoint>,
+    /// Take page-table pages only from below this address (a workaround for
+    /// emulators whose arm32 walker cannot reach tables above 4 GiB).
+    pub table_limit: Option<Paddr>,
 }
 
 impl Default for BootConfig {
@@ -77,6 +80,7 @@ impl Default for BootConfig {
             dumps: [None; 4],
             firmware_reserved: [None; 8],
             inject: None,
+            table_limit: None,
         }
     }
 }
@@ -411,6 +415,13 @@ fn setup_pagetables<F: HasLayout, P: Platform>(
         .ok_or_else(|| ctx.fail(format_args!("root table outside the image"), None))?;
     log!(ctx, "(XEN) runtime root table {} at {}", t.root, root_pa);
     let mut mm = Mm::<F>::new(root_pa.mfn(), image, t.fixmap_l3, cfg.access);
+    if let Some(limit) = cfg.table_limit {
+        mm.alloc.table_limit = Some(limit.mfn());
+        log!(
+            ctx,
+            "(XEN) page-table pages are taken from below {limit} only"
+        );
+    }
     match cfg.inject {
         Some(FailPoint::Alloc(n)) => mm.alloc.fail_at = Some(n),
         Some(FailPoint::Pmap(n)) => mm.pmap_mut().fail_at = Some(n),
@@ -441,7 +452,7 @@ fn setup_pagetables<F: HasLayout, P: Platform>(
     link(p, t.l2, hvmm::layout::FIXMAP_ADDR, 2, t.fixmap_l3)?;
 
     // Per-section permissions, through the engine (every table is in the image).
-    for s in img.sections.iter() {
+    for s in img.sections.iter().filter(|s| s.end > s.start) {
         let pa = pa_of(s.start)
             .ok_or_else(|| ctx.fail(format_args!("section outside the image"), None))?;
         let pages = (s.end.0 - s.start.0) / PAGE_SIZE;
@@ -728,22 +739,33 @@ fn setup_mm<F: HasLayout, P: Platform>(
         );
         mm.enter_boot_directmap(dm);
     } else {
-        // arm32: xenheap with 2 MiB contiguous blocks, at the top of the highest bank.
+        // arm32: xenheap with 2 MiB contiguous blocks, as high as possible
+        // below 4 GiB (as Xen does), else at the top of the highest bank.
         let xh_region = F::LAYOUT
             .xenheap
             .ok_or_else(|| ctx.fail(format_args!("layout has no xenheap"), None))?;
-        let bank = banks
+        let low = |b: &hvmm_bootinfo::MemRange| (b.base().0, b.end().0.min(1 << 32));
+        let (base, end) = banks
             .iter()
-            .max_by_key(|b| b.base().0)
-            .copied()
+            .map(low)
+            .filter(|(b, e)| e > b)
+            .max_by_key(|(_, e)| *e)
+            .or_else(|| {
+                banks
+                    .iter()
+                    .map(|b| (b.base().0, b.end().0))
+                    .max_by_key(|(_, e)| *e)
+            })
             .ok_or_else(|| ctx.fail(format_args!("no RAM"), None))?;
         let align = 32 << 20;
-        let end = bank.end().0 & !(MIB2 - 1);
-        let want = (end - bank.base().0).min(xh_region.size);
+        let end = end & !(MIB2 - 1);
+        let want = (end - base).min(xh_region.size);
         let start = (end - want).div_ceil(align) * align;
         if start >= end || end - start < 4 * MIB2 {
             return Err(ctx.fail(
-                format_args!("the highest RAM bank {} is too small for a xenheap (needs 8 MiB aligned to 32 MiB)", bank.base()),
+                format_args!(
+                    "the RAM at {base:#x} is too small for a xenheap (needs 8 MiB aligned to 32 MiB)"
+                ),
                 None,
             ));
         }
@@ -761,7 +783,7 @@ fn setup_mm<F: HasLayout, P: Platform>(
                 pa: Paddr(start),
                 attrs: Attrs::RW,
             },
-            MapFlags::BLOCKS_CONTIG,
+            MapFlags::BLOCKS_2M_CONTIG,
         )
         .map_err(|e| ctx.engine("mapping the xenheap", e))?;
         ctx.summary.regions.push(RegionFact {
@@ -835,33 +857,11 @@ fn alloc_in<F: HasLayout>(
     range: LinearRange,
     ctx: &Ctx<'_, F>,
 ) -> Result<Mfn, BootError> {
-    // The allocator works from the top; the xenheap is at the top of the
-    // highest bank, so the first fit is normally inside. Retry a few times.
-    let mut rejected = [Mfn(0); 8];
-    let mut nrej = 0;
-    let result = loop {
-        match mm.alloc.alloc(pages, pages) {
-            Ok(m)
-                if range.contains_pa(m.paddr())
-                    && range.contains_pa(Paddr(m.paddr().0 + pages * PAGE_SIZE - 1)) =>
-            {
-                break Ok(m)
-            }
-            Ok(m) if nrej < rejected.len() => {
-                rejected[nrej] = m;
-                nrej += 1;
-            }
-            Ok(m) => {
-                rejected[0] = m;
-                break Err(ctx.fail(format_args!("no free memory inside the xenheap"), None));
-            }
-            Err(e) => break Err(ctx.fail(format_args!("{e}"), None)),
-        }
-    };
-    for m in &rejected[..nrej] {
-        let _ = mm.alloc.free_pages_at(*m, pages);
-    }
-    result
+    let lo = range.pa.mfn();
+    let hi = Paddr(range.pa.0 + range.size).mfn();
+    mm.alloc
+        .alloc_below(pages, pages, lo, hi)
+        .map_err(|e| ctx.fail(format_args!("xenheap: {e}"), None))
 }
 
 fn setup_frametable<F: HasLayout, P: Platform>(
@@ -1011,6 +1011,10 @@ fn free_init_memory<F: HasLayout, P: Platform>(
 ) -> Result<(), BootError> {
     let s: Section = img.sections[img.init];
     let pages = (s.end.0 - s.start.0) / PAGE_SIZE;
+    if pages == 0 {
+        log!(ctx, "(XEN) no init memory to free");
+        return Ok(());
+    }
     // Make it writable (to poison it), then unmap it and give it back.
     mm.update(
         p,
@@ -1047,7 +1051,7 @@ fn verify<F: HasLayout, P: Platform>(
 ) -> Result<(), BootError> {
     let image = mm.image();
     for (i, s) in img.sections.iter().enumerate() {
-        if i == img.init {
+        if i == img.init || s.end <= s.start {
             continue;
         }
         let pa = image.0.pa_of(s.start).unwrap_or(Paddr(0));
@@ -1078,7 +1082,9 @@ fn verify<F: HasLayout, P: Platform>(
     }
     // The freed init memory must be gone.
     let init = img.sections[img.init];
-    if let Ok(at) = p.translate(init.start, false) {
+    if init.end <= init.start {
+        // Nothing was mapped there.
+    } else if let Ok(at) = p.translate(init.start, false) {
         return Err(ctx.fail(
             format_args!(
                 "freed init memory at {} still translates to {}",

@@ -11,10 +11,10 @@
 use crate::arch;
 use crate::exit::{exit, EXIT_FAIL, EXIT_OK};
 use crate::fdt;
-use crate::fixmap;
 use crate::layout::{self, XEN_VIRT_START};
-use crate::smp;
-use hvmm::{Arch, FaultKind, LinearRange, Paddr, Vaddr, PAGE_SIZE};
+use hvmm::{Arch, FaultKind, LinearRange, Paddr, Perm, Vaddr, PAGE_SIZE};
+use hvmm_boot::image::{ImageLayout, Section, StaticTables};
+use hvmm_boot::BootConfig;
 
 /// What the head hands to the boot sequence.
 #[derive(Debug, Clone, Copy)]
@@ -121,16 +121,83 @@ pub fn rust_main(params: &BootParams) -> ! {
     if let Some(b) = &info.bootargs {
         println!("hvmm: bootargs: \"{}\"", b.as_str());
     }
-    report_modules(&info);
 
     if info.has_bootarg("hvmm.fault=1") {
         deliberate_fault();
     }
 
-    let up = smp::start_secondaries(&info);
-    println!("hvmm: {} CPU(s) up", up);
-    println!("hvmm: boot checks passed");
-    exit(EXIT_OK)
+    // The shared boot sequence: the same code the machine model runs.
+    let layout = image_layout(&params.symbols);
+    let mut mpidrs = [None; crate::MAX_CPUS];
+    let me = arch::mpidr();
+    for (slot, m) in mpidrs
+        .iter_mut()
+        .zip(info.cpus.iter().flatten().filter(|&&m| m != me))
+    {
+        *slot = Some(*m);
+    }
+    let cfg = BootConfig {
+        cpus: info.n_cpus.clamp(1, crate::MAX_CPUS),
+        pa_bits: <arch::Fmt as hvmm::Format>::PA_BITS,
+        // QEMU 7.2's arm32 walker truncates table addresses to 32 bits.
+        table_limit: info
+            .has_bootarg("hvmm.tables-below-4g")
+            .then_some(Paddr(1 << 32)),
+        ..BootConfig::default()
+    };
+    let mut platform = crate::platform::HwPlatform::new(mpidrs);
+    let mut log = crate::console::Console;
+    let boot_params = hvmm_boot::BootParams {
+        dtb: params.dtb_pa,
+        image: layout,
+    };
+    match hvmm_boot::boot::<arch::Fmt, _>(&mut platform, &boot_params, &cfg, &mut log) {
+        Ok(summary) => {
+            println!(
+                "hvmm: AT verified {} pages in {} regions after boot; {} CPU(s) up",
+                summary.verified_pages,
+                summary.regions.len(),
+                summary.cpus
+            );
+            println!("hvmm: boot checks passed");
+            exit(EXIT_OK)
+        }
+        Err(failed) => {
+            println!("hvmm: FAILED: {}", failed.error);
+            exit(EXIT_FAIL)
+        }
+    }
+}
+
+/// The shared sequence's view of this image, from the linker symbols.
+fn image_layout(s: &layout::ImageSymbols) -> ImageLayout {
+    let section = |name, start, end, perm| Section {
+        name,
+        start,
+        end,
+        perm,
+    };
+    ImageLayout {
+        start: s.start,
+        end: s.end,
+        sections: [
+            section("text", s.start, s.text_end, Perm::Rx),
+            section("rodata", s.text_end, s.rodata_end, Perm::Ro),
+            section("init", s.init_begin, s.init_end, Perm::Rx),
+            section("data", s.init_end, s.end, Perm::Rw),
+        ],
+        init: 2,
+        tables: StaticTables {
+            boot_root: s.boot_root,
+            root: s.root,
+            l1: s.l1,
+            l2: s.l2,
+            image_l3: s.image_l3,
+            fixmap_l3: s.fixmap_l3,
+            first: s.tables_first,
+            last: s.tables_last,
+        },
+    }
 }
 
 /// Pages checked by [`verify_image`], per permission.
@@ -191,40 +258,6 @@ fn verify_image(params: &BootParams) -> Verified {
         va += PAGE_SIZE;
     }
     v
-}
-
-/// The XSM policy magic (little-endian at the start of the file).
-const XSM_MAGIC: u32 = 0xf97c_ff8c;
-
-fn report_modules(info: &fdt::FdtInfo) {
-    for (i, m) in info.modules.iter().flatten().enumerate() {
-        // Read the first bytes through the fixmap, as early boot must (this
-        // is the path that crashed Xen 4.13 under GRUB).
-        let mut head = [0u8; 4];
-        fixmap::copy_from_paddr(&mut head, m.start);
-        let magic = u32::from_le_bytes(head);
-        println!(
-            "hvmm: module {}: {}{} at PA {:#x}, {} bytes, starts {:02x} {:02x} {:02x} {:02x}{}",
-            i,
-            m.compatible.as_str(),
-            if m.generic {
-                " (+ multiboot,module)"
-            } else {
-                ""
-            },
-            m.start,
-            m.size,
-            head[0],
-            head[1],
-            head[2],
-            head[3],
-            if magic == XSM_MAGIC {
-                " (XSM magic)"
-            } else {
-                ""
-            }
-        );
-    }
 }
 
 /// `hvmm.fault=1`: read an unmapped VA; the vectors report the Data Abort.

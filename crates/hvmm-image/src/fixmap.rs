@@ -11,8 +11,6 @@ use hvmm::{Arch, Attrs, Paddr, Pte, Vaddr, PAGE_SIZE};
 
 /// The console (PL011).
 pub const SLOT_CONSOLE: usize = 0;
-/// `copy_from_paddr`.
-pub const SLOT_MISC: usize = 1;
 /// The FDT reader's structure-block window.
 pub const SLOT_FDT_A: usize = 2;
 /// The FDT reader's strings-block window.
@@ -105,25 +103,4 @@ impl PhysWindow {
             unmap(self.slot);
         }
     }
-}
-
-/// Copies `dst.len()` bytes from physical address `pa`, page by page through
-/// the misc slot mapped write-combine (the early-boot path of SPEC §5).
-pub fn copy_from_paddr(dst: &mut [u8], pa: u64) {
-    let mut pa = pa;
-    let mut done = 0;
-    while done < dst.len() {
-        let page = pa & !(PAGE_SIZE - 1);
-        map(SLOT_MISC, Paddr(page), Attrs::WC);
-        let off = (pa - page) as usize;
-        let n = core::cmp::min(dst.len() - done, PAGE_SIZE as usize - off);
-        let src = slot_va(SLOT_MISC).0 as usize + off;
-        for (i, b) in dst[done..done + n].iter_mut().enumerate() {
-            // SAFETY: `src + i` lies in the page just mapped at the misc slot.
-            *b = unsafe { core::ptr::read_volatile((src + i) as *const u8) };
-        }
-        done += n;
-        pa += n as u64;
-    }
-    unmap(SLOT_MISC);
 }

@@ -25,13 +25,14 @@ mod exit;
 mod fdt;
 mod fixmap;
 mod layout;
+mod platform;
 mod selfcheck;
 mod smp;
 
 use core::panic::PanicInfo;
 
 /// Bytes of stack per CPU (the boot stacks live in the image's BSS).
-pub const STACK_SIZE: usize = 0x4000;
+pub const STACK_SIZE: usize = 0x10000;
 /// CPUs the image can bring up (boot stacks are reserved for this many).
 pub const MAX_CPUS: usize = 8;
 

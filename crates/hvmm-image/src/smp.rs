@@ -3,12 +3,9 @@
 //! for the occasion), then `start_secondary` reports and parks.
 
 use crate::arch;
-use crate::fdt::FdtInfo;
 use crate::layout;
-use core::sync::atomic::{AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use hvmm::{Arch, Vaddr};
-
-static CPUS_UP: AtomicUsize = AtomicUsize::new(1);
 
 /// How long the boot CPU waits for the others.
 const WAIT_MS: u64 = 2000;
@@ -25,86 +22,94 @@ fn read_word(va: Vaddr) -> u64 {
     unsafe { core::ptr::read_volatile(va.0 as usize as *const u64) }
 }
 
-/// Starts every CPU of the FDT other than this one; returns how many CPUs
-/// are up (this one included).
-pub fn start_secondaries(info: &FdtInfo) -> usize {
-    let me = arch::mpidr();
-    let n_cpus = info.n_cpus.min(crate::MAX_CPUS);
-    if info.n_cpus > crate::MAX_CPUS {
-        println!(
-            "hvmm: {} CPUs in the DTB, starting {}",
-            info.n_cpus,
-            crate::MAX_CPUS
-        );
-    }
-    if n_cpus <= 1 {
-        return 1;
+/// The root each secondary CPU switches to once its MMU is on (0: stay on
+/// the boot tables).
+static SECONDARY_ROOT: [AtomicU64; crate::MAX_CPUS] =
+    [const { AtomicU64::new(0) }; crate::MAX_CPUS];
+/// Set by each secondary CPU when it runs on its root.
+static UP: [AtomicBool; crate::MAX_CPUS] = [const { AtomicBool::new(false) }; crate::MAX_CPUS];
+
+/// Starts CPU `cpu` (MPIDR `mpidr`) with PSCI CPU_ON; it turns its MMU on
+/// with the boot tables (the identity entry is reinstalled for that), then
+/// switches to `root` and reports. Waits until it has.
+pub fn start_one(cpu: usize, mpidr: u64, root: hvmm::Paddr) -> Result<(), &'static str> {
+    if cpu == 0 || cpu >= crate::MAX_CPUS {
+        return Err("CPU index out of range");
     }
     let mut hw = arch::hw();
-    let entry = match hw.translate(layout::secondary_entry_va(), false) {
-        Ok(r) => r.pa,
-        Err(e) => {
-            println!("hvmm: cannot translate the secondary entry: {e}");
-            crate::exit::exit(crate::exit::EXIT_SMP)
-        }
-    };
+    let entry = hw
+        .translate(layout::secondary_entry_va(), false)
+        .map_err(|_| "the secondary entry point does not translate")?
+        .pa;
+    SECONDARY_ROOT[cpu].store(root.0, Ordering::Release);
 
-    // The secondaries turn their MMU on through the identity map: put the
-    // head's identity entry back while they boot.
+    // The secondary turns its MMU on through the identity map of the boot
+    // tables: put the head's identity entry back while it boots. This CPU
+    // runs on other tables, so no local invalidation is needed for it.
     let slot = Vaddr(read_word(layout::idmap_slot()));
     let val = read_word(layout::idmap_val());
     if slot.0 != 0 {
         let cur = hw.read_pte(slot).unwrap_or(0);
         if cur != 0 && cur != val {
-            println!("hvmm: cannot start secondary CPUs: the identity-map entry at {slot} is now in use ({cur:#x})");
-            crate::exit::exit(crate::exit::EXIT_SMP)
+            return Err("the identity-map entry of the boot tables is in use");
         }
         let _ = hw.write_pte(slot, val);
-        hw.isb();
     }
-
-    let mut expected = 1;
-    let mut index = 1;
-    for mpidr in info.cpus.iter().take(n_cpus).flatten() {
-        if *mpidr == me {
-            continue;
+    let rc = arch::psci_cpu_on(mpidr, entry.0, cpu as u64);
+    let result = if rc != arch::PSCI_SUCCESS {
+        Err("PSCI CPU_ON failed")
+    } else {
+        let (t0, freq) = arch::counter();
+        let limit = freq.saturating_mul(WAIT_MS) / 1000;
+        loop {
+            if UP[cpu].load(Ordering::Acquire) {
+                break Ok(());
+            }
+            let (t, _) = arch::counter();
+            if t.wrapping_sub(t0) > limit {
+                break Err("timed out waiting for it");
+            }
+            core::hint::spin_loop();
         }
-        let rc = arch::psci_cpu_on(*mpidr, entry.0, index as u64);
-        if rc == arch::PSCI_SUCCESS {
-            expected += 1;
-        } else {
-            println!("hvmm: PSCI CPU_ON of MPIDR {mpidr:#x} failed: {rc}");
-        }
-        index += 1;
-    }
-
-    let (t0, freq) = arch::counter();
-    let limit = freq.saturating_mul(WAIT_MS) / 1000;
-    while CPUS_UP.load(Ordering::Acquire) < expected {
-        let (t, _) = arch::counter();
-        if t.wrapping_sub(t0) > limit {
-            break;
-        }
-        core::hint::spin_loop();
-    }
-
+    };
     if slot.0 != 0 {
         let _ = hw.write_pte(slot, 0);
         hw.tlb_flush_all();
         hw.tlb_sync();
     }
-    let up = CPUS_UP.load(Ordering::Acquire);
-    if up < n_cpus {
-        println!("hvmm: only {up} of {n_cpus} CPUs came up");
-        crate::exit::exit(crate::exit::EXIT_SMP)
-    }
-    up
+    result
 }
 
-/// A secondary CPU, MMU on, on its own stack.
+/// A secondary CPU, MMU on with the boot tables, on its own stack: switch
+/// to the root the boot sequence gave it, check it maps the image, report,
+/// park.
 pub fn secondary_main(cpu: usize) -> ! {
-    println!("hvmm: CPU {} up (MPIDR {:#x})", cpu, arch::mpidr());
-    CPUS_UP.fetch_add(1, Ordering::AcqRel);
+    let root = SECONDARY_ROOT
+        .get(cpu)
+        .map_or(0, |r| r.load(Ordering::Acquire));
+    if root != 0 {
+        // SAFETY: the root comes from the boot sequence, which gives each
+        // CPU tables mapping the image exactly as the boot tables do.
+        unsafe {
+            arch::switch_root(hvmm::Paddr(root));
+            arch::set_wxn(true);
+        }
+    }
+    let mut hw = arch::hw();
+    let ok = hw.translate(layout::image_start(), false).is_ok() && hw.root().0 == root;
+    if ok {
+        println!(
+            "hvmm: CPU {} up (MPIDR {:#x}) on root {:#x}",
+            cpu,
+            arch::mpidr(),
+            root
+        );
+        if let Some(u) = UP.get(cpu) {
+            u.store(true, Ordering::Release);
+        }
+    } else {
+        println!("hvmm: CPU {cpu} cannot run on root {root:#x}");
+    }
     loop {
         arch::wait_for_event();
     }

@@ -172,6 +172,8 @@ pub struct MapFlags {
     pub blocks: bool,
     /// Set the contiguous hint on runs of 16 entries aligned to 16 × the entry size.
     pub contiguous: bool,
+    /// With `blocks`: 2 MiB blocks only, never 1 GiB (Xen's arm32 xenheap).
+    pub no_gib_blocks: bool,
 }
 
 impl MapFlags {
@@ -179,16 +181,26 @@ impl MapFlags {
     pub const PAGES: MapFlags = MapFlags {
         blocks: false,
         contiguous: false,
+        no_gib_blocks: false,
     };
     /// Blocks allowed, no contiguous hint.
     pub const BLOCKS: MapFlags = MapFlags {
         blocks: true,
         contiguous: false,
+        no_gib_blocks: false,
     };
     /// Blocks and the contiguous hint allowed.
     pub const BLOCKS_CONTIG: MapFlags = MapFlags {
         blocks: true,
         contiguous: true,
+        no_gib_blocks: false,
+    };
+    /// 2 MiB blocks with the contiguous hint, no 1 GiB blocks: the arm32
+    /// xenheap's shape.
+    pub const BLOCKS_2M_CONTIG: MapFlags = MapFlags {
+        blocks: true,
+        contiguous: true,
+        no_gib_blocks: true,
     };
 }
 

@@ -74,6 +74,10 @@ pub struct FrameRanges {
     pub allocations: u64,
     /// If set, the allocation with this index (0-based) fails (fault injection).
     pub fail_at: Option<u64>,
+    /// If set, frames taken for page tables ([`FrameAlloc::take`]) come from
+    /// below this frame only. (QEMU 7.2's arm32 table walker truncates table
+    /// addresses to 32 bits; `hvmm.tables-below-4g` sets this on arm32.)
+    pub table_limit: Option<Mfn>,
 }
 
 impl Default for FrameRanges {
@@ -92,6 +96,7 @@ impl FrameRanges {
             pinned: None,
             allocations: 0,
             fail_at: None,
+            table_limit: None,
         }
     }
 
@@ -111,6 +116,14 @@ impl FrameRanges {
     /// Free pages in all.
     pub fn free_pages(&self) -> u64 {
         self.ranges[..self.len].iter().map(|&(s, e)| e - s).sum()
+    }
+
+    /// Free pages below frame `limit`.
+    pub fn free_pages_below(&self, limit: Mfn) -> u64 {
+        self.ranges[..self.len]
+            .iter()
+            .map(|&(s, e)| e.min(limit.0).saturating_sub(s))
+            .sum()
     }
 
     /// Gives `[start, end)` to the allocator (Xen's `init_boot_pages`). The
@@ -160,6 +173,18 @@ impl FrameRanges {
     /// Allocates `pages` contiguous pages aligned to `align` pages (Xen's
     /// `alloc_boot_pages`), from the top of the highest range that fits.
     pub fn alloc(&mut self, pages: u64, align: u64) -> Result<Mfn, BootAllocError> {
+        self.alloc_below(pages, align, Mfn(0), Mfn(u64::MAX))
+    }
+
+    /// Like [`FrameRanges::alloc`], but only frames in `[lo, hi)` are used
+    /// (Xen's xenheap allocations on arm32).
+    pub fn alloc_below(
+        &mut self,
+        pages: u64,
+        align: u64,
+        lo: Mfn,
+        hi: Mfn,
+    ) -> Result<Mfn, BootAllocError> {
         if pages == 0 || align == 0 || !align.is_power_of_two() {
             return Err(BootAllocError::BadRequest { pages, align });
         }
@@ -175,11 +200,11 @@ impl FrameRanges {
         }
         for i in (0..self.len).rev() {
             let (s, e) = self.ranges[i];
-            let Some(top) = e.checked_sub(pages) else {
+            let Some(top) = e.min(hi.0).checked_sub(pages) else {
                 continue;
             };
             let start = top & !(align - 1);
-            if start < s {
+            if start < s || start < lo.0 {
                 continue;
             }
             let end = start + pages;
@@ -218,7 +243,10 @@ impl FrameRanges {
 
 impl FrameAlloc for FrameRanges {
     fn reserve(&mut self, n: usize) -> Result<(), OutOfFrames> {
-        let free = self.free_pages();
+        let free = match self.table_limit {
+            None => self.free_pages(),
+            Some(limit) => self.free_pages_below(limit),
+        };
         // Fault injection counts a reservation as one allocation point.
         let index = self.allocations;
         self.allocations += 1;
@@ -237,7 +265,8 @@ impl FrameAlloc for FrameRanges {
         }
         self.reserved -= 1;
         let saved = self.fail_at.take();
-        let r = self.alloc(1, 1).ok();
+        let hi = self.table_limit.unwrap_or(Mfn(u64::MAX));
+        let r = self.alloc_below(1, 1, Mfn(0), hi).ok();
         self.allocations -= 1;
         self.fail_at = saved;
         r
@@ -290,6 +319,19 @@ mod tests {
         );
         fr.add(Paddr(0x5000), Paddr(0x6000)).unwrap();
         assert_eq!(ranges(&fr), vec![(0x2000, 0x6000)], "adjacent ranges merge");
+    }
+
+    #[test]
+    fn alloc_below_stays_in_its_window() {
+        let mut fr = FrameRanges::new();
+        fr.add(Paddr(0x0), Paddr(0x1_0000)).unwrap();
+        fr.add(Paddr(0x10_0000), Paddr(0x20_0000)).unwrap();
+        assert_eq!(fr.alloc_below(2, 2, Mfn(0), Mfn(0x10)).unwrap(), Mfn(0xe));
+        assert_eq!(
+            fr.alloc_below(1, 1, Mfn(0x100), Mfn(0x180)).unwrap(),
+            Mfn(0x17f)
+        );
+        assert!(fr.alloc_below(1, 1, Mfn(0x20), Mfn(0x30)).is_err());
     }
 
     #[test]

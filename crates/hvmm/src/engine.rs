@@ -164,7 +164,11 @@ impl Req {
         if level == 3 {
             return true;
         }
-        if matches!(self.op, Op::Populate) || !self.flags.blocks || !block_allowed(level) {
+        if matches!(self.op, Op::Populate)
+            || !self.flags.blocks
+            || !block_allowed(level)
+            || (level == 1 && self.flags.no_gib_blocks)
+        {
             return false;
         }
         let size = level_size(level);

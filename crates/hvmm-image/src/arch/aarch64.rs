@@ -21,6 +21,8 @@ global_asm!(
     EXIT_RETURNED = const exit::EXIT_RETURNED,
 );
 
+pub use hvmm_arch::aarch64::{set_wxn, switch_root};
+
 /// The processor back end.
 pub type Cpu = hvmm_arch::Aarch64El2;
 /// The translation format.

@@ -1,0 +1,111 @@
+//! The real machine as the shared boot sequence sees it: the processor back
+//! end (`hvmm-arch`) plus root switching, WXN, mapped-memory views and PSCI.
+
+use crate::arch;
+use hvmm::{AccessKind, Arch, AtResult, FaultKind, MemFault, Paddr, Vaddr};
+
+/// This CPU's processor back end, with the MPIDRs of the CPUs it may start.
+pub struct HwPlatform {
+    cpu: arch::Cpu,
+    /// MPIDR of the secondary CPUs, in the order the boot sequence numbers them (1, 2, ...).
+    mpidrs: [Option<u64>; crate::MAX_CPUS],
+}
+
+impl HwPlatform {
+    /// The platform of the boot CPU.
+    pub fn new(mpidrs: [Option<u64>; crate::MAX_CPUS]) -> Self {
+        HwPlatform {
+            cpu: arch::hw(),
+            mpidrs,
+        }
+    }
+}
+
+impl Arch for HwPlatform {
+    fn read_pte(&mut self, va: Vaddr) -> Result<u64, MemFault> {
+        self.cpu.read_pte(va)
+    }
+    fn write_pte(&mut self, va: Vaddr, val: u64) -> Result<(), MemFault> {
+        self.cpu.write_pte(va, val)
+    }
+    fn zero_page(&mut self, va: Vaddr) -> Result<(), MemFault> {
+        self.cpu.zero_page(va)
+    }
+    fn tlb_flush_va(&mut self, va: Vaddr) {
+        self.cpu.tlb_flush_va(va)
+    }
+    fn tlb_flush_va_local(&mut self, va: Vaddr) {
+        self.cpu.tlb_flush_va_local(va)
+    }
+    fn tlb_flush_all(&mut self) {
+        self.cpu.tlb_flush_all()
+    }
+    fn tlb_sync(&mut self) {
+        self.cpu.tlb_sync()
+    }
+    fn isb(&mut self) {
+        self.cpu.isb()
+    }
+    fn translate(&mut self, va: Vaddr, write: bool) -> Result<AtResult, MemFault> {
+        self.cpu.translate(va, write)
+    }
+    fn root(&self) -> Paddr {
+        self.cpu.root()
+    }
+    fn cpu(&self) -> usize {
+        self.cpu.cpu()
+    }
+    fn read_bytes(&mut self, va: Vaddr, buf: &mut [u8]) -> Result<(), MemFault> {
+        let bytes = hvmm_boot::Platform::map_bytes(self, va, buf.len())?;
+        buf.copy_from_slice(bytes);
+        Ok(())
+    }
+}
+
+impl hvmm_boot::Platform for HwPlatform {
+    type Bytes = &'static [u8];
+
+    fn switch_root(&mut self, root: Paddr) {
+        // SAFETY: the boot sequence only switches to tables that map the
+        // image (code, data, stacks) at the same addresses as the current
+        // ones (`setup_pagetables`), so execution continues unchanged.
+        unsafe { arch::switch_root(root) }
+    }
+
+    fn set_wxn(&mut self, on: bool) {
+        // SAFETY: the runtime tables map no page both writable and
+        // executable, so enforcing WXN removes no permission in use.
+        unsafe { arch::set_wxn(on) }
+    }
+
+    fn map_bytes(&mut self, va: Vaddr, len: usize) -> Result<&'static [u8], MemFault> {
+        if len == 0 {
+            return Ok(&[]);
+        }
+        // Probe every page with AT first: a fault is returned, not taken.
+        let end = va.0 + len as u64;
+        let mut page = va.page_floor().0;
+        while page < end {
+            self.cpu.translate(Vaddr(page.max(va.0)), false)?;
+            page += hvmm::PAGE_SIZE;
+        }
+        let ptr = usize::try_from(va.0).map_err(|_| MemFault {
+            va,
+            access: AccessKind::Read,
+            kind: FaultKind::AddressSize,
+            level: 0,
+        })? as *const u8;
+        // SAFETY: every page of [va, va + len) translates (checked above);
+        // the boot sequence only asks for views of the early FDT mapping,
+        // which stays mapped read-only, unchanged, for the rest of the run.
+        Ok(unsafe { core::slice::from_raw_parts(ptr, len) })
+    }
+
+    fn start_cpu(&mut self, cpu: usize, root: Paddr) -> Result<(), &'static str> {
+        let mpidr = cpu
+            .checked_sub(1)
+            .and_then(|i| self.mpidrs.get(i).copied().flatten())
+            .ok_or("no such CPU in the device tree")?;
+        crate::smp::start_one(cpu, mpidr, root)
+    }
+}
