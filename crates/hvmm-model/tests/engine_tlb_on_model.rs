@@ -217,7 +217,6 @@ fn removing_1gib_of_pages_invalidates_once_per_freed_table_plus_once_on_arm32() 
 /// one for the leaves, where a single global invalidation after unlinking
 /// every emptied table would do.
 #[test]
-#[ignore = "engine inefficiency: 514 global TLB invalidations (each with a DSB) for 512 tables"]
 fn removing_1gib_of_pages_invalidates_at_most_once_per_2mib_table() {
     let (va, all, _) = remove_1gib_of_pages::<Arm64>();
     assert!(va + all <= 512, "{va} by VA, {all} global");

@@ -80,6 +80,13 @@ pub trait TableAccess<A: Arch> {
     fn unreserve(&mut self, arch: &mut A) {
         let _ = arch;
     }
+    /// Whether [`TableAccess::map_table`] can reach `mfn` at all (a frame
+    /// outside the direct map cannot be reached through it). The engine asks
+    /// this of every frame it is about to take, before writing anything.
+    fn can_reach(&self, mfn: Mfn) -> bool {
+        let _ = mfn;
+        true
+    }
 }
 
 impl<A: Arch, T: TableAccess<A> + ?Sized> TableAccess<A> for &mut T {
@@ -97,5 +104,8 @@ impl<A: Arch, T: TableAccess<A> + ?Sized> TableAccess<A> for &mut T {
     }
     fn unreserve(&mut self, arch: &mut A) {
         (**self).unreserve(arch)
+    }
+    fn can_reach(&self, mfn: Mfn) -> bool {
+        (**self).can_reach(mfn)
     }
 }

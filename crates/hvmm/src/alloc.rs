@@ -27,6 +27,12 @@ pub trait FrameAlloc {
     fn unreserve(&mut self);
     /// Returns a table frame that is no longer linked anywhere.
     fn free(&mut self, mfn: Mfn);
+    /// Calls `f` with each frame that the reserved [`FrameAlloc::take`]
+    /// calls will return, in order, without taking them. An allocator that
+    /// cannot tell calls `f` for nothing.
+    fn reserved_frames(&self, f: &mut dyn FnMut(Mfn)) {
+        let _ = f;
+    }
     /// Whether `mfn` may be freed when its table becomes empty. Tables inside
     /// the hypervisor image (the boot tables, the fixmap's L3) may not.
     fn can_free(&self, mfn: Mfn) -> bool {
@@ -50,5 +56,8 @@ impl<T: FrameAlloc + ?Sized> FrameAlloc for &mut T {
     }
     fn can_free(&self, mfn: Mfn) -> bool {
         (**self).can_free(mfn)
+    }
+    fn reserved_frames(&self, f: &mut dyn FnMut(Mfn)) {
+        (**self).reserved_frames(f)
     }
 }

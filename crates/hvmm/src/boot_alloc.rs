@@ -279,6 +279,20 @@ impl FrameAlloc for FrameRanges {
         // but never reused wrongly.
         let _ = self.free_pages_at(mfn, 1);
     }
+    fn reserved_frames(&self, f: &mut dyn FnMut(Mfn)) {
+        // `take` allocates single frames from the top of the highest range
+        // below the table limit: walk the same order.
+        let hi = self.table_limit.map_or(u64::MAX, |m| m.0);
+        let mut left = self.reserved;
+        for &(s, e) in self.ranges[..self.len].iter().rev() {
+            let mut frame = e.min(hi);
+            while left > 0 && frame > s {
+                frame -= 1;
+                f(Mfn(frame));
+                left -= 1;
+            }
+        }
+    }
     fn can_free(&self, mfn: Mfn) -> bool {
         !self.pinned.is_some_and(|(s, e)| mfn.0 >= s && mfn.0 < e)
     }

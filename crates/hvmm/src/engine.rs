@@ -24,7 +24,7 @@
 //! change — by VA for small updates, one global invalidation for large ones —
 //! and a table emptied by Remove is unlinked, invalidated and only then freed.
 
-use crate::access::TableAccess;
+use crate::access::{AccessError, TableAccess};
 use crate::addr::{Mfn, Paddr, Vaddr, PAGE_SIZE};
 use crate::alloc::FrameAlloc;
 use crate::arch::Arch;
@@ -197,6 +197,24 @@ impl Req {
 /// Per-update bookkeeping during commit.
 struct Commit {
     report: UpdateReport,
+    /// Leaves changed since the last global invalidation (large updates).
+    dirty: bool,
+}
+
+/// Tables unlinked by a Remove and not yet freed: they are freed in
+/// batches, after one invalidation per batch.
+struct Unlinked {
+    frames: [Mfn; 64],
+    len: usize,
+}
+
+impl Default for Unlinked {
+    fn default() -> Self {
+        Unlinked {
+            frames: [Mfn(0); 64],
+            len: 0,
+        }
+    }
 }
 
 #[inline]
@@ -275,11 +293,33 @@ impl<F: Format> PageTable<F> {
 
         // Commit: write. Cannot run out of frames or slots; a failure here
         // means a provider broke its reservation or the memory faulted.
+        // Every frame the commit will take must be reachable by the provider
+        // (a frame beyond the direct map is not): check them all now.
+        if need > 0 {
+            let mut unreachable = None;
+            let access = &*env.access;
+            env.alloc.reserved_frames(&mut |mfn| {
+                if unreachable.is_none() && !access.can_reach(mfn) {
+                    unreachable = Some(mfn);
+                }
+            });
+            if let Some(mfn) = unreachable {
+                let provider = env.access.name();
+                env.access.unreserve(env.arch);
+                env.alloc.unreserve();
+                return Err(Error::TableAccess {
+                    mfn,
+                    err: AccessError::Unreachable { provider, mfn },
+                });
+            }
+        }
+
         let mut c = Commit {
             report: UpdateReport {
                 table_maps: maps,
                 ..Default::default()
             },
+            dirty: false,
         };
         let res = self.commit(env, &req, root_level, self.root, req.va, req.end, &mut c);
         env.access.unreserve(env.arch);
@@ -289,7 +329,7 @@ impl<F: Format> PageTable<F> {
                 match op {
                     Op::Insert { .. } | Op::Populate => env.arch.isb(),
                     Op::Modify { .. } | Op::Remove => {
-                        if req.flush_all && c.report.leaves > 0 {
+                        if c.dirty {
                             env.arch.tlb_flush_all();
                             c.report.tlb_invalidations += 1;
                         }
@@ -632,6 +672,7 @@ impl<F: Format> PageTable<F> {
         }
         let mut cur = va;
         let mut kept = false;
+        let mut pending = Unlinked::default();
         while cur < end {
             let se = slot_end(cur, level, end);
             let eva = entry_va(tva, table_index(cur, level));
@@ -675,17 +716,18 @@ impl<F: Format> PageTable<F> {
                         let child = pte.table_mfn::<F>();
                         let empty = self.commit(env, req, level + 1, child, cur, se, c)?;
                         if empty && env.alloc.can_free(child) {
+                            // Unlink now; free only after the walk caches
+                            // that may hold the link are invalidated.
                             env.arch.write_pte(eva, 0)?;
-                            // Walk caches may hold the link: invalidate before reuse.
-                            if req.flush_all {
-                                env.arch.tlb_flush_all();
-                            } else {
+                            if !req.flush_all {
                                 env.arch.tlb_flush_va(Vaddr(cur));
+                                c.report.tlb_invalidations += 1;
                             }
-                            c.report.tlb_invalidations += 1;
-                            env.arch.tlb_sync();
-                            env.alloc.free(child);
-                            c.report.tables_freed += 1;
+                            if pending.len == pending.frames.len() {
+                                Self::free_unlinked(env, req, &mut pending, c);
+                            }
+                            pending.frames[pending.len] = child;
+                            pending.len += 1;
                         } else {
                             kept = true;
                         }
@@ -694,6 +736,7 @@ impl<F: Format> PageTable<F> {
             }
             cur = se;
         }
+        Self::free_unlinked(env, req, &mut pending, c);
         if !matches!(req.op, Op::Remove) || kept {
             return Ok(false);
         }
@@ -718,10 +761,37 @@ impl<F: Format> PageTable<F> {
         va: u64,
         c: &mut Commit,
     ) {
-        if !req.flush_all {
+        if req.flush_all {
+            c.dirty = true;
+        } else {
             env.arch.tlb_flush_va(Vaddr(va));
             c.report.tlb_invalidations += 1;
         }
+    }
+
+    /// Frees tables that were unlinked: first makes sure no TLB or walk
+    /// cache can still reach them (one global invalidation for a large
+    /// update; the per-VA ones were issued when unlinking), then frees.
+    fn free_unlinked<A: Arch, T: TableAccess<A>, M: FrameAlloc>(
+        env: &mut Env<'_, A, T, M>,
+        req: &Req,
+        pending: &mut Unlinked,
+        c: &mut Commit,
+    ) {
+        if pending.len == 0 {
+            return;
+        }
+        if req.flush_all {
+            env.arch.tlb_flush_all();
+            c.report.tlb_invalidations += 1;
+            c.dirty = false;
+        }
+        env.arch.tlb_sync();
+        for &mfn in &pending.frames[..pending.len] {
+            env.alloc.free(mfn);
+        }
+        c.report.tables_freed += pending.len as u64;
+        pending.len = 0;
     }
 
     /// Creates a table at `level` for `[va, end)`: takes a reserved frame,
@@ -753,13 +823,47 @@ impl<F: Format> PageTable<F> {
             .zero_page(tva)
             .map_err(Error::from)
             .and_then(|()| self.commit_in(env, req, level, tva, va, end, c));
+        if res.is_err() {
+            // Never linked anywhere, so no TLB can hold it: give back the
+            // tables already made under it.
+            Self::free_new_subtree(env, level, tva, c);
+        }
         env.access.unmap_table(env.arch, mfn, tva);
         match res {
             Ok(_) => Ok(mfn),
             Err(e) => {
                 env.alloc.free(mfn);
+                c.report.tables_created -= 1;
                 Err(e)
             }
+        }
+    }
+
+    /// Frees every table linked below the new (unlinked) table at `tva`.
+    fn free_new_subtree<A: Arch, T: TableAccess<A>, M: FrameAlloc>(
+        env: &mut Env<'_, A, T, M>,
+        level: u8,
+        tva: Vaddr,
+        c: &mut Commit,
+    ) {
+        if level == 3 {
+            return;
+        }
+        for i in 0..ENTRIES {
+            let Ok(raw) = env.arch.read_pte(entry_va(tva, i)) else {
+                return;
+            };
+            let pte = Pte(raw);
+            if !pte.is_table(level) {
+                continue;
+            }
+            let child = pte.table_mfn::<F>();
+            if let Ok(cva) = Self::map(env, child) {
+                Self::free_new_subtree(env, level + 1, cva, c);
+                env.access.unmap_table(env.arch, child, cva);
+            }
+            env.alloc.free(child);
+            c.report.tables_created -= 1;
         }
     }
 

@@ -211,6 +211,11 @@ impl FrameAlloc for HostFrames {
     fn can_free(&self, mfn: Mfn) -> bool {
         !self.pinned.contains(&mfn)
     }
+    fn reserved_frames(&self, f: &mut dyn FnMut(Mfn)) {
+        for &mfn in self.free.iter().rev().take(self.reserved) {
+            f(mfn);
+        }
+    }
 }
 
 /// A complete host set-up: the pool, the identity provider and the free list.

@@ -352,6 +352,9 @@ impl<A: Arch> TableAccess<A> for DirectMapAccess<'_> {
         Ok(va)
     }
     fn unmap_table(&mut self, _arch: &mut A, _mfn: Mfn, _va: Vaddr) {}
+    fn can_reach(&self, mfn: Mfn) -> bool {
+        self.map.va_of(mfn.paddr()).is_some()
+    }
 }
 
 /// One CPU's arm32 domain-page slots: 1024 2 MiB block entries (two L2

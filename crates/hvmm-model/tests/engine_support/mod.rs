@@ -141,11 +141,17 @@ impl TableAccess<Machine> for DirectMap {
     fn unmap_table(&mut self, _arch: &mut Machine, _mfn: Mfn, _va: Vaddr) {
         self.held -= 1;
     }
+    fn can_reach(&self, mfn: Mfn) -> bool {
+        let pa = mfn.paddr().0;
+        pa >= self.ram.0 && pa < self.ram.1
+    }
 }
 
 /// The direct map, except that its `fail_at`-th `map_table` call (1-based)
 /// fails with `Unreachable`. Records how many calls were made when the
-/// engine reserved (the end of its prepare pass).
+/// engine reserved (the end of its prepare pass). Like any provider it keeps
+/// the reservation contract: a failure it knows is coming after the
+/// reservation makes it refuse the reservation instead.
 #[derive(Debug)]
 pub struct FailingAccess<'a> {
     pub inner: &'a mut DirectMap,
@@ -173,7 +179,16 @@ impl TableAccess<Machine> for FailingAccess<'_> {
     }
     fn reserve(&mut self, _arch: &mut Machine, _nested: usize) -> Result<(), AccessError> {
         self.calls_at_reserve = Some(self.calls);
+        if self.fail_at > self.calls {
+            return Err(AccessError::SlotsExhausted {
+                provider: "failing-directmap",
+                slots: 0,
+            });
+        }
         Ok(())
+    }
+    fn can_reach(&self, mfn: Mfn) -> bool {
+        self.inner.can_reach(mfn)
     }
 }
 
