@@ -14,6 +14,7 @@
 //! `target/hvmm-image`): `<arch>/hvmm.bin` (raw, what loaders take) and
 //! `<arch>/hvmm.elf` (for gdb), next to the image crate's own cargo output.
 
+mod compare;
 mod image;
 mod matrix;
 mod qemu;
@@ -78,6 +79,13 @@ enum Cmd {
     },
     /// Build the image and run it under QEMU; exits with the image's exit code.
     Qemu(qemu::QemuArgs),
+    /// Boot on QEMU and on the machine model with the same board, image
+    /// layout and load address, and check the boot logs agree line for line.
+    CompareLogs {
+        /// Only this architecture.
+        #[arg(long, value_enum)]
+        arch: Option<Arch>,
+    },
     /// Run the QEMU test matrix (calls setup first).
     TestQemu {
         /// Only this architecture (default: both).
@@ -105,6 +113,7 @@ fn main() {
         }),
         Cmd::Qemu(args) => qemu::qemu_command(&args),
         Cmd::TestQemu { arch, verbose } => matrix::test_qemu(arch, verbose),
+        Cmd::CompareLogs { arch } => compare::compare_command(arch),
     };
     match r {
         Ok(code) => std::process::exit(code),

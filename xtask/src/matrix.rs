@@ -224,6 +224,22 @@ pub fn test_qemu(only: Option<Arch>, verbose: bool) -> Result<i32> {
             }
         }
     }
+    for arch in [Arch::Arm64, Arch::Arm32]
+        .into_iter()
+        .filter(|a| only.is_none_or(|o| o == *a))
+    {
+        let name = format!("{} boot log on QEMU == boot log on the model", arch.name());
+        match image::build(arch).and_then(|img| crate::compare::compare(arch, &img)) {
+            Ok(n) => {
+                passed += 1;
+                println!("PASS {name} ({n} lines)");
+            }
+            Err(e) => {
+                failed += 1;
+                println!("FAIL {name}: {e:#}");
+            }
+        }
+    }
     println!("{passed} passed, {failed} failed");
     Ok(if failed == 0 { 0 } else { 1 })
 }

@@ -134,6 +134,9 @@ pub struct Scenario {
     pub dtb_override: Option<Vec<u8>>,
     /// Fault injection: make one request fail.
     pub inject: Option<crate::seq::FailPoint>,
+    /// The image's layout (default: [`ImageLayout::model`]); a real image's
+    /// layout makes the model boot comparable line for line with QEMU.
+    pub image: Option<ImageLayout>,
     /// Let modules overlap the image or each other (the loader normally
     /// refuses; the hypervisor must then refuse too).
     pub allow_overlaps: bool,
@@ -158,6 +161,7 @@ impl Scenario {
             dumps: Vec::new(),
             dtb_override: None,
             inject: None,
+            image: None,
             allow_overlaps: false,
         }
     }
@@ -266,7 +270,7 @@ fn run_arch<F: HasLayout>(s: &Scenario, regime: Regime) -> Result<Outcome, Scena
     if s.ram.is_empty() {
         return Err(err("no RAM banks".into()));
     }
-    let img = ImageLayout::model();
+    let img = s.image.unwrap_or(ImageLayout::model());
     let mut m = Machine::new(regime, s.cpus);
     for &(base, size) in &s.ram {
         if base % PAGE_SIZE != 0 || size % PAGE_SIZE != 0 || size == 0 {

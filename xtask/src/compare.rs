@@ -1,0 +1,170 @@
+//! The boot log on QEMU and on the machine model, for the same board, the
+//! same image layout and the same load address, must agree line for line:
+//! the same modules, layout, phases, table-access counts and addresses.
+//!
+//! The board is QEMU's own `virt` DTB (dumped with `dumpdtb=`), the image
+//! layout is read from the image's ELF symbols, and both boots are direct
+//! (`-kernel`) with 4 CPUs.
+
+use crate::image::{self, Image};
+use crate::qemu::{self, QemuArgs};
+use crate::{Arch, Loader};
+use anyhow::{bail, ensure, Context, Result};
+use hvmm::{Perm, Vaddr};
+use hvmm_boot::image::{ImageLayout, Section, StaticTables};
+use hvmm_boot::model::{ArchKind, Scenario};
+use object::{Object, ObjectSymbol};
+use std::collections::HashMap;
+use std::process::Command;
+
+/// The image's layout, from its ELF symbols (the names the linker scripts define).
+pub fn layout_from_elf(elf: &[u8]) -> Result<ImageLayout> {
+    let file = object::File::parse(elf).context("parsing the image ELF")?;
+    let syms: HashMap<String, u64> = file
+        .symbols()
+        .filter_map(|s| Some((s.name().ok()?.to_string(), s.address())))
+        .collect();
+    let get = |n: &str| -> Result<Vaddr> {
+        syms.get(n)
+            .map(|&a| Vaddr(a))
+            .with_context(|| format!("symbol {n} missing from the image ELF"))
+    };
+    let start = get("_start")?;
+    let text_end = get("_etext")?;
+    let rodata_end = get("_erodata")?;
+    let init_begin = get("__init_begin")?;
+    let init_end = get("__init_end")?;
+    let end = get("_end")?;
+    let section = |name, start, end, perm| Section {
+        name,
+        start,
+        end,
+        perm,
+    };
+    Ok(ImageLayout {
+        start,
+        end,
+        sections: [
+            section("text", start, text_end, Perm::Rx),
+            section("rodata", text_end, rodata_end, Perm::Ro),
+            section("init", init_begin, init_end, Perm::Rx),
+            section("data", init_end, end, Perm::Rw),
+        ],
+        init: 2,
+        tables: StaticTables {
+            boot_root: get("boot_root")?,
+            root: get("runtime_root")?,
+            l1: get("runtime_l1").ok(),
+            l2: get("runtime_l2")?,
+            image_l3: get("runtime_l3")?,
+            fixmap_l3: get("boot_fixmap_l3")?,
+            first: get("__pgtables_start")?,
+            last: get("__pgtables_end")?,
+        },
+    })
+}
+
+fn xen_lines(log: &str) -> Vec<&str> {
+    log.lines().filter(|l| l.starts_with("(XEN)")).collect()
+}
+
+/// Boots `arch` on QEMU and on the model and compares the `(XEN)` lines.
+pub fn compare(arch: Arch, img: &Image) -> Result<usize> {
+    let dir = std::env::temp_dir().join(format!(
+        "hvmm-compare-{}-{}",
+        arch.name(),
+        std::process::id()
+    ));
+    std::fs::create_dir_all(&dir)?;
+    let dtb_path = dir.join("virt.dtb");
+    let args = QemuArgs {
+        arch,
+        loader: Loader::Direct,
+        load_addr: None,
+        smp: 4,
+        ram: "1G".into(),
+        gdb: false,
+        bootargs: None,
+        timeout: qemu::DEFAULT_TIMEOUT,
+        modules_at: None,
+    };
+    let bin = match arch {
+        Arch::Arm64 => "qemu-system-aarch64",
+        Arch::Arm32 => "qemu-system-arm",
+    };
+    let cpu = match arch {
+        Arch::Arm64 => "cortex-a57",
+        Arch::Arm32 => "cortex-a15",
+    };
+    let status = Command::new(bin)
+        .args([
+            "-M",
+            &format!("virt,virtualization=on,dumpdtb={}", dtb_path.display()),
+        ])
+        .args(["-cpu", cpu, "-m", "1G", "-smp", "4", "-nographic"])
+        .output()
+        .context("running QEMU to dump its DTB")?;
+    ensure!(
+        dtb_path.exists(),
+        "QEMU did not dump its DTB: {}",
+        String::from_utf8_lossy(&status.stderr)
+    );
+    let dtb = std::fs::read(&dtb_path)?;
+    let _ = std::fs::remove_dir_all(&dir);
+
+    let hw = qemu::run_image(&args, img, false)?;
+    ensure!(hw.code == Some(0), "the QEMU boot failed:\n{}", hw.output);
+
+    let elf = std::fs::read(&img.elf).with_context(|| format!("reading {}", img.elf.display()))?;
+    let mut s = Scenario::default_for(match arch {
+        Arch::Arm64 => ArchKind::Arm64,
+        Arch::Arm32 => ArchKind::Arm32,
+    });
+    s.loader = hvmm_boot::model::Loader::Direct;
+    s.modules.clear();
+    s.cpus = 4;
+    s.dtb_override = Some(dtb);
+    s.image = Some(layout_from_elf(&elf)?);
+    let model = hvmm_boot::model::run(&s).map_err(|e| anyhow::anyhow!("model: {e}"))?;
+    ensure!(model.ok(), "the model boot failed:\n{}", model.log);
+
+    let a = xen_lines(&hw.output);
+    let b = xen_lines(&model.log);
+    for (i, (x, y)) in a.iter().zip(b.iter()).enumerate() {
+        if x != y {
+            bail!("line {} differs:\n  QEMU : {x}\n  model: {y}", i + 1);
+        }
+    }
+    ensure!(
+        a.len() == b.len(),
+        "QEMU printed {} (XEN) lines, the model {}",
+        a.len(),
+        b.len()
+    );
+    ensure!(
+        a.len() > 30,
+        "only {} (XEN) lines: nothing much compared",
+        a.len()
+    );
+    Ok(a.len())
+}
+
+/// `cargo xtask compare-logs`: both architectures (or one).
+pub fn compare_command(only: Option<Arch>) -> Result<i32> {
+    let arches = match only {
+        Some(a) => vec![a],
+        None => vec![Arch::Arm64, Arch::Arm32],
+    };
+    let mut failed = 0;
+    for arch in arches {
+        let img = image::build(arch)?;
+        match compare(arch, &img) {
+            Ok(n) => println!("PASS {} boot logs agree ({n} lines)", arch.name()),
+            Err(e) => {
+                failed += 1;
+                println!("FAIL {} boot logs: {e:#}", arch.name());
+            }
+        }
+    }
+    Ok(if failed == 0 { 0 } else { 1 })
+}
