@@ -79,6 +79,12 @@ enum Cmd {
     },
     /// Build the image and run it under QEMU; exits with the image's exit code.
     Qemu(qemu::QemuArgs),
+    /// Run the benchmarks against the peers and write docs/BENCHMARKS.md.
+    Bench {
+        /// Fewer repetitions (a smoke run).
+        #[arg(long)]
+        quick: bool,
+    },
     /// Boot on QEMU and on the machine model with the same board, image
     /// layout and load address, and check the boot logs agree line for line.
     CompareLogs {
@@ -103,6 +109,19 @@ pub fn root() -> PathBuf {
     manifest.parent().map(PathBuf::from).unwrap_or(manifest)
 }
 
+/// `cargo run --release -p hvmm-bench -- --write docs/BENCHMARKS.md`.
+fn bench(quick: bool) -> anyhow::Result<i32> {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut cmd = std::process::Command::new(cargo);
+    cmd.args(["run", "--release", "-p", "hvmm-bench", "--", "--write"])
+        .arg(root().join("docs/BENCHMARKS.md"));
+    if quick {
+        cmd.arg("--quick");
+    }
+    let status = cmd.status()?;
+    Ok(status.code().unwrap_or(1))
+}
+
 fn main() {
     let cli = Cli::parse();
     let r: Result<i32> = match cli.cmd {
@@ -114,6 +133,7 @@ fn main() {
         Cmd::Qemu(args) => qemu::qemu_command(&args),
         Cmd::TestQemu { arch, verbose } => matrix::test_qemu(arch, verbose),
         Cmd::CompareLogs { arch } => compare::compare_command(arch),
+        Cmd::Bench { quick } => bench(quick),
     };
     match r {
         Ok(code) => std::process::exit(code),
