@@ -27,9 +27,10 @@ pub mod model;
 pub mod platform;
 pub mod report;
 pub mod seq;
+pub mod stress;
 
 pub use image::ImageLayout;
 pub use mm::{AccessPolicy, Mm};
 pub use platform::Platform;
 pub use report::{BootError, BootStep, BootSummary};
-pub use seq::{boot, BootConfig, BootParams, FailPoint, Failed, PaPolicy};
+pub use seq::{boot, boot_keep, BootConfig, BootParams, FailPoint, Failed, PaPolicy};

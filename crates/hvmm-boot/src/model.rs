@@ -8,7 +8,7 @@ use crate::image::ImageLayout;
 use crate::mm::AccessPolicy;
 use crate::platform::Platform;
 use crate::report::BootSummary;
-use crate::seq::{boot, BootConfig, BootParams, Failed, PaPolicy};
+use crate::seq::{BootConfig, BootParams, Failed, PaPolicy};
 use hvmm::format::{table_index, Arm32, Arm64, Format};
 use hvmm::layout::{HasLayout, FIXMAP_ADDR, FIXMAP_CONSOLE, XEN_VIRT_SIZE, XEN_VIRT_START};
 use hvmm::{Arch, Attrs, MemFault, Paddr, Pte, Vaddr, PAGE_SIZE};
@@ -134,6 +134,8 @@ pub struct Scenario {
     pub dtb_override: Option<Vec<u8>>,
     /// Fault injection: make one request fail.
     pub inject: Option<crate::seq::FailPoint>,
+    /// After the boot, run this many SMP stress iterations per CPU (0: none).
+    pub stress_iterations: u64,
     /// The image's layout (default: [`ImageLayout::model`]); a real image's
     /// layout makes the model boot comparable line for line with QEMU.
     pub image: Option<ImageLayout>,
@@ -161,6 +163,7 @@ impl Scenario {
             dumps: Vec::new(),
             dtb_override: None,
             inject: None,
+            stress_iterations: 0,
             image: None,
             allow_overlaps: false,
         }
@@ -222,13 +225,76 @@ pub struct Outcome {
     pub stale: Vec<StaleEntry>,
     /// Break-before-make violations seen.
     pub bbm: Vec<BbmViolation>,
+    /// The SMP stress after the boot, if the scenario asked for one.
+    pub stress: Option<Result<StressReport, crate::stress::StressError>>,
+}
+
+/// What an SMP stress run did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct StressReport {
+    /// CPUs that took part.
+    pub cpus: usize,
+    /// Iterations per CPU.
+    pub iterations: u64,
+    /// Engine updates in all.
+    pub updates: u64,
+    /// Translations checked in all.
+    pub checks: u64,
+    /// Domain-page maps in all (arm32).
+    pub domain_maps: u64,
 }
 
 impl Outcome {
-    /// Whether the boot reached Active and the model saw nothing wrong.
+    /// Whether the boot reached Active (and the stress, if any, passed) and
+    /// the model saw nothing wrong.
     pub fn ok(&self) -> bool {
-        self.result.is_ok() && self.stale.is_empty() && self.bbm.is_empty()
+        self.result.is_ok()
+            && self.stale.is_empty()
+            && self.bbm.is_empty()
+            && !matches!(self.stress, Some(Err(_)))
     }
+}
+
+/// Runs the SMP stress on the model: the CPUs take turns, one [`step`]
+/// each, `iterations` times.
+///
+/// [`step`]: crate::stress::step
+fn run_stress<F: HasLayout>(
+    m: &mut Machine,
+    mm: crate::Mm<F>,
+    cpus: usize,
+    iterations: u64,
+) -> Result<StressReport, crate::stress::StressError> {
+    use crate::stress::{finish, step, CpuStress, Shared, SpinLock};
+    let shared = SpinLock::new(Shared::new(mm));
+    let mut states: Vec<CpuStress> = (0..cpus).map(CpuStress::new).collect();
+    let base = crate::stress::shared_base::<F>();
+    for _ in 0..iterations {
+        for st in states.iter_mut() {
+            let _ = m.set_current_cpu(st.cpu);
+            step(m, &shared, st)?;
+            // Let every CPU cache the shared pages, so that a missing
+            // invalidation in the next step leaves a stale entry behind.
+            for cpu in 0..cpus {
+                for i in 0..crate::stress::SHARED_PAGES as u64 {
+                    let _ = m.touch(cpu, Vaddr(base + i * PAGE_SIZE));
+                }
+            }
+            if let Some(stale) = m.all_stale_tlb_entries().first() {
+                return Err(crate::stress::StressError::StaleTlb { va: stale.va() });
+            }
+        }
+    }
+    let _ = m.set_current_cpu(0);
+    finish(m, &shared).map_err(|err| crate::stress::StressError::Update { cpu: 0, err })?;
+    let updates = shared.lock().updates;
+    Ok(StressReport {
+        cpus,
+        iterations,
+        updates,
+        checks: states.iter().map(|s| s.checks).sum(),
+        domain_maps: states.iter().map(|s| s.domain_maps).sum(),
+    })
 }
 
 /// Where the loader put things.
@@ -455,6 +521,7 @@ fn run_arch<F: HasLayout>(s: &Scenario, regime: Regime) -> Result<Outcome, Scena
             placement,
             stale: Vec::new(),
             bbm: Vec::new(),
+            stress: None,
         });
     }
 
@@ -473,7 +540,24 @@ fn run_arch<F: HasLayout>(s: &Scenario, regime: Regime) -> Result<Outcome, Scena
         dtb: Paddr(dtb_addr),
         image: img,
     };
-    let result = boot::<F, Machine>(&mut m, &params, &cfg, &mut log);
+    let (result, stress) = match crate::seq::boot_keep::<F, Machine>(
+        &mut m, &params, &cfg, &mut log,
+    ) {
+        Ok((summary, mm)) => {
+            let stress = (s.stress_iterations > 0)
+                .then(|| run_stress::<F>(&mut m, mm, s.cpus, s.stress_iterations));
+            match &stress {
+                Some(Ok(r)) => log.push_str(&format!(
+                    "(XEN) SMP stress: {} CPUs x {} iterations: {} updates, {} translations checked, {} domain-page maps, no inconsistency\n",
+                    r.cpus, r.iterations, r.updates, r.checks, r.domain_maps
+                )),
+                Some(Err(e)) => log.push_str(&format!("(XEN) SMP stress FAILED: {e}\n")),
+                None => {}
+            }
+            (Ok(summary), stress)
+        }
+        Err(f) => (Err(f), None),
+    };
     let stale = m.all_stale_tlb_entries();
     let bbm = m.bbm_violations().to_vec();
     Ok(Outcome {
@@ -483,6 +567,7 @@ fn run_arch<F: HasLayout>(s: &Scenario, regime: Regime) -> Result<Outcome, Scena
         placement,
         stale,
         bbm,
+        stress,
     })
 }
 

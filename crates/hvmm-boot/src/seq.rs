@@ -145,6 +145,17 @@ pub fn boot<F: HasLayout, P: Platform>(
     cfg: &BootConfig,
     log: &mut dyn Write,
 ) -> Result<BootSummary, Failed> {
+    boot_keep::<F, P>(p, params, cfg, log).map(|(summary, _)| summary)
+}
+
+/// [`boot`], also handing back the memory manager in
+/// [`SystemState::Active`] for what runs after the boot.
+pub fn boot_keep<F: HasLayout, P: Platform>(
+    p: &mut P,
+    params: &BootParams,
+    cfg: &BootConfig,
+    log: &mut dyn Write,
+) -> Result<(BootSummary, Mm<F>), Failed> {
     let mut ctx = Ctx::<F> {
         step: BootStep::ImageDiscovery,
         state: SystemState::EarlyBoot,
@@ -157,7 +168,7 @@ pub fn boot<F: HasLayout, P: Platform>(
         _f: core::marker::PhantomData,
     };
     match run::<F, P>(p, params, cfg, &mut ctx) {
-        Ok(()) => Ok(ctx.summary),
+        Ok(mm) => Ok((ctx.summary, mm)),
         Err(error) => {
             log!(ctx, "(XEN) PANIC: {error}");
             if let Some(f) = error.fault {
@@ -198,7 +209,7 @@ fn run<F: HasLayout, P: Platform>(
     params: &BootParams,
     cfg: &BootConfig,
     ctx: &mut Ctx<'_, F>,
-) -> Result<(), BootError> {
+) -> Result<Mm<F>, BootError> {
     let img = &params.image;
     log!(ctx, "(XEN) hvmm {} starting on CPU {}", F::NAME, p.cpu());
     enter(ctx, SystemState::EarlyBoot);
@@ -226,7 +237,7 @@ fn run<F: HasLayout, P: Platform>(
     let result = run_with_mm(p, params, cfg, image, &mut mm, ctx);
     // Whatever happened, the summary shows the counts up to here.
     record_phases(ctx, &mut mm);
-    result
+    result.map(|()| mm)
 }
 
 fn run_with_mm<F: HasLayout, P: Platform>(

@@ -387,3 +387,30 @@ fn too_little_ram_exhausts_the_boot_allocator_with_a_message() {
         );
     }
 }
+
+// ---- SMP stress after the boot, CPUs interleaved on the model. ----
+
+#[test]
+fn smp_stress_keeps_every_cpu_view_consistent() {
+    for arch in both() {
+        let mut s = Scenario::default_for(arch);
+        s.stress_iterations = 40;
+        let o = boot_ok(&s);
+        match &o.stress {
+            Some(Ok(r)) => {
+                assert_eq!(r.cpus, 4);
+                assert!(r.updates >= 4 * 40 * 4, "{r:?}");
+                assert!(r.checks > 4 * 40 * 20, "{r:?}");
+                if arch == ArchKind::Arm32 {
+                    assert!(r.domain_maps > 4 * 40, "{r:?}");
+                }
+            }
+            other => panic!("{arch:?}: stress {other:?}\n{}", o.log),
+        }
+        assert!(
+            o.log.contains("SMP stress: 4 CPUs x 40 iterations"),
+            "{}",
+            o.log
+        );
+    }
+}
