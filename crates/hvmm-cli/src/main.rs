@@ -70,6 +70,9 @@ struct BootArgs {
     /// Print the page-table walk of this VA at the end (repeatable).
     #[arg(long, value_name = "VA")]
     dump: Vec<String>,
+    /// After the boot, run this many SMP stress iterations per CPU.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    stress: u64,
     /// Print the facts as JSON instead of the log.
     #[arg(long)]
     json: bool,
@@ -256,6 +259,11 @@ fn report(o: &Outcome, json_out: bool) -> ExitCode {
             "ok": ok,
             "summary": summary,
             "error": error,
+            "stress": match &o.stress {
+                None => serde_json::Value::Null,
+                Some(Ok(r)) => json!({"cpus": r.cpus, "iterations": r.iterations, "updates": r.updates, "checks": r.checks, "domain_maps": r.domain_maps}),
+                Some(Err(e)) => json!({"error": e.to_string()}),
+            },
             "model": {
                 "stale_tlb_entries": o.stale.len(),
                 "bbm_violations": o.bbm.len(),

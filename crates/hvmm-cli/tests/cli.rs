@@ -134,3 +134,10 @@ fn dump_prints_the_walk() {
     assert!(out.contains("L3[0x000]"), "{out}");
     assert!(out.contains("-> PA"), "{out}");
 }
+
+#[test]
+fn stress_runs_after_the_boot() {
+    let (code, out, err) = hvmm(&["boot", "--arch", "arm32", "--stress", "10"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("SMP stress: 4 CPUs x 10 iterations"), "{out}");
+}
