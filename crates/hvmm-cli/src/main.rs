@@ -186,6 +186,7 @@ fn scenario(a: &BootArgs) -> Result<Scenario, String> {
         .iter()
         .map(|d| parse_num(d))
         .collect::<Result<_, _>>()?;
+    s.stress_iterations = a.stress;
     Ok(s)
 }
 
