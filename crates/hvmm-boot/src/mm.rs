@@ -218,64 +218,15 @@ impl<F: HasLayout> Mm<F> {
         op: Op,
         flags: MapFlags,
     ) -> Result<UpdateReport, Error> {
-        let s = idx(self.state);
-        let counts = &mut self.phases[s];
-        counts.calls += 1;
-        let cpu = arch.cpu();
-        let mut alloc = Tracking {
-            inner: &mut self.alloc,
-            highest: &mut self.highest_table,
-        };
-        let r = match &self.path {
-            Path::Early => {
-                let mut acc = EarlyAccess::new(self.image, &mut self.pmap, &mut counts.access);
-                self.pt.update(
-                    &mut Env::new(arch, &mut acc, &mut alloc),
-                    va,
-                    pages,
-                    op,
-                    flags,
-                )
-            }
-            Path::DirectMap(dm) => {
-                let mut acc = DirectMapAccess::new(*dm, &mut counts.access);
-                self.pt.update(
-                    &mut Env::new(arch, &mut acc, &mut alloc),
-                    va,
-                    pages,
-                    op,
-                    flags,
-                )
-            }
-            Path::DomainPage(slots) => {
-                let dp = slots
-                    .get(cpu)
-                    .copied()
-                    .flatten()
-                    .ok_or(Error::TableAccess {
-                        mfn: self.pt.root(),
-                        err: AccessError::WrongPhase {
-                            provider: "domain-page",
-                            state: "CPU without slots",
-                        },
-                    })?;
-                let mut acc = DomainPageAccess::new(self.image, dp, &mut counts.access);
-                self.pt.update(
-                    &mut Env::new(arch, &mut acc, &mut alloc),
-                    va,
-                    pages,
-                    op,
-                    flags,
-                )
-            }
-        }?;
-        counts.updates += r;
+        self.phases[idx(self.state)].calls += 1;
+        let r = self.with_env(arch, |pt, env| pt.update(env, va, pages, op, flags))?;
+        self.phases[idx(self.state)].updates += r;
         Ok(r)
     }
 
     /// Looks up one VA through the current access path.
     pub fn lookup<A: Arch>(&mut self, arch: &mut A, va: Vaddr) -> Result<Option<Leaf>, Error> {
-        self.walk(arch, |pt, env| pt.lookup(env, va))
+        self.with_env(arch, |pt, env| pt.lookup(env, va))
     }
 
     /// Writes the walk of `va` (Xen's `dump_hyp_walk`), after checking by
@@ -287,30 +238,52 @@ impl<F: HasLayout> Mm<F> {
         va: Vaddr,
         out: &mut dyn fmt::Write,
     ) -> Result<(), Error> {
-        self.walk(arch, |pt, env| pt.dump(env, va, out))
+        let root = self.pt.root();
+        if let Some(root_va) = self.image.va_of(root) {
+            let at = arch.translate(root_va, false).map(|r| r.pa);
+            let hw = arch.root();
+            let _ = match at {
+                Ok(pa) if pa == hw => writeln!(
+                    out,
+                    "root table {root_va} translates to {pa}: the root register"
+                ),
+                Ok(pa) => writeln!(
+                    out,
+                    "root table {root_va} translates to {pa}, but the root register is {hw}"
+                ),
+                Err(f) => writeln!(out, "root table {root_va} does not translate: {f}"),
+            };
+        }
+        self.with_env(arch, |pt, env| pt.dump(env, va, out))
     }
 
-    fn walk<A: Arch, R>(
+    /// Runs `f` with the engine environment of the current state: this
+    /// state's access path, and the allocator.
+    fn with_env<A: Arch, R>(
         &mut self,
         arch: &mut A,
         f: impl FnOnce(
-            &PageTable<F>,
-            &mut Env<'_, A, &mut dyn TableAccess<A>, FrameRanges>,
+            &mut PageTable<F>,
+            &mut Env<'_, A, &mut dyn TableAccess<A>, Tracking<'_>>,
         ) -> Result<R, Error>,
     ) -> Result<R, Error> {
-        let s = idx(self.state);
-        let counts = &mut self.phases[s];
+        let counts = &mut self.phases[idx(self.state)];
+        let mut alloc = Tracking {
+            inner: &mut self.alloc,
+            highest: &mut self.highest_table,
+        };
         let cpu = arch.cpu();
-        match &self.path {
+        let mut early;
+        let mut direct;
+        let mut domain;
+        let acc: &mut dyn TableAccess<A> = match &self.path {
             Path::Early => {
-                let mut acc = EarlyAccess::new(self.image, &mut self.pmap, &mut counts.access);
-                let mut dynacc: &mut dyn TableAccess<A> = &mut acc;
-                f(&self.pt, &mut Env::new(arch, &mut dynacc, &mut self.alloc))
+                early = EarlyAccess::new(self.image, &mut self.pmap, &mut counts.access);
+                &mut early
             }
             Path::DirectMap(dm) => {
-                let mut acc = DirectMapAccess::new(*dm, &mut counts.access);
-                let mut dynacc: &mut dyn TableAccess<A> = &mut acc;
-                f(&self.pt, &mut Env::new(arch, &mut dynacc, &mut self.alloc))
+                direct = DirectMapAccess::new(*dm, &mut counts.access);
+                &mut direct
             }
             Path::DomainPage(slots) => {
                 let dp = slots
@@ -324,11 +297,12 @@ impl<F: HasLayout> Mm<F> {
                             state: "CPU without slots",
                         },
                     })?;
-                let mut acc = DomainPageAccess::new(self.image, dp, &mut counts.access);
-                let mut dynacc: &mut dyn TableAccess<A> = &mut acc;
-                f(&self.pt, &mut Env::new(arch, &mut dynacc, &mut self.alloc))
+                domain = DomainPageAccess::new(self.image, dp, &mut counts.access);
+                &mut domain
             }
-        }
+        };
+        let mut acc = acc;
+        f(&mut self.pt, &mut Env::new(arch, &mut acc, &mut alloc))
     }
 
     /// Maps `mfn` at fixmap slot `slot` (Xen's `set_fixmap`), through the
