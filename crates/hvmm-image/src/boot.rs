@@ -136,7 +136,24 @@ pub fn rust_main(params: &BootParams) -> ! {
     {
         *slot = Some(*m);
     }
+    // Entered through the EFI stub: the UEFI memory map decides which DT RAM
+    // the firmware and GRUB still hold.
+    let mut firmware_reserved = [None; 8];
+    if let Some(map) = crate::efi::memory_map() {
+        let mut banks = [(0u64, 0u64); fdt::BANKS_MAX];
+        let mut n = 0;
+        for b in info.memory.iter().flatten() {
+            banks[n] = *b;
+            n += 1;
+        }
+        let all = info.has_bootarg("hvmm.efi-map");
+        let c = crate::efi::cross_check(&map, &banks[..n], all);
+        for (slot, r) in firmware_reserved.iter_mut().zip(c.reserved.iter()) {
+            *slot = r.map(|(b, s)| (Paddr(b), s));
+        }
+    }
     let cfg = BootConfig {
+        firmware_reserved,
         cpus: info.n_cpus.clamp(1, crate::MAX_CPUS),
         pa_bits: <arch::Fmt as hvmm::Format>::PA_BITS,
         // QEMU 7.2's arm32 walker truncates table addresses to 32 bits.

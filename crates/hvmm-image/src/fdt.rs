@@ -1,6 +1,6 @@
 //! A tiny flattened-device-tree scan, through fixmap windows (the DTB is not
-//! mapped otherwise yet): `/chosen/bootargs`, `/chosen/module@*` and
-//! `/cpus/cpu@*`. Enough for this image's checks; the real FDT handling
+//! mapped otherwise yet): `/chosen/bootargs` (or GRUB's `xen,xen-bootargs`),
+//! `/chosen/module@*`, `/cpus/cpu@*` and the `/memory*` banks. Enough for this image's checks; the real FDT handling
 //! belongs to the shared boot sequence.
 
 use crate::fixmap::{PhysWindow, SLOT_FDT_A, SLOT_FDT_B};
@@ -18,6 +18,8 @@ pub const BOOTARGS_MAX: usize = 256;
 pub const MODULES_MAX: usize = 8;
 /// Most CPUs kept.
 pub const CPUS_MAX: usize = 8;
+/// Most memory banks kept.
+pub const BANKS_MAX: usize = 8;
 
 /// A fixed-capacity string copied out of the FDT.
 #[derive(Clone, Copy)]
@@ -65,8 +67,10 @@ pub struct Module {
 pub struct FdtInfo {
     /// Total size of the blob.
     pub total_size: u32,
-    /// `/chosen/bootargs`, if any.
+    /// `/chosen/bootargs`, else `/chosen/xen,xen-bootargs` (GRUB), if any.
     pub bootargs: Option<Text<BOOTARGS_MAX>>,
+    /// `(base, size)` of each `reg` entry of the `/memory*` nodes.
+    pub memory: [Option<(u64, u64)>; BANKS_MAX],
     /// `/chosen/module@*` nodes.
     pub modules: [Option<Module>; MODULES_MAX],
     /// The `reg` (MPIDR) of each `/cpus/cpu@*` node.
@@ -119,6 +123,7 @@ fn scan_with(pa: u64, s: &mut PhysWindow, strings: &mut PhysWindow) -> Result<Fd
     let mut info = FdtInfo {
         total_size,
         bootargs: None,
+        memory: [None; BANKS_MAX],
         modules: [None; MODULES_MAX],
         cpus: [None; CPUS_MAX],
         n_cpus: 0,
@@ -129,6 +134,9 @@ fn scan_with(pa: u64, s: &mut PhysWindow, strings: &mut PhysWindow) -> Result<Fd
     let mut names: [Text<32>; 3] = [Text::new(), Text::new(), Text::new()];
     let mut open: usize = 0;
     let mut chosen_cells = (2u32, 1u32); // #address-cells, #size-cells
+    let mut root_cells = (2u32, 1u32);
+    let mut n_banks = 0;
+    let mut have_bootargs = false;
     let mut module: Option<Module> = None;
     let mut n_modules = 0;
 
@@ -198,9 +206,38 @@ fn scan_with(pa: u64, s: &mut PhysWindow, strings: &mut PhysWindow) -> Result<Fd
                 let depth = open.wrapping_sub(1);
                 let n1 = names[1].as_str();
                 let n2 = names[2].as_str();
-                if depth == 1 && n1 == "chosen" {
+                if depth == 0 {
                     match pname {
-                        b"bootargs" => {
+                        b"#address-cells" if len == 4 => root_cells.0 = s.be32(value),
+                        b"#size-cells" if len == 4 => root_cells.1 = s.be32(value),
+                        _ => {}
+                    }
+                } else if depth == 1
+                    && (n1 == "memory" || n1.starts_with("memory@"))
+                    && pname == b"reg"
+                {
+                    let ac = u64::from(root_cells.0) * 4;
+                    let sc = u64::from(root_cells.1) * 4;
+                    if (1..=8).contains(&ac) && (1..=8).contains(&sc) {
+                        let mut at = value;
+                        while at + ac + sc <= value + len && n_banks < BANKS_MAX {
+                            let mut buf = [0u8; 16];
+                            s.read(at, &mut buf[..(ac + sc) as usize]);
+                            let base = be_cells(&buf[..ac as usize]);
+                            let size = be_cells(&buf[ac as usize..(ac + sc) as usize]);
+                            if size != 0 {
+                                info.memory[n_banks] = Some((base, size));
+                                n_banks += 1;
+                            }
+                            at += ac + sc;
+                        }
+                    }
+                } else if depth == 1 && n1 == "chosen" {
+                    match pname {
+                        b"bootargs" | b"xen,xen-bootargs"
+                            if pname == b"bootargs" || !have_bootargs =>
+                        {
+                            have_bootargs |= pname == b"bootargs";
                             let mut buf = [0u8; BOOTARGS_MAX];
                             let n = (len as usize).min(BOOTARGS_MAX);
                             s.read(value, &mut buf[..n]);

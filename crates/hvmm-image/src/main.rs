@@ -22,6 +22,8 @@ mod arch;
 mod boot;
 mod exception;
 mod exit;
+mod efi;
+mod efi_map;
 mod fdt;
 mod fixmap;
 mod layout;

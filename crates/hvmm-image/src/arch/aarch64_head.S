@@ -427,12 +427,199 @@ secondary_switched:
     mov x0, #{EXIT_RETURNED}
     b hvmm_exit
 
-// The EFI entry point (x0 ImageHandle, x1 SystemTable): not supported yet.
+// ---------------------------------------------------------------------------
+// The EFI entry point: hvmm started as a UEFI application (GRUB's
+// xen_hypervisor loader hands the image to the firmware's LoadImage and
+// StartImage). x0 ImageHandle, x1 SystemTable; EL2 with the firmware's MMU
+// and caches on, identity mapped (VA == PA), at a 4 KiB-aligned address the
+// firmware chose. Position independent: PC-relative addresses and constant
+// literals only (no absolute address of a symbol is used here).
+//
+//   1. refuse anything but EL2 (return EFI_UNSUPPORTED to the loader);
+//   2. find the device-tree configuration table (the FDT GRUB installed,
+//      with /chosen/module@* nodes);
+//   3. GetMemoryMap into efi_mmap (in .data: the head does not zero it) and
+//      ExitBootServices with its key; once more if the key changed;
+//   4. clean+invalidate to the point of coherency: the image, the FDT and
+//      every LoaderCode/LoaderData range (the modules GRUB wrote), so the
+//      MMU-off head and later non-cacheable fixmap reads see them;
+//   5. MMU, D-cache and I-cache off (SCTLR_EL2), I-cache and TLB invalidated;
+//   6. enter the normal head at primary_entry with x0 = FDT.
+//
+// Registers: x19 ImageHandle, x20 SystemTable, x21/x22 table walk, x23 FDT,
+// x24 BootServices, x25 attempts left, x26 D-cache line size.
+.equ EFI_UNSUPPORTED_LO, 3                  // EFI_UNSUPPORTED = 1 << 63 | 3
+.equ EFI_ST_BOOT_SERVICES, 96
+.equ EFI_ST_NUM_TABLES, 104
+.equ EFI_ST_TABLES, 112
+.equ EFI_BS_GET_MEMORY_MAP, 56
+.equ EFI_BS_EXIT_BOOT_SERVICES, 232
+.equ EFI_MMAP_BYTES, 0x3000
+
     .global efi_stub
 efi_stub:
-    movz x0, #0x3
-    movk x0, #0x8000, lsl #48       // EFI_UNSUPPORTED
+    stp x29, x30, [sp, #-96]!
+    mov x29, sp
+    stp x19, x20, [sp, #16]
+    stp x21, x22, [sp, #32]
+    stp x23, x24, [sp, #48]
+    stp x25, x26, [sp, #64]
+    stp x27, x28, [sp, #80]
+    mov x19, x0
+    mov x20, x1
+    adr_l x0, msg_efi_hello
+    bl early_puts
+    mrs x0, CurrentEL
+    cmp x0, #(2 << 2)
+    b.eq 1f
+    adr_l x0, msg_efi_not_el2
+    b efi_fail
+
+    // 2. The device tree: GUID b1b621d5-f19c-41a5-830b-d9152c69aae0.
+1:  ldr x21, [x20, #EFI_ST_NUM_TABLES]
+    ldr x22, [x20, #EFI_ST_TABLES]
+    ldr x2, =0x41a5f19cb1b621d5
+    ldr x3, =0xe0aa692c15d90b83
+2:  cbz x21, efi_no_fdt
+    ldp x4, x5, [x22]
+    cmp x4, x2
+    ccmp x5, x3, #0, eq
+    b.eq 3f
+    add x22, x22, #24
+    sub x21, x21, #1
+    b 2b
+3:  ldr x23, [x22, #16]
+    ldr w0, [x23]
+    ldr w1, =0xedfe0dd0             // 0xd00dfeed, big endian
+    cmp w0, w1
+    b.eq 4f
+    adr_l x0, msg_efi_bad_fdt
+    b efi_fail
+
+    // 3. Memory map, then ExitBootServices with its key (twice at most).
+4:  ldr x24, [x20, #EFI_ST_BOOT_SERVICES]
+    mov x25, #2
+5:  adr_l x0, efi_mmap_size
+    mov x1, #EFI_MMAP_BYTES
+    str x1, [x0]
+    adr_l x1, efi_mmap
+    adr_l x2, efi_mmap_key
+    adr_l x3, efi_desc_size
+    adr_l x4, efi_desc_version
+    ldr x9, [x24, #EFI_BS_GET_MEMORY_MAP]
+    blr x9
+    cbz x0, 6f
+    mov x27, x0
+    adr_l x0, msg_efi_mmap
+    b efi_fail_status
+6:  mov x0, x19
+    adr_l x1, efi_mmap_key
+    ldr x1, [x1]
+    ldr x9, [x24, #EFI_BS_EXIT_BOOT_SERVICES]
+    blr x9
+    cbz x0, 7f
+    mov x27, x0
+    subs x25, x25, #1
+    b.ne 5b
+    adr_l x0, msg_efi_exit
+    b efi_fail_status
+
+    // Boot services are gone: no firmware call from here on.
+7:  msr daifset, #0xf
+    adr_l x0, efi_booted
+    mov x1, #1
+    str x1, [x0]
+
+    // 4. Clean and invalidate to the point of coherency.
+    mrs x0, ctr_el0
+    ubfx x0, x0, #16, #4
+    mov x26, #4
+    lsl x26, x26, x0                // D-cache line size
+    adr_l x0, _start
+    adr_l x1, _end
+    bl efi_dcache_civac
+    mov x0, x23
+    ldr w1, [x23, #4]
+    rev w1, w1                      // totalsize (big endian)
+    add x1, x0, x1
+    bl efi_dcache_civac
+    adr_l x21, efi_mmap
+    adr_l x22, efi_mmap_size
+    ldr x22, [x22]
+    add x22, x21, x22               // end of the descriptors
+    adr_l x27, efi_desc_size
+    ldr x27, [x27]
+8:  cmp x21, x22
+    b.hs 9f
+    ldr w0, [x21]                   // Type
+    sub w0, w0, #1
+    cmp w0, #1                      // LoaderCode (1) or LoaderData (2)
+    b.hi 10f
+    ldr x0, [x21, #8]               // PhysicalStart
+    ldr x1, [x21, #24]              // NumberOfPages
+    add x1, x0, x1, lsl #12
+    bl efi_dcache_civac
+10: add x21, x21, x27
+    b 8b
+
+    // 5. MMU and caches off. This code keeps running: VA == PA.
+9:  dsb sy
+    mrs x0, sctlr_el2
+    mov x1, #(1 << 12)              // I
+    orr x1, x1, #(1 << 2)           // C
+    orr x1, x1, #1                  // M
+    bic x0, x0, x1
+    msr sctlr_el2, x0
+    isb
+    ic iallu
+    tlbi alle2
+    dsb sy
+    isb
+
+    // 6. The normal boot path, MMU off, x0 = the FDT.
+    mov x0, x23
+    mov x1, xzr
+    mov x2, xzr
+    mov x3, xzr
+    b primary_entry
+
+// dc civac over [x0, x1), line size x26; clobbers x0.
+efi_dcache_civac:
+    sub x2, x26, #1
+    bic x0, x0, x2
+1:  cmp x0, x1
+    b.hs 2f
+    dc civac, x0
+    add x0, x0, x26
+    b 1b
+2:  ret
+
+efi_no_fdt:
+    adr_l x0, msg_efi_no_fdt
+// Prints x0 and returns EFI_UNSUPPORTED to the loader (boot services intact).
+efi_fail:
+    bl early_puts
+    movz x0, #EFI_UNSUPPORTED_LO
+    movk x0, #0x8000, lsl #48
+    b efi_return
+// Prints x0, then the EFI status in x27, and returns that status.
+efi_fail_status:
+    bl early_puts
+    mov x0, x27
+    bl early_puthex
+    adr_l x0, msg_nl
+    bl early_puts
+    mov x0, x27
+efi_return:
+    ldp x19, x20, [sp, #16]
+    ldp x21, x22, [sp, #32]
+    ldp x23, x24, [sp, #48]
+    ldp x25, x26, [sp, #64]
+    ldp x27, x28, [sp, #80]
+    ldp x29, x30, [sp], #96
     ret
+
+    .ltorg
 
 // hvmm_exit(code): semihosting SYS_EXIT_EXTENDED with the code, else PSCI
 // SYSTEM_OFF. Works with the MMU on or off (PC-relative only). Never returns.
@@ -532,12 +719,30 @@ msg_esr:        .asciz " ESR_EL2="
 msg_far:        .asciz " FAR_EL2="
 msg_elr:        .asciz " ELR_EL2="
 msg_nl:         .asciz "\r\n"
+msg_efi_hello:  .asciz "hvmm: EFI entry: finding the device tree, exiting boot services\r\n"
+msg_efi_not_el2: .asciz "hvmm: EFI entry not at EL2 (QEMU needs virtualization=on): cannot run\r\n"
+msg_efi_no_fdt: .asciz "hvmm: no device tree in the UEFI configuration table (QEMU needs acpi=off): cannot run\r\n"
+msg_efi_bad_fdt: .asciz "hvmm: the UEFI device-tree table does not point to an FDT: cannot run\r\n"
+msg_efi_mmap:   .asciz "hvmm: GetMemoryMap failed, EFI status "
+msg_efi_exit:   .asciz "hvmm: ExitBootServices failed twice, EFI status "
 
     .section .data.hvmm_head, "aw"
     .balign 16
 exit_block:       .quad 0, 0
 exit_in_progress: .quad 0
 in_exception:     .quad 0
+
+// What the EFI stub leaves for Rust (file-backed .data: the head zeroes
+// neither; a non-EFI boot sees efi_booted == 0).
+    .balign 8
+    .global efi_booted, efi_mmap_size, efi_desc_size, efi_desc_version, efi_mmap
+efi_booted:       .quad 0
+efi_mmap_size:    .quad 0
+efi_mmap_key:     .quad 0
+efi_desc_size:    .quad 0
+efi_desc_version: .quad 0
+    .balign 16
+efi_mmap:         .space EFI_MMAP_BYTES
 
 // Boot page tables: zeroed and filled by the head (not file-backed).
     .section .pgtables, "aw", %nobits
