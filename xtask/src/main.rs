@@ -4,7 +4,7 @@
 //! ```text
 //! cargo xtask setup
 //! cargo xtask build [--arch arm64|arm32]
-//! cargo xtask qemu [--arch arm64|arm32] [--loader direct|uboot] [--load-addr PA]
+//! cargo xtask qemu [--arch arm64|arm32] [--loader direct|uboot|grub] [--load-addr PA]
 //!                  [--smp N] [--ram SIZE] [--gdb] [--bootargs STR] [--timeout SECS]
 //!                  [--modules-at PA]
 //! cargo xtask test-qemu [--arch arm64|arm32] [--verbose]
@@ -15,6 +15,7 @@
 //! `<arch>/hvmm.elf` (for gdb), next to the image crate's own cargo output.
 
 mod compare;
+mod grub;
 mod image;
 mod matrix;
 mod qemu;
@@ -66,6 +67,10 @@ pub enum Loader {
     /// U-Boot style: image, DTB and typed `/chosen/module@` modules loaded
     /// at chosen addresses, entered through a register set-up stub.
     Uboot,
+    /// The real GRUB (`xen_hypervisor` + three untyped `xen_module`s) on
+    /// the real UEFI firmware (arm64 only): hvmm enters as an EFI
+    /// application.
+    Grub,
 }
 
 #[derive(Subcommand)]

@@ -223,6 +223,12 @@ pub fn test_qemu(only: Option<Arch>, verbose: bool) -> Result<i32> {
                 }
             }
         }
+        if arch == Arch::Arm64 {
+            // Through the real GRUB and UEFI firmware (crate::grub).
+            let (p, f) = crate::grub::test_cases(&img, verbose);
+            passed += p;
+            failed += f;
+        }
     }
     for arch in [Arch::Arm64, Arch::Arm32]
         .into_iter()

@@ -1,5 +1,6 @@
 //! Running the image under QEMU: direct `-kernel` boots, boots at any load
-//! address, and U-Boot style boots with typed `/chosen/module@` nodes.
+//! address, U-Boot style boots with typed `/chosen/module@` nodes, and
+//! (in [`crate::grub`]) boots through the real GRUB and UEFI firmware.
 //!
 //! # Loading at an address of our choosing (`--load-addr`, `--loader uboot`)
 //!
@@ -96,6 +97,9 @@ pub struct Outcome {
     pub code: Option<i32>,
     /// Whether the time limit killed it.
     pub timed_out: bool,
+    /// Whether it was stopped because the output showed the stop text
+    /// (GRUB gave up: the image did not run).
+    pub stopped: bool,
     /// Console output (stdout) then QEMU's stderr.
     pub output: String,
     /// Wall time.
@@ -111,7 +115,24 @@ fn qemu_binary(arch: Arch) -> &'static str {
     }
 }
 
-fn machine_args(a: &QemuArgs, extra_machine: &str) -> Vec<String> {
+/// The default arguments of a run (what `cargo xtask qemu` assumes).
+pub fn base_args(arch: Arch) -> QemuArgs {
+    QemuArgs {
+        arch,
+        loader: Loader::Direct,
+        load_addr: None,
+        smp: 1,
+        ram: "1G".into(),
+        gdb: false,
+        bootargs: None,
+        timeout: DEFAULT_TIMEOUT,
+        modules_at: None,
+    }
+}
+
+/// `-M`, `-cpu`, `-m`, `-smp` and the console/exit options of a run;
+/// `extra_machine` is appended to the `-M` value.
+pub fn machine_args(a: &QemuArgs, extra_machine: &str) -> Vec<String> {
     let cpu = match a.arch {
         Arch::Arm64 => "cortex-a57",
         Arch::Arm32 => "cortex-a15",
@@ -345,6 +366,9 @@ impl Drop for Prepared {
 pub fn command(a: &QemuArgs, img: &Image) -> Result<Prepared> {
     let mut cmd = Command::new(qemu_binary(a.arch));
     cmd.args(machine_args(a, ""));
+    if a.loader == Loader::Grub {
+        return crate::grub::command(a, &img.bin);
+    }
     if a.gdb {
         cmd.args(["-s", "-S"]);
     }
@@ -459,6 +483,17 @@ fn describe(cmd: &Command) -> String {
 /// Runs QEMU; streams the console when `stream`; kills it after `timeout`
 /// (if any).
 pub fn run(cmd: &mut Command, timeout: Option<Duration>, stream: bool) -> Result<Outcome> {
+    run_until(cmd, timeout, stream, None)
+}
+
+/// [`run`], and with `stop = Some((text, grace))` also kills QEMU `grace`
+/// after its console showed `text` (the run is then `stopped`).
+pub fn run_until(
+    cmd: &mut Command,
+    timeout: Option<Duration>,
+    stream: bool,
+    stop: Option<(&str, Duration)>,
+) -> Result<Outcome> {
     let command = describe(cmd);
     let start = Instant::now();
     cmd.stdin(Stdio::null())
@@ -475,9 +510,26 @@ pub fn run(cmd: &mut Command, timeout: Option<Duration>, stream: bool) -> Result
         threads.push(pump(se, err.clone(), stream));
     }
     let mut timed_out = false;
+    let mut stopped = false;
+    let mut seen: Option<Instant> = None;
     let status = loop {
         if let Some(st) = child.try_wait().context("waiting for QEMU")? {
             break Some(st);
+        }
+        if let Some((text, grace)) = stop {
+            if seen.is_none()
+                && out
+                    .lock()
+                    .is_ok_and(|b| b.windows(text.len()).any(|w| w == text.as_bytes()))
+            {
+                seen = Some(Instant::now());
+            }
+            if seen.is_some_and(|t| t.elapsed() > grace) {
+                let _ = child.kill();
+                let _ = child.wait();
+                stopped = true;
+                break None;
+            }
         }
         if timeout.is_some_and(|t| start.elapsed() > t) {
             let _ = child.kill();
@@ -502,6 +554,7 @@ pub fn run(cmd: &mut Command, timeout: Option<Duration>, stream: bool) -> Result
     Ok(Outcome {
         code: status.and_then(|s| s.code()),
         timed_out,
+        stopped,
         output,
         elapsed,
         command,
@@ -536,6 +589,9 @@ fn pump<R: Read + Send + 'static>(
 
 /// Runs one configuration of an already built image.
 pub fn run_image(a: &QemuArgs, img: &Image, stream: bool) -> Result<Outcome> {
+    if a.loader == Loader::Grub {
+        return crate::grub::run(a, &img.bin, stream);
+    }
     let mut p = command(a, img)?;
     let timeout = if a.gdb {
         None
@@ -563,7 +619,12 @@ pub fn qemu_command(a: &QemuArgs) -> Result<i32> {
     } else {
         Some(Duration::from_secs(a.timeout))
     };
-    let o = run(&mut p.cmd, timeout, true)?;
+    let stop = (a.loader == Loader::Grub)
+        .then_some((crate::grub::GRUB_GAVE_UP, Duration::from_millis(300)));
+    let o = run_until(&mut p.cmd, timeout, true, stop)?;
+    if o.stopped {
+        bail!("GRUB gave up booting the image (see its messages above): QEMU stopped");
+    }
     if o.timed_out {
         bail!("QEMU did not finish within {} s: killed", a.timeout);
     }

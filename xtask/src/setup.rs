@@ -8,16 +8,25 @@ use std::process::Command;
 /// Rust targets the image is built for.
 pub const TARGETS: [&str; 2] = ["aarch64-unknown-none", "armv7a-none-eabi"];
 /// Binaries the QEMU runs need, and the Debian packages providing them.
-pub const TOOLS: [(&str, &str); 5] = [
+pub const TOOLS: [(&str, &str); 8] = [
     ("qemu-system-aarch64", "qemu-system-arm"),
     ("qemu-system-arm", "qemu-system-arm"),
     ("dtc", "device-tree-compiler"),
     ("mcopy", "mtools"),
     ("mkfs.vfat", "dosfstools"),
+    // GRUB + UEFI boots: the host's grub-mkimage builds the arm64 GRUB
+    // (its modules are fetched by crate::grub), the firmware is a file.
+    ("grub-mkimage", "grub-common"),
+    (crate::grub::FIRMWARE, "qemu-efi-aarch64"),
+    ("dpkg-deb", "dpkg"),
 ];
 
-/// Whether `bin` is on PATH (or in the sbin directories apt installs to).
+/// Whether `bin` is on PATH (or in the sbin directories apt installs to);
+/// an absolute path is checked as it is.
 pub fn have(bin: &str) -> bool {
+    if bin.starts_with('/') {
+        return Path::new(bin).is_file();
+    }
     let path = std::env::var_os("PATH").unwrap_or_default();
     std::env::split_paths(&path)
         .chain(["/usr/sbin", "/sbin", "/usr/bin"].iter().map(Into::into))
