@@ -50,6 +50,56 @@ impl Arch for Aarch64El2 {
         Ok(())
     }
 
+    /// One `dsb sy` before the run and one after it, instead of a pair per
+    /// descriptor: the entries go from invalid to valid, nothing can have
+    /// cached them, and nothing uses them before the trailing barrier.
+    fn write_pte_run(&mut self, va: Vaddr, first: u64, step: u64, n: usize) -> Result<(), MemFault> {
+        debug_assert!(va.is_aligned(8));
+        let p = va.0 as usize as *mut u64;
+        // SAFETY: a barrier only; orders earlier accesses (the zeroing of a
+        // new table) before the stores.
+        unsafe { asm!("dsb sy", options(nostack, preserves_flags)) };
+        let mut val = first;
+        for i in 0..n {
+            // SAFETY: as for `write_pte`; the engine passes a run inside one
+            // table page, so `p + i` is a descriptor of that page. A 64-bit
+            // aligned volatile store is one `str`, single-copy atomic.
+            unsafe { core::ptr::write_volatile(p.add(i), val) };
+            val = val.wrapping_add(step);
+        }
+        // SAFETY: a barrier only; makes the stores visible to the walker.
+        unsafe { asm!("dsb sy", options(nostack, preserves_flags)) };
+        Ok(())
+    }
+
+    /// One `dsb sy` before the run and one after it: permission changes and
+    /// clears take effect through the TLB invalidation that follows the run,
+    /// which the trailing barrier orders after every store.
+    fn update_pte_run<G: FnMut(u64) -> Option<u64>>(
+        &mut self,
+        va: Vaddr,
+        n: usize,
+        mut f: G,
+    ) -> Result<(), MemFault> {
+        debug_assert!(va.is_aligned(8));
+        let p = va.0 as usize as *mut u64;
+        // SAFETY: a barrier only.
+        unsafe { asm!("dsb sy", options(nostack, preserves_flags)) };
+        for i in 0..n {
+            // SAFETY: as for `write_pte_run`: `p + i` is a descriptor of the
+            // table page the engine holds mapped; aligned 64-bit volatile
+            // accesses are single `ldr` / `str`, single-copy atomic.
+            unsafe {
+                if let Some(new) = f(core::ptr::read_volatile(p.add(i))) {
+                    core::ptr::write_volatile(p.add(i), new);
+                }
+            }
+        }
+        // SAFETY: a barrier only.
+        unsafe { asm!("dsb sy", options(nostack, preserves_flags)) };
+        Ok(())
+    }
+
     fn zero_page(&mut self, va: Vaddr) -> Result<(), MemFault> {
         debug_assert!(va.is_aligned(hvmm::PAGE_SIZE));
         let p = va.0 as usize as *mut u64;

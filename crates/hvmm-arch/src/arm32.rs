@@ -66,6 +66,59 @@ impl Arch for Armv7Hyp {
         Ok(())
     }
 
+    /// One `dsb sy` before the run and one after it, instead of a pair per
+    /// descriptor: the entries go from invalid to valid, nothing can have
+    /// cached them, and nothing uses them before the trailing barrier. Each
+    /// descriptor is still one `strd` (single-copy atomic with LPAE).
+    fn write_pte_run(&mut self, va: Vaddr, first: u64, step: u64, n: usize) -> Result<(), MemFault> {
+        debug_assert!(va.is_aligned(8));
+        let p = va32(va);
+        // SAFETY: a barrier only; orders earlier accesses (the zeroing of a
+        // new table) before the stores.
+        unsafe { asm!("dsb sy", options(nostack, preserves_flags)) };
+        let mut val = first;
+        for i in 0..n as u32 {
+            // SAFETY: as for `write_pte`; the engine passes a run inside one
+            // table page, so `p + 8 * i` is a descriptor of that page.
+            unsafe {
+                asm!("strd r2, r3, [{p}]", p = in(reg) p + 8 * i,
+                     in("r2") val as u32, in("r3") (val >> 32) as u32, options(nostack, preserves_flags));
+            }
+            val = val.wrapping_add(step);
+        }
+        // SAFETY: a barrier only; makes the stores visible to the walker.
+        unsafe { asm!("dsb sy", options(nostack, preserves_flags)) };
+        Ok(())
+    }
+
+    /// One `dsb sy` before the run and one after it: permission changes and
+    /// clears take effect through the TLB invalidation that follows the run,
+    /// which the trailing barrier orders after every store.
+    fn update_pte_run<G: FnMut(u64) -> Option<u64>>(
+        &mut self,
+        va: Vaddr,
+        n: usize,
+        mut f: G,
+    ) -> Result<(), MemFault> {
+        debug_assert!(va.is_aligned(8));
+        // SAFETY: a barrier only.
+        unsafe { asm!("dsb sy", options(nostack, preserves_flags)) };
+        for i in 0..n as u64 {
+            let at = Vaddr(va.0 + 8 * i);
+            let old = self.read_pte(at)?;
+            if let Some(new) = f(old) {
+                // SAFETY: as for `write_pte_run`.
+                unsafe {
+                    asm!("strd r2, r3, [{p}]", p = in(reg) va32(at),
+                         in("r2") new as u32, in("r3") (new >> 32) as u32, options(nostack, preserves_flags));
+                }
+            }
+        }
+        // SAFETY: a barrier only.
+        unsafe { asm!("dsb sy", options(nostack, preserves_flags)) };
+        Ok(())
+    }
+
     fn zero_page(&mut self, va: Vaddr) -> Result<(), MemFault> {
         debug_assert!(va.is_aligned(hvmm::PAGE_SIZE));
         let p = va32(va) as usize as *mut u32;

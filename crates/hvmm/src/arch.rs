@@ -160,4 +160,73 @@ pub trait Arch {
     }
     /// The index of the CPU running this code.
     fn cpu(&self) -> usize;
+
+    /// Writes a run of `n` descriptors into consecutive entries of one
+    /// table: `first`, `first + step`, `first + 2 * step`... at `va`,
+    /// `va + 8`, ... The engine uses it only where every entry of the run is
+    /// known to be invalid (the prepare pass proved it, or the table was just
+    /// zeroed), so entries only go from invalid to valid.
+    ///
+    /// The default writes them one by one with [`Arch::write_pte`] (the
+    /// machine model checks every write). A back end may relax the barriers
+    /// to one `dsb` before the first store and one after the last: no walker
+    /// may use any entry of the run before the update returns, and an
+    /// invalid entry is never cached, so the intermediate states cannot be
+    /// observed.
+    fn write_pte_run(&mut self, va: Vaddr, first: u64, step: u64, n: usize) -> Result<(), MemFault> {
+        let mut val = first;
+        for i in 0..n {
+            self.write_pte(Vaddr(va.0 + 8 * i as u64), val)?;
+            val = val.wrapping_add(step);
+        }
+        Ok(())
+    }
+
+    /// Reads each of `n` consecutive descriptors at `va`, `va + 8`, ... and,
+    /// where `f(old)` returns `Some(new)`, writes `new` in its place. Used for
+    /// permission changes (valid to valid, no break-before-make needed) and
+    /// for clearing leaves (valid to invalid); the caller invalidates the TLB
+    /// afterwards, as for single writes.
+    ///
+    /// The default uses [`Arch::read_pte`] and [`Arch::write_pte`]; a back end
+    /// may relax the barriers to one `dsb` before the first store and one
+    /// after the last (the TLB invalidation that follows the run is what
+    /// makes the change take effect, and it waits for that last `dsb`).
+    fn update_pte_run<G: FnMut(u64) -> Option<u64>>(
+        &mut self,
+        va: Vaddr,
+        n: usize,
+        mut f: G,
+    ) -> Result<(), MemFault>
+    where
+        Self: Sized,
+    {
+        for i in 0..n {
+            let at = Vaddr(va.0 + 8 * i as u64);
+            if let Some(new) = f(self.read_pte(at)?) {
+                self.write_pte(at, new)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The index of the first of the `n` consecutive descriptors at `va`
+    /// for which `pred` holds, or `None`. Reads only. The default uses
+    /// [`Arch::read_pte`].
+    fn find_pte<P: FnMut(u64) -> bool>(
+        &mut self,
+        va: Vaddr,
+        n: usize,
+        mut pred: P,
+    ) -> Result<Option<usize>, MemFault>
+    where
+        Self: Sized,
+    {
+        for i in 0..n {
+            if pred(self.read_pte(Vaddr(va.0 + 8 * i as u64))?) {
+                return Ok(Some(i));
+            }
+        }
+        Ok(None)
+    }
 }

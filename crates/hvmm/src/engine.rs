@@ -23,6 +23,23 @@
 //! cached), only an `isb`. Modify and Remove invalidate every leaf they
 //! change — by VA for small updates, one global invalidation for large ones —
 //! and a table emptied by Remove is unlinked, invalidated and only then freed.
+//!
+//! Runs of leaves: inside one table, the entries an update targets at the
+//! leaf level form a run. Both passes handle a run as a whole through the
+//! [`Arch`] run methods: prepare scans it for the first entry that breaks a
+//! rule ([`Arch::find_pte`]; that entry gets the same error an entry-by-entry
+//! check gives), commit writes it without reading it back for an insert
+//! ([`Arch::write_pte_run`]: prepare proved every entry invalid, and a new
+//! table is zeroed) and rewrites it in one pass for a large modify or remove
+//! ([`Arch::update_pte_run`]; small ones go leaf by leaf, each followed by
+//! its own invalidation by VA). The default run methods write descriptor by
+//! descriptor with [`Arch::write_pte`] (`dsb; str; dsb` each; the machine
+//! model checks every write). The hardware back ends relax that to one `dsb`
+//! before the run and one after it: an insert run only turns invalid entries
+//! valid (nothing can have cached them, nothing uses them before the update
+//! returns, after the trailing `dsb` and the `isb`), and the modify / remove
+//! runs take effect through the invalidation that follows them, ordered
+//! after the trailing `dsb`.
 
 use crate::access::{AccessError, TableAccess};
 use crate::addr::{Mfn, Paddr, Vaddr, PAGE_SIZE};
@@ -177,6 +194,46 @@ impl Req {
             Op::Insert { .. } => aligned && self.pa_at(va).is_multiple_of(size),
             _ => aligned,
         }
+    }
+
+    /// Whether a full, aligned slot at `level` inside the range is the
+    /// target level: [`Req::is_target`] for every such slot, which does not
+    /// depend on where the slot is (the PA offset is the same for all).
+    #[inline]
+    fn full_slot_target(&self, level: u8) -> bool {
+        if level == 3 {
+            return true;
+        }
+        if matches!(self.op, Op::Populate)
+            || !self.flags.blocks
+            || !block_allowed(level)
+            || (level == 1 && self.flags.no_gib_blocks)
+        {
+            return false;
+        }
+        match self.op {
+            Op::Insert { .. } => self
+                .pa
+                .wrapping_sub(self.va)
+                .is_multiple_of(level_size(level)),
+            _ => true,
+        }
+    }
+
+    /// The run of full target slots of one table that starts at `va`: the
+    /// number of entries, or 0 when `va` does not start one. Only Insert,
+    /// Modify and Remove have runs (a Populate target needs no work).
+    #[inline]
+    fn run_len(&self, level: u8, va: u64, end: u64) -> usize {
+        if matches!(self.op, Op::Populate) || !self.full_slot_target(level) {
+            return 0;
+        }
+        let size = level_size(level);
+        if !va.is_multiple_of(size) {
+            return 0;
+        }
+        let left = (ENTRIES - table_index(va, level)) as u64;
+        ((end - va) / size).min(left) as usize
     }
 
     /// Whether the insert leaf at `va` (level `level`) belongs to a full,
@@ -541,22 +598,28 @@ impl<F: Format> PageTable<F> {
     ) -> Result<(), Error> {
         let mut cur = va;
         while cur < end {
+            let eva = entry_va(tva, table_index(cur, level));
+            let run = req.run_len(level, cur, end);
+            if run > 0 {
+                // Target entries only: check them all in one scan.
+                Self::prepare_run(env, req, level, eva, cur, run)?;
+                cur += run as u64 * level_size(level);
+                continue;
+            }
             let se = slot_end(cur, level, end);
-            let pte = Pte(env.arch.read_pte(entry_va(tva, table_index(cur, level)))?);
+            let pte = Pte(env.arch.read_pte(eva)?);
             let target = req.is_target(level, cur, se);
             let table = pte.is_table(level);
             let leaf = pte.is_leaf(level);
+            if target {
+                Self::check_target(req, level, cur, pte)?;
+                cur = se;
+                continue;
+            }
             match req.op {
                 Op::Populate if table && level + 1 == 3 => {}
                 Op::Insert { .. } | Op::Populate => {
-                    if target {
-                        if matches!(req.op, Op::Insert { .. }) && (table || leaf) {
-                            return Err(Error::AlreadyMapped {
-                                va: Vaddr(cur),
-                                level,
-                            });
-                        }
-                    } else if table {
+                    if table {
                         let child = pte.table_mfn::<F>();
                         self.prepare(env, req, level + 1, child, cur, se, need, maps)?;
                     } else if leaf {
@@ -574,22 +637,11 @@ impl<F: Format> PageTable<F> {
                         *need += Self::tables_needed(req, level + 1, cur, se);
                     }
                 }
-                Op::Modify { attrs } => {
+                Op::Modify { .. } => {
                     if !(table || leaf) {
                         return Err(Error::NotMapped { va: Vaddr(cur) });
                     }
-                    if target {
-                        Self::check_target_leaf(pte, level, cur, table)?;
-                        let from = pte.attr_index();
-                        let to = attrs.mem().index();
-                        if from != to {
-                            return Err(Error::AttrIndexChange {
-                                va: Vaddr(cur),
-                                from,
-                                to,
-                            });
-                        }
-                    } else if table {
+                    if table {
                         let child = pte.table_mfn::<F>();
                         self.prepare(env, req, level + 1, child, cur, se, need, maps)?;
                     } else {
@@ -600,11 +652,7 @@ impl<F: Format> PageTable<F> {
                     }
                 }
                 Op::Remove => {
-                    if target {
-                        if table || leaf {
-                            Self::check_target_leaf(pte, level, cur, table)?;
-                        }
-                    } else if table {
+                    if table {
                         let child = pte.table_mfn::<F>();
                         self.prepare(env, req, level + 1, child, cur, se, need, maps)?;
                     } else if leaf {
@@ -616,6 +664,88 @@ impl<F: Format> PageTable<F> {
                 }
             }
             cur = se;
+        }
+        Ok(())
+    }
+
+    /// The prepare pass's rules for one target entry.
+    #[inline]
+    fn check_target(req: &Req, level: u8, va: u64, pte: Pte) -> Result<(), Error> {
+        let table = pte.is_table(level);
+        let leaf = pte.is_leaf(level);
+        match req.op {
+            Op::Insert { .. } => {
+                if table || leaf {
+                    return Err(Error::AlreadyMapped {
+                        va: Vaddr(va),
+                        level,
+                    });
+                }
+            }
+            Op::Populate => {}
+            Op::Modify { attrs } => {
+                if !(table || leaf) {
+                    return Err(Error::NotMapped { va: Vaddr(va) });
+                }
+                Self::check_target_leaf(pte, level, va, table)?;
+                let from = pte.attr_index();
+                let to = attrs.mem().index();
+                if from != to {
+                    return Err(Error::AttrIndexChange {
+                        va: Vaddr(va),
+                        from,
+                        to,
+                    });
+                }
+            }
+            Op::Remove => {
+                if table || leaf {
+                    Self::check_target_leaf(pte, level, va, table)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks a run of `n` target entries (at `eva`, the first one mapping
+    /// `va`) with one scan for the first entry that breaks a rule; that one
+    /// gets [`PageTable::check_target`]'s error, so the result is the one an
+    /// entry-by-entry check gives.
+    fn prepare_run<A: Arch, T: TableAccess<A>, M: FrameAlloc>(
+        env: &mut Env<'_, A, T, M>,
+        req: &Req,
+        level: u8,
+        eva: Vaddr,
+        va: u64,
+        n: usize,
+    ) -> Result<(), Error> {
+        let mut i = 0;
+        while i < n {
+            let at = entry_va(eva, i);
+            let found = match req.op {
+                Op::Insert { .. } => env.arch.find_pte(at, n - i, |e| {
+                    let p = Pte(e);
+                    p.is_table(level) || p.is_leaf(level)
+                })?,
+                Op::Modify { attrs } => {
+                    let to = attrs.mem().index();
+                    env.arch.find_pte(at, n - i, |e| {
+                        let p = Pte(e);
+                        !(p.is_leaf(level) && !p.is_contiguous() && p.attr_index() == to)
+                    })?
+                }
+                Op::Remove => env.arch.find_pte(at, n - i, |e| {
+                    let p = Pte(e);
+                    p.is_table(level) || (p.is_leaf(level) && p.is_contiguous())
+                })?,
+                Op::Populate => None,
+            };
+            let Some(j) = found else {
+                return Ok(());
+            };
+            let pte = Pte(env.arch.read_pte(entry_va(at, j))?);
+            Self::check_target(req, level, va + (i + j) as u64 * level_size(level), pte)?;
+            i += j + 1;
         }
         Ok(())
     }
@@ -674,8 +804,16 @@ impl<F: Format> PageTable<F> {
         let mut kept = false;
         let mut pending = Unlinked::default();
         while cur < end {
-            let se = slot_end(cur, level, end);
             let eva = entry_va(tva, table_index(cur, level));
+            let run = req.run_len(level, cur, end);
+            // Runs: every insert, and modify / remove when they invalidate
+            // globally (a small one invalidates leaf by leaf, below).
+            if run > 0 && (matches!(req.op, Op::Insert { .. }) || req.flush_all) {
+                Self::commit_run(env, req, level, eva, cur, run, c)?;
+                cur += run as u64 * level_size(level);
+                continue;
+            }
+            let se = slot_end(cur, level, end);
             let pte = Pte(env.arch.read_pte(eva)?);
             let target = req.is_target(level, cur, se);
             let table = pte.is_table(level);
@@ -745,13 +883,76 @@ impl<F: Format> PageTable<F> {
         if va.is_multiple_of(span) && end - va == span {
             return Ok(true);
         }
-        for i in 0..ENTRIES {
-            let p = Pte(env.arch.read_pte(entry_va(tva, i))?);
-            if p.is_table(level) || p.is_leaf(level) {
-                return Ok(false);
+        let live = env.arch.find_pte(tva, ENTRIES, |e| {
+            let p = Pte(e);
+            p.is_table(level) || p.is_leaf(level)
+        })?;
+        Ok(live.is_none())
+    }
+
+    /// Commits a run of `n` target entries of one table (at `eva`, the
+    /// first one mapping `va`), which the prepare pass checked: an insert
+    /// writes them without reading them (they are invalid), as runs of
+    /// descriptors that differ by the level size (split where the
+    /// contiguous hint changes); a modify or remove (large updates only:
+    /// one global invalidation at the end) reads and rewrites them in one
+    /// pass.
+    #[allow(clippy::too_many_arguments)]
+    fn commit_run<A: Arch, T: TableAccess<A>, M: FrameAlloc>(
+        env: &mut Env<'_, A, T, M>,
+        req: &Req,
+        level: u8,
+        eva: Vaddr,
+        va: u64,
+        n: usize,
+        c: &mut Commit,
+    ) -> Result<(), Error> {
+        let size = level_size(level);
+        match req.op {
+            Op::Insert { attrs, .. } => {
+                if !req.flags.contiguous {
+                    let first = Pte::leaf::<F>(level, Paddr(req.pa_at(va)), attrs, false);
+                    env.arch.write_pte_run(eva, first.0, size, n)?;
+                } else {
+                    // The hint is the same for the entries of one aligned
+                    // group of 16.
+                    let group = size * CONTIG_ENTRIES;
+                    let mut i = 0;
+                    while i < n {
+                        let at = va + i as u64 * size;
+                        let k = (((at | (group - 1)) - at) / size + 1).min((n - i) as u64) as usize;
+                        let contig = req.contiguous(level, at);
+                        let first = Pte::leaf::<F>(level, Paddr(req.pa_at(at)), attrs, contig);
+                        env.arch.write_pte_run(entry_va(eva, i), first.0, size, k)?;
+                        i += k;
+                    }
+                }
+                c.report.leaves += n as u64;
             }
+            Op::Modify { attrs } => {
+                let perm = attrs.perm();
+                c.dirty = true;
+                env.arch
+                    .update_pte_run(eva, n, |e| Some(Pte(e).with_perm(perm).0))?;
+                c.report.leaves += n as u64;
+            }
+            Op::Remove => {
+                let mut cleared = 0u64;
+                let res = env.arch.update_pte_run(eva, n, |e| {
+                    if Pte(e).is_leaf(level) {
+                        cleared += 1;
+                        Some(0)
+                    } else {
+                        None
+                    }
+                });
+                c.report.leaves += cleared;
+                c.dirty |= cleared > 0;
+                res?;
+            }
+            Op::Populate => {}
         }
-        Ok(true)
+        Ok(())
     }
 
     fn flush_leaf<A: Arch, T: TableAccess<A>, M: FrameAlloc>(

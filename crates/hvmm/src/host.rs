@@ -58,6 +58,20 @@ impl HostArch {
         }
     }
 
+    /// The `n` entries from `va` on, if they all lie in one frame of the
+    /// pool (otherwise the caller goes entry by entry, and faults where a
+    /// single access would).
+    #[inline(always)]
+    fn run(&mut self, va: Vaddr, n: usize) -> Option<&mut [u64]> {
+        let frame = (va.0 >> 12).wrapping_sub(self.base.0);
+        let i = ((va.0 & 0xfff) >> 3) as usize;
+        if frame < self.frames.len() as u64 && va.0 & 7 == 0 && n <= ENTRIES - i {
+            Some(&mut self.frames[frame as usize][i..i + n])
+        } else {
+            None
+        }
+    }
+
     #[cold]
     #[inline(never)]
     fn fault(va: Vaddr, access: AccessKind) -> MemFault {
@@ -92,6 +106,70 @@ impl Arch for HostArch {
         let (f, i) = self.slot(va, AccessKind::Write)?;
         self.frames[f][i] = val;
         Ok(())
+    }
+    #[inline]
+    fn write_pte_run(&mut self, va: Vaddr, first: u64, step: u64, n: usize) -> Result<(), MemFault> {
+        let mut val = first;
+        match self.run(va, n) {
+            Some(run) => {
+                for e in run {
+                    *e = val;
+                    val = val.wrapping_add(step);
+                }
+            }
+            None => {
+                for i in 0..n {
+                    self.write_pte(Vaddr(va.0 + 8 * i as u64), val)?;
+                    val = val.wrapping_add(step);
+                }
+            }
+        }
+        Ok(())
+    }
+    #[inline]
+    fn update_pte_run<G: FnMut(u64) -> Option<u64>>(
+        &mut self,
+        va: Vaddr,
+        n: usize,
+        mut f: G,
+    ) -> Result<(), MemFault> {
+        match self.run(va, n) {
+            Some(run) => {
+                for e in run {
+                    if let Some(new) = f(*e) {
+                        *e = new;
+                    }
+                }
+            }
+            None => {
+                for i in 0..n {
+                    let at = Vaddr(va.0 + 8 * i as u64);
+                    if let Some(new) = f(self.read_pte(at)?) {
+                        self.write_pte(at, new)?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+    #[inline]
+    fn find_pte<P: FnMut(u64) -> bool>(
+        &mut self,
+        va: Vaddr,
+        n: usize,
+        mut pred: P,
+    ) -> Result<Option<usize>, MemFault> {
+        match self.run(va, n) {
+            Some(run) => Ok(run.iter().position(|&e| pred(e))),
+            None => {
+                for i in 0..n {
+                    if pred(self.read_pte(Vaddr(va.0 + 8 * i as u64))?) {
+                        return Ok(Some(i));
+                    }
+                }
+                Ok(None)
+            }
+        }
     }
     fn zero_page(&mut self, va: Vaddr) -> Result<(), MemFault> {
         let (f, _) = self.slot(va.page_floor(), AccessKind::Write)?;
@@ -247,5 +325,81 @@ impl HostMemory {
     /// The engine environment over this memory.
     pub fn env(&mut self) -> Env<'_, HostArch, HostIdentity, HostFrames> {
         Env::new(&mut self.arch, &mut self.access, &mut self.frames)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The host back end with only the required `Arch` methods: every
+    /// provided method runs its default (entry by entry).
+    struct Plain(HostArch);
+
+    impl Arch for Plain {
+        fn read_pte(&mut self, va: Vaddr) -> Result<u64, MemFault> {
+            self.0.read_pte(va)
+        }
+        fn write_pte(&mut self, va: Vaddr, val: u64) -> Result<(), MemFault> {
+            self.0.write_pte(va, val)
+        }
+        fn zero_page(&mut self, va: Vaddr) -> Result<(), MemFault> {
+            self.0.zero_page(va)
+        }
+        fn tlb_flush_va(&mut self, va: Vaddr) {
+            self.0.tlb_flush_va(va)
+        }
+        fn tlb_flush_va_local(&mut self, va: Vaddr) {
+            self.0.tlb_flush_va_local(va)
+        }
+        fn tlb_flush_all(&mut self) {
+            self.0.tlb_flush_all()
+        }
+        fn tlb_sync(&mut self) {}
+        fn isb(&mut self) {}
+        fn translate(&mut self, va: Vaddr, write: bool) -> Result<AtResult, MemFault> {
+            self.0.translate(va, write)
+        }
+        fn root(&self) -> Paddr {
+            self.0.root()
+        }
+        fn cpu(&self) -> usize {
+            0
+        }
+    }
+
+    /// The host's run methods do what the defaults do, inside a frame,
+    /// across frames and at the edges of the pool (where both fault).
+    #[test]
+    fn run_overrides_match_the_defaults() {
+        let base = Mfn(0x4_0000);
+        let mut fast = HostArch::new(base, 3);
+        let mut plain = Plain(HostArch::new(base, 3));
+        let pool = base.paddr().0;
+        let cases: [(u64, usize); 6] = [
+            (pool, 512),
+            (pool + 8 * 500, 12),
+            (pool + 8 * 500, 20),
+            (pool + 0x1000 + 8 * 3, 7),
+            (pool + 3 * 0x1000 - 16, 4),
+            (pool - 8, 2),
+        ];
+        for (k, &(va, n)) in cases.iter().enumerate() {
+            let va = Vaddr(va);
+            let first = 0x0040_0000_4000_0743 + k as u64;
+            let a = fast.write_pte_run(va, first, 0x1000, n);
+            let b = plain.write_pte_run(va, first, 0x1000, n);
+            assert_eq!(a, b);
+            assert_eq!(fast.snapshot(), plain.0.snapshot());
+            let f = |e: u64| (e & 4 != 0).then_some(e ^ 0x80);
+            let a = fast.update_pte_run(va, n, f);
+            let b = plain.update_pte_run(va, n, f);
+            assert_eq!(a, b);
+            assert_eq!(fast.snapshot(), plain.0.snapshot());
+            let p = |e: u64| e & 0x84 == 0x84;
+            assert_eq!(fast.find_pte(va, n, p), plain.find_pte(va, n, p));
+            let none = |_: u64| false;
+            assert_eq!(fast.find_pte(va, n, none), plain.find_pte(va, n, none));
+        }
     }
 }
