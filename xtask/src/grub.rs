@@ -472,3 +472,153 @@ mod tests {
         ));
     }
 }
+
+/// The image's UEFI memory-map cross-check (pure `core` code), tested on
+/// the host.
+#[cfg(test)]
+#[path = "../../crates/hvmm-image/src/efi_map.rs"]
+mod efi_map;
+
+#[cfg(test)]
+mod efi_map_tests {
+    use super::efi_map::{cross_check, descriptors, free_after_exit, Desc, MAX_RESERVED};
+
+    fn d(ty: u32, base: u64, last: u64) -> Desc {
+        Desc {
+            ty,
+            base,
+            pages: (last + 1 - base) / 4096,
+        }
+    }
+
+    /// The map QEMU 7.2 + edk2 2022.11 + GRUB 2.06 gave at ExitBootServices
+    /// (1 GiB, measured with `hvmm.efi-map`; abridged: the BootServices
+    /// descriptors at 0x47ef2000-0x47ffffff are left out).
+    fn measured() -> Vec<Desc> {
+        vec![
+            d(7, 0x4000_0000, 0x43ff_ffff),
+            d(4, 0x4400_0000, 0x4401_ffff),
+            d(7, 0x4402_0000, 0x4771_9fff),
+            d(4, 0x4771_a000, 0x4773_afff),
+            d(3, 0x4773_b000, 0x4777_1fff),
+            d(4, 0x4777_2000, 0x47ef_1fff),
+            d(7, 0x4800_0000, 0x6cae_efff),
+            d(1, 0x6cae_f000, 0x6cb9_ffff),
+            d(9, 0x6cba_0000, 0x6cca_ffff),
+            d(7, 0x6ccb_0000, 0x6ccb_bfff),
+            d(2, 0x6ccb_c000, 0x6cce_3fff),
+            d(1, 0x6cce_4000, 0x7c3a_0fff),
+            d(2, 0x7c3a_1000, 0x7c3a_7fff),
+            d(1, 0x7c3a_8000, 0x7c43_ffff),
+            d(5, 0x7c44_0000, 0x7c4b_ffff),
+            d(6, 0x7c4c_0000, 0x7c67_ffff),
+            d(5, 0x7c68_0000, 0x7c72_ffff),
+            d(7, 0x7c73_0000, 0x7fbf_ffff),
+            d(5, 0x7fc0_0000, 0x7fd8_ffff),
+            d(6, 0x7fd9_0000, 0x7ffd_ffff),
+            d(7, 0x7ffe_0000, 0x7fff_ffff),
+            d(11, 0x0400_0000, 0x07ff_ffff),
+            d(11, 0x0901_0000, 0x0901_0fff),
+        ]
+    }
+
+    #[test]
+    fn measured_map_keeps_runtime_and_acpi_out() {
+        let mut m = measured();
+        // A hole between 0x47ef2000 and 0x48000000 that no descriptor covers.
+        let c = cross_check(&m, &[(0x4000_0000, 0x4000_0000)]);
+        let r: Vec<(u64, u64)> = c.reserved.iter().flatten().copied().collect();
+        assert_eq!(
+            r,
+            vec![
+                (0x47ef_2000, 0x4800_0000 - 0x47ef_2000),
+                (0x6cba_0000, 0x11_0000),
+                (0x7c44_0000, 0x2f_0000),
+                (0x7fc0_0000, 0x3e_0000),
+            ]
+        );
+        assert_eq!(c.undescribed_bytes, 0x4800_0000 - 0x47ef_2000);
+        assert_eq!(c.outside_dt_bytes, 0);
+        // Fill the hole: exactly the three firmware ranges remain.
+        m.push(d(4, 0x47ef_2000, 0x47ff_ffff));
+        let c = cross_check(&m, &[(0x4000_0000, 0x4000_0000)]);
+        assert_eq!(c.reserved.iter().flatten().count(), 3);
+        assert_eq!(c.reserved_bytes, 0x11_0000 + 0x2f_0000 + 0x3e_0000);
+        // GRUB's memory (LoaderCode/Data) is free after ExitBootServices.
+        assert!(free_after_exit(1) && free_after_exit(2) && !free_after_exit(9));
+    }
+
+    #[test]
+    fn ram_beyond_the_map_is_kept_out_and_extra_uefi_memory_reported() {
+        let m = vec![
+            d(7, 0x4000_0000, 0x7fff_ffff),
+            d(7, 0x1_0000_0000, 0x1_0000_ffff),
+        ];
+        let c = cross_check(&m, &[(0x4000_0000, 0x8000_0000)]);
+        let r: Vec<(u64, u64)> = c.reserved.iter().flatten().copied().collect();
+        assert_eq!(r, vec![(0x8000_0000, 0x4000_0000)]);
+        assert_eq!(c.undescribed_bytes, 0x4000_0000);
+        assert_eq!(c.outside_dt_bytes, 0x1_0000);
+    }
+
+    #[test]
+    fn more_ranges_than_slots_merge_over_the_smallest_gaps() {
+        // 12 one-page runtime ranges, 1 MiB apart, except one pair 2 pages apart.
+        let mut m = vec![d(7, 0x4000_0000, 0x7fff_ffff)];
+        let mut rt = Vec::new();
+        for i in 0..12u64 {
+            let base = if i == 6 {
+                0x4150_3000
+            } else {
+                0x4100_0000 + i * 0x10_0000
+            };
+            rt.push(base);
+            m.push(d(6, base, base + 0xfff));
+        }
+        // Runtime descriptors override the conventional one they sit in:
+        // drop the big one and describe the free space around them instead.
+        m.remove(0);
+        rt.sort_unstable();
+        let mut cur = 0x4000_0000;
+        for &b in &rt {
+            if b > cur {
+                m.push(d(7, cur, b - 1));
+            }
+            cur = b + 0x1000;
+        }
+        m.push(d(7, cur, 0x7fff_ffff));
+        let c = cross_check(&m, &[(0x4000_0000, 0x4000_0000)]);
+        assert_eq!(c.found, 12);
+        let r: Vec<(u64, u64)> = c.reserved.iter().flatten().copied().collect();
+        assert_eq!(r.len(), MAX_RESERVED);
+        // Every runtime page is still covered.
+        for b in rt {
+            assert!(
+                r.iter().any(|&(s, n)| s <= b && b + 0x1000 <= s + n),
+                "{b:#x}"
+            );
+        }
+        // The closest pair was merged first (one range covers both).
+        assert!(r.iter().any(|&(s, n)| s == 0x4150_0000 && n == 0x4000));
+    }
+
+    #[test]
+    fn descriptors_are_read_at_their_stride() {
+        let mut raw = vec![0u8; 2 * 48];
+        raw[0] = 7;
+        raw[8..16].copy_from_slice(&0x4000_0000u64.to_le_bytes());
+        raw[24..32].copy_from_slice(&16u64.to_le_bytes());
+        raw[48] = 5;
+        raw[56..64].copy_from_slice(&0x1_0000_0000u64.to_le_bytes());
+        raw[72..80].copy_from_slice(&1u64.to_le_bytes());
+        let v: Vec<Desc> = descriptors(&raw, 48).collect();
+        assert_eq!(
+            v,
+            vec![
+                d(7, 0x4000_0000, 0x4000_ffff),
+                d(5, 0x1_0000_0000, 0x1_0000_0fff)
+            ]
+        );
+        assert_eq!(descriptors(&raw, 8).count(), 0);
+    }
+}

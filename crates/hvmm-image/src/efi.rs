@@ -55,7 +55,7 @@ pub fn memory_map() -> Option<EfiMap> {
         return None;
     }
     // SAFETY: as above: a read-only view of a buffer nobody writes any more.
-    let raw: &[u8; MMAP_BYTES] = unsafe { &*(&raw const efi_mmap) };
+    let raw: &[u8; MMAP_BYTES] = unsafe { &efi_mmap };
     let len = (size as usize).min(MMAP_BYTES);
     let mut m = EfiMap {
         descs: [Desc {

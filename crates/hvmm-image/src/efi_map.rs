@@ -16,6 +16,9 @@
 //! UEFI map does not describe at all. UEFI memory outside the DT banks is
 //! only reported (the boot allocator takes RAM from the DT banks alone).
 
+// arm32 has no EFI entry: only the cross-check types are used there.
+#![cfg_attr(not(target_arch = "aarch64"), allow(dead_code))]
+
 /// Most ranges handed to the boot sequence (`BootConfig::firmware_reserved`).
 pub const MAX_RESERVED: usize = 8;
 /// Most DT memory banks considered.
@@ -35,14 +38,17 @@ pub struct Desc {
 impl Desc {
     /// One past the last byte (saturating).
     pub fn end(&self) -> u64 {
-        self.base
-            .saturating_add(self.pages.saturating_mul(4096))
+        self.base.saturating_add(self.pages.saturating_mul(4096))
     }
 }
 
 /// The descriptors in `map` (`desc_size` bytes apart, as GetMemoryMap said).
 pub fn descriptors(map: &[u8], desc_size: usize) -> impl Iterator<Item = Desc> + '_ {
-    let step = if desc_size >= 32 { desc_size } else { usize::MAX };
+    let step = if desc_size >= 32 {
+        desc_size
+    } else {
+        usize::MAX
+    };
     let n = if step == usize::MAX {
         0
     } else {

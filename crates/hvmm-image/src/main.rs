@@ -20,10 +20,10 @@
 mod console;
 mod arch;
 mod boot;
-mod exception;
-mod exit;
 mod efi;
 mod efi_map;
+mod exception;
+mod exit;
 mod fdt;
 mod fixmap;
 mod layout;
