@@ -168,14 +168,27 @@ pub fn rust_main(params: &BootParams) -> ! {
         dtb: params.dtb_pa,
         image: layout,
     };
-    match hvmm_boot::boot::<arch::Fmt, _>(&mut platform, &boot_params, &cfg, &mut log) {
-        Ok(summary) => {
+    match hvmm_boot::boot_keep::<arch::Fmt, _>(&mut platform, &boot_params, &cfg, &mut log) {
+        Ok((summary, mm)) => {
             println!(
                 "hvmm: AT verified {} pages in {} regions after boot; {} CPU(s) up",
                 summary.verified_pages,
                 summary.regions.len(),
                 summary.cpus
             );
+            if let Some(n) = info.bootarg_number("hvmm.stress") {
+                let shared = hvmm_boot::stress::Shared::new(mm);
+                if let Err(e) = crate::stress::run(shared, summary.cpus, n) {
+                    println!("(XEN) SMP stress FAILED: {e}");
+                    exit(EXIT_FAIL)
+                }
+            } else {
+                crate::stress::release_secondaries();
+            }
+            if !crate::stack::report() {
+                println!("hvmm: FAILED: the boot stack is nearly exhausted");
+                exit(EXIT_FAIL)
+            }
             println!("hvmm: boot checks passed");
             exit(EXIT_OK)
         }

@@ -299,4 +299,13 @@ impl FdtInfo {
             .as_ref()
             .is_some_and(|b| b.as_str().split_ascii_whitespace().any(|w| w == word))
     }
+
+    /// The number after `key=` in the bootargs (`hvmm.stress=100`), if any.
+    pub fn bootarg_number(&self, key: &str) -> Option<u64> {
+        let b = self.bootargs.as_ref()?;
+        b.as_str()
+            .split_ascii_whitespace()
+            .find_map(|w| w.strip_prefix(key)?.strip_prefix('='))
+            .and_then(|v| v.parse().ok())
+    }
 }

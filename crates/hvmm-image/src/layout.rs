@@ -31,6 +31,7 @@ extern "C" {
     static boot_idmap_slot: u8;
     static boot_idmap_val: u8;
     static secondary_entry: u8;
+    static boot_stacks: u8;
 }
 
 macro_rules! sym_va {
@@ -80,6 +81,9 @@ sym_va!(
     /// The secondary CPUs' entry point (runs at its physical address).
     secondary_entry_va, secondary_entry);
 
+sym_va!(
+    /// The CPUs' boot stacks (`STACK_SIZE` each, CPU 0 first).
+    boot_stacks_va, boot_stacks);
 sym_va!(
     /// First byte of the static tables region.
     tables_first, __pgtables_start);

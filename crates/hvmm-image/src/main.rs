@@ -30,11 +30,13 @@ mod layout;
 mod platform;
 mod selfcheck;
 mod smp;
+mod stack;
+mod stress;
 
 use core::panic::PanicInfo;
 
 /// Bytes of stack per CPU (the boot stacks live in the image's BSS).
-pub const STACK_SIZE: usize = 0x10000;
+pub const STACK_SIZE: usize = 0x20000;
 /// CPUs the image can bring up (boot stacks are reserved for this many).
 pub const MAX_CPUS: usize = 8;
 
@@ -45,6 +47,7 @@ pub const MAX_CPUS: usize = 8;
 /// it (x0 / r2), `cpu` the CPU index (0).
 #[no_mangle]
 pub extern "C" fn start_hvmm(dtb_pa: u64, cpu: usize) -> ! {
+    stack::paint();
     console::init();
     let params = boot::BootParams::discover(dtb_pa, cpu);
     boot::rust_main(&params)

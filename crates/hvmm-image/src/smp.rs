@@ -107,6 +107,7 @@ pub fn secondary_main(cpu: usize) -> ! {
         if let Some(u) = UP.get(cpu) {
             u.store(true, Ordering::Release);
         }
+        crate::stress::secondary(cpu);
     } else {
         println!("hvmm: CPU {cpu} cannot run on root {root:#x}");
     }
