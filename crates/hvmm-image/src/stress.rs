@@ -89,8 +89,8 @@ pub fn run(shared: Shared<arch::Fmt>, cpus: usize, iterations: u64) -> Result<()
     run_cpu(0, &lock);
     let (t0, freq) = arch::counter();
     let limit = freq.saturating_mul(WAIT_MS) / 1000;
-    for cpu in 1..cpus.min(crate::MAX_CPUS) {
-        while STATUS[cpu].load(Ordering::Acquire) < 2 {
+    for (cpu, status) in STATUS.iter().enumerate().take(cpus).skip(1) {
+        while status.load(Ordering::Acquire) < 2 {
             let (t, _) = arch::counter();
             if t.wrapping_sub(t0) > limit {
                 println!("hvmm: stress: CPU {cpu} did not finish");
