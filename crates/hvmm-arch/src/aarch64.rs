@@ -53,7 +53,13 @@ impl Arch for Aarch64El2 {
     /// One `dsb sy` before the run and one after it, instead of a pair per
     /// descriptor: the entries go from invalid to valid, nothing can have
     /// cached them, and nothing uses them before the trailing barrier.
-    fn write_pte_run(&mut self, va: Vaddr, first: u64, step: u64, n: usize) -> Result<(), MemFault> {
+    fn write_pte_run(
+        &mut self,
+        va: Vaddr,
+        first: u64,
+        step: u64,
+        n: usize,
+    ) -> Result<(), MemFault> {
         debug_assert!(va.is_aligned(8));
         let p = va.0 as usize as *mut u64;
         // SAFETY: a barrier only; orders earlier accesses (the zeroing of a

@@ -70,7 +70,13 @@ impl Arch for Armv7Hyp {
     /// descriptor: the entries go from invalid to valid, nothing can have
     /// cached them, and nothing uses them before the trailing barrier. Each
     /// descriptor is still one `strd` (single-copy atomic with LPAE).
-    fn write_pte_run(&mut self, va: Vaddr, first: u64, step: u64, n: usize) -> Result<(), MemFault> {
+    fn write_pte_run(
+        &mut self,
+        va: Vaddr,
+        first: u64,
+        step: u64,
+        n: usize,
+    ) -> Result<(), MemFault> {
         debug_assert!(va.is_aligned(8));
         let p = va32(va);
         // SAFETY: a barrier only; orders earlier accesses (the zeroing of a

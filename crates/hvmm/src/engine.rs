@@ -48,6 +48,7 @@ use crate::arch::Arch;
 use crate::attr::{Attrs, MapFlags};
 use crate::error::Error;
 use crate::format::{block_allowed, level_size, table_index, Format, Pte, CONTIG_ENTRIES, ENTRIES};
+use core::cell::Cell;
 use core::fmt;
 use core::marker::PhantomData;
 
@@ -149,11 +150,41 @@ impl<'a, A: Arch, T: TableAccess<A>, M: FrameAlloc> Env<'a, A, T, M> {
 
 /// A hypervisor page table: a root frame and the format of its descriptors.
 /// Updates take `&mut self`: holding the table is holding its lock.
+///
+/// It remembers the last level-3 table a walk reached (see [`WalkCache`]),
+/// so there must be one `PageTable` per tree: two handles over the same
+/// tables would not see each other's changes to the links.
 #[derive(Debug)]
 pub struct PageTable<F: Format> {
     root: Mfn,
+    walk: Cell<Option<WalkCache>>,
     _format: PhantomData<F>,
 }
+
+/// The last level-3 table a walk of this [`PageTable`] reached through table
+/// descriptors from the root, and the 2 MiB of VA it covers. The next
+/// one-page update or lookup in that 2 MiB starts there instead of at the
+/// root (Xen maps large ranges one page per call).
+///
+/// Why it stays right: the links from the root down to a level-3 table
+/// change only when a table is unlinked — a Remove that frees an emptied
+/// table, or a failed update (whose commit may have linked new tables it
+/// then leaves or frees). Every update goes through `&mut self`; a Remove or
+/// a failure forgets the cache before returning, and nothing else in the
+/// engine replaces a valid table descriptor (an Insert refuses valid
+/// entries, Modify changes leaves only, Populate only fills invalid
+/// entries). Code that rewrites links behind the engine's back must call
+/// [`PageTable::forget_walk`].
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct WalkCache {
+    /// `va >> 21` of the 2 MiB the table maps.
+    region: u64,
+    /// The level-3 table.
+    l3: Mfn,
+}
+
+/// Shift of the VA span of one level-3 table.
+const L3_SPAN_SHIFT: u32 = 21;
 
 /// The checked request of one update.
 #[derive(Copy, Clone)]
@@ -256,6 +287,9 @@ struct Commit {
     report: UpdateReport,
     /// Leaves changed since the last global invalidation (large updates).
     dirty: bool,
+    /// The last level-3 table the commit entered or created, and a VA it
+    /// maps (for the [`WalkCache`]).
+    last_l3: Option<(u64, Mfn)>,
 }
 
 /// Tables unlinked by a Remove and not yet freed: they are freed in
@@ -295,8 +329,33 @@ impl<F: Format> PageTable<F> {
     pub const fn new(root: Mfn) -> Self {
         PageTable {
             root,
+            walk: Cell::new(None),
             _format: PhantomData,
         }
+    }
+
+    /// Forgets the remembered walk ([`WalkCache`]). The engine does this
+    /// itself whenever it unlinks a table; call it after changing a table
+    /// descriptor of this tree outside the engine.
+    pub fn forget_walk(&self) {
+        self.walk.set(None);
+    }
+
+    /// The level-3 table that maps `va`, if the last walk reached it.
+    #[inline]
+    fn cached_l3(&self, va: u64) -> Option<Mfn> {
+        match self.walk.get() {
+            Some(w) if w.region == va >> L3_SPAN_SHIFT => Some(w.l3),
+            _ => None,
+        }
+    }
+
+    #[inline]
+    fn remember_l3(&self, va: u64, l3: Mfn) {
+        self.walk.set(Some(WalkCache {
+            region: va >> L3_SPAN_SHIFT,
+            l3,
+        }));
     }
 
     /// The root frame.
@@ -308,6 +367,7 @@ impl<F: Format> PageTable<F> {
     ///
     /// Either the whole update happens, or nothing does: on error every table
     /// byte is as it was and every table allocated for the update is freed.
+    #[inline]
     pub fn update<A: Arch, T: TableAccess<A>, M: FrameAlloc>(
         &mut self,
         env: &mut Env<'_, A, T, M>,
@@ -316,8 +376,101 @@ impl<F: Format> PageTable<F> {
         op: Op,
         flags: MapFlags,
     ) -> Result<UpdateReport, Error> {
+        // One page in the remembered level-3 table (Xen's usage pattern).
+        if pages == 1 {
+            if let Some(report) = self.update_cached(env, va, op) {
+                return Ok(report);
+            }
+        }
+        self.update_checked(env, va, pages, op, flags)
+    }
+
+    /// [`PageTable::update`] of one page in the level-3 table of the
+    /// [`WalkCache`]: the same checks as the general path (request, then the
+    /// entry), one table mapped, the same TLB rules. Anything else — another
+    /// operation, a bad request, a refusal, a provider or memory failure —
+    /// returns `None` before anything was written, and the general path
+    /// meets and reports it. (A single page never gets the contiguous hint:
+    /// a run of 16 does not fit in it.)
+    #[inline(always)]
+    fn update_cached<A: Arch, T: TableAccess<A>, M: FrameAlloc>(
+        &self,
+        env: &mut Env<'_, A, T, M>,
+        va: Vaddr,
+        op: Op,
+    ) -> Option<UpdateReport> {
+        let l3 = self.cached_l3(va.0)?;
+        if !va.is_aligned(PAGE_SIZE) || !va.0.checked_add(PAGE_SIZE).is_some_and(F::va_end_fits) {
+            return None;
+        }
+        match op {
+            Op::Insert { pa, .. } => {
+                if !pa.is_aligned(PAGE_SIZE)
+                    || !pa.0.checked_add(PAGE_SIZE).is_some_and(F::pa_end_fits)
+                {
+                    return None;
+                }
+            }
+            Op::Modify { .. } => {}
+            Op::Remove | Op::Populate => return None,
+        }
+        env.access.reserve(env.arch, 1).ok()?;
+        let Ok(tva) = env.access.map_table(env.arch, l3) else {
+            env.access.unreserve(env.arch);
+            return None;
+        };
+        let eva = entry_va(tva, table_index(va.0, 3));
+        let written = match env.arch.read_pte(eva) {
+            Ok(raw) => {
+                let pte = Pte(raw);
+                let new = match op {
+                    Op::Insert { pa, attrs } if !(pte.is_table(3) || pte.is_leaf(3)) => {
+                        Some(Pte::leaf::<F>(3, pa, attrs, false))
+                    }
+                    Op::Modify { attrs }
+                        if pte.is_leaf(3)
+                            && !pte.is_contiguous()
+                            && pte.attr_index() == attrs.mem().index() =>
+                    {
+                        Some(pte.with_perm(attrs.perm()))
+                    }
+                    _ => None,
+                };
+                new.is_some_and(|new| env.arch.write_pte(eva, new.0).is_ok())
+            }
+            Err(_) => false,
+        };
+        env.access.unmap_table(env.arch, l3, tva);
+        env.access.unreserve(env.arch);
+        if !written {
+            return None;
+        }
+        let mut report = UpdateReport {
+            leaves: 1,
+            table_maps: 1,
+            ..Default::default()
+        };
+        if matches!(op, Op::Modify { .. }) {
+            env.arch.tlb_flush_va(va);
+            report.tlb_invalidations = 1;
+            env.arch.tlb_sync();
+        } else {
+            env.arch.isb();
+        }
+        Some(report)
+    }
+
+    /// [`PageTable::update`] past the remembered-walk fast path.
+    #[inline(never)]
+    fn update_checked<A: Arch, T: TableAccess<A>, M: FrameAlloc>(
+        &mut self,
+        env: &mut Env<'_, A, T, M>,
+        va: Vaddr,
+        pages: u64,
+        op: Op,
+        flags: MapFlags,
+    ) -> Result<UpdateReport, Error> {
         let req = Self::check(va, pages, op, flags)?;
-        let root_level = F::ROOT_LEVEL;
 
         // One page into existing tables (Xen's usage pattern): one walk.
         if pages == 1 && matches!(op, Op::Insert { .. } | Op::Modify { .. }) {
@@ -326,6 +479,27 @@ impl<F: Format> PageTable<F> {
             }
         }
 
+        // Removing may unlink tables: forget the remembered walk first. A
+        // failure may leave new links or free new tables: forget it too.
+        if matches!(op, Op::Remove) {
+            self.forget_walk();
+        }
+        let res = self.update_two_pass(env, &req);
+        if res.is_err() {
+            self.forget_walk();
+        }
+        res
+    }
+
+    /// The general update: prepare, reserve, commit.
+    fn update_two_pass<A: Arch, T: TableAccess<A>, M: FrameAlloc>(
+        &mut self,
+        env: &mut Env<'_, A, T, M>,
+        req: &Req,
+    ) -> Result<UpdateReport, Error> {
+        let req = *req;
+        let op = req.op;
+        let root_level = F::ROOT_LEVEL;
         // Prepare: validate everything and count the tables to create.
         let mut need = 0usize;
         let mut maps = 0u64;
@@ -377,12 +551,16 @@ impl<F: Format> PageTable<F> {
                 ..Default::default()
             },
             dirty: false,
+            last_l3: None,
         };
         let res = self.commit(env, &req, root_level, self.root, req.va, req.end, &mut c);
         env.access.unreserve(env.arch);
         env.alloc.unreserve();
         match res {
             Ok(_) => {
+                if let (Some((va, l3)), false) = (c.last_l3, matches!(op, Op::Remove)) {
+                    self.remember_l3(va, l3);
+                }
                 match op {
                     Op::Insert { .. } | Op::Populate => env.arch.isb(),
                     Op::Modify { .. } | Op::Remove => {
@@ -418,14 +596,14 @@ impl<F: Format> PageTable<F> {
         env: &mut Env<'_, A, T, M>,
         req: &Req,
     ) -> Option<UpdateReport> {
-        let nested = usize::from(4 - F::ROOT_LEVEL);
+        let mut mfn = self.root;
+        let mut level = F::ROOT_LEVEL;
+        let nested = usize::from(4 - level);
         if env.access.reserve(env.arch, nested).is_err() {
             return None;
         }
         let mut held = [(Mfn(0), Vaddr(0)); 4];
         let mut n = 0;
-        let mut mfn = self.root;
-        let mut level = F::ROOT_LEVEL;
         let mut report = UpdateReport::default();
         let done = loop {
             let Ok(tva) = env.access.map_table(env.arch, mfn) else {
@@ -444,6 +622,9 @@ impl<F: Format> PageTable<F> {
                 }
                 mfn = pte.table_mfn::<F>();
                 level += 1;
+                if level == 3 {
+                    self.remember_l3(req.va, mfn);
+                }
                 continue;
             }
             let new = match req.op {
@@ -781,6 +962,9 @@ impl<F: Format> PageTable<F> {
     ) -> Result<bool, Error> {
         let tva = Self::map(env, mfn)?;
         c.report.table_maps += 1;
+        if level == 3 {
+            c.last_l3 = Some((va, mfn));
+        }
         let res = self.commit_in(env, req, level, tva, va, end, c);
         env.access.unmap_table(env.arch, mfn, tva);
         res
@@ -1011,6 +1195,9 @@ impl<F: Format> PageTable<F> {
             available: 0,
         })?;
         c.report.tables_created += 1;
+        if level == 3 {
+            c.last_l3 = Some((va, mfn));
+        }
         let tva = match Self::map(env, mfn) {
             Ok(v) => v,
             Err(e) => {
@@ -1082,8 +1269,11 @@ impl<F: Format> PageTable<F> {
                 va_bits: F::VA_BITS,
             });
         }
-        let mut mfn = self.root;
-        let mut level = F::ROOT_LEVEL;
+        // Start at the remembered level-3 table if it maps this VA.
+        let (mut mfn, mut level) = match self.cached_l3(va.0) {
+            Some(l3) => (l3, 3),
+            None => (self.root, F::ROOT_LEVEL),
+        };
         loop {
             let tva = Self::map(env, mfn)?;
             let read = env.arch.read_pte(entry_va(tva, table_index(va.0, level)));
@@ -1092,6 +1282,9 @@ impl<F: Format> PageTable<F> {
             if pte.is_table(level) {
                 mfn = pte.table_mfn::<F>();
                 level += 1;
+                if level == 3 {
+                    self.remember_l3(va.0, mfn);
+                }
                 continue;
             }
             if pte.is_leaf(level) {
@@ -1289,7 +1482,8 @@ mod tests {
                 attrs: Attrs::RW,
             };
             let r = pa.update(&mut a.env(), va, 1, op, MapFlags::PAGES).unwrap();
-            assert_eq!((r.leaves, r.table_maps, r.tlb_invalidations), (1, 4, 0));
+            // The remembered walk: only the level-3 table is mapped.
+            assert_eq!((r.leaves, r.table_maps, r.tlb_invalidations), (1, 1, 0));
         }
         let op = Op::Insert {
             pa: Paddr(0x8000_0000 + PAGE_SIZE),
@@ -1371,5 +1565,100 @@ mod tests {
             .update(&mut a.env(), far, 1, again, MapFlags::PAGES)
             .unwrap();
         assert_eq!(r.tables_created, 2);
+    }
+
+    /// Map page by page, remove everything (the tables are freed), map page
+    /// by page again: the remembered walk never outlives its table.
+    #[test]
+    fn remembered_walk_is_forgotten_when_tables_are_freed() {
+        let mut mem = HostMemory::new(16);
+        let mut pt = PageTable::<Arm64>::new(mem.alloc_root().unwrap());
+        let pristine = mem.arch.snapshot();
+        let op = |i: u64| Op::Insert {
+            pa: Paddr(0x8000_0000 + i * PAGE_SIZE),
+            attrs: Attrs::RW,
+        };
+        for round in 0..3 {
+            for i in 0..8u64 {
+                let va = Vaddr(VA.0 + i * PAGE_SIZE);
+                pt.update(&mut mem.env(), va, 1, op(i + round), MapFlags::PAGES)
+                    .unwrap();
+            }
+            assert_eq!(mem.frames.in_use, 4);
+            let r = pt
+                .update(&mut mem.env(), VA, 8, Op::Remove, MapFlags::PAGES)
+                .unwrap();
+            assert_eq!(r.tables_freed, 3);
+            assert_eq!(mem.frames.in_use, 1);
+            assert_eq!(mem.arch.snapshot()[1..], pristine[1..]);
+            assert_eq!(pt.lookup(&mut mem.env(), VA).unwrap(), None);
+            // The freed level-3 table is the next frame handed out: a stale
+            // walk would write into whatever it became.
+            let far = Vaddr(VA.0 + (8 << 30));
+            pt.update(&mut mem.env(), far, 2, op(0), MapFlags::PAGES)
+                .unwrap();
+            pt.update(&mut mem.env(), far, 2, Op::Remove, MapFlags::PAGES)
+                .unwrap();
+        }
+    }
+
+    /// Random one-page inserts, modifies, removes and lookups over a few
+    /// 2 MiB regions, with a pool small enough to run out: the table with
+    /// the remembered walk and one that forgets it before every call give
+    /// the same results and the same table bytes after every step.
+    #[test]
+    fn remembered_walk_changes_no_result() {
+        let mut a = HostMemory::new(8);
+        let mut pa = PageTable::<Arm64>::new(a.alloc_root().unwrap());
+        let mut b = HostMemory::new(8);
+        let mut pb = PageTable::<Arm64>::new(b.alloc_root().unwrap());
+        let mut s: u64 = 0x2545_f491_4f6c_dd1d;
+        let (mut hits, mut oom, mut region) = (0, 0, 0);
+        for _ in 0..20_000 {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            if (s >> 8).is_multiple_of(8) {
+                region = (s >> 11) % 6;
+            }
+            let va = Vaddr(VA.0 + region * (3 << 21) + ((s >> 16) % 4) * PAGE_SIZE);
+            let pages = if (s >> 24).is_multiple_of(16) { 3 } else { 1 };
+            let op = match (s >> 32) % 5 {
+                0 | 1 => Op::Insert {
+                    pa: Paddr(0x8000_0000 + ((s >> 40) % 64) * PAGE_SIZE),
+                    attrs: Attrs::RW,
+                },
+                2 => Op::Modify { attrs: Attrs::RO },
+                3 => Op::Remove,
+                _ => {
+                    pb.forget_walk();
+                    let la = pa.lookup(&mut a.env(), va);
+                    let lb = pb.lookup(&mut b.env(), va);
+                    assert_eq!(la, lb);
+                    continue;
+                }
+            };
+            pb.forget_walk();
+            let ra = pa.update(&mut a.env(), va, pages, op, MapFlags::PAGES);
+            let rb = pb.update(&mut b.env(), va, pages, op, MapFlags::PAGES);
+            assert_eq!(ra.is_ok(), rb.is_ok(), "{op:?} at {va}: {ra:?} vs {rb:?}");
+            if let (Err(ea), Err(eb)) = (&ra, &rb) {
+                assert_eq!(ea, eb);
+                oom += u32::from(matches!(ea, Error::OutOfMemory { .. }));
+            }
+            if let (Ok(x), Ok(y)) = (ra, rb) {
+                hits += u32::from(x.table_maps < y.table_maps);
+                assert_eq!(
+                    (x.leaves, x.tables_created, x.tables_freed),
+                    (y.leaves, y.tables_created, y.tables_freed)
+                );
+                assert_eq!(x.tlb_invalidations, y.tlb_invalidations);
+            }
+            assert_eq!(a.arch.snapshot(), b.arch.snapshot());
+            assert_eq!(a.frames.in_use, b.frames.in_use);
+        }
+        // The walk was remembered and used, and the pool did run out.
+        assert!(hits > 1000, "{hits} calls used the remembered walk");
+        assert!(oom > 0);
     }
 }

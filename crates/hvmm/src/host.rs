@@ -96,19 +96,25 @@ impl HostArch {
 }
 
 impl Arch for HostArch {
-    #[inline]
+    #[inline(always)]
     fn read_pte(&mut self, va: Vaddr) -> Result<u64, MemFault> {
         let (f, i) = self.slot(va, AccessKind::Read)?;
         Ok(self.frames[f][i])
     }
-    #[inline]
+    #[inline(always)]
     fn write_pte(&mut self, va: Vaddr, val: u64) -> Result<(), MemFault> {
         let (f, i) = self.slot(va, AccessKind::Write)?;
         self.frames[f][i] = val;
         Ok(())
     }
     #[inline]
-    fn write_pte_run(&mut self, va: Vaddr, first: u64, step: u64, n: usize) -> Result<(), MemFault> {
+    fn write_pte_run(
+        &mut self,
+        va: Vaddr,
+        first: u64,
+        step: u64,
+        n: usize,
+    ) -> Result<(), MemFault> {
         let mut val = first;
         match self.run(va, n) {
             Some(run) => {
@@ -173,7 +179,7 @@ impl Arch for HostArch {
     }
     fn zero_page(&mut self, va: Vaddr) -> Result<(), MemFault> {
         let (f, _) = self.slot(va.page_floor(), AccessKind::Write)?;
-        self.frames[f] = [0; ENTRIES];
+        self.frames[f].fill(0);
         Ok(())
     }
     fn tlb_flush_va(&mut self, _va: Vaddr) {
@@ -218,12 +224,12 @@ impl TableAccess<HostArch> for HostIdentity {
     fn name(&self) -> &'static str {
         "host-identity"
     }
-    #[inline]
+    #[inline(always)]
     fn map_table(&mut self, _arch: &mut HostArch, mfn: Mfn) -> Result<Vaddr, AccessError> {
         self.maps += 1;
         Ok(Vaddr(mfn.paddr().0))
     }
-    #[inline]
+    #[inline(always)]
     fn unmap_table(&mut self, _arch: &mut HostArch, _mfn: Mfn, _va: Vaddr) {}
 }
 
