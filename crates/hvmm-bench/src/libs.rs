@@ -49,12 +49,14 @@ pub trait Library: Sized {
     /// Maps `pages` pages at `va` to `pa` in one call, read-write.
     fn map(&mut self, va: u64, pa: u64, pages: u64, blocks: bool) -> Result<(), String>;
     /// Maps one page (one call).
+    #[inline(always)]
     fn map_page(&mut self, va: u64, pa: u64) -> Result<(), String> {
         self.map(va, pa, 1, false)
     }
     /// Makes `pages` pages at `va` read-only.
     fn make_ro(&mut self, va: u64, pages: u64) -> Result<(), String>;
     /// Makes the one page at `va`, inside a block, read-only.
+    #[inline(always)]
     fn split(&mut self, va: u64) -> Result<(), String> {
         self.make_ro(va, 1)
     }
@@ -65,11 +67,32 @@ pub trait Library: Sized {
     /// Unmaps `pages` pages at `va`; returns the table pages freed.
     fn unmap(&mut self, va: u64, pages: u64) -> Result<u64, String>;
     /// Unmaps one page (one call).
+    #[inline(always)]
     fn unmap_page(&mut self, va: u64) -> Result<(), String> {
         self.unmap(va, 1).map(|_| ())
     }
     /// Table pages currently allocated (root included).
     fn tables_in_use(&self) -> usize;
+}
+
+/// Error formatting for the glue below, kept out of line (and out of the
+/// timed loops) for every library alike.
+#[cold]
+#[inline(never)]
+fn err_string<E: std::fmt::Display>(e: E) -> String {
+    e.to_string()
+}
+
+#[cold]
+#[inline(never)]
+fn err_debug<E: std::fmt::Debug>(e: E) -> String {
+    format!("{e:?}")
+}
+
+#[cold]
+#[inline(never)]
+fn err_xen(e: crate::xen::XenError) -> String {
+    e.0
 }
 
 /// Sum of `pa >> 12` over the `bytes / 4096` pages starting at `pa`.
@@ -118,6 +141,7 @@ impl Library for Hvmm {
             _ => None,
         }
     }
+    #[inline(always)]
     fn map(&mut self, va: u64, pa: u64, pages: u64, blocks: bool) -> Result<(), String> {
         let flags = if blocks {
             MapFlags::BLOCKS
@@ -131,15 +155,17 @@ impl Library for Hvmm {
         self.pt
             .update(&mut self.mem.env(), Vaddr(va), pages, op, flags)
             .map(|_| ())
-            .map_err(|e| e.to_string())
+            .map_err(err_string)
     }
+    #[inline(always)]
     fn make_ro(&mut self, va: u64, pages: u64) -> Result<(), String> {
         let op = Op::Modify { attrs: Attrs::RO };
         self.pt
             .update(&mut self.mem.env(), Vaddr(va), pages, op, MapFlags::PAGES)
             .map(|_| ())
-            .map_err(|e| e.to_string())
+            .map_err(err_string)
     }
+    #[inline(always)]
     fn translate_range(&mut self, va: u64, pages: u64) -> u64 {
         let mut sum = 0u64;
         self.pt
@@ -149,10 +175,12 @@ impl Library for Hvmm {
             .expect("for_each_leaf_with");
         sum
     }
+    #[inline(always)]
     fn lookup(&mut self, va: u64) -> Option<(u64, bool)> {
         let leaf = self.pt.lookup(&mut self.mem.env(), Vaddr(va)).ok()??;
         Some((leaf.pa.0, leaf.pte.0 & Pte::RO == 0))
     }
+    #[inline(always)]
     fn unmap(&mut self, va: u64, pages: u64) -> Result<u64, String> {
         self.pt
             .update(
@@ -163,8 +191,9 @@ impl Library for Hvmm {
                 MapFlags::PAGES,
             )
             .map(|r| r.tables_freed)
-            .map_err(|e| e.to_string())
+            .map_err(err_string)
     }
+    #[inline(always)]
     fn tables_in_use(&self) -> usize {
         self.mem.frames.in_use
     }
@@ -204,6 +233,7 @@ impl Library for Xen2019 {
             _ => None,
         }
     }
+    #[inline(always)]
     fn map(&mut self, va: u64, pa: u64, pages: u64, blocks: bool) -> Result<(), String> {
         if blocks {
             return Err("4 KiB pages only".into());
@@ -221,8 +251,9 @@ impl Library for Xen2019 {
                     attrs: Attrs::RW,
                 },
             )
-            .map_err(|e| e.0)
+            .map_err(err_xen)
     }
+    #[inline(always)]
     fn make_ro(&mut self, va: u64, pages: u64) -> Result<(), String> {
         let m = &mut self.mem;
         self.pt
@@ -234,8 +265,9 @@ impl Library for Xen2019 {
                 pages,
                 XenOp::Modify { attrs: Attrs::RO },
             )
-            .map_err(|e| e.0)
+            .map_err(err_xen)
     }
+    #[inline(always)]
     fn translate_range(&mut self, va: u64, pages: u64) -> u64 {
         let mut sum = 0u64;
         for i in 0..pages {
@@ -245,10 +277,12 @@ impl Library for Xen2019 {
         }
         sum
     }
+    #[inline(always)]
     fn lookup(&mut self, va: u64) -> Option<(u64, bool)> {
         let m = &mut self.mem;
         self.pt.lookup(&mut m.arch, &mut m.access, va)
     }
+    #[inline(always)]
     fn unmap(&mut self, va: u64, pages: u64) -> Result<u64, String> {
         let m = &mut self.mem;
         self.pt
@@ -261,8 +295,9 @@ impl Library for Xen2019 {
                 XenOp::Remove,
             )
             .map(|()| 0)
-            .map_err(|e| e.0)
+            .map_err(err_xen)
     }
+    #[inline(always)]
     fn tables_in_use(&self) -> usize {
         self.mem.frames.in_use
     }
@@ -334,6 +369,7 @@ impl Library for AarchPaging {
             map: Mapping::new(t, 0, El2),
         }
     }
+    #[inline(always)]
     fn map(&mut self, va: u64, pa: u64, pages: u64, blocks: bool) -> Result<(), String> {
         let c = if blocks {
             Constraints::NO_CONTIGUOUS_HINT
@@ -343,12 +379,14 @@ impl Library for AarchPaging {
         let r = MemoryRegion::new(va as usize, (va + pages * FRAME as u64) as usize);
         self.map
             .map_range(&r, PhysicalAddress(pa as usize), AP_RW, c)
-            .map_err(|e| e.to_string())
+            .map_err(err_string)
     }
+    #[inline(always)]
     fn make_ro(&mut self, va: u64, pages: u64) -> Result<(), String> {
         let r = MemoryRegion::new(va as usize, (va + pages * FRAME as u64) as usize);
-        self.map.modify_range(&r, &ap_ro).map_err(|e| e.to_string())
+        self.map.modify_range(&r, &ap_ro).map_err(err_string)
     }
+    #[inline(always)]
     fn translate_range(&mut self, va: u64, pages: u64) -> u64 {
         let r = MemoryRegion::new(va as usize, (va + pages * FRAME as u64) as usize);
         let mut sum = 0u64;
@@ -364,6 +402,7 @@ impl Library for AarchPaging {
             .expect("walk_range");
         sum
     }
+    #[inline(always)]
     fn lookup(&mut self, va: u64) -> Option<(u64, bool)> {
         let r = MemoryRegion::new(va as usize, va as usize + 1);
         let mut out = None;
@@ -379,6 +418,7 @@ impl Library for AarchPaging {
             .ok()?;
         out
     }
+    #[inline(always)]
     fn unmap(&mut self, va: u64, pages: u64) -> Result<u64, String> {
         let before = self.map.translation().pool.freed;
         let r = MemoryRegion::new(va as usize, (va + pages * FRAME as u64) as usize);
@@ -389,9 +429,10 @@ impl Library for AarchPaging {
                 El23Attributes::empty(),
                 Constraints::empty(),
             )
-            .map_err(|e| e.to_string())?;
+            .map_err(err_string)?;
         Ok(self.map.translation().pool.freed - before)
     }
+    #[inline(always)]
     fn tables_in_use(&self) -> usize {
         self.map.translation().pool.in_use()
     }
@@ -598,6 +639,7 @@ impl Library for Ptm {
             _ => None,
         }
     }
+    #[inline(always)]
     fn map(&mut self, va: u64, pa: u64, pages: u64, blocks: bool) -> Result<(), String> {
         self.pt()
             .cursor()
@@ -608,8 +650,9 @@ impl Library for Ptm {
                 PTM_RW,
                 blocks,
             )
-            .map_err(|e| format!("{e:?}"))
+            .map_err(err_debug)
     }
+    #[inline(always)]
     fn map_page(&mut self, va: u64, pa: u64) -> Result<(), String> {
         self.pt()
             .cursor()
@@ -619,8 +662,9 @@ impl Library for Ptm {
                 PageSize::Size4K,
                 PTM_RW,
             )
-            .map_err(|e| format!("{e:?}"))
+            .map_err(err_debug)
     }
+    #[inline(always)]
     fn make_ro(&mut self, va: u64, pages: u64) -> Result<(), String> {
         self.pt()
             .cursor()
@@ -629,8 +673,9 @@ impl Library for Ptm {
                 (pages * FRAME as u64) as usize,
                 MappingFlags::READ,
             )
-            .map_err(|e| format!("{e:?}"))
+            .map_err(err_debug)
     }
+    #[inline(always)]
     fn translate_range(&mut self, va: u64, pages: u64) -> u64 {
         let end = va + pages * FRAME as u64;
         let sum = Cell::new(0u64);
@@ -647,24 +692,28 @@ impl Library for Ptm {
         self.pt().walk(usize::MAX, Some(&f), None);
         sum.get()
     }
+    #[inline(always)]
     fn lookup(&mut self, va: u64) -> Option<(u64, bool)> {
         let (pa, flags, _) = self.pt().query(VirtAddr::from(va as usize)).ok()?;
         Some((pa.as_usize() as u64, flags.contains(MappingFlags::WRITE)))
     }
+    #[inline(always)]
     fn unmap(&mut self, va: u64, pages: u64) -> Result<u64, String> {
         self.pt()
             .cursor()
             .unmap_region(VirtAddr::from(va as usize), (pages * FRAME as u64) as usize)
             .map(|()| 0)
-            .map_err(|e| format!("{e:?}"))
+            .map_err(err_debug)
     }
+    #[inline(always)]
     fn unmap_page(&mut self, va: u64) -> Result<(), String> {
         self.pt()
             .cursor()
             .unmap(VirtAddr::from(va as usize))
             .map(|_| ())
-            .map_err(|e| format!("{e:?}"))
+            .map_err(err_debug)
     }
+    #[inline(always)]
     fn tables_in_use(&self) -> usize {
         PTM_POOL.with_borrow(|p| p.as_ref().map_or(0, |p| p.in_use()))
     }

@@ -155,6 +155,42 @@ fn tables_4k(pages: u64) -> usize {
     (pages / 512) as usize + 8
 }
 
+/// The timed loop of `map-single` (its own function, so every library's
+/// loop is compiled alone rather than inside [`sample`]).
+#[inline(never)]
+pub fn map_single<L: Library>(l: &mut L, n: u64) -> Result<(), String> {
+    for i in 0..n {
+        l.map_page(VA + i * PAGE, PA + i * PAGE)?;
+    }
+    Ok(())
+}
+
+/// The timed loop of `translate-point`.
+#[inline(never)]
+fn translate_point<L: Library>(l: &mut L, n: u64) -> u64 {
+    let mut sum = 0u64;
+    for i in 0..n {
+        if let Some((pa, _)) = l.lookup(VA + i * PAGE) {
+            sum = sum.wrapping_add(pa >> 12);
+        }
+    }
+    sum
+}
+
+/// The timed loop of `sparse`.
+#[inline(never)]
+fn sparse_ops<L: Library>(l: &mut L, sparse: &SparseOps) -> Result<(), String> {
+    for &(map, va) in &sparse.ops {
+        if map {
+            l.map_page(va, va + SPARSE_PA)
+                .map_err(|e| format!("map_page: {e}"))?;
+        } else {
+            l.unmap_page(va).map_err(|e| format!("unmap_page: {e}"))?;
+        }
+    }
+    Ok(())
+}
+
 /// Runs one sample of `row` for library `L`.
 pub fn sample<L: Library>(row: Row, sizes: &Sizes, sparse: &SparseOps) -> Result<Sample, String> {
     let n = sizes.pages;
@@ -186,13 +222,9 @@ pub fn sample<L: Library>(row: Row, sizes: &Sizes, sparse: &SparseOps) -> Result
         Row::MapSingle => {
             let mut l = L::new(frames);
             let t = Instant::now();
-            for i in 0..n {
-                let r = l.map_page(VA + i * PAGE, PA + i * PAGE);
-                if r.is_err() {
-                    return err(name, "map_page", r).map(|_| s);
-                }
-            }
+            let r = map_single(&mut l, n);
             s.ns = t.elapsed().as_nanos() as f64;
+            err(name, "map_page", r)?;
             verify(&mut l, sizes, PA, true)?;
             s.tables = l.tables_in_use();
         }
@@ -243,13 +275,7 @@ pub fn sample<L: Library>(row: Row, sizes: &Sizes, sparse: &SparseOps) -> Result
             let got = if row == Row::Translate {
                 l.translate_range(VA, n)
             } else {
-                let mut sum = 0u64;
-                for i in 0..n {
-                    if let Some((pa, _)) = l.lookup(VA + i * PAGE) {
-                        sum = sum.wrapping_add(pa >> 12);
-                    }
-                }
-                sum
+                translate_point(&mut l, n)
             };
             s.ns = t.elapsed().as_nanos() as f64;
             if black_box(got) != want {
@@ -271,17 +297,9 @@ pub fn sample<L: Library>(row: Row, sizes: &Sizes, sparse: &SparseOps) -> Result
         Row::Sparse => {
             let mut l = L::new(sparse.maps + 520);
             let t = Instant::now();
-            for &(map, va) in &sparse.ops {
-                let r = if map {
-                    l.map_page(va, va + SPARSE_PA)
-                } else {
-                    l.unmap_page(va)
-                };
-                if r.is_err() {
-                    return err(name, if map { "map_page" } else { "unmap_page" }, r).map(|_| s);
-                }
-            }
+            let r = sparse_ops(&mut l, sparse);
             s.ns = t.elapsed().as_nanos() as f64;
+            err(name, "sparse", r)?;
             s.units = sparse.ops.len() as u64;
             for &va in sparse
                 .live
