@@ -28,6 +28,31 @@ fn main() {
         }
         return;
     }
+    if row == "sparse-split" {
+        use hvmm_bench::libs::Library;
+        let sparse = SparseOps::generate(Sizes::FULL.sparse_ops);
+        for _ in 0..3 {
+            let mut l = Hvmm::new(sparse.maps + 520);
+            let (mut tm, mut tu) = (std::time::Duration::ZERO, std::time::Duration::ZERO);
+            for &(map, va) in &sparse.ops {
+                let t = std::time::Instant::now();
+                if map {
+                    l.map_page(va, va + hvmm_bench::rows::SPARSE_PA).unwrap();
+                    tm += t.elapsed();
+                } else {
+                    l.unmap_page(va).unwrap();
+                    tu += t.elapsed();
+                }
+            }
+            let n = sparse.ops.len() as f64;
+            println!(
+                "sparse: maps {:.1} ns/op-of-all, unmaps {:.1}",
+                tm.as_nanos() as f64 / n,
+                tu.as_nanos() as f64 / n
+            );
+        }
+        return;
+    }
     if row == "populated-single" {
         for _ in 0..5 {
             populated_single();

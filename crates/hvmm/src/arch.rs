@@ -173,7 +173,13 @@ pub trait Arch {
     /// may use any entry of the run before the update returns, and an
     /// invalid entry is never cached, so the intermediate states cannot be
     /// observed.
-    fn write_pte_run(&mut self, va: Vaddr, first: u64, step: u64, n: usize) -> Result<(), MemFault> {
+    fn write_pte_run(
+        &mut self,
+        va: Vaddr,
+        first: u64,
+        step: u64,
+        n: usize,
+    ) -> Result<(), MemFault> {
         let mut val = first;
         for i in 0..n {
             self.write_pte(Vaddr(va.0 + 8 * i as u64), val)?;

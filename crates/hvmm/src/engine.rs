@@ -183,6 +183,9 @@ pub struct WalkCache {
     l3: Mfn,
 }
 
+/// The descriptor bits [`Pte::attrs`] depends on: AttrIndx, AP\[2\], XN.
+const ATTR_BITS: u64 = (7 << Pte::ATTR_SHIFT) | Pte::RO | Pte::XN;
+
 /// Shift of the VA span of one level-3 table.
 const L3_SPAN_SHIFT: u32 = 21;
 
@@ -1067,10 +1070,19 @@ impl<F: Format> PageTable<F> {
         if va.is_multiple_of(span) && end - va == span {
             return Ok(true);
         }
-        let live = env.arch.find_pte(tva, ENTRIES, |e| {
-            let p = Pte(e);
-            p.is_table(level) || p.is_leaf(level)
-        })?;
+        // Live entries: a table or a leaf (`is_table || is_leaf`), as one
+        // mask test — descriptor type 0b11 at levels 0 and 3 (a 0b01 is
+        // neither there), any valid entry at the block levels 1 and 2.
+        let (mask, want) = if block_allowed(level) {
+            (Pte::VALID, Pte::VALID)
+        } else {
+            (Pte::VALID | Pte::TABLE, Pte::VALID | Pte::TABLE)
+        };
+        debug_assert!((0..4u64).all(|t| {
+            let p = Pte(t);
+            (p.is_table(level) || p.is_leaf(level)) == (t & mask == want)
+        }));
+        let live = env.arch.find_pte(tva, ENTRIES, |e| e & mask == want)?;
         Ok(live.is_none())
     }
 
@@ -1257,7 +1269,35 @@ impl<F: Format> PageTable<F> {
 
     /// Walks the tables for `va` and returns the leaf that maps it, `None` if
     /// it is unmapped.
+    #[inline(always)]
     pub fn lookup<A: Arch, T: TableAccess<A>, M: FrameAlloc>(
+        &self,
+        env: &mut Env<'_, A, T, M>,
+        va: Vaddr,
+    ) -> Result<Option<Leaf>, Error> {
+        // In the remembered level-3 table: one table mapped, one read. A
+        // provider or memory failure retries the whole walk, which reports it.
+        if let Some(l3) = self.cached_l3(va.0) {
+            if let Ok(tva) = env.access.map_table(env.arch, l3) {
+                let read = env.arch.read_pte(entry_va(tva, table_index(va.0, 3)));
+                env.access.unmap_table(env.arch, l3, tva);
+                if let Ok(raw) = read {
+                    let pte = Pte(raw);
+                    return Ok(pte.is_leaf(3).then(|| Leaf {
+                        level: 3,
+                        pa: Paddr(pte.oa::<F>().0 + (va.0 & (PAGE_SIZE - 1))),
+                        pte,
+                        attrs: pte.attrs(),
+                    }));
+                }
+            }
+        }
+        self.lookup_walk(env, va)
+    }
+
+    /// [`PageTable::lookup`] from the root.
+    #[inline(never)]
+    fn lookup_walk<A: Arch, T: TableAccess<A>, M: FrameAlloc>(
         &self,
         env: &mut Env<'_, A, T, M>,
         va: Vaddr,
@@ -1269,11 +1309,8 @@ impl<F: Format> PageTable<F> {
                 va_bits: F::VA_BITS,
             });
         }
-        // Start at the remembered level-3 table if it maps this VA.
-        let (mut mfn, mut level) = match self.cached_l3(va.0) {
-            Some(l3) => (l3, 3),
-            None => (self.root, F::ROOT_LEVEL),
-        };
+        let mut mfn = self.root;
+        let mut level = F::ROOT_LEVEL;
         loop {
             let tva = Self::map(env, mfn)?;
             let read = env.arch.read_pte(entry_va(tva, table_index(va.0, level)));
@@ -1340,31 +1377,95 @@ impl<F: Format> PageTable<F> {
         f: &mut G,
     ) -> Result<(), Error> {
         let tva = Self::map(env, mfn)?;
-        let res = (|| {
-            let mut cur = va;
-            while cur < end {
-                let se = slot_end(cur, level, end);
-                let pte = Pte(env.arch.read_pte(entry_va(tva, table_index(cur, level)))?);
+        let size = level_size(level);
+        let mut res = Ok(());
+        let mut cur = va;
+        // The entries of this table in one scan: leaves go to `f` as they
+        // are read (the attributes decoded once per distinct set of
+        // attribute bits), a table entry stops the scan to be visited.
+        let mut memo: (u64, Option<Attrs>) = (u64::MAX, None);
+        if level == 3 {
+            // Pages only: every slot is one whole page, no table entries.
+            let n = ((end - cur) / PAGE_SIZE) as usize;
+            let mut at = cur;
+            let read = env
+                .arch
+                .find_pte(entry_va(tva, table_index(cur, 3)), n, |e| {
+                    let pte = Pte(e);
+                    if pte.is_leaf(3) {
+                        let key = e & ATTR_BITS;
+                        if key != memo.0 {
+                            memo = (key, pte.attrs());
+                        }
+                        f(
+                            Vaddr(at),
+                            PAGE_SIZE,
+                            Leaf {
+                                level: 3,
+                                pa: pte.oa::<F>(),
+                                pte,
+                                attrs: memo.1,
+                            },
+                        );
+                    }
+                    at += PAGE_SIZE;
+                    false
+                });
+            env.access.unmap_table(env.arch, mfn, tva);
+            return read.map(|_| ()).map_err(Error::from);
+        }
+        while cur < end {
+            let first = table_index(cur, level);
+            let n = (((end - 1 - (cur & !(size - 1))) / size) as usize + 1).min(ENTRIES - first);
+            let mut at = cur;
+            let found = env.arch.find_pte(entry_va(tva, first), n, |e| {
+                let pte = Pte(e);
                 if pte.is_table(level) {
-                    self.visit(env, level + 1, pte.table_mfn::<F>(), cur, se, f)?;
-                } else if pte.is_leaf(level) {
-                    let off = cur & (level_size(level) - 1);
-                    let pa = Paddr(pte.oa::<F>().0 + off);
+                    return true;
+                }
+                let se = slot_end(at, level, end);
+                if pte.is_leaf(level) {
+                    let key = e & ATTR_BITS;
+                    if key != memo.0 {
+                        memo = (key, pte.attrs());
+                    }
                     f(
-                        Vaddr(cur),
-                        se - cur,
+                        Vaddr(at),
+                        se - at,
                         Leaf {
                             level,
-                            pa,
+                            pa: Paddr(pte.oa::<F>().0 + (at & (size - 1))),
                             pte,
-                            attrs: pte.attrs(),
+                            attrs: memo.1,
                         },
                     );
                 }
-                cur = se;
+                at = se;
+                false
+            });
+            match found {
+                Err(e) => {
+                    res = Err(e.into());
+                    break;
+                }
+                Ok(None) => break,
+                Ok(Some(_)) => {
+                    let se = slot_end(at, level, end);
+                    let pte = match env.arch.read_pte(entry_va(tva, table_index(at, level))) {
+                        Ok(raw) => Pte(raw),
+                        Err(e) => {
+                            res = Err(e.into());
+                            break;
+                        }
+                    };
+                    if let Err(e) = self.visit(env, level + 1, pte.table_mfn::<F>(), at, se, f) {
+                        res = Err(e);
+                        break;
+                    }
+                    cur = se;
+                }
             }
-            Ok(())
-        })();
+        }
         env.access.unmap_table(env.arch, mfn, tva);
         res
     }
@@ -1452,6 +1553,8 @@ impl<F: Format> PageTable<F> {
 
 #[cfg(test)]
 mod tests {
+    extern crate alloc as rust_alloc;
+
     use super::*;
     use crate::host::HostMemory;
     use crate::Arm64;
@@ -1660,5 +1763,69 @@ mod tests {
         // The walk was remembered and used, and the pool did run out.
         assert!(hits > 1000, "{hits} calls used the remembered walk");
         assert!(oom > 0);
+    }
+
+    /// The range walk reports exactly what a lookup per page finds, over
+    /// pages, 2 MiB blocks, holes and a range that starts and ends inside
+    /// blocks and tables.
+    #[test]
+    fn range_walk_matches_lookups() {
+        let mut mem = HostMemory::new(32);
+        let mut pt = PageTable::<Arm64>::new(mem.alloc_root().unwrap());
+        let mib2 = 2 << 20;
+        let map = |pt: &mut PageTable<Arm64>, mem: &mut HostMemory, va: u64, pages, pa, attrs| {
+            let op = Op::Insert {
+                pa: Paddr(pa),
+                attrs,
+            };
+            pt.update(&mut mem.env(), Vaddr(va), pages, op, MapFlags::BLOCKS)
+                .unwrap();
+        };
+        map(
+            &mut pt,
+            &mut mem,
+            VA.0 + 3 * PAGE_SIZE,
+            700,
+            0x9000_3000,
+            Attrs::RW,
+        );
+        map(
+            &mut pt,
+            &mut mem,
+            VA.0 + 2 * mib2,
+            1024 + 5,
+            0xa000_0000,
+            Attrs::RO,
+        );
+        map(
+            &mut pt,
+            &mut mem,
+            VA.0 + 6 * mib2 + 9 * PAGE_SIZE,
+            3,
+            0xb000_0000,
+            Attrs::RX,
+        );
+        let start = VA.0 + PAGE_SIZE;
+        let pages = 7 * 512 - 3;
+        let mut seen = rust_alloc::vec::Vec::new();
+        pt.for_each_leaf_with(&mut mem.env(), Vaddr(start), pages, |va, len, leaf| {
+            seen.push((va.0, len, leaf));
+        })
+        .unwrap();
+        let mut next = 0;
+        for i in 0..pages {
+            let va = start + i * PAGE_SIZE;
+            let want = pt.lookup(&mut mem.env(), Vaddr(va)).unwrap();
+            while next < seen.len() && seen[next].0 + seen[next].1 <= va {
+                next += 1;
+            }
+            let got = seen.get(next).filter(|s| s.0 <= va).map(|s| {
+                let mut leaf = s.2;
+                leaf.pa = Paddr(leaf.pa.0 + (va - s.0));
+                leaf
+            });
+            assert_eq!(got, want, "{va:#x}");
+        }
+        assert!(seen.iter().any(|s| s.2.level == 2));
     }
 }
