@@ -92,6 +92,9 @@ pub fn check_boot(s: &Scenario) {
         }
         Ok(o) => o,
     };
+    if std::env::var_os("HVMM_FUZZ_VERBOSE").is_some_and(|v| v == "log") {
+        std::eprintln!("{}", out.log);
+    }
     if std::env::var_os("HVMM_FUZZ_VERBOSE").is_some() {
         match &out.result {
             Ok(sum) => std::eprintln!("boot: reached {:?}", sum.state),
@@ -1138,8 +1141,9 @@ fn justify<F: FuzzFormat>(rig: &Rig<F>, r: &RefMap, st: &Step, free_before: u64,
     };
     let is_table = |d: u64, level: u8| level < 3 && d & 3 == 3;
     let is_leaf = |d: u64, level: u8| if level == 3 { d & 3 == 3 } else { d & 3 == 1 };
-    let full_slot =
-        |va: u64, level: u8| va % size(level) == 0 && va >= st.va && va + size(level) <= end;
+    let full_slot = |va: u64, level: u8| {
+        va.is_multiple_of(size(level)) && va >= st.va && va + size(level) <= end
+    };
     match (*err, st.op) {
         (Error::AlreadyMapped { va, level }, Op::Insert { .. }) => {
             assert!(inside(va.0), "{err} outside {st:x?}");
@@ -1347,9 +1351,12 @@ pub fn engine_ops(data: &[u8]) {
     }
 }
 
-/// Builds an [`engine_ops`] input (for seed corpora and tests): `ops` as
-/// (kind, class, size, va mode, va, pa mode, pa, attrs).
-pub fn encode_engine_ops(sel: u8, ops: &[(u8, u8, u16, u8, u32, u8, u16, u8)]) -> Vec<u8> {
+/// One [`engine_ops`] operation as numbers: (kind, class, size, va mode,
+/// va, pa mode, pa, attrs).
+pub type RawOp = (u8, u8, u16, u8, u32, u8, u16, u8);
+
+/// Builds an [`engine_ops`] input (for seed corpora and tests).
+pub fn encode_engine_ops(sel: u8, ops: &[RawOp]) -> Vec<u8> {
     let mut v = vec![sel];
     for &(kind, class, size, va_mode, va, pa_mode, pa, attr) in ops {
         v.push(kind);
@@ -1413,6 +1420,16 @@ pub fn seeds() -> Vec<(&'static str, String, Vec<u8>)> {
         out.push(("dtb_boot", format!("builder-{name}"), v.clone()));
         out.push(("dtb_parse", format!("builder-{name}"), v));
     }
+    // FINDING 1 (docs/BAD_INPUTS.md): an arm32 bank without a 2 MiB boundary.
+    let mut v = vec![1u8];
+    v.extend(
+        VirtBoard::new()
+            .arm32()
+            .ram(0x4010_0000, 0x8_0000)
+            .cpus(4)
+            .build(),
+    );
+    out.push(("dtb_boot", String::from("crash-arm32-xenheap-underflow"), v));
     // Structured inputs.
     let structured: [(&str, &[u8]); 5] = [
         ("plain", &[0, 0, 0, 0, 0, 0, 4]),
@@ -1443,8 +1460,7 @@ pub fn seeds() -> Vec<(&'static str, String, Vec<u8>)> {
         out.push(("dtb_structured", format!("seed-{name}"), bytes.to_vec()));
     }
     // Engine sequences: (kind, class, size, va mode, va, pa mode, pa, attrs).
-    type O = (u8, u8, u16, u8, u32, u8, u16, u8);
-    let seqs: Vec<(&str, u8, Vec<O>)> = vec![
+    let seqs: Vec<(&str, u8, Vec<RawOp>)> = vec![
         // Insert pages, modify them, remove them.
         (
             "pages",

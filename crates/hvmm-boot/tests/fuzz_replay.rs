@@ -1,16 +1,26 @@
 //! Replays every checked-in fuzz corpus (`fuzz/corpus/<target>/`) through
 //! the same library functions the cargo-fuzz targets call
 //! (`hvmm_boot::fuzzing`), on stable Rust: each corpus file is a regression
-//! test. A file whose name starts with `crash-` is a reproducer of a finding
-//! (see `docs/BAD_INPUTS.md`); it is replayed like the rest.
+//! test.
+//!
+//! A file whose name starts with `crash-` reproduces a finding that is not
+//! fixed yet (see "Findings" in `docs/BAD_INPUTS.md`): the corpus tests skip
+//! it, and the `finding_*` test named after it (ignored until the fix lands)
+//! replays it with the behaviour the fix must give. When a finding is fixed,
+//! un-ignore its test and drop the `crash-` prefix so that the file joins
+//! the regression corpus.
 
 use hvmm_boot::fuzzing;
 use std::path::PathBuf;
 
-fn corpus(target: &str) -> Vec<(String, Vec<u8>)> {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+fn corpus_dir(target: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("../../fuzz/corpus")
-        .join(target);
+        .join(target)
+}
+
+fn corpus(target: &str) -> Vec<(String, Vec<u8>)> {
+    let dir = corpus_dir(target);
     let mut files: Vec<(String, Vec<u8>)> = std::fs::read_dir(&dir)
         .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
         .map(|e| {
@@ -26,7 +36,10 @@ fn corpus(target: &str) -> Vec<(String, Vec<u8>)> {
 }
 
 fn replay(target: &str, f: fn(&[u8])) {
-    let files = corpus(target);
+    let files: Vec<_> = corpus(target)
+        .into_iter()
+        .filter(|(name, _)| !name.starts_with("crash-"))
+        .collect();
     for (name, data) in &files {
         let r = std::panic::catch_unwind(|| f(data));
         if let Err(e) = r {
@@ -100,4 +113,72 @@ fn seeds_are_checked_in() {
             }
         }
     }
+}
+
+// ---------------------------------------------------------------------------
+// Findings (not fixed yet): each test states the behaviour the fix must give.
+// ---------------------------------------------------------------------------
+
+/// FINDING 1 (fuzz, `dtb_structured`; reduced by hand to `dtb_boot`'s
+/// `crash-arm32-xenheap-underflow`): on arm32, when the RAM bank chosen for
+/// the xenheap (the one ending highest below 4 GiB) contains no 2 MiB
+/// boundary, `setup_mm` (crates/hvmm-boot/src/seq.rs, the xenheap block)
+/// rounds the bank's end down to 2 MiB *below its base* and computes
+/// `end - base`: a debug build panics ("attempt to subtract with
+/// overflow"); a release build wraps, maps the xenheap to the 1 GiB of PA
+/// below the bank (memory the DTB does not describe), then fails with a
+/// misleading "boot allocator exhausted". The fix must refuse with the
+/// step's own message ("too small for a xenheap") and map nothing there.
+#[test]
+#[ignore = "FINDING 1: arm32 xenheap underflow in hvmm-boot seq.rs setup_mm; un-ignore when fixed"]
+fn finding_1_arm32_xenheap_bank_without_a_2mib_boundary() {
+    use hvmm_boot::model::{run, ArchKind, Loader, Scenario};
+    use hvmm_boot::BootStep;
+    // The corpus reproducers: no panic, and a named refusal.
+    for (target, f) in [
+        ("dtb_boot", fuzzing::dtb_boot as fn(&[u8])),
+        ("dtb_structured", fuzzing::dtb_structured),
+    ] {
+        for (name, data) in corpus(target) {
+            if name.starts_with("crash-arm32-xenheap-underflow") {
+                f(&data);
+            }
+        }
+    }
+    let check = |ram: Vec<(u64, u64)>, dtb: Option<Vec<u8>>| {
+        let mut s = Scenario::default_for(ArchKind::Arm32);
+        s.ram = ram;
+        s.loader = Loader::Direct;
+        s.dtb_override = dtb;
+        let o = run(&s).expect("set-up");
+        let e = o
+            .result
+            .as_ref()
+            .expect_err("the boot must refuse")
+            .error
+            .clone();
+        assert_eq!(e.step, BootStep::SetupMm, "{e}");
+        assert!(
+            e.message.as_str().contains("too small for a xenheap"),
+            "{e}"
+        );
+        assert!(
+            !o.log.contains("xenheap: 0x"),
+            "the xenheap was mapped:\n{}",
+            o.log
+        );
+    };
+    // The only bank has no 2 MiB boundary (the DTB says so; the model has more).
+    let dtb = hvmm_bootinfo::builder::VirtBoard::new()
+        .arm32()
+        .ram(0x4010_0000, 0x8_0000)
+        .cpus(4)
+        .build();
+    check(vec![(0x4000_0000, 0x4000_0000)], Some(dtb));
+    // A small bank ending highest below 4 GiB next to 1 GiB of RAM: the
+    // xenheap went to [0x8000_0000, 0xc000_0000), which is not RAM.
+    check(
+        vec![(0x4000_0000, 0x4000_0000), (0xc010_0000, 0x8_0000)],
+        None,
+    );
 }
