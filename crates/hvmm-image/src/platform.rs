@@ -55,6 +55,31 @@ impl Arch for HwPlatform {
     fn cpu(&self) -> usize {
         self.cpu.cpu()
     }
+    fn write_pte_run(
+        &mut self,
+        va: Vaddr,
+        first: u64,
+        step: u64,
+        n: usize,
+    ) -> Result<(), MemFault> {
+        self.cpu.write_pte_run(va, first, step, n)
+    }
+    fn update_pte_run<G: FnMut(u64) -> Option<u64>>(
+        &mut self,
+        va: Vaddr,
+        n: usize,
+        f: G,
+    ) -> Result<(), MemFault> {
+        self.cpu.update_pte_run(va, n, f)
+    }
+    fn find_pte<P: FnMut(u64) -> bool>(
+        &mut self,
+        va: Vaddr,
+        n: usize,
+        pred: P,
+    ) -> Result<Option<usize>, MemFault> {
+        self.cpu.find_pte(va, n, pred)
+    }
     fn read_bytes(&mut self, va: Vaddr, buf: &mut [u8]) -> Result<(), MemFault> {
         let bytes = hvmm_boot::Platform::map_bytes(self, va, buf.len())?;
         buf.copy_from_slice(bytes);
