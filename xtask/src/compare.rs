@@ -10,8 +10,8 @@ use crate::image::{self, Image};
 use crate::qemu::{self, QemuArgs};
 use crate::{Arch, Loader};
 use anyhow::{bail, ensure, Context, Result};
-use hvmm::{Perm, Vaddr};
-use hvmm_boot::image::{ImageLayout, Section, StaticTables};
+use hvmm::Vaddr;
+use hvmm_boot::image::{ImageLayout, StaticTables};
 use hvmm_boot::model::{ArchKind, Scenario};
 use object::{Object, ObjectSymbol};
 use std::collections::HashMap;
@@ -29,39 +29,28 @@ pub fn layout_from_elf(elf: &[u8]) -> Result<ImageLayout> {
             .map(|&a| Vaddr(a))
             .with_context(|| format!("symbol {n} missing from the image ELF"))
     };
-    let start = get("_start")?;
-    let text_end = get("_etext")?;
-    let rodata_end = get("_erodata")?;
-    let init_begin = get("__init_begin")?;
-    let init_end = get("__init_end")?;
-    let end = get("_end")?;
-    let section = |name, start, end, perm| Section {
-        name,
-        start,
-        end,
-        perm,
+    let tables = StaticTables {
+        boot_root: get("boot_root")?,
+        root: get("runtime_root")?,
+        l1: get("runtime_l1").ok(),
+        l2: get("runtime_l2")?,
+        image_l3: get("runtime_l3")?,
+        fixmap_l3: get("boot_fixmap_l3")?,
+        first: get("__pgtables_start")?,
+        last: get("__pgtables_end")?,
     };
-    Ok(ImageLayout {
-        start,
-        end,
-        sections: [
-            section("text", start, text_end, Perm::Rx),
-            section("rodata", text_end, rodata_end, Perm::Ro),
-            section("init", init_begin, init_end, Perm::Rx),
-            section("data", init_end, end, Perm::Rw),
-        ],
-        init: 2,
-        tables: StaticTables {
-            boot_root: get("boot_root")?,
-            root: get("runtime_root")?,
-            l1: get("runtime_l1").ok(),
-            l2: get("runtime_l2")?,
-            image_l3: get("runtime_l3")?,
-            fixmap_l3: get("boot_fixmap_l3")?,
-            first: get("__pgtables_start")?,
-            last: get("__pgtables_end")?,
-        },
-    })
+    let layout = ImageLayout::from_bounds(
+        get("_start")?,
+        get("_etext")?,
+        get("_erodata")?,
+        get("__init_end")?,
+        get("_end")?,
+        tables,
+    );
+    layout
+        .check()
+        .map_err(|why| anyhow::anyhow!("the image ELF's layout: {why}"))?;
+    Ok(layout)
 }
 
 fn xen_lines(log: &str) -> Vec<&str> {

@@ -60,6 +60,98 @@ impl ImageLayout {
         self.end.0 - self.start.0
     }
 
+    /// Builds the layout from the link-time addresses (linker symbols), in
+    /// address order: text (RX), rodata (RO), init (RX, freed at the end of
+    /// boot), data + BSS + tables (RW) up to `end`.
+    pub const fn from_bounds(
+        start: Vaddr,
+        text_end: Vaddr,
+        rodata_end: Vaddr,
+        init_end: Vaddr,
+        end: Vaddr,
+        tables: StaticTables,
+    ) -> ImageLayout {
+        ImageLayout {
+            start,
+            end,
+            sections: [
+                Section {
+                    name: "text",
+                    start,
+                    end: text_end,
+                    perm: Perm::Rx,
+                },
+                Section {
+                    name: "rodata",
+                    start: text_end,
+                    end: rodata_end,
+                    perm: Perm::Ro,
+                },
+                Section {
+                    name: "init",
+                    start: rodata_end,
+                    end: init_end,
+                    perm: Perm::Rx,
+                },
+                Section {
+                    name: "data",
+                    start: init_end,
+                    end,
+                    perm: Perm::Rw,
+                },
+            ],
+            init: 2,
+            tables,
+        }
+    }
+
+    /// Checks what the boot sequence relies on: sections in order, adjacent
+    /// and page aligned, from `start` to `end`, the image within the 2 MiB
+    /// it must fit in, and every static table a page inside
+    /// `[tables.first, tables.last)` inside the image.
+    pub fn check(&self) -> Result<(), &'static str> {
+        let page = |v: Vaddr| v.is_aligned(hvmm::PAGE_SIZE);
+        let mut at = self.start;
+        for s in &self.sections {
+            if s.start != at || s.end < s.start {
+                return Err("sections out of order or not adjacent");
+            }
+            if !page(s.start) || !page(s.end) {
+                return Err("section bound not page aligned");
+            }
+            at = s.end;
+        }
+        if at != self.end || self.init >= self.sections.len() {
+            return Err("sections do not end at the end of the image");
+        }
+        if self.size() > hvmm::layout::XEN_VIRT_SIZE {
+            return Err("the image does not fit in 2 MiB");
+        }
+        let t = &self.tables;
+        if !page(t.first)
+            || !page(t.last)
+            || t.first < self.start
+            || t.last > self.end
+            || t.first > t.last
+        {
+            return Err("the tables region is misaligned or outside the image");
+        }
+        let tables = [
+            Some(t.boot_root),
+            Some(t.root),
+            t.l1,
+            Some(t.l2),
+            Some(t.image_l3),
+            Some(t.fixmap_l3),
+        ];
+        for v in tables.into_iter().flatten() {
+            if !page(v) || v < t.first || v.0 + hvmm::PAGE_SIZE > t.last.0 {
+                return Err("static table outside the tables region or misaligned");
+            }
+        }
+        Ok(())
+    }
+
     /// The layout the machine model uses: the same section order and static
     /// tables as the bare-metal image, with fixed sizes.
     pub const fn model() -> ImageLayout {
@@ -112,5 +204,28 @@ impl ImageLayout {
                 last: va(bss_tables + 0xd000),
             },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_model_layout_is_consistent() {
+        assert_eq!(ImageLayout::model().check(), Ok(()));
+    }
+
+    #[test]
+    fn a_layout_out_of_order_is_refused() {
+        let mut l = ImageLayout::model();
+        l.sections.swap(0, 1);
+        assert!(l.check().is_err());
+        let mut l = ImageLayout::model();
+        l.tables.root = Vaddr(l.tables.root.0 + 8);
+        assert_eq!(
+            l.check(),
+            Err("static table outside the tables region or misaligned")
+        );
     }
 }

@@ -12,9 +12,9 @@ use crate::arch;
 use crate::exit::{exit, EXIT_FAIL, EXIT_OK};
 use crate::fdt;
 use crate::layout::{self, XEN_VIRT_START};
-use hvmm::{Arch, FaultKind, LinearRange, Paddr, Perm, Vaddr, PAGE_SIZE};
-use hvmm_boot::image::{ImageLayout, Section, StaticTables};
+use hvmm::{Arch, FaultKind, LinearRange, Paddr, Vaddr, PAGE_SIZE};
 use hvmm_boot::BootConfig;
+use hvmm_boot::ImageLayout;
 
 /// What the head hands to the boot sequence.
 #[derive(Debug, Clone, Copy)]
@@ -26,7 +26,7 @@ pub struct BootParams {
     /// The boot CPU's index.
     pub cpu: usize,
     /// The image's sections and static tables (link addresses).
-    pub symbols: layout::ImageSymbols,
+    pub layout: ImageLayout,
 }
 
 impl BootParams {
@@ -53,15 +53,15 @@ impl BootParams {
         let Some(image) = LinearRange::new(start, first, size) else {
             fail(format_args!("image range {first} + {size:#x} overflows"))
         };
-        let symbols = layout::ImageSymbols::get();
-        if let Err(why) = symbols.check() {
+        let image_layout = layout::image_layout();
+        if let Err(why) = image_layout.check() {
             fail(format_args!("image layout: {why}"));
         }
         BootParams {
             dtb_pa: Paddr(dtb_pa),
             image,
             cpu,
-            symbols,
+            layout: image_layout,
         }
     }
 }
@@ -84,10 +84,18 @@ pub fn rust_main(params: &BootParams) -> ! {
         XEN_VIRT_START,
         params.dtb_pa.0
     );
-    let s = &params.symbols;
+    let l = &params.layout;
     println!(
         "hvmm: sections text {}-{} rodata -{} init -{} data -{}; tables {}-{} (boot root {}, runtime root {})",
-        s.start, s.text_end, s.rodata_end, s.init_end, s.end, s.tables_first, s.tables_last, s.boot_root, s.root
+        l.start,
+        l.sections[0].end,
+        l.sections[1].end,
+        l.sections[2].end,
+        l.end,
+        l.tables.first,
+        l.tables.last,
+        l.tables.boot_root,
+        l.tables.root
     );
     let v = verify_image(params);
     println!(
@@ -127,7 +135,7 @@ pub fn rust_main(params: &BootParams) -> ! {
     }
 
     // The shared boot sequence: the same code the machine model runs.
-    let layout = image_layout(&params.symbols);
+    let layout = params.layout;
     let mut mpidrs = [None; crate::MAX_CPUS];
     let me = arch::mpidr();
     for (slot, m) in mpidrs
@@ -199,37 +207,6 @@ pub fn rust_main(params: &BootParams) -> ! {
     }
 }
 
-/// The shared sequence's view of this image, from the linker symbols.
-fn image_layout(s: &layout::ImageSymbols) -> ImageLayout {
-    let section = |name, start, end, perm| Section {
-        name,
-        start,
-        end,
-        perm,
-    };
-    ImageLayout {
-        start: s.start,
-        end: s.end,
-        sections: [
-            section("text", s.start, s.text_end, Perm::Rx),
-            section("rodata", s.text_end, s.rodata_end, Perm::Ro),
-            section("init", s.init_begin, s.init_end, Perm::Rx),
-            section("data", s.init_end, s.end, Perm::Rw),
-        ],
-        init: 2,
-        tables: StaticTables {
-            boot_root: s.boot_root,
-            root: s.root,
-            l1: s.l1,
-            l2: s.l2,
-            image_l3: s.image_l3,
-            fixmap_l3: s.fixmap_l3,
-            first: s.tables_first,
-            last: s.tables_last,
-        },
-    }
-}
-
 /// Pages checked by [`verify_image`], per permission.
 struct Verified {
     text: usize,
@@ -249,9 +226,9 @@ fn verify_image(params: &BootParams) -> Verified {
         init: 0,
         data: 0,
     };
-    let text_end = params.symbols.text_end.0;
-    let rodata_end = params.symbols.rodata_end.0;
-    let init_end = params.symbols.init_end.0;
+    let text_end = params.layout.sections[0].end.0;
+    let rodata_end = params.layout.sections[1].end.0;
+    let init_end = params.layout.sections[2].end.0;
     let mut va = params.image.va.0;
     while va < params.image.va.0 + params.image.size {
         let expect = params.image.pa_of(Vaddr(va)).unwrap_or(Paddr(0));

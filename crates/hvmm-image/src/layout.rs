@@ -16,7 +16,6 @@ extern "C" {
     static _start: u8;
     static _etext: u8;
     static _erodata: u8;
-    static __init_begin: u8;
     static __init_end: u8;
     static __pgtables_start: u8;
     static __pgtables_end: u8;
@@ -56,9 +55,6 @@ sym_va!(
 sym_va!(
     /// End of read-only data (page aligned).
     rodata_end, _erodata);
-sym_va!(
-    /// Start of the init section (page aligned).
-    init_begin, __init_begin);
 sym_va!(
     /// End of the init section (page aligned).
     init_end, __init_end);
@@ -104,99 +100,29 @@ sym_va!(
     /// The runtime L3 table mapping the image.
     runtime_l3_table, runtime_l3);
 
-/// Every link-time address the shared boot sequence needs about the image
-/// (what `hvmm_boot::ImageLayout` holds): section bounds, in address order
-/// text (RX), rodata (RO), init (RX, freed at the end of boot), data + BSS +
-/// tables (RW); and the static tables, one page each, in
-/// `[tables_first, tables_last)`.
-#[derive(Debug, Clone, Copy)]
-pub struct ImageSymbols {
-    /// `_start` (the link address).
-    pub start: Vaddr,
-    /// `_etext`.
-    pub text_end: Vaddr,
-    /// `_erodata`.
-    pub rodata_end: Vaddr,
-    /// `__init_begin` (= `_erodata`).
-    pub init_begin: Vaddr,
-    /// `__init_end`.
-    pub init_end: Vaddr,
-    /// `_end` (unmapped).
-    pub end: Vaddr,
-    /// The head's boot root table.
-    pub boot_root: Vaddr,
-    /// The runtime root.
-    pub root: Vaddr,
-    /// The runtime L1 (arm64 only).
-    pub l1: Option<Vaddr>,
-    /// The runtime L2 (VA 0–1 GiB).
-    pub l2: Vaddr,
-    /// The runtime L3 of the image.
-    pub image_l3: Vaddr,
-    /// The fixmap L3 (shared by boot and runtime tables).
-    pub fixmap_l3: Vaddr,
-    /// First byte of the tables region.
-    pub tables_first: Vaddr,
-    /// One past its last byte.
-    pub tables_last: Vaddr,
-}
-
-impl ImageSymbols {
-    /// Checks the order and alignment the boot sequence relies on.
-    pub fn check(&self) -> Result<(), &'static str> {
-        let page = |v: Vaddr| v.is_aligned(hvmm::PAGE_SIZE);
-        let order = [
-            self.start,
-            self.text_end,
-            self.rodata_end,
-            self.init_end,
-            self.tables_first,
-            self.tables_last,
-            self.end,
-        ];
-        if order.windows(2).any(|w| w[0] > w[1]) || self.init_begin != self.rodata_end {
-            return Err("sections out of order");
-        }
-        if !order.iter().all(|&v| page(v)) {
-            return Err("section bound not page aligned");
-        }
-        let tables = [
-            Some(self.boot_root),
-            Some(self.root),
-            self.l1,
-            Some(self.l2),
-            Some(self.image_l3),
-            Some(self.fixmap_l3),
-        ];
-        for t in tables.into_iter().flatten() {
-            if !page(t) || t < self.tables_first || t.0 + hvmm::PAGE_SIZE > self.tables_last.0 {
-                return Err("static table outside the tables region or misaligned");
-            }
-        }
-        Ok(())
-    }
-
-    /// Reads the linker symbols.
-    pub fn get() -> Self {
-        #[cfg(target_arch = "aarch64")]
-        let l1 = Some(runtime_l1_table());
-        #[cfg(not(target_arch = "aarch64"))]
-        let l1 = None;
-        ImageSymbols {
-            start: image_start(),
-            text_end: text_end(),
-            rodata_end: rodata_end(),
-            init_begin: init_begin(),
-            init_end: init_end(),
-            end: image_end(),
-            boot_root: boot_root_table(),
-            root: runtime_root_table(),
-            l1,
-            l2: runtime_l2_table(),
-            image_l3: runtime_l3_table(),
-            fixmap_l3: fixmap_l3(),
-            tables_first: tables_first(),
-            tables_last: tables_last(),
-        }
-    }
+/// The image's layout, as the shared boot sequence sees it, from the linker
+/// symbols.
+pub fn image_layout() -> hvmm_boot::ImageLayout {
+    #[cfg(target_arch = "aarch64")]
+    let l1 = Some(runtime_l1_table());
+    #[cfg(not(target_arch = "aarch64"))]
+    let l1 = None;
+    let tables = hvmm_boot::image::StaticTables {
+        boot_root: boot_root_table(),
+        root: runtime_root_table(),
+        l1,
+        l2: runtime_l2_table(),
+        image_l3: runtime_l3_table(),
+        fixmap_l3: fixmap_l3(),
+        first: tables_first(),
+        last: tables_last(),
+    };
+    hvmm_boot::ImageLayout::from_bounds(
+        image_start(),
+        text_end(),
+        rodata_end(),
+        init_end(),
+        image_end(),
+        tables,
+    )
 }
