@@ -163,37 +163,13 @@ impl ImageLayout {
         let init_end = 0x54000;
         let data_end = 0x70000;
         let bss_tables = 0x58000;
-        ImageLayout {
-            start: XEN_VIRT_START,
-            end: va(data_end),
-            sections: [
-                Section {
-                    name: "text",
-                    start: va(0),
-                    end: va(text_end),
-                    perm: Perm::Rx,
-                },
-                Section {
-                    name: "rodata",
-                    start: va(text_end),
-                    end: va(rodata_end),
-                    perm: Perm::Ro,
-                },
-                Section {
-                    name: "init",
-                    start: va(rodata_end),
-                    end: va(init_end),
-                    perm: Perm::Rx,
-                },
-                Section {
-                    name: "data",
-                    start: va(init_end),
-                    end: va(data_end),
-                    perm: Perm::Rw,
-                },
-            ],
-            init: 2,
-            tables: StaticTables {
+        ImageLayout::from_bounds(
+            XEN_VIRT_START,
+            va(text_end),
+            va(rodata_end),
+            va(init_end),
+            va(data_end),
+            StaticTables {
                 boot_root: va(bss_tables),
                 root: va(bss_tables + 0x8000),
                 l1: Some(va(bss_tables + 0x9000)),
@@ -203,7 +179,7 @@ impl ImageLayout {
                 first: va(bss_tables),
                 last: va(bss_tables + 0xd000),
             },
-        }
+        )
     }
 }
 
