@@ -769,9 +769,12 @@ fn setup_mm<F: HasLayout, P: Platform>(
             })
             .ok_or_else(|| ctx.fail(format_args!("no RAM"), None))?;
         let align = 32 << 20;
+        // The bank's end rounded down to 2 MiB may fall below its base.
         let end = end & !(MIB2 - 1);
-        let want = (end - base).min(xh_region.size);
-        let start = (end - want).div_ceil(align) * align;
+        let start = end
+            .checked_sub(base)
+            .map(|len| (end - len.min(xh_region.size)).div_ceil(align) * align)
+            .unwrap_or(end);
         if start >= end || end - start < 4 * MIB2 {
             return Err(ctx.fail(
                 format_args!(

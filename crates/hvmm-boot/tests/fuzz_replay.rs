@@ -116,7 +116,7 @@ fn seeds_are_checked_in() {
 }
 
 // ---------------------------------------------------------------------------
-// Findings (not fixed yet): each test states the behaviour the fix must give.
+// Findings, fixed: each test states the behaviour the fix gives.
 // ---------------------------------------------------------------------------
 
 /// FINDING 1 (fuzz, `dtb_structured`; reduced by hand to `dtb_boot`'s
@@ -130,7 +130,6 @@ fn seeds_are_checked_in() {
 /// misleading "boot allocator exhausted". The fix must refuse with the
 /// step's own message ("too small for a xenheap") and map nothing there.
 #[test]
-#[ignore = "FINDING 1: arm32 xenheap underflow in hvmm-boot seq.rs setup_mm; un-ignore when fixed"]
 fn finding_1_arm32_xenheap_bank_without_a_2mib_boundary() {
     use hvmm_boot::model::{run, ArchKind, Loader, Scenario};
     use hvmm_boot::BootStep;
