@@ -16,8 +16,8 @@ use hvmm::phase::{
     Pmap,
 };
 use hvmm::{
-    Arch, Attrs, Env, Error, Leaf, MapFlags, Mfn, Op, Paddr, PageTable, SystemState, UpdateReport,
-    Vaddr, PAGE_SIZE,
+    Arch, Attrs, Env, Error, Leaf, LinearRange, MapFlags, Mfn, Op, Paddr, PageTable, SystemState,
+    UpdateReport, Vaddr, PAGE_SIZE,
 };
 
 /// Most CPUs the boot sequence brings up.
@@ -129,6 +129,8 @@ pub struct Mm<F: HasLayout> {
     pub phases: [PhaseCounts; 4],
     /// The highest physical address of a table page the engine allocated.
     pub highest_table: Paddr,
+    /// The arm32 xenheap, once mapped.
+    xenheap: Option<LinearRange>,
     /// `set_fixmap` calls so far (fault-injection points).
     pub fixmap_sets: u64,
     /// Fault injection: the `set_fixmap` call with this index (0-based) fails.
@@ -167,6 +169,7 @@ impl<F: HasLayout> Mm<F> {
             boot_allocator_ended: false,
             phases: [PhaseCounts::default(); 4],
             highest_table: Paddr(0),
+            xenheap: None,
             fixmap_sets: 0,
             fail_fixmap_at: None,
             copies: [None; 8],
@@ -421,10 +424,11 @@ impl<F: HasLayout> Mm<F> {
 
     /// Enters [`SystemState::Boot`] on arm32: tables outside the image are
     /// reached through CPU 0's domain-page slots from now on.
-    pub fn enter_boot_domain_page(&mut self, cpu0: DomainPage) {
+    pub fn enter_boot_domain_page(&mut self, cpu0: DomainPage, xenheap: LinearRange) {
         let mut slots = [None; MAX_CPUS];
         slots[0] = Some(cpu0);
         self.path = Path::DomainPage(slots);
+        self.xenheap = Some(xenheap);
         self.state = SystemState::Boot;
     }
 
@@ -445,6 +449,11 @@ impl<F: HasLayout> Mm<F> {
             Path::DomainPage(slots) => slots.get(cpu).copied().flatten(),
             _ => None,
         }
+    }
+
+    /// The arm32 xenheap: always mapped, linearly (from Boot on).
+    pub fn xenheap(&self) -> Option<LinearRange> {
+        self.xenheap
     }
 
     /// The direct map (arm64, from Boot on).

@@ -11,7 +11,7 @@ use crate::platform::Platform;
 use crate::report::heapless_list::Text;
 use crate::report::{BootError, BootStep, BootSummary, InjectionPoints, ModuleFact, RegionFact};
 use core::fmt::{self, Write};
-use hvmm::format::{level_size, Pte};
+use hvmm::format::Pte;
 use hvmm::layout::{HasLayout, BOOT_FDT_VIRT_START, DOMHEAP_ENTRIES, MAX_FDT_SIZE, XEN_VIRT_START};
 use hvmm::phase::{DirectMap, DomainPage, ImageRange};
 use hvmm::{
@@ -816,7 +816,7 @@ fn setup_mm<F: HasLayout, P: Platform>(
             size >> 20
         );
         let dp = domheap_slots::<F, P>(p, mm, xenheap, 0, ctx)?;
-        mm.enter_boot_domain_page(dp);
+        mm.enter_boot_domain_page(dp, xenheap);
     }
     enter(ctx, SystemState::Boot);
     log!(
@@ -967,10 +967,8 @@ fn secondary_root_arm32<F: HasLayout, P: Platform>(
     cpu: usize,
     ctx: &mut Ctx<'_, F>,
 ) -> Result<Paddr, BootError> {
-    let xh = F::LAYOUT
-        .xenheap
-        .ok_or_else(|| ctx.fail(format_args!("layout has no xenheap"), None))?;
-    let xenheap = ctx_xenheap(mm, xh.start, p)
+    let xenheap = mm
+        .xenheap()
         .ok_or_else(|| ctx.fail(format_args!("xenheap not mapped"), None))?;
     let root = alloc_in(mm, 1, xenheap, ctx)?;
     let root_va = xenheap
@@ -992,28 +990,6 @@ fn secondary_root_arm32<F: HasLayout, P: Platform>(
     let dp = domheap_slots::<F, P>(p, mm, xenheap, root_va.0, ctx)?;
     mm.add_cpu_domain_page(cpu, dp);
     Ok(root.paddr())
-}
-
-/// The xenheap's linear range, from the engine's view of its first block.
-fn ctx_xenheap<F: HasLayout, P: Platform>(
-    mm: &mut Mm<F>,
-    va: Vaddr,
-    p: &mut P,
-) -> Option<LinearRange> {
-    let leaf = mm.lookup(p, va).ok().flatten()?;
-    let mut size = 0;
-    let mut cur = va;
-    while let Ok(Some(l)) = mm.lookup(p, cur) {
-        if l.pa.0 != leaf.pa.0 + size {
-            break;
-        }
-        size += level_size(l.level);
-        cur = Vaddr(va.0 + size);
-        if !F::LAYOUT.xenheap.is_some_and(|r| r.contains(cur)) {
-            break;
-        }
-    }
-    LinearRange::new(va, leaf.pa, size)
 }
 
 fn free_init_memory<F: HasLayout, P: Platform>(
