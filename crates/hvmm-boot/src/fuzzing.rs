@@ -1420,7 +1420,7 @@ pub fn seeds() -> Vec<(&'static str, String, Vec<u8>)> {
         out.push(("dtb_boot", format!("builder-{name}"), v.clone()));
         out.push(("dtb_parse", format!("builder-{name}"), v));
     }
-    // FINDING 1 (docs/BAD_INPUTS.md): an arm32 bank without a 2 MiB boundary.
+    // Finding F1 (docs/BAD_INPUTS.md, fixed): an arm32 bank without a 2 MiB boundary.
     let mut v = vec![1u8];
     v.extend(
         VirtBoard::new()
@@ -1429,7 +1429,11 @@ pub fn seeds() -> Vec<(&'static str, String, Vec<u8>)> {
             .cpus(4)
             .build(),
     );
-    out.push(("dtb_boot", String::from("crash-arm32-xenheap-underflow"), v));
+    out.push((
+        "dtb_boot",
+        String::from("finding1-arm32-xenheap-underflow"),
+        v,
+    ));
     // Structured inputs.
     let structured: [(&str, &[u8]); 5] = [
         ("plain", &[0, 0, 0, 0, 0, 0, 4]),

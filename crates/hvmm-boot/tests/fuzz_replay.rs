@@ -7,7 +7,7 @@
 //! fixed yet (see "Findings" in `docs/BAD_INPUTS.md`): the corpus tests skip
 //! it, and the `finding_*` test named after it (ignored until the fix lands)
 //! replays it with the behaviour the fix must give. When a finding is fixed,
-//! un-ignore its test and drop the `crash-` prefix so that the file joins
+//! its test is un-ignored and the file renamed `findingN-...`, which joins
 //! the regression corpus.
 
 use hvmm_boot::fuzzing;
@@ -120,7 +120,7 @@ fn seeds_are_checked_in() {
 // ---------------------------------------------------------------------------
 
 /// FINDING 1 (fuzz, `dtb_structured`; reduced by hand to `dtb_boot`'s
-/// `crash-arm32-xenheap-underflow`): on arm32, when the RAM bank chosen for
+/// `finding1-arm32-xenheap-underflow`; fixed in 6c720e1): on arm32, when the RAM bank chosen for
 /// the xenheap (the one ending highest below 4 GiB) contains no 2 MiB
 /// boundary, `setup_mm` (crates/hvmm-boot/src/seq.rs, the xenheap block)
 /// rounds the bank's end down to 2 MiB *below its base* and computes
@@ -139,7 +139,7 @@ fn finding_1_arm32_xenheap_bank_without_a_2mib_boundary() {
         ("dtb_structured", fuzzing::dtb_structured),
     ] {
         for (name, data) in corpus(target) {
-            if name.starts_with("crash-arm32-xenheap-underflow") {
+            if name.starts_with("finding1-arm32-xenheap-underflow") {
                 f(&data);
             }
         }
