@@ -84,6 +84,8 @@ enum Cmd {
     },
     /// Build the image and run it under QEMU; exits with the image's exit code.
     Qemu(qemu::QemuArgs),
+    /// Run the core's and the DTB reader's tests under Miri (nightly; `scripts/miri`).
+    Miri,
     /// Run the benchmarks against the peers and write docs/BENCHMARKS.md.
     Bench {
         /// Fewer repetitions (a smoke run).
@@ -139,6 +141,12 @@ fn main() {
         Cmd::TestQemu { arch, verbose } => matrix::test_qemu(arch, verbose),
         Cmd::CompareLogs { arch } => compare::compare_command(arch),
         Cmd::Bench { quick } => bench(quick),
+        Cmd::Miri => {
+            let status = std::process::Command::new(root().join("scripts/miri")).status();
+            status
+                .map(|s| s.code().unwrap_or(1))
+                .map_err(anyhow::Error::from)
+        }
     };
     match r {
         Ok(code) => std::process::exit(code),

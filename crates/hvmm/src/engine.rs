@@ -1717,7 +1717,9 @@ mod tests {
         let mut pb = PageTable::<Arm64>::new(b.alloc_root().unwrap());
         let mut s: u64 = 0x2545_f491_4f6c_dd1d;
         let (mut hits, mut oom, mut region) = (0, 0, 0);
-        for _ in 0..20_000 {
+        // Miri interprets every step: a shorter run still covers each path.
+        let steps = if cfg!(miri) { 500 } else { 20_000 };
+        for _ in 0..steps {
             s ^= s << 13;
             s ^= s >> 7;
             s ^= s << 17;
@@ -1761,7 +1763,7 @@ mod tests {
             assert_eq!(a.frames.in_use, b.frames.in_use);
         }
         // The walk was remembered and used, and the pool did run out.
-        assert!(hits > 1000, "{hits} calls used the remembered walk");
+        assert!(hits > steps / 20, "{hits} calls used the remembered walk");
         assert!(oom > 0);
     }
 
