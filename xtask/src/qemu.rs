@@ -44,7 +44,7 @@ pub struct QemuArgs {
     #[arg(long, value_parser = parse_u64)]
     pub load_addr: Option<u64>,
     /// Number of CPUs.
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 4)]
     pub smp: u32,
     /// RAM size, as QEMU's -m takes it (e.g. 1G, 8G, 512M).
     #[arg(long, default_value = "1G")]
