@@ -136,6 +136,9 @@ pub struct Scenario {
     pub inject: Option<crate::seq::FailPoint>,
     /// After the boot, run this many SMP stress iterations per CPU (0: none).
     pub stress_iterations: u64,
+    /// Take page-table pages only from below this address
+    /// ([`BootConfig::table_limit`], `hvmm.tables-below-4g` on the image).
+    pub table_limit: Option<u64>,
     /// The image's layout (default: [`ImageLayout::model`]); a real image's
     /// layout makes the model boot comparable line for line with QEMU.
     pub image: Option<ImageLayout>,
@@ -164,6 +167,7 @@ impl Scenario {
             dtb_override: None,
             inject: None,
             stress_iterations: 0,
+            table_limit: None,
             image: None,
             allow_overlaps: false,
         }
@@ -531,6 +535,7 @@ fn run_arch<F: HasLayout>(s: &Scenario, regime: Regime) -> Result<Outcome, Scena
         pa: s.pa,
         pa_bits: F::PA_BITS,
         inject: s.inject,
+        table_limit: s.table_limit.map(Paddr),
         ..Default::default()
     };
     for (slot, va) in cfg.dumps.iter_mut().zip(&s.dumps) {

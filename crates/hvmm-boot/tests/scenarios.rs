@@ -174,6 +174,30 @@ fn arm32_page_tables_from_above_4_gib() {
 }
 
 #[test]
+fn arm32_page_tables_can_be_kept_below_4_gib() {
+    // What `hvmm.tables-below-4g` does on QEMU 7.2, whose arm32 walker
+    // truncates table addresses above 4 GiB.
+    let mut s = Scenario::default_for(ArchKind::Arm32);
+    s.ram = vec![(0x4000_0000, GIB), (0x8_0000_0000, GIB)];
+    s.loader = Loader::Uboot;
+    s.load_addr = Some(0x4001_0000);
+    s.table_limit = Some(1 << 32);
+    let o = boot_ok(&s);
+    let sum = o.result.as_ref().unwrap();
+    assert!(
+        sum.highest_table.0 < 1 << 32,
+        "highest table page {}",
+        sum.highest_table
+    );
+    assert!(
+        o.log
+            .contains("page-table pages are taken from below 0x0000000100000000 only"),
+        "{}",
+        o.log
+    );
+}
+
+#[test]
 fn dtb_straddling_a_2_mib_boundary() {
     for arch in both() {
         let mut s = Scenario::default_for(arch);
