@@ -142,6 +142,7 @@ fn cases(arch: Arch) -> Vec<Case> {
     let fault_expect: Vec<String> = vec![
         "hvmm: deliberate fault: reading unmapped VA 0x100bac".into(),
         "hvmm: EXCEPTION on CPU 0".into(),
+        "hvmm:   phase: before the boot sequence (image checks)".into(),
         fault_regs[0].into(),
         "EC=0x25 (Data Abort from the same level)".into(),
         "translation fault (FSC 0x06) at level 2, on a read".into(),
@@ -164,7 +165,24 @@ fn cases(arch: Arch) -> Vec<Case> {
         name: format!("{n} deliberate fault (uboot at 0x7f601000 smp4)"),
         args: a,
         code: 3,
-        expect: fault_expect,
+        expect: fault_expect.clone(),
+    });
+
+    // The same fault once the shared sequence reached Active: the report
+    // names the phase.
+    let mut a = base(arch);
+    a.bootargs = Some("hvmm.fault=active".into());
+    let mut expect = vec!["(XEN) hvmm: reached Active".to_string()];
+    expect.extend(
+        fault_expect
+            .iter()
+            .map(|l| l.replace("before the boot sequence (image checks)", "Active")),
+    );
+    v.push(Case {
+        name: format!("{n} deliberate fault in Active"),
+        args: a,
+        code: 3,
+        expect,
     });
 
     // SMP stress: 4 CPUs update own and shared regions concurrently under the

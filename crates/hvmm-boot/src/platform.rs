@@ -1,6 +1,6 @@
 //! What the boot sequence needs from the machine beyond [`hvmm::Arch`].
 
-use hvmm::{Arch, MemFault, Paddr, Vaddr};
+use hvmm::{Arch, MemFault, Paddr, SystemState, Vaddr};
 
 /// A platform the boot sequence runs on: real hardware (the bare-metal image)
 /// or the machine model.
@@ -18,4 +18,9 @@ pub trait Platform: Arch {
     /// Starts CPU `cpu` on root table `root` with its MMU on (PSCI CPU_ON on
     /// hardware) and waits until it reports in.
     fn start_cpu(&mut self, cpu: usize, root: Paddr) -> Result<(), &'static str>;
+    /// The system entered `state` (so that an exception report can name
+    /// the phase). The default does nothing.
+    fn entered(&mut self, state: SystemState) {
+        let _ = state;
+    }
 }

@@ -199,7 +199,8 @@ fn record_phases<F: HasLayout>(ctx: &mut Ctx<'_, F>, mm: &mut Mm<F>) {
     ctx.summary.highest_table = mm.highest_table;
 }
 
-fn enter<F: HasLayout>(ctx: &mut Ctx<'_, F>, s: SystemState) {
+fn enter<F: HasLayout, P: Platform>(p: &mut P, ctx: &mut Ctx<'_, F>, s: SystemState) {
+    p.entered(s);
     ctx.state = s;
     log!(ctx, "(XEN) ---- system state: {s} ----");
 }
@@ -212,7 +213,7 @@ fn run<F: HasLayout, P: Platform>(
 ) -> Result<Mm<F>, BootError> {
     let img = &params.image;
     log!(ctx, "(XEN) hvmm {} starting on CPU {}", F::NAME, p.cpu());
-    enter(ctx, SystemState::EarlyBoot);
+    enter(p, ctx, SystemState::EarlyBoot);
 
     // 1. Where are we? Hardware translation of the first and last byte.
     let image = ImageRange::discover(p, img.start, img.end)
@@ -322,7 +323,7 @@ fn run_with_mm<F: HasLayout, P: Platform>(
     // 6. Secondary CPUs.
     ctx.step = BootStep::SmpBringUp;
     mm.enter_smp_boot();
-    enter(ctx, SystemState::SmpBoot);
+    enter(p, ctx, SystemState::SmpBoot);
     bring_up_cpus::<F, P>(p, mm, cfg, ctx)?;
     record_phases(ctx, mm);
 
@@ -330,7 +331,7 @@ fn run_with_mm<F: HasLayout, P: Platform>(
     ctx.step = BootStep::FreeInitMem;
     free_init_memory::<F, P>(p, mm, img, image, ctx)?;
     mm.enter_active();
-    enter(ctx, SystemState::Active);
+    enter(p, ctx, SystemState::Active);
     record_phases(ctx, mm);
 
     // 8. Proof.
@@ -818,7 +819,7 @@ fn setup_mm<F: HasLayout, P: Platform>(
         let dp = domheap_slots::<F, P>(p, mm, xenheap, 0, ctx)?;
         mm.enter_boot_domain_page(dp, xenheap);
     }
-    enter(ctx, SystemState::Boot);
+    enter(p, ctx, SystemState::Boot);
     log!(
         ctx,
         "(XEN) page tables are now reached through {}",

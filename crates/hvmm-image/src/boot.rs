@@ -184,6 +184,9 @@ pub fn rust_main(params: &BootParams) -> ! {
                 summary.regions.len(),
                 summary.cpus
             );
+            if info.has_bootarg("hvmm.fault=active") {
+                deliberate_fault();
+            }
             if let Some(n) = info.bootarg_number("hvmm.stress") {
                 let shared = hvmm_boot::stress::Shared::new(mm);
                 if let Err(e) = crate::stress::run(shared, summary.cpus, n) {

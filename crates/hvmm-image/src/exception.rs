@@ -67,6 +67,25 @@ pub fn fault_name(k: FaultKind) -> &'static str {
     }
 }
 
+/// The system state the shared boot sequence last entered (0: before it
+/// started, else `SystemState as u8 + 1`).
+static STATE: core::sync::atomic::AtomicU8 = core::sync::atomic::AtomicU8::new(0);
+
+/// Records the state for exception reports.
+pub fn set_state(s: hvmm::SystemState) {
+    STATE.store(s as u8 + 1, core::sync::atomic::Ordering::Relaxed);
+}
+
+fn state_name() -> &'static str {
+    match STATE.load(core::sync::atomic::Ordering::Relaxed) {
+        0 => "before the boot sequence (image checks)",
+        1 => "EarlyBoot",
+        2 => "Boot",
+        3 => "SmpBoot",
+        _ => "Active",
+    }
+}
+
 /// Prints the report and exits.
 pub fn report(r: &Report) -> ! {
     console::force_unlock();
@@ -74,6 +93,7 @@ pub fn report(r: &Report) -> ! {
     let il = (r.syndrome >> 25) & 1;
     let iss = r.syndrome & 0x01ff_ffff;
     println!("hvmm: EXCEPTION on CPU {}: {}", r.cpu, r.kind);
+    println!("hvmm:   phase: {}", state_name());
     println!(
         "hvmm:   {}={:#010x}: EC={:#04x} ({}), IL={}, ISS={:#09x}",
         r.syndrome_reg,

@@ -126,6 +126,10 @@ impl hvmm_boot::Platform for HwPlatform {
         Ok(unsafe { core::slice::from_raw_parts(ptr, len) })
     }
 
+    fn entered(&mut self, state: hvmm::SystemState) {
+        crate::exception::set_state(state);
+    }
+
     fn start_cpu(&mut self, cpu: usize, root: Paddr) -> Result<(), &'static str> {
         let mpidr = cpu
             .checked_sub(1)
