@@ -78,7 +78,8 @@ pub enum Op {
 }
 
 impl Op {
-    fn name(&self) -> &'static str {
+    /// The operation's name, for logs.
+    pub fn name(&self) -> &'static str {
         match self {
             Op::Insert { .. } => "insert",
             Op::Modify { .. } => "modify",
@@ -1543,11 +1544,6 @@ impl<F: Format> PageTable<F> {
             }
             return Ok(());
         }
-    }
-
-    /// Name of an operation, for logs.
-    pub fn op_name(op: &Op) -> &'static str {
-        op.name()
     }
 }
 
