@@ -732,6 +732,30 @@ impl<F: Format> PageTable<F> {
             .map_err(|err| Error::TableAccess { mfn, err })
     }
 
+    /// Maps table `mfn`, runs `f` with its address, and gives the mapping
+    /// back whatever `f` returned (the engine's table guard).
+    fn in_table<A: Arch, T: TableAccess<A>, M: FrameAlloc, R>(
+        env: &mut Env<'_, A, T, M>,
+        mfn: Mfn,
+        f: impl FnOnce(&mut Env<'_, A, T, M>, Vaddr) -> Result<R, Error>,
+    ) -> Result<R, Error> {
+        let tva = Self::map(env, mfn)?;
+        let res = f(env, tva);
+        env.access.unmap_table(env.arch, mfn, tva);
+        res
+    }
+
+    /// Entry `idx` of table `mfn`.
+    fn read_entry<A: Arch, T: TableAccess<A>, M: FrameAlloc>(
+        env: &mut Env<'_, A, T, M>,
+        mfn: Mfn,
+        idx: usize,
+    ) -> Result<Pte, Error> {
+        Self::in_table(env, mfn, |env, tva| {
+            Ok(Pte(env.arch.read_pte(entry_va(tva, idx))?))
+        })
+    }
+
     /// Number of tables an insert (or populate) creates below an invalid
     /// entry: the new table at `level` for `[va, end)` and everything under it.
     fn tables_needed(req: &Req, level: u8, va: u64, end: u64) -> usize {
@@ -762,11 +786,10 @@ impl<F: Format> PageTable<F> {
         need: &mut usize,
         maps: &mut u64,
     ) -> Result<(), Error> {
-        let tva = Self::map(env, mfn)?;
-        *maps += 1;
-        let res = self.prepare_in(env, req, level, tva, va, end, need, maps);
-        env.access.unmap_table(env.arch, mfn, tva);
-        res
+        Self::in_table(env, mfn, |env, tva| {
+            *maps += 1;
+            self.prepare_in(env, req, level, tva, va, end, need, maps)
+        })
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -964,14 +987,13 @@ impl<F: Format> PageTable<F> {
         end: u64,
         c: &mut Commit,
     ) -> Result<bool, Error> {
-        let tva = Self::map(env, mfn)?;
-        c.report.table_maps += 1;
-        if level == 3 {
-            c.last_l3 = Some((va, mfn));
-        }
-        let res = self.commit_in(env, req, level, tva, va, end, c);
-        env.access.unmap_table(env.arch, mfn, tva);
-        res
+        Self::in_table(env, mfn, |env, tva| {
+            c.report.table_maps += 1;
+            if level == 3 {
+                c.last_l3 = Some((va, mfn));
+            }
+            self.commit_in(env, req, level, tva, va, end, c)
+        })
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -1313,10 +1335,7 @@ impl<F: Format> PageTable<F> {
         let mut mfn = self.root;
         let mut level = F::ROOT_LEVEL;
         loop {
-            let tva = Self::map(env, mfn)?;
-            let read = env.arch.read_pte(entry_va(tva, table_index(va.0, level)));
-            env.access.unmap_table(env.arch, mfn, tva);
-            let pte = Pte(read?);
+            let pte = Self::read_entry(env, mfn, table_index(va.0, level))?;
             if pte.is_table(level) {
                 mfn = pte.table_mfn::<F>();
                 level += 1;
@@ -1504,10 +1523,7 @@ impl<F: Format> PageTable<F> {
         let mut level = F::ROOT_LEVEL;
         loop {
             let idx = table_index(va.0, level);
-            let tva = Self::map(env, mfn)?;
-            let read = env.arch.read_pte(entry_va(tva, idx));
-            env.access.unmap_table(env.arch, mfn, tva);
-            let pte = Pte(read?);
+            let pte = Self::read_entry(env, mfn, idx)?;
             let kind = if pte.is_table(level) {
                 "table"
             } else if pte.is_leaf(level) {
