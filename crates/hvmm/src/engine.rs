@@ -1318,6 +1318,19 @@ impl<F: Format> PageTable<F> {
         self.lookup_walk(env, va)
     }
 
+    /// Refuses a single VA beyond the format's VA size.
+    fn check_one_va(va: Vaddr) -> Result<(), Error> {
+        if F::va_end_fits(va.0.saturating_add(1)) {
+            Ok(())
+        } else {
+            Err(Error::VaOutOfRange {
+                va,
+                pages: 1,
+                va_bits: F::VA_BITS,
+            })
+        }
+    }
+
     /// [`PageTable::lookup`] from the root.
     #[inline(never)]
     fn lookup_walk<A: Arch, T: TableAccess<A>, M: FrameAlloc>(
@@ -1325,13 +1338,7 @@ impl<F: Format> PageTable<F> {
         env: &mut Env<'_, A, T, M>,
         va: Vaddr,
     ) -> Result<Option<Leaf>, Error> {
-        if !F::va_end_fits(va.0.saturating_add(1)) {
-            return Err(Error::VaOutOfRange {
-                va,
-                pages: 1,
-                va_bits: F::VA_BITS,
-            });
-        }
+        Self::check_one_va(va)?;
         let mut mfn = self.root;
         let mut level = F::ROOT_LEVEL;
         loop {
@@ -1512,13 +1519,7 @@ impl<F: Format> PageTable<F> {
                 ", a different table"
             }
         );
-        if !F::va_end_fits(va.0.saturating_add(1)) {
-            return Err(Error::VaOutOfRange {
-                va,
-                pages: 1,
-                va_bits: F::VA_BITS,
-            });
-        }
+        Self::check_one_va(va)?;
         let mut mfn = self.root;
         let mut level = F::ROOT_LEVEL;
         loop {
