@@ -3,7 +3,7 @@
 use crate::par::decode_par;
 use crate::regs;
 use core::arch::asm;
-use hvmm::{Arch, AtResult, MemFault, Paddr, Vaddr};
+use hvmm::{Arch, AtResult, MemFault, Paddr, Vaddr, Vmid};
 
 /// The real EL2 instructions behind [`hvmm::Arch`].
 ///
@@ -138,6 +138,39 @@ impl Arch for Aarch64El2 {
     fn tlb_flush_all(&mut self) {
         // SAFETY: invalidating every EL2 translation changes no memory.
         unsafe { asm!("tlbi alle2is", options(nostack, preserves_flags)) };
+    }
+
+    fn tlb_flush_ipa(&mut self, vmid: Vmid, ipa: u64) {
+        with_vmid(vmid, || {
+            // SAFETY: invalidating a guest's stage-2 entries changes no
+            // memory; the `dsb` completes it under the VMID set here.
+            unsafe {
+                asm!("tlbi ipas2e1is, {x}", "dsb ish", x = in(reg) (ipa >> 12) & ((1 << 36) - 1),
+                    options(nostack, preserves_flags))
+            }
+        });
+    }
+
+    fn tlb_flush_guest_s1(&mut self, vmid: Vmid) {
+        // SAFETY: as for `tlb_flush_ipa`.
+        with_vmid(vmid, || unsafe {
+            asm!(
+                "tlbi vmalle1is",
+                "dsb ish",
+                options(nostack, preserves_flags)
+            )
+        });
+    }
+
+    fn tlb_flush_vmid(&mut self, vmid: Vmid) {
+        // SAFETY: as for `tlb_flush_ipa`.
+        with_vmid(vmid, || unsafe {
+            asm!(
+                "tlbi vmalls12e1is",
+                "dsb ish",
+                options(nostack, preserves_flags)
+            )
+        });
     }
 
     fn tlb_sync(&mut self) {
@@ -341,4 +374,25 @@ pub unsafe fn smc(fid: u32, a1: u64, a2: u64, a3: u64) -> u64 {
              inout("x3") a3 => _, options(nostack));
     }
     x0
+}
+
+/// Runs `f` with VTTBR_EL2.VMID = `vmid` (the guest-scoped TLB
+/// invalidations act on the VMID in VTTBR_EL2), then restores VTTBR_EL2.
+fn with_vmid(vmid: Vmid, f: impl FnOnce()) {
+    let old: u64;
+    // SAFETY: reads a system register.
+    unsafe {
+        asm!("mrs {v}, vttbr_el2", v = out(reg) old, options(nomem, nostack, preserves_flags))
+    };
+    let new = (old & !(0xffff << 48)) | (u64::from(vmid.0) << 48);
+    // SAFETY: only the VMID field changes; the guest's stage-2 is not in
+    // use while the hypervisor runs at EL2, and the old value comes back.
+    unsafe {
+        asm!("msr vttbr_el2, {v}", "isb", v = in(reg) new, options(nostack, preserves_flags))
+    };
+    f();
+    // SAFETY: restores the value read above.
+    unsafe {
+        asm!("msr vttbr_el2, {v}", "isb", v = in(reg) old, options(nostack, preserves_flags))
+    };
 }

@@ -7,7 +7,7 @@
 use crate::par::decode_par;
 use crate::regs;
 use core::arch::asm;
-use hvmm::{Arch, AtResult, MemFault, Paddr, Vaddr};
+use hvmm::{Arch, AtResult, MemFault, Paddr, Vaddr, Vmid};
 
 /// The real HYP-mode instructions behind [`hvmm::Arch`].
 ///
@@ -159,6 +159,21 @@ impl Arch for Armv7Hyp {
         unsafe {
             asm!("mcr p15, 4, {x}, c8, c3, 0", x = in(reg) 0u32, options(nostack, preserves_flags))
         };
+    }
+
+    // ARMv7 (Cortex-A15, QEMU's arm32 virt CPU) has no stage-2
+    // invalidation by IPA or VMID: TLBIALLNSNHIS removes every non-secure
+    // non-Hyp entry (all guests' stage 1 and 2), a superset of each.
+    fn tlb_flush_ipa(&mut self, _vmid: Vmid, _ipa: u64) {
+        tlbiallnsnhis();
+    }
+
+    fn tlb_flush_guest_s1(&mut self, _vmid: Vmid) {
+        tlbiallnsnhis();
+    }
+
+    fn tlb_flush_vmid(&mut self, _vmid: Vmid) {
+        tlbiallnsnhis();
     }
 
     fn tlb_sync(&mut self) {
@@ -381,4 +396,13 @@ pub unsafe fn smc(fid: u32, a1: u32, a2: u32, a3: u32) -> u32 {
              inout("r2") a2 => _, inout("r3") a3 => _, options(nostack));
     }
     r0
+}
+
+/// `TLBIALLNSNHIS`: invalidates every non-secure, non-Hyp TLB entry (every
+/// guest's, stage 1 and 2) on all CPUs of the inner shareable domain.
+fn tlbiallnsnhis() {
+    // SAFETY: TLB maintenance changes no memory (the register is ignored).
+    unsafe {
+        asm!("mcr p15, 4, {x}, c8, c3, 4", x = in(reg) 0u32, options(nostack, preserves_flags))
+    };
 }

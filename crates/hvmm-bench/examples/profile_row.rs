@@ -81,7 +81,7 @@ fn populated_single() {
     for i in 0..(n / 512 + 16) {
         hvmm::Arch::zero_page(&mut mem.arch, Vaddr(0x4000_0000 + i * 4096)).unwrap();
     }
-    let mut pt = PageTable::<hvmm::Arm64>::new(mem.alloc_root().unwrap());
+    let mut pt = PageTable::<hvmm::Arm64>::create(&mut mem.env()).unwrap();
     let populate = std::env::var("NOPOP").is_err();
     if populate {
         pt.update(

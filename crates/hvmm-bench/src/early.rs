@@ -109,7 +109,8 @@ fn early_machine() -> Result<Early, String> {
             .ok_or_else(|| format!("{va} outside the image"))
     };
     let root = pa_of(t.root)?;
-    let mut mm = Mm::<Arm64>::new(root.mfn(), image, t.fixmap_l3, AccessPolicy::Correct);
+    // SAFETY: the bench's one memory manager over this model's root.
+    let mut mm = unsafe { Mm::<Arm64>::new(root.mfn(), image, t.fixmap_l3, AccessPolicy::Correct) };
     let img_end = Paddr(load.0 + img.size());
     mm.alloc.pin(load, img_end);
     mm.alloc.add(Paddr(RAM), load).map_err(|e| e.to_string())?;

@@ -129,11 +129,8 @@ impl Library for Hvmm {
     const TRANSLATE_HOW: &'static str = "range walk (`for_each_leaf_with`)";
     fn new(frames: usize) -> Self {
         let mut mem = prefaulted_host_memory(frames + 1);
-        let root = mem.alloc_root().expect("root");
-        Hvmm {
-            mem,
-            pt: PageTable::new(root),
-        }
+        let pt = PageTable::create(&mut mem.env()).expect("root");
+        Hvmm { mem, pt }
     }
     fn cannot(row: Row) -> Option<&'static str> {
         match row {
@@ -169,15 +166,24 @@ impl Library for Hvmm {
     fn translate_range(&mut self, va: u64, pages: u64) -> u64 {
         let mut sum = 0u64;
         self.pt
-            .for_each_leaf_with(&mut self.mem.env(), Vaddr(va), pages, |_, len, leaf| {
-                sum = sum.wrapping_add(page_sum(leaf.pa.0, len));
-            })
+            .for_each_leaf_with(
+                &mut self.mem.arch,
+                &mut self.mem.access,
+                Vaddr(va),
+                pages,
+                |_, len, leaf| {
+                    sum = sum.wrapping_add(page_sum(leaf.pa.0, len));
+                },
+            )
             .expect("for_each_leaf_with");
         sum
     }
     #[inline(always)]
     fn lookup(&mut self, va: u64) -> Option<(u64, bool)> {
-        let leaf = self.pt.lookup(&mut self.mem.env(), Vaddr(va)).ok()??;
+        let leaf = self
+            .pt
+            .lookup(&mut self.mem.arch, &mut self.mem.access, Vaddr(va))
+            .ok()??;
         Some((leaf.pa.0, leaf.pte.0 & Pte::RO == 0))
     }
     #[inline(always)]

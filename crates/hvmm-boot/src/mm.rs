@@ -157,10 +157,22 @@ impl<F: HasLayout> Mm<F> {
     /// The memory manager in [`SystemState::EarlyBoot`], over the runtime root
     /// table `root` (inside the image), with PMAP over the fixmap L3 at
     /// `fixmap_l3` (its image VA).
-    pub fn new(root: Mfn, image: ImageRange, fixmap_l3: Vaddr, policy: AccessPolicy) -> Self {
+    ///
+    /// # Safety
+    ///
+    /// The manager adopts `root` as its page table: no other
+    /// [`PageTable`] (or `Mm`) over `root` may exist while it does
+    /// ([`PageTable::from_root`]).
+    pub unsafe fn new(
+        root: Mfn,
+        image: ImageRange,
+        fixmap_l3: Vaddr,
+        policy: AccessPolicy,
+    ) -> Self {
         Mm {
             state: SystemState::EarlyBoot,
-            pt: PageTable::new(root),
+            // SAFETY: the caller promises this is the only handle on `root`.
+            pt: unsafe { PageTable::from_root(root) },
             image,
             pmap: Pmap::new(fixmap_l3),
             path: Path::Early,
@@ -229,7 +241,7 @@ impl<F: HasLayout> Mm<F> {
 
     /// Looks up one VA through the current access path.
     pub fn lookup<A: Arch>(&mut self, arch: &mut A, va: Vaddr) -> Result<Option<Leaf>, Error> {
-        self.with_env(arch, |pt, env| pt.lookup(env, va))
+        self.with_env(arch, |pt, env| pt.lookup(env.arch, env.access, va))
     }
 
     /// Writes the walk of `va` (Xen's `dump_hyp_walk`), after checking by
@@ -257,7 +269,7 @@ impl<F: HasLayout> Mm<F> {
                 Err(f) => writeln!(out, "root table {root_va} does not translate: {f}"),
             };
         }
-        self.with_env(arch, |pt, env| pt.dump(env, va, out))
+        self.with_env(arch, |pt, env| pt.dump(env.arch, env.access, va, out))
     }
 
     /// Runs `f` with the engine environment of the current state: this

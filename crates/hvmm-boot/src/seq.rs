@@ -426,7 +426,8 @@ fn setup_pagetables<F: HasLayout, P: Platform>(
     let root_pa = pa_of(t.root)
         .ok_or_else(|| ctx.fail(format_args!("root table outside the image"), None))?;
     log!(ctx, "(XEN) runtime root table {} at {}", t.root, root_pa);
-    let mut mm = Mm::<F>::new(root_pa.mfn(), image, t.fixmap_l3, cfg.access);
+    // SAFETY: one boot, one memory manager over the image's runtime root.
+    let mut mm = unsafe { Mm::<F>::new(root_pa.mfn(), image, t.fixmap_l3, cfg.access) };
     if let Some(limit) = cfg.table_limit {
         mm.alloc.table_limit = Some(limit.mfn());
         log!(

@@ -25,7 +25,8 @@ fn early<F: Format>(regime: Regime) -> (Machine, ImageLayout, ImageRange) {
 fn early_mm<F: hvmm::layout::HasLayout>(regime: Regime) -> (Machine, Mm<F>) {
     let (m, img, image) = early::<F>(regime);
     let root = Mfn((LOAD + (img.tables.boot_root.0 - img.start.0)) >> 12);
-    let mut mm = Mm::<F>::new(root, image, img.tables.fixmap_l3, AccessPolicy::Correct);
+    // SAFETY: each test makes one memory manager over its model's root.
+    let mut mm = unsafe { Mm::<F>::new(root, image, img.tables.fixmap_l3, AccessPolicy::Correct) };
     mm.alloc
         .add(Paddr(0x5000_0000), Paddr(0x5100_0000))
         .unwrap();

@@ -40,6 +40,15 @@ impl Arch for HwPlatform {
     fn tlb_flush_all(&mut self) {
         self.cpu.tlb_flush_all()
     }
+    fn tlb_flush_ipa(&mut self, vmid: hvmm::Vmid, ipa: u64) {
+        self.cpu.tlb_flush_ipa(vmid, ipa)
+    }
+    fn tlb_flush_guest_s1(&mut self, vmid: hvmm::Vmid) {
+        self.cpu.tlb_flush_guest_s1(vmid)
+    }
+    fn tlb_flush_vmid(&mut self, vmid: hvmm::Vmid) {
+        self.cpu.tlb_flush_vmid(vmid)
+    }
     fn tlb_sync(&mut self) {
         self.cpu.tlb_sync()
     }

@@ -1105,6 +1105,14 @@ impl Arch for Machine {
         self.pending.push((self.current, Pending::All));
     }
 
+    // The model has no stage-2 translation yet: nothing of a guest's is
+    // ever cached, so these complete at once.
+    fn tlb_flush_ipa(&mut self, _vmid: hvmm::Vmid, _ipa: u64) {}
+
+    fn tlb_flush_guest_s1(&mut self, _vmid: hvmm::Vmid) {}
+
+    fn tlb_flush_vmid(&mut self, _vmid: hvmm::Vmid) {}
+
     fn tlb_sync(&mut self) {
         self.counters.tlb_syncs += 1;
         self.dsb();

@@ -30,6 +30,58 @@ pub struct Mfn(pub u64);
 #[derive(Copy, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct Vaddr(pub u64);
 
+/// A guest intermediate physical address: the input of a stage-2 table.
+#[derive(Copy, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Ipa(pub u64);
+
+/// The input address of a translation regime: [`Vaddr`] for the
+/// hypervisor's own stage 1, [`Ipa`] for a guest's stage 2. The engine works
+/// on the raw value; the type keeps a VA from being handed to a stage-2
+/// table and the reverse.
+pub trait InputAddr: Copy + Eq + Ord + fmt::Debug + fmt::Display + Send + Sync + 'static {
+    /// What logs call it ("VA", "IPA").
+    const KIND: &'static str;
+    /// The raw address.
+    fn raw(self) -> u64;
+    /// From a raw address.
+    fn from_raw(v: u64) -> Self;
+}
+
+impl InputAddr for Vaddr {
+    const KIND: &'static str = "VA";
+    #[inline(always)]
+    fn raw(self) -> u64 {
+        self.0
+    }
+    #[inline(always)]
+    fn from_raw(v: u64) -> Self {
+        Vaddr(v)
+    }
+}
+
+impl InputAddr for Ipa {
+    const KIND: &'static str = "IPA";
+    #[inline(always)]
+    fn raw(self) -> u64 {
+        self.0
+    }
+    #[inline(always)]
+    fn from_raw(v: u64) -> Self {
+        Ipa(v)
+    }
+}
+
+/// A virtual machine identifier: the tag of a guest's stage-2 TLB entries.
+/// arm32 (VTTBR.VMID) has 8 bits; arm64 has 8, or 16 with VTCR_EL2.VS.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Vmid(pub u16);
+
+impl fmt::Display for Vmid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "VMID {}", self.0)
+    }
+}
+
 /// An arm32 (HYP) virtual address: exactly 32 bits.
 #[derive(Copy, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct Vaddr32(pub u32);
@@ -134,6 +186,7 @@ hex_fmt!(Paddr, 18);
 hex_fmt!(Mfn, 0);
 hex_fmt!(Vaddr, 18);
 hex_fmt!(Vaddr32, 10);
+hex_fmt!(Ipa, 18);
 
 /// A range of virtual addresses mapped linearly onto a range of physical
 /// addresses (the hypervisor image at its link address, the direct map, the

@@ -39,6 +39,58 @@ pub trait FrameAlloc {
         let _ = mfn;
         true
     }
+    /// Takes `frames` consecutive frames (a power of two, at most 16)
+    /// aligned to `frames` × 4 KiB, outside any update: the root of a new
+    /// table (a stage-2 root may concatenate several). The default serves
+    /// one frame through [`FrameAlloc::reserve`] and [`FrameAlloc::take`]
+    /// and refuses more.
+    fn alloc_contiguous(&mut self, frames: usize) -> Result<Mfn, OutOfFrames> {
+        if frames != 1 {
+            return Err(OutOfFrames {
+                needed: frames,
+                available: 0,
+            });
+        }
+        self.reserve(1)?;
+        let mfn = self.take();
+        self.unreserve();
+        mfn.ok_or(OutOfFrames {
+            needed: 1,
+            available: 0,
+        })
+    }
+}
+
+/// A frame allocator with no frames, for calls that never allocate (the
+/// engine's lookups, range walks and dumps).
+#[derive(Copy, Clone, Debug, Default)]
+pub struct NoFrames;
+
+impl FrameAlloc for NoFrames {
+    fn reserve(&mut self, n: usize) -> Result<(), OutOfFrames> {
+        if n == 0 {
+            return Ok(());
+        }
+        Err(OutOfFrames {
+            needed: n,
+            available: 0,
+        })
+    }
+    fn take(&mut self) -> Option<Mfn> {
+        None
+    }
+    fn unreserve(&mut self) {}
+    fn free(&mut self, _mfn: Mfn) {}
+}
+
+impl core::fmt::Display for OutOfFrames {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(
+            f,
+            "out of frames: {} needed, {} available",
+            self.needed, self.available
+        )
+    }
 }
 
 impl<T: FrameAlloc + ?Sized> FrameAlloc for &mut T {
@@ -59,5 +111,8 @@ impl<T: FrameAlloc + ?Sized> FrameAlloc for &mut T {
     }
     fn reserved_frames(&self, f: &mut dyn FnMut(Mfn)) {
         (**self).reserved_frames(f)
+    }
+    fn alloc_contiguous(&mut self, frames: usize) -> Result<Mfn, OutOfFrames> {
+        (**self).alloc_contiguous(frames)
     }
 }

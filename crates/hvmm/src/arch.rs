@@ -6,7 +6,7 @@
 //! an emulated MMU and TLB; [`crate::host`] implements it over host memory for
 //! benchmarks. The engine never knows which one it runs on.
 
-use crate::addr::{Paddr, Vaddr};
+use crate::addr::{Paddr, Vaddr, Vmid};
 use core::fmt;
 
 /// Kind of memory access that faulted.
@@ -135,6 +135,21 @@ pub trait Arch {
     /// Invalidates all hypervisor translations on all CPUs (`TLBI ALLE2IS` /
     /// `TLBIALLHIS`). Completion needs [`Arch::tlb_sync`].
     fn tlb_flush_all(&mut self);
+    /// Invalidates, on all CPUs, the stage-2 translations of the guest
+    /// `vmid` for the IPA `ipa`, at every level (walk-cache entries too):
+    /// arm64 `TLBI IPAS2E1IS` issued with VTTBR_EL2.VMID = `vmid`; arm32
+    /// ARMv7 has no stage-2 invalidation by IPA and uses `TLBIALLNSNHIS`.
+    /// Combined stage 1+2 entries are not removed: follow with
+    /// [`Arch::tlb_flush_guest_s1`]. Completion needs [`Arch::tlb_sync`].
+    fn tlb_flush_ipa(&mut self, vmid: Vmid, ipa: u64);
+    /// Invalidates, on all CPUs, the stage-1 and combined stage 1+2
+    /// translations of the guest `vmid` (arm64 `TLBI VMALLE1IS` under that
+    /// VMID; arm32 `TLBIALLNSNHIS`). Completion needs [`Arch::tlb_sync`].
+    fn tlb_flush_guest_s1(&mut self, vmid: Vmid);
+    /// Invalidates, on all CPUs, every translation of the guest `vmid`,
+    /// stage 1 and 2 (arm64 `TLBI VMALLS12E1IS` under that VMID; arm32
+    /// `TLBIALLNSNHIS`). Completion needs [`Arch::tlb_sync`].
+    fn tlb_flush_vmid(&mut self, vmid: Vmid);
     /// Waits for TLB maintenance to complete (`dsb ish; isb`).
     fn tlb_sync(&mut self);
     /// Instruction synchronisation barrier.

@@ -1,13 +1,17 @@
-//! The page-table update engine: Xen's `xen_pt_update`, rebuilt.
+//! The page-table update engine: Xen's `xen_pt_update`, rebuilt, for every
+//! table a hypervisor keeps — its own stage 1 and each guest's stage 2.
 //!
 //! One entry point, [`PageTable::update`], performs an [`Op`] over a range of
-//! pages. It works in two passes, Hafnium-style:
+//! input addresses (VAs for stage 1, IPAs for stage 2). It works in two
+//! passes, Hafnium-style:
 //!
 //! 1. **prepare** walks the range read-only, checks every entry against the
-//!    operation's rules (no silent replacement, no orphaned subtree, no change
-//!    of a contiguous entry...) and counts the tables the update must create;
-//!    then it reserves that many frames. Any refusal or shortage ends the
-//!    update here, before a single descriptor is written.
+//!    operation's rules (no silent replacement, no change of memory type...)
+//!    and counts the tables the update must create — new tables for an
+//!    insert, and the replacement subtrees of the blocks it must split; then
+//!    it reserves that many frames and the table-access slots the commit
+//!    holds. Any refusal or shortage ends the update here, before a single
+//!    descriptor is written.
 //! 2. **commit** walks the range again and writes. It takes reserved frames
 //!    and holds reserved table-access slots ([`TableAccess::reserve`]), so it
 //!    cannot run out of either. (Only a provider that breaks its reservation,
@@ -19,65 +23,129 @@
 //! its children are visited (so a child entry is always read before its
 //! parent is released) and is given back when the walk leaves it.
 //!
-//! TLB rules: a pure insert needs no invalidation (invalid entries are never
-//! cached), only an `isb`. Modify and Remove invalidate every leaf they
-//! change — by VA for small updates, one global invalidation for large ones —
-//! and a table emptied by Remove is unlinked, invalidated and only then freed.
+//! # Any granularity: splits, merges, contiguous runs
 //!
-//! Runs of leaves: inside one table, the entries an update targets at the
-//! leaf level form a run. Both passes handle a run as a whole through the
-//! [`Arch`] run methods: prepare scans it for the first entry that breaks a
-//! rule ([`Arch::find_pte`]; that entry gets the same error an entry-by-entry
+//! [`Op::Modify`] and [`Op::Remove`] act on whatever is mapped, at whatever
+//! level: a leaf (page or block) the range covers whole is changed in place;
+//! a block the range covers in part is **split**. The caller's
+//! [`MapFlags`] say what *new* mappings may use (blocks, the contiguous
+//! hint), never what old ones must be.
+//!
+//! * **Split.** The replacement table is built unlinked — the old block's
+//!   translation copied into entries one level down (themselves blocks where
+//!   they stay uniform), the request applied to the part it covers, deeper
+//!   splits where the range ends inside a child — then swapped in with
+//!   break-before-make: the block entry is made invalid, the TLB entries for
+//!   the whole old block are invalidated in the table's regime (and VMID),
+//!   the invalidation completes, and only then is the table entry written.
+//!   The frames were reserved by prepare, so a shortage changes nothing.
+//!   A Modify that would not change the block does not split it.
+//! * **Contiguous runs.** An entry with the contiguous hint belongs to an
+//!   aligned group of 16 that the TLB may hold as one entry. Changing any
+//!   member breaks the whole group: all 16 are made invalid, invalidated one
+//!   by one, and remade — without the hint, unless a Modify covered the
+//!   whole group (then the hint stays, with the new permission).
+//! * **Merge** (with [`MapFlags::merge`], for the block sizes
+//!   [`MapFlags::block_at`] allows): after an update, a table it went through
+//!   whose 512 entries now map one aligned, physically contiguous range with
+//!   one set of attributes is replaced by a block, again with
+//!   break-before-make; the table is freed after the invalidation completed.
+//!
+//! ## When a live split is safe
+//!
+//! The break is a window in which the entry is invalid: an access through it
+//! by any CPU faults.
+//!
+//! * **Stage 2** (guest tables): a guest access in the window takes a
+//!   stage-2 translation fault to the hypervisor, which finds the mapping
+//!   present again once the update (under the table lock) finished, and
+//!   retries the access. Splits and merges of a running guest's memory are
+//!   safe.
+//! * **Stage 1** (the hypervisor's own table): safe only if nothing accesses
+//!   the broken range during the window — no other CPU (data, stack or code)
+//!   and not the updating CPU's own code, stack or the table pages it writes
+//!   through. The engine refuses ([`Error::BreakUnmapsTable`]) a split whose
+//!   break would unmap the table page it must write the new entry through
+//!   (for instance a direct-map block holding its own parent table); the
+//!   rest is the caller's to guarantee. CPUs with FEAT_BBM level 2 may change
+//!   a block's size without the break and without a TLB conflict abort; hvmm
+//!   does not use that: it always breaks.
+//!
+//! # TLB rules
+//!
+//! A pure insert needs no invalidation (invalid entries are never cached),
+//! only an `isb`. Modify and Remove invalidate every leaf they change — by
+//! address for small updates, one whole-regime invalidation for large ones —
+//! and a table emptied by Remove is unlinked, invalidated and only then
+//! freed. Stage-1 invalidations are the hypervisor's (`TLBI VAE2IS`,
+//! `ALLE2IS`); stage-2 ones are scoped to the table's VMID
+//! ([`Arch::tlb_flush_ipa`], then [`Arch::tlb_flush_guest_s1`] for the
+//! guest's combined entries, or [`Arch::tlb_flush_vmid`]).
+//!
+//! # Runs of leaves
+//!
+//! Inside one table, the entries an update targets at the leaf level form a
+//! run. Both passes handle a run as a whole through the [`Arch`] run
+//! methods: prepare scans it for the first entry that breaks a rule
+//! ([`Arch::find_pte`]; that entry gets the same error an entry-by-entry
 //! check gives), commit writes it without reading it back for an insert
 //! ([`Arch::write_pte_run`]: prepare proved every entry invalid, and a new
 //! table is zeroed) and rewrites it in one pass for a large modify or remove
 //! ([`Arch::update_pte_run`]; small ones go leaf by leaf, each followed by
-//! its own invalidation by VA). The default run methods write descriptor by
+//! its own invalidation). The default run methods write descriptor by
 //! descriptor with [`Arch::write_pte`] (`dsb; str; dsb` each; the machine
 //! model checks every write). The hardware back ends relax that to one `dsb`
 //! before the run and one after it: an insert run only turns invalid entries
 //! valid (nothing can have cached them, nothing uses them before the update
 //! returns, after the trailing `dsb` and the `isb`), and the modify / remove
 //! runs take effect through the invalidation that follows them, ordered
-//! after the trailing `dsb`.
+//! after the trailing `dsb`. Break-before-make never uses a relaxed run: its
+//! breaks, invalidation and makes are single writes in that order.
 
 use crate::access::{AccessError, TableAccess};
-use crate::addr::{Mfn, Paddr, Vaddr, PAGE_SIZE};
-use crate::alloc::FrameAlloc;
+use crate::addr::{InputAddr, Mfn, Paddr, Vaddr, Vmid, PAGE_SIZE};
+use crate::alloc::{FrameAlloc, NoFrames};
 use crate::arch::Arch;
-use crate::attr::{Attrs, MapFlags};
+use crate::attr::{Attrs, LeafAttrs, MairMap, MapFlags};
 use crate::error::Error;
-use crate::format::{block_allowed, level_size, table_index, Format, Pte, CONTIG_ENTRIES, ENTRIES};
+use crate::format::{
+    block_allowed, level_size, table_index, Format, FormatCheck, Pte, Stage, Stage1Format,
+    Stage2Format, CONTIG_ENTRIES, ENTRIES,
+};
 use core::cell::Cell;
 use core::fmt;
 use core::marker::PhantomData;
 
 /// Above this many changed leaves, Modify and Remove invalidate the whole TLB
-/// once instead of entry by entry.
+/// (of the regime, or of the VMID) once instead of entry by entry.
 pub const TLB_FLUSH_ALL_THRESHOLD: u64 = 64;
 
-/// What an update does.
+/// What an update does. `A` is the regime's attribute type: [`Attrs`] for
+/// the hypervisor's stage 1, [`crate::S2Attrs`] for a guest's stage 2.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
-pub enum Op {
+pub enum Op<A = Attrs> {
     /// Map the range to `pa..` with `attrs`. Refused if any entry is valid.
     Insert {
         /// Physical address of the first page.
         pa: Paddr,
         /// Memory type and permission.
-        attrs: Attrs,
+        attrs: A,
     },
-    /// Change the permission of existing mappings. The memory type must stay.
+    /// Change the permission of existing mappings, at whatever level they
+    /// are (blocks the range covers in part are split). The memory type
+    /// must stay.
     Modify {
         /// The new attributes; their memory type must equal the current one.
-        attrs: Attrs,
+        attrs: A,
     },
-    /// Unmap the range. Absent mappings are fine.
+    /// Unmap the range, at whatever level it is mapped (blocks the range
+    /// covers in part are split). Absent mappings are fine.
     Remove,
     /// Create the intermediate tables down to level 3, map nothing.
     Populate,
 }
 
-impl Op {
+impl<A> Op<A> {
     /// The operation's name, for logs.
     pub fn name(&self) -> &'static str {
         match self {
@@ -92,16 +160,22 @@ impl Op {
 /// What an update did.
 #[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
 pub struct UpdateReport {
-    /// Leaf descriptors written (inserted, modified or cleared).
+    /// Leaf descriptors the operation wrote (inserted, modified or cleared).
     pub leaves: u64,
-    /// Table pages created.
+    /// Table pages created (new tables and split replacements).
     pub tables_created: u64,
-    /// Table pages freed.
+    /// Table pages freed (emptied by Remove, or replaced by a merge).
     pub tables_freed: u64,
     /// Table pages mapped through the provider (both passes).
     pub table_maps: u64,
-    /// TLB invalidations issued (by VA or global).
+    /// TLB invalidations issued (by address or whole regime / VMID).
     pub tlb_invalidations: u64,
+    /// Blocks split into tables.
+    pub splits: u64,
+    /// Tables merged into blocks.
+    pub merges: u64,
+    /// Contiguous groups broken and remade.
+    pub contiguous_breaks: u64,
 }
 
 impl core::ops::AddAssign for UpdateReport {
@@ -111,23 +185,27 @@ impl core::ops::AddAssign for UpdateReport {
         self.tables_freed += o.tables_freed;
         self.table_maps += o.table_maps;
         self.tlb_invalidations += o.tlb_invalidations;
+        self.splits += o.splits;
+        self.merges += o.merges;
+        self.contiguous_breaks += o.contiguous_breaks;
     }
 }
 
-/// A leaf mapping found by [`PageTable::lookup`].
+/// A leaf mapping found by [`PageTable::lookup`] or a range walk.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
-pub struct Leaf {
+pub struct Leaf<A = Attrs> {
     /// Level of the entry (3 for a page, 2 or 1 for a block).
     pub level: u8,
-    /// Physical address the looked-up VA translates to (page offset included).
+    /// Physical address the looked-up address translates to (offset
+    /// included).
     pub pa: Paddr,
     /// The raw descriptor.
     pub pte: Pte,
-    /// Attributes, if the descriptor holds ones hvmm can express.
-    pub attrs: Option<Attrs>,
+    /// Attributes, if the descriptor holds ones the regime can express.
+    pub attrs: Option<A>,
 }
 
-/// The three things the engine works with: the processor, the way to reach
+/// The three things an update works with: the processor, the way to reach
 /// table pages, and the source of new table pages.
 pub struct Env<'a, A: Arch, T: TableAccess<A>, M: FrameAlloc> {
     /// Processor operations.
@@ -149,118 +227,124 @@ impl<'a, A: Arch, T: TableAccess<A>, M: FrameAlloc> Env<'a, A, T, M> {
     }
 }
 
-/// A hypervisor page table: a root frame and the format of its descriptors.
-/// Updates take `&mut self`: holding the table is holding its lock.
+/// Whose TLB entries a table's changes invalidate.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+enum TlbScope {
+    /// The hypervisor's own (EL2 / HYP stage 1).
+    Hyp,
+    /// A guest's (stage 2 and the guest's combined entries), by VMID.
+    Guest(Vmid),
+}
+
+/// A page table of format `F`: a root (one frame, or a stage-2 root's
+/// concatenated frames), how its attributes are encoded (the MAIR map, for
+/// stage 1) and whose TLB entries it invalidates (the hypervisor's, or a
+/// guest's VMID). Updates take `&mut self`: holding the table is holding its
+/// lock.
 ///
-/// It remembers the last level-3 table a walk reached (see [`WalkCache`]),
-/// so there must be one `PageTable` per tree: two handles over the same
-/// tables would not see each other's changes to the links.
+/// A table owns its root: [`PageTable::create`] / [`PageTable::create_stage2`]
+/// allocate a fresh one, [`PageTable::destroy`] frees every table page. Two
+/// handles over one root would corrupt each other (each remembers the last
+/// level-3 table it reached), so adopting an existing root
+/// ([`PageTable::from_root`]) is `unsafe`: safe code cannot make a second.
 #[derive(Debug)]
 pub struct PageTable<F: Format> {
     root: Mfn,
+    mair: MairMap,
+    scope: TlbScope,
     walk: Cell<Option<WalkCache>>,
     _format: PhantomData<F>,
 }
 
 /// The last level-3 table a walk of this [`PageTable`] reached through table
-/// descriptors from the root, and the 2 MiB of VA it covers. The next
-/// one-page update or lookup in that 2 MiB starts there instead of at the
-/// root (Xen maps large ranges one page per call).
+/// descriptors from the root, and the 2 MiB of input addresses it covers.
+/// The next one-page update or lookup in that 2 MiB starts there instead of
+/// at the root (Xen maps large ranges one page per call).
 ///
 /// Why it stays right: the links from the root down to a level-3 table
 /// change only when a table is unlinked — a Remove that frees an emptied
-/// table, or a failed update (whose commit may have linked new tables it
-/// then leaves or frees). Every update goes through `&mut self`; a Remove or
-/// a failure forgets the cache before returning, and nothing else in the
-/// engine replaces a valid table descriptor (an Insert refuses valid
-/// entries, Modify changes leaves only, Populate only fills invalid
-/// entries). Code that rewrites links behind the engine's back must call
-/// [`PageTable::forget_walk`].
+/// table, a merge, or a failed update (whose commit may have linked new
+/// tables it then leaves or frees). Every update goes through `&mut self`; a
+/// Remove, an update that may merge, or a failure forgets the cache, and
+/// nothing else in the engine replaces a valid table descriptor (an Insert
+/// refuses valid entries, Modify replaces leaves only — a split turns a block
+/// into a table, never a table into anything). Code that rewrites links behind
+/// the engine's back must call [`PageTable::forget_walk`].
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
-pub struct WalkCache {
+struct WalkCache {
     /// `va >> 21` of the 2 MiB the table maps.
     region: u64,
     /// The level-3 table.
     l3: Mfn,
 }
 
-/// The descriptor bits [`Pte::attrs`] depends on: AttrIndx, AP\[2\], XN.
-const ATTR_BITS: u64 = (7 << Pte::ATTR_SHIFT) | Pte::RO | Pte::XN;
+/// The descriptor bits a leaf's attributes are decoded from (every
+/// attribute field of both stages): memory type, AP / S2AP, SH, AF, XN.
+const ATTR_BITS: u64 = (0xf << 2) | (3 << 6) | (3 << 8) | (1 << 10) | Pte::XN;
 
-/// Shift of the VA span of one level-3 table.
+/// Shift of the input-address span of one level-3 table.
 const L3_SPAN_SHIFT: u32 = 21;
 
 /// The checked request of one update.
 #[derive(Copy, Clone)]
-struct Req {
+struct Req<A> {
     va: u64,
     end: u64,
     /// PA of `va` (Insert only; 0 otherwise).
     pa: u64,
-    op: Op,
+    op: Op<A>,
     flags: MapFlags,
+    /// The attributes' descriptor bits (Insert, Modify).
+    bits: u64,
+    /// The permission bits a Modify writes.
+    perm: u64,
+    /// The memory-type bits a Modify must find.
+    mem: u64,
     /// Invalidate globally once at the end rather than per leaf.
     flush_all: bool,
 }
 
-impl Req {
+impl<A: LeafAttrs> Req<A> {
     #[inline]
     fn pa_at(&self, va: u64) -> u64 {
         self.pa + (va - self.va)
     }
 
-    /// Whether the entry at `level` covering `[va, slot_end)` is the target
-    /// (leaf) level of this request.
+    /// Whether the Insert / Populate entry at `level` covering
+    /// `[va, slot_end)` is the target (leaf) level of this request.
     #[inline]
     fn is_target(&self, level: u8, va: u64, slot_end: u64) -> bool {
         if level == 3 {
             return true;
         }
-        if matches!(self.op, Op::Populate)
-            || !self.flags.blocks
-            || !block_allowed(level)
-            || (level == 1 && self.flags.no_gib_blocks)
-        {
+        if matches!(self.op, Op::Populate) || !self.flags.block_at(level) {
             return false;
         }
         let size = level_size(level);
-        let aligned = va.is_multiple_of(size) && slot_end - va == size;
-        match self.op {
-            Op::Insert { .. } => aligned && self.pa_at(va).is_multiple_of(size),
-            _ => aligned,
-        }
+        va.is_multiple_of(size) && slot_end - va == size && self.pa_at(va).is_multiple_of(size)
     }
 
-    /// Whether a full, aligned slot at `level` inside the range is the
-    /// target level: [`Req::is_target`] for every such slot, which does not
-    /// depend on where the slot is (the PA offset is the same for all).
+    /// Whether a full, aligned insert slot at `level` inside the range is
+    /// the target level ([`Req::is_target`] for every such slot: the PA
+    /// offset is the same for all).
     #[inline]
     fn full_slot_target(&self, level: u8) -> bool {
         if level == 3 {
             return true;
         }
-        if matches!(self.op, Op::Populate)
-            || !self.flags.blocks
-            || !block_allowed(level)
-            || (level == 1 && self.flags.no_gib_blocks)
-        {
+        if !matches!(self.op, Op::Insert { .. }) || !self.flags.block_at(level) {
             return false;
         }
-        match self.op {
-            Op::Insert { .. } => self
-                .pa
-                .wrapping_sub(self.va)
-                .is_multiple_of(level_size(level)),
-            _ => true,
-        }
+        self.pa
+            .wrapping_sub(self.va)
+            .is_multiple_of(level_size(level))
     }
 
-    /// The run of full target slots of one table that starts at `va`: the
-    /// number of entries, or 0 when `va` does not start one. Only Insert,
-    /// Modify and Remove have runs (a Populate target needs no work).
+    /// The run of full insert target slots of one table that starts at
+    /// `va`: the number of entries, or 0 when `va` does not start one.
     #[inline]
     fn run_len(&self, level: u8, va: u64, end: u64) -> usize {
-        if matches!(self.op, Op::Populate) || !self.full_slot_target(level) {
+        if !matches!(self.op, Op::Insert { .. }) || !self.full_slot_target(level) {
             return 0;
         }
         let size = level_size(level);
@@ -284,16 +368,57 @@ impl Req {
             && start.checked_add(run).is_some_and(|e| e <= self.end)
             && (self.pa_at(start)).is_multiple_of(run)
     }
+
+    /// What Modify / Remove make of the leaf `old` they cover whole.
+    #[inline(always)]
+    fn applied(&self, old: u64) -> u64 {
+        match self.op {
+            Op::Remove => 0,
+            _ => (old & !A::PERM_MASK) | self.perm,
+        }
+    }
+
+    /// Whether Modify / Remove change the leaf `old` they cover (a Modify
+    /// to the permission it has already changes nothing).
+    #[inline(always)]
+    fn changes(&self, old: u64) -> bool {
+        self.applied(old) != old
+    }
+
+    /// The part of `[lo, hi)` the request covers, if any.
+    #[inline(always)]
+    fn overlap(&self, lo: u64, hi: u64) -> Option<(u64, u64)> {
+        let a = lo.max(self.va);
+        let b = hi.min(self.end);
+        (a < b).then_some((a, b))
+    }
 }
 
 /// Per-update bookkeeping during commit.
 struct Commit {
     report: UpdateReport,
-    /// Leaves changed since the last global invalidation (large updates).
+    /// Leaves changed since the last whole-regime invalidation (large
+    /// updates).
     dirty: bool,
-    /// The last level-3 table the commit entered or created, and a VA it
-    /// maps (for the [`WalkCache`]).
+    /// Stage 2: invalidations by IPA issued and not yet followed by the
+    /// invalidation of the guest's combined entries.
+    by_ipa: bool,
+    /// The last level-3 table the commit entered or created, and an address
+    /// it maps (for the [`WalkCache`]).
     last_l3: Option<(u64, Mfn)>,
+}
+
+/// What the commit of one table leaves behind, for its parent.
+#[derive(Copy, Clone, PartialEq, Eq)]
+enum After {
+    /// Nothing the parent acts on.
+    Kept,
+    /// No live entry left (Remove): the parent may unlink and free it.
+    Empty,
+    /// Every entry is a leaf and together they map one aligned, contiguous
+    /// range with these attribute bits from this PA: the parent may merge
+    /// it into a block.
+    Uniform { pa: u64, bits: u64 },
 }
 
 /// Tables unlinked by a Remove and not yet freed: they are freed in
@@ -328,19 +453,94 @@ fn entry_va(table: Vaddr, idx: usize) -> Vaddr {
     Vaddr(table.0 + (idx as u64) * 8)
 }
 
+/// Whether `[lo, hi)` covers the whole level-`level` slot it starts in.
+#[inline(always)]
+fn covers_slot(lo: u64, hi: u64, level: u8) -> bool {
+    let size = level_size(level);
+    lo.is_multiple_of(size) && hi - lo == size
+}
+
+/// Tables a split of the level-`level` leaf makes when a request covers
+/// `[lo, hi)` of it in part: the table one level down, and the splits of
+/// the (at most two) children the range ends inside.
+fn split_tables(level: u8, lo: u64, hi: u64) -> usize {
+    let child = level + 1;
+    let mut n = 1;
+    if child < 3 {
+        let cs = level_size(child);
+        let first_end = (lo | (cs - 1)).saturating_add(1).min(hi);
+        if !covers_slot(lo, first_end, child) {
+            n += split_tables(child, lo, first_end);
+        }
+        let last_start = (hi - 1) & !(cs - 1);
+        if last_start >= first_end && !covers_slot(last_start, hi, child) {
+            n += split_tables(child, last_start, hi);
+        }
+    }
+    n
+}
+
 impl<F: Format> PageTable<F> {
-    /// A page table whose root is the (already zeroed) frame `root`.
-    pub const fn new(root: Mfn) -> Self {
+    /// A handle over an existing root. The format's sizes are checked at
+    /// compile time here.
+    const fn with_root(root: Mfn, scope: TlbScope) -> Self {
+        #[allow(clippy::let_unit_value)]
+        let () = FormatCheck::<F>::OK;
         PageTable {
             root,
+            mair: MairMap::XEN,
+            scope,
             walk: Cell::new(None),
             _format: PhantomData,
         }
     }
 
-    /// Forgets the remembered walk ([`WalkCache`]). The engine does this
-    /// itself whenever it unlinks a table; call it after changing a table
-    /// descriptor of this tree outside the engine.
+    /// Allocates and zeroes a root (every concatenated page of it).
+    fn alloc_root<A: Arch, T: TableAccess<A>, M: FrameAlloc>(
+        env: &mut Env<'_, A, T, M>,
+    ) -> Result<Mfn, Error> {
+        let frames = F::ROOT_TABLES;
+        let root = env
+            .alloc
+            .alloc_contiguous(frames)
+            .map_err(|e| Error::OutOfMemory {
+                needed: e.needed,
+                available: e.available,
+            })?;
+        for i in 0..frames as u64 {
+            let mfn = root.add(i);
+            let zeroed = Self::in_table(env, mfn, |env, tva| Ok(env.arch.zero_page(tva)?));
+            if let Err(e) = zeroed {
+                for j in 0..frames as u64 {
+                    env.alloc.free(root.add(j));
+                }
+                return Err(e);
+            }
+        }
+        Ok(root)
+    }
+
+    /// The root frame (the first one, for a concatenated stage-2 root).
+    pub const fn root(&self) -> Mfn {
+        self.root
+    }
+
+    /// The MAIR map the table's stage-1 attributes are encoded with.
+    pub const fn mair(&self) -> MairMap {
+        self.mair
+    }
+
+    /// The VMID of a stage-2 table; `None` for a stage-1 table.
+    pub const fn vmid(&self) -> Option<Vmid> {
+        match self.scope {
+            TlbScope::Hyp => None,
+            TlbScope::Guest(v) => Some(v),
+        }
+    }
+
+    /// Forgets the remembered walk. The engine does this itself whenever it
+    /// unlinks a table; call it after changing a table descriptor of this
+    /// tree outside the engine.
     pub fn forget_walk(&self) {
         self.walk.set(None);
     }
@@ -362,12 +562,105 @@ impl<F: Format> PageTable<F> {
         }));
     }
 
-    /// The root frame.
-    pub const fn root(&self) -> Mfn {
-        self.root
+    /// The root page whose entries map `va`.
+    #[inline(always)]
+    fn root_for(&self, va: u64) -> Mfn {
+        if F::ROOT_TABLES == 1 {
+            self.root
+        } else {
+            let span_shift = crate::format::level_shift(F::ROOT_LEVEL) + 9;
+            self.root
+                .add((va >> span_shift) & (F::ROOT_TABLES as u64 - 1))
+        }
     }
 
-    /// Performs `op` on the `pages` pages starting at `va`.
+    /// Calls `f(root page, lo, hi)` for each root page `[va, end)` touches.
+    #[inline(always)]
+    fn for_root_pages(
+        &self,
+        va: u64,
+        end: u64,
+        mut f: impl FnMut(Mfn, u64, u64) -> Result<(), Error>,
+    ) -> Result<(), Error> {
+        if F::ROOT_TABLES == 1 {
+            return f(self.root, va, end);
+        }
+        let span = level_size(F::ROOT_LEVEL) * ENTRIES as u64;
+        let mut cur = va;
+        while cur < end {
+            let next = ((cur / span) + 1).saturating_mul(span).min(end);
+            f(self.root_for(cur), cur, next)?;
+            cur = next;
+        }
+        Ok(())
+    }
+
+    // ----------------------------------------------------------------------
+    // TLB maintenance in the table's regime
+    // ----------------------------------------------------------------------
+
+    /// Invalidates the translations of one input address (issued, not
+    /// completed).
+    #[inline(always)]
+    fn inv_one<A: Arch>(&self, arch: &mut A, va: u64, c: &mut Commit) {
+        match self.scope {
+            TlbScope::Hyp => arch.tlb_flush_va(Vaddr(va)),
+            TlbScope::Guest(vmid) => {
+                arch.tlb_flush_ipa(vmid, va);
+                c.by_ipa = true;
+            }
+        }
+        c.report.tlb_invalidations += 1;
+    }
+
+    /// Invalidates every translation of the regime (the hypervisor's, or
+    /// the VMID's), issued, not completed.
+    #[inline]
+    fn inv_all<A: Arch>(&self, arch: &mut A, c: &mut Commit) {
+        match self.scope {
+            TlbScope::Hyp => arch.tlb_flush_all(),
+            TlbScope::Guest(vmid) => {
+                arch.tlb_flush_vmid(vmid);
+                c.by_ipa = false;
+            }
+        }
+        c.dirty = false;
+        c.report.tlb_invalidations += 1;
+    }
+
+    /// Completes the invalidations issued so far; for stage 2 after
+    /// invalidations by IPA, also removes the guest's combined entries
+    /// (which invalidation by IPA leaves) and completes that.
+    #[inline]
+    fn inv_sync<A: Arch>(&self, arch: &mut A, c: &mut Commit) {
+        arch.tlb_sync();
+        if let (TlbScope::Guest(vmid), true) = (self.scope, c.by_ipa) {
+            arch.tlb_flush_guest_s1(vmid);
+            arch.tlb_sync();
+            c.by_ipa = false;
+            c.report.tlb_invalidations += 1;
+        }
+    }
+
+    /// Invalidates `n` broken entries of `size` from `va` on and waits for
+    /// it: the middle of break-before-make.
+    fn inv_broken<A: Arch>(&self, arch: &mut A, va: u64, size: u64, n: usize, c: &mut Commit) {
+        if n as u64 > TLB_FLUSH_ALL_THRESHOLD {
+            self.inv_all(arch, c);
+        } else {
+            for k in 0..n as u64 {
+                self.inv_one(arch, va + k * size, c);
+            }
+        }
+        self.inv_sync(arch, c);
+    }
+
+    // ----------------------------------------------------------------------
+    // Updates
+    // ----------------------------------------------------------------------
+
+    /// Performs `op` on the `pages` pages starting at `va` (a VA for stage
+    /// 1, an IPA for stage 2).
     ///
     /// Either the whole update happens, or nothing does: on error every table
     /// byte is as it was and every table allocated for the update is freed.
@@ -375,68 +668,70 @@ impl<F: Format> PageTable<F> {
     pub fn update<A: Arch, T: TableAccess<A>, M: FrameAlloc>(
         &mut self,
         env: &mut Env<'_, A, T, M>,
-        va: Vaddr,
+        va: F::Input,
         pages: u64,
-        op: Op,
+        op: Op<F::Attrs>,
         flags: MapFlags,
     ) -> Result<UpdateReport, Error> {
         // One page in the remembered level-3 table (Xen's usage pattern).
-        if pages == 1 {
-            if let Some(report) = self.update_cached(env, va, op) {
+        if pages == 1 && !flags.merge {
+            if let Some(report) = self.update_cached(env, va.raw(), op) {
                 return Ok(report);
             }
         }
-        self.update_checked(env, va, pages, op, flags)
+        self.update_checked(env, va.raw(), pages, op, flags)
     }
 
     /// [`PageTable::update`] of one page in the level-3 table of the
     /// [`WalkCache`]: the same checks as the general path (request, then the
     /// entry), one table mapped, the same TLB rules. Anything else — another
-    /// operation, a bad request, a refusal, a provider or memory failure —
-    /// returns `None` before anything was written, and the general path
-    /// meets and reports it. (A single page never gets the contiguous hint:
-    /// a run of 16 does not fit in it.)
+    /// operation, a bad request, a refusal, a contiguous entry, a provider
+    /// or memory failure — returns `None` before anything was written, and
+    /// the general path meets and reports it.
     #[inline(always)]
     fn update_cached<A: Arch, T: TableAccess<A>, M: FrameAlloc>(
         &self,
         env: &mut Env<'_, A, T, M>,
-        va: Vaddr,
-        op: Op,
+        va: u64,
+        op: Op<F::Attrs>,
     ) -> Option<UpdateReport> {
-        let l3 = self.cached_l3(va.0)?;
-        if !va.is_aligned(PAGE_SIZE) || !va.0.checked_add(PAGE_SIZE).is_some_and(F::va_end_fits) {
+        let l3 = self.cached_l3(va)?;
+        if !va.is_multiple_of(PAGE_SIZE) || !va.checked_add(PAGE_SIZE).is_some_and(F::va_end_fits) {
             return None;
         }
-        match op {
-            Op::Insert { pa, .. } => {
+        let bits = match op {
+            Op::Insert { pa, attrs } => {
                 if !pa.is_aligned(PAGE_SIZE)
                     || !pa.0.checked_add(PAGE_SIZE).is_some_and(F::pa_end_fits)
                 {
                     return None;
                 }
+                attrs.leaf_bits(&self.mair).ok()?
             }
-            Op::Modify { .. } => {}
+            Op::Modify { attrs } => attrs.leaf_bits(&self.mair).ok()?,
             Op::Remove | Op::Populate => return None,
-        }
+        };
         env.access.reserve(env.arch, 1).ok()?;
         let Ok(tva) = env.access.map_table(env.arch, l3) else {
             env.access.unreserve(env.arch);
             return None;
         };
-        let eva = entry_va(tva, table_index(va.0, 3));
+        let eva = entry_va(tva, table_index(va, 3));
         let written = match env.arch.read_pte(eva) {
             Ok(raw) => {
                 let pte = Pte(raw);
                 let new = match op {
-                    Op::Insert { pa, attrs } if !(pte.is_table(3) || pte.is_leaf(3)) => {
-                        Some(Pte::leaf::<F>(3, pa, attrs, false))
+                    Op::Insert { pa, .. } if !(pte.is_table(3) || pte.is_leaf(3)) => {
+                        Some(Pte::leaf_bits::<F>(3, pa, bits, false))
                     }
-                    Op::Modify { attrs }
+                    Op::Modify { .. }
                         if pte.is_leaf(3)
                             && !pte.is_contiguous()
-                            && pte.attr_index() == attrs.mem().index() =>
+                            && raw & F::Attrs::MEM_MASK == bits & F::Attrs::MEM_MASK =>
                     {
-                        Some(pte.with_perm(attrs.perm()))
+                        Some(Pte(
+                            (raw & !F::Attrs::PERM_MASK) | (bits & F::Attrs::PERM_MASK)
+                        ))
                     }
                     _ => None,
                 };
@@ -449,19 +744,15 @@ impl<F: Format> PageTable<F> {
         if !written {
             return None;
         }
-        let mut report = UpdateReport {
-            leaves: 1,
-            table_maps: 1,
-            ..Default::default()
-        };
+        let mut c = Commit::new(1);
+        c.report.leaves = 1;
         if matches!(op, Op::Modify { .. }) {
-            env.arch.tlb_flush_va(va);
-            report.tlb_invalidations = 1;
-            env.arch.tlb_sync();
+            self.inv_one(env.arch, va, &mut c);
+            self.inv_sync(env.arch, &mut c);
         } else {
             env.arch.isb();
         }
-        Some(report)
+        Some(c.report)
     }
 
     /// [`PageTable::update`] past the remembered-walk fast path.
@@ -469,23 +760,24 @@ impl<F: Format> PageTable<F> {
     fn update_checked<A: Arch, T: TableAccess<A>, M: FrameAlloc>(
         &mut self,
         env: &mut Env<'_, A, T, M>,
-        va: Vaddr,
+        va: u64,
         pages: u64,
-        op: Op,
+        op: Op<F::Attrs>,
         flags: MapFlags,
     ) -> Result<UpdateReport, Error> {
-        let req = Self::check(va, pages, op, flags)?;
+        let req = self.check(va, pages, op, flags)?;
 
         // One page into existing tables (Xen's usage pattern): one walk.
-        if pages == 1 && matches!(op, Op::Insert { .. } | Op::Modify { .. }) {
+        if pages == 1 && !flags.merge && matches!(op, Op::Insert { .. } | Op::Modify { .. }) {
             if let Some(report) = self.update_one(env, &req) {
                 return Ok(report);
             }
         }
 
-        // Removing may unlink tables: forget the remembered walk first. A
-        // failure may leave new links or free new tables: forget it too.
-        if matches!(op, Op::Remove) {
+        // Removing or merging may unlink tables: forget the remembered walk
+        // first. A failure may leave new links or free new tables: forget
+        // it too.
+        if matches!(op, Op::Remove) || flags.merge {
             self.forget_walk();
         }
         let res = self.update_two_pass(env, &req);
@@ -499,7 +791,7 @@ impl<F: Format> PageTable<F> {
     fn update_two_pass<A: Arch, T: TableAccess<A>, M: FrameAlloc>(
         &mut self,
         env: &mut Env<'_, A, T, M>,
-        req: &Req,
+        req: &Req<F::Attrs>,
     ) -> Result<UpdateReport, Error> {
         let req = *req;
         let op = req.op;
@@ -507,16 +799,18 @@ impl<F: Format> PageTable<F> {
         // Prepare: validate everything and count the tables to create.
         let mut need = 0usize;
         let mut maps = 0u64;
-        self.prepare(
-            env, &req, root_level, self.root, req.va, req.end, &mut need, &mut maps,
-        )?;
+        self.for_root_pages(req.va, req.end, |root, lo, hi| {
+            self.prepare(env, &req, root_level, root, lo, hi, &mut need, &mut maps)
+        })?;
         if need > 0 {
             env.alloc.reserve(need).map_err(|e| Error::OutOfMemory {
                 needed: e.needed,
                 available: e.available,
             })?;
         }
-        // The commit pass holds at most one mapping per level at a time.
+        // The commit pass holds at most one mapping per level at a time: a
+        // split of a level-L block holds the tables down to level L and
+        // builds its new ones at levels L+1 to 3.
         let nested = usize::from(4 - root_level);
         if let Err(err) = env.access.reserve(env.arch, nested) {
             env.alloc.unreserve();
@@ -549,38 +843,38 @@ impl<F: Format> PageTable<F> {
             }
         }
 
-        let mut c = Commit {
-            report: UpdateReport {
-                table_maps: maps,
-                ..Default::default()
-            },
-            dirty: false,
-            last_l3: None,
-        };
-        let res = self.commit(env, &req, root_level, self.root, req.va, req.end, &mut c);
+        let mut c = Commit::new(maps);
+        let res = self.for_root_pages(req.va, req.end, |root, lo, hi| {
+            self.commit(env, &req, root_level, root, lo, hi, &mut c)
+                .map(|_| ())
+        });
         env.access.unreserve(env.arch);
         env.alloc.unreserve();
         match res {
-            Ok(_) => {
-                if let (Some((va, l3)), false) = (c.last_l3, matches!(op, Op::Remove)) {
+            Ok(()) => {
+                if let (Some((va, l3)), false) =
+                    (c.last_l3, matches!(op, Op::Remove) || req.flags.merge)
+                {
                     self.remember_l3(va, l3);
                 }
                 match op {
-                    Op::Insert { .. } | Op::Populate => env.arch.isb(),
+                    Op::Insert { .. } | Op::Populate => {
+                        // Merges completed their own invalidations.
+                        env.arch.isb();
+                    }
                     Op::Modify { .. } | Op::Remove => {
                         if c.dirty {
-                            env.arch.tlb_flush_all();
-                            c.report.tlb_invalidations += 1;
+                            self.inv_all(env.arch, &mut c);
                         }
-                        env.arch.tlb_sync();
+                        self.inv_sync(env.arch, &mut c);
                     }
                 }
                 Ok(c.report)
             }
             Err(e) => {
                 // Whatever was written must not stay cached.
-                env.arch.tlb_flush_all();
-                env.arch.tlb_sync();
+                self.inv_all(env.arch, &mut c);
+                self.inv_sync(env.arch, &mut c);
                 Err(e)
             }
         }
@@ -590,17 +884,18 @@ impl<F: Format> PageTable<F> {
     /// each level's table is mapped and held (as the commit pass holds them,
     /// under the same reservation), the leaf is checked against the same
     /// rules as the prepare pass, and only then written. Anything else — a
-    /// missing table, a block, a refusal, a provider or memory failure —
-    /// gives the mappings back and returns `None` before anything was
-    /// written, and the caller runs the general two-pass update, which meets
-    /// and reports the same thing. The TLB rules are the general path's: an
-    /// insert ends with an `isb`; a modify invalidates its VA and syncs.
+    /// missing table, a block, a contiguous entry, a refusal, a provider or
+    /// memory failure — gives the mappings back and returns `None` before
+    /// anything was written, and the caller runs the general two-pass
+    /// update, which meets and reports the same thing. The TLB rules are
+    /// the general path's: an insert ends with an `isb`; a modify
+    /// invalidates its address and syncs.
     fn update_one<A: Arch, T: TableAccess<A>, M: FrameAlloc>(
         &self,
         env: &mut Env<'_, A, T, M>,
-        req: &Req,
+        req: &Req<F::Attrs>,
     ) -> Option<UpdateReport> {
-        let mut mfn = self.root;
+        let mut mfn = self.root_for(req.va);
         let mut level = F::ROOT_LEVEL;
         let nested = usize::from(4 - level);
         if env.access.reserve(env.arch, nested).is_err() {
@@ -608,7 +903,7 @@ impl<F: Format> PageTable<F> {
         }
         let mut held = [(Mfn(0), Vaddr(0)); 4];
         let mut n = 0;
-        let mut report = UpdateReport::default();
+        let mut c = Commit::new(0);
         let done = loop {
             let Ok(tva) = env.access.map_table(env.arch, mfn) else {
                 break false;
@@ -632,30 +927,27 @@ impl<F: Format> PageTable<F> {
                 continue;
             }
             let new = match req.op {
-                Op::Insert { attrs, .. } => {
+                Op::Insert { .. } => {
                     if pte.is_table(3) || pte.is_leaf(3) {
                         break false;
                     }
-                    Pte::leaf::<F>(3, Paddr(req.pa), attrs, req.contiguous(3, req.va))
+                    Pte::leaf_bits::<F>(3, Paddr(req.pa), req.bits, req.contiguous(3, req.va))
                 }
-                Op::Modify { attrs } => {
-                    if !pte.is_leaf(3)
-                        || pte.is_contiguous()
-                        || pte.attr_index() != attrs.mem().index()
+                Op::Modify { .. } => {
+                    if !pte.is_leaf(3) || pte.is_contiguous() || raw & F::Attrs::MEM_MASK != req.mem
                     {
                         break false;
                     }
-                    pte.with_perm(attrs.perm())
+                    Pte(req.applied(raw))
                 }
                 Op::Remove | Op::Populate => break false,
             };
             if env.arch.write_pte(eva, new.0).is_err() {
                 break false;
             }
-            report.leaves = 1;
+            c.report.leaves = 1;
             if matches!(req.op, Op::Modify { .. }) {
-                env.arch.tlb_flush_va(Vaddr(req.va));
-                report.tlb_invalidations = 1;
+                self.inv_one(env.arch, req.va, &mut c);
             }
             break true;
         };
@@ -667,34 +959,22 @@ impl<F: Format> PageTable<F> {
             return None;
         }
         env.alloc.unreserve();
-        report.table_maps = n as u64;
+        c.report.table_maps = n as u64;
         match req.op {
             Op::Insert { .. } => env.arch.isb(),
-            _ => env.arch.tlb_sync(),
+            _ => self.inv_sync(env.arch, &mut c),
         }
-        Some(report)
+        Some(c.report)
     }
 
-    fn check(va: Vaddr, pages: u64, op: Op, flags: MapFlags) -> Result<Req, Error> {
-        if pages == 0 {
-            return Err(Error::EmptyRange);
-        }
-        if !va.is_aligned(PAGE_SIZE) {
-            return Err(Error::VaMisaligned(va));
-        }
-        let len = pages
-            .checked_mul(PAGE_SIZE)
-            .ok_or(Error::VaRangeOverflow { va, pages })?;
-        let end =
-            va.0.checked_add(len)
-                .ok_or(Error::VaRangeOverflow { va, pages })?;
-        if !F::va_end_fits(end) {
-            return Err(Error::VaOutOfRange {
-                va,
-                pages,
-                va_bits: F::VA_BITS,
-            });
-        }
+    fn check(
+        &self,
+        va: u64,
+        pages: u64,
+        op: Op<F::Attrs>,
+        flags: MapFlags,
+    ) -> Result<Req<F::Attrs>, Error> {
+        let (end, len) = Self::check_range(va, pages)?;
         let pa = match op {
             Op::Insert { pa, .. } => {
                 if !pa.is_aligned(PAGE_SIZE) {
@@ -712,14 +992,45 @@ impl<F: Format> PageTable<F> {
             }
             _ => 0,
         };
+        let bits = match op {
+            Op::Insert { attrs, .. } | Op::Modify { attrs } => attrs.leaf_bits(&self.mair)?,
+            Op::Remove | Op::Populate => 0,
+        };
         Ok(Req {
-            va: va.0,
+            va,
             end,
             pa,
             op,
             flags,
+            bits,
+            perm: bits & F::Attrs::PERM_MASK,
+            mem: bits & F::Attrs::MEM_MASK,
             flush_all: pages > TLB_FLUSH_ALL_THRESHOLD,
         })
+    }
+
+    /// Checks an input range; returns its end and length in bytes.
+    fn check_range(va: u64, pages: u64) -> Result<(u64, u64), Error> {
+        if pages == 0 {
+            return Err(Error::EmptyRange);
+        }
+        if !va.is_multiple_of(PAGE_SIZE) {
+            return Err(Error::VaMisaligned(Vaddr(va)));
+        }
+        let overflow = Error::VaRangeOverflow {
+            va: Vaddr(va),
+            pages,
+        };
+        let len = pages.checked_mul(PAGE_SIZE).ok_or(overflow)?;
+        let end = va.checked_add(len).ok_or(overflow)?;
+        if !F::va_end_fits(end) {
+            return Err(Error::VaOutOfRange {
+                va: Vaddr(va),
+                pages,
+                va_bits: F::VA_BITS,
+            });
+        }
+        Ok((end, len))
     }
 
     #[inline]
@@ -758,7 +1069,7 @@ impl<F: Format> PageTable<F> {
 
     /// Number of tables an insert (or populate) creates below an invalid
     /// entry: the new table at `level` for `[va, end)` and everything under it.
-    fn tables_needed(req: &Req, level: u8, va: u64, end: u64) -> usize {
+    fn tables_needed(req: &Req<F::Attrs>, level: u8, va: u64, end: u64) -> usize {
         if level == 3 {
             return 1;
         }
@@ -774,11 +1085,25 @@ impl<F: Format> PageTable<F> {
         n
     }
 
+    /// Stage 1: refuses a break of `[lo, lo + len)` when the table page the
+    /// engine writes the new entry through (`tva`) lies inside it.
+    #[inline]
+    fn check_break(tva: Vaddr, lo: u64, len: u64, level: u8) -> Result<(), Error> {
+        if matches!(F::STAGE, Stage::One) && tva.0 >= lo && tva.0 - lo < len {
+            return Err(Error::BreakUnmapsTable {
+                va: Vaddr(lo),
+                level,
+                table_va: tva,
+            });
+        }
+        Ok(())
+    }
+
     #[allow(clippy::too_many_arguments)]
     fn prepare<A: Arch, T: TableAccess<A>, M: FrameAlloc>(
         &self,
         env: &mut Env<'_, A, T, M>,
-        req: &Req,
+        req: &Req<F::Attrs>,
         level: u8,
         mfn: Mfn,
         va: u64,
@@ -788,15 +1113,22 @@ impl<F: Format> PageTable<F> {
     ) -> Result<(), Error> {
         Self::in_table(env, mfn, |env, tva| {
             *maps += 1;
-            self.prepare_in(env, req, level, tva, va, end, need, maps)
+            match req.op {
+                Op::Insert { .. } | Op::Populate => {
+                    self.prepare_insert(env, req, level, tva, va, end, need, maps)
+                }
+                Op::Modify { .. } | Op::Remove => {
+                    self.prepare_change(env, req, level, tva, va, end, need, maps)
+                }
+            }
         })
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn prepare_in<A: Arch, T: TableAccess<A>, M: FrameAlloc>(
+    fn prepare_insert<A: Arch, T: TableAccess<A>, M: FrameAlloc>(
         &self,
         env: &mut Env<'_, A, T, M>,
-        req: &Req,
+        req: &Req<F::Attrs>,
         level: u8,
         tva: Vaddr,
         va: u64,
@@ -810,183 +1142,161 @@ impl<F: Format> PageTable<F> {
             let run = req.run_len(level, cur, end);
             if run > 0 {
                 // Target entries only: check them all in one scan.
-                Self::prepare_run(env, req, level, eva, cur, run)?;
+                let found = env.arch.find_pte(eva, run, |e| {
+                    let p = Pte(e);
+                    p.is_table(level) || p.is_leaf(level)
+                })?;
+                if let Some(j) = found {
+                    return Err(Error::AlreadyMapped {
+                        va: Vaddr(cur + j as u64 * level_size(level)),
+                        level,
+                    });
+                }
                 cur += run as u64 * level_size(level);
                 continue;
             }
             let se = slot_end(cur, level, end);
             let pte = Pte(env.arch.read_pte(eva)?);
-            let target = req.is_target(level, cur, se);
             let table = pte.is_table(level);
             let leaf = pte.is_leaf(level);
-            if target {
-                Self::check_target(req, level, cur, pte)?;
-                cur = se;
-                continue;
-            }
-            match req.op {
-                Op::Populate if table && level + 1 == 3 => {}
-                Op::Insert { .. } | Op::Populate => {
-                    if table {
-                        let child = pte.table_mfn::<F>();
-                        self.prepare(env, req, level + 1, child, cur, se, need, maps)?;
-                    } else if leaf {
-                        return Err(match req.op {
-                            Op::Populate => Error::BlockInTheWay {
-                                va: Vaddr(cur),
-                                level,
-                            },
-                            _ => Error::AlreadyMapped {
-                                va: Vaddr(cur),
-                                level,
-                            },
-                        });
-                    } else {
-                        *need += Self::tables_needed(req, level + 1, cur, se);
-                    }
+            if req.is_target(level, cur, se) {
+                if matches!(req.op, Op::Insert { .. }) && (table || leaf) {
+                    return Err(Error::AlreadyMapped {
+                        va: Vaddr(cur),
+                        level,
+                    });
                 }
-                Op::Modify { .. } => {
-                    if !(table || leaf) {
-                        return Err(Error::NotMapped { va: Vaddr(cur) });
-                    }
-                    if table {
-                        let child = pte.table_mfn::<F>();
-                        self.prepare(env, req, level + 1, child, cur, se, need, maps)?;
-                    } else {
-                        return Err(Error::BlockInTheWay {
-                            va: Vaddr(cur),
-                            level,
-                        });
-                    }
+            } else if table {
+                if !(matches!(req.op, Op::Populate) && level + 1 == 3) {
+                    let child = pte.table_mfn::<F>();
+                    self.prepare(env, req, level + 1, child, cur, se, need, maps)?;
                 }
-                Op::Remove => {
-                    if table {
-                        let child = pte.table_mfn::<F>();
-                        self.prepare(env, req, level + 1, child, cur, se, need, maps)?;
-                    } else if leaf {
-                        return Err(Error::BlockInTheWay {
-                            va: Vaddr(cur),
-                            level,
-                        });
-                    }
-                }
+            } else if leaf {
+                return Err(match req.op {
+                    Op::Populate => Error::BlockInTheWay {
+                        va: Vaddr(cur),
+                        level,
+                    },
+                    _ => Error::AlreadyMapped {
+                        va: Vaddr(cur),
+                        level,
+                    },
+                });
+            } else {
+                *need += Self::tables_needed(req, level + 1, cur, se);
             }
             cur = se;
         }
         Ok(())
     }
 
-    /// The prepare pass's rules for one target entry.
-    #[inline]
-    fn check_target(req: &Req, level: u8, va: u64, pte: Pte) -> Result<(), Error> {
-        let table = pte.is_table(level);
-        let leaf = pte.is_leaf(level);
-        match req.op {
-            Op::Insert { .. } => {
-                if table || leaf {
-                    return Err(Error::AlreadyMapped {
-                        va: Vaddr(va),
-                        level,
-                    });
-                }
-            }
-            Op::Populate => {}
-            Op::Modify { attrs } => {
-                if !(table || leaf) {
-                    return Err(Error::NotMapped { va: Vaddr(va) });
-                }
-                Self::check_target_leaf(pte, level, va, table)?;
-                let from = pte.attr_index();
-                let to = attrs.mem().index();
-                if from != to {
-                    return Err(Error::AttrIndexChange {
-                        va: Vaddr(va),
-                        from,
-                        to,
-                    });
-                }
-            }
-            Op::Remove => {
-                if table || leaf {
-                    Self::check_target_leaf(pte, level, va, table)?;
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// Checks a run of `n` target entries (at `eva`, the first one mapping
-    /// `va`) with one scan for the first entry that breaks a rule; that one
-    /// gets [`PageTable::check_target`]'s error, so the result is the one an
-    /// entry-by-entry check gives.
-    fn prepare_run<A: Arch, T: TableAccess<A>, M: FrameAlloc>(
+    /// Prepare for Modify and Remove: every address Modify covers must be
+    /// mapped with the memory type it asks for; each block covered in part
+    /// (that the update changes) needs its split's tables; a stage-1 break
+    /// must not unmap the table it writes through.
+    #[allow(clippy::too_many_arguments)]
+    fn prepare_change<A: Arch, T: TableAccess<A>, M: FrameAlloc>(
+        &self,
         env: &mut Env<'_, A, T, M>,
-        req: &Req,
+        req: &Req<F::Attrs>,
         level: u8,
-        eva: Vaddr,
+        tva: Vaddr,
         va: u64,
-        n: usize,
+        end: u64,
+        need: &mut usize,
+        maps: &mut u64,
     ) -> Result<(), Error> {
-        let mut i = 0;
-        while i < n {
-            let at = entry_va(eva, i);
-            let found = match req.op {
-                Op::Insert { .. } => env.arch.find_pte(at, n - i, |e| {
-                    let p = Pte(e);
-                    p.is_table(level) || p.is_leaf(level)
-                })?,
-                Op::Modify { attrs } => {
-                    let to = attrs.mem().index();
-                    env.arch.find_pte(at, n - i, |e| {
-                        let p = Pte(e);
-                        !(p.is_leaf(level) && !p.is_contiguous() && p.attr_index() == to)
-                    })?
+        let size = level_size(level);
+        if level == 3 {
+            let n = ((end - va) / PAGE_SIZE) as usize;
+            let eva = entry_va(tva, table_index(va, 3));
+            if let Op::Modify { .. } = req.op {
+                let mem = req.mem;
+                let found = env.arch.find_pte(eva, n, |e| {
+                    !(Pte(e).is_leaf(3) && e & F::Attrs::MEM_MASK == mem)
+                })?;
+                if let Some(j) = found {
+                    let at = va + j as u64 * PAGE_SIZE;
+                    let pte = Pte(env.arch.read_pte(entry_va(eva, j))?);
+                    return Err(Self::modify_refusal(req, pte, 3, at));
                 }
-                Op::Remove => env.arch.find_pte(at, n - i, |e| {
-                    let p = Pte(e);
-                    p.is_table(level) || (p.is_leaf(level) && p.is_contiguous())
-                })?,
-                Op::Populate => None,
-            };
-            let Some(j) = found else {
-                return Ok(());
-            };
-            let pte = Pte(env.arch.read_pte(entry_va(at, j))?);
-            Self::check_target(req, level, va + (i + j) as u64 * level_size(level), pte)?;
-            i += j + 1;
+            }
+            // A contiguous group the change breaks must not hold the
+            // mapping of this very table (stage 1).
+            if matches!(F::STAGE, Stage::One) {
+                let group = PAGE_SIZE * CONTIG_ENTRIES;
+                let hot = tva.0 & !(group - 1);
+                let (glo, ghi) = (va & !(group - 1), (end - 1) | (group - 1));
+                if hot >= glo && hot <= ghi {
+                    let first = Pte(env.arch.read_pte(entry_va(tva, table_index(hot, 3)))?);
+                    if first.is_leaf(3) && first.is_contiguous() {
+                        Self::check_break(tva, hot, group, 3)?;
+                    }
+                }
+            }
+            return Ok(());
+        }
+        let mut cur = va;
+        while cur < end {
+            let eva = entry_va(tva, table_index(cur, level));
+            let se = slot_end(cur, level, end);
+            let pte = Pte(env.arch.read_pte(eva)?);
+            let full = covers_slot(cur, se, level);
+            if pte.is_table(level) {
+                // A table a Remove covers whole holds nothing to split.
+                if !(matches!(req.op, Op::Remove) && full) {
+                    let child = pte.table_mfn::<F>();
+                    self.prepare(env, req, level + 1, child, cur, se, need, maps)?;
+                }
+            } else if pte.is_leaf(level) {
+                if let Op::Modify { .. } = req.op {
+                    if pte.0 & F::Attrs::MEM_MASK != req.mem {
+                        return Err(Self::modify_refusal(req, pte, level, cur));
+                    }
+                }
+                if req.changes(pte.0) {
+                    if pte.is_contiguous() {
+                        let group = size * CONTIG_ENTRIES;
+                        Self::check_break(tva, cur & !(group - 1), group, level)?;
+                    } else if !full {
+                        Self::check_break(tva, cur & !(size - 1), size, level)?;
+                    }
+                    if !full {
+                        *need += split_tables(level, cur, se);
+                    }
+                }
+            } else if let Op::Modify { .. } = req.op {
+                return Err(Error::NotMapped { va: Vaddr(cur) });
+            }
+            cur = se;
         }
         Ok(())
     }
 
-    fn check_target_leaf(pte: Pte, level: u8, va: u64, table: bool) -> Result<(), Error> {
-        if table {
-            return Err(Error::TableInTheWay {
-                va: Vaddr(va),
-                level,
-            });
+    /// The error a Modify gets for the entry `pte` at `level` mapping `va`.
+    fn modify_refusal(req: &Req<F::Attrs>, pte: Pte, level: u8, va: u64) -> Error {
+        if !pte.is_leaf(level) {
+            return Error::NotMapped { va: Vaddr(va) };
         }
-        if pte.is_contiguous() {
-            return Err(Error::ContiguousEntry {
-                va: Vaddr(va),
-                level,
-            });
+        Error::AttrIndexChange {
+            va: Vaddr(va),
+            from: ((pte.0 & F::Attrs::MEM_MASK) >> 2) as u8,
+            to: (req.mem >> 2) as u8,
         }
-        Ok(())
     }
 
-    /// Commits the request in the table `mfn` (mapped here). Returns whether
-    /// the table is empty afterwards (meaningful for Remove only).
+    /// Commits the request in the table `mfn` (mapped here).
     #[allow(clippy::too_many_arguments)]
     fn commit<A: Arch, T: TableAccess<A>, M: FrameAlloc>(
         &self,
         env: &mut Env<'_, A, T, M>,
-        req: &Req,
+        req: &Req<F::Attrs>,
         level: u8,
         mfn: Mfn,
         va: u64,
         end: u64,
         c: &mut Commit,
-    ) -> Result<bool, Error> {
+    ) -> Result<After, Error> {
         Self::in_table(env, mfn, |env, tva| {
             c.report.table_maps += 1;
             if level == 3 {
@@ -1000,126 +1310,467 @@ impl<F: Format> PageTable<F> {
     fn commit_in<A: Arch, T: TableAccess<A>, M: FrameAlloc>(
         &self,
         env: &mut Env<'_, A, T, M>,
-        req: &Req,
+        req: &Req<F::Attrs>,
         level: u8,
         tva: Vaddr,
         va: u64,
         end: u64,
         c: &mut Commit,
-    ) -> Result<bool, Error> {
+    ) -> Result<After, Error> {
         if matches!(req.op, Op::Populate) && level == 3 {
-            return Ok(false);
+            return Ok(After::Kept);
+        }
+        if level == 3 && matches!(req.op, Op::Modify { .. } | Op::Remove) {
+            self.commit_pages(env, req, tva, va, end, c)?;
+            return self.after(env, req, level, tva, va, end);
         }
         let mut cur = va;
-        let mut kept = false;
         let mut pending = Unlinked::default();
         while cur < end {
             let eva = entry_va(tva, table_index(cur, level));
             let run = req.run_len(level, cur, end);
-            // Runs: every insert, and modify / remove when they invalidate
-            // globally (a small one invalidates leaf by leaf, below).
-            if run > 0 && (matches!(req.op, Op::Insert { .. }) || req.flush_all) {
-                Self::commit_run(env, req, level, eva, cur, run, c)?;
+            if run > 0 {
+                Self::commit_insert_run(env, req, level, eva, cur, run, c)?;
                 cur += run as u64 * level_size(level);
                 continue;
             }
             let se = slot_end(cur, level, end);
             let pte = Pte(env.arch.read_pte(eva)?);
-            let target = req.is_target(level, cur, se);
             let table = pte.is_table(level);
-            let leaf = pte.is_leaf(level);
             match req.op {
-                Op::Insert { attrs, .. } if target => {
+                Op::Insert { .. } if req.is_target(level, cur, se) => {
                     let contig = req.contiguous(level, cur);
-                    let new = Pte::leaf::<F>(level, Paddr(req.pa_at(cur)), attrs, contig);
+                    let new = Pte::leaf_bits::<F>(level, Paddr(req.pa_at(cur)), req.bits, contig);
                     env.arch.write_pte(eva, new.0)?;
                     c.report.leaves += 1;
                 }
-                Op::Populate if target || (table && level + 1 == 3) => {}
+                Op::Populate if req.is_target(level, cur, se) || (table && level + 1 == 3) => {}
                 Op::Insert { .. } | Op::Populate => {
                     if table {
-                        self.commit(env, req, level + 1, pte.table_mfn::<F>(), cur, se, c)?;
+                        let child = pte.table_mfn::<F>();
+                        let after = self.commit(env, req, level + 1, child, cur, se, c)?;
+                        self.merge(env, level, tva, eva, cur, child, after, c)?;
                     } else {
                         let new = self.new_table(env, req, level + 1, cur, se, c)?;
                         env.arch.write_pte(eva, Pte::table::<F>(new).0)?;
                     }
                 }
-                Op::Modify { attrs } => {
-                    if target {
-                        env.arch.write_pte(eva, pte.with_perm(attrs.perm()).0)?;
-                        c.report.leaves += 1;
-                        self.flush_leaf(env, req, cur, c);
-                    } else {
-                        self.commit(env, req, level + 1, pte.table_mfn::<F>(), cur, se, c)?;
-                    }
-                }
-                Op::Remove => {
-                    if target {
-                        if leaf {
-                            env.arch.write_pte(eva, 0)?;
-                            c.report.leaves += 1;
-                            self.flush_leaf(env, req, cur, c);
-                        }
-                    } else if table {
+                Op::Modify { .. } | Op::Remove => {
+                    if table {
                         let child = pte.table_mfn::<F>();
-                        let empty = self.commit(env, req, level + 1, child, cur, se, c)?;
-                        if empty && env.alloc.can_free(child) {
+                        let after = self.commit(env, req, level + 1, child, cur, se, c)?;
+                        if after == After::Empty && env.alloc.can_free(child) {
                             // Unlink now; free only after the walk caches
                             // that may hold the link are invalidated.
                             env.arch.write_pte(eva, 0)?;
                             if !req.flush_all {
-                                env.arch.tlb_flush_va(Vaddr(cur));
-                                c.report.tlb_invalidations += 1;
+                                self.inv_one(env.arch, cur, c);
+                            } else {
+                                c.dirty = true;
                             }
                             if pending.len == pending.frames.len() {
-                                Self::free_unlinked(env, req, &mut pending, c);
+                                self.free_unlinked(env, req, &mut pending, c);
                             }
                             pending.frames[pending.len] = child;
                             pending.len += 1;
                         } else {
-                            kept = true;
+                            self.merge(env, level, tva, eva, cur, child, after, c)?;
+                        }
+                    } else if pte.is_leaf(level) && req.changes(pte.0) {
+                        if pte.is_contiguous() {
+                            cur = self.rewrite_group(env, req, level, tva, cur, c)?.min(end);
+                            continue;
+                        }
+                        if covers_slot(cur, se, level) {
+                            env.arch.write_pte(eva, req.applied(pte.0))?;
+                            c.report.leaves += 1;
+                            self.flush_leaf(env.arch, req, cur, c);
+                        } else {
+                            self.split(env, req, level, eva, pte, cur, se, c)?;
                         }
                     }
                 }
             }
             cur = se;
         }
-        Self::free_unlinked(env, req, &mut pending, c);
-        if !matches!(req.op, Op::Remove) || kept {
-            return Ok(false);
-        }
-        // Empty if the request covered the whole table, else look.
-        let span = level_size(level) * ENTRIES as u64;
-        if va.is_multiple_of(span) && end - va == span {
-            return Ok(true);
-        }
-        // Live entries: a table or a leaf (`is_table || is_leaf`), as one
-        // mask test — descriptor type 0b11 at levels 0 and 3 (a 0b01 is
-        // neither there), any valid entry at the block levels 1 and 2.
-        let (mask, want) = if block_allowed(level) {
-            (Pte::VALID, Pte::VALID)
-        } else {
-            (Pte::VALID | Pte::TABLE, Pte::VALID | Pte::TABLE)
-        };
-        debug_assert!((0..4u64).all(|t| {
-            let p = Pte(t);
-            (p.is_table(level) || p.is_leaf(level)) == (t & mask == want)
-        }));
-        let live = env.arch.find_pte(tva, ENTRIES, |e| e & mask == want)?;
-        Ok(live.is_none())
+        self.free_unlinked(env, req, &mut pending, c);
+        self.after(env, req, level, tva, va, end)
     }
 
-    /// Commits a run of `n` target entries of one table (at `eva`, the
-    /// first one mapping `va`), which the prepare pass checked: an insert
-    /// writes them without reading them (they are invalid), as runs of
-    /// descriptors that differ by the level size (split where the
-    /// contiguous hint changes); a modify or remove (large updates only:
-    /// one global invalidation at the end) reads and rewrites them in one
-    /// pass.
-    #[allow(clippy::too_many_arguments)]
-    fn commit_run<A: Arch, T: TableAccess<A>, M: FrameAlloc>(
+    /// What the table at `tva` (level `level`), just committed for
+    /// `[va, end)`, is for its parent: empty after a Remove, uniform when
+    /// the update may merge it, or kept.
+    fn after<A: Arch, T: TableAccess<A>, M: FrameAlloc>(
+        &self,
         env: &mut Env<'_, A, T, M>,
-        req: &Req,
+        req: &Req<F::Attrs>,
+        level: u8,
+        tva: Vaddr,
+        va: u64,
+        end: u64,
+    ) -> Result<After, Error> {
+        if level == F::ROOT_LEVEL {
+            return Ok(After::Kept);
+        }
+        if matches!(req.op, Op::Remove) {
+            // Empty if the request covered the whole table, else look.
+            let span = level_size(level) * ENTRIES as u64;
+            if va.is_multiple_of(span) && end - va == span {
+                return Ok(After::Empty);
+            }
+            // Live entries: a table or a leaf (`is_table || is_leaf`), as one
+            // mask test — descriptor type 0b11 at levels 0 and 3 (a 0b01 is
+            // neither there), any valid entry at the block levels 1 and 2.
+            let (mask, want) = if block_allowed(level) {
+                (Pte::VALID, Pte::VALID)
+            } else {
+                (Pte::VALID | Pte::TABLE, Pte::VALID | Pte::TABLE)
+            };
+            debug_assert!((0..4u64).all(|t| {
+                let p = Pte(t);
+                (p.is_table(level) || p.is_leaf(level)) == (t & mask == want)
+            }));
+            if env
+                .arch
+                .find_pte(tva, ENTRIES, |e| e & mask == want)?
+                .is_none()
+            {
+                return Ok(After::Empty);
+            }
+        }
+        if !(req.flags.merge && req.flags.block_at(level - 1)) {
+            return Ok(After::Kept);
+        }
+        // Uniform: entry i is the first entry's leaf plus i entries' worth
+        // of output address (the contiguous hint aside), and the first one's
+        // output address is aligned to the parent's block size.
+        let first = env.arch.read_pte(tva)?;
+        let parent = level_size(level - 1);
+        let oa = Pte(first).oa::<F>().0;
+        if !Pte(first).is_leaf(level) || !oa.is_multiple_of(parent) {
+            return Ok(After::Kept);
+        }
+        let size = level_size(level);
+        let mut want = first & !Pte::CONTIG;
+        let odd = env.arch.find_pte(tva, ENTRIES, |e| {
+            let ok = e & !Pte::CONTIG == want;
+            want = want.wrapping_add(size);
+            !ok
+        })?;
+        if odd.is_some() {
+            return Ok(After::Kept);
+        }
+        let bits = first & !(F::oa_mask() | 3 | Pte::CONTIG);
+        Ok(After::Uniform { pa: oa, bits })
+    }
+
+    /// Replaces the table `child` (linked at `eva` of the level-`level`
+    /// table at `tva`, mapping `va`) by a block when it came back uniform:
+    /// break, invalidate the whole range, make, then free the table. A
+    /// table the allocator may not free, or (stage 1) a break that would
+    /// unmap the table at `tva`, stays as it is.
+    #[allow(clippy::too_many_arguments)]
+    fn merge<A: Arch, T: TableAccess<A>, M: FrameAlloc>(
+        &self,
+        env: &mut Env<'_, A, T, M>,
+        level: u8,
+        tva: Vaddr,
+        eva: Vaddr,
+        va: u64,
+        child: Mfn,
+        after: After,
+        c: &mut Commit,
+    ) -> Result<(), Error> {
+        let After::Uniform { pa, bits } = after else {
+            return Ok(());
+        };
+        let size = level_size(level);
+        let base = va & !(size - 1);
+        if !env.alloc.can_free(child) || Self::check_break(tva, base, size, level).is_err() {
+            return Ok(());
+        }
+        env.arch.write_pte(eva, 0)?;
+        // The TLB may hold any of the table's 512 leaves, and walk caches
+        // the link itself: invalidate the regime / VMID whole.
+        self.inv_all(env.arch, c);
+        self.inv_sync(env.arch, c);
+        env.arch
+            .write_pte(eva, Pte::leaf_bits::<F>(level, Paddr(pa), bits, false).0)?;
+        env.alloc.free(child);
+        c.report.tables_freed += 1;
+        c.report.merges += 1;
+        Ok(())
+    }
+
+    /// Modify / Remove of the pages `[va, end)` of the level-3 table at
+    /// `tva`: one pass over the run for a large update (the whole-regime
+    /// invalidation follows at the end), leaf by leaf with an invalidation
+    /// each for a small one; contiguous groups are broken and remade.
+    fn commit_pages<A: Arch, T: TableAccess<A>, M: FrameAlloc>(
+        &self,
+        env: &mut Env<'_, A, T, M>,
+        req: &Req<F::Attrs>,
+        tva: Vaddr,
+        va: u64,
+        end: u64,
+        c: &mut Commit,
+    ) -> Result<(), Error> {
+        let first = table_index(va, 3);
+        let n = ((end - va) / PAGE_SIZE) as usize;
+        if req.flush_all {
+            let mut changed = 0u64;
+            let mut contig = false;
+            let res = env.arch.update_pte_run(entry_va(tva, first), n, |e| {
+                if !Pte(e).is_leaf(3) {
+                    return None;
+                }
+                if e & Pte::CONTIG != 0 {
+                    contig = true;
+                    return None;
+                }
+                let new = req.applied(e);
+                changed += u64::from(new != e);
+                (new != e).then_some(new)
+            });
+            c.report.leaves += changed;
+            c.dirty |= changed > 0;
+            res?;
+            if !contig {
+                return Ok(());
+            }
+        }
+        // Small updates, and the contiguous groups a large one skipped.
+        let mut cur = va;
+        while cur < end {
+            let idx = table_index(cur, 3);
+            let at = entry_va(tva, idx);
+            let left = ((end - cur) / PAGE_SIZE) as usize;
+            let pick = |e: u64| Pte(e).is_leaf(3) && (e & Pte::CONTIG != 0 || !req.flush_all);
+            let Some(j) = env.arch.find_pte(at, left, pick)? else {
+                break;
+            };
+            cur += j as u64 * PAGE_SIZE;
+            let eva = entry_va(at, j);
+            let pte = Pte(env.arch.read_pte(eva)?);
+            if !req.changes(pte.0) {
+                cur += PAGE_SIZE;
+                continue;
+            }
+            if pte.is_contiguous() {
+                cur = self.rewrite_group(env, req, 3, tva, cur, c)?.min(end);
+                continue;
+            }
+            env.arch.write_pte(eva, req.applied(pte.0))?;
+            c.report.leaves += 1;
+            self.flush_leaf(env.arch, req, cur, c);
+            cur += PAGE_SIZE;
+        }
+        Ok(())
+    }
+
+    /// Breaks and remakes the aligned group of 16 entries (at `level`, in
+    /// the table at `tva`) that contains `va`, with the request applied to
+    /// the part of it the request covers. Returns the end of the group.
+    fn rewrite_group<A: Arch, T: TableAccess<A>, M: FrameAlloc>(
+        &self,
+        env: &mut Env<'_, A, T, M>,
+        req: &Req<F::Attrs>,
+        level: u8,
+        tva: Vaddr,
+        va: u64,
+        c: &mut Commit,
+    ) -> Result<u64, Error> {
+        const N: usize = CONTIG_ENTRIES as usize;
+        let size = level_size(level);
+        let gva = va & !(size * CONTIG_ENTRIES - 1);
+        let gend = gva + size * CONTIG_ENTRIES;
+        let at = entry_va(tva, table_index(gva, level));
+        let mut old = [0u64; N];
+        for (k, o) in old.iter_mut().enumerate() {
+            *o = env.arch.read_pte(entry_va(at, k))?;
+        }
+        let whole = gva >= req.va && gend <= req.end;
+        let keep_hint = whole
+            && matches!(req.op, Op::Modify { .. })
+            && old
+                .iter()
+                .all(|&e| Pte(e).is_leaf(level) && Pte(e).is_contiguous());
+        // The new entries, splits built unlinked first.
+        let mut new = old;
+        let mut changed = 0;
+        for k in 0..N {
+            let o = Pte(old[k]);
+            if !o.is_leaf(level) {
+                continue;
+            }
+            let ev = gva + k as u64 * size;
+            let plain = Pte(if keep_hint { o.0 } else { o.0 & !Pte::CONTIG });
+            new[k] = match req.overlap(ev, ev + size) {
+                None => plain.0,
+                Some((lo, hi)) if covers_slot(lo, hi, level) => {
+                    changed += 1;
+                    req.applied(plain.0)
+                }
+                Some((lo, hi)) => {
+                    let t = self.build_split(env, req, level + 1, plain, ev, lo, hi, c)?;
+                    c.report.splits += 1;
+                    Pte::table::<F>(t).0
+                }
+            };
+        }
+        if new == old {
+            return Ok(gend);
+        }
+        // Break every entry that changes, invalidate them, wait, make.
+        for k in 0..N {
+            if old[k] != new[k] && Pte(old[k]).is_leaf(level) {
+                env.arch.write_pte(entry_va(at, k), 0)?;
+            }
+        }
+        self.inv_broken(env.arch, gva, size, N, c);
+        for k in 0..N {
+            if old[k] != new[k] && new[k] != 0 {
+                env.arch.write_pte(entry_va(at, k), new[k])?;
+            }
+        }
+        c.report.leaves += changed;
+        c.report.contiguous_breaks += 1;
+        Ok(gend)
+    }
+
+    /// Splits the leaf `old` at `level` (entry `eva`, slot `[lo, hi)` of
+    /// which the request covers, in part): builds the replacement table
+    /// unlinked, then break, invalidate the block, wait, make.
+    #[allow(clippy::too_many_arguments)]
+    fn split<A: Arch, T: TableAccess<A>, M: FrameAlloc>(
+        &self,
+        env: &mut Env<'_, A, T, M>,
+        req: &Req<F::Attrs>,
+        level: u8,
+        eva: Vaddr,
+        old: Pte,
+        lo: u64,
+        hi: u64,
+        c: &mut Commit,
+    ) -> Result<(), Error> {
+        let size = level_size(level);
+        let base = lo & !(size - 1);
+        let table = self.build_split(env, req, level + 1, old, base, lo, hi, c)?;
+        env.arch.write_pte(eva, 0)?;
+        self.inv_broken(env.arch, base, size, 1, c);
+        env.arch.write_pte(eva, Pte::table::<F>(table).0)?;
+        c.report.splits += 1;
+        Ok(())
+    }
+
+    /// Builds, unlinked, the table at `level` that replaces the leaf `old`
+    /// one level up mapping `[base, base + size)`: entries that copy its
+    /// translation (blocks where the level allows), the request applied to
+    /// the entries `[lo, hi)` covers whole, and deeper splits for the ones
+    /// it covers in part. Takes reserved frames; on failure frees what it
+    /// took.
+    #[allow(clippy::too_many_arguments)]
+    fn build_split<A: Arch, T: TableAccess<A>, M: FrameAlloc>(
+        &self,
+        env: &mut Env<'_, A, T, M>,
+        req: &Req<F::Attrs>,
+        level: u8,
+        old: Pte,
+        base: u64,
+        lo: u64,
+        hi: u64,
+        c: &mut Commit,
+    ) -> Result<Mfn, Error> {
+        let mfn = env.alloc.take().ok_or(Error::OutOfMemory {
+            needed: 1,
+            available: 0,
+        })?;
+        c.report.tables_created += 1;
+        let tva = match Self::map(env, mfn) {
+            Ok(v) => v,
+            Err(e) => {
+                env.alloc.free(mfn);
+                c.report.tables_created -= 1;
+                return Err(e);
+            }
+        };
+        c.report.table_maps += 1;
+        let res = env
+            .arch
+            .zero_page(tva)
+            .map_err(Error::from)
+            .and_then(|()| self.fill_split(env, req, level, tva, old, base, lo, hi, c));
+        if res.is_err() {
+            Self::free_new_subtree(env, level, tva, c);
+        }
+        env.access.unmap_table(env.arch, mfn, tva);
+        match res {
+            Ok(()) => Ok(mfn),
+            Err(e) => {
+                env.alloc.free(mfn);
+                c.report.tables_created -= 1;
+                Err(e)
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn fill_split<A: Arch, T: TableAccess<A>, M: FrameAlloc>(
+        &self,
+        env: &mut Env<'_, A, T, M>,
+        req: &Req<F::Attrs>,
+        level: u8,
+        tva: Vaddr,
+        old: Pte,
+        base: u64,
+        lo: u64,
+        hi: u64,
+        c: &mut Commit,
+    ) -> Result<(), Error> {
+        let cs = level_size(level);
+        // The old leaf's attribute and software bits, for every child.
+        let bits = old.0 & !(F::oa_mask() | 3 | Pte::CONTIG);
+        let opa = old.oa::<F>().0;
+        let copy = |i: usize| Pte::leaf_bits::<F>(level, Paddr(opa + i as u64 * cs), bits, false).0;
+        let first = ((lo - base) / cs) as usize;
+        let last = ((hi - 1 - base) / cs) as usize;
+        env.arch.write_pte_run(tva, copy(0), cs, first)?;
+        let mut i = first;
+        while i <= last {
+            let cva = base + i as u64 * cs;
+            let (a, b) = (lo.max(cva), hi.min(cva + cs));
+            if covers_slot(a, b, level) {
+                // The run of children the request covers whole.
+                let k = (((hi - cva) / cs) as usize).min(last + 1 - i);
+                match req.op {
+                    Op::Remove => {}
+                    _ => env
+                        .arch
+                        .write_pte_run(entry_va(tva, i), req.applied(copy(i)), cs, k)?,
+                }
+                c.report.leaves += k as u64;
+                i += k;
+                continue;
+            }
+            let sub = self.build_split(env, req, level + 1, Pte(copy(i)), cva, a, b, c)?;
+            env.arch
+                .write_pte(entry_va(tva, i), Pte::table::<F>(sub).0)?;
+            c.report.splits += 1;
+            i += 1;
+        }
+        let rest = ENTRIES - 1 - last;
+        env.arch
+            .write_pte_run(entry_va(tva, last + 1), copy(last + 1), cs, rest)?;
+        Ok(())
+    }
+
+    /// Commits a run of `n` insert target entries of one table (at `eva`,
+    /// the first one mapping `va`), which the prepare pass proved invalid:
+    /// written without reading them, as runs of descriptors that differ by
+    /// the level size (split where the contiguous hint changes).
+    fn commit_insert_run<A: Arch, T: TableAccess<A>, M: FrameAlloc>(
+        env: &mut Env<'_, A, T, M>,
+        req: &Req<F::Attrs>,
         level: u8,
         eva: Vaddr,
         va: u64,
@@ -1127,74 +1778,42 @@ impl<F: Format> PageTable<F> {
         c: &mut Commit,
     ) -> Result<(), Error> {
         let size = level_size(level);
-        match req.op {
-            Op::Insert { attrs, .. } => {
-                if !req.flags.contiguous {
-                    let first = Pte::leaf::<F>(level, Paddr(req.pa_at(va)), attrs, false);
-                    env.arch.write_pte_run(eva, first.0, size, n)?;
-                } else {
-                    // The hint is the same for the entries of one aligned
-                    // group of 16.
-                    let group = size * CONTIG_ENTRIES;
-                    let mut i = 0;
-                    while i < n {
-                        let at = va + i as u64 * size;
-                        let k = (((at | (group - 1)) - at) / size + 1).min((n - i) as u64) as usize;
-                        let contig = req.contiguous(level, at);
-                        let first = Pte::leaf::<F>(level, Paddr(req.pa_at(at)), attrs, contig);
-                        env.arch.write_pte_run(entry_va(eva, i), first.0, size, k)?;
-                        i += k;
-                    }
-                }
-                c.report.leaves += n as u64;
+        if !req.flags.contiguous {
+            let first = Pte::leaf_bits::<F>(level, Paddr(req.pa_at(va)), req.bits, false);
+            env.arch.write_pte_run(eva, first.0, size, n)?;
+        } else {
+            // The hint is the same for the entries of one aligned group of 16.
+            let group = size * CONTIG_ENTRIES;
+            let mut i = 0;
+            while i < n {
+                let at = va + i as u64 * size;
+                let k = (((at | (group - 1)) - at) / size + 1).min((n - i) as u64) as usize;
+                let contig = req.contiguous(level, at);
+                let first = Pte::leaf_bits::<F>(level, Paddr(req.pa_at(at)), req.bits, contig);
+                env.arch.write_pte_run(entry_va(eva, i), first.0, size, k)?;
+                i += k;
             }
-            Op::Modify { attrs } => {
-                let perm = attrs.perm();
-                c.dirty = true;
-                env.arch
-                    .update_pte_run(eva, n, |e| Some(Pte(e).with_perm(perm).0))?;
-                c.report.leaves += n as u64;
-            }
-            Op::Remove => {
-                let mut cleared = 0u64;
-                let res = env.arch.update_pte_run(eva, n, |e| {
-                    if Pte(e).is_leaf(level) {
-                        cleared += 1;
-                        Some(0)
-                    } else {
-                        None
-                    }
-                });
-                c.report.leaves += cleared;
-                c.dirty |= cleared > 0;
-                res?;
-            }
-            Op::Populate => {}
         }
+        c.report.leaves += n as u64;
         Ok(())
     }
 
-    fn flush_leaf<A: Arch, T: TableAccess<A>, M: FrameAlloc>(
-        &self,
-        env: &mut Env<'_, A, T, M>,
-        req: &Req,
-        va: u64,
-        c: &mut Commit,
-    ) {
+    fn flush_leaf<A: Arch>(&self, arch: &mut A, req: &Req<F::Attrs>, va: u64, c: &mut Commit) {
         if req.flush_all {
             c.dirty = true;
         } else {
-            env.arch.tlb_flush_va(Vaddr(va));
-            c.report.tlb_invalidations += 1;
+            self.inv_one(arch, va, c);
         }
     }
 
     /// Frees tables that were unlinked: first makes sure no TLB or walk
-    /// cache can still reach them (one global invalidation for a large
-    /// update; the per-VA ones were issued when unlinking), then frees.
+    /// cache can still reach them (one whole-regime invalidation for a
+    /// large update; the per-address ones were issued when unlinking), then
+    /// frees.
     fn free_unlinked<A: Arch, T: TableAccess<A>, M: FrameAlloc>(
+        &self,
         env: &mut Env<'_, A, T, M>,
-        req: &Req,
+        req: &Req<F::Attrs>,
         pending: &mut Unlinked,
         c: &mut Commit,
     ) {
@@ -1202,11 +1821,9 @@ impl<F: Format> PageTable<F> {
             return;
         }
         if req.flush_all {
-            env.arch.tlb_flush_all();
-            c.report.tlb_invalidations += 1;
-            c.dirty = false;
+            self.inv_all(env.arch, c);
         }
-        env.arch.tlb_sync();
+        self.inv_sync(env.arch, c);
         for &mfn in &pending.frames[..pending.len] {
             env.alloc.free(mfn);
         }
@@ -1219,7 +1836,7 @@ impl<F: Format> PageTable<F> {
     fn new_table<A: Arch, T: TableAccess<A>, M: FrameAlloc>(
         &self,
         env: &mut Env<'_, A, T, M>,
-        req: &Req,
+        req: &Req<F::Attrs>,
         level: u8,
         va: u64,
         end: u64,
@@ -1237,6 +1854,7 @@ impl<F: Format> PageTable<F> {
             Ok(v) => v,
             Err(e) => {
                 env.alloc.free(mfn);
+                c.report.tables_created -= 1;
                 return Err(e);
             }
         };
@@ -1290,41 +1908,54 @@ impl<F: Format> PageTable<F> {
         }
     }
 
+    // ----------------------------------------------------------------------
+    // Reading: lookup, range walk, dump (no frame allocator)
+    // ----------------------------------------------------------------------
+
+    /// The leaf for `pte` at `level`, for the address `va` inside it.
+    #[inline(always)]
+    fn leaf_at(&self, pte: Pte, level: u8, va: u64) -> Leaf<F::Attrs> {
+        let off = va & (level_size(level) - 1);
+        Leaf {
+            level,
+            pa: Paddr(pte.oa::<F>().0 + off),
+            pte,
+            attrs: F::Attrs::from_leaf_bits(pte.0, &self.mair),
+        }
+    }
+
     /// Walks the tables for `va` and returns the leaf that maps it, `None` if
     /// it is unmapped.
     #[inline(always)]
-    pub fn lookup<A: Arch, T: TableAccess<A>, M: FrameAlloc>(
+    pub fn lookup<A: Arch, T: TableAccess<A>>(
         &self,
-        env: &mut Env<'_, A, T, M>,
-        va: Vaddr,
-    ) -> Result<Option<Leaf>, Error> {
+        arch: &mut A,
+        access: &mut T,
+        va: F::Input,
+    ) -> Result<Option<Leaf<F::Attrs>>, Error> {
+        let va = va.raw();
         // In the remembered level-3 table: one table mapped, one read. A
         // provider or memory failure retries the whole walk, which reports it.
-        if let Some(l3) = self.cached_l3(va.0) {
-            if let Ok(tva) = env.access.map_table(env.arch, l3) {
-                let read = env.arch.read_pte(entry_va(tva, table_index(va.0, 3)));
-                env.access.unmap_table(env.arch, l3, tva);
+        if let Some(l3) = self.cached_l3(va) {
+            if let Ok(tva) = access.map_table(arch, l3) {
+                let read = arch.read_pte(entry_va(tva, table_index(va, 3)));
+                access.unmap_table(arch, l3, tva);
                 if let Ok(raw) = read {
                     let pte = Pte(raw);
-                    return Ok(pte.is_leaf(3).then(|| Leaf {
-                        level: 3,
-                        pa: Paddr(pte.oa::<F>().0 + (va.0 & (PAGE_SIZE - 1))),
-                        pte,
-                        attrs: pte.attrs(),
-                    }));
+                    return Ok(pte.is_leaf(3).then(|| self.leaf_at(pte, 3, va)));
                 }
             }
         }
-        self.lookup_walk(env, va)
+        self.lookup_walk(&mut Env::new(arch, access, &mut NoFrames), va)
     }
 
-    /// Refuses a single VA beyond the format's VA size.
-    fn check_one_va(va: Vaddr) -> Result<(), Error> {
-        if F::va_end_fits(va.0.saturating_add(1)) {
+    /// Refuses a single address beyond the format's input size.
+    fn check_one_va(va: u64) -> Result<(), Error> {
+        if F::va_end_fits(va.saturating_add(1)) {
             Ok(())
         } else {
             Err(Error::VaOutOfRange {
-                va,
+                va: Vaddr(va),
                 pages: 1,
                 va_bits: F::VA_BITS,
             })
@@ -1336,65 +1967,66 @@ impl<F: Format> PageTable<F> {
     fn lookup_walk<A: Arch, T: TableAccess<A>, M: FrameAlloc>(
         &self,
         env: &mut Env<'_, A, T, M>,
-        va: Vaddr,
-    ) -> Result<Option<Leaf>, Error> {
+        va: u64,
+    ) -> Result<Option<Leaf<F::Attrs>>, Error> {
         Self::check_one_va(va)?;
-        let mut mfn = self.root;
+        let mut mfn = self.root_for(va);
         let mut level = F::ROOT_LEVEL;
         loop {
-            let pte = Self::read_entry(env, mfn, table_index(va.0, level))?;
+            let pte = Self::read_entry(env, mfn, table_index(va, level))?;
             if pte.is_table(level) {
                 mfn = pte.table_mfn::<F>();
                 level += 1;
                 if level == 3 {
-                    self.remember_l3(va.0, mfn);
+                    self.remember_l3(va, mfn);
                 }
                 continue;
             }
             if pte.is_leaf(level) {
-                let off = va.0 & (level_size(level) - 1);
-                let pa = Paddr(pte.oa::<F>().0 + off);
-                return Ok(Some(Leaf {
-                    level,
-                    pa,
-                    pte,
-                    attrs: pte.attrs(),
-                }));
+                return Ok(Some(self.leaf_at(pte, level, va)));
             }
             return Ok(None);
         }
     }
 
-    /// Calls `f(va, leaf)` for every leaf mapping in `[va, va + pages * 4 KiB)`,
-    /// visiting each table once (a range translation, not a lookup per page).
-    /// `leaf.pa` is the address `va` (the start of the visited part) maps to.
-    pub fn for_each_leaf<A: Arch, T: TableAccess<A>, M: FrameAlloc>(
+    /// Calls `f(va, len, leaf)` for every leaf mapping in
+    /// `[va, va + pages * 4 KiB)`, visiting each table once (a range
+    /// translation, not a lookup per page). `leaf.pa` is the address `va`
+    /// (the start of the visited part) maps to.
+    pub fn for_each_leaf<A: Arch, T: TableAccess<A>>(
         &self,
-        env: &mut Env<'_, A, T, M>,
-        va: Vaddr,
+        arch: &mut A,
+        access: &mut T,
+        va: F::Input,
         pages: u64,
-        f: &mut dyn FnMut(Vaddr, u64, Leaf),
+        f: &mut dyn FnMut(F::Input, u64, Leaf<F::Attrs>),
     ) -> Result<(), Error> {
-        self.for_each_leaf_with(env, va, pages, f)
+        self.for_each_leaf_with(arch, access, va, pages, f)
     }
 
     /// [`PageTable::for_each_leaf`] with a statically dispatched callback
     /// (the visitor is monomorphised for `f`, so a small callback inlines).
-    pub fn for_each_leaf_with<A: Arch, T: TableAccess<A>, M: FrameAlloc, G>(
+    pub fn for_each_leaf_with<A: Arch, T: TableAccess<A>, G>(
         &self,
-        env: &mut Env<'_, A, T, M>,
-        va: Vaddr,
+        arch: &mut A,
+        access: &mut T,
+        va: F::Input,
         pages: u64,
         mut f: G,
     ) -> Result<(), Error>
     where
-        G: FnMut(Vaddr, u64, Leaf),
+        G: FnMut(F::Input, u64, Leaf<F::Attrs>),
     {
-        let req = Self::check(va, pages, Op::Remove, MapFlags::PAGES)?;
-        self.visit(env, F::ROOT_LEVEL, self.root, req.va, req.end, &mut f)
+        let va = va.raw();
+        let (end, _) = Self::check_range(va, pages)?;
+        let mut none = NoFrames;
+        let env = &mut Env::new(arch, access, &mut none);
+        self.for_root_pages(va, end, |root, lo, hi| {
+            self.visit(env, F::ROOT_LEVEL, root, lo, hi, &mut f)
+        })
     }
 
-    fn visit<A: Arch, T: TableAccess<A>, M: FrameAlloc, G: FnMut(Vaddr, u64, Leaf)>(
+    fn visit<A: Arch, T: TableAccess<A>, M: FrameAlloc, G>(
         &self,
         env: &mut Env<'_, A, T, M>,
         level: u8,
@@ -1402,15 +2034,19 @@ impl<F: Format> PageTable<F> {
         va: u64,
         end: u64,
         f: &mut G,
-    ) -> Result<(), Error> {
+    ) -> Result<(), Error>
+    where
+        G: FnMut(F::Input, u64, Leaf<F::Attrs>),
+    {
         let tva = Self::map(env, mfn)?;
         let size = level_size(level);
+        let mair = &self.mair;
         let mut res = Ok(());
         let mut cur = va;
         // The entries of this table in one scan: leaves go to `f` as they
         // are read (the attributes decoded once per distinct set of
         // attribute bits), a table entry stops the scan to be visited.
-        let mut memo: (u64, Option<Attrs>) = (u64::MAX, None);
+        let mut memo: (u64, Option<F::Attrs>) = (u64::MAX, None);
         if level == 3 {
             // Pages only: every slot is one whole page, no table entries.
             let n = ((end - cur) / PAGE_SIZE) as usize;
@@ -1422,10 +2058,10 @@ impl<F: Format> PageTable<F> {
                     if pte.is_leaf(3) {
                         let key = e & ATTR_BITS;
                         if key != memo.0 {
-                            memo = (key, pte.attrs());
+                            memo = (key, F::Attrs::from_leaf_bits(e, mair));
                         }
                         f(
-                            Vaddr(at),
+                            F::Input::from_raw(at),
                             PAGE_SIZE,
                             Leaf {
                                 level: 3,
@@ -1454,10 +2090,10 @@ impl<F: Format> PageTable<F> {
                 if pte.is_leaf(level) {
                     let key = e & ATTR_BITS;
                     if key != memo.0 {
-                        memo = (key, pte.attrs());
+                        memo = (key, F::Attrs::from_leaf_bits(e, mair));
                     }
                     f(
-                        Vaddr(at),
+                        F::Input::from_raw(at),
                         se - at,
                         Leaf {
                             level,
@@ -1497,33 +2133,51 @@ impl<F: Format> PageTable<F> {
         res
     }
 
-    /// Writes the walk for `va` (Xen's `dump_hyp_walk`): each level's table,
-    /// index and entry, down to the leaf or the first invalid entry. The root
-    /// is checked against the root register.
-    pub fn dump<A: Arch, T: TableAccess<A>, M: FrameAlloc>(
+    /// Writes the walk for `va` (Xen's `dump_hyp_walk`, or a guest's p2m
+    /// walk): each level's table, index and entry, down to the leaf or the
+    /// first invalid entry. A stage-1 root is checked against the root
+    /// register.
+    pub fn dump<A: Arch, T: TableAccess<A>>(
         &self,
-        env: &mut Env<'_, A, T, M>,
-        va: Vaddr,
+        arch: &mut A,
+        access: &mut T,
+        va: F::Input,
         out: &mut dyn fmt::Write,
     ) -> Result<(), Error> {
-        let hw_root = env.arch.root();
-        let _ = writeln!(
-            out,
-            "Walking hypervisor VA {va} ({}) root {} (root register {}{})",
-            F::NAME,
-            self.root.paddr(),
-            hw_root,
-            if hw_root == self.root.paddr() {
-                ""
-            } else {
-                ", a different table"
+        let raw = va.raw();
+        let root = self.root_for(raw);
+        match self.scope {
+            TlbScope::Hyp => {
+                let hw_root = arch.root();
+                let _ = writeln!(
+                    out,
+                    "Walking hypervisor VA {va} ({}) root {} (root register {}{})",
+                    F::NAME,
+                    root.paddr(),
+                    hw_root,
+                    if hw_root == self.root.paddr() {
+                        ""
+                    } else {
+                        ", a different table"
+                    }
+                );
             }
-        );
-        Self::check_one_va(va)?;
-        let mut mfn = self.root;
+            TlbScope::Guest(vmid) => {
+                let _ = writeln!(
+                    out,
+                    "Walking guest IPA {va} ({}, {vmid}) root {}",
+                    F::NAME,
+                    root.paddr(),
+                );
+            }
+        }
+        Self::check_one_va(raw)?;
+        let mut none = NoFrames;
+        let env = &mut Env::new(arch, access, &mut none);
+        let mut mfn = root;
         let mut level = F::ROOT_LEVEL;
         loop {
-            let idx = table_index(va.0, level);
+            let idx = table_index(raw, level);
             let pte = Self::read_entry(env, mfn, idx)?;
             let kind = if pte.is_table(level) {
                 "table"
@@ -1548,18 +2202,167 @@ impl<F: Format> PageTable<F> {
                 continue;
             }
             if pte.is_leaf(level) {
-                let off = va.0 & (level_size(level) - 1);
-                let attrs = pte.attrs();
-                let _ = match attrs {
-                    Some(a) => writeln!(out, "  -> PA {} {a}", Paddr(pte.oa::<F>().0 + off)),
-                    None => writeln!(
-                        out,
-                        "  -> PA {} (attributes not hvmm's)",
-                        Paddr(pte.oa::<F>().0 + off)
-                    ),
+                let leaf = self.leaf_at(pte, level, raw);
+                let _ = match leaf.attrs {
+                    Some(a) => writeln!(out, "  -> PA {} {a}", leaf.pa),
+                    None => writeln!(out, "  -> PA {} (attributes not hvmm's)", leaf.pa),
                 };
             }
             return Ok(());
+        }
+    }
+
+    // ----------------------------------------------------------------------
+    // Lifecycle
+    // ----------------------------------------------------------------------
+
+    /// Frees every table page of the table, root included, after
+    /// invalidating the regime's TLB entries (the hypervisor's, or the
+    /// guest's VMID) so that no walk cache still reaches them. The table
+    /// must not be in use: no CPU's root register (TTBR / VTTBR) may point
+    /// at it. Returns the number of pages freed.
+    pub fn destroy<A: Arch, T: TableAccess<A>, M: FrameAlloc>(
+        self,
+        env: &mut Env<'_, A, T, M>,
+    ) -> Result<u64, Error> {
+        let mut c = Commit::new(0);
+        self.inv_all(env.arch, &mut c);
+        self.inv_sync(env.arch, &mut c);
+        let nested = usize::from(4 - F::ROOT_LEVEL);
+        env.access
+            .reserve(env.arch, nested)
+            .map_err(|err| Error::TableAccess {
+                mfn: self.root,
+                err,
+            })?;
+        let mut freed = 0u64;
+        let mut res = Ok(());
+        for i in 0..F::ROOT_TABLES as u64 {
+            let root = self.root.add(i);
+            if res.is_ok() {
+                res = Self::free_tree(env, F::ROOT_LEVEL, root, &mut freed);
+            }
+            env.alloc.free(root);
+            freed += 1;
+        }
+        env.access.unreserve(env.arch);
+        res.map(|()| freed)
+    }
+
+    /// Frees the tables below the table `mfn` at `level` (not `mfn` itself).
+    fn free_tree<A: Arch, T: TableAccess<A>, M: FrameAlloc>(
+        env: &mut Env<'_, A, T, M>,
+        level: u8,
+        mfn: Mfn,
+        freed: &mut u64,
+    ) -> Result<(), Error> {
+        if level == 3 {
+            return Ok(());
+        }
+        Self::in_table(env, mfn, |env, tva| {
+            for i in 0..ENTRIES {
+                let pte = Pte(env.arch.read_pte(entry_va(tva, i))?);
+                if pte.is_table(level) {
+                    let child = pte.table_mfn::<F>();
+                    Self::free_tree(env, level + 1, child, freed)?;
+                    if env.alloc.can_free(child) {
+                        env.alloc.free(child);
+                        *freed += 1;
+                    }
+                }
+            }
+            Ok(())
+        })
+    }
+}
+
+impl<F: Stage1Format> PageTable<F> {
+    /// A new, empty stage-1 table (the hypervisor's own): allocates and
+    /// zeroes its root. Attributes use Xen's MAIR layout unless
+    /// [`PageTable::with_mair`] says otherwise.
+    pub fn create<A: Arch, T: TableAccess<A>, M: FrameAlloc>(
+        env: &mut Env<'_, A, T, M>,
+    ) -> Result<Self, Error> {
+        Ok(Self::with_root(Self::alloc_root(env)?, TlbScope::Hyp))
+    }
+
+    /// A handle over the stage-1 table whose (zeroed or already built) root
+    /// is `root`, such as the boot tables the head built.
+    ///
+    /// # Safety
+    ///
+    /// No other [`PageTable`] over `root` may exist while this one does:
+    /// each handle remembers the last level-3 table it reached, and one
+    /// handle's Remove could free a table the other would then write into.
+    /// (Nothing else about the tables is assumed; an update reads them.)
+    #[allow(unsafe_code)]
+    pub const unsafe fn from_root(root: Mfn) -> Self {
+        Self::with_root(root, TlbScope::Hyp)
+    }
+
+    /// The same table with stage-1 attributes encoded through `mair` (the
+    /// CPU's MAIR register must hold [`MairMap::value`]).
+    pub const fn with_mair(mut self, mair: MairMap) -> Self {
+        self.mair = mair;
+        self
+    }
+}
+
+impl<F: Stage2Format> PageTable<F> {
+    /// A new, empty stage-2 table for the guest `vmid`: allocates and zeroes
+    /// its root (every concatenated page, aligned to their total size). A
+    /// VMID wider than the format's VTTBR field is refused.
+    pub fn create_stage2<A: Arch, T: TableAccess<A>, M: FrameAlloc>(
+        env: &mut Env<'_, A, T, M>,
+        vmid: Vmid,
+    ) -> Result<Self, Error> {
+        Self::check_vmid(vmid)?;
+        Ok(Self::with_root(
+            Self::alloc_root(env)?,
+            TlbScope::Guest(vmid),
+        ))
+    }
+
+    /// A handle over an existing stage-2 root for the guest `vmid`.
+    ///
+    /// # Safety
+    ///
+    /// As for [`PageTable::from_root`]: no other handle over `root` may
+    /// exist while this one does.
+    #[allow(unsafe_code)]
+    pub unsafe fn from_root_stage2(root: Mfn, vmid: Vmid) -> Result<Self, Error> {
+        Self::check_vmid(vmid)?;
+        Ok(Self::with_root(root, TlbScope::Guest(vmid)))
+    }
+
+    fn check_vmid(vmid: Vmid) -> Result<(), Error> {
+        if u32::from(vmid.0) >> F::VMID_BITS != 0 {
+            return Err(Error::VmidTooWide {
+                vmid,
+                bits: F::VMID_BITS,
+            });
+        }
+        Ok(())
+    }
+
+    /// The VTTBR value that makes this table the guest's stage 2: the root's
+    /// address and the VMID in bits \[63:48\] (arm64) / \[55:48\] (arm32).
+    pub fn vttbr(&self) -> u64 {
+        let vmid = self.vmid().map_or(0, |v| u64::from(v.0));
+        self.root.paddr().0 | (vmid << 48)
+    }
+}
+
+impl Commit {
+    fn new(maps: u64) -> Self {
+        Commit {
+            report: UpdateReport {
+                table_maps: maps,
+                ..Default::default()
+            },
+            dirty: false,
+            by_ipa: false,
+            last_l3: None,
         }
     }
 }
@@ -1576,7 +2379,7 @@ mod tests {
 
     fn mapped(pages: u64) -> (HostMemory, PageTable<Arm64>) {
         let mut mem = HostMemory::new(16);
-        let mut pt = PageTable::<Arm64>::new(mem.alloc_root().unwrap());
+        let mut pt = PageTable::<Arm64>::create(&mut mem.env()).unwrap();
         let op = Op::Insert {
             pa: Paddr(0x8000_0000),
             attrs: Attrs::RW,
@@ -1688,7 +2491,7 @@ mod tests {
     #[test]
     fn remembered_walk_is_forgotten_when_tables_are_freed() {
         let mut mem = HostMemory::new(16);
-        let mut pt = PageTable::<Arm64>::new(mem.alloc_root().unwrap());
+        let mut pt = PageTable::<Arm64>::create(&mut mem.env()).unwrap();
         let pristine = mem.arch.snapshot();
         let op = |i: u64| Op::Insert {
             pa: Paddr(0x8000_0000 + i * PAGE_SIZE),
@@ -1707,7 +2510,7 @@ mod tests {
             assert_eq!(r.tables_freed, 3);
             assert_eq!(mem.frames.in_use, 1);
             assert_eq!(mem.arch.snapshot()[1..], pristine[1..]);
-            assert_eq!(pt.lookup(&mut mem.env(), VA).unwrap(), None);
+            assert_eq!(pt.lookup(&mut mem.arch, &mut mem.access, VA).unwrap(), None);
             // The freed level-3 table is the next frame handed out: a stale
             // walk would write into whatever it became.
             let far = Vaddr(VA.0 + (8 << 30));
@@ -1725,9 +2528,9 @@ mod tests {
     #[test]
     fn remembered_walk_changes_no_result() {
         let mut a = HostMemory::new(8);
-        let mut pa = PageTable::<Arm64>::new(a.alloc_root().unwrap());
+        let mut pa = PageTable::<Arm64>::create(&mut a.env()).unwrap();
         let mut b = HostMemory::new(8);
-        let mut pb = PageTable::<Arm64>::new(b.alloc_root().unwrap());
+        let mut pb = PageTable::<Arm64>::create(&mut b.env()).unwrap();
         let mut s: u64 = 0x2545_f491_4f6c_dd1d;
         let (mut hits, mut oom, mut region) = (0, 0, 0);
         // Miri interprets every step: a shorter run still covers each path.
@@ -1750,8 +2553,8 @@ mod tests {
                 3 => Op::Remove,
                 _ => {
                     pb.forget_walk();
-                    let la = pa.lookup(&mut a.env(), va);
-                    let lb = pb.lookup(&mut b.env(), va);
+                    let la = pa.lookup(&mut a.arch, &mut a.access, va);
+                    let lb = pb.lookup(&mut b.arch, &mut b.access, va);
                     assert_eq!(la, lb);
                     continue;
                 }
@@ -1786,7 +2589,7 @@ mod tests {
     #[test]
     fn range_walk_matches_lookups() {
         let mut mem = HostMemory::new(32);
-        let mut pt = PageTable::<Arm64>::new(mem.alloc_root().unwrap());
+        let mut pt = PageTable::<Arm64>::create(&mut mem.env()).unwrap();
         let mib2 = 2 << 20;
         let map = |pt: &mut PageTable<Arm64>, mem: &mut HostMemory, va: u64, pages, pa, attrs| {
             let op = Op::Insert {
@@ -1823,14 +2626,22 @@ mod tests {
         let start = VA.0 + PAGE_SIZE;
         let pages = 7 * 512 - 3;
         let mut seen = rust_alloc::vec::Vec::new();
-        pt.for_each_leaf_with(&mut mem.env(), Vaddr(start), pages, |va, len, leaf| {
-            seen.push((va.0, len, leaf));
-        })
+        pt.for_each_leaf_with(
+            &mut mem.arch,
+            &mut mem.access,
+            Vaddr(start),
+            pages,
+            |va, len, leaf| {
+                seen.push((va.0, len, leaf));
+            },
+        )
         .unwrap();
         let mut next = 0;
         for i in 0..pages {
             let va = start + i * PAGE_SIZE;
-            let want = pt.lookup(&mut mem.env(), Vaddr(va)).unwrap();
+            let want = pt
+                .lookup(&mut mem.arch, &mut mem.access, Vaddr(va))
+                .unwrap();
             while next < seen.len() && seen[next].0 + seen[next].1 <= va {
                 next += 1;
             }

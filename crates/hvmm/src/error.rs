@@ -2,8 +2,9 @@
 //! address, and each printing a sentence that names the problem.
 
 use crate::access::AccessError;
-use crate::addr::{Mfn, Paddr, Vaddr};
+use crate::addr::{Mfn, Paddr, Vaddr, Vmid};
 use crate::arch::MemFault;
+use crate::attr::MemType;
 use core::fmt;
 
 /// Why an update, a lookup or an attribute request was refused.
@@ -56,37 +57,51 @@ pub enum Error {
         /// First unmapped address.
         va: Vaddr,
     },
-    /// Modify or Remove targeted an entry that is a table (it would orphan a
-    /// subtree).
-    TableInTheWay {
-        /// Address of the entry.
-        va: Vaddr,
-        /// Its level.
-        level: u8,
-    },
-    /// A block mapping covers part of the range at a level above the target
-    /// (it would have to be split).
+    /// Populate met a block mapping: the range is already mapped, there is
+    /// no table to create below it.
     BlockInTheWay {
         /// Address inside the block.
         va: Vaddr,
         /// Level of the block.
         level: u8,
     },
-    /// Modify or Remove met an entry with the contiguous hint (immutable).
-    ContiguousEntry {
-        /// Address of the entry.
-        va: Vaddr,
-        /// Its level.
-        level: u8,
-    },
-    /// Modify would change the memory type (AttrIndx).
+    /// Modify would change the memory type (stage 1: AttrIndx; stage 2:
+    /// MemAttr), which needs the mapping removed and inserted again.
     AttrIndexChange {
         /// Address of the entry.
         va: Vaddr,
-        /// The entry's current AttrIndx.
+        /// The entry's current AttrIndx / MemAttr.
         from: u8,
-        /// The AttrIndx asked for.
+        /// The AttrIndx / MemAttr asked for.
         to: u8,
+    },
+    /// A stage-1 attribute names a memory type the table's MAIR map does
+    /// not hold.
+    MemTypeNotInMair(MemType),
+    /// A MAIR map placed two types at one index, one type twice, or used an
+    /// index past 7.
+    BadMairMap {
+        /// The offending index.
+        index: u8,
+    },
+    /// A VMID wider than the format's VTTBR field.
+    VmidTooWide {
+        /// The VMID asked for.
+        vmid: Vmid,
+        /// The field's width.
+        bits: u32,
+    },
+    /// Splitting or merging the stage-1 entry for `va` would, during its
+    /// break, unmap a table page the engine itself reaches through that
+    /// entry: the update could not finish. Map the tables elsewhere, or
+    /// change the range.
+    BreakUnmapsTable {
+        /// Address of the entry that would be broken.
+        va: Vaddr,
+        /// Its level.
+        level: u8,
+        /// The table page's mapping that lies inside it.
+        table_va: Vaddr,
     },
     /// Not enough frames for the tables the update needs.
     OutOfMemory {
@@ -132,20 +147,27 @@ impl fmt::Display for Error {
                 write!(f, "{va} is already mapped (valid level-{level} entry); remove it first")
             }
             Error::NotMapped { va } => write!(f, "{va} is not mapped"),
-            Error::TableInTheWay { va, level } => write!(
-                f,
-                "the level-{level} entry for {va} is a table: changing it would orphan its subtree"
-            ),
             Error::BlockInTheWay { va, level } => write!(
                 f,
-                "{va} lies inside a level-{level} block mapping that the request does not cover whole"
+                "{va} lies inside a level-{level} block mapping: there is no table to populate"
             ),
-            Error::ContiguousEntry { va, level } => {
-                write!(f, "the level-{level} entry for {va} has the contiguous hint and is immutable")
-            }
             Error::AttrIndexChange { va, from, to } => write!(
                 f,
-                "modifying {va} would change its memory type (AttrIndx {from} -> {to})"
+                "modifying {va} would change its memory type (attribute field {from} -> {to}); remove and insert it instead"
+            ),
+            Error::MemTypeNotInMair(mem) => {
+                write!(f, "memory type {mem} has no index in the table's MAIR map")
+            }
+            Error::BadMairMap { index } => write!(
+                f,
+                "MAIR map: index {index} is past 7, used twice, or its type is placed twice"
+            ),
+            Error::VmidTooWide { vmid, bits } => {
+                write!(f, "{vmid} does not fit the format's {bits}-bit VMID field")
+            }
+            Error::BreakUnmapsTable { va, level, table_va } => write!(
+                f,
+                "breaking the level-{level} entry for {va} would unmap the table page at {table_va} that the update writes through it"
             ),
             Error::OutOfMemory { needed, available } => write!(
                 f,
@@ -158,6 +180,8 @@ impl fmt::Display for Error {
         }
     }
 }
+
+impl core::error::Error for Error {}
 
 impl From<MemFault> for Error {
     fn from(f: MemFault) -> Self {

@@ -1,39 +1,162 @@
-//! The two translation formats: VMSAv8-64 at EL2 (arm64) and the LPAE long
-//! descriptor format in HYP mode (arm32). Both use 4 KiB granules and 64-bit
-//! descriptors, 512 to a table; they differ in the root level, the VA size and
-//! the output-address size.
+//! Translation regimes as types: the hypervisor's own stage 1 (VMSAv8-64 at
+//! EL2 on arm64, LPAE long descriptors in HYP mode on arm32) and a guest's
+//! stage 2 on both architectures. All use 4 KiB granules and 64-bit
+//! descriptors, 512 to a table; they differ in the root level, the number of
+//! root entries (stage 2 may concatenate up to 16 root tables), the input and
+//! output address sizes and the attribute bits ([`Format::Attrs`]).
+//!
+//! A format's sizes must agree with each other: the input address size is
+//! what the root level and the root entries resolve, nothing more and nothing
+//! less, so that no input address can alias another. [`check_format`] states
+//! the rules; a table of a format that breaks them does not compile
+//! ([`PageTable`](crate::PageTable) evaluates the check for its format).
+//!
+//! | format | stage | input | root level | root entries (pages) | output |
+//! |---|---|---|---|---|---|
+//! | [`Arm64`] | 1, EL2 | 48-bit VA | 0 | 512 (1) | 48 bits |
+//! | [`Arm32`] | 1, HYP | 32-bit VA | 1 | 4 (1) | 40 bits |
+//! | [`Arm64Stage2<32>`](Arm64Stage2) | 2 | 32-bit IPA | 1 | 4 (1) | 48 bits |
+//! | [`Arm64Stage2<36>`](Arm64Stage2) | 2 | 36-bit IPA | 1 | 64 (1) | 48 bits |
+//! | [`Arm64Stage2<40>`](Arm64Stage2) | 2 | 40-bit IPA | 1 | 1024 (2) | 48 bits |
+//! | [`Arm64Stage2<42>`](Arm64Stage2) | 2 | 42-bit IPA | 1 | 4096 (8) | 48 bits |
+//! | [`Arm64Stage2<44>`](Arm64Stage2) | 2 | 44-bit IPA | 0 | 32 (1) | 48 bits |
+//! | [`Arm64Stage2<48>`](Arm64Stage2) | 2 | 48-bit IPA | 0 | 512 (1) | 48 bits |
+//! | [`Arm32Stage2`] | 2 | 40-bit IPA | 1 | 1024 (2) | 40 bits |
+//!
+//! Every IPA size from 32 to 48 bits is an [`Arm64Stage2`]: level 1 up to 42
+//! bits (with 2, 4 or 8 concatenated root pages above 39 bits), level 0 from
+//! 43 bits on — the start levels Xen's p2m uses, each one the Arm
+//! architecture allows for its T0SZ (VTCR_EL2.SL0 = 1 or 2).
 
-use crate::addr::{Mfn, Paddr, PAGE_SHIFT};
-use crate::attr::{Attrs, MemType, Perm};
+use crate::addr::{InputAddr, Ipa, Mfn, Paddr, Vaddr, PAGE_SHIFT};
+use crate::attr::{Attrs, LeafAttrs, MairMap, MemType, Perm, S2Attrs};
 
 /// Entries in one translation table.
 pub const ENTRIES: usize = 512;
 
-/// A translation table format.
+/// Most tables a stage-2 root may concatenate (4 KiB granule).
+pub const MAX_CONCATENATED: usize = 16;
+
+/// Which translation stage a format belongs to.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Stage {
+    /// The hypervisor's own translation (EL2 / HYP stage 1).
+    One,
+    /// A guest's IPA -> PA translation (stage 2).
+    Two,
+}
+
+/// A translation table format: a translation regime's sizes and attributes.
 pub trait Format: Copy + Default + Send + Sync + 'static {
-    /// Name used in logs ("arm64" / "arm32").
+    /// Name used in logs ("arm64", "arm32", "arm64-s2/40"...).
     const NAME: &'static str;
-    /// Level of the root table (0 on arm64, 1 on arm32).
+    /// The stage.
+    const STAGE: Stage;
+    /// Level of the root table.
     const ROOT_LEVEL: u8;
-    /// Virtual-address size in bits.
+    /// Input address size in bits (VA for stage 1, IPA for stage 2).
     const VA_BITS: u32;
     /// Output (physical) address size in bits.
     const PA_BITS: u32;
-    /// Entries in the root table (512, or 4 for arm32's L1 with T0SZ = 0).
+    /// Entries at the root level, over all concatenated root tables.
     const ROOT_ENTRIES: usize;
+    /// Root tables: [`Format::ROOT_ENTRIES`] / 512, at least one. They are
+    /// consecutive frames aligned to their total size.
+    const ROOT_TABLES: usize = if Self::ROOT_ENTRIES > ENTRIES {
+        Self::ROOT_ENTRIES / ENTRIES
+    } else {
+        1
+    };
+    /// The attributes a leaf of this regime takes.
+    type Attrs: LeafAttrs;
+    /// The input address type ([`Vaddr`] or [`Ipa`]).
+    type Input: InputAddr;
 
-    /// Whether `va` (a whole range end, exclusive) fits the VA size.
+    /// Whether `end` (exclusive) fits the input address size.
+    #[inline(always)]
     fn va_end_fits(end: u64) -> bool {
         end <= 1u64 << Self::VA_BITS
     }
     /// Whether `end` (exclusive) fits the PA size.
+    #[inline(always)]
     fn pa_end_fits(end: u64) -> bool {
         end <= 1u64 << Self::PA_BITS
     }
     /// Mask of the output-address field of a descriptor.
+    #[inline(always)]
     fn oa_mask() -> u64 {
         ((1u64 << Self::PA_BITS) - 1) & !((1u64 << PAGE_SHIFT) - 1)
     }
+}
+
+/// The rules a format's sizes must follow, with the first one `F` breaks:
+///
+/// * root level 0, 1 or 2; input size at most 48 bits, output 32 to 48;
+/// * root entries a power of two, at least 2; more than 512 (concatenated
+///   root tables) only at stage 2, at most 16 tables, and not at level 0;
+/// * the input size is exactly what the root level and the root entries
+///   resolve: `level_shift(ROOT_LEVEL) + log2(ROOT_ENTRIES)`.
+pub const fn check_format<F: Format>() -> Result<(), &'static str> {
+    let entries = F::ROOT_ENTRIES;
+    if F::ROOT_LEVEL > 2 {
+        return Err("the root level must be 0, 1 or 2");
+    }
+    if F::VA_BITS > 48 {
+        return Err("the input address size is at most 48 bits");
+    }
+    if F::PA_BITS < 32 || F::PA_BITS > 48 {
+        return Err("the output address size must be 32 to 48 bits");
+    }
+    if entries < 2 || !entries.is_power_of_two() {
+        return Err("the root entries must be a power of two, at least 2");
+    }
+    if entries > ENTRIES {
+        if !matches!(F::STAGE, Stage::Two) {
+            return Err("only stage 2 concatenates root tables");
+        }
+        if entries > ENTRIES * MAX_CONCATENATED {
+            return Err("at most 16 root tables can be concatenated");
+        }
+        if F::ROOT_LEVEL == 0 {
+            return Err("level-0 root tables cannot be concatenated");
+        }
+    }
+    if F::ROOT_TABLES
+        != if entries > ENTRIES {
+            entries / ENTRIES
+        } else {
+            1
+        }
+    {
+        return Err("ROOT_TABLES must be ROOT_ENTRIES / 512 (at least 1)");
+    }
+    if F::VA_BITS != level_shift(F::ROOT_LEVEL) + entries.trailing_zeros() {
+        return Err("the input size must be what the root level and root entries resolve");
+    }
+    Ok(())
+}
+
+/// Evaluates [`check_format`] at compile time for `F`.
+pub(crate) struct FormatCheck<F>(core::marker::PhantomData<F>);
+
+impl<F: Format> FormatCheck<F> {
+    /// A compile-time error names the rule `F` breaks.
+    pub(crate) const OK: () = match check_format::<F>() {
+        Ok(()) => (),
+        Err(msg) => panic!("{}", msg),
+    };
+}
+
+/// A stage-1 (hypervisor) format.
+pub trait Stage1Format: Format<Attrs = Attrs, Input = Vaddr> {}
+/// A stage-2 (guest) format.
+pub trait Stage2Format: Format<Attrs = S2Attrs, Input = Ipa> {
+    /// VMID bits the architecture gives this format's VTTBR (8 on arm32,
+    /// 16 on arm64, where more than 8 needs VTCR_EL2.VS).
+    const VMID_BITS: u32;
+    /// The VTCR value fields for this format: T0SZ and SL0 (and on arm64 the
+    /// 4 KiB granule, inner shareable write-back walks, PS = `PA_BITS`).
+    fn vtcr() -> u64;
 }
 
 /// VMSAv8-64, 4 KiB granule, 48-bit VA (T0SZ = 16) from L0, 48-bit PA.
@@ -45,18 +168,116 @@ pub struct Arm32;
 
 impl Format for Arm64 {
     const NAME: &'static str = "arm64";
+    const STAGE: Stage = Stage::One;
     const ROOT_LEVEL: u8 = 0;
     const VA_BITS: u32 = 48;
     const PA_BITS: u32 = 48;
     const ROOT_ENTRIES: usize = 512;
+    type Attrs = Attrs;
+    type Input = Vaddr;
 }
 
 impl Format for Arm32 {
     const NAME: &'static str = "arm32";
+    const STAGE: Stage = Stage::One;
     const ROOT_LEVEL: u8 = 1;
     const VA_BITS: u32 = 32;
     const PA_BITS: u32 = 40;
     const ROOT_ENTRIES: usize = 4;
+    type Attrs = Attrs;
+    type Input = Vaddr;
+}
+
+impl Stage1Format for Arm64 {}
+impl Stage1Format for Arm32 {}
+
+/// An arm64 guest's stage 2: 4 KiB granule, `IPA_BITS` of IPA (32 to 48),
+/// 48-bit output. The start level and the concatenated root tables follow
+/// from the IPA size (the module table). An IPA size outside 32..=48 does
+/// not compile.
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub struct Arm64Stage2<const IPA_BITS: u32>;
+
+/// The start level of an arm64 stage 2 of `ipa_bits`.
+const fn s2_root_level(ipa_bits: u32) -> u8 {
+    if ipa_bits <= 42 {
+        1
+    } else {
+        0
+    }
+}
+
+const S2_NAMES: [&str; 17] = [
+    "arm64-s2/32",
+    "arm64-s2/33",
+    "arm64-s2/34",
+    "arm64-s2/35",
+    "arm64-s2/36",
+    "arm64-s2/37",
+    "arm64-s2/38",
+    "arm64-s2/39",
+    "arm64-s2/40",
+    "arm64-s2/41",
+    "arm64-s2/42",
+    "arm64-s2/43",
+    "arm64-s2/44",
+    "arm64-s2/45",
+    "arm64-s2/46",
+    "arm64-s2/47",
+    "arm64-s2/48",
+];
+
+impl<const IPA_BITS: u32> Format for Arm64Stage2<IPA_BITS> {
+    const NAME: &'static str = {
+        assert!(
+            IPA_BITS >= 32 && IPA_BITS <= 48,
+            "an arm64 stage-2 IPA size is 32 to 48 bits"
+        );
+        S2_NAMES[(IPA_BITS - 32) as usize]
+    };
+    const STAGE: Stage = Stage::Two;
+    const ROOT_LEVEL: u8 = s2_root_level(IPA_BITS);
+    const VA_BITS: u32 = IPA_BITS;
+    const PA_BITS: u32 = 48;
+    const ROOT_ENTRIES: usize = 1 << (IPA_BITS - level_shift(s2_root_level(IPA_BITS)));
+    type Attrs = S2Attrs;
+    type Input = Ipa;
+}
+
+impl<const IPA_BITS: u32> Stage2Format for Arm64Stage2<IPA_BITS> {
+    const VMID_BITS: u32 = 16;
+    fn vtcr() -> u64 {
+        let t0sz = u64::from(64 - IPA_BITS);
+        let sl0: u64 = if Self::ROOT_LEVEL == 1 { 1 } else { 2 };
+        // IRGN0/ORGN0 write-back (0b01), SH0 inner (0b11), TG0 4 KiB (0b00),
+        // PS 48 bits (0b101), RES1 bit 31.
+        t0sz | (sl0 << 6) | (1 << 8) | (1 << 10) | (3 << 12) | (0b101 << 16) | (1 << 31)
+    }
+}
+
+/// An arm32 guest's stage 2 (LPAE): 40-bit IPA (VTCR.T0SZ = -8, SL0 = 1),
+/// level 1 with two concatenated root tables, 40-bit output.
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub struct Arm32Stage2;
+
+impl Format for Arm32Stage2 {
+    const NAME: &'static str = "arm32-s2";
+    const STAGE: Stage = Stage::Two;
+    const ROOT_LEVEL: u8 = 1;
+    const VA_BITS: u32 = 40;
+    const PA_BITS: u32 = 40;
+    const ROOT_ENTRIES: usize = 1024;
+    type Attrs = S2Attrs;
+    type Input = Ipa;
+}
+
+impl Stage2Format for Arm32Stage2 {
+    const VMID_BITS: u32 = 8;
+    fn vtcr() -> u64 {
+        // T0SZ = -8 as a signed 4-bit field (0b1000) with S = 1 (bit 4),
+        // SL0 = 1, IRGN0/ORGN0 write-back, SH0 inner, RES1 bit 31.
+        0b1000 | (1 << 4) | (1 << 6) | (1 << 8) | (1 << 10) | (3 << 12) | (1 << 31)
+    }
 }
 
 /// Bit position of the VA index for a level (L3: 12, L2: 21, L1: 30, L0: 39).
@@ -134,22 +355,22 @@ impl Pte {
         Pte((mfn.paddr().0 & F::oa_mask()) | Self::VALID | Self::TABLE)
     }
 
-    /// A leaf descriptor (block at L1/L2, page at L3) mapping `pa` with `attrs`.
+    /// A stage-1 leaf descriptor (block at L1/L2, page at L3) mapping `pa`
+    /// with `attrs` in Xen's MAIR layout ([`MairMap::XEN`]), for code that
+    /// writes descriptors outside the engine (the fixmap, PMAP, head set-up).
     pub fn leaf<F: Format>(level: u8, pa: Paddr, attrs: Attrs, contig: bool) -> Pte {
-        let mut v = (pa.0 & F::oa_mask()) | Self::VALID | Self::AF | Self::AP1;
+        // Every type has an index in Xen's layout.
+        let bits = attrs.leaf_bits(&MairMap::XEN).unwrap_or(0);
+        Self::leaf_bits::<F>(level, pa, bits, contig)
+    }
+
+    /// A leaf descriptor at `level` for `pa` with attribute bits `bits` (as
+    /// [`LeafAttrs::leaf_bits`] gives them).
+    #[inline(always)]
+    pub fn leaf_bits<F: Format>(level: u8, pa: Paddr, bits: u64, contig: bool) -> Pte {
+        let mut v = (pa.0 & F::oa_mask()) | Self::VALID | bits;
         if level == 3 {
             v |= Self::TABLE;
-        }
-        v |= u64::from(attrs.mem().index()) << Self::ATTR_SHIFT;
-        v |= if attrs.mem().is_device() {
-            Self::SH_OUTER
-        } else {
-            Self::SH_INNER
-        };
-        match attrs.perm() {
-            Perm::Ro => v |= Self::RO | Self::XN,
-            Perm::Rx => v |= Self::RO,
-            Perm::Rw => v |= Self::XN,
         }
         if contig {
             v |= Self::CONTIG;
@@ -207,7 +428,8 @@ impl Pte {
             (false, false) => None,
         }
     }
-    /// The attributes of a leaf, if they are ones hvmm can express.
+    /// The stage-1 attributes of a leaf in Xen's MAIR layout, if they are
+    /// ones hvmm can express.
     pub fn attrs(self) -> Option<Attrs> {
         let mem = MemType::from_index(self.attr_index())?;
         Attrs::new(mem, self.perm()?).ok()

@@ -11,7 +11,7 @@
 extern crate alloc as rust_alloc;
 
 use crate::access::{AccessError, TableAccess};
-use crate::addr::{Mfn, Paddr, Vaddr};
+use crate::addr::{Mfn, Paddr, Vaddr, Vmid};
 use crate::alloc::{FrameAlloc, OutOfFrames};
 use crate::arch::{AccessKind, Arch, AtResult, FaultKind, MemFault};
 use crate::engine::Env;
@@ -191,6 +191,15 @@ impl Arch for HostArch {
     fn tlb_flush_all(&mut self) {
         self.tlb_ops += 1;
     }
+    fn tlb_flush_ipa(&mut self, _vmid: Vmid, _ipa: u64) {
+        self.tlb_ops += 1;
+    }
+    fn tlb_flush_guest_s1(&mut self, _vmid: Vmid) {
+        self.tlb_ops += 1;
+    }
+    fn tlb_flush_vmid(&mut self, _vmid: Vmid) {
+        self.tlb_ops += 1;
+    }
     fn tlb_sync(&mut self) {}
     fn isb(&mut self) {}
     fn translate(&mut self, va: Vaddr, write: bool) -> Result<AtResult, MemFault> {
@@ -300,6 +309,27 @@ impl FrameAlloc for HostFrames {
             f(mfn);
         }
     }
+    fn alloc_contiguous(&mut self, frames: usize) -> Result<Mfn, OutOfFrames> {
+        let n = frames as u64;
+        let fail = OutOfFrames {
+            needed: frames,
+            available: self.free.len(),
+        };
+        if frames == 0 || !frames.is_power_of_two() {
+            return Err(fail);
+        }
+        // The most recently freed aligned block whose frames are all free.
+        let base = self
+            .free
+            .iter()
+            .rev()
+            .copied()
+            .find(|m| m.0 % n == 0 && (1..n).all(|i| self.free.contains(&m.add(i))))
+            .ok_or(fail)?;
+        self.free.retain(|m| m.0 < base.0 || m.0 >= base.0 + n);
+        self.in_use += frames;
+        Ok(base)
+    }
 }
 
 /// A complete host set-up: the pool, the identity provider and the free list.
@@ -360,6 +390,15 @@ mod tests {
         }
         fn tlb_flush_all(&mut self) {
             self.0.tlb_flush_all()
+        }
+        fn tlb_flush_ipa(&mut self, vmid: Vmid, ipa: u64) {
+            self.0.tlb_flush_ipa(vmid, ipa)
+        }
+        fn tlb_flush_guest_s1(&mut self, vmid: Vmid) {
+            self.0.tlb_flush_guest_s1(vmid)
+        }
+        fn tlb_flush_vmid(&mut self, vmid: Vmid) {
+            self.0.tlb_flush_vmid(vmid)
         }
         fn tlb_sync(&mut self) {}
         fn isb(&mut self) {}

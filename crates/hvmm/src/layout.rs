@@ -1,7 +1,7 @@
 //! The hypervisor's virtual layout (Xen 4.13 shaped) for both architectures.
 
 use crate::addr::Vaddr;
-use crate::format::{Arm32, Arm64, Format};
+use crate::format::{Arm32, Arm64};
 
 /// Where the image is linked.
 pub const XEN_VIRT_START: Vaddr = Vaddr(0x0020_0000);
@@ -153,7 +153,7 @@ pub const ARM64_LAYOUT: Layout = Layout {
 };
 
 /// A format together with its layout.
-pub trait HasLayout: Format {
+pub trait HasLayout: crate::format::Stage1Format {
     /// The layout.
     const LAYOUT: Layout;
 }

@@ -13,17 +13,19 @@
 //! use hvmm::{Arm64, Attrs, MapFlags, Op, PageTable, Paddr, Vaddr};
 //!
 //! let mut mem = HostMemory::new(64);
-//! let mut pt = PageTable::<Arm64>::new(mem.alloc_root().unwrap());
+//! let mut pt = PageTable::<Arm64>::create(&mut mem.env()).unwrap();
 //! let insert = Op::Insert { pa: Paddr(0x8000_0000), attrs: Attrs::RW };
 //! pt.update(&mut mem.env(), Vaddr(0x20_0000), 16, insert, MapFlags::PAGES).unwrap();
-//! let leaf = pt.lookup(&mut mem.env(), Vaddr(0x20_3000)).unwrap().unwrap();
+//! let leaf = pt.lookup(&mut mem.arch, &mut mem.access, Vaddr(0x20_3000)).unwrap().unwrap();
 //! assert_eq!(leaf.pa, Paddr(0x8000_3000));
 //! assert_eq!(leaf.level, 3);
 //! # }
 //! ```
 //!
 #![no_std]
-#![forbid(unsafe_code)]
+// The only `unsafe` items are the two `PageTable` constructors that adopt an
+// existing root (their contract: no second handle); there is no unsafe block.
+#![deny(unsafe_code)]
 #![warn(missing_docs)]
 
 #[cfg(test)]
@@ -44,11 +46,13 @@ pub mod layout;
 pub mod phase;
 
 pub use access::{AccessError, TableAccess};
-pub use addr::{LinearRange, Mfn, Paddr, Vaddr, Vaddr32, PAGE_SIZE};
-pub use alloc::{FrameAlloc, OutOfFrames};
+pub use addr::{InputAddr, Ipa, LinearRange, Mfn, Paddr, Vaddr, Vaddr32, Vmid, PAGE_SIZE};
+pub use alloc::{FrameAlloc, NoFrames, OutOfFrames};
 pub use arch::{AccessKind, Arch, AtResult, FaultKind, MemFault};
-pub use attr::{Attrs, MapFlags, MemType, Perm};
+pub use attr::{Attrs, LeafAttrs, MairMap, MapFlags, MemType, Perm, S2Access, S2Attrs, S2MemType};
 pub use engine::{Env, Leaf, Op, PageTable, UpdateReport};
 pub use error::Error;
-pub use format::{Arm32, Arm64, Format, Pte};
+pub use format::{
+    Arm32, Arm32Stage2, Arm64, Arm64Stage2, Format, Pte, Stage, Stage1Format, Stage2Format,
+};
 pub use phase::SystemState;

@@ -5,17 +5,17 @@
 use hvmm::access::{AccessError, TableAccess};
 use hvmm::host::{HostArch, HostIdentity, HostMemory};
 use hvmm::{
-    Arm32, Arm64, Attrs, Env, Error, Format, MapFlags, MemType, Mfn, Op, Paddr, PageTable, Perm,
-    Vaddr,
+    Arm32, Arm64, Attrs, Env, Error, MapFlags, MemType, Mfn, Op, Paddr, PageTable, Perm,
+    Stage1Format, Vaddr,
 };
 
 const GIB: u64 = 1 << 30;
 const MIB2: u64 = 2 << 20;
 
-fn setup<F: Format>(frames: usize) -> (HostMemory, PageTable<F>) {
+fn setup<F: Stage1Format>(frames: usize) -> (HostMemory, PageTable<F>) {
     let mut mem = HostMemory::new(frames);
-    let root = mem.alloc_root().expect("root");
-    (mem, PageTable::new(root))
+    let pt = PageTable::create(&mut mem.env()).expect("root");
+    (mem, pt)
 }
 
 fn insert(pa: u64) -> Op {
@@ -25,7 +25,7 @@ fn insert(pa: u64) -> Op {
     }
 }
 
-fn update<F: Format>(
+fn update<F: Stage1Format>(
     mem: &mut HostMemory,
     pt: &mut PageTable<F>,
     va: u64,
@@ -36,8 +36,9 @@ fn update<F: Format>(
     pt.update(&mut mem.env(), Vaddr(va), pages, op, flags)
 }
 
-fn leaf<F: Format>(mem: &mut HostMemory, pt: &PageTable<F>, va: u64) -> Option<hvmm::Leaf> {
-    pt.lookup(&mut mem.env(), Vaddr(va)).expect("lookup")
+fn leaf<F: Stage1Format>(mem: &mut HostMemory, pt: &PageTable<F>, va: u64) -> Option<hvmm::Leaf> {
+    pt.lookup(&mut mem.arch, &mut mem.access, Vaddr(va))
+        .expect("lookup")
 }
 
 #[test]
@@ -308,9 +309,13 @@ fn for_each_leaf_visits_every_mapping_once() {
     )
     .unwrap();
     let mut seen = Vec::new();
-    pt.for_each_leaf(&mut mem.env(), Vaddr(GIB), 1024, &mut |va, len, l| {
-        seen.push((va.0, len, l.level, l.pa.0))
-    })
+    pt.for_each_leaf(
+        &mut mem.arch,
+        &mut mem.access,
+        Vaddr(GIB),
+        1024,
+        &mut |va, len, l| seen.push((va.0, len, l.level, l.pa.0)),
+    )
     .unwrap();
     assert_eq!(
         seen,
@@ -339,7 +344,8 @@ fn dump_shows_each_level() {
     )
     .unwrap();
     let mut out = String::new();
-    pt.dump(&mut mem.env(), Vaddr(0x20_0000), &mut out).unwrap();
+    pt.dump(&mut mem.arch, &mut mem.access, Vaddr(0x20_0000), &mut out)
+        .unwrap();
     assert!(out.contains("L0[0x000]"), "{out}");
     assert!(out.contains("L2[0x001]"), "{out}");
     assert!(out.contains("L3[0x000]"), "{out}");
@@ -367,7 +373,7 @@ fn arm32_maps_forty_bit_physical_addresses() {
 
 // ---- Bad input: each refusal has its own error, and changes nothing. ----
 
-fn refused<F: Format>(
+fn refused<F: Stage1Format>(
     va: u64,
     pages: u64,
     op: Op,
@@ -514,61 +520,37 @@ fn bad_input_table() {
             },
         ),
         (
-            "remove of a table entry",
-            refused::<Arm64>(0x20_0000, 512, Op::Remove, b, &mapped_4k),
-            Error::TableInTheWay {
-                va: Vaddr(0x20_0000),
-                level: 2,
-            },
-        ),
-        (
-            "modify of a table entry",
+            "a split whose break would unmap the table it writes through",
+            // The host reaches a table at VA = its PA (0x4000_0000 on):
+            // the level-1 table that holds this 1 GiB block is inside it.
             refused::<Arm64>(
-                0x20_0000,
-                512,
+                GIB + 4096,
+                1,
                 Op::Modify { attrs: Attrs::RO },
-                b,
-                &mapped_4k,
+                p,
+                &[(GIB, 1 << 18, insert(GIB), b)],
             ),
-            Error::TableInTheWay {
-                va: Vaddr(0x20_0000),
-                level: 2,
-            },
-        ),
-        (
-            "remove of part of a block",
-            refused::<Arm64>(GIB, 1, Op::Remove, p, &[(GIB, 512, insert(0x4000_0000), b)]),
-            Error::BlockInTheWay {
+            Error::BreakUnmapsTable {
                 va: Vaddr(GIB),
-                level: 2,
+                level: 1,
+                table_va: Vaddr(0x4000_1000),
             },
         ),
         (
-            "remove of a contiguous entry",
+            "a split with no frame for its table",
             refused::<Arm64>(
-                0x100_0000,
+                0x8000_0000 + 4096,
                 1,
                 Op::Remove,
                 p,
-                &[(0x100_0000, 16, rw, MapFlags::BLOCKS_CONTIG)],
+                &[
+                    (0x8000_0000, 512, insert(0x4000_0000), b),
+                    (0, 60 * 512, rw, p),
+                ],
             ),
-            Error::ContiguousEntry {
-                va: Vaddr(0x100_0000),
-                level: 3,
-            },
-        ),
-        (
-            "modify of a contiguous entry",
-            refused::<Arm64>(
-                0x100_0000,
-                16,
-                Op::Modify { attrs: Attrs::RO },
-                p,
-                &[(0x100_0000, 16, rw, MapFlags::BLOCKS_CONTIG)],
-            ),
-            Error::ContiguousEntry {
-                va: Vaddr(0x100_0000),
-                level: 3,
+            Error::OutOfMemory {
+                needed: 1,
+                available: 0,
             },
         ),
         (

@@ -20,8 +20,8 @@
 use hvmm::access::{AccessError, TableAccess};
 use hvmm::boot_alloc::FrameRanges;
 use hvmm::{
-    AccessKind, Arch, Arm32, Arm64, Attrs, Env, Error, FaultKind, Format, MapFlags, MemType, Mfn,
-    Op, Paddr, PageTable, Perm, UpdateReport, Vaddr,
+    AccessKind, Arch, Arm32, Arm64, Attrs, Env, Error, FaultKind, MapFlags, MemType, Mfn, Op,
+    Paddr, PageTable, Perm, UpdateReport, Vaddr,
 };
 use hvmm_model::{desc, Counters, FrameSnapshot, Machine, ModelError, Regime};
 use std::collections::{BTreeMap, BTreeSet};
@@ -32,7 +32,7 @@ pub const GIB: u64 = 1 << 30;
 pub const RAM_SIZE: u64 = 4 << 20;
 
 /// A translation format together with where the rig puts things for it.
-pub trait ModelFormat: Format {
+pub trait ModelFormat: hvmm::Stage1Format {
     const REGIME: Regime;
     /// Physical base of the RAM (hand tables first, then the pool).
     const RAM_BASE: u64;
@@ -212,7 +212,9 @@ impl<F: ModelFormat> Clone for Rig<F> {
     fn clone(&self) -> Self {
         Rig {
             m: self.m.clone(),
-            pt: PageTable::new(self.pt.root()),
+            // SAFETY: the clone's machine has its own memory: this handle is
+            // the only one over the root in it.
+            pt: unsafe { PageTable::from_root(self.pt.root()) },
             access: self.access.clone(),
             alloc: self.alloc.clone(),
             pool: self.pool,
@@ -243,7 +245,8 @@ impl<F: ModelFormat> Rig<F> {
         let initial_free = alloc.free_pages();
         Rig {
             m,
-            pt: PageTable::new(Mfn(F::TABLES / PAGE)),
+            // SAFETY: the rig's one handle on its hand-built root.
+            pt: unsafe { PageTable::from_root(Mfn(F::TABLES / PAGE)) },
             access: DirectMap {
                 ram: (F::RAM_BASE, F::RAM_BASE + RAM_SIZE),
                 window: F::WINDOW,
@@ -298,8 +301,10 @@ impl<F: ModelFormat> Rig<F> {
     }
 
     pub fn lookup(&mut self, va: u64) -> Option<hvmm::Leaf> {
-        let mut env = Env::new(&mut self.m, &mut self.access, &mut self.alloc);
-        let r = self.pt.lookup(&mut env, Vaddr(va)).expect("lookup");
+        let r = self
+            .pt
+            .lookup(&mut self.m, &mut self.access, Vaddr(va))
+            .expect("lookup");
         assert_eq!(self.access.held, 0);
         r
     }
@@ -307,18 +312,23 @@ impl<F: ModelFormat> Rig<F> {
     /// The engine's view of `[va, va + pages)`, as runs.
     pub fn engine_runs(&mut self, va: u64, pages: u64) -> Vec<RunView> {
         let mut out = Vec::new();
-        let mut env = Env::new(&mut self.m, &mut self.access, &mut self.alloc);
         self.pt
-            .for_each_leaf(&mut env, Vaddr(va), pages, &mut |v, len, leaf| {
-                out.push(RunView {
-                    va: v.0,
-                    end: v.0 + len,
-                    pa: leaf.pa.0,
-                    attrs: leaf
-                        .attrs
-                        .expect("a leaf with attributes hvmm cannot express"),
-                })
-            })
+            .for_each_leaf(
+                &mut self.m,
+                &mut self.access,
+                Vaddr(va),
+                pages,
+                &mut |v, len, leaf| {
+                    out.push(RunView {
+                        va: v.0,
+                        end: v.0 + len,
+                        pa: leaf.pa.0,
+                        attrs: leaf
+                            .attrs
+                            .expect("a leaf with attributes hvmm cannot express"),
+                    })
+                },
+            )
             .expect("for_each_leaf");
         assert_eq!(self.access.held, 0);
         merge_runs(out)
