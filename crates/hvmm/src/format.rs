@@ -23,6 +23,34 @@
 //! | [`Arm64Stage2<48>`](Arm64Stage2) | 2 | 48-bit IPA | 0 | 512 (1) | 48 bits |
 //! | [`Arm32Stage2`] | 2 | 40-bit IPA | 1 | 1024 (2) | 40 bits |
 //!
+//! A table of a format whose sizes disagree does not compile. Here a 40-bit
+//! space starting at level 1 with one root page, where IPA 0xff_ffff_f000
+//! would alias IPA 0x7f_ffff_f000:
+//!
+//! ```compile_fail
+//! use hvmm::host::HostMemory;
+//! use hvmm::{Format, Ipa, PageTable, S2Attrs, Stage, Stage2Format, Vmid};
+//!
+//! #[derive(Copy, Clone, Default)]
+//! struct Aliasing;
+//! impl Format for Aliasing {
+//!     const NAME: &'static str = "aliasing";
+//!     const STAGE: Stage = Stage::Two;
+//!     const ROOT_LEVEL: u8 = 1;
+//!     const VA_BITS: u32 = 40;
+//!     const PA_BITS: u32 = 48;
+//!     const ROOT_ENTRIES: usize = 512;
+//!     type Attrs = S2Attrs;
+//!     type Input = Ipa;
+//! }
+//! impl Stage2Format for Aliasing {
+//!     const VMID_BITS: u32 = 8;
+//!     fn vtcr() -> u64 { 0 }
+//! }
+//! let mut mem = HostMemory::new(8);
+//! let pt = PageTable::<Aliasing>::create_stage2(&mut mem.env(), Vmid(1));
+//! ```
+//!
 //! Every IPA size from 32 to 48 bits is an [`Arm64Stage2`]: level 1 up to 42
 //! bits (with 2, 4 or 8 concatenated root pages above 39 bits), level 0 from
 //! 43 bits on — the start levels Xen's p2m uses, each one the Arm

@@ -229,17 +229,17 @@ pub struct HostIdentity {
     pub maps: u64,
 }
 
-impl TableAccess<HostArch> for HostIdentity {
+impl<A: Arch> TableAccess<A> for HostIdentity {
     fn name(&self) -> &'static str {
         "host-identity"
     }
     #[inline(always)]
-    fn map_table(&mut self, _arch: &mut HostArch, mfn: Mfn) -> Result<Vaddr, AccessError> {
+    fn map_table(&mut self, _arch: &mut A, mfn: Mfn) -> Result<Vaddr, AccessError> {
         self.maps += 1;
         Ok(Vaddr(mfn.paddr().0))
     }
     #[inline(always)]
-    fn unmap_table(&mut self, _arch: &mut HostArch, _mfn: Mfn, _va: Vaddr) {}
+    fn unmap_table(&mut self, _arch: &mut A, _mfn: Mfn, _va: Vaddr) {}
 }
 
 /// A free list of frames with reservations, for tests and benchmarks.
@@ -345,7 +345,10 @@ pub struct HostMemory {
 impl HostMemory {
     /// A pool of `count` frames at PA 0x4000_0000.
     pub fn new(count: usize) -> Self {
-        let base = Mfn(0x4_0000);
+        Self::at(Mfn(0x4_0000), count)
+    }
+    /// A pool of `count` frames from frame `base` on.
+    pub fn at(base: Mfn, count: usize) -> Self {
         HostMemory {
             arch: HostArch::new(base, count),
             access: HostIdentity::default(),

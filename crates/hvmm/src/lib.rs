@@ -22,6 +22,29 @@
 //! # }
 //! ```
 //!
+//! A guest's stage-2 table is the same engine over another regime: a 40-bit
+//! IPA space with two concatenated root pages, stage-2 attributes, TLB
+//! maintenance scoped to the guest's VMID. Making one page read-only inside
+//! a 2 MiB block splits the block live, with break-before-make:
+//!
+//! ```
+//! # #[cfg(feature = "host")] {
+//! use hvmm::host::HostMemory;
+//! use hvmm::{Arm64Stage2, Ipa, MapFlags, Op, PageTable, Paddr, S2Attrs, Vmid};
+//!
+//! let mut mem = HostMemory::new(64);
+//! let mut p2m = PageTable::<Arm64Stage2<40>>::create_stage2(&mut mem.env(), Vmid(1)).unwrap();
+//! let ram = Op::Insert { pa: Paddr(0x4000_0000), attrs: S2Attrs::RAM };
+//! p2m.update(&mut mem.env(), Ipa(0x4000_0000), 512, ram, MapFlags::BLOCKS).unwrap();
+//! let ro = Op::Modify { attrs: S2Attrs::RAM_RO };
+//! let r = p2m.update(&mut mem.env(), Ipa(0x4000_5000), 1, ro, MapFlags::PAGES).unwrap();
+//! assert_eq!(r.splits, 1);
+//! let leaf = p2m.lookup(&mut mem.arch, &mut mem.access, Ipa(0x4000_5000)).unwrap().unwrap();
+//! assert_eq!((leaf.level, leaf.attrs), (3, Some(S2Attrs::RAM_RO)));
+//! p2m.destroy(&mut mem.env()).unwrap();
+//! # }
+//! ```
+//!
 #![no_std]
 // The only `unsafe` items are the two `PageTable` constructors that adopt an
 // existing root (their contract: no second handle); there is no unsafe block.
