@@ -101,6 +101,8 @@ fn resolve<F: ModelFormat>(raw: &RawOp, history: &[(u64, u64)], r: &RefMap) -> S
     let mut flags = MapFlags {
         blocks: raw.blocks,
         contiguous: raw.contiguous,
+        // Some updates merge uniform tables back into blocks.
+        merge: raw.blocks && raw.size_class % 3 == 0,
         ..MapFlags::PAGES
     };
     if is_populate {
@@ -168,6 +170,18 @@ fn resolve<F: ModelFormat>(raw: &RawOp, history: &[(u64, u64)], r: &RefMap) -> S
             };
             Op::Modify { attrs }
         }
+        // A collapse of an earlier range: the attributes already there,
+        // merges allowed (uniform tables inside it become blocks).
+        85..=89 if !history.is_empty() => {
+            let (hva, hpages) = history[(raw.va % history.len() as u64) as usize];
+            va = hva;
+            pages = hpages;
+            flags = MapFlags::BLOCKS_MERGE;
+            match r.get(va) {
+                Some((_, cur)) => Op::Modify { attrs: cur },
+                None => Op::Remove,
+            }
+        }
         60..=89 => Op::Remove,
         _ => Op::Populate,
     };
@@ -231,8 +245,16 @@ fn justify<F: ModelFormat>(rig: &Rig<F>, r: &RefMap, st: &Step, free_before: u64
     }
 }
 
+/// Live changes the sequences made: splits, merges, contiguous breaks.
+#[derive(Default)]
+struct Shapes {
+    splits: AtomicU64,
+    merges: AtomicU64,
+    breaks: AtomicU64,
+}
+
 /// Runs one sequence on a fresh rig, checking after every step.
-fn run_sequence<F: ModelFormat>(ops: &[RawOp], pool_frames: u64) {
+fn run_sequence<F: ModelFormat>(ops: &[RawOp], pool_frames: u64, shapes: &Shapes) {
     let mut rig = Rig::<F>::new(pool_frames);
     let mut r = RefMap::default();
     let mut history: Vec<(u64, u64)> = Vec::new();
@@ -263,6 +285,11 @@ fn run_sequence<F: ModelFormat>(ops: &[RawOp], pool_frames: u64) {
         };
         match res {
             Ok(rep) => {
+                shapes.splits.fetch_add(rep.splits, Ordering::Relaxed);
+                shapes.merges.fetch_add(rep.merges, Ordering::Relaxed);
+                shapes
+                    .breaks
+                    .fetch_add(rep.contiguous_breaks, Ordering::Relaxed);
                 assert_eq!(
                     free_before + rep.tables_freed - rep.tables_created,
                     rig.free(),
@@ -325,13 +352,25 @@ fn ops_strategy() -> impl Strategy<Value = (Vec<RawOp>, u64)> {
 }
 
 /// Runs the configured number of random sequences on format `F`; returns
-/// the number of operations run.
+/// the number of operations run. The sequences split blocks, break
+/// contiguous groups and merge tables, every kind many times.
 fn random_sequences<F: ModelFormat>() -> u64 {
     let ops = AtomicU64::new(0);
+    let shapes = Shapes::default();
     proptest!(config(), |((seq, pool) in ops_strategy())| {
-        run_sequence::<F>(&seq, pool);
+        run_sequence::<F>(&seq, pool, &shapes);
         ops.fetch_add(seq.len() as u64, Ordering::Relaxed);
     });
+    let (s, m, b) = (
+        shapes.splits.into_inner(),
+        shapes.merges.into_inner(),
+        shapes.breaks.into_inner(),
+    );
+    eprintln!("{}: {s} splits, {m} merges, {b} contiguous breaks", F::NAME);
+    assert!(
+        s >= 50 && m >= 5 && b >= 20,
+        "too few live changes: {s} / {m} / {b}"
+    );
     ops.into_inner()
 }
 

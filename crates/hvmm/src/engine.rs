@@ -1621,6 +1621,20 @@ impl<F: Format> PageTable<F> {
         if new == old {
             return Ok(gend);
         }
+        c.report.leaves += changed;
+        c.report.contiguous_breaks += 1;
+        if (0..N).all(|k| new[k] == old[k] || new[k] == 0) {
+            // Nothing to make (a Remove of the whole group): clearing needs
+            // no wait before anything, only the invalidation a Remove gives
+            // every leaf it clears.
+            for k in 0..N {
+                if old[k] != new[k] {
+                    env.arch.write_pte(entry_va(at, k), 0)?;
+                    self.flush_leaf(env.arch, req, gva + k as u64 * size, c);
+                }
+            }
+            return Ok(gend);
+        }
         // Break every entry that changes, invalidate them, wait, make.
         for k in 0..N {
             if old[k] != new[k] && Pte(old[k]).is_leaf(level) {
@@ -1633,8 +1647,6 @@ impl<F: Format> PageTable<F> {
                 env.arch.write_pte(entry_va(at, k), new[k])?;
             }
         }
-        c.report.leaves += changed;
-        c.report.contiguous_breaks += 1;
         Ok(gend)
     }
 
