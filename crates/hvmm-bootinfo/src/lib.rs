@@ -35,7 +35,9 @@ extern crate std;
 pub mod builder;
 pub mod dtb;
 mod error;
+pub mod guest;
 mod range;
+pub mod writer;
 
 pub use dtb::{Dtb, DtbError};
 pub use error::BootInfoError;
