@@ -102,7 +102,7 @@ impl<'a> FdtWriter<'a> {
     }
 
     fn pad(&mut self) -> Result<(), WriteError> {
-        while self.pos % 4 != 0 {
+        while !self.pos.is_multiple_of(4) {
             self.put(&[0])?;
         }
         Ok(())
