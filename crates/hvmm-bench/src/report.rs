@@ -704,8 +704,12 @@ const NOTES: &str = "
   looks the memory type up in the table's MAIR map out of line, and the call returns a larger
   `UpdateReport`), `modify-ro` about 16 → 42 (prepare now admits contiguous and unchanged
   leaves, so commit tests each entry — leaf? contiguous? changed? — and counts the changed ones
-  instead of rewriting the run unconditionally), `translate` about 9 → 17 (memory-bound here,
-  so its time barely moved). These rows' ratios above are lower than before for that reason.
+  instead of rewriting the run unconditionally), `translate` about 9 → 17. Timed on one
+  machine, the engine before and after (`--only`, alternating): `map-single` about 9 → 20
+  ns/page against page_table_multiarch's 15-17, `modify-ro` about 2.0 → 4.5 against its
+  8.5-9; `translate` unchanged (memory-bound there). So `map-single`'s and `modify-ro`'s ratios
+  are lower than in the previous report mostly because of the engine, `translate`'s because
+  of the machine.
 - **Engine changes made for these numbers** (behaviour unchanged; `cargo test` of hvmm,
   hvmm-model, hvmm-boot and hvmm-bench green). Before them (same machine): map-4k 3.07,
   map-single 10.9, modify-ro 5.09, translate 1.85, translate-point 7.84, unmap 4.58 ns/page,
