@@ -1,7 +1,8 @@
 //! Runs one row for hvmm only, for a profiler:
-//! `valgrind --tool=callgrind target/release/examples/profile_row map-single 3`.
+//! `valgrind --tool=callgrind target/release/examples/profile_row map-single 3`
+//! (a stage-2 row runs on hvmm's stage-2 table).
 
-use hvmm_bench::libs::Hvmm;
+use hvmm_bench::libs::{Hvmm, HvmmS2};
 use hvmm_bench::rows::{sample, Sizes, SparseOps};
 
 fn main() {
@@ -67,7 +68,12 @@ fn main() {
     let sizes = Sizes::FULL;
     let sparse = SparseOps::generate(sizes.sparse_ops);
     for _ in 0..rounds {
-        let s = sample::<Hvmm>(r, &sizes, &sparse).expect("sample");
+        let s = if r.stage2() {
+            sample::<HvmmS2>(r, &sizes, &sparse)
+        } else {
+            sample::<Hvmm>(r, &sizes, &sparse)
+        }
+        .expect("sample");
         println!("{row}: {:.3} ns/unit", s.ns / s.units as f64);
     }
 }

@@ -21,24 +21,38 @@ pub mod report;
 pub mod rows;
 pub mod xen;
 
-use libs::{AarchPaging, Hvmm, Library, Ptm, Row, Xen2019};
+use libs::{
+    AarchPaging, AarchPagingLive, AarchPagingS2, AarchPagingS2Live, Hvmm, HvmmS2, Library, Ptm,
+    Row, Xen2019,
+};
 use rows::{floor_sample, sample, Sample, Sizes, SparseOps};
 
 /// Every row in table order, with its name and unit.
-pub const ROWS: [(Row, &str, &str); 9] = [
+pub const ROWS: [(Row, &str, &str); 14] = [
     (Row::Map4k, "map-4k", "page"),
     (Row::MapBlocks, "map-blocks", "page"),
     (Row::MapSingle, "map-single", "page"),
     (Row::ModifyRo, "modify-ro", "page"),
     (Row::Split, "split", "op"),
+    (Row::Merge, "merge", "op"),
     (Row::Translate, "translate", "page"),
     (Row::TranslatePoint, "translate-point", "page"),
     (Row::Unmap, "unmap", "page"),
     (Row::Sparse, "sparse", "op"),
+    (Row::S2Map4k, "s2-map-4k", "page"),
+    (Row::S2ModifyRo, "s2-modify-ro", "page"),
+    (Row::S2Unmap, "s2-unmap", "page"),
+    (Row::S2Translate, "s2-translate", "page"),
 ];
 
 /// Library names in column order.
 pub const LIBS: [&str; 4] = [Hvmm::NAME, AarchPaging::NAME, Ptm::NAME, Xen2019::NAME];
+/// Index in [`RowResult::cells`] of the extra runner: aarch64-paging on a
+/// live (marked active) table, for the rows where that changes its work.
+/// It is not a column of the main table.
+pub const LIVE: usize = 4;
+/// Its name.
+pub const LIVE_NAME: &str = AarchPagingLive::NAME;
 /// How each library translates a range, in column order.
 pub const TRANSLATE_HOW: [&str; 4] = [
     Hvmm::TRANSLATE_HOW,
@@ -110,6 +124,8 @@ pub struct CellResult {
     pub freed: Option<u64>,
     /// Table pages in use after the work, from the last sample.
     pub tables: usize,
+    /// What the library does for this row, where that needs saying.
+    pub how: Option<&'static str>,
 }
 
 /// One row of results.
@@ -121,7 +137,7 @@ pub struct RowResult {
     pub name: &'static str,
     /// Its unit.
     pub unit: &'static str,
-    /// One cell per library, in [`LIBS`] order.
+    /// One cell per library, in [`LIBS`] order, then the [`LIVE`] one.
     pub cells: Vec<CellResult>,
 }
 
@@ -177,27 +193,56 @@ pub struct BenchResult {
 
 type SampleFn = fn(Row, &Sizes, &SparseOps) -> Result<Sample, String>;
 type CannotFn = fn(Row) -> Option<&'static str>;
+type HowFn = fn(Row) -> Option<&'static str>;
+type Runner = (SampleFn, CannotFn, HowFn);
 
-const RUNNERS: [(SampleFn, CannotFn); 4] = [
-    (sample::<Hvmm>, Hvmm::cannot),
-    (sample::<AarchPaging>, AarchPaging::cannot),
-    (sample::<Ptm>, Ptm::cannot),
-    (sample::<Xen2019>, Xen2019::cannot),
+const fn runner<L: Library>() -> Runner {
+    (sample::<L>, L::cannot, L::how)
+}
+
+/// The runners of the stage-1 rows, in [`LIBS`] order, then [`LIVE`].
+const RUNNERS: [Runner; 5] = [
+    runner::<Hvmm>(),
+    runner::<AarchPaging>(),
+    runner::<Ptm>(),
+    runner::<Xen2019>(),
+    runner::<AarchPagingLive>(),
 ];
+
+/// The runners of the stage-2 rows: each library's stage-2 regime (the
+/// page_table_multiarch and Xen-2019 cells only say why they have none).
+const S2_RUNNERS: [Runner; 5] = [
+    runner::<HvmmS2>(),
+    runner::<AarchPagingS2>(),
+    runner::<Ptm>(),
+    runner::<Xen2019>(),
+    runner::<AarchPagingS2Live>(),
+];
+
+/// The runners of `row`.
+pub fn runners(row: Row) -> &'static [Runner; 5] {
+    if row.stage2() {
+        &S2_RUNNERS
+    } else {
+        &RUNNERS
+    }
+}
 
 /// Runs one row for every library, interleaved, and reports progress to `log`.
 pub fn run_row(row: Row, cfg: &Config, sparse: &SparseOps, log: &mut dyn FnMut(&str)) -> RowResult {
     let (_, name, unit) = *ROWS.iter().find(|r| r.0 == row).expect("row");
-    let mut cells: Vec<CellResult> = RUNNERS
+    let runners = runners(row);
+    let mut cells: Vec<CellResult> = runners
         .iter()
-        .map(|(_, cannot)| CellResult {
+        .map(|(_, cannot, how)| CellResult {
             cannot: cannot(row),
+            how: how(row),
             ..Default::default()
         })
         .collect();
-    let mut samples: Vec<Vec<f64>> = vec![Vec::new(); RUNNERS.len()];
+    let mut samples: Vec<Vec<f64>> = vec![Vec::new(); runners.len()];
     for round in 0..cfg.warmup + cfg.reps {
-        for (i, (run, _)) in RUNNERS.iter().enumerate() {
+        for (i, (run, _, _)) in runners.iter().enumerate() {
             if cells[i].cannot.is_some() || cells[i].error.is_some() {
                 continue;
             }

@@ -1,12 +1,17 @@
 //! The libraries under test, behind one interface, each configured for the
 //! same work: 4 KiB granule, 48-bit VA from level 0, EL2 stage-1 attributes
 //! (normal write-back memory, read-write, execute-never, AF set), tables in
-//! prefaulted host memory, no TLB instructions.
+//! prefaulted host memory, no TLB instructions. The stage-2 rows use each
+//! library's stage-2 regime instead (guest RAM: normal write-back,
+//! read-write, executable, AF set; a three-level walk from level 1).
 
 use crate::pool::{FramePool, FRAME};
 use crate::xen::{XenOp, XenPt};
 use hvmm::host::HostMemory;
-use hvmm::{Arm64, Attrs, MapFlags, Op, PageTable, Pte, Vaddr};
+use hvmm::{
+    Arm64, Arm64Stage2, Attrs, Format, InputAddr, MapFlags, Op, PageTable, Pte, S2Attrs, Vaddr,
+    Vmid,
+};
 use std::cell::{Cell, RefCell};
 use std::ptr::NonNull;
 
@@ -23,6 +28,8 @@ pub enum Row {
     ModifyRo,
     /// Change one 4 KiB page inside a 2 MiB block.
     Split,
+    /// Make a 2 MiB range of pages uniform again and a block.
+    Merge,
     /// Translate every page of the 1 GiB (each library's fastest way).
     Translate,
     /// Translate every page with one point lookup per page.
@@ -31,16 +38,53 @@ pub enum Row {
     Unmap,
     /// Random single-page map/unmap over 512 GiB.
     Sparse,
+    /// `map-4k` on a guest's stage-2 table.
+    S2Map4k,
+    /// `modify-ro` on a guest's stage-2 table.
+    S2ModifyRo,
+    /// `unmap` on a guest's stage-2 table.
+    S2Unmap,
+    /// `translate` on a guest's stage-2 table.
+    S2Translate,
+}
+
+impl Row {
+    /// Whether the row works on a guest's stage-2 table.
+    pub const fn stage2(self) -> bool {
+        matches!(
+            self,
+            Row::S2Map4k | Row::S2ModifyRo | Row::S2Unmap | Row::S2Translate
+        )
+    }
+    /// The work the row does (a stage-2 row does its stage-1 twin's work).
+    pub const fn work(self) -> Row {
+        match self {
+            Row::S2Map4k => Row::Map4k,
+            Row::S2ModifyRo => Row::ModifyRo,
+            Row::S2Unmap => Row::Unmap,
+            Row::S2Translate => Row::Translate,
+            r => r,
+        }
+    }
 }
 
 /// One page-table library driven through the same operations.
 pub trait Library: Sized {
     /// Name in the table.
     const NAME: &'static str;
+    /// Whether this is a stage-2 (guest) table: it does the stage-2 rows
+    /// ([`Row::stage2`]) and only those.
+    const STAGE2: bool = false;
     /// A fresh, empty page table whose allocator holds `frames` table pages.
     fn new(frames: usize) -> Self;
     /// Why this library cannot do `row` (`None` if it can).
     fn cannot(row: Row) -> Option<&'static str> {
+        let _ = row;
+        None
+    }
+    /// What this library does for `row`, where that needs saying (shown
+    /// in the table next to its figure).
+    fn how(row: Row) -> Option<&'static str> {
         let _ = row;
         None
     }
@@ -59,6 +103,13 @@ pub trait Library: Sized {
     #[inline(always)]
     fn split(&mut self, va: u64) -> Result<(), String> {
         self.make_ro(va, 1)
+    }
+    /// Makes the 2 MiB at `block_va` (mapped by pages to `block_pa..`, all
+    /// read-write but the one at `ro_page`) read-write again and one 2 MiB
+    /// block.
+    fn merge(&mut self, block_va: u64, ro_page: u64, block_pa: u64) -> Result<(), String> {
+        let _ = (block_va, ro_page, block_pa);
+        Err(format!("{}: no merge", Self::NAME))
     }
     /// Translates every page of the range; returns the sum over pages of `pa >> 12`.
     fn translate_range(&mut self, va: u64, pages: u64) -> u64;
@@ -106,11 +157,69 @@ pub fn page_sum(pa: u64, bytes: u64) -> u64 {
 
 // ---------------------------------------------------------------- hvmm
 
-/// hvmm's engine on the host back end.
-pub struct Hvmm {
-    mem: HostMemory,
-    pt: PageTable<Arm64>,
+/// A regime hvmm's engine is measured in: the hypervisor's stage 1
+/// ([`Arm64`]) or a guest's stage 2 ([`Arm64Stage2`]`<40>`).
+pub trait HvmmRegime: Format {
+    /// Name in error messages.
+    const LIB_NAME: &'static str;
+    /// Whether this is a stage-2 format.
+    const STAGE2: bool;
+    /// Read-write (the mapping every row makes).
+    const RW: Self::Attrs;
+    /// Read-only, same memory type.
+    const RO: Self::Attrs;
+    /// A fresh, empty table.
+    fn create(mem: &mut HostMemory) -> PageTable<Self>;
+    /// Whether the leaf descriptor `pte` allows writes.
+    fn writable(pte: u64) -> bool;
 }
+
+impl HvmmRegime for Arm64 {
+    const LIB_NAME: &'static str = "hvmm";
+    const STAGE2: bool = false;
+    const RW: Attrs = Attrs::RW;
+    const RO: Attrs = Attrs::RO;
+    fn create(mem: &mut HostMemory) -> PageTable<Self> {
+        PageTable::create(&mut mem.env()).expect("root")
+    }
+    #[inline(always)]
+    fn writable(pte: u64) -> bool {
+        pte & Pte::RO == 0
+    }
+}
+
+/// IPA size of the guest table the stage-2 rows use (a three-level walk
+/// from two concatenated level-1 root tables).
+pub const S2_IPA_BITS: u32 = 40;
+
+/// The guest's stage-2 format of the stage-2 rows.
+pub type GuestS2 = Arm64Stage2<S2_IPA_BITS>;
+
+impl HvmmRegime for GuestS2 {
+    const LIB_NAME: &'static str = "hvmm (stage 2)";
+    const STAGE2: bool = true;
+    const RW: S2Attrs = S2Attrs::RAM;
+    const RO: S2Attrs = S2Attrs::RAM_RO;
+    fn create(mem: &mut HostMemory) -> PageTable<Self> {
+        PageTable::create_stage2(&mut mem.env(), Vmid(1)).expect("root")
+    }
+    #[inline(always)]
+    fn writable(pte: u64) -> bool {
+        // S2AP[1] (bit 7) is the write permission.
+        pte & (1 << 7) != 0
+    }
+}
+
+/// hvmm's engine on the host back end, in the regime `F`.
+pub struct HvmmOn<F: HvmmRegime> {
+    mem: HostMemory,
+    pt: PageTable<F>,
+}
+
+/// hvmm's engine on the hypervisor's stage-1 table.
+pub type Hvmm = HvmmOn<Arm64>;
+/// hvmm's engine on a guest's stage-2 table ([`GuestS2`], VMID 1).
+pub type HvmmS2 = HvmmOn<GuestS2>;
 
 /// First PA of the host back end's frame pool.
 const HOST_POOL_PA: u64 = 0x4000_0000;
@@ -124,17 +233,68 @@ fn prefaulted_host_memory(frames: usize) -> HostMemory {
     mem
 }
 
-impl Library for Hvmm {
-    const NAME: &'static str = "hvmm";
+impl<F: HvmmRegime> HvmmOn<F> {
+    #[inline(always)]
+    fn update(
+        &mut self,
+        va: u64,
+        pages: u64,
+        op: Op<F::Attrs>,
+        flags: MapFlags,
+    ) -> Result<hvmm::UpdateReport, String> {
+        self.pt
+            .update(
+                &mut self.mem.env(),
+                F::Input::from_raw(va),
+                pages,
+                op,
+                flags,
+            )
+            .map_err(err_string)
+    }
+
+    /// The raw update report of one page made read-only (for the tests).
+    pub fn make_ro_report(&mut self, va: u64) -> Result<hvmm::UpdateReport, String> {
+        self.update(va, 1, Op::Modify { attrs: F::RO }, MapFlags::PAGES)
+    }
+
+    /// The raw update report of the merge of [`Library::merge`] (for the tests).
+    pub fn merge_report(&mut self, ro_page: u64) -> Result<hvmm::UpdateReport, String> {
+        self.update(
+            ro_page,
+            1,
+            Op::Modify { attrs: F::RW },
+            MapFlags::BLOCKS_MERGE,
+        )
+    }
+
+    /// The level of the leaf that maps `va`.
+    pub fn leaf_level(&mut self, va: u64) -> Option<u8> {
+        let leaf = self
+            .pt
+            .lookup(
+                &mut self.mem.arch,
+                &mut self.mem.access,
+                F::Input::from_raw(va),
+            )
+            .ok()??;
+        Some(leaf.level)
+    }
+}
+
+impl<F: HvmmRegime> Library for HvmmOn<F> {
+    const NAME: &'static str = F::LIB_NAME;
+    const STAGE2: bool = F::STAGE2;
     const TRANSLATE_HOW: &'static str = "range walk (`for_each_leaf_with`)";
     fn new(frames: usize) -> Self {
-        let mut mem = prefaulted_host_memory(frames + 1);
-        let pt = PageTable::create(&mut mem.env()).expect("root");
-        Hvmm { mem, pt }
+        let mut mem = prefaulted_host_memory(frames + F::ROOT_TABLES);
+        let pt = F::create(&mut mem);
+        HvmmOn { mem, pt }
     }
-    fn cannot(row: Row) -> Option<&'static str> {
+    fn how(row: Row) -> Option<&'static str> {
         match row {
-            Row::Split => Some("refuses (block in the way, as Xen: no live split)"),
+            Row::Split => Some("`Modify`: live split, break-before-make"),
+            Row::Merge => Some("`Modify` with `BLOCKS_MERGE`"),
             _ => None,
         }
     }
@@ -147,20 +307,20 @@ impl Library for Hvmm {
         };
         let op = Op::Insert {
             pa: hvmm::Paddr(pa),
-            attrs: Attrs::RW,
+            attrs: F::RW,
         };
-        self.pt
-            .update(&mut self.mem.env(), Vaddr(va), pages, op, flags)
-            .map(|_| ())
-            .map_err(err_string)
+        self.update(va, pages, op, flags).map(|_| ())
     }
     #[inline(always)]
     fn make_ro(&mut self, va: u64, pages: u64) -> Result<(), String> {
-        let op = Op::Modify { attrs: Attrs::RO };
-        self.pt
-            .update(&mut self.mem.env(), Vaddr(va), pages, op, MapFlags::PAGES)
+        self.update(va, pages, Op::Modify { attrs: F::RO }, MapFlags::PAGES)
             .map(|_| ())
-            .map_err(err_string)
+    }
+    #[inline(always)]
+    fn merge(&mut self, _block_va: u64, ro_page: u64, _block_pa: u64) -> Result<(), String> {
+        let op = Op::Modify { attrs: F::RW };
+        self.update(ro_page, 1, op, MapFlags::BLOCKS_MERGE)
+            .map(|_| ())
     }
     #[inline(always)]
     fn translate_range(&mut self, va: u64, pages: u64) -> u64 {
@@ -169,7 +329,7 @@ impl Library for Hvmm {
             .for_each_leaf_with(
                 &mut self.mem.arch,
                 &mut self.mem.access,
-                Vaddr(va),
+                F::Input::from_raw(va),
                 pages,
                 |_, len, leaf| {
                     sum = sum.wrapping_add(page_sum(leaf.pa.0, len));
@@ -182,22 +342,18 @@ impl Library for Hvmm {
     fn lookup(&mut self, va: u64) -> Option<(u64, bool)> {
         let leaf = self
             .pt
-            .lookup(&mut self.mem.arch, &mut self.mem.access, Vaddr(va))
+            .lookup(
+                &mut self.mem.arch,
+                &mut self.mem.access,
+                F::Input::from_raw(va),
+            )
             .ok()??;
-        Some((leaf.pa.0, leaf.pte.0 & Pte::RO == 0))
+        Some((leaf.pa.0, F::writable(leaf.pte.0)))
     }
     #[inline(always)]
     fn unmap(&mut self, va: u64, pages: u64) -> Result<u64, String> {
-        self.pt
-            .update(
-                &mut self.mem.env(),
-                Vaddr(va),
-                pages,
-                Op::Remove,
-                MapFlags::PAGES,
-            )
+        self.update(va, pages, Op::Remove, MapFlags::PAGES)
             .map(|r| r.tables_freed)
-            .map_err(err_string)
     }
     #[inline(always)]
     fn tables_in_use(&self) -> usize {
@@ -236,6 +392,11 @@ impl Library for Xen2019 {
         match row {
             Row::MapBlocks => Some("4 KiB pages only"),
             Row::Split => Some("4 KiB pages only (refuses blocks)"),
+            Row::Merge => Some("4 KiB pages only (no blocks to merge into)"),
+            r if r.stage2() => Some(
+                "models Xen's stage-1 `xen_pt_update` only (Xen's stage 2, the p2m code, is \
+                 another algorithm)",
+            ),
             _ => None,
         }
     }
@@ -311,30 +472,34 @@ impl Library for Xen2019 {
 
 // ------------------------------------------------------ aarch64-paging
 
-use aarch64_paging::descriptor::{El23Attributes, PhysicalAddress};
-use aarch64_paging::paging::{Constraints, El2, MemoryRegion, PageTable as ApTable, Translation};
-use aarch64_paging::Mapping;
+use aarch64_paging::descriptor::{
+    El23Attributes, PagingAttributes, PhysicalAddress, Stage2Attributes, UpdatableDescriptor,
+};
+use aarch64_paging::paging::{
+    Constraints, El2, MemoryRegion, PageTable as ApTable, Stage2, Translation, TranslationRegime,
+};
+use aarch64_paging::{MapError, Mapping};
 
 /// aarch64-paging's `Translation` over a [`FramePool`]: PA = host address.
 pub struct ApTranslation {
     pool: FramePool,
 }
 
-impl Translation<El23Attributes> for ApTranslation {
-    fn allocate_table(&mut self) -> (NonNull<ApTable<El23Attributes>>, PhysicalAddress) {
+impl<A: PagingAttributes> Translation<A> for ApTranslation {
+    fn allocate_table(&mut self) -> (NonNull<ApTable<A>>, PhysicalAddress) {
         let a = self
             .pool
             .alloc_zeroed()
             .expect("aarch64-paging pool exhausted");
-        let p = NonNull::new(a as *mut ApTable<El23Attributes>).expect("non-null frame");
+        let p = NonNull::new(a as *mut ApTable<A>).expect("non-null frame");
         (p, PhysicalAddress(a))
     }
-    unsafe fn deallocate_table(&mut self, page_table: NonNull<ApTable<El23Attributes>>) {
+    unsafe fn deallocate_table(&mut self, page_table: NonNull<ApTable<A>>) {
         self.pool.free(page_table.as_ptr() as usize);
     }
     #[inline]
-    fn physical_to_virtual(&self, pa: PhysicalAddress) -> NonNull<ApTable<El23Attributes>> {
-        NonNull::new(pa.0 as *mut ApTable<El23Attributes>).expect("non-null table")
+    fn physical_to_virtual(&self, pa: PhysicalAddress) -> NonNull<ApTable<A>> {
+        NonNull::new(pa.0 as *mut ApTable<A>).expect("non-null table")
     }
 }
 
@@ -347,32 +512,168 @@ const AP_RW: El23Attributes = El23Attributes::VALID
     .union(El23Attributes::USER_RES1)
     .union(El23Attributes::XN);
 
-/// aarch64-paging 0.12: a `Mapping` in the EL2 regime, root level 0, never
-/// activated (so it performs no TLB maintenance; on x86 its barriers and
-/// TLBIs are compiled out anyway).
-pub struct AarchPaging {
-    map: Mapping<ApTranslation, El2>,
+/// Guest RAM at stage 2: valid, MemAttr normal inner and outer write-back,
+/// S2AP read-write, inner shareable, AF, executable — hvmm's `S2Attrs::RAM`
+/// bit for bit.
+const AP_S2_RAM: Stage2Attributes = Stage2Attributes::VALID
+    .union(Stage2Attributes::MEMATTR_NORMAL_INNER_WB)
+    .union(Stage2Attributes::MEMATTR_NORMAL_OUTER_WB)
+    .union(Stage2Attributes::S2AP_ACCESS_RW)
+    .union(Stage2Attributes::SH_INNER)
+    .union(Stage2Attributes::ACCESS_FLAG);
+
+/// A translation regime of aarch64-paging the bench drives, with the
+/// attributes of the rows.
+pub trait ApRegime: TranslationRegime<Asid = (), VaRange = ()> {
+    /// Its value (the regimes are unit structs).
+    const REGIME: Self;
+    /// Whether this is the stage-2 regime.
+    const STAGE2: bool;
+    /// Root level: 0 for the 48-bit stage 1; 1 for stage 2 (a 39-bit IPA
+    /// space, the same three-level walk as hvmm's 40-bit one, which
+    /// concatenates two level-1 root tables — aarch64-paging has no
+    /// concatenated roots).
+    const ROOT_LEVEL: usize;
+    /// Read-write.
+    const RW: Self::Attributes;
+    /// Bits set to make a mapping read-only.
+    const RO_SET: Self::Attributes;
+    /// Bits cleared to make a mapping read-only.
+    const RO_CLEAR: Self::Attributes;
+    /// Whether `flags` allow writes.
+    fn writable(flags: Self::Attributes) -> bool;
 }
 
-fn ap_ro(
+impl ApRegime for El2 {
+    const REGIME: Self = El2;
+    const STAGE2: bool = false;
+    const ROOT_LEVEL: usize = 0;
+    const RW: El23Attributes = AP_RW;
+    const RO_SET: El23Attributes = El23Attributes::READ_ONLY;
+    const RO_CLEAR: El23Attributes = El23Attributes::empty();
+    #[inline(always)]
+    fn writable(flags: El23Attributes) -> bool {
+        !flags.contains(El23Attributes::READ_ONLY)
+    }
+}
+
+impl ApRegime for Stage2 {
+    const REGIME: Self = Stage2;
+    const STAGE2: bool = true;
+    const ROOT_LEVEL: usize = 1;
+    const RW: Stage2Attributes = AP_S2_RAM;
+    // S2AP 0b11 (RW) becomes 0b01 (RO).
+    const RO_SET: Stage2Attributes = Stage2Attributes::S2AP_ACCESS_RO;
+    const RO_CLEAR: Stage2Attributes = Stage2Attributes::S2AP_ACCESS_WO;
+    #[inline(always)]
+    fn writable(flags: Stage2Attributes) -> bool {
+        flags.contains(Stage2Attributes::S2AP_ACCESS_WO)
+    }
+}
+
+/// aarch64-paging 0.12: a `Mapping` in the regime `R`. Not `LIVE`: never
+/// activated, so it performs no TLB maintenance and no break-before-make
+/// checks (on x86 its barriers and TLBIs are compiled out anyway). `LIVE`:
+/// marked active (`Mapping::mark_active`, as after activating it by hand),
+/// so it checks every change against break-before-make, refuses the ones
+/// that need a break, and walks what it changed to invalidate it (the
+/// `tlbi` itself is compiled out on x86, as hvmm's host back end counts
+/// its invalidations without performing them).
+pub struct Ap<R: ApRegime, const LIVE: bool> {
+    map: Mapping<ApTranslation, R>,
+}
+
+/// aarch64-paging at EL2, inactive (the configuration of every stage-1 row).
+pub type AarchPaging = Ap<El2, false>;
+/// aarch64-paging's stage-2 regime, inactive.
+pub type AarchPagingS2 = Ap<Stage2, false>;
+/// aarch64-paging at EL2, live.
+pub type AarchPagingLive = Ap<El2, true>;
+/// aarch64-paging's stage-2 regime, live.
+pub type AarchPagingS2Live = Ap<Stage2, true>;
+
+impl<R: ApRegime, const LIVE: bool> Drop for Ap<R, LIVE> {
+    fn drop(&mut self) {
+        // A `Mapping` refuses to be dropped while marked active.
+        if LIVE {
+            self.map.mark_inactive();
+        }
+    }
+}
+
+/// 2 MiB.
+const BLOCK: u64 = 2 << 20;
+
+fn ap_ro<R: ApRegime>(
     _: &MemoryRegion,
-    d: &mut aarch64_paging::descriptor::UpdatableDescriptor<El23Attributes>,
+    d: &mut UpdatableDescriptor<R::Attributes>,
 ) -> Result<(), ()> {
-    if d.is_table() || !d.flags().contains(El23Attributes::VALID) {
+    let valid = <R::Attributes as PagingAttributes>::VALID;
+    if d.is_table() || d.flags() & valid != valid {
         return Ok(());
     }
-    d.modify_flags(El23Attributes::READ_ONLY, El23Attributes::empty())
+    d.modify_flags(R::RO_SET, R::RO_CLEAR)
 }
 
-impl Library for AarchPaging {
-    const NAME: &'static str = "aarch64-paging";
+impl<R: ApRegime, const LIVE: bool> Ap<R, LIVE> {
+    #[inline(always)]
+    fn region(va: u64, pages: u64) -> MemoryRegion {
+        MemoryRegion::new(va as usize, (va + pages * FRAME as u64) as usize)
+    }
+
+    /// Unmaps `r` (an invalid `map_range`, aarch64-paging's unmap).
+    #[inline(always)]
+    fn unmap_region(&mut self, r: &MemoryRegion) -> Result<(), String> {
+        self.map
+            .map_range(
+                r,
+                PhysicalAddress(0),
+                R::Attributes::default(),
+                Constraints::empty(),
+            )
+            .map_err(err_string)
+    }
+
+    /// Makes the one page at `va` read-only with `modify_range` (which
+    /// splits the block around it on an inactive table), returning the
+    /// library's own error.
+    pub fn modify_one_ro(&mut self, va: u64) -> Result<(), MapError> {
+        self.map.modify_range(&Self::region(va, 1), &ap_ro::<R>)
+    }
+}
+
+impl<R: ApRegime, const LIVE: bool> Library for Ap<R, LIVE> {
+    const NAME: &'static str = if LIVE {
+        "aarch64-paging (live)"
+    } else {
+        "aarch64-paging"
+    };
+    const STAGE2: bool = R::STAGE2;
     const TRANSLATE_HOW: &'static str = "range walk (`walk_range`)";
     fn new(frames: usize) -> Self {
         let t = ApTranslation {
             pool: FramePool::new(frames + 1),
         };
-        AarchPaging {
-            map: Mapping::new(t, 0, El2),
+        let map = Mapping::new(t, R::ROOT_LEVEL, R::REGIME);
+        if LIVE {
+            map.mark_active();
+        }
+        Ap { map }
+    }
+    fn cannot(row: Row) -> Option<&'static str> {
+        match (LIVE, row) {
+            (true, Row::Split | Row::Merge | Row::S2Map4k | Row::S2ModifyRo | Row::S2Unmap) => None,
+            (true, Row::S2Translate) => Some("a walk is the same live or not"),
+            (true, _) => Some("not measured live"),
+            (false, _) => None,
+        }
+    }
+    fn how(row: Row) -> Option<&'static str> {
+        match (LIVE, row) {
+            (false, Row::Split) => Some("`modify_range`, inactive table: no break"),
+            (true, Row::Split) => Some("refuses; by hand: unmap 2 MiB, map pages, modify page"),
+            (_, Row::Merge) => Some("no merge; by hand: unmap 2 MiB, map block"),
+            _ => None,
         }
     }
     #[inline(always)]
@@ -382,22 +683,50 @@ impl Library for AarchPaging {
         } else {
             Constraints::NO_BLOCK_MAPPINGS | Constraints::NO_CONTIGUOUS_HINT
         };
-        let r = MemoryRegion::new(va as usize, (va + pages * FRAME as u64) as usize);
         self.map
-            .map_range(&r, PhysicalAddress(pa as usize), AP_RW, c)
+            .map_range(
+                &Self::region(va, pages),
+                PhysicalAddress(pa as usize),
+                R::RW,
+                c,
+            )
             .map_err(err_string)
     }
     #[inline(always)]
     fn make_ro(&mut self, va: u64, pages: u64) -> Result<(), String> {
-        let r = MemoryRegion::new(va as usize, (va + pages * FRAME as u64) as usize);
-        self.map.modify_range(&r, &ap_ro).map_err(err_string)
+        self.map
+            .modify_range(&Self::region(va, pages), &ap_ro::<R>)
+            .map_err(err_string)
+    }
+    #[inline(always)]
+    fn split(&mut self, va: u64) -> Result<(), String> {
+        if !LIVE {
+            return self.make_ro(va, 1);
+        }
+        // Live, `modify_range` refuses to split the block (its
+        // break-before-make check): the caller breaks and makes by hand.
+        let base = va & !(BLOCK - 1);
+        let Some((pa, _)) = self.lookup(base) else {
+            return Err(format!("{}: nothing mapped at {base:#x}", Self::NAME));
+        };
+        let block = Self::region(base, BLOCK / FRAME as u64);
+        self.unmap_region(&block)?;
+        self.map(base, pa, BLOCK / FRAME as u64, false)?;
+        self.make_ro(va, 1)
+    }
+    #[inline(always)]
+    fn merge(&mut self, block_va: u64, _ro_page: u64, block_pa: u64) -> Result<(), String> {
+        // No merge: unmapping the block-aligned 2 MiB frees its level-3
+        // table, then the block is mapped into the now invalid entry.
+        let block = Self::region(block_va, BLOCK / FRAME as u64);
+        self.unmap_region(&block)?;
+        self.map(block_va, block_pa, BLOCK / FRAME as u64, true)
     }
     #[inline(always)]
     fn translate_range(&mut self, va: u64, pages: u64) -> u64 {
-        let r = MemoryRegion::new(va as usize, (va + pages * FRAME as u64) as usize);
         let mut sum = 0u64;
         self.map
-            .walk_range(&r, &mut |mr, d, level| {
+            .walk_range(&Self::region(va, pages), &mut |mr, d, level| {
                 if d.is_valid() {
                     let gran = FRAME << ((3 - level) * 9);
                     let pa = d.output_address().0 + (mr.start().0 & (gran - 1));
@@ -417,7 +746,7 @@ impl Library for AarchPaging {
                 if d.is_valid() {
                     let gran = FRAME << ((3 - level) * 9);
                     let pa = d.output_address().0 + (va as usize & (gran - 1));
-                    out = Some((pa as u64, !d.flags().contains(El23Attributes::READ_ONLY)));
+                    out = Some((pa as u64, R::writable(d.flags())));
                 }
                 Ok(())
             })
@@ -427,15 +756,7 @@ impl Library for AarchPaging {
     #[inline(always)]
     fn unmap(&mut self, va: u64, pages: u64) -> Result<u64, String> {
         let before = self.map.translation().pool.freed;
-        let r = MemoryRegion::new(va as usize, (va + pages * FRAME as u64) as usize);
-        self.map
-            .map_range(
-                &r,
-                PhysicalAddress(0),
-                El23Attributes::empty(),
-                Constraints::empty(),
-            )
-            .map_err(err_string)?;
+        self.unmap_region(&Self::region(va, pages))?;
         Ok(self.map.translation().pool.freed - before)
     }
     #[inline(always)]
@@ -642,6 +963,14 @@ impl Library for Ptm {
     fn cannot(row: Row) -> Option<&'static str> {
         match row {
             Row::Split => Some("no split: `protect` changes the whole 2 MiB block"),
+            Row::Merge => Some(
+                "no merge, nor a way back to a block: `unmap` never frees the level-3 table, and \
+                 a 2 MiB `map` over its table entry is `AlreadyMapped`",
+            ),
+            r if r.stage2() => Some(
+                "no stage-2 format: page_table_entry 0.6 has stage-1 descriptors only (a \
+                 hypervisor brings its own `GenericPTE`)",
+            ),
             _ => None,
         }
     }

@@ -51,7 +51,8 @@ fn main() -> ExitCode {
         };
         let sparse = hvmm_bench::rows::SparseOps::generate(cfg.sizes.sparse_ops);
         let res = hvmm_bench::run_row(r, &cfg, &sparse, &mut |m| eprintln!("{m}"));
-        for (lib, c) in hvmm_bench::LIBS.iter().zip(&res.cells) {
+        let names = hvmm_bench::LIBS.iter().chain([&hvmm_bench::LIVE_NAME]);
+        for (lib, c) in names.zip(&res.cells) {
             println!(
                 "{row:<16} {lib:<22} {:?} {:?} {:?}",
                 c.stats.map(|s| s.median),

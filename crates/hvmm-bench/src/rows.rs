@@ -9,9 +9,21 @@ use std::time::Instant;
 pub const VA: u64 = 1 << 30;
 /// PA it maps to (4 KiB rows).
 pub const PA: u64 = 0x8_0000_0000;
-/// PA for `map-blocks` / `split`: 2 MiB aligned but not 1 GiB aligned, so
-/// every library writes 2 MiB blocks (not one 1 GiB block).
+/// PA for `map-blocks` / `split` / `merge`: 2 MiB aligned but not 1 GiB
+/// aligned, so every library writes 2 MiB blocks (not one 1 GiB block, and
+/// `merge` never makes one).
 pub const PA_BLOCKS: u64 = 0x8_0020_0000;
+/// VA of the 1 GiB of `split` and `merge`. Not [`VA`]: the host back end
+/// reaches hvmm's table pages at VA = PA from 0x4000_0000 (1 GiB) on, so a
+/// break of a block at VA 1 GiB would, in that model, unmap the very table
+/// page the engine writes through, and the engine refuses the split
+/// (`Error::BreakUnmapsTable`, as it must on a real stage 1).
+pub const VA_BLOCKS: u64 = 4 << 30;
+/// Bytes per 2 MiB block.
+pub const BLOCK: u64 = 2 << 20;
+/// The page of each 2 MiB block that `split` makes read-only (and `merge`
+/// read-write again).
+pub const SPLIT_PAGE: u64 = 5;
 /// PA offset of `sparse` mappings (PA = VA + this).
 pub const SPARSE_PA: u64 = 0x1000_0000_0000;
 /// Pages in the `sparse` VA space (512 GiB).
@@ -177,6 +189,51 @@ fn translate_point<L: Library>(l: &mut L, n: u64) -> u64 {
     sum
 }
 
+/// The timed loop of `split`: one page made read-only inside each of
+/// `blocks` 2 MiB blocks from [`VA_BLOCKS`] on.
+#[inline(never)]
+pub fn split_blocks<L: Library>(l: &mut L, blocks: u64) -> Result<(), String> {
+    for b in 0..blocks {
+        l.split(VA_BLOCKS + b * BLOCK + SPLIT_PAGE * PAGE)?;
+    }
+    Ok(())
+}
+
+/// The timed loop of `merge`: each of `blocks` split 2 MiB made uniform and
+/// a block again.
+#[inline(never)]
+pub fn merge_blocks<L: Library>(l: &mut L, blocks: u64) -> Result<(), String> {
+    for b in 0..blocks {
+        let va = VA_BLOCKS + b * BLOCK;
+        l.merge(va, va + SPLIT_PAGE * PAGE, PA_BLOCKS + b * BLOCK)?;
+    }
+    Ok(())
+}
+
+/// Checks the pages around each block's [`SPLIT_PAGE`]: the PA, and that
+/// only that page is read-only (`split_done`) or none is.
+fn verify_blocks<L: Library>(l: &mut L, blocks: u64, split_done: bool) -> Result<(), String> {
+    for b in 0..blocks {
+        let base = b * BLOCK;
+        for i in [0, SPLIT_PAGE - 1, SPLIT_PAGE, SPLIT_PAGE + 1, 511] {
+            let va = VA_BLOCKS + base + i * PAGE;
+            let want = (
+                PA_BLOCKS + base + i * PAGE,
+                !(split_done && i == SPLIT_PAGE),
+            );
+            let got = l.lookup(va);
+            if got != Some(want) {
+                let what = if split_done { "split" } else { "merge" };
+                return Err(format!(
+                    "{}: after {what} {va:#x} -> {got:x?}, expected {want:x?}",
+                    L::NAME
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// The timed loop of `sparse`.
 #[inline(never)]
 fn sparse_ops<L: Library>(l: &mut L, sparse: &SparseOps) -> Result<(), String> {
@@ -192,9 +249,19 @@ fn sparse_ops<L: Library>(l: &mut L, sparse: &SparseOps) -> Result<(), String> {
 }
 
 /// Runs one sample of `row` for library `L`.
+///
+/// A stage-2 row ([`Row::stage2`]) does its stage-1 twin's work
+/// ([`Row::work`]) on a stage-2 library (IPAs where the stage-1 row has VAs).
 pub fn sample<L: Library>(row: Row, sizes: &Sizes, sparse: &SparseOps) -> Result<Sample, String> {
     let n = sizes.pages;
     let name = L::NAME;
+    if row.stage2() != L::STAGE2 {
+        return Err(format!(
+            "{name}: {row:?} is a stage-{} row",
+            if row.stage2() { 2 } else { 1 }
+        ));
+    }
+    let row = row.work();
     let frames = tables_4k(n);
     let mut s = Sample {
         units: n,
@@ -242,30 +309,37 @@ pub fn sample<L: Library>(row: Row, sizes: &Sizes, sparse: &SparseOps) -> Result
             // One page made read-only inside each 2 MiB block.
             let blocks = n / 512;
             let mut l = L::new(frames + blocks as usize);
-            err(name, "map blocks", l.map(VA, PA_BLOCKS, n, true))?;
+            err(name, "map blocks", l.map(VA_BLOCKS, PA_BLOCKS, n, true))?;
             let t = Instant::now();
-            for b in 0..blocks {
-                let r = l.split(VA + b * (2 << 20) + 5 * PAGE);
-                if r.is_err() {
-                    return err(name, "split", r).map(|_| s);
-                }
-            }
+            let r = split_blocks(&mut l, blocks);
             s.ns = t.elapsed().as_nanos() as f64;
+            err(name, "split", r)?;
             s.units = blocks;
-            for b in 0..blocks {
-                let base = b * (2 << 20);
-                for (off, w) in [(4 * PAGE, true), (5 * PAGE, false), (6 * PAGE, true)] {
-                    let va = VA + base + off;
-                    let want = PA_BLOCKS + base + off;
-                    if l.lookup(va) != Some((want, w)) {
-                        return Err(format!(
-                            "{name}: after split {va:#x} -> {:x?}",
-                            l.lookup(va)
-                        ));
-                    }
-                }
-            }
+            verify_blocks(&mut l, blocks, true)?;
             s.tables = l.tables_in_use();
+        }
+        Row::Merge => {
+            // Each 2 MiB block split as in `split` (untimed), then merged.
+            let blocks = n / 512;
+            let mut l = L::new(frames + blocks as usize);
+            err(name, "map blocks", l.map(VA_BLOCKS, PA_BLOCKS, n, true))?;
+            let block_tables = l.tables_in_use();
+            err(name, "split", split_blocks(&mut l, blocks))?;
+            verify_blocks(&mut l, blocks, true)?;
+            let t = Instant::now();
+            let r = merge_blocks(&mut l, blocks);
+            s.ns = t.elapsed().as_nanos() as f64;
+            err(name, "merge", r)?;
+            s.units = blocks;
+            verify_blocks(&mut l, blocks, false)?;
+            s.tables = l.tables_in_use();
+            if s.tables != block_tables {
+                return Err(format!(
+                    "{name}: {} table pages after merge, {block_tables} when mapped as blocks \
+                     (a level-3 table left behind)",
+                    s.tables
+                ));
+            }
         }
         Row::Translate | Row::TranslatePoint => {
             let mut l = L::new(frames);
@@ -293,6 +367,9 @@ pub fn sample<L: Library>(row: Row, sizes: &Sizes, sparse: &SparseOps) -> Result
             s.freed = Some(err(name, "unmap", r)?);
             verify_unmapped(&mut l, sizes)?;
             s.tables = l.tables_in_use();
+        }
+        Row::S2Map4k | Row::S2ModifyRo | Row::S2Unmap | Row::S2Translate => {
+            unreachable!("Row::work maps a stage-2 row to its stage-1 twin")
         }
         Row::Sparse => {
             let mut l = L::new(sparse.maps + 520);
