@@ -60,6 +60,7 @@ impl MemType {
         }
     }
     /// Position in [`MEM_TYPES`].
+    #[inline(always)]
     const fn ordinal(self) -> usize {
         match self {
             MemType::DeviceNgnrne => 0,
@@ -140,6 +141,7 @@ impl MairMap {
     }
 
     /// The index that holds `mem`, if the map has it.
+    #[inline(always)]
     pub const fn index_of(&self, mem: MemType) -> Option<u8> {
         match self.index[mem.ordinal()] {
             ABSENT => None,
@@ -318,7 +320,7 @@ const AF: u64 = 1 << 10;
 const XN: u64 = 1 << 54;
 
 impl LeafAttrs for Attrs {
-    #[inline]
+    #[inline(always)]
     fn leaf_bits(self, mair: &MairMap) -> Result<u64, crate::Error> {
         let Some(idx) = mair.index_of(self.mem) else {
             return Err(crate::Error::MemTypeNotInMair(self.mem));
@@ -515,7 +517,7 @@ impl fmt::Display for S2Attrs {
 }
 
 impl LeafAttrs for S2Attrs {
-    #[inline]
+    #[inline(always)]
     fn leaf_bits(self, _mair: &MairMap) -> Result<u64, crate::Error> {
         let sh = if self.mem.is_device() { 0 } else { SH_INNER };
         let xn = if self.exec { 0 } else { XN };

@@ -664,7 +664,7 @@ impl<F: Format> PageTable<F> {
     ///
     /// Either the whole update happens, or nothing does: on error every table
     /// byte is as it was and every table allocated for the update is freed.
-    #[inline]
+    #[inline(always)]
     pub fn update<A: Arch, T: TableAccess<A>, M: FrameAlloc>(
         &mut self,
         env: &mut Env<'_, A, T, M>,
@@ -744,15 +744,26 @@ impl<F: Format> PageTable<F> {
         if !written {
             return None;
         }
-        let mut c = Commit::new(1);
-        c.report.leaves = 1;
+        let mut invalidations = 0;
         if matches!(op, Op::Modify { .. }) {
+            let mut c = Commit::new(1);
             self.inv_one(env.arch, va, &mut c);
             self.inv_sync(env.arch, &mut c);
+            invalidations = c.report.tlb_invalidations;
         } else {
             env.arch.isb();
         }
-        Some(c.report)
+        // Every field spelled out: no zero-fill of the whole report.
+        Some(UpdateReport {
+            leaves: 1,
+            tables_created: 0,
+            tables_freed: 0,
+            table_maps: 1,
+            tlb_invalidations: invalidations,
+            splits: 0,
+            merges: 0,
+            contiguous_breaks: 0,
+        })
     }
 
     /// [`PageTable::update`] past the remembered-walk fast path.
@@ -1518,20 +1529,37 @@ impl<F: Format> PageTable<F> {
         let first = table_index(va, 3);
         let n = ((end - va) / PAGE_SIZE) as usize;
         if req.flush_all {
+            // One pass, no branch but the contiguous hint's: prepare proved
+            // every Modify target a leaf (a permission rewrite of an entry
+            // that already has it stores the same value); a Remove clears
+            // what is a leaf.
             let mut changed = 0u64;
             let mut contig = false;
-            let res = env.arch.update_pte_run(entry_va(tva, first), n, |e| {
-                if !Pte(e).is_leaf(3) {
-                    return None;
+            let res = match req.op {
+                Op::Remove => env.arch.update_pte_run(entry_va(tva, first), n, |e| {
+                    if !Pte(e).is_leaf(3) {
+                        return None;
+                    }
+                    if e & Pte::CONTIG != 0 {
+                        contig = true;
+                        return None;
+                    }
+                    changed += 1;
+                    Some(0)
+                }),
+                _ => {
+                    let perm = req.perm;
+                    env.arch.update_pte_run(entry_va(tva, first), n, |e| {
+                        if e & Pte::CONTIG != 0 {
+                            contig = true;
+                            return None;
+                        }
+                        let new = (e & !F::Attrs::PERM_MASK) | perm;
+                        changed += u64::from(new != e);
+                        Some(new)
+                    })
                 }
-                if e & Pte::CONTIG != 0 {
-                    contig = true;
-                    return None;
-                }
-                let new = req.applied(e);
-                changed += u64::from(new != e);
-                (new != e).then_some(new)
-            });
+            };
             c.report.leaves += changed;
             c.dirty |= changed > 0;
             res?;
