@@ -138,6 +138,8 @@ pub struct Mm<F: HasLayout> {
     /// The last `copy_from_paddr` calls (ring of 8).
     pub copies: [Option<CopyRecord>; 8],
     copies_len: usize,
+    /// Domain 0, once built.
+    pub dom0: Option<crate::domain::Dom0<F::Guest>>,
 }
 
 impl<F: HasLayout> fmt::Debug for Mm<F> {
@@ -186,6 +188,7 @@ impl<F: HasLayout> Mm<F> {
             fail_fixmap_at: None,
             copies: [None; 8],
             copies_len: 0,
+            dom0: None,
         }
     }
 
@@ -282,6 +285,35 @@ impl<F: HasLayout> Mm<F> {
             &mut Env<'_, A, &mut dyn TableAccess<A>, Tracking<'_>>,
         ) -> Result<R, Error>,
     ) -> Result<R, Error> {
+        self.with_parts(arch, |arch, mut acc, pt, alloc| {
+            f(pt, &mut Env::new(arch, &mut acc, alloc))
+        })
+    }
+
+    /// Runs `f` with this state's table-access path alone: for tables
+    /// other than the hypervisor's own (a guest's stage 2, whose frames
+    /// come from the guest's pool), and for reaching other frames the way
+    /// table pages are reached (Xen's `map_domain_page`). Table maps count
+    /// in this state's access statistics.
+    pub fn with_access<A: Arch, R>(
+        &mut self,
+        arch: &mut A,
+        f: impl FnOnce(&mut A, &mut dyn TableAccess<A>) -> Result<R, Error>,
+    ) -> Result<R, Error> {
+        self.with_parts(arch, |arch, acc, _, _| f(arch, acc))
+    }
+
+    /// This state's access path, the page table and the allocator.
+    fn with_parts<A: Arch, R>(
+        &mut self,
+        arch: &mut A,
+        f: impl FnOnce(
+            &mut A,
+            &mut dyn TableAccess<A>,
+            &mut PageTable<F>,
+            &mut Tracking<'_>,
+        ) -> Result<R, Error>,
+    ) -> Result<R, Error> {
         let counts = &mut self.phases[idx(self.state)];
         let mut alloc = Tracking {
             inner: &mut self.alloc,
@@ -316,8 +348,7 @@ impl<F: HasLayout> Mm<F> {
                 &mut domain
             }
         };
-        let mut acc = acc;
-        f(&mut self.pt, &mut Env::new(arch, &mut acc, &mut alloc))
+        f(arch, acc, &mut self.pt, &mut alloc)
     }
 
     /// Maps `mfn` at fixmap slot `slot` (Xen's `set_fixmap`), through the

@@ -39,6 +39,14 @@ impl Platform for Machine {
         self.read_bytes(va, &mut v)?;
         Ok(v)
     }
+    fn copy(&mut self, dst: Vaddr, src: Vaddr, len: usize) -> Result<(), MemFault> {
+        let mut buf = vec![0u8; len];
+        self.read_bytes(src, &mut buf)?;
+        Machine::write_bytes(self, dst, &buf)
+    }
+    fn write_bytes(&mut self, dst: Vaddr, data: &[u8]) -> Result<(), MemFault> {
+        Machine::write_bytes(self, dst, data)
+    }
     fn start_cpu(&mut self, cpu: usize, root: Paddr) -> Result<(), &'static str> {
         let me = self.current_cpu();
         self.set_root(cpu, root)
@@ -145,6 +153,8 @@ pub struct Scenario {
     /// Let modules overlap the image or each other (the loader normally
     /// refuses; the hypervisor must then refuse too).
     pub allow_overlaps: bool,
+    /// Build domain 0 after Active (`None`: stop at Active).
+    pub dom0: Option<crate::domain::Dom0Config>,
 }
 
 impl Scenario {
@@ -170,14 +180,18 @@ impl Scenario {
             table_limit: None,
             image: None,
             allow_overlaps: false,
+            dom0: None,
         }
     }
 }
 
 /// A kernel, an initrd and an XSM policy, synthesised.
 pub fn default_modules() -> Vec<ModuleFile> {
+    // Both architectures' kernel magics: an arm64 Image's at 0x38, an arm32
+    // zImage's at 0x24 (inside the Image header's reserved words).
     let mut kernel = vec![0u8; 64 * 1024];
     kernel[0x38..0x3c].copy_from_slice(b"ARMd");
+    kernel[0x24..0x28].copy_from_slice(&0x016f_2818u32.to_le_bytes());
     let initrd: Vec<u8> = (0..128 * 1024u32).map(|i| (i * 7) as u8).collect();
     let mut xsm = vec![0u8; 8 * 1024];
     xsm[..4].copy_from_slice(&XSM_MAGIC.to_le_bytes());
@@ -536,6 +550,7 @@ fn run_arch<F: HasLayout>(s: &Scenario, regime: Regime) -> Result<Outcome, Scena
         pa_bits: F::PA_BITS,
         inject: s.inject,
         table_limit: s.table_limit.map(Paddr),
+        dom0: s.dom0,
         ..Default::default()
     };
     for (slot, va) in cfg.dumps.iter_mut().zip(&s.dumps) {

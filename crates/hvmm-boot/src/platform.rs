@@ -15,6 +15,11 @@ pub trait Platform: Arch {
     fn set_wxn(&mut self, on: bool);
     /// `len` bytes at `va`, read through the MMU.
     fn map_bytes(&mut self, va: Vaddr, len: usize) -> Result<Self::Bytes, MemFault>;
+    /// Copies `len` bytes from `src` to `dst`, both read / written through
+    /// the MMU (loading a guest: a module's bytes into the guest's RAM).
+    fn copy(&mut self, dst: Vaddr, src: Vaddr, len: usize) -> Result<(), MemFault>;
+    /// Writes `data` at `dst` through the MMU.
+    fn write_bytes(&mut self, dst: Vaddr, data: &[u8]) -> Result<(), MemFault>;
     /// Starts CPU `cpu` on root table `root` with its MMU on (PSCI CPU_ON on
     /// hardware) and waits until it reports in.
     fn start_cpu(&mut self, cpu: usize, root: Paddr) -> Result<(), &'static str>;

@@ -76,6 +76,37 @@ pub struct BootSummary {
     pub injection_points: InjectionPoints,
     /// PMAP slots still held (must be 0 whenever the boot stops).
     pub pmap_in_use: u32,
+    /// Domain 0, when the boot built one.
+    pub dom0: Option<Dom0Fact>,
+}
+
+/// What was built for domain 0.
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub struct Dom0Fact {
+    /// Its RAM bank (IPA == PA): base, size.
+    pub ram: (Paddr, u64),
+    /// The kernel: IPA, size.
+    pub kernel: (Paddr, u64),
+    /// The entry point (IPA).
+    pub entry: Paddr,
+    /// The device tree: IPA, size.
+    pub dtb: (Paddr, u64),
+    /// The initrd: IPA, size (0 when there is none).
+    pub initrd: (Paddr, u64),
+    /// Device ranges mapped: how many.
+    pub devices: usize,
+    /// The stage-2 root.
+    pub p2m_root: Paddr,
+    /// Its VMID.
+    pub vmid: u16,
+    /// Stage-2 pool pages used / in all.
+    pub pool_used: u64,
+    /// Stage-2 pool size in pages.
+    pub pool_pages: u64,
+    /// Stage-2 leaves written.
+    pub leaves: u64,
+    /// Guest pages checked after the build (IPA == PA, attributes).
+    pub checked_pages: u64,
 }
 
 /// Counts of the requests that fault injection can fail.
@@ -114,6 +145,8 @@ pub enum BootStep {
     FreeInitMem,
     /// Checking every mapping by hardware translation.
     Verify,
+    /// Building domain 0 from the boot modules.
+    Dom0,
 }
 
 impl BootStep {
@@ -131,6 +164,7 @@ impl BootStep {
             BootStep::SmpBringUp => "smp bring-up",
             BootStep::FreeInitMem => "free_init_memory",
             BootStep::Verify => "verify mappings",
+            BootStep::Dom0 => "construct_dom0",
         }
     }
 }

@@ -68,6 +68,8 @@ pub struct BootConfig {
     /// Take page-table pages only from below this address (a workaround for
     /// emulators whose arm32 walker cannot reach tables above 4 GiB).
     pub table_limit: Option<Paddr>,
+    /// Build domain 0 from the boot modules once Active.
+    pub dom0: Option<crate::domain::Dom0Config>,
 }
 
 impl Default for BootConfig {
@@ -81,6 +83,7 @@ impl Default for BootConfig {
             firmware_reserved: [None; 8],
             inject: None,
             table_limit: None,
+            dom0: None,
         }
     }
 }
@@ -347,6 +350,10 @@ fn run_with_mm<F: HasLayout, P: Platform>(
         }
     }
     ctx.summary.state = Some(SystemState::Active);
+    if let Some(dcfg) = cfg.dom0 {
+        ctx.step = BootStep::Dom0;
+        construct_dom0::<F, P>(p, mm, &info, fdt_bytes.as_ref(), &dcfg, ctx)?;
+    }
     ctx.summary.free_pages = mm.alloc.free_pages();
     record_phases(ctx, mm);
     log_phase_table(ctx);
@@ -355,6 +362,125 @@ fn run_with_mm<F: HasLayout, P: Platform>(
         "(XEN) hvmm: reached Active with {} CPU(s)",
         ctx.summary.cpus
     );
+    Ok(())
+}
+
+/// Builds domain 0, logs what it is, and checks every guest region
+/// through its stage-2 table (IPA == PA, the attributes it was given).
+fn construct_dom0<F: HasLayout, P: Platform>(
+    p: &mut P,
+    mm: &mut Mm<F>,
+    info: &hvmm_bootinfo::BootInfo<'_>,
+    dtb: &[u8],
+    dcfg: &crate::domain::Dom0Config,
+    ctx: &mut Ctx<'_, F>,
+) -> Result<(), BootError> {
+    use crate::domain::Placement;
+    use hvmm::{Ipa, S2Attrs};
+    log!(ctx, "(XEN) *** LOADING DOMAIN 0 ***");
+    let d = crate::domain::build_dom0::<F, P>(p, mm, info, dtb, dcfg)
+        .map_err(|e| ctx.fail(format_args!("{e}"), None))?;
+    let guest = <F::Guest as hvmm::Format>::NAME;
+    log!(
+        ctx,
+        "(XEN) dom0: RAM {}..{:#x} ({} MiB, IPA == PA), {}, stage 2 {guest} root {}",
+        Paddr(d.ram.ipa),
+        d.ram.ipa + d.ram.size,
+        d.ram.size >> 20,
+        d.vmid,
+        d.p2m.root().paddr()
+    );
+    log!(
+        ctx,
+        "(XEN) dom0: kernel at {} ({} bytes), entry {}; device tree at {} ({} bytes)",
+        Paddr(d.kernel.ipa),
+        d.kernel.size,
+        Paddr(d.entry),
+        Paddr(d.dtb.ipa),
+        d.dtb.size
+    );
+    if let Some(i) = d.initrd {
+        log!(
+            ctx,
+            "(XEN) dom0: initrd at {} ({} bytes)",
+            Paddr(i.ipa),
+            i.size
+        );
+    }
+    for dev in d.devices() {
+        log!(
+            ctx,
+            "(XEN) dom0: device {}..{:#x} (Device-nGnRE)",
+            Paddr(dev.ipa),
+            dev.ipa + dev.size
+        );
+    }
+    let used = d.pool_pages - d.pool_free();
+    log!(
+        ctx,
+        "(XEN) dom0: stage-2 pool {used}/{} pages, {} leaves written, {} table maps",
+        d.pool_pages,
+        d.report.leaves,
+        d.report.table_maps
+    );
+    // The proof: every 2 MiB of RAM, each end of the kernel, the tree, the
+    // initrd and the devices translate IPA == PA with their attributes.
+    let mut checks: [(u64, S2Attrs); 64] = [(0, S2Attrs::RAM); 64];
+    let mut n = 0;
+    let mut add = |ipa: u64, a: S2Attrs| {
+        if n < checks.len() {
+            checks[n] = (ipa, a);
+            n += 1;
+        }
+    };
+    let step = (d.ram.size / 48).next_multiple_of(PAGE_SIZE).max(PAGE_SIZE);
+    let mut at = d.ram.ipa;
+    while at < d.ram.ipa + d.ram.size {
+        add(at, S2Attrs::RAM);
+        at += step;
+    }
+    let last = |pl: Placement| (pl.ipa + pl.size.max(1) - 1) & !(PAGE_SIZE - 1);
+    for pl in [d.kernel, d.dtb].into_iter().chain(d.initrd) {
+        add(pl.ipa, S2Attrs::RAM);
+        add(last(pl), S2Attrs::RAM);
+    }
+    for dev in d.devices() {
+        add(dev.ipa, S2Attrs::DEVICE);
+    }
+    let p2m = &d.p2m;
+    for &(ipa, want) in &checks[..n] {
+        let leaf = mm
+            .with_access(p, |p, mut acc| p2m.lookup(p, &mut acc, Ipa(ipa)))
+            .map_err(|e| ctx.engine("checking dom0's stage 2", e))?;
+        match leaf {
+            Some(l) if l.pa == Paddr(ipa) && l.attrs == Some(want) => {}
+            other => {
+                return Err(ctx.fail(
+                    format_args!("dom0 IPA {ipa:#x} translates to {other:?}, not itself as {want}"),
+                    None,
+                ))
+            }
+        }
+    }
+    log!(
+        ctx,
+        "(XEN) dom0: {n} guest pages checked through its stage 2"
+    );
+    ctx.summary.dom0 = Some(crate::report::Dom0Fact {
+        ram: (Paddr(d.ram.ipa), d.ram.size),
+        kernel: (Paddr(d.kernel.ipa), d.kernel.size),
+        entry: Paddr(d.entry),
+        dtb: (Paddr(d.dtb.ipa), d.dtb.size),
+        initrd: d.initrd.map_or((Paddr(0), 0), |i| (Paddr(i.ipa), i.size)),
+        devices: d.devices_len,
+        p2m_root: d.p2m.root().paddr(),
+        vmid: d.vmid.0,
+        pool_used: used,
+        pool_pages: d.pool_pages,
+        leaves: d.report.leaves,
+        checked_pages: n as u64,
+    });
+    mm.dom0 = Some(d);
     Ok(())
 }
 

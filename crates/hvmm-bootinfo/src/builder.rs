@@ -278,6 +278,45 @@ impl VirtBoard {
             w.end_node(rmem)?;
         }
 
+        // QEMU virt with virtualization=on: a GICv2 whose reg also holds the
+        // hypervisor's GICH and GICV frames, the architected timer, and the
+        // UART's clock.
+        let intc = w.begin_node("intc@8000000")?;
+        w.property_u32("phandle", 0x8002)?;
+        w.property_array_u32("interrupts", &[1, 9, 4])?;
+        w.property(
+            "reg",
+            &reg_bytes(
+                &[
+                    (0x0800_0000, 0x1_0000),
+                    (0x0801_0000, 0x1_0000),
+                    (0x0803_0000, 0x1_0000),
+                    (0x0804_0000, 0x1_0000),
+                ],
+                ac,
+                sc,
+            )
+            .unwrap_or_default(),
+        )?;
+        w.property_string("compatible", "arm,cortex-a15-gic")?;
+        w.property_null("interrupt-controller")?;
+        w.property_u32("#interrupt-cells", 3)?;
+        w.end_node(intc)?;
+        let timer = w.begin_node("timer")?;
+        w.property_array_u32(
+            "interrupts",
+            &[1, 13, 0xf04, 1, 14, 0xf04, 1, 11, 0xf04, 1, 10, 0xf04],
+        )?;
+        w.property_string("compatible", "arm,armv8-timer")?;
+        w.end_node(timer)?;
+        let clk = w.begin_node("apb-pclk")?;
+        w.property_u32("phandle", 0x8000)?;
+        w.property_string("clock-output-names", "clk24mhz")?;
+        w.property_u32("clock-frequency", 24_000_000)?;
+        w.property_u32("#clock-cells", 0)?;
+        w.property_string("compatible", "fixed-clock")?;
+        w.end_node(clk)?;
+
         let pl011 = w.begin_node("pl011@9000000")?;
         w.property_string_list(
             "compatible",

@@ -76,6 +76,12 @@ struct BootArgs {
     /// Print the facts as JSON instead of the log.
     #[arg(long)]
     json: bool,
+    /// Stop at Active: do not build domain 0 from the boot modules.
+    #[arg(long)]
+    no_dom0: bool,
+    /// Domain 0's RAM, a multiple of 2 MiB (default 128M).
+    #[arg(long, value_name = "SIZE")]
+    dom0_mem: Option<String>,
 }
 
 fn parse_num(s: &str) -> Result<u64, String> {
@@ -187,6 +193,15 @@ fn scenario(a: &BootArgs) -> Result<Scenario, String> {
         .map(|d| parse_num(d))
         .collect::<Result<_, _>>()?;
     s.stress_iterations = a.stress;
+    if !a.no_dom0 {
+        s.dom0 = Some(hvmm_boot::domain::Dom0Config {
+            mem: match &a.dom0_mem {
+                Some(m) => parse_num(m).map_err(|e| format!("--dom0-mem: {e}"))?,
+                None => hvmm_boot::domain::Dom0Config::default().mem,
+            },
+            ..Default::default()
+        });
+    }
     Ok(s)
 }
 
@@ -260,6 +275,13 @@ fn report(o: &Outcome, json_out: bool) -> ExitCode {
             "ok": ok,
             "summary": summary,
             "error": error,
+            "dom0": o.result.as_ref().ok().and_then(|s| s.dom0).map(|d| json!({
+                "ram": [d.ram.0 .0, d.ram.1], "kernel": [d.kernel.0 .0, d.kernel.1],
+                "entry": d.entry.0, "dtb": [d.dtb.0 .0, d.dtb.1], "initrd": [d.initrd.0 .0, d.initrd.1],
+                "devices": d.devices, "p2m_root": d.p2m_root.0, "vmid": d.vmid,
+                "pool_used": d.pool_used, "pool_pages": d.pool_pages, "leaves": d.leaves,
+                "checked_pages": d.checked_pages,
+            })),
             "stress": match &o.stress {
                 None => serde_json::Value::Null,
                 Some(Ok(r)) => json!({"cpus": r.cpus, "iterations": r.iterations, "updates": r.updates, "checks": r.checks, "domain_maps": r.domain_maps}),

@@ -21,6 +21,12 @@ fn default_boot_reaches_active_with_four_cpus_and_three_guessed_modules() {
     let (code, out, err) = hvmm(&[]);
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("reached Active with 4 CPU(s)"), "{out}");
+    // Domain 0, built from the boot modules and checked through its stage 2.
+    assert!(out.contains("*** LOADING DOMAIN 0 ***"), "{out}");
+    assert!(
+        out.contains("guest pages checked through its stage 2"),
+        "{out}"
+    );
     assert!(
         out.contains("XSM policy (guessed by reading its first bytes)"),
         "{out}"
@@ -65,8 +71,10 @@ fn modules_from_files_with_kinds() {
     let mut pol = 0xf97c_ff8cu32.to_le_bytes().to_vec();
     pol.extend_from_slice(&[0; 100]);
     std::fs::write(&x, pol).unwrap();
+    // (The kernel is not a real one: stop at Active.)
     let (code, out, err) = hvmm(&[
         "boot",
+        "--no-dom0",
         "--loader",
         "uboot",
         "--module",
@@ -119,6 +127,12 @@ fn bad_input_is_a_message_and_exit_code_2_or_1() {
             "identity map",
         ),
         (&["boot", "--module", "/nonexistent"], 2, "--module"),
+        (
+            &["boot", "--dom0-mem", "3M"],
+            1,
+            "not a non-zero multiple of 2 MiB",
+        ),
+        (&["boot", "--dom0-mem", "many"], 2, "--dom0-mem"),
     ];
     for (args, want, needle) in cases {
         let (code, out, err) = hvmm(args);

@@ -96,6 +96,32 @@ impl Arch for HwPlatform {
     }
 }
 
+impl HwPlatform {
+    /// A pointer to `[va, va + len)` once AT has shown every page of it
+    /// translates for the access.
+    fn checked_ptr(&mut self, va: Vaddr, len: usize, write: bool) -> Result<*mut u8, MemFault> {
+        let end = va.0 + len as u64;
+        let mut page = va.page_floor().0;
+        while page < end {
+            self.cpu.translate(Vaddr(page.max(va.0)), write)?;
+            page += hvmm::PAGE_SIZE;
+        }
+        let access = if write {
+            AccessKind::Write
+        } else {
+            AccessKind::Read
+        };
+        usize::try_from(va.0)
+            .map(|p| p as *mut u8)
+            .map_err(|_| MemFault {
+                va,
+                access,
+                kind: FaultKind::AddressSize,
+                level: 0,
+            })
+    }
+}
+
 impl hvmm_boot::Platform for HwPlatform {
     type Bytes = &'static [u8];
 
@@ -133,6 +159,25 @@ impl hvmm_boot::Platform for HwPlatform {
         // the boot sequence only asks for views of the early FDT mapping,
         // which stays mapped read-only, unchanged, for the rest of the run.
         Ok(unsafe { core::slice::from_raw_parts(ptr, len) })
+    }
+
+    fn copy(&mut self, dst: Vaddr, src: Vaddr, len: usize) -> Result<(), MemFault> {
+        let d = self.checked_ptr(dst, len, true)?;
+        let s = self.checked_ptr(src, len, false)?;
+        // SAFETY: both ranges translate for the access (checked page by
+        // page by AT); the boot sequence copies between a boot module and a
+        // guest's RAM, which never overlap and which nothing else uses
+        // meanwhile.
+        unsafe { core::ptr::copy_nonoverlapping(s as *const u8, d, len) };
+        Ok(())
+    }
+
+    fn write_bytes(&mut self, dst: Vaddr, data: &[u8]) -> Result<(), MemFault> {
+        let d = self.checked_ptr(dst, data.len(), true)?;
+        // SAFETY: the range translates for writes (checked by AT) and is a
+        // guest's RAM, which nothing else uses while it is being built.
+        unsafe { core::ptr::copy_nonoverlapping(data.as_ptr(), d, data.len()) };
+        Ok(())
     }
 
     fn entered(&mut self, state: hvmm::SystemState) {

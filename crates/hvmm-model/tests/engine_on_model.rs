@@ -102,7 +102,7 @@ fn resolve<F: ModelFormat>(raw: &RawOp, history: &[(u64, u64)], r: &RefMap) -> S
         blocks: raw.blocks,
         contiguous: raw.contiguous,
         // Some updates merge uniform tables back into blocks.
-        merge: raw.blocks && raw.size_class % 3 == 0,
+        merge: raw.blocks && raw.size_class.is_multiple_of(3),
         ..MapFlags::PAGES
     };
     if is_populate {

@@ -296,6 +296,19 @@ impl FrameAlloc for FrameRanges {
     fn can_free(&self, mfn: Mfn) -> bool {
         !self.pinned.is_some_and(|(s, e)| mfn.0 >= s && mfn.0 < e)
     }
+    fn alloc_contiguous(&mut self, frames: usize) -> Result<Mfn, OutOfFrames> {
+        let available = self.free_pages() as usize;
+        let fail = OutOfFrames {
+            needed: frames,
+            available,
+        };
+        if frames == 0 || !frames.is_power_of_two() {
+            return Err(fail);
+        }
+        let hi = self.table_limit.unwrap_or(Mfn(u64::MAX));
+        self.alloc_below(frames as u64, frames as u64, Mfn(0), hi)
+            .map_err(|_| fail)
+    }
 }
 
 #[cfg(test)]

@@ -156,14 +156,19 @@ pub const ARM64_LAYOUT: Layout = Layout {
 pub trait HasLayout: crate::format::Stage1Format {
     /// The layout.
     const LAYOUT: Layout;
+    /// The stage-2 format of this architecture's guests (arm64: a 40-bit
+    /// IPA space, as Xen's p2m on a 40-bit machine; arm32: LPAE's 40 bits).
+    type Guest: crate::format::Stage2Format;
 }
 
 impl HasLayout for Arm64 {
     const LAYOUT: Layout = ARM64_LAYOUT;
+    type Guest = crate::format::Arm64Stage2<40>;
 }
 
 impl HasLayout for Arm32 {
     const LAYOUT: Layout = ARM32_LAYOUT;
+    type Guest = crate::format::Arm32Stage2;
 }
 
 #[cfg(test)]
