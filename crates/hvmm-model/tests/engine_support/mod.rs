@@ -122,11 +122,11 @@ pub struct DirectMap {
     pub maps: u64,
 }
 
-impl TableAccess<Machine> for DirectMap {
+impl<A: Arch> TableAccess<A> for DirectMap {
     fn name(&self) -> &'static str {
         "directmap"
     }
-    fn map_table(&mut self, _arch: &mut Machine, mfn: Mfn) -> Result<Vaddr, AccessError> {
+    fn map_table(&mut self, _arch: &mut A, mfn: Mfn) -> Result<Vaddr, AccessError> {
         let pa = mfn.paddr().0;
         if pa < self.ram.0 || pa >= self.ram.1 {
             return Err(AccessError::Unreachable {
@@ -138,7 +138,7 @@ impl TableAccess<Machine> for DirectMap {
         self.maps += 1;
         Ok(Vaddr(self.window + (pa - self.ram.0)))
     }
-    fn unmap_table(&mut self, _arch: &mut Machine, _mfn: Mfn, _va: Vaddr) {
+    fn unmap_table(&mut self, _arch: &mut A, _mfn: Mfn, _va: Vaddr) {
         self.held -= 1;
     }
     fn can_reach(&self, mfn: Mfn) -> bool {
@@ -188,7 +188,7 @@ impl TableAccess<Machine> for FailingAccess<'_> {
         Ok(())
     }
     fn can_reach(&self, mfn: Mfn) -> bool {
-        self.inner.can_reach(mfn)
+        TableAccess::<Machine>::can_reach(&*self.inner, mfn)
     }
 }
 
