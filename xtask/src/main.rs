@@ -8,6 +8,7 @@
 //!                  [--smp N] [--ram SIZE] [--gdb] [--bootargs STR] [--timeout SECS]
 //!                  [--modules-at PA]
 //! cargo xtask test-qemu [--arch arm64|arm32] [--verbose]
+//! cargo xtask guest-build|guest-smoke [--arch arm64|arm32]
 //! ```
 //!
 //! Images are built into `$CARGO_TARGET_DIR/hvmm-image` (default
@@ -16,6 +17,7 @@
 
 mod compare;
 mod grub;
+mod guest;
 mod image;
 mod matrix;
 mod qemu;
@@ -108,6 +110,13 @@ enum Cmd {
         #[arg(long)]
         verbose: bool,
     },
+    /// Build the test guest (crates/hvmm-guest) and print the raw image's path.
+    GuestBuild {
+        #[arg(long, value_enum, default_value = "arm64")]
+        arch: Arch,
+    },
+    /// Run the test guest directly on QEMU (EL1 / SVC, no hypervisor).
+    GuestSmoke(guest::SmokeArgs),
 }
 
 /// The repository root (the workspace holding xtask).
@@ -139,6 +148,8 @@ fn main() {
         }),
         Cmd::Qemu(args) => qemu::qemu_command(&args),
         Cmd::TestQemu { arch, verbose } => matrix::test_qemu(arch, verbose),
+        Cmd::GuestBuild { arch } => guest::build_command(arch),
+        Cmd::GuestSmoke(args) => guest::smoke(&args),
         Cmd::CompareLogs { arch } => compare::compare_command(arch),
         Cmd::Bench { quick } => bench(quick),
         Cmd::Miri => {
