@@ -251,6 +251,18 @@ fn cases(arch: Arch) -> Vec<Case> {
             ],
         },
     ];
+    v.push(Case {
+        name: "wp self-test (the guest's own stage 1 write-protects the page mid-loop)",
+        ram: "256M",
+        bootargs: format!("hvmm.wp={WP_IPA:#x} hvmm.wp-selftest"),
+        expect: vec![
+            ("ram", "ok"),
+            ("probe", "skipped"),
+            ("device", "ok"),
+            ("wp", "ok"),
+            ("psci", "ok"),
+        ],
+    });
     if arch == Arch::Arm32 {
         v.push(Case {
             name: "4 GiB of RAM (above the 32-bit identity map: windows)",

@@ -40,6 +40,7 @@ const TABLE_OR_PAGE: u64 = 2;
 const AF: u64 = 1 << 10;
 const SH_INNER: u64 = 3 << 8;
 const XN: u64 = (1 << 54) | (1 << 53);
+const AP_RO: u64 = 1 << 7;
 const OA_MASK: u64 = 0x0000_ffff_ffff_f000;
 
 /// Memory type and permissions of a mapping.
@@ -320,6 +321,20 @@ pub fn unmap_window(slot: usize) {
     if let Ok(Slot::Entry(e)) = walk(va as u64, 3, false) {
         if read(e) & VALID != 0 {
             write(e, 0);
+            arch::tlb_flush_va(va);
+        }
+    }
+}
+
+/// Makes window `slot` read-only (AP[2]) and invalidates its TLB entries:
+/// what a hypervisor's stage-2 write-protect does, done at stage 1 (the
+/// write-protect check's self-test).
+pub fn protect_window(slot: usize) {
+    let va = WINDOW_VA + (slot % WINDOWS) * PAGE as usize;
+    if let Ok(Slot::Entry(e)) = walk(va as u64, 3, false) {
+        let d = read(e);
+        if d & VALID != 0 {
+            write(e, d | AP_RO);
             arch::tlb_flush_va(va);
         }
     }

@@ -41,6 +41,9 @@ pub struct Platform<'a> {
     pub probe: Arg<'a>,
     /// `hvmm.wp=`.
     pub wp: Arg<'a>,
+    /// `hvmm.wp-selftest`: the guest write-protects the page itself (its
+    /// own stage 1) instead of asking the hypervisor, to test the check.
+    pub wp_selftest: bool,
 }
 
 /// Reads `key=<hex>` (with or without `0x`, `_` separators allowed) from a
@@ -163,9 +166,14 @@ pub fn read<'a>(dtb: &Dtb<'a>) -> Platform<'a> {
             .unwrap_or(""),
         probe: Arg::Missing,
         wp: Arg::Missing,
+        wp_selftest: false,
     };
     p.probe = bootarg(p.bootargs, "hvmm.probe");
     p.wp = bootarg(p.bootargs, "hvmm.wp");
+    p.wp_selftest = p
+        .bootargs
+        .split_ascii_whitespace()
+        .any(|w| w == "hvmm.wp-selftest");
 
     for node in root.children().filter(|n| n.name_matches("memory")) {
         if !node.is_available() {

@@ -49,6 +49,17 @@ pub fn mode() -> &'static str {
     }
 }
 
+/// Whether the CPU implements EL2 (ID_AA64PFR0_EL1.EL2): without it there
+/// is certainly no stage 2 above this guest.
+pub fn el2_implemented() -> bool {
+    let v: u64;
+    // SAFETY: reading an ID register has no side effect.
+    unsafe {
+        asm!("mrs {}, id_aa64pfr0_el1", out(reg) v, options(nomem, nostack, preserves_flags))
+    };
+    (v >> 8) & 0xf != 0
+}
+
 /// This CPU's MPIDR affinity fields.
 pub fn mpidr() -> u64 {
     let v: u64;

@@ -56,6 +56,17 @@ pub fn mode() -> &'static str {
     }
 }
 
+/// Whether the CPU implements the Virtualization Extensions (ID_PFR1
+/// bits 15:12): without them there is certainly no stage 2 above this guest.
+pub fn el2_implemented() -> bool {
+    let v: u32;
+    // SAFETY: reading an ID register has no side effect.
+    unsafe {
+        asm!("mrc p15, 0, {}, c0, c1, 1", out(reg) v, options(nomem, nostack, preserves_flags))
+    };
+    (v >> 12) & 0xf != 0
+}
+
 /// This CPU's MPIDR affinity fields.
 pub fn mpidr() -> u64 {
     let v: u32;
