@@ -10,8 +10,8 @@
 //! - the DTB at [`DTB_VA`] (read-only use, 4 KiB pages, at most 4 MiB);
 //! - [`WINDOWS`] one-page windows at [`WINDOW_VA`], remapped on demand to
 //!   reach an IPA the identity map cannot hold;
-//! - everything else identity (VA == IPA): RAM with 2 MiB blocks where
-//!   aligned, devices and probe pages with 4 KiB pages.
+//! - everything else identity (VA == IPA): RAM with 1 GiB / 2 MiB blocks
+//!   where aligned, devices and probe pages with 4 KiB pages.
 //!
 //! Tables come from a pool in the image (zeroed by the head); they are
 //! never freed.
@@ -24,6 +24,8 @@ use core::sync::atomic::{AtomicUsize, Ordering};
 pub const PAGE: u64 = 0x1000;
 /// A level-2 block.
 pub const BLOCK: u64 = 0x20_0000;
+/// A level-1 block.
+pub const BLOCK_1G: u64 = 0x4000_0000;
 /// Table pages the pool holds.
 pub const POOL_PAGES: usize = 32;
 /// Where the DTB is mapped.
@@ -217,10 +219,11 @@ pub fn translate(va: usize) -> Option<u64> {
     None
 }
 
-/// Maps one 2 MiB block if the slot is free (or already maps the same
-/// thing); `Ok(false)` when the slot holds a table (use pages).
-fn map_block(va: usize, pa: u64, attr: Attr) -> Result<bool, MapError> {
-    match walk(va as u64, 2, true)? {
+/// Maps one block at `level` (1: 1 GiB, 2: 2 MiB) if the slot is free (or
+/// already maps the same thing); `Ok(false)` when the slot holds a table
+/// (use smaller mappings).
+fn map_block(va: usize, pa: u64, attr: Attr, level: usize) -> Result<bool, MapError> {
+    match walk(va as u64, level, true)? {
         Slot::Covered(to) if to == pa => Ok(true),
         Slot::Covered(to) => Err(MapError::Clash { va, to }),
         Slot::Absent => Ok(false),
@@ -265,8 +268,8 @@ fn map_page(va: usize, pa: u64, attr: Attr) -> Result<(), MapError> {
     }
 }
 
-/// Maps `[va, va + len)` onto `[pa, pa + len)`: 2 MiB blocks where both are
-/// aligned, pages elsewhere. Parts already mapped to the same addresses are
+/// Maps `[va, va + len)` onto `[pa, pa + len)`: 1 GiB and 2 MiB blocks
+/// where both are aligned, pages elsewhere. Parts already mapped to the same addresses are
 /// left as they are (their attributes too).
 pub fn map(va: usize, pa: u64, len: u64, attr: Attr) -> Result<(), MapError> {
     if (va as u64 | pa | len) & (PAGE - 1) != 0 {
@@ -275,13 +278,15 @@ pub fn map(va: usize, pa: u64, len: u64, attr: Attr) -> Result<(), MapError> {
     let mut done = 0u64;
     while done < len {
         let (v, p) = (va + done as usize, pa + done);
-        let step =
-            if (v as u64 | p) & (BLOCK - 1) == 0 && len - done >= BLOCK && map_block(v, p, attr)? {
-                BLOCK
-            } else {
-                map_page(v, p, attr)?;
-                PAGE
-            };
+        let fits = |size: u64| (v as u64 | p) & (size - 1) == 0 && len - done >= size;
+        let step = if fits(BLOCK_1G) && map_block(v, p, attr, 1)? {
+            BLOCK_1G
+        } else if fits(BLOCK) && map_block(v, p, attr, 2)? {
+            BLOCK
+        } else {
+            map_page(v, p, attr)?;
+            PAGE
+        };
         done += step;
     }
     arch::publish_tables();
