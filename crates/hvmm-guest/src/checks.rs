@@ -624,6 +624,10 @@ fn psci_smp(c: &Context<'_>) -> usize {
             continue;
         }
         let slot = started + 1;
+        if slot >= crate::MAX_CPUS {
+            // No stack for it (the boot CPU is missing from /cpus).
+            break;
+        }
         let r = psci::cpu_on(mpidr, entry, slot as u64);
         if r != 0 {
             return report(

@@ -44,7 +44,7 @@ extern "C" fn guest_exception(kind: usize, frame: &mut arch::Frame) {
         f.kind,
         arch::mpidr(),
         f.syndrome,
-        f.status_name(),
+        if f.data_abort { f.status_name() } else { "not a data abort" },
         f.far,
         f.pc
     );
