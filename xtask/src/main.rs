@@ -8,6 +8,8 @@
 //!                  [--smp N] [--ram SIZE] [--gdb] [--bootargs STR] [--timeout SECS]
 //!                  [--modules-at PA]
 //! cargo xtask test-qemu [--arch arm64|arm32] [--verbose]
+//! cargo xtask guest-build|guest-smoke [--arch arm64|arm32]
+//! cargo xtask linux-assets|linux-smoke [--arch arm64|arm32]
 //! ```
 //!
 //! Images are built into `$CARGO_TARGET_DIR/hvmm-image` (default
@@ -16,7 +18,9 @@
 
 mod compare;
 mod grub;
+mod guest;
 mod image;
+mod linux;
 mod matrix;
 mod qemu;
 mod setup;
@@ -108,6 +112,20 @@ enum Cmd {
         #[arg(long)]
         verbose: bool,
     },
+    /// Build the test guest (crates/hvmm-guest) and print the raw image's path.
+    GuestBuild {
+        #[arg(long, value_enum, default_value = "arm64")]
+        arch: Arch,
+    },
+    /// Run the test guest directly on QEMU (EL1 / SVC, no hypervisor).
+    GuestSmoke(guest::SmokeArgs),
+    /// Fetch Debian's kernel and busybox and build the initramfs (cached).
+    LinuxAssets {
+        #[arg(long, value_enum, default_value = "arm64")]
+        arch: Arch,
+    },
+    /// Boot the Linux assets directly on QEMU (no hypervisor).
+    LinuxSmoke(linux::SmokeArgs),
 }
 
 /// The repository root (the workspace holding xtask).
@@ -139,6 +157,10 @@ fn main() {
         }),
         Cmd::Qemu(args) => qemu::qemu_command(&args),
         Cmd::TestQemu { arch, verbose } => matrix::test_qemu(arch, verbose),
+        Cmd::GuestBuild { arch } => guest::build_command(arch),
+        Cmd::GuestSmoke(args) => guest::smoke(&args),
+        Cmd::LinuxAssets { arch } => linux::assets_command(arch),
+        Cmd::LinuxSmoke(args) => linux::smoke(&args),
         Cmd::CompareLogs { arch } => compare::compare_command(arch),
         Cmd::Bench { quick } => bench(quick),
         Cmd::Miri => {

@@ -8,7 +8,7 @@ use std::process::Command;
 /// Rust targets the image is built for.
 pub const TARGETS: [&str; 2] = ["aarch64-unknown-none", "armv7a-none-eabi"];
 /// Binaries the QEMU runs need, and the Debian packages providing them.
-pub const TOOLS: [(&str, &str); 8] = [
+pub const TOOLS: [(&str, &str); 9] = [
     ("qemu-system-aarch64", "qemu-system-arm"),
     ("qemu-system-arm", "qemu-system-arm"),
     ("dtc", "device-tree-compiler"),
@@ -19,6 +19,8 @@ pub const TOOLS: [(&str, &str); 8] = [
     ("grub-mkimage", "grub-common"),
     (crate::grub::FIRMWARE, "qemu-efi-aarch64"),
     ("dpkg-deb", "dpkg"),
+    // Guest Linux assets: members of .deb data archives (crate::linux).
+    ("tar", "tar"),
 ];
 
 /// Whether `bin` is on PATH (or in the sbin directories apt installs to);
