@@ -97,16 +97,22 @@
 #![warn(missing_docs)]
 
 mod bbm;
+mod fault;
+mod guest;
 mod machine;
 mod mem;
+mod stage2;
 mod tlb;
 mod walk;
 
 pub use bbm::{BbmKind, BbmReason, BbmViolation};
+pub use fault::{AbortKind, GuestFault};
 pub use machine::{
-    Counters, FrameSnapshot, Machine, ModelError, Regime, StaleEntry, TlbConflict, Translation,
+    Counters, FrameSnapshot, GuestTranslation, Machine, ModelError, Regime, StaleEntry,
+    TlbConflict, Tlbi, Translation,
 };
-pub use tlb::TlbEntry;
+pub use stage2::{Stage2, VtcrError};
+pub use tlb::{StageLeaf, TlbEntry, TlbTag};
 
 /// Descriptor bits as the Arm architecture defines them (4 KiB granule,
 /// VMSAv8-64 and LPAE long descriptors alike), for building tables by hand
