@@ -5,12 +5,12 @@
 
 use crate::fault::{AbortKind, GuestFault};
 use crate::machine::{
-    entry_from_leaf, entry_wide, walk_err, Cpu, FillPhys, FreshPhys, GuestTranslation, Machine,
-    ModelError, StaleEntry,
+    entry_from_leaf, entry_wide, walk_cache_agrees, walk_err, Cpu, FillPhys, FreshPhys,
+    GuestTranslation, Machine, ModelError, StaleEntry,
 };
 use crate::mem::{PhysMem, FRAME};
 use crate::stage2::{pa_max, Stage2, VTCR_VS};
-use crate::tlb::{Tlb, TlbEntry, TlbTag};
+use crate::tlb::{Resumed, Tlb, TlbEntry, TlbTag};
 use crate::walk::{level_shift, walk, Flavor, TableStep, WalkCfg, WalkEnv, WalkErr};
 use hvmm::{AccessKind, Ipa, Paddr, Stage, Vaddr, Vmid};
 
@@ -407,7 +407,7 @@ impl Machine {
         self.counters.guest_tlb_misses += 1;
         let cfg = self.s2_cfg(ctx);
         let use_wc = self.walk_cache && cfg.valid && ipa >> cfg.ia_bits == 0;
-        let resume = if use_wc {
+        let resumed = if use_wc {
             self.cpus
                 .get(cpu)
                 .and_then(|c| c.tlb.get(tag))
@@ -419,19 +419,41 @@ impl Machine {
             mem: &mut self.mem,
             steps: Vec::new(),
         };
-        let r = walk(&cfg, &mut env, ipa, resume);
+        let r = walk(&cfg, &mut env, ipa, resumed.map(|w| w.next));
         let steps = env.steps;
         if let Some(c) = self.cpus.get_mut(cpu) {
             c.vmid_ctx.insert(vmid.0, ctx);
             if use_wc && !steps.is_empty() {
                 let t = c.tlb.get_mut(tag);
                 for s in steps {
-                    t.walk_insert(s);
+                    t.walk_insert(s, gen);
                 }
             }
         }
         let leaf = r.map_err(|e| self.s2_fault(e, ipa, va, access, s1ptw))?;
         let e = entry_from_leaf(tag, false, ipa, &leaf);
+        if let Some(w) = resumed.filter(|w| w.gen != gen) {
+            // The walk cache may be stale: the TLB may as well hold what a
+            // walk from VTTBR gives.
+            self.counters.conflict_checks += 1;
+            let mut env = FreshPhys {
+                mem: &self.mem,
+                record: true,
+                steps: Vec::new(),
+            };
+            let fresh = walk(&cfg, &mut env, ipa, None);
+            if walk_cache_agrees(&env.steps, w) {
+                if let Some(c) = self.cpus.get_mut(cpu) {
+                    c.tlb.get_mut(tag).walk_refresh(ipa, w.level, gen);
+                }
+            } else if let Ok(fl) = fresh {
+                let f = entry_from_leaf(tag, false, ipa, &fl);
+                if f.size != e.size {
+                    self.hit_conflict(cpu, ipa, e, f);
+                    return Err(conflict(self));
+                }
+            }
+        }
         if self.insert_or_conflict(cpu, ipa, e, gen).is_err() {
             return Err(conflict(self));
         }
@@ -602,10 +624,11 @@ impl Machine {
             if let Some(c) = self.cpus.get_mut(cpu) {
                 c.vmid_ctx.insert(vmid.0, ctx);
             }
+            let mut resumed = None;
             let e1 = if ctx.el1_mmu {
                 let cfg = self.s1_cfg(ctx);
                 let use_wc = self.walk_cache && va >> cfg.ia_bits == 0;
-                let resume = if use_wc {
+                resumed = if use_wc {
                     self.cpus
                         .get(cpu)
                         .and_then(|c| c.tlb.get(tag))
@@ -621,13 +644,13 @@ impl Machine {
                     access,
                     steps: Vec::new(),
                 };
-                let r = walk(&cfg, &mut env, va, resume);
+                let r = walk(&cfg, &mut env, va, resumed.map(|w| w.next));
                 let steps = env.steps;
                 if use_wc && !steps.is_empty() {
                     if let Some(c) = self.cpus.get_mut(cpu) {
                         let t = c.tlb.get_mut(tag);
                         for s in steps {
-                            t.walk_insert(s);
+                            t.walk_insert(s, gen);
                         }
                     }
                 }
@@ -644,6 +667,29 @@ impl Machine {
                 None
             };
             let e = Self::combine(tag, va, e1, e2);
+            if let Some(w) = resumed.filter(|w: &Resumed| w.gen != gen) {
+                // The guest's stage-1 walk cache may be stale: the TLB may
+                // as well hold what a walk from TTBR0 gives.
+                self.counters.conflict_checks += 1;
+                let mut env = S1Fresh {
+                    m: self,
+                    ctx,
+                    va,
+                    access,
+                    steps: Vec::new(),
+                };
+                let _ = walk(&self.s1_cfg(ctx), &mut env, va, None);
+                if walk_cache_agrees(&env.steps, w) {
+                    if let Some(c) = self.cpus.get_mut(cpu) {
+                        c.tlb.get_mut(tag).walk_refresh(va, w.level, gen);
+                    }
+                } else if let Ok(f) = self.guest_fresh(ctx, va, access) {
+                    if f.size != e.size {
+                        self.hit_conflict(cpu, va, e, f);
+                        return Err(self.conflict_fault(va, f.ipa_of(Vaddr(va)), access));
+                    }
+                }
+            }
             if self.insert_or_conflict(cpu, va, e, gen).is_err() {
                 return Err(self.conflict_fault(va, Some(Ipa(ipa)), access));
             }

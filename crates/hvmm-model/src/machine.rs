@@ -7,7 +7,7 @@ use crate::fault::{el2_syndrome, AbortKind, GuestFault};
 use crate::guest::GuestCtx;
 use crate::mem::{IntMap, PhysMem, FRAME, FRAME_SHIFT};
 use crate::stage2::VtcrError;
-use crate::tlb::{StageLeaf, TlbEntry, TlbTag, Tlbs};
+use crate::tlb::{Resumed, StageLeaf, TlbEntry, TlbTag, Tlbs};
 use crate::walk::{
     level_shift, level_size, walk, Flavor, Leaf, TableStep, WalkCfg, WalkEnv, WalkErr, CONTIGUOUS,
     CONTIG_RUN,
@@ -553,6 +553,13 @@ pub(crate) fn entry_wide(e: &TlbEntry, fresh: &Result<TlbEntry, u8>) -> bool {
     }
 }
 
+/// Whether a fresh walk from the root (its table steps) passed through the
+/// same table descriptor as the walk-cache entry `w`: then what the walk
+/// cache gives is what a walk gives now.
+pub(crate) fn walk_cache_agrees(steps: &[TableStep], w: Resumed) -> bool {
+    steps.iter().any(|s| s.level == w.level && s.next == w.next)
+}
+
 /// The TLB entry a leaf met by a walk of `ia` makes (for EL2 or stage 2
 /// alone). `wxn` applies to EL2 entries.
 pub(crate) fn entry_from_leaf(tag: TlbTag, wxn: bool, ia: u64, leaf: &Leaf) -> TlbEntry {
@@ -1008,10 +1015,32 @@ impl Machine {
             None => {
                 self.counters.tlb_misses += 1;
                 self.counters.walks += 1;
-                let leaf = self
-                    .walk_for_fill(cpu, va)
-                    .map_err(|(k, l)| El2Abort::new(va, access, k, l))?;
+                let (r, resumed) = self.walk_for_fill(cpu, va, gen);
+                let leaf = r.map_err(|(k, l)| El2Abort::new(va, access, k, l))?;
                 let e = entry_from_leaf(TlbTag::El2, self.wxn(cpu), va, &leaf);
+                let stale_resume = resumed.filter(|w| w.gen != gen);
+                if let Some(w) = stale_resume {
+                    // The walk cache may be stale: the TLB may as well hold
+                    // what a walk from the root gives.
+                    self.counters.conflict_checks += 1;
+                    let mut env = FreshPhys {
+                        mem: &self.mem,
+                        record: true,
+                        steps: Vec::new(),
+                    };
+                    let fresh = walk(&self.cfg(cpu), &mut env, va, None);
+                    if walk_cache_agrees(&env.steps, w) {
+                        if let Some(c) = self.cpus.get_mut(cpu) {
+                            c.tlb.el2.walk_refresh(va, w.level, gen);
+                        }
+                    } else if let Ok(fl) = fresh {
+                        let f = entry_from_leaf(TlbTag::El2, self.wxn(cpu), va, &fl);
+                        if f.size != e.size {
+                            self.hit_conflict(cpu, va, e, f);
+                            return Err(El2Abort::new(va, access, AbortKind::TlbConflict, 0));
+                        }
+                    }
+                }
                 if self.insert_or_conflict(cpu, va, e, gen).is_err() {
                     return Err(El2Abort::new(va, access, AbortKind::TlbConflict, 0));
                 }
@@ -1027,10 +1056,17 @@ impl Machine {
     }
 
     /// A TLB-filling walk: may start from, and adds to, the walk cache.
-    fn walk_for_fill(&mut self, cpu: usize, va: u64) -> Result<Leaf, (AbortKind, u8)> {
+    /// Also returns the walk-cache entry it resumed from.
+    #[allow(clippy::type_complexity)]
+    fn walk_for_fill(
+        &mut self,
+        cpu: usize,
+        va: u64,
+        gen: u64,
+    ) -> (Result<Leaf, (AbortKind, u8)>, Option<Resumed>) {
         let cfg = self.cfg(cpu);
         let use_wc = self.walk_cache && va >> cfg.ia_bits == 0;
-        let resume = match self.cpus.get(cpu) {
+        let resumed = match self.cpus.get(cpu) {
             Some(c) if use_wc => c.tlb.el2.walk_lookup(va, cfg.start_level),
             _ => None,
         };
@@ -1038,16 +1074,16 @@ impl Machine {
             mem: &mut self.mem,
             steps: Vec::new(),
         };
-        let r = walk(&cfg, &mut env, va, resume);
+        let r = walk(&cfg, &mut env, va, resumed.map(|w| w.next));
         let steps = env.steps;
         if use_wc {
             if let Some(c) = self.cpus.get_mut(cpu) {
                 for s in steps {
-                    c.tlb.el2.walk_insert(s);
+                    c.tlb.el2.walk_insert(s, gen);
                 }
             }
         }
-        r.map_err(walk_err)
+        (r.map_err(walk_err), resumed)
     }
 
     fn record_fault(&mut self, cpu: usize, a: El2Abort) {

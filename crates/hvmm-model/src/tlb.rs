@@ -154,6 +154,20 @@ const CLASSES: [u32; 6] = [12, 16, 21, 25, 30, 34];
 pub(crate) struct WalkCacheEntry {
     /// Where walks continue.
     pub next: Resume,
+    /// The translation-state generation at which it was last known to agree
+    /// with the tables.
+    pub gen: u64,
+}
+
+/// A walk-cache entry a walk resumed from.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Resumed {
+    /// Level of the cached table descriptor.
+    pub level: u8,
+    /// What it says.
+    pub next: Resume,
+    /// Its generation.
+    pub gen: u64,
 }
 
 /// A cached leaf entry and the translation-state generation at which it was
@@ -233,16 +247,28 @@ impl Tlb {
     }
 
     /// The deepest cached table descriptor on the path of `ia`.
-    pub(crate) fn walk_lookup(&self, ia: u64, first_level: u8) -> Option<Resume> {
-        (first_level..3)
-            .rev()
-            .find_map(|l| self.walk.get(&(l, ia >> level_shift(l))).map(|w| w.next))
+    pub(crate) fn walk_lookup(&self, ia: u64, first_level: u8) -> Option<Resumed> {
+        (first_level..3).rev().find_map(|l| {
+            self.walk.get(&(l, ia >> level_shift(l))).map(|w| Resumed {
+                level: l,
+                next: w.next,
+                gen: w.gen,
+            })
+        })
     }
 
-    /// Keeps a table descriptor met by a walk.
-    pub(crate) fn walk_insert(&mut self, s: TableStep) {
+    /// Keeps a table descriptor met by a walk at generation `gen`.
+    pub(crate) fn walk_insert(&mut self, s: TableStep, gen: u64) {
         self.walk
-            .insert((s.level, s.key), WalkCacheEntry { next: s.next });
+            .insert((s.level, s.key), WalkCacheEntry { next: s.next, gen });
+    }
+
+    /// Records that the walk-cache entry of `ia` at `level` agreed with the
+    /// tables at generation `gen`.
+    pub(crate) fn walk_refresh(&mut self, ia: u64, level: u8, gen: u64) {
+        if let Some(w) = self.walk.get_mut(&(level, ia >> level_shift(level))) {
+            w.gen = gen;
+        }
     }
 
     /// All walk-cache entries as ((level, key), entry).
