@@ -1,9 +1,9 @@
 //! The break-before-make checker: every descriptor written with
 //! `Arch::write_pte` is compared with the one it replaces.
 
+use crate::mem::IntMap;
 use crate::walk::{ATTR_SHIFT, CONTIGUOUS, OA_MASK, VALID};
 use hvmm::{Paddr, Vaddr};
-use std::collections::HashMap;
 
 /// Why a descriptor write breaks the break-before-make rule.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
@@ -16,7 +16,9 @@ pub enum BbmReason {
     Type,
     /// The contiguous hint changed.
     Contiguous,
-    /// The memory type (AttrIndx) changed.
+    /// The memory attributes changed: descriptor bits `[5:2]`, i.e. AttrIndx
+    /// and NS of a stage-1 descriptor, or MemAttr of a stage-2 descriptor
+    /// (the checker knows descriptors by PA only, not their stage).
     AttrIndx,
     /// The descriptor was written at an address that is not 8-byte aligned,
     /// so the store is not single-copy atomic.
@@ -62,7 +64,7 @@ pub(crate) fn needs_bbm(old: u64, new: u64) -> Option<BbmReason> {
         Some(BbmReason::OutputAddress)
     } else if old & CONTIGUOUS != new & CONTIGUOUS {
         Some(BbmReason::Contiguous)
-    } else if (old >> ATTR_SHIFT) & 7 != (new >> ATTR_SHIFT) & 7 {
+    } else if (old >> ATTR_SHIFT) & 0xf != (new >> ATTR_SHIFT) & 0xf {
         Some(BbmReason::AttrIndx)
     } else {
         None
@@ -73,7 +75,7 @@ pub(crate) fn needs_bbm(old: u64, new: u64) -> Option<BbmReason> {
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Bbm {
     /// Descriptors made invalid: their PA → (valid value before, TLBI epoch then).
-    broken: HashMap<u64, (u64, u64)>,
+    broken: IntMap<u64, (u64, u64)>,
     /// Violations found so far.
     pub(crate) violations: Vec<BbmViolation>,
 }

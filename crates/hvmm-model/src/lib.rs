@@ -97,20 +97,27 @@
 #![warn(missing_docs)]
 
 mod bbm;
+mod fault;
+mod guest;
 mod machine;
 mod mem;
+mod stage2;
 mod tlb;
 mod walk;
 
 pub use bbm::{BbmKind, BbmReason, BbmViolation};
+pub use fault::{AbortKind, GuestFault};
 pub use machine::{
-    Counters, FrameSnapshot, Machine, ModelError, Regime, StaleEntry, TlbConflict, Translation,
+    Counters, FrameSnapshot, GuestTranslation, Machine, ModelError, Regime, StaleEntry,
+    TlbConflict, Tlbi, Translation,
 };
-pub use tlb::TlbEntry;
+pub use stage2::{Stage2, VtcrError};
+pub use tlb::{StageLeaf, TlbEntry, TlbTag};
 
 /// Descriptor bits as the Arm architecture defines them (4 KiB granule,
-/// VMSAv8-64 and LPAE long descriptors alike), for building tables by hand
-/// in tests — independent of hvmm's own descriptor code.
+/// VMSAv8-64 and LPAE long descriptors alike, stage 1 and stage 2), for
+/// building tables by hand in tests — independent of hvmm's own descriptor
+/// code.
 pub mod desc {
     /// Valid (bit 0).
     pub const VALID: u64 = 1 << 0;
@@ -138,6 +145,17 @@ pub mod desc {
     pub const AP_TABLE_RO: u64 = 1 << 62;
     /// Output address field, bits `[47:12]`.
     pub const OA_MASK: u64 = 0x0000_ffff_ffff_f000;
+    /// PXN (bit 53): not executable at EL1 (the guest's stage 1; RES0 at
+    /// EL2).
+    pub const PXN: u64 = 1 << 53;
+    /// Stage 2 `S2AP[0]` (bit 6): reads allowed.
+    pub const S2AP_READ: u64 = 1 << 6;
+    /// Stage 2 `S2AP[1]` (bit 7): writes allowed.
+    pub const S2AP_WRITE: u64 = 1 << 7;
+    /// Stage 2 MemAttr 0b1111: Normal, inner and outer write-back.
+    pub const MEMATTR_NORMAL_WB: u8 = 0b1111;
+    /// Stage 2 MemAttr 0b0001: Device-nGnRE.
+    pub const MEMATTR_DEVICE_NGNRE: u8 = 0b0001;
 
     /// AttrIndx field (bits `[4:2]`) for MAIR index `i`.
     pub const fn attr(i: u8) -> u64 {
@@ -156,5 +174,19 @@ pub mod desc {
     /// [`block`].
     pub const fn page(pa: u64) -> u64 {
         (pa & OA_MASK) | PAGE | AF | SH_INNER | attr(7)
+    }
+    /// Stage 2 MemAttr field (bits `[5:2]`).
+    pub const fn memattr(m: u8) -> u64 {
+        ((m & 0xf) as u64) << 2
+    }
+    /// A stage-2 block descriptor (level 1 or 2) for `pa`: AF, inner
+    /// shareable, Normal write-back, read-write (S2AP 0b11), executable.
+    pub const fn s2_block(pa: u64) -> u64 {
+        (pa & OA_MASK) | BLOCK | AF | SH_INNER | memattr(MEMATTR_NORMAL_WB) | S2AP_READ | S2AP_WRITE
+    }
+    /// A stage-2 page descriptor (level 3) for `pa`, with the same
+    /// attributes as [`s2_block`].
+    pub const fn s2_page(pa: u64) -> u64 {
+        (pa & OA_MASK) | PAGE | AF | SH_INNER | memattr(MEMATTR_NORMAL_WB) | S2AP_READ | S2AP_WRITE
     }
 }

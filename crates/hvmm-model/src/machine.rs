@@ -1,11 +1,18 @@
 //! The machine: physical memory, CPUs with their MMU registers, TLBs and fault
-//! registers, the counters, and the [`Arch`] implementation.
+//! registers, the counters, and the [`Arch`] implementation. The guest
+//! (EL1&0, stage 2) side is in `guest.rs`.
 
 use crate::bbm::{Bbm, BbmViolation};
-use crate::mem::{PhysMem, FRAME, FRAME_SHIFT};
-use crate::tlb::{Tlb, TlbEntry};
-use crate::walk::{level_shift, level_size, walk, Leaf, TableStep, WalkCfg, CONTIG_RUN};
-use hvmm::{AccessKind, Arch, AtResult, FaultKind, MemFault, Mfn, Paddr, Vaddr};
+use crate::fault::{el2_syndrome, AbortKind, GuestFault};
+use crate::guest::GuestCtx;
+use crate::mem::{IntMap, PhysMem, FRAME, FRAME_SHIFT};
+use crate::stage2::VtcrError;
+use crate::tlb::{Resumed, StageLeaf, TlbEntry, TlbTag, Tlbs};
+use crate::walk::{
+    level_shift, level_size, walk, Flavor, Leaf, TableStep, WalkCfg, WalkEnv, WalkErr, CONTIGUOUS,
+    CONTIG_RUN,
+};
+use hvmm::{AccessKind, Arch, AtResult, FaultKind, Ipa, MemFault, Mfn, Paddr, Vaddr, Vmid};
 use std::fmt;
 
 /// The translation regime the machine's CPUs run the hypervisor in.
@@ -65,6 +72,8 @@ pub enum ModelError {
     BadPaBits(u8),
     /// A translation through the MMU faulted.
     Fault(MemFault),
+    /// A CPU's VTCR does not decode to a stage-2 configuration.
+    Vtcr(VtcrError),
 }
 
 impl fmt::Display for ModelError {
@@ -77,6 +86,7 @@ impl fmt::Display for ModelError {
             ModelError::NotRam(pa) => write!(f, "physical address {pa} is not RAM"),
             ModelError::BadPaBits(b) => write!(f, "unsupported physical address size {b}"),
             ModelError::Fault(m) => write!(f, "{m}"),
+            ModelError::Vtcr(e) => write!(f, "{e}"),
         }
     }
 }
@@ -100,6 +110,15 @@ pub struct Counters {
     pub tlbi_all: u64,
     /// Local invalidate-all (`TLBI ALLE2` / `TLBIALLH`).
     pub tlbi_all_local: u64,
+    /// `Arch::tlb_flush_ipa` calls (`TLBI IPAS2E1IS`; arm32
+    /// `TLBIALLNSNHIS`).
+    pub tlbi_ipa: u64,
+    /// `Arch::tlb_flush_guest_s1` calls (`TLBI VMALLE1IS`; arm32
+    /// `TLBIALLNSNHIS`).
+    pub tlbi_guest_s1: u64,
+    /// `Arch::tlb_flush_vmid` calls (`TLBI VMALLS12E1IS`; arm32
+    /// `TLBIALLNSNHIS`).
+    pub tlbi_vmid: u64,
     /// `Arch::tlb_sync` calls.
     pub tlb_syncs: u64,
     /// DSBs: 2 per `write_pte`, 1 per `zero_page`, `tlb_sync`,
@@ -107,16 +126,29 @@ pub struct Counters {
     pub dsb: u64,
     /// ISBs: `Arch::isb`, and 1 per `tlb_sync` and `tlb_flush_va_local`.
     pub isb: u64,
-    /// Address translation operations (`Arch::translate`, [`Machine::at`]).
+    /// Address translation operations (`Arch::translate`, [`Machine::at`],
+    /// [`Machine::at_s12e1`]).
     pub at: u64,
-    /// Translations through the MMU answered by the TLB.
+    /// EL2 translations through the MMU answered by the TLB.
     pub tlb_hits: u64,
-    /// Translations through the MMU that missed the TLB.
+    /// EL2 translations through the MMU that missed the TLB.
     pub tlb_misses: u64,
-    /// Table walks made to fill the TLB (one per miss).
+    /// EL2 table walks made to fill the TLB (one per miss).
     pub walks: u64,
-    /// Aborts recorded in the CPUs' fault registers.
+    /// Guest translations (stage 1+2 or stage 2 alone) answered by the TLB.
+    pub guest_tlb_hits: u64,
+    /// Guest translations that missed the TLB.
+    pub guest_tlb_misses: u64,
+    /// Fresh walks made on TLB hits after the tables or the translation
+    /// registers changed, to find TLB conflicts.
+    pub conflict_checks: u64,
+    /// TLB conflict aborts (EL2 and guest accesses, and prefetches).
+    pub tlb_conflict_aborts: u64,
+    /// Aborts recorded in the CPUs' EL2 fault registers (the hypervisor's
+    /// own, and guest aborts taken to EL2).
     pub faults: u64,
+    /// Guest accesses that faulted (at either stage).
+    pub guest_faults: u64,
 }
 
 /// A leaf translation as a fresh walk gives it, or as a TLB entry gives it.
@@ -153,10 +185,82 @@ impl Translation {
     }
 }
 
+/// A guest translation (stage 1 and 2, or stage 2 alone) as a fresh walk or
+/// a TLB entry gives it.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct GuestTranslation {
+    /// The input address: the guest VA, or the IPA for a translation of
+    /// stage 2 alone.
+    pub va: Vaddr,
+    /// The IPA (equal to `va` with the guest's stage 1 off).
+    pub ipa: Ipa,
+    /// The physical address.
+    pub pa: Paddr,
+    /// Bytes a TLB entry for it covers (the smaller stage's block, page or
+    /// contiguous run).
+    pub size: u64,
+    /// The guest's stage-1 leaf, if its stage 1 is on.
+    pub stage1: Option<StageLeaf>,
+    /// The stage-2 leaf, if stage 2 is on.
+    pub stage2: Option<StageLeaf>,
+}
+
+impl GuestTranslation {
+    pub(crate) fn from_entry(e: &TlbEntry, va: u64) -> GuestTranslation {
+        let pa = e.pa_of(Vaddr(va));
+        let ipa = match e.tag {
+            TlbTag::Stage2 { .. } => Ipa(va),
+            _ => e.ipa_of(Vaddr(va)).unwrap_or(Ipa(pa.0)),
+        };
+        GuestTranslation {
+            va: Vaddr(va),
+            ipa,
+            pa,
+            size: e.size,
+            stage1: e.stage1,
+            stage2: e.stage2,
+        }
+    }
+
+    fn allows(&self, access: AccessKind) -> bool {
+        self.stage1.is_none_or(|p| p.allows(access)) && self.stage2.is_none_or(|p| p.allows(access))
+    }
+
+    /// Reads allowed by both stages.
+    pub fn readable(&self) -> bool {
+        self.allows(AccessKind::Read)
+    }
+
+    /// Writes allowed by both stages.
+    pub fn writable(&self) -> bool {
+        self.allows(AccessKind::Write)
+    }
+
+    /// Instruction fetches allowed by both stages.
+    pub fn executable(&self) -> bool {
+        self.allows(AccessKind::Exec)
+    }
+
+    /// Whether two translations behave the same for an access (same IPA and
+    /// PA, permissions and memory attributes of each stage).
+    pub fn same_effect(&self, other: &GuestTranslation) -> bool {
+        let attrs = |t: &GuestTranslation| {
+            (
+                t.stage1.map(|p| p.attr),
+                t.stage2.map(|p| p.attr),
+                t.readable(),
+                t.writable(),
+                t.executable(),
+            )
+        };
+        self.ipa == other.ipa && self.pa == other.pa && attrs(self) == attrs(other)
+    }
+}
+
 /// A cached translation that no longer matches the tables in memory.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum StaleEntry {
-    /// A TLB entry translates `va` differently from a fresh walk.
+    /// An EL2 TLB entry translates `va` differently from a fresh walk.
     Leaf {
         /// The CPU whose TLB holds it.
         cpu: usize,
@@ -169,15 +273,34 @@ pub enum StaleEntry {
         /// What a walk gives now.
         fresh: Result<Translation, MemFault>,
     },
+    /// A guest TLB entry (stage 2 alone, or stage 1+2) translates its input
+    /// address `va` differently from a fresh walk with the registers of its
+    /// VMID (the current ones if the VMID is the CPU's current one, else
+    /// those of the last fill under that VMID).
+    GuestLeaf {
+        /// The CPU whose TLB holds it.
+        cpu: usize,
+        /// An input address (VA, or IPA for stage 2 alone) it translates
+        /// wrongly (the first one found).
+        va: Vaddr,
+        /// The whole TLB entry.
+        entry: TlbEntry,
+        /// What the entry gives for `va`.
+        cached: GuestTranslation,
+        /// What a walk gives now.
+        fresh: Result<GuestTranslation, GuestFault>,
+    },
     /// A walk-cache entry holds a table descriptor that memory no longer has.
     Table {
         /// The CPU whose walk cache holds it.
         cpu: usize,
-        /// The first VA under the descriptor.
+        /// The regime (and VMID) of the walk cache.
+        tag: TlbTag,
+        /// The first input address under the descriptor.
         va: Vaddr,
         /// Level of the table descriptor.
         level: u8,
-        /// The next-level table it points to.
+        /// The next-level table it points to (an IPA for a guest's stage 1).
         cached_table: Paddr,
         /// The next-level table a fresh walk finds there, if any.
         fresh_table: Option<Paddr>,
@@ -185,24 +308,59 @@ pub enum StaleEntry {
 }
 
 impl StaleEntry {
-    /// The VA the stale entry is about.
+    /// The input address the stale entry is about.
     pub fn va(&self) -> Vaddr {
         match self {
-            StaleEntry::Leaf { va, .. } | StaleEntry::Table { va, .. } => *va,
+            StaleEntry::Leaf { va, .. }
+            | StaleEntry::GuestLeaf { va, .. }
+            | StaleEntry::Table { va, .. } => *va,
         }
     }
 }
 
-/// Two TLB entries that cover a common VA were held at once: hardware may
-/// take a TLB conflict abort or use either. Recorded, never raised.
+/// A TLB fill that would have left two entries of different sizes covering
+/// one address in one CPU's TLB under one tag. The access took a TLB conflict
+/// abort instead (fault status 0b110000) and the new entry was not made.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub struct TlbConflict {
     /// The CPU.
     pub cpu: usize,
+    /// The input address accessed (VA, or IPA for a stage-2 lookup).
+    pub va: Vaddr,
     /// The entry already cached.
     pub existing: TlbEntry,
-    /// The entry just filled.
+    /// The entry the fill would have made.
     pub new: TlbEntry,
+}
+
+/// A TLB maintenance operation.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Tlbi {
+    /// `TLBI VAE2(IS)` / `TLBIMVAH(IS)`: EL2 entries of a VA.
+    Va(Vaddr),
+    /// `TLBI ALLE2(IS)` / `TLBIALLH(IS)`: all EL2 entries.
+    All,
+    /// `TLBI IPAS2E1IS`: the stage-2 entries (every level, walk cache too)
+    /// of one IPA of one VMID; combined entries stay.
+    Ipa {
+        /// The VMID.
+        vmid: Vmid,
+        /// The IPA.
+        ipa: Ipa,
+    },
+    /// `TLBI VMALLE1IS`: the stage-1 and combined entries of one VMID.
+    GuestS1 {
+        /// The VMID.
+        vmid: Vmid,
+    },
+    /// `TLBI VMALLS12E1IS`: every entry of one VMID.
+    Vmid {
+        /// The VMID.
+        vmid: Vmid,
+    },
+    /// `TLBIALLNSNHIS` (arm32): every non-secure non-Hyp entry, of every
+    /// VMID, stage 1 and 2.
+    AllNonHyp,
 }
 
 /// A copy of some frames' bytes.
@@ -236,50 +394,60 @@ impl fmt::Debug for FrameSnapshot {
 
 /// One CPU's registers and caches.
 #[derive(Clone, Debug, Default)]
-struct Cpu {
+pub(crate) struct Cpu {
     /// TTBR0_EL2 / HTTBR.
-    root: u64,
+    pub(crate) root: u64,
     /// SCTLR_EL2.M / HSCTLR.M.
-    mmu: bool,
+    pub(crate) mmu: bool,
     /// SCTLR_EL2.WXN / HSCTLR.WXN.
-    wxn: bool,
-    tlb: Tlb,
-    /// Last abort taken.
-    last_fault: Option<MemFault>,
+    pub(crate) wxn: bool,
+    pub(crate) tlb: Tlbs,
+    /// Last abort taken (EL2's own).
+    pub(crate) last_fault: Option<MemFault>,
     /// ESR_EL2 / HSR.
-    esr: u32,
+    pub(crate) esr: u32,
     /// FAR_EL2.
-    far: u64,
+    pub(crate) far: u64,
     /// HDFAR.
-    hdfar: u32,
+    pub(crate) hdfar: u32,
     /// HIFAR.
-    hifar: u32,
-}
-
-/// A broadcast TLB invalidation waiting for a DSB of the CPU that issued it.
-#[derive(Copy, Clone, Debug)]
-enum Pending {
-    Va(u64),
-    All,
+    pub(crate) hifar: u32,
+    /// HPFAR_EL2 / HPFAR.
+    pub(crate) hpfar: u64,
+    /// VTTBR_EL2 / VTTBR.
+    pub(crate) vttbr: u64,
+    /// VTCR_EL2 / VTCR.
+    pub(crate) vtcr: u64,
+    /// HCR_EL2.VM / HCR.VM.
+    pub(crate) vm: bool,
+    /// TTBR0_EL1 / TTBR0 (an IPA).
+    pub(crate) ttbr0: u64,
+    /// SCTLR_EL1.M / SCTLR.M.
+    pub(crate) el1_mmu: bool,
+    /// Last guest abort (either stage).
+    pub(crate) last_guest_fault: Option<GuestFault>,
+    /// The registers of the last guest fill under each VMID.
+    pub(crate) vmid_ctx: IntMap<u16, GuestCtx>,
 }
 
 /// The machine model. See the crate documentation.
 #[derive(Clone)]
 pub struct Machine {
-    regime: Regime,
+    pub(crate) regime: Regime,
     pa_bits: u8,
     mair: u64,
-    mem: PhysMem,
-    cpus: Vec<Cpu>,
+    pub(crate) mem: PhysMem,
+    pub(crate) cpus: Vec<Cpu>,
     current: usize,
-    walk_cache: bool,
-    pending: Vec<(usize, Pending)>,
+    pub(crate) walk_cache: bool,
+    pending: Vec<(usize, Tlbi)>,
     /// TLB invalidations completed so far (for the BBM checker).
     tlbi_epoch: u64,
-    fill_seq: u64,
+    /// Writes of translation registers so far.
+    reg_gen: u64,
     bbm: Bbm,
-    conflicts: Vec<TlbConflict>,
-    counters: Counters,
+    pub(crate) conflicts: Vec<TlbConflict>,
+    pub(crate) counters: Counters,
 }
 
 impl fmt::Debug for Machine {
@@ -311,10 +479,134 @@ fn fault(va: u64, access: AccessKind, (kind, level): (FaultKind, u8)) -> MemFaul
     }
 }
 
+/// An abort of an EL2 access: the [`MemFault`] the [`Arch`] methods return
+/// and the real fault status.
+#[derive(Copy, Clone, Debug)]
+pub(crate) struct El2Abort {
+    pub(crate) fault: MemFault,
+    pub(crate) kind: AbortKind,
+}
+
+impl El2Abort {
+    fn new(va: u64, access: AccessKind, kind: AbortKind, level: u8) -> El2Abort {
+        let level = if kind == AbortKind::TlbConflict {
+            0
+        } else {
+            level
+        };
+        El2Abort {
+            fault: fault(va, access, (kind.fault_kind(), level)),
+            kind,
+        }
+    }
+}
+
+/// Descriptor reads from physical memory, for walks that change nothing.
+pub(crate) struct FreshPhys<'a> {
+    pub(crate) mem: &'a PhysMem,
+    /// Whether to keep the table descriptors followed in `steps`.
+    pub(crate) record: bool,
+    pub(crate) steps: Vec<TableStep>,
+}
+
+impl WalkEnv for FreshPhys<'_> {
+    fn read(&mut self, addr: u64, level: u8) -> Result<u64, WalkErr> {
+        self.mem
+            .read_u64(addr)
+            .ok_or(WalkErr::Fault(AbortKind::ExternalOnWalk, level))
+    }
+    fn on_table(&mut self, step: TableStep) {
+        if self.record {
+            self.steps.push(step);
+        }
+    }
+}
+
+/// Descriptor reads from physical memory for TLB-filling walks: the frames
+/// read are watched for changes.
+pub(crate) struct FillPhys<'a> {
+    pub(crate) mem: &'a mut PhysMem,
+    pub(crate) steps: Vec<TableStep>,
+}
+
+impl WalkEnv for FillPhys<'_> {
+    fn read(&mut self, addr: u64, level: u8) -> Result<u64, WalkErr> {
+        let v = self
+            .mem
+            .read_u64(addr)
+            .ok_or(WalkErr::Fault(AbortKind::ExternalOnWalk, level))?;
+        self.mem.watch(addr);
+        Ok(v)
+    }
+    fn on_table(&mut self, step: TableStep) {
+        self.steps.push(step);
+    }
+}
+
+/// Whether a fresh walk that agrees in size with (or faults above) a cached
+/// entry says so for every address the entry covers, so that the entry need
+/// not be checked again until something changes.
+pub(crate) fn entry_wide(e: &TlbEntry, fresh: &Result<TlbEntry, u8>) -> bool {
+    match fresh {
+        Ok(f) => f.size == e.size && !e.contiguous && !f.contiguous,
+        Err(level) => *level < e.level || (*level == e.level && !e.contiguous),
+    }
+}
+
+/// Whether a fresh walk from the root (its table steps) passed through the
+/// same table descriptor as the walk-cache entry `w`: then what the walk
+/// cache gives is what a walk gives now.
+pub(crate) fn walk_cache_agrees(steps: &[TableStep], w: Resumed) -> bool {
+    steps.iter().any(|s| s.level == w.level && s.next == w.next)
+}
+
+/// The TLB entry a leaf met by a walk of `ia` makes (for EL2 or stage 2
+/// alone). `wxn` applies to EL2 entries.
+pub(crate) fn entry_from_leaf(tag: TlbTag, wxn: bool, ia: u64, leaf: &Leaf) -> TlbEntry {
+    let size = level_size(leaf.level);
+    let (base, span, pa) = if leaf.contiguous {
+        let span = size * CONTIG_RUN;
+        let offset = ((ia >> level_shift(leaf.level)) & (CONTIG_RUN - 1)) * size;
+        (ia & !(span - 1), span, leaf.oa.wrapping_sub(offset))
+    } else {
+        (ia & !(size - 1), size, leaf.oa)
+    };
+    let x = executable(!leaf.x, leaf.w, wxn);
+    let part = StageLeaf {
+        level: leaf.level,
+        readable: leaf.r,
+        writable: leaf.w,
+        executable: x,
+        attr: leaf.attr,
+        contiguous: leaf.contiguous,
+        descriptor: leaf.desc,
+        descriptor_addr: leaf.desc_addr,
+    };
+    let stage2 = matches!(tag, TlbTag::Stage2 { .. });
+    TlbEntry {
+        tag,
+        va: Vaddr(base),
+        size: span,
+        pa: Paddr(pa),
+        level: leaf.level,
+        readable: leaf.r,
+        writable: leaf.w,
+        executable: x,
+        attr_idx: leaf.attr,
+        contiguous: leaf.contiguous,
+        descriptor: leaf.desc,
+        descriptor_pa: Paddr(leaf.desc_addr),
+        filled_from: Vaddr(ia),
+        ipa: None,
+        stage1: (!stage2).then_some(part),
+        stage2: stage2.then_some(part),
+    }
+}
+
 impl Machine {
     /// A machine with `ncpus` CPUs (at least one), no RAM, MMUs off, empty
     /// TLBs, MAIR = [`hvmm::attr::MAIR_VALUE`], CPU 0 current. An arm64
-    /// `pa_bits` is clamped to 32..=48.
+    /// `pa_bits` is clamped to 32..=48. Stage 2 is off, VTTBR and VTCR are 0.
     pub fn new(regime: Regime, ncpus: usize) -> Machine {
         let (regime, pa_bits) = match regime {
             Regime::Arm64El2 { pa_bits } => {
@@ -333,7 +625,7 @@ impl Machine {
             walk_cache: true,
             pending: Vec::new(),
             tlbi_epoch: 0,
-            fill_seq: 0,
+            reg_gen: 0,
             bbm: Bbm::default(),
             conflicts: Vec::new(),
             counters: Counters::default(),
@@ -369,6 +661,7 @@ impl Machine {
         if let Regime::Arm64El2 { .. } = self.regime {
             self.regime = Regime::Arm64El2 { pa_bits: bits };
         }
+        self.reg_gen += 1;
         Ok(())
     }
 
@@ -382,23 +675,37 @@ impl Machine {
         self.mair = mair;
     }
 
-    /// Turns the walk cache (cached table descriptors) on or off for every
-    /// CPU; it is on by default. Turning it off empties it.
+    /// Turns the walk caches (cached table descriptors, of every regime) on
+    /// or off for every CPU; they are on by default. Turning them off
+    /// empties them.
     pub fn set_walk_cache(&mut self, on: bool) {
         self.walk_cache = on;
         if !on {
             for c in &mut self.cpus {
-                c.tlb.clear_walk_cache();
+                c.tlb.clear_walk_caches();
             }
         }
     }
 
-    fn cpu_ref(&self, cpu: usize) -> Result<&Cpu, ModelError> {
+    pub(crate) fn cpu_ref(&self, cpu: usize) -> Result<&Cpu, ModelError> {
         self.cpus.get(cpu).ok_or(ModelError::NoSuchCpu(cpu))
     }
 
-    fn cpu_mut(&mut self, cpu: usize) -> Result<&mut Cpu, ModelError> {
+    pub(crate) fn cpu_mut(&mut self, cpu: usize) -> Result<&mut Cpu, ModelError> {
         self.cpus.get_mut(cpu).ok_or(ModelError::NoSuchCpu(cpu))
+    }
+
+    /// A translation register of `cpu` changed: cached entries must be
+    /// checked against fresh walks again.
+    pub(crate) fn reg_changed(&mut self) {
+        self.reg_gen += 1;
+    }
+
+    /// The translation-state generation: moves on every write to a frame
+    /// that holds translation tables and on every translation register
+    /// write.
+    pub(crate) fn gen(&self) -> u64 {
+        self.mem.gen() + self.reg_gen
     }
 
     /// Chooses the CPU that [`Arch`] calls and the VA accessors act for.
@@ -417,6 +724,7 @@ impl Machine {
     /// it does not touch the TLB.
     pub fn set_root(&mut self, cpu: usize, root: Paddr) -> Result<(), ModelError> {
         self.cpu_mut(cpu)?.root = root.0;
+        self.reg_changed();
         Ok(())
     }
 
@@ -428,6 +736,7 @@ impl Machine {
     /// Sets SCTLR_EL2.M / HSCTLR.M of `cpu`. With the MMU off, VA = PA.
     pub fn enable_mmu(&mut self, cpu: usize, on: bool) -> Result<(), ModelError> {
         self.cpu_mut(cpu)?.mmu = on;
+        self.reg_changed();
         Ok(())
     }
 
@@ -543,61 +852,41 @@ impl Machine {
     }
 
     // ----------------------------------------------------------------------
-    // The MMU
+    // The MMU (EL2 / Hyp)
     // ----------------------------------------------------------------------
 
     fn cfg(&self, cpu: usize) -> WalkCfg {
+        let arm64 = self.regime.is_arm64();
         let root = self.cpus.get(cpu).map_or(0, |c| c.root);
         WalkCfg {
-            arm64: self.regime.is_arm64(),
-            pa_bits: self.pa_bits,
+            flavor: Flavor::El2,
+            arm64,
+            // T0SZ = 16 (48-bit VA from level 0) / T0SZ = 0 (32-bit VA from
+            // a 4-entry level-1 table).
+            start_level: if arm64 { 0 } else { 1 },
+            ia_bits: self.regime.va_bits(),
+            oa_bits: self.pa_bits,
             root,
+            valid: true,
         }
     }
 
-    /// Turns a leaf met by a walk of `va` into a TLB entry.
-    fn entry_from_leaf(&self, cpu: usize, va: u64, leaf: &Leaf) -> TlbEntry {
-        let size = level_size(leaf.level);
-        // LPAE's level-1 table has 4 entries: a run of 16 cannot exist there,
-        // so the hint is ignored at that level.
-        let contiguous = leaf.contiguous && (self.regime.is_arm64() || leaf.level > 1);
-        let (base, span, pa) = if contiguous {
-            let span = size * CONTIG_RUN;
-            let offset = ((va >> level_shift(leaf.level)) & (CONTIG_RUN - 1)) * size;
-            (va & !(span - 1), span, leaf.oa.wrapping_sub(offset))
-        } else {
-            (va & !(size - 1), size, leaf.oa)
-        };
-        let wxn = self.cpus.get(cpu).is_some_and(|c| c.wxn);
-        let writable = !leaf.ro;
-        TlbEntry {
-            va: Vaddr(base),
-            size: span,
-            pa: Paddr(pa),
-            level: leaf.level,
-            writable,
-            executable: executable(leaf.xn, writable, wxn),
-            attr_idx: leaf.attr_idx,
-            contiguous,
-            descriptor: leaf.desc,
-            descriptor_pa: Paddr(leaf.desc_pa),
-            filled_from: Vaddr(va),
-        }
+    fn wxn(&self, cpu: usize) -> bool {
+        self.cpus.get(cpu).is_some_and(|c| c.wxn)
     }
 
     fn leaf_translation(&self, cpu: usize, va: u64, leaf: &Leaf) -> Translation {
-        let wxn = self.cpus.get(cpu).is_some_and(|c| c.wxn);
         let size = level_size(leaf.level);
         Translation {
             va: Vaddr(va),
             pa: Paddr(leaf.oa | (va & (size - 1))),
             level: leaf.level,
-            writable: !leaf.ro,
-            executable: executable(leaf.xn, !leaf.ro, wxn),
-            attr_idx: leaf.attr_idx,
-            contiguous: leaf.contiguous,
+            writable: leaf.w,
+            executable: executable(!leaf.x, leaf.w, self.wxn(cpu)),
+            attr_idx: leaf.attr,
+            contiguous: leaf.desc & CONTIGUOUS != 0,
             descriptor: leaf.desc,
-            descriptor_pa: Paddr(leaf.desc_pa),
+            descriptor_pa: Paddr(leaf.desc_addr),
         }
     }
 
@@ -615,96 +904,223 @@ impl Machine {
         }
     }
 
+    fn fresh_walk_el2(&self, cpu: usize, va: u64) -> Result<Leaf, (AbortKind, u8)> {
+        let cfg = self.cfg(cpu);
+        let mut env = FreshPhys {
+            mem: &self.mem,
+            record: false,
+            steps: Vec::new(),
+        };
+        walk(&cfg, &mut env, va, None).map_err(walk_err)
+    }
+
     /// A walk of the tables in memory, as they are now, for `va` on `cpu`
     /// (its root register and WXN): no TLB, no walk cache, no counters,
     /// whether or not the MMU is on (a CPU that does not exist has root 0).
     pub fn walk(&self, cpu: usize, va: Vaddr) -> Result<Translation, MemFault> {
-        let cfg = self.cfg(cpu);
-        walk(&cfg, &self.mem, va.0, None, &mut |_| {})
+        self.fresh_walk_el2(cpu, va.0)
             .map(|leaf| self.leaf_translation(cpu, va.0, &leaf))
-            .map_err(|f| fault(va.0, AccessKind::Read, f))
+            .map_err(|(k, l)| fault(va.0, AccessKind::Read, (k.fault_kind(), l)))
+    }
+
+    /// Caches `e` in `cpu`'s TLB under `e.tag`, unless an entry of another
+    /// size covers an address `e` covers: then the conflicts are recorded
+    /// and `Err` returned (a TLB conflict abort).
+    pub(crate) fn insert_or_conflict(
+        &mut self,
+        cpu: usize,
+        ia: u64,
+        e: TlbEntry,
+        gen: u64,
+    ) -> Result<(), ()> {
+        let Some(c) = self.cpus.get_mut(cpu) else {
+            return Ok(());
+        };
+        let tlb = c.tlb.get_mut(e.tag);
+        let over = tlb.overlaps(&e);
+        if over.is_empty() {
+            tlb.insert(e, gen);
+            return Ok(());
+        }
+        self.counters.tlb_conflict_aborts += 1;
+        self.conflicts
+            .extend(over.into_iter().map(|existing| TlbConflict {
+                cpu,
+                va: Vaddr(ia),
+                existing,
+                new: e,
+            }));
+        Err(())
+    }
+
+    /// Records a conflict between a cached entry and the entry a walk would
+    /// make now for `ia` (found on a TLB hit).
+    pub(crate) fn hit_conflict(&mut self, cpu: usize, ia: u64, existing: TlbEntry, new: TlbEntry) {
+        self.counters.tlb_conflict_aborts += 1;
+        self.conflicts.push(TlbConflict {
+            cpu,
+            va: Vaddr(ia),
+            existing,
+            new,
+        });
+    }
+
+    /// Marks `e` as agreeing with the tables at `gen`.
+    pub(crate) fn mark_checked(&mut self, cpu: usize, e: &TlbEntry, gen: u64) {
+        if let Some(c) = self.cpus.get_mut(cpu) {
+            c.tlb.get_mut(e.tag).set_checked(e, gen);
+        }
     }
 
     /// Translates `va` for `access` on `cpu` as a load, store or fetch
     /// would: through the TLB (filling it on a miss), then the permission
     /// check. Returns the PA; does not record the fault.
-    fn mmu(&mut self, cpu: usize, va: u64, access: AccessKind) -> Result<u64, MemFault> {
+    ///
+    /// A hit on an entry made before the tables or the root register last
+    /// changed is checked against a fresh walk: the TLB may at any time also
+    /// hold what a walk gives now (speculative walks), so if that has
+    /// another size the access takes a TLB conflict abort.
+    pub(crate) fn mmu(&mut self, cpu: usize, va: u64, access: AccessKind) -> Result<u64, El2Abort> {
         let Some(c) = self.cpus.get(cpu) else {
-            return Err(fault(va, access, (FaultKind::Translation, 0)));
+            return Err(El2Abort::new(va, access, AbortKind::Translation, 0));
         };
         if !c.mmu {
             if va >> self.pa_bits != 0 {
-                return Err(fault(va, access, (FaultKind::AddressSize, 0)));
+                return Err(El2Abort::new(va, access, AbortKind::AddressSize, 0));
             }
             return Ok(va);
         }
-        let entry = match c.tlb.lookup(va) {
-            Some(e) => {
+        let gen = self.gen();
+        let entry = match c.tlb.el2.lookup(va).map(|(e, g)| (*e, g)) {
+            Some((e, checked)) => {
                 self.counters.tlb_hits += 1;
+                if checked != gen {
+                    self.counters.conflict_checks += 1;
+                    let fresh = self
+                        .fresh_walk_el2(cpu, va)
+                        .map(|leaf| entry_from_leaf(TlbTag::El2, self.wxn(cpu), va, &leaf))
+                        .map_err(|(_, l)| l);
+                    if let Ok(f) = fresh {
+                        if f.size != e.size {
+                            self.hit_conflict(cpu, va, e, f);
+                            return Err(El2Abort::new(va, access, AbortKind::TlbConflict, 0));
+                        }
+                    }
+                    if entry_wide(&e, &fresh) {
+                        self.mark_checked(cpu, &e, gen);
+                    }
+                }
                 e
             }
             None => {
                 self.counters.tlb_misses += 1;
                 self.counters.walks += 1;
-                let leaf = self
-                    .walk_for_fill(cpu, va)
-                    .map_err(|f| fault(va, access, f))?;
-                let e = self.entry_from_leaf(cpu, va, &leaf);
-                self.fill_seq += 1;
-                let seq = self.fill_seq;
-                if let Some(c) = self.cpus.get_mut(cpu) {
-                    let overlaps = c.tlb.insert(seq, e);
-                    self.conflicts
-                        .extend(overlaps.into_iter().map(|existing| TlbConflict {
-                            cpu,
-                            existing,
-                            new: e,
-                        }));
+                let (r, resumed) = self.walk_for_fill(cpu, va, gen);
+                let leaf = r.map_err(|(k, l)| El2Abort::new(va, access, k, l))?;
+                let e = entry_from_leaf(TlbTag::El2, self.wxn(cpu), va, &leaf);
+                let stale_resume = resumed.filter(|w| w.gen != gen);
+                if let Some(w) = stale_resume {
+                    // The walk cache may be stale: the TLB may as well hold
+                    // what a walk from the root gives.
+                    self.counters.conflict_checks += 1;
+                    let mut env = FreshPhys {
+                        mem: &self.mem,
+                        record: true,
+                        steps: Vec::new(),
+                    };
+                    let fresh = walk(&self.cfg(cpu), &mut env, va, None);
+                    if walk_cache_agrees(&env.steps, w) {
+                        if let Some(c) = self.cpus.get_mut(cpu) {
+                            c.tlb.el2.walk_refresh(va, w.level, gen);
+                        }
+                    } else if let Ok(fl) = fresh {
+                        let f = entry_from_leaf(TlbTag::El2, self.wxn(cpu), va, &fl);
+                        if f.size != e.size {
+                            self.hit_conflict(cpu, va, e, f);
+                            return Err(El2Abort::new(va, access, AbortKind::TlbConflict, 0));
+                        }
+                    }
+                }
+                if self.insert_or_conflict(cpu, va, e, gen).is_err() {
+                    return Err(El2Abort::new(va, access, AbortKind::TlbConflict, 0));
                 }
                 e
             }
         };
-        let denied = match access {
-            AccessKind::Read => false,
-            AccessKind::Write => !entry.writable,
-            AccessKind::Exec => !entry.executable,
-        };
-        if denied {
-            return Err(fault(va, access, (FaultKind::Permission, entry.level)));
+        if let Some(p) = entry.stage1 {
+            if !p.allows(access) {
+                return Err(El2Abort::new(va, access, AbortKind::Permission, p.level));
+            }
         }
         Ok(entry.pa_of(Vaddr(va)).0)
     }
 
     /// A TLB-filling walk: may start from, and adds to, the walk cache.
-    fn walk_for_fill(&mut self, cpu: usize, va: u64) -> Result<Leaf, (FaultKind, u8)> {
+    /// Also returns the walk-cache entry it resumed from.
+    #[allow(clippy::type_complexity)]
+    fn walk_for_fill(
+        &mut self,
+        cpu: usize,
+        va: u64,
+        gen: u64,
+    ) -> (Result<Leaf, (AbortKind, u8)>, Option<Resumed>) {
         let cfg = self.cfg(cpu);
-        let use_wc = self.walk_cache && va >> cfg.va_bits() == 0;
-        let resume = match self.cpus.get(cpu) {
-            Some(c) if use_wc => c.tlb.walk_lookup(va, cfg.start_level()),
+        let use_wc = self.walk_cache && va >> cfg.ia_bits == 0;
+        let resumed = match self.cpus.get(cpu) {
+            Some(c) if use_wc => c.tlb.el2.walk_lookup(va, cfg.start_level),
             _ => None,
         };
-        let mut steps: Vec<TableStep> = Vec::new();
-        let r = walk(&cfg, &self.mem, va, resume, &mut |s| steps.push(s));
+        let mut env = FillPhys {
+            mem: &mut self.mem,
+            steps: Vec::new(),
+        };
+        let r = walk(&cfg, &mut env, va, resumed.map(|w| w.next));
+        let steps = env.steps;
         if use_wc {
             if let Some(c) = self.cpus.get_mut(cpu) {
                 for s in steps {
-                    c.tlb.walk_insert(s);
+                    c.tlb.el2.walk_insert(s, gen);
                 }
             }
         }
-        r
+        (r.map_err(walk_err), resumed)
     }
 
-    fn record_fault(&mut self, cpu: usize, f: MemFault) {
+    fn record_fault(&mut self, cpu: usize, a: El2Abort) {
         self.counters.faults += 1;
+        let f = a.fault;
         if let Some(c) = self.cpus.get_mut(cpu) {
             c.last_fault = Some(f);
-            c.esr = f.syndrome();
+            c.esr = el2_syndrome(&f, a.kind);
             c.far = f.va.0;
             if f.access == AccessKind::Exec {
                 c.hifar = f.va.0 as u32;
             } else {
                 c.hdfar = f.va.0 as u32;
+            }
+        }
+    }
+
+    /// Records a guest abort: in the EL2 fault registers if it is taken to
+    /// EL2, and as the CPU's last guest fault.
+    pub(crate) fn record_guest_fault(&mut self, cpu: usize, f: GuestFault) {
+        self.counters.guest_faults += 1;
+        if f.to_el2() {
+            self.counters.faults += 1;
+        }
+        if let Some(c) = self.cpus.get_mut(cpu) {
+            c.last_guest_fault = Some(f);
+            if f.to_el2() {
+                c.esr = f.esr();
+                c.far = f.va.0;
+                if f.access == AccessKind::Exec {
+                    c.hifar = f.va.0 as u32;
+                } else {
+                    c.hdfar = f.va.0 as u32;
+                }
+                if f.ipa.is_some() {
+                    c.hpfar = f.hpfar();
+                }
             }
         }
     }
@@ -725,18 +1141,18 @@ impl Machine {
             let r = (|| {
                 let at = va
                     .checked_add(done as u64)
-                    .ok_or_else(|| fault(va, access, (FaultKind::Translation, 0)))?;
+                    .ok_or_else(|| El2Abort::new(va, access, AbortKind::Translation, 0))?;
                 let n = (FRAME - (at as usize & (FRAME - 1))).min(len - done);
                 let pa = self.mmu(cpu, at, access)?;
                 f(&mut self.mem, pa, done, n)
-                    .map_err(|_| fault(at, access, (FaultKind::External, 0)))?;
+                    .map_err(|_| El2Abort::new(at, access, AbortKind::External, 0))?;
                 Ok(n)
             })();
             match r {
                 Ok(n) => done += n,
                 Err(e) => {
                     self.record_fault(cpu, e);
-                    return Err(e);
+                    return Err(e.fault);
                 }
             }
         }
@@ -784,18 +1200,23 @@ impl Machine {
     /// an access would (recording a fault), without accessing memory.
     pub fn access(&mut self, va: Vaddr, access: AccessKind) -> Result<Paddr, MemFault> {
         let cpu = self.current;
-        self.mmu(cpu, va.0, access)
-            .map(Paddr)
-            .inspect_err(|&e| self.record_fault(cpu, e))
+        match self.mmu(cpu, va.0, access) {
+            Ok(pa) => Ok(Paddr(pa)),
+            Err(e) => {
+                self.record_fault(cpu, e);
+                Err(e.fault)
+            }
+        }
     }
 
     /// Prefetches the translation of `va` into `cpu`'s TLB (a read
-    /// translation, like `PRFM`: faults are returned, not recorded).
+    /// translation, like `PRFM`: faults, TLB conflicts included, are
+    /// returned, not recorded in the fault registers).
     pub fn touch(&mut self, cpu: usize, va: Vaddr) -> Result<Paddr, ModelError> {
         self.cpu_ref(cpu)?;
         self.mmu(cpu, va.0, AccessKind::Read)
             .map(Paddr)
-            .map_err(ModelError::Fault)
+            .map_err(|e| ModelError::Fault(e.fault))
     }
 
     /// [`Machine::touch`]es every page of `[va, va + len)` on `cpu`; returns
@@ -853,7 +1274,7 @@ impl Machine {
     // TLB maintenance and inspection
     // ----------------------------------------------------------------------
 
-    fn apply(&mut self, target: Option<usize>, op: Pending) {
+    fn apply(&mut self, target: Option<usize>, op: Tlbi) {
         let arm32 = !self.regime.is_arm64();
         for (i, c) in self.cpus.iter_mut().enumerate() {
             if target.is_some_and(|t| t != i) {
@@ -861,11 +1282,25 @@ impl Machine {
             }
             match op {
                 // TLBIMVAH takes a 32-bit MVA: wider addresses are truncated.
-                Pending::Va(va) => c
-                    .tlb
-                    .invalidate_va(if arm32 { va & 0xffff_ffff } else { va }),
-                Pending::All => c.tlb.invalidate_all(),
+                Tlbi::Va(va) => {
+                    c.tlb
+                        .el2
+                        .invalidate_addr(if arm32 { va.0 & 0xffff_ffff } else { va.0 })
+                }
+                Tlbi::All => c.tlb.el2.invalidate_all(),
+                Tlbi::Ipa { vmid, ipa } => {
+                    if let Some(t) = c.tlb.guest.get_mut(&TlbTag::Stage2 { vmid }) {
+                        t.invalidate_addr(ipa.0);
+                    }
+                }
+                Tlbi::GuestS1 { vmid } => c.tlb.remove(TlbTag::Stage12 { vmid }),
+                Tlbi::Vmid { vmid } => {
+                    c.tlb.remove(TlbTag::Stage2 { vmid });
+                    c.tlb.remove(TlbTag::Stage12 { vmid });
+                }
+                Tlbi::AllNonHyp => c.tlb.guest.clear(),
             }
+            c.tlb.tidy();
         }
         self.tlbi_epoch += 1;
     }
@@ -875,6 +1310,9 @@ impl Machine {
     pub fn dsb(&mut self) {
         self.counters.dsb += 1;
         let cpu = self.current;
+        if self.pending.is_empty() {
+            return;
+        }
         let (mine, rest): (Vec<_>, Vec<_>) = self.pending.drain(..).partition(|&(c, _)| c == cpu);
         self.pending = rest;
         for (_, op) in mine {
@@ -882,57 +1320,83 @@ impl Machine {
         }
     }
 
-    /// `TLBI ALLE2` / `TLBIALLH`: empties the current CPU's TLB at once.
+    /// `TLBI ALLE2` / `TLBIALLH`: empties the current CPU's EL2 TLB at once.
     pub fn tlb_flush_all_local(&mut self) {
         self.counters.tlbi_all_local += 1;
-        self.apply(Some(self.current), Pending::All);
+        self.apply(Some(self.current), Tlbi::All);
     }
 
-    /// Broadcast invalidations issued but not yet completed by a DSB, as
-    /// (issuing CPU, VA or `None` for all).
+    /// Broadcast EL2 invalidations issued but not yet completed by a DSB, as
+    /// (issuing CPU, VA or `None` for all). [`Machine::pending_tlbis`] lists
+    /// every kind.
     pub fn pending_invalidations(&self) -> Vec<(usize, Option<Vaddr>)> {
         self.pending
             .iter()
-            .map(|&(c, op)| match op {
-                Pending::Va(va) => (c, Some(Vaddr(va))),
-                Pending::All => (c, None),
+            .filter_map(|&(c, op)| match op {
+                Tlbi::Va(va) => Some((c, Some(va))),
+                Tlbi::All => Some((c, None)),
+                _ => None,
             })
             .collect()
     }
 
-    /// The leaf entries in `cpu`'s TLB (empty for a CPU that does not exist).
+    /// Every broadcast invalidation issued but not yet completed by a DSB of
+    /// its issuing CPU, as (issuing CPU, operation).
+    pub fn pending_tlbis(&self) -> Vec<(usize, Tlbi)> {
+        self.pending.clone()
+    }
+
+    /// The leaf entries in `cpu`'s TLB, of every tag, EL2 first (empty for a
+    /// CPU that does not exist).
     pub fn tlb_entries(&self, cpu: usize) -> Vec<TlbEntry> {
         self.cpus
             .get(cpu)
-            .map(|c| c.tlb.entries())
+            .map(|c| c.tlb.all().flat_map(|(_, t)| t.entries()).collect())
             .unwrap_or_default()
     }
 
-    /// The entry of `cpu`'s TLB that would translate `va`.
+    /// The EL2 entry of `cpu`'s TLB that would translate `va`.
     pub fn tlb_lookup(&self, cpu: usize, va: Vaddr) -> Option<TlbEntry> {
-        self.cpus.get(cpu).and_then(|c| c.tlb.lookup(va.0))
+        self.tlb_lookup_tagged(cpu, TlbTag::El2, va.0)
     }
 
-    /// Every entry of `cpu`'s TLB and walk cache that differs from what a
-    /// fresh walk of memory gives now: a different PA, permissions or memory
-    /// type, or a fault. Entries up to 2 MiB are checked page by page; larger
-    /// ones every 2 MiB and at the VA that filled them. One report per entry.
-    /// A CPU that does not exist has none.
+    /// The entry of `cpu`'s TLB under `tag` that would translate the input
+    /// address `ia` (a VA, or an IPA for [`TlbTag::Stage2`]).
+    pub fn tlb_lookup_tagged(&self, cpu: usize, tag: TlbTag, ia: u64) -> Option<TlbEntry> {
+        self.cpus
+            .get(cpu)
+            .and_then(|c| c.tlb.get(tag))
+            .and_then(|t| t.lookup(ia))
+            .map(|(e, _)| *e)
+    }
+
+    /// Sample addresses of an entry: page by page up to 2 MiB, else every
+    /// 2 MiB, and the address that filled it.
+    pub(crate) fn samples(e: &TlbEntry) -> impl Iterator<Item = u64> {
+        let step = if e.size <= level_size(2) {
+            FRAME as u64
+        } else {
+            level_size(2)
+        };
+        let base = e.va.0;
+        (0..e.size / step)
+            .map(move |i| base + i * step)
+            .chain([e.filled_from.0])
+    }
+
+    /// Every entry of `cpu`'s TLBs and walk caches (EL2 and guests) that
+    /// differs from what a fresh walk of memory gives now: a different PA
+    /// (and IPA), permissions or memory attributes, or a fault. Entries up
+    /// to 2 MiB are checked page by page; larger ones every 2 MiB and at the
+    /// address that filled them. One report per entry. A CPU that does not
+    /// exist has none.
     pub fn stale_tlb_entries(&self, cpu: usize) -> Vec<StaleEntry> {
         let Some(c) = self.cpus.get(cpu) else {
             return Vec::new();
         };
         let mut out = Vec::new();
-        for e in c.tlb.entries() {
-            let step = if e.size <= level_size(2) {
-                FRAME as u64
-            } else {
-                level_size(2)
-            };
-            let samples = (0..e.size / step)
-                .map(|i| e.va.0 + i * step)
-                .chain([e.filled_from.0]);
-            for va in samples {
+        for e in c.tlb.el2.entries() {
+            for va in Self::samples(&e) {
                 let cached = Self::entry_translation(va, &e);
                 let fresh = self.walk(cpu, Vaddr(va));
                 let same = matches!(&fresh, Ok(t) if t.same_effect(&cached));
@@ -949,24 +1413,28 @@ impl Machine {
             }
         }
         let cfg = self.cfg(cpu);
-        for ((level, key), w) in c.tlb.walk_entries() {
+        for ((level, key), w) in c.tlb.el2.walk_entries() {
             let va = key << level_shift(level);
-            let mut found = None;
-            let _ = walk(&cfg, &self.mem, va, None, &mut |s| {
-                if s.level == level {
-                    found = Some(s);
-                }
-            });
-            let ok = found.is_some_and(|s| s.next == w.next);
-            if !ok {
+            let mut env = FreshPhys {
+                mem: &self.mem,
+                record: true,
+                steps: Vec::new(),
+            };
+            let _ = walk(&cfg, &mut env, va, None);
+            let found = env.steps.into_iter().find(|s| s.level == level);
+            if found.is_none_or(|s| s.next != w.next) {
                 out.push(StaleEntry::Table {
                     cpu,
+                    tag: TlbTag::El2,
                     va: Vaddr(va),
                     level,
                     cached_table: Paddr(w.next.table),
                     fresh_table: found.map(|s| Paddr(s.next.table)),
                 });
             }
+        }
+        for (&tag, t) in &c.tlb.guest {
+            self.stale_guest_entries(cpu, tag, t, &mut out);
         }
         out
     }
@@ -978,7 +1446,8 @@ impl Machine {
             .collect()
     }
 
-    /// Pairs of overlapping TLB entries met so far.
+    /// The TLB conflict aborts taken so far: fills that would have left two
+    /// entries of different sizes covering one address.
     pub fn tlb_conflicts(&self) -> &[TlbConflict] {
         &self.conflicts
     }
@@ -1007,17 +1476,20 @@ impl Machine {
         self.counters = Counters::default();
     }
 
-    /// The last abort `cpu` took through the MMU, if any.
+    /// The last abort `cpu` took through its own (EL2) MMU, if any. A TLB
+    /// conflict abort is given as [`FaultKind::External`] at level 0; the
+    /// syndrome register ([`Machine::esr`]) has its real status, 0b110000.
     pub fn last_fault(&self, cpu: usize) -> Option<MemFault> {
         self.cpus.get(cpu).and_then(|c| c.last_fault)
     }
 
-    /// ESR_EL2 / HSR of `cpu` (0 before any abort).
+    /// ESR_EL2 / HSR of `cpu` (0 before any abort): the syndrome of the last
+    /// abort taken to EL2, the hypervisor's own or a guest's.
     pub fn esr(&self, cpu: usize) -> u32 {
         self.cpus.get(cpu).map_or(0, |c| c.esr)
     }
 
-    /// FAR_EL2 of `cpu`: the VA of the last abort.
+    /// FAR_EL2 of `cpu`: the VA of the last abort taken to EL2.
     pub fn far(&self, cpu: usize) -> Vaddr {
         Vaddr(self.cpus.get(cpu).map_or(0, |c| c.far))
     }
@@ -1032,12 +1504,60 @@ impl Machine {
         self.cpus.get(cpu).map_or(0, |c| c.hifar)
     }
 
-    /// Clears `cpu`'s record of the last abort.
+    /// HPFAR_EL2 / HPFAR of `cpu`: the IPA of the last stage-2 abort
+    /// ([`GuestFault::hpfar`] format).
+    pub fn hpfar(&self, cpu: usize) -> u64 {
+        self.cpus.get(cpu).map_or(0, |c| c.hpfar)
+    }
+
+    /// The last guest abort on `cpu` (either stage), if any.
+    pub fn last_guest_fault(&self, cpu: usize) -> Option<GuestFault> {
+        self.cpus.get(cpu).and_then(|c| c.last_guest_fault)
+    }
+
+    /// Clears `cpu`'s record of the last abort (EL2's and the guest's).
     pub fn clear_fault(&mut self, cpu: usize) {
         if let Some(c) = self.cpus.get_mut(cpu) {
             c.last_fault = None;
+            c.last_guest_fault = None;
             c.esr = 0;
+            c.hpfar = 0;
         }
+    }
+
+    /// The VMID a guest TLBI for `vmid` issued on the current CPU acts on:
+    /// 8 bits unless VTCR_EL2.VS gives 16 (arm64).
+    fn tlbi_vmid(&self, vmid: Vmid) -> Vmid {
+        let vs16 = self.regime.is_arm64()
+            && self
+                .cpus
+                .get(self.current)
+                .is_some_and(|c| c.vtcr & crate::stage2::VTCR_VS != 0);
+        if vs16 {
+            vmid
+        } else {
+            Vmid(vmid.0 & 0xff)
+        }
+    }
+
+    /// Queues a guest TLBI on the current CPU: arm64 `op`, arm32
+    /// `TLBIALLNSNHIS` whatever was asked.
+    fn guest_tlbi(&mut self, op: Tlbi) {
+        let op = if self.regime.is_arm64() {
+            op
+        } else {
+            Tlbi::AllNonHyp
+        };
+        self.pending.push((self.current, op));
+    }
+}
+
+/// A walk's fault as (kind, level); a stage-2 fault of a guest's stage-1
+/// walk keeps its own kind and level.
+pub(crate) fn walk_err(e: WalkErr) -> (AbortKind, u8) {
+    match e {
+        WalkErr::Fault(k, l) => (k, l),
+        WalkErr::S2(g) => (g.kind, g.level),
     }
 }
 
@@ -1063,9 +1583,9 @@ impl Arch for Machine {
             match old {
                 Some(old) if self.mem.write(pa.0, &val.to_le_bytes()).is_ok() => old,
                 _ => {
-                    let f = fault(va.0, AccessKind::Write, (FaultKind::External, 0));
+                    let f = El2Abort::new(va.0, AccessKind::Write, AbortKind::External, 0);
                     self.record_fault(cpu, f);
-                    return Err(f);
+                    return Err(f.fault);
                 }
             }
         } else {
@@ -1090,28 +1610,49 @@ impl Arch for Machine {
 
     fn tlb_flush_va(&mut self, va: Vaddr) {
         self.counters.tlbi_va += 1;
-        self.pending.push((self.current, Pending::Va(va.0)));
+        self.pending.push((self.current, Tlbi::Va(va)));
     }
 
     fn tlb_flush_va_local(&mut self, va: Vaddr) {
         self.counters.tlbi_va_local += 1;
-        self.apply(Some(self.current), Pending::Va(va.0));
+        self.apply(Some(self.current), Tlbi::Va(va));
         self.counters.dsb += 1;
         self.counters.isb += 1;
     }
 
     fn tlb_flush_all(&mut self) {
         self.counters.tlbi_all += 1;
-        self.pending.push((self.current, Pending::All));
+        self.pending.push((self.current, Tlbi::All));
     }
 
-    // The model has no stage-2 translation yet: nothing of a guest's is
-    // ever cached, so these complete at once.
-    fn tlb_flush_ipa(&mut self, _vmid: hvmm::Vmid, _ipa: u64) {}
+    /// `TLBI IPAS2E1IS` (the IPA's bits `[47:12]`, under the VMID as the
+    /// current CPU's VTCR_EL2.VS sizes it); arm32 `TLBIALLNSNHIS`.
+    fn tlb_flush_ipa(&mut self, vmid: Vmid, ipa: u64) {
+        self.counters.tlbi_ipa += 1;
+        let op = Tlbi::Ipa {
+            vmid: self.tlbi_vmid(vmid),
+            ipa: Ipa(ipa & 0x0000_ffff_ffff_f000),
+        };
+        self.guest_tlbi(op);
+    }
 
-    fn tlb_flush_guest_s1(&mut self, _vmid: hvmm::Vmid) {}
+    /// `TLBI VMALLE1IS`; arm32 `TLBIALLNSNHIS`.
+    fn tlb_flush_guest_s1(&mut self, vmid: Vmid) {
+        self.counters.tlbi_guest_s1 += 1;
+        let op = Tlbi::GuestS1 {
+            vmid: self.tlbi_vmid(vmid),
+        };
+        self.guest_tlbi(op);
+    }
 
-    fn tlb_flush_vmid(&mut self, _vmid: hvmm::Vmid) {}
+    /// `TLBI VMALLS12E1IS`; arm32 `TLBIALLNSNHIS`.
+    fn tlb_flush_vmid(&mut self, vmid: Vmid) {
+        self.counters.tlbi_vmid += 1;
+        let op = Tlbi::Vmid {
+            vmid: self.tlbi_vmid(vmid),
+        };
+        self.guest_tlbi(op);
+    }
 
     fn tlb_sync(&mut self) {
         self.counters.tlb_syncs += 1;

@@ -1,7 +1,40 @@
 //! Sparse physical memory: declared RAM regions whose 4 KiB frames
 //! materialise, zeroed, on first write.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::hash::{BuildHasherDefault, Hasher};
+
+/// A hasher for the model's integer keys (frame numbers, table keys): a
+/// multiply-rotate mix, much cheaper than SipHash in debug builds, where the
+/// model's maps are its hottest code. Keys are not attacker-controlled.
+#[derive(Default, Clone, Copy)]
+pub(crate) struct IntHasher(u64);
+
+impl Hasher for IntHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.write_u64(u64::from(b));
+        }
+    }
+    fn write_u8(&mut self, n: u8) {
+        self.write_u64(u64::from(n));
+    }
+    fn write_u16(&mut self, n: u16) {
+        self.write_u64(u64::from(n));
+    }
+    fn write_u64(&mut self, n: u64) {
+        let h = (self.0.rotate_left(23) ^ n).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        self.0 = h ^ (h >> 32);
+    }
+}
+
+/// A `HashMap` with [`IntHasher`].
+pub(crate) type IntMap<K, V> = HashMap<K, V, BuildHasherDefault<IntHasher>>;
+/// A `HashSet` with [`IntHasher`].
+pub(crate) type IntSet<K> = HashSet<K, BuildHasherDefault<IntHasher>>;
 
 /// Bytes in a frame.
 pub(crate) const FRAME: usize = 4096;
@@ -18,9 +51,14 @@ const FRAME_U64: u64 = FRAME as u64;
 #[derive(Clone, Default)]
 pub(crate) struct PhysMem {
     /// Materialised frames, by frame number.
-    frames: HashMap<u64, Box<[u8; FRAME]>>,
+    frames: IntMap<u64, Box<[u8; FRAME]>>,
     /// Declared RAM, as `[base, end)` byte ranges, page aligned.
     ram: Vec<(u64, u64)>,
+    /// Frames a TLB-filling walk has read descriptors from.
+    watched: IntSet<u64>,
+    /// Writes to watched frames so far: cached translations may differ from
+    /// the tables in memory only if it moved since they were checked.
+    gen: u64,
 }
 
 impl PhysMem {
@@ -32,6 +70,16 @@ impl PhysMem {
     /// Declared RAM regions as `(base, end)`.
     pub(crate) fn ram(&self) -> &[(u64, u64)] {
         &self.ram
+    }
+
+    /// Remembers that the frame holding `pa` holds translation tables.
+    pub(crate) fn watch(&mut self, pa: u64) {
+        self.watched.insert(pa >> FRAME_SHIFT);
+    }
+
+    /// How many writes have touched watched frames.
+    pub(crate) fn gen(&self) -> u64 {
+        self.gen
     }
 
     /// Number of frames holding data.
@@ -93,6 +141,9 @@ impl PhysMem {
             let n = (FRAME - off).min(data.len() - done);
             let chunk = &data[done..done + n];
             let key = at >> FRAME_SHIFT;
+            if self.watched.contains(&key) {
+                self.gen += 1;
+            }
             if let Some(f) = self.frames.get_mut(&key) {
                 f[off..off + n].copy_from_slice(chunk);
             } else if chunk.iter().any(|&b| b != 0) {

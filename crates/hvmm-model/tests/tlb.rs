@@ -3,7 +3,7 @@
 mod common;
 use common::*;
 use hvmm::{AccessKind, Arch, FaultKind, Paddr, Vaddr};
-use hvmm_model::StaleEntry;
+use hvmm_model::{ModelError, StaleEntry};
 
 /// Changes L3[7] from DATA to DATA + 0x1000 through the MMU, as the engine
 /// would, but without any TLB maintenance.
@@ -190,10 +190,31 @@ fn replacing_a_table_by_a_block_without_bbm_makes_a_tlb_conflict() {
     // L2[0] (which holds the L3 table) becomes a 2 MiB block directly.
     m.set_walk_cache(false);
     set(&mut m, L2, 0, block(0x4000_0000));
-    m.touch(0, l3_va(8)).unwrap();
+    // The fill of the 2 MiB entry would leave it next to the 4 KiB one of
+    // page 7. This used to be recorded with the new entry used ("the most
+    // recent wins"); it is now a TLB conflict abort, and no entry is made.
+    let r = m.touch(0, l3_va(8));
+    assert!(
+        matches!(r, Err(ModelError::Fault(f)) if f.kind == FaultKind::External),
+        "{r:?}"
+    );
     let c = m.tlb_conflicts();
     assert_eq!(c.len(), 1);
     assert_eq!((c[0].existing.size, c[0].new.size), (0x1000, 0x20_0000));
+    assert_eq!(c[0].va, l3_va(8));
+    assert!(m.tlb_lookup(0, l3_va(8)).is_none());
+    // An access (not a prefetch) records it: DFSC 0b110000, FAR the VA.
+    let f = m.read_u64(l3_va(9)).unwrap_err();
+    assert_eq!((f.kind, f.level), (FaultKind::External, 0));
+    assert_eq!((ec(m.esr(0)), fsc(m.esr(0))), (0x25, 0x30));
+    assert_eq!(m.far(0), l3_va(9));
+    // The cached page 7 itself is now a conflict too: a walk gives 2 MiB.
+    assert!(m.read_u64(l3_va(7)).is_err());
+    assert_eq!(m.tlb_conflicts().len(), 3);
+    // Invalidating the VA clears the old entry; the block is then usable.
+    m.tlb_flush_va(l3_va(7));
+    m.tlb_sync();
+    assert!(m.read_u64(l3_va(8)).is_ok());
 }
 
 #[test]

@@ -2,8 +2,8 @@
 //! numbers from the Arm ARM, not taken from hvmm.
 #![allow(dead_code)]
 
-use hvmm::{Paddr, Vaddr};
-use hvmm_model::{Machine, Regime};
+use hvmm::{Paddr, Vaddr, Vmid};
+use hvmm_model::{Machine, Regime, Stage2};
 
 /// bits[1:0] = 0b11: table (levels 0-2) or page (level 3).
 pub const TABLE: u64 = 0b11;
@@ -118,4 +118,141 @@ pub fn wnr(esr: u32) -> bool {
 /// Fault status code of a syndrome.
 pub fn fsc(esr: u32) -> u32 {
     esr & 0x3f
+}
+
+// ---- stage 2 and the guest's stage 1 -------------------------------------
+// Stage-2 leaf bits from the Arm ARM: S2AP[7:6] (bit 6 read, bit 7 write),
+// MemAttr[5:2], XN[54]; table descriptors are the same as at stage 1.
+
+pub const S2_READ: u64 = 1 << 6;
+pub const S2_WRITE: u64 = 1 << 7;
+pub const S2_RW: u64 = S2_READ | S2_WRITE;
+/// MemAttr = 0b1111: Normal, outer and inner write-back.
+pub const MEMATTR_WB: u64 = 0b1111 << 2;
+/// MemAttr = 0b0001: Device-nGnRE.
+pub const MEMATTR_DEV: u64 = 0b0001 << 2;
+/// PXN (bit 53): not executable at EL1 (the guest's stage 1).
+pub const PXN: u64 = 1 << 53;
+/// NS (bit 5) of a stage-1 descriptor.
+pub const NS: u64 = 1 << 5;
+
+pub fn s2_page(pa: u64) -> u64 {
+    pa | PAGE | AF | SH | MEMATTR_WB | S2_RW
+}
+pub fn s2_block(pa: u64) -> u64 {
+    pa | BLOCK | AF | SH | MEMATTR_WB | S2_RW
+}
+
+/// A bump allocator of (zero) table frames, aligned to their size.
+pub struct Frames {
+    pub next: u64,
+}
+
+impl Frames {
+    pub fn take(&mut self, pages: u64) -> u64 {
+        let size = pages * 0x1000;
+        let at = (self.next + size - 1) & !(size - 1);
+        self.next = at + size;
+        at
+    }
+}
+
+pub const fn shift(level: u8) -> u32 {
+    39 - 9 * level as u32
+}
+
+/// Hand-built tables of one translation regime (addresses are PAs, or IPAs
+/// that equal PAs in the tests that use them for a guest's stage 1).
+#[derive(Copy, Clone, Debug)]
+pub struct HandTables {
+    pub root: u64,
+    pub start: u8,
+    pub ia_bits: u32,
+}
+
+impl HandTables {
+    pub fn new(frames: &mut Frames, start: u8, ia_bits: u32) -> HandTables {
+        let entries = 1u64 << (ia_bits - shift(start));
+        let root = frames.take((entries / 512).max(1));
+        HandTables {
+            root,
+            start,
+            ia_bits,
+        }
+    }
+
+    fn index(&self, ia: u64, level: u8) -> u64 {
+        let bits = if level == self.start {
+            self.ia_bits - shift(level)
+        } else {
+            9
+        };
+        (ia >> shift(level)) & ((1 << bits) - 1)
+    }
+
+    /// The address of the descriptor for `ia` at `level`, making the tables
+    /// above it (with `frames`) where there are none.
+    pub fn slot(&self, m: &mut Machine, frames: &mut Frames, ia: u64, level: u8) -> u64 {
+        let mut table = self.root;
+        for l in self.start..level {
+            let at = table + self.index(ia, l) * 8;
+            let d = m.phys_read_u64(Paddr(at)).unwrap();
+            table = if d & 3 == 3 {
+                d & 0x0000_ffff_ffff_f000
+            } else {
+                let t = frames.take(1);
+                m.phys_write_u64(Paddr(at), table_desc(t)).unwrap();
+                t
+            };
+        }
+        table + self.index(ia, level) * 8
+    }
+
+    /// Writes `leaf` for `ia` at `level`.
+    pub fn map(&self, m: &mut Machine, frames: &mut Frames, ia: u64, level: u8, leaf: u64) {
+        let at = self.slot(m, frames, ia, level);
+        m.phys_write_u64(Paddr(at), leaf).unwrap();
+    }
+}
+
+fn table_desc(pa: u64) -> u64 {
+    table(pa)
+}
+
+/// Stage-2 and guest table frames (arm64 fixture RAM).
+pub const S2_FRAMES64: u64 = 0x4200_0000;
+/// Guest data pages (arm64 fixture RAM).
+pub const GUEST_DATA64: u64 = 0x4300_0000;
+/// Stage-2 and guest table frames (arm32 fixture RAM).
+pub const S2_FRAMES32: u64 = 0x8200_0000;
+/// Guest data pages (arm32 fixture RAM).
+pub const GUEST_DATA32: u64 = 0x8300_0000;
+
+/// The arm64 fixture plus an empty stage 2 of `s` on every CPU (VMID 1,
+/// stage 2 on, the guest's stage 1 off).
+pub fn arm64_s2(ncpus: usize, s: Stage2) -> (Machine, Frames, HandTables) {
+    let mut m = arm64(ncpus);
+    let mut f = Frames { next: S2_FRAMES64 };
+    let t = HandTables::new(&mut f, s.start_level, u32::from(s.ipa_bits));
+    for cpu in 0..ncpus {
+        m.set_stage2_config(cpu, s).unwrap();
+        m.set_vttbr(cpu, Paddr(t.root), Vmid(1)).unwrap();
+        m.set_stage2(cpu, true).unwrap();
+    }
+    (m, f, t)
+}
+
+/// The arm32 fixture plus an empty 40-bit stage 2 on every CPU (VMID 1,
+/// stage 2 on, the guest's stage 1 off).
+pub fn arm32_s2(ncpus: usize) -> (Machine, Frames, HandTables) {
+    let mut m = arm32(ncpus);
+    let s = Stage2::arm32();
+    let mut f = Frames { next: S2_FRAMES32 };
+    let t = HandTables::new(&mut f, s.start_level, u32::from(s.ipa_bits));
+    for cpu in 0..ncpus {
+        m.set_stage2_config(cpu, s).unwrap();
+        m.set_vttbr(cpu, Paddr(t.root), Vmid(1)).unwrap();
+        m.set_stage2(cpu, true).unwrap();
+    }
+    (m, f, t)
 }
