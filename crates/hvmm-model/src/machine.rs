@@ -327,9 +327,11 @@ pub struct TlbConflict {
     pub cpu: usize,
     /// The input address accessed (VA, or IPA for a stage-2 lookup).
     pub va: Vaddr,
-    /// The entry already cached.
+    /// The entry already cached (for a fill through a walk-cache entry
+    /// older than the last change: the entry that fill would have made).
     pub existing: TlbEntry,
-    /// The entry the fill would have made.
+    /// The entry the fill would have made (for a hit or a walk-cache fill:
+    /// what a walk from the root gives now).
     pub new: TlbEntry,
 }
 
