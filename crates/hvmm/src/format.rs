@@ -179,8 +179,9 @@ impl<F: Format> FormatCheck<F> {
 pub trait Stage1Format: Format<Attrs = Attrs, Input = Vaddr> {}
 /// A stage-2 (guest) format.
 pub trait Stage2Format: Format<Attrs = S2Attrs, Input = Ipa> {
-    /// VMID bits the architecture gives this format's VTTBR (8 on arm32,
-    /// 16 on arm64, where more than 8 needs VTCR_EL2.VS).
+    /// VMID bits the format's [`Stage2Format::vtcr`] gives the VTTBR: 8
+    /// (arm32; arm64 without FEAT_VMID16, whose VTCR_EL2.VS this VTCR
+    /// leaves clear, so that it runs on every ARMv8.0 CPU).
     const VMID_BITS: u32;
     /// The VTCR value fields for this format: T0SZ and SL0 (and on arm64 the
     /// 4 KiB granule, inner shareable write-back walks, PS = `PA_BITS`).
@@ -273,7 +274,7 @@ impl<const IPA_BITS: u32> Format for Arm64Stage2<IPA_BITS> {
 }
 
 impl<const IPA_BITS: u32> Stage2Format for Arm64Stage2<IPA_BITS> {
-    const VMID_BITS: u32 = 16;
+    const VMID_BITS: u32 = 8;
     fn vtcr() -> u64 {
         let t0sz = u64::from(64 - IPA_BITS);
         let sl0: u64 = if Self::ROOT_LEVEL == 1 { 1 } else { 2 };
