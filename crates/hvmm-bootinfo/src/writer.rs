@@ -1,7 +1,7 @@
 //! A device-tree writer for bare metal: `no_std`, no allocation, into a
 //! buffer the caller owns.
 //!
-//! The `std`-only [`crate::builder`] (on `vm-fdt`) writes test boards; the
+//! The `std`-only `builder` module (on `vm-fdt`) writes test boards; the
 //! hypervisor itself must write a guest's tree at run time, with no heap, so
 //! this is our own: nodes and properties are appended to the structure block
 //! in the output buffer as they come, names to a strings block kept in a
