@@ -10,7 +10,7 @@
 use crate::qemu::{self, Outcome};
 use crate::{root, Arch};
 use anyhow::{bail, ensure, Context, Result};
-use object::{Object, ObjectSection, ObjectSymbol, SectionKind};
+use object::{Object, ObjectSymbol};
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
@@ -116,35 +116,7 @@ fn elf_to_raw(arch: Arch, elf: &[u8]) -> Result<(Vec<u8>, u64)> {
         "guest size {:#x} exceeds 2 MiB",
         end - start
     );
-    let mut raw: Vec<u8> = Vec::new();
-    for s in file.sections() {
-        let loadable = matches!(
-            s.kind(),
-            SectionKind::Text
-                | SectionKind::Data
-                | SectionKind::ReadOnlyData
-                | SectionKind::ReadOnlyString
-                | SectionKind::ReadOnlyDataWithRel
-        );
-        if !loadable || s.address() == 0 || s.size() == 0 || s.file_range().is_none() {
-            continue;
-        }
-        let data = s
-            .data()
-            .with_context(|| format!("reading section {:?}", s.name()))?;
-        ensure!(
-            s.address() >= start && s.address() + s.size() <= end,
-            "section {:?} outside the guest",
-            s.name()
-        );
-        let off = (s.address() - start) as usize;
-        if raw.len() < off + data.len() {
-            raw.resize(off + data.len(), 0);
-        }
-        raw[off..off + data.len()].copy_from_slice(data);
-    }
-    ensure!(!raw.is_empty(), "no loadable section in the guest");
-    raw.resize(raw.len().div_ceil(0x1000) * 0x1000, 0);
+    let raw = crate::image::sections_to_raw(&file, start, end, "guest")?;
     Ok((raw, end - start))
 }
 

@@ -109,6 +109,19 @@ pub fn elf_to_raw(elf: &[u8]) -> Result<(Vec<u8>, u64)> {
         end - start
     );
 
+    let raw = sections_to_raw(&file, start, end, "image")?;
+    Ok((raw, end - start))
+}
+
+/// The file-backed, allocated sections of `file` (everything but BSS,
+/// debug, notes and the like) laid out from `start`, each checked to lie in
+/// `[start, end)`, padded to 4 KiB. `what` names the binary in errors.
+pub fn sections_to_raw(
+    file: &object::File<'_>,
+    start: u64,
+    end: u64,
+    what: &str,
+) -> Result<Vec<u8>> {
     let mut raw: Vec<u8> = Vec::new();
     for s in file.sections() {
         if matches!(
@@ -123,18 +136,16 @@ pub fn elf_to_raw(elf: &[u8]) -> Result<(Vec<u8>, u64)> {
                 | SectionKind::OtherString
         ) || s.address() == 0
             || s.size() == 0
+            || s.file_range().is_none()
         {
             continue;
         }
-        let Some((_, _)) = s.file_range() else {
-            continue;
-        };
         let data = s
             .data()
             .with_context(|| format!("reading section {:?}", s.name()))?;
         ensure!(
             s.address() >= start && s.address() + s.size() <= end,
-            "section {:?} outside the image",
+            "section {:?} outside the {what}",
             s.name()
         );
         let off = (s.address() - start) as usize;
@@ -143,9 +154,9 @@ pub fn elf_to_raw(elf: &[u8]) -> Result<(Vec<u8>, u64)> {
         }
         raw[off..off + data.len()].copy_from_slice(data);
     }
-    ensure!(!raw.is_empty(), "no loadable section in the image");
+    ensure!(!raw.is_empty(), "no loadable section in the {what}");
     raw.resize(raw.len().div_ceil(0x1000) * 0x1000, 0);
-    Ok((raw, end - start))
+    Ok(raw)
 }
 
 fn le32(b: &[u8], off: usize) -> u32 {
