@@ -55,6 +55,11 @@ pub struct Dom0Config {
     pub pool_pages: u64,
     /// The guest's VMID.
     pub vmid: u16,
+    /// Tell the guest, on its command line, what hvmm's test guest checks:
+    /// `hvmm.probe=` (an address of the hypervisor's, not the guest's) and
+    /// `hvmm.wp=` (a page of its RAM, inside a 2 MiB block, that the
+    /// write-protect service makes read-only while it runs).
+    pub test_args: bool,
 }
 
 impl Default for Dom0Config {
@@ -63,6 +68,7 @@ impl Default for Dom0Config {
             mem: 128 << 20,
             pool_pages: 64,
             vmid: 1,
+            test_args: false,
         }
     }
 }
@@ -198,6 +204,11 @@ pub struct Dom0<S: Stage2Format> {
     pub report: UpdateReport,
     /// Its VMID.
     pub vmid: Vmid,
+    /// The page the test guest's write-protect check uses (with
+    /// [`Dom0Config::test_args`]).
+    pub wp: Option<u64>,
+    /// The address of the hypervisor's the test guest must not reach.
+    pub probe: Option<u64>,
 }
 
 impl<S: Stage2Format> Dom0<S> {
@@ -563,7 +574,28 @@ pub fn build_dom0<F: HasLayout, P: Platform>(
     };
     let top = initrd.map_or(ram.end(), |i| i.ipa);
     let dtb_ipa = (top - dt_room) & !(MIB2 - 1);
-    let bootargs = kernel_mod.bootargs;
+    // The test guest's arguments: a page in the middle of its RAM (inside a
+    // 2 MiB block) and the hypervisor image's first page.
+    let (wp, probe) = if cfg.test_args {
+        (
+            Some(ram.ipa + (ram.size / 2 & !(MIB2 - 1)) + 5 * PAGE_SIZE),
+            Some(info.image().base().0),
+        )
+    } else {
+        (None, None)
+    };
+    let mut args = ArgsBuf::default();
+    if let Some(a) = kernel_mod.bootargs {
+        let _ = fmt::Write::write_str(&mut args, a);
+    }
+    if let (Some(wp), Some(probe)) = (wp, probe) {
+        let sep = if args.len == 0 { "" } else { " " };
+        let _ = fmt::write(
+            &mut args,
+            format_args!("{sep}hvmm.probe={probe:#x} hvmm.wp={wp:#x}"),
+        );
+    }
+    let bootargs = (args.len > 0).then(|| args.as_str());
     let mut dev_ranges = [(0u64, 0u64); MAX_DEVICES];
     for (r, d) in dev_ranges.iter_mut().zip(&devices[..devices_len]) {
         *r = (d.ipa, d.size);
@@ -596,5 +628,38 @@ pub fn build_dom0<F: HasLayout, P: Platform>(
         devices_len,
         report,
         vmid,
+        wp,
+        probe,
     })
+}
+
+/// A command line built without allocation.
+struct ArgsBuf {
+    buf: [u8; 512],
+    len: usize,
+}
+
+impl Default for ArgsBuf {
+    fn default() -> Self {
+        ArgsBuf {
+            buf: [0; 512],
+            len: 0,
+        }
+    }
+}
+
+impl ArgsBuf {
+    fn as_str(&self) -> &str {
+        core::str::from_utf8(&self.buf[..self.len]).unwrap_or("")
+    }
+}
+
+impl fmt::Write for ArgsBuf {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        let end = self.len + s.len();
+        let dst = self.buf.get_mut(self.len..end).ok_or(fmt::Error)?;
+        dst.copy_from_slice(s.as_bytes());
+        self.len = end;
+        Ok(())
+    }
 }

@@ -176,3 +176,37 @@ fn without_a_kernel_module_there_is_no_dom0() {
     let msg = o.result.as_ref().expect_err("refused").error.to_string();
     assert!(msg.contains("no boot module is a kernel"), "{msg}");
 }
+
+#[test]
+fn test_arguments_name_a_page_of_its_ram_and_an_address_of_the_hypervisors() {
+    let cfg = Dom0Config {
+        test_args: true,
+        ..Dom0Config::default()
+    };
+    let o = boot(&with_dom0(ArchKind::Arm64, cfg));
+    let d = o.result.as_ref().expect("boots").dom0.expect("dom0");
+    let mut tree = vec![0u8; d.dtb.1 as usize];
+    o.machine.phys_read(d.dtb.0, &mut tree).unwrap();
+    let g = Dtb::new(&tree).unwrap();
+    let args = g
+        .find("/chosen")
+        .and_then(|c| c.property("bootargs"))
+        .and_then(|p| p.as_str())
+        .expect("bootargs")
+        .to_string();
+    let value = |key: &str| {
+        let v = args
+            .split(' ')
+            .find_map(|a| a.strip_prefix(key))
+            .unwrap_or_else(|| panic!("{key} missing from {args:?}"));
+        u64::from_str_radix(v.trim_start_matches("0x"), 16).unwrap()
+    };
+    let (wp, probe) = (value("hvmm.wp="), value("hvmm.probe="));
+    let (base, size) = (d.ram.0 .0, d.ram.1);
+    assert!(wp >= base && wp < base + size, "{wp:#x} is the guest's");
+    assert_eq!(wp % 4096, 0);
+    assert!(
+        probe < base || probe >= base + size,
+        "{probe:#x} is not the guest's"
+    );
+}
