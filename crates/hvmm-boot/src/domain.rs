@@ -578,7 +578,7 @@ pub fn build_dom0<F: HasLayout, P: Platform>(
     // 2 MiB block) and the hypervisor image's first page.
     let (wp, probe) = if cfg.test_args {
         (
-            Some(ram.ipa + (ram.size / 2 & !(MIB2 - 1)) + 5 * PAGE_SIZE),
+            Some(ram.ipa + ((ram.size / 2) & !(MIB2 - 1)) + 5 * PAGE_SIZE),
             Some(info.image().base().0),
         )
     } else {
