@@ -76,6 +76,7 @@ pub fn compare(arch: Arch, img: &Image) -> Result<usize> {
         bootargs: None,
         timeout: qemu::DEFAULT_TIMEOUT,
         modules_at: None,
+        guest: None,
     };
     let bin = match arch {
         Arch::Arm64 => "qemu-system-aarch64",

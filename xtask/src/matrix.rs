@@ -31,6 +31,7 @@ fn base(arch: Arch) -> QemuArgs {
         bootargs: None,
         timeout: DEFAULT_TIMEOUT,
         modules_at: None,
+        guest: None,
     }
 }
 
@@ -203,6 +204,41 @@ fn cases(arch: Arch) -> Vec<Case> {
         code: 0,
         expect,
     });
+
+    // Domain 0: hvmm's test guest under hvmm's stage 2 (arm64; entering a
+    // guest in HYP mode is not implemented yet). It checks its RAM, an
+    // injected abort for hvmm's memory, the UART, a live split by another
+    // CPU (write-protect) and PSCI with every vCPU, then powers off.
+    if arch == Arch::Arm64 {
+        for smp in [1, 4] {
+            let mut a = base(arch);
+            a.smp = smp;
+            a.guest = Some(crate::qemu::GuestKind::Test);
+            let mut expect: Vec<String> = [
+                "(XEN) *** LOADING DOMAIN 0 ***",
+                "hvmm: entering dom0 at IPA",
+                "hvmm-guest: ram: ok",
+                "is not dom0's: synchronous external abort injected",
+                "hvmm-guest: probe: ok",
+                "hvmm-guest: wp: ok",
+                "made read-only while the guest runs: 1 split(s)",
+                "hvmm-guest: psci: ok",
+                "hvmm-guest: PASS",
+                "hvmm: dom0 powered off (PSCI SYSTEM_OFF)",
+            ]
+            .map(String::from)
+            .to_vec();
+            if smp > 1 {
+                expect.push(format!("{} other CPU(s) started", smp - 1));
+            }
+            v.push(Case {
+                name: format!("{n} dom0 test guest smp{smp}"),
+                args: a,
+                code: 0,
+                expect,
+            });
+        }
+    }
     v
 }
 

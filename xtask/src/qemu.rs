@@ -62,6 +62,38 @@ pub struct QemuArgs {
     /// above 4 GiB) instead of after the DTB.
     #[arg(long, value_parser = parse_u64)]
     pub modules_at: Option<u64>,
+    /// Run a guest as domain 0 (`test`: hvmm's test guest, `crates/hvmm-guest`),
+    /// loaded as the kernel module; a direct boot becomes U-Boot style.
+    #[arg(long, value_enum)]
+    pub guest: Option<GuestKind>,
+}
+
+/// The guest `--guest` runs.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum GuestKind {
+    /// hvmm's test guest (`crates/hvmm-guest`): its checks, then PSCI
+    /// SYSTEM_OFF (pass) or SYSTEM_RESET (fail).
+    Test,
+}
+
+/// The modules and hvmm's bootargs of a `--guest` run.
+fn guest_modules(a: &QemuArgs) -> Result<Option<(Vec<Module>, &'static str)>> {
+    match a.guest {
+        None => Ok(None),
+        Some(GuestKind::Test) => {
+            let g = crate::guest::build(a.arch)?;
+            let data =
+                std::fs::read(&g.bin).with_context(|| format!("reading {}", g.bin.display()))?;
+            Ok(Some((
+                vec![Module {
+                    compatible: &["multiboot,kernel", "multiboot,module"],
+                    data,
+                    addr: 0,
+                }],
+                "hvmm.dom0=test",
+            )))
+        }
+    }
 }
 
 /// Parses `0x…` hexadecimal or decimal.
@@ -127,6 +159,7 @@ pub fn base_args(arch: Arch) -> QemuArgs {
         bootargs: None,
         timeout: DEFAULT_TIMEOUT,
         modules_at: None,
+        guest: None,
     }
 }
 
@@ -372,7 +405,10 @@ pub fn command(a: &QemuArgs, img: &Image) -> Result<Prepared> {
     if a.gdb {
         cmd.args(["-s", "-S"]);
     }
-    if a.loader == Loader::Direct && a.load_addr.is_none() {
+    if a.loader == Loader::Grub && a.guest.is_some() {
+        bail!("--guest with --loader grub is not supported yet: use --loader uboot (or direct)");
+    }
+    if a.loader == Loader::Direct && a.load_addr.is_none() && a.guest.is_none() {
         cmd.arg("-kernel").arg(&img.bin);
         if let Some(b) = &a.bootargs {
             cmd.arg("-append").arg(b);
@@ -424,10 +460,18 @@ pub fn command(a: &QemuArgs, img: &Image) -> Result<Prepared> {
         avoid: (load, load + img.mem_size),
     };
     let stub_addr = placer.place(0x40, 0x1000)?;
-    let mut modules = if a.loader == Loader::Uboot {
-        synth_modules()
-    } else {
-        Vec::new()
+    let guest = guest_modules(a)?;
+    let mut modules = match &guest {
+        Some((m, _)) => m
+            .iter()
+            .map(|m| Module {
+                compatible: m.compatible,
+                data: m.data.clone(),
+                addr: 0,
+            })
+            .collect(),
+        None if a.loader == Loader::Uboot => synth_modules(),
+        None => Vec::new(),
     };
     let dtb_addr = placer.place(DTB_SLOT, 0x1000)?;
     let mut mod_placer = a.modules_at.map(|at| Placer {
@@ -439,6 +483,20 @@ pub fn command(a: &QemuArgs, img: &Image) -> Result<Prepared> {
         let p = mod_placer.as_mut().unwrap_or(&mut placer);
         m.addr = p.place(m.data.len() as u64, 0x1000)?;
     }
+    let with_guest;
+    let a = match &guest {
+        Some((_, args)) => {
+            with_guest = QemuArgs {
+                bootargs: Some(match &a.bootargs {
+                    Some(b) => format!("{b} {args}"),
+                    None => (*args).to_string(),
+                }),
+                ..a.clone()
+            };
+            &with_guest
+        }
+        None => a,
+    };
     let dtb = make_dtb(a, &dir, &modules)?;
     let dtb_len = std::fs::metadata(&dtb)
         .with_context(|| format!("reading {}", dtb.display()))?

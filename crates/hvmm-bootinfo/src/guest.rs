@@ -150,7 +150,10 @@ fn copy_filtered(
     let mut keep = [(0u64, 0u64); 8];
     let mut kept = 0;
     let mut had_reg = false;
-    if let Some(reg) = node.property("reg") {
+    // A `reg` without sizes (a CPU's MPIDR under /cpus) is no address range:
+    // copied as it is.
+    let ranges = sc > 0;
+    if let Some(reg) = node.property("reg").filter(|_| ranges) {
         had_reg = true;
         for e in reg_entries(reg.value, ac, sc) {
             let (a, s) = e.map_err(|()| GuestDtError::BadReg {
@@ -167,7 +170,7 @@ fn copy_filtered(
     }
     w.begin_node(node.name)?;
     for p in node.properties() {
-        if p.name == "reg" {
+        if p.name == "reg" && ranges {
             // Entries in the parent's cells, as the host tree had them.
             let mut buf = [0u8; 8 * 16];
             let mut len = 0;

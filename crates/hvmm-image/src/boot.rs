@@ -160,7 +160,19 @@ pub fn rust_main(params: &BootParams) -> ! {
             *slot = r.map(|(b, s)| (Paddr(b), s));
         }
     }
+    // `hvmm.dom0` builds domain 0 from the boot modules after Active and
+    // runs it; `hvmm.dom0=test` also passes the test guest its arguments.
+    let dom0 = (info.has_bootarg("hvmm.dom0") || info.has_bootarg("hvmm.dom0=test")).then(|| {
+        hvmm_boot::domain::Dom0Config {
+            test_args: info.has_bootarg("hvmm.dom0=test"),
+            mem: info
+                .bootarg_number("hvmm.dom0-mem")
+                .unwrap_or(hvmm_boot::domain::Dom0Config::default().mem),
+            ..Default::default()
+        }
+    });
     let cfg = BootConfig {
+        dom0,
         firmware_reserved,
         cpus: info.n_cpus.clamp(1, crate::MAX_CPUS),
         pa_bits: <arch::Fmt as hvmm::Format>::PA_BITS,
@@ -187,20 +199,28 @@ pub fn rust_main(params: &BootParams) -> ! {
             if info.has_bootarg("hvmm.fault=active") {
                 deliberate_fault();
             }
-            if let Some(n) = info.bootarg_number("hvmm.stress") {
-                let shared = hvmm_boot::stress::Shared::new(mm);
-                if let Err(e) = crate::stress::run(shared, summary.cpus, n) {
-                    println!("(XEN) SMP stress FAILED: {e}");
-                    exit(EXIT_FAIL)
+            let mm = match info.bootarg_number("hvmm.stress") {
+                Some(n) => {
+                    let shared = hvmm_boot::stress::Shared::new(mm);
+                    if let Err(e) = crate::stress::run(shared, summary.cpus, n) {
+                        println!("(XEN) SMP stress FAILED: {e}");
+                        exit(EXIT_FAIL)
+                    }
+                    None
                 }
-            } else {
-                crate::stress::release_secondaries();
-            }
+                None => {
+                    crate::stress::release_secondaries();
+                    Some(mm)
+                }
+            };
             if !crate::stack::report() {
                 println!("hvmm: FAILED: the boot stack is nearly exhausted");
                 exit(EXIT_FAIL)
             }
             println!("hvmm: boot checks passed");
+            if let Some(mm) = mm.filter(|mm| mm.dom0.is_some()) {
+                run_dom0(mm, summary.cpus);
+            }
             exit(EXIT_OK)
         }
         Err(failed) => {
@@ -208,6 +228,19 @@ pub fn rust_main(params: &BootParams) -> ! {
             exit(EXIT_FAIL)
         }
     }
+}
+
+/// Runs domain 0 (arm64); arm32 builds and checks it but cannot enter it
+/// yet.
+#[cfg(target_arch = "aarch64")]
+fn run_dom0(mm: hvmm_boot::Mm<arch::Fmt>, cpus: usize) -> ! {
+    crate::guest::run(mm, cpus)
+}
+
+#[cfg(not(target_arch = "aarch64"))]
+fn run_dom0(_mm: hvmm_boot::Mm<arch::Fmt>, _cpus: usize) -> ! {
+    println!("hvmm: FAILED: entering a guest in HYP mode (arm32) is not implemented yet");
+    exit(EXIT_FAIL)
 }
 
 /// Pages checked by [`verify_image`], per permission.

@@ -28,6 +28,31 @@ static SECONDARY_ROOT: [AtomicU64; crate::MAX_CPUS] =
     [const { AtomicU64::new(0) }; crate::MAX_CPUS];
 /// Set by each secondary CPU when it runs on its root.
 static UP: [AtomicBool; crate::MAX_CPUS] = [const { AtomicBool::new(false) }; crate::MAX_CPUS];
+/// Each CPU's MPIDR affinity (+1; 0: no such CPU): a guest's vCPU n runs on
+/// CPU n and has its MPIDR.
+static MPIDR: [AtomicU64; crate::MAX_CPUS] = [const { AtomicU64::new(0) }; crate::MAX_CPUS];
+
+/// The CPU index whose MPIDR affinity is `mpidr`.
+#[cfg_attr(not(target_arch = "aarch64"), allow(dead_code))]
+pub fn cpu_of_mpidr(mpidr: u64) -> Option<usize> {
+    let me = arch::mpidr();
+    MPIDR[0].store(me + 1, Ordering::Relaxed);
+    let want = mpidr & hvmm_arch::regs::MPIDR_AFF_MASK;
+    MPIDR
+        .iter()
+        .position(|m| m.load(Ordering::Acquire) == want + 1)
+}
+
+/// Parks this CPU in the hypervisor: waits for events, serving what the
+/// running guest asks of it (a vCPU start, a write-protect request).
+pub fn park(cpu: usize) -> ! {
+    let _ = cpu;
+    loop {
+        #[cfg(target_arch = "aarch64")]
+        crate::guest::poll(cpu);
+        arch::wait_for_event();
+    }
+}
 
 /// Starts CPU `cpu` (MPIDR `mpidr`) with PSCI CPU_ON; it turns its MMU on
 /// with the boot tables (the identity entry is reinstalled for that), then
@@ -42,6 +67,10 @@ pub fn start_one(cpu: usize, mpidr: u64, root: hvmm::Paddr) -> Result<(), &'stat
         .map_err(|_| "the secondary entry point does not translate")?
         .pa;
     SECONDARY_ROOT[cpu].store(root.0, Ordering::Release);
+    MPIDR[cpu].store(
+        (mpidr & hvmm_arch::regs::MPIDR_AFF_MASK) + 1,
+        Ordering::Release,
+    );
 
     // The secondary turns its MMU on through the identity map of the boot
     // tables: put the head's identity entry back while it boots. This CPU
@@ -111,7 +140,5 @@ pub fn secondary_main(cpu: usize) -> ! {
     } else {
         println!("hvmm: CPU {cpu} cannot run on root {root:#x}");
     }
-    loop {
-        arch::wait_for_event();
-    }
+    park(cpu)
 }

@@ -652,9 +652,65 @@ psci_off:
 hvmm_vectors:
     .irp kind, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15
     .balign 128
+    .if \kind == 8
+    b guest_sync_entry              // a guest's trap: x0 is the guest's
+    .else
     mov x0, #\kind
     b vector_common
+    .endif
     .endr
+
+// A synchronous exception from the guest (EL1/EL0, AArch64): save its
+// x0..x30 on this CPU's stack, let Rust serve it, restore, return.
+guest_sync_entry:
+    sub sp, sp, #256
+    stp x0, x1, [sp, #0]
+    stp x2, x3, [sp, #16]
+    stp x4, x5, [sp, #32]
+    stp x6, x7, [sp, #48]
+    stp x8, x9, [sp, #64]
+    stp x10, x11, [sp, #80]
+    stp x12, x13, [sp, #96]
+    stp x14, x15, [sp, #112]
+    stp x16, x17, [sp, #128]
+    stp x18, x19, [sp, #144]
+    stp x20, x21, [sp, #160]
+    stp x22, x23, [sp, #176]
+    stp x24, x25, [sp, #192]
+    stp x26, x27, [sp, #208]
+    stp x28, x29, [sp, #224]
+    str x30, [sp, #240]
+    mov x0, sp
+    ldr x1, =hvmm_guest_sync
+    blr x1
+    mov x0, sp
+    b guest_restore
+
+// guest_eret(regs, sp): x0..x30 from regs, SP_EL2 = sp (the restore below
+// pops a frame's 256 bytes: start 256 lower), eret. Only reads follow the
+// SP change, so `regs` may lie anywhere on the abandoned stack.
+    .global guest_eret
+guest_eret:
+    sub sp, x1, #256
+guest_restore:
+    ldp x2, x3, [x0, #16]
+    ldp x4, x5, [x0, #32]
+    ldp x6, x7, [x0, #48]
+    ldp x8, x9, [x0, #64]
+    ldp x10, x11, [x0, #80]
+    ldp x12, x13, [x0, #96]
+    ldp x14, x15, [x0, #112]
+    ldp x16, x17, [x0, #128]
+    ldp x18, x19, [x0, #144]
+    ldp x20, x21, [x0, #160]
+    ldp x22, x23, [x0, #176]
+    ldp x24, x25, [x0, #192]
+    ldp x26, x27, [x0, #208]
+    ldp x28, x29, [x0, #224]
+    ldr x30, [x0, #240]
+    ldp x0, x1, [x0, #0]
+    add sp, sp, #256
+    eret
 
 vector_common:
     adr_l x1, exit_in_progress      // an exception while exiting (no
