@@ -177,18 +177,38 @@ pub fn grub_efi() -> Result<PathBuf> {
 
 /// The `grub.cfg` of a boot: hvmm as the hypervisor, three untyped modules.
 pub fn grub_cfg(bootargs: &str) -> String {
+    grub_cfg_with(
+        bootargs,
+        &[
+            ("kernel", Some("console=hvc0 root=/dev/ram0")),
+            ("initrd", None),
+            ("xsm.pol", None),
+        ],
+    )
+}
+
+/// The `grub.cfg` of a boot with these untyped modules (file name, command
+/// line), in order: the first is the kernel.
+pub fn grub_cfg_with(bootargs: &str, modules: &[(&str, Option<&str>)]) -> String {
+    let mut lines = String::new();
+    for (name, args) in modules {
+        lines.push_str(&format!("  xen_module /{name}"));
+        if let Some(a) = args {
+            lines.push_str(&format!(" {a}"));
+        }
+        lines.push('\n');
+    }
     format!(
         "set timeout=0\n\
          set default=0\n\
          menuentry 'hvmm' {{\n\
-         \x20 echo 'GRUB: loading hvmm and 3 untyped modules'\n\
+         \x20 echo 'GRUB: loading hvmm and {} untyped modules'\n\
          \x20 xen_hypervisor /hvmm.efi {bootargs}\n\
-         \x20 xen_module /kernel console=hvc0 root=/dev/ram0\n\
-         \x20 xen_module /initrd\n\
-         \x20 xen_module /xsm.pol\n\
+         {lines}\
          \x20 echo 'GRUB: booting hvmm'\n\
          \x20 boot\n\
-         }}\n"
+         }}\n",
+        modules.len()
     )
 }
 
@@ -227,13 +247,34 @@ pub fn command(a: &QemuArgs, bin: &Path) -> Result<Prepared> {
     std::fs::copy(&efi, esp.join("EFI/BOOT/BOOTAA64.EFI")).context("copying BOOTAA64.EFI")?;
     std::fs::copy(bin, esp.join("hvmm.efi")).context("copying the image")?;
     let bootargs = a.bootargs.as_deref().unwrap_or(DEFAULT_BOOTARGS);
-    write(
-        &esp.join("boot/grub/grub.cfg"),
-        grub_cfg(bootargs).as_bytes(),
-    )?;
-    let mods = qemu::synth_modules();
-    for (name, m) in ["kernel", "initrd", "xsm.pol"].iter().zip(&mods) {
-        write(&esp.join(name), &m.data)?;
+    match qemu::guest_modules(a)? {
+        // A guest: its modules, untyped, in order (kernel, then initrd).
+        Some((mods, hvmm_args)) => {
+            let names = ["kernel", "initrd"];
+            let cfg: Vec<(&str, Option<&str>)> = names
+                .iter()
+                .zip(&mods)
+                .map(|(n, m)| (*n, m.bootargs))
+                .collect();
+            let args = format!("{bootargs} {hvmm_args}");
+            write(
+                &esp.join("boot/grub/grub.cfg"),
+                grub_cfg_with(&args, &cfg).as_bytes(),
+            )?;
+            for (name, m) in names.iter().zip(&mods) {
+                write(&esp.join(name), &m.data)?;
+            }
+        }
+        None => {
+            write(
+                &esp.join("boot/grub/grub.cfg"),
+                grub_cfg(bootargs).as_bytes(),
+            )?;
+            let mods = qemu::synth_modules();
+            for (name, m) in ["kernel", "initrd", "xsm.pol"].iter().zip(&mods) {
+                write(&esp.join(name), &m.data)?;
+            }
+        }
     }
 
     let mut cmd = Command::new("qemu-system-aarch64");

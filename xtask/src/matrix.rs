@@ -238,6 +238,40 @@ fn cases(arch: Arch) -> Vec<Case> {
                 expect,
             });
         }
+        // Debian's Linux as domain 0 with xtask's initramfs, U-Boot style
+        // and through the real GRUB + UEFI (untyped `xen_module`s).
+        for (loader, smp) in [(Loader::Uboot, 1), (Loader::Uboot, 4), (Loader::Grub, 4)] {
+            let mut a = base(arch);
+            a.smp = smp;
+            a.loader = loader;
+            a.guest = Some(crate::qemu::GuestKind::Linux);
+            a.timeout = 120;
+            let mut expect: Vec<String> = [
+                "(XEN) *** LOADING DOMAIN 0 ***",
+                "(XEN) dom0: initrd at",
+                "Booting Linux on physical CPU",
+                crate::linux::INIT_LINE,
+                "hvmm: dom0 powered off (PSCI SYSTEM_OFF)",
+            ]
+            .map(String::from)
+            .to_vec();
+            expect.push(format!("smp: Brought up 1 node, {smp} CPU"));
+            v.push(Case {
+                name: format!("{n} dom0 Debian Linux {loader:?} smp{smp}"),
+                args: a,
+                code: 0,
+                expect,
+            });
+        }
+        let mut a = base(arch);
+        a.loader = Loader::Grub;
+        a.guest = Some(crate::qemu::GuestKind::Test);
+        v.push(Case {
+            name: format!("{n} dom0 test guest through GRUB smp1"),
+            args: a,
+            code: 0,
+            expect: vec!["hvmm-guest: wp: ok".into(), "hvmm-guest: PASS".into()],
+        });
     }
     v
 }

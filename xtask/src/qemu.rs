@@ -74,10 +74,16 @@ pub enum GuestKind {
     /// hvmm's test guest (`crates/hvmm-guest`): its checks, then PSCI
     /// SYSTEM_OFF (pass) or SYSTEM_RESET (fail).
     Test,
+    /// Debian's Linux with xtask's initramfs (`cargo xtask linux-assets`):
+    /// its /init prints a line and powers off.
+    Linux,
 }
 
+/// The command line Linux gets as domain 0.
+pub const LINUX_DOM0_ARGS: &str = "console=ttyAMA0 earlycon=pl011,0x9000000 panic=-1 rdinit=/init";
+
 /// The modules and hvmm's bootargs of a `--guest` run.
-fn guest_modules(a: &QemuArgs) -> Result<Option<(Vec<Module>, &'static str)>> {
+pub fn guest_modules(a: &QemuArgs) -> Result<Option<(Vec<Module>, &'static str)>> {
     match a.guest {
         None => Ok(None),
         Some(GuestKind::Test) => {
@@ -89,8 +95,31 @@ fn guest_modules(a: &QemuArgs) -> Result<Option<(Vec<Module>, &'static str)>> {
                     compatible: &["multiboot,kernel", "multiboot,module"],
                     data,
                     addr: 0,
+                    bootargs: None,
                 }],
                 "hvmm.dom0=test",
+            )))
+        }
+        Some(GuestKind::Linux) => {
+            let assets = crate::linux::assets(a.arch)?;
+            let read =
+                |p: &Path| std::fs::read(p).with_context(|| format!("reading {}", p.display()));
+            Ok(Some((
+                vec![
+                    Module {
+                        compatible: &["multiboot,kernel", "multiboot,module"],
+                        data: read(&assets.kernel)?,
+                        addr: 0,
+                        bootargs: Some(LINUX_DOM0_ARGS),
+                    },
+                    Module {
+                        compatible: &["multiboot,ramdisk", "multiboot,module"],
+                        data: read(&assets.initramfs)?,
+                        addr: 0,
+                        bootargs: None,
+                    },
+                ],
+                "hvmm.dom0",
             )))
         }
     }
@@ -276,6 +305,8 @@ pub struct Module {
     pub data: Vec<u8>,
     /// Where it is loaded.
     pub addr: u64,
+    /// Its own command line (the module node's `bootargs`): a kernel's.
+    pub bootargs: Option<&'static str>,
 }
 
 /// The typed modules of a U-Boot style boot: a (fake) dom0 kernel, a
@@ -293,16 +324,19 @@ pub fn synth_modules() -> Vec<Module> {
             compatible: &["multiboot,kernel", "multiboot,module"],
             data: kernel,
             addr: 0,
+            bootargs: None,
         },
         Module {
             compatible: &["multiboot,ramdisk", "multiboot,module"],
             data: ramdisk,
             addr: 0,
+            bootargs: None,
         },
         Module {
             compatible: &["xen,xsm-policy", "multiboot,module"],
             data: xsm,
             addr: 0,
+            bootargs: None,
         },
     ]
 }
@@ -319,8 +353,12 @@ fn chosen_fragment(bootargs: Option<&str>, modules: &[Module]) -> String {
     for m in modules {
         let compat: Vec<String> = m.compatible.iter().map(|c| dts_string(c)).collect();
         let len = m.data.len() as u64;
+        let args = m
+            .bootargs
+            .map(|b| format!("\t\t\tbootargs = {};\n", dts_string(b)))
+            .unwrap_or_default();
         s.push_str(&format!(
-            "\t\tmodule@{:x} {{\n\t\t\tcompatible = {};\n\t\t\treg = <{:#x} {:#x} {:#x} {:#x}>;\n\t\t}};\n",
+            "\t\tmodule@{:x} {{\n\t\t\tcompatible = {};\n\t\t\treg = <{:#x} {:#x} {:#x} {:#x}>;\n{args}\t\t}};\n",
             m.addr,
             compat.join(", "),
             m.addr >> 32,
@@ -405,9 +443,6 @@ pub fn command(a: &QemuArgs, img: &Image) -> Result<Prepared> {
     if a.gdb {
         cmd.args(["-s", "-S"]);
     }
-    if a.loader == Loader::Grub && a.guest.is_some() {
-        bail!("--guest with --loader grub is not supported yet: use --loader uboot (or direct)");
-    }
     if a.loader == Loader::Direct && a.load_addr.is_none() && a.guest.is_none() {
         cmd.arg("-kernel").arg(&img.bin);
         if let Some(b) = &a.bootargs {
@@ -468,6 +503,7 @@ pub fn command(a: &QemuArgs, img: &Image) -> Result<Prepared> {
                 compatible: m.compatible,
                 data: m.data.clone(),
                 addr: 0,
+                bootargs: m.bootargs,
             })
             .collect(),
         None if a.loader == Loader::Uboot => synth_modules(),

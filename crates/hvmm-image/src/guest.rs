@@ -39,6 +39,8 @@ static CPUS: AtomicU64 = AtomicU64::new(1);
 const VCPU_OFF: u8 = 0;
 const VCPU_START: u8 = 1;
 const VCPU_ON: u8 = 2;
+/// Claimed by a CPU_ON whose entry point is not published yet.
+const VCPU_CLAIMED: u8 = 3;
 static VCPU: [AtomicU8; crate::MAX_CPUS] = [const { AtomicU8::new(VCPU_OFF) }; crate::MAX_CPUS];
 static VCPU_ENTRY: [AtomicU64; crate::MAX_CPUS] = [const { AtomicU64::new(0) }; crate::MAX_CPUS];
 static VCPU_CTX: [AtomicU64; crate::MAX_CPUS] = [const { AtomicU64::new(0) }; crate::MAX_CPUS];
@@ -82,7 +84,21 @@ pub fn run(mm: Mm<Fmt>, cpus: usize) -> ! {
     );
     *MM.lock() = Some(mm);
     VCPU[0].store(VCPU_ON, Ordering::Release);
+    RUNNING.store(1, Ordering::Release);
     arch::enter_guest(0, entry, dtb, vttbr, vtcr)
+}
+
+/// Set once domain 0 runs.
+static RUNNING: AtomicU8 = AtomicU8::new(0);
+
+/// Whether parked CPU `cpu` may power off: a guest runs, its vCPU is off,
+/// and it does not serve the test guest's write-protect requests (CPU 1).
+pub fn may_power_off(cpu: usize) -> bool {
+    RUNNING.load(Ordering::Acquire) != 0
+        && VCPU
+            .get(cpu)
+            .is_some_and(|v| v.load(Ordering::Acquire) == VCPU_OFF)
+        && !(cpu == 1 && WP_PAGE.load(Ordering::Relaxed) != 0)
 }
 
 /// A parked secondary CPU's work: start its vCPU when asked (never
@@ -189,7 +205,7 @@ fn call(cpu: usize, fid: u64, a1: u64, a2: u64, a3: u64) -> u64 {
         PSCI_AFFINITY_INFO_64 | 0x8400_0004 => match crate::smp::cpu_of_mpidr(a1) {
             Some(c) => match VCPU[c].load(Ordering::Acquire) {
                 VCPU_OFF => 1,
-                VCPU_START => 2,
+                VCPU_START | VCPU_CLAIMED => 2,
                 _ => 0,
             },
             None => INVALID_PARAMETERS,
@@ -236,8 +252,10 @@ fn cpu_on(mpidr: u64, entry: u64, ctx: u64) -> u64 {
     if target >= CPUS.load(Ordering::Relaxed) as usize {
         return INVALID_PARAMETERS;
     }
+    // Claim it first: a parked CPU polling for START must never see it
+    // before the entry point and context are there.
     if VCPU[target]
-        .compare_exchange(VCPU_OFF, VCPU_START, Ordering::AcqRel, Ordering::Acquire)
+        .compare_exchange(VCPU_OFF, VCPU_CLAIMED, Ordering::AcqRel, Ordering::Acquire)
         .is_err()
     {
         return ALREADY_ON;
@@ -247,6 +265,12 @@ fn cpu_on(mpidr: u64, entry: u64, ctx: u64) -> u64 {
     // The entry and context are published before the state says START.
     VCPU[target].store(VCPU_START, Ordering::Release);
     arch::send_event();
+    // A CPU the hypervisor powered off comes back through the head.
+    if let Err(e) = crate::smp::wake(target) {
+        println!("hvmm: starting CPU {target} for dom0's vCPU failed: {e}");
+        VCPU[target].store(VCPU_OFF, Ordering::Release);
+        return INVALID_PARAMETERS;
+    }
     0
 }
 

@@ -4,6 +4,8 @@
 
 use crate::arch;
 use crate::layout;
+#[cfg(target_arch = "aarch64")]
+use core::sync::atomic::AtomicU8;
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use hvmm::{Arch, Vaddr};
 
@@ -43,15 +45,72 @@ pub fn cpu_of_mpidr(mpidr: u64) -> Option<usize> {
         .position(|m| m.load(Ordering::Acquire) == want + 1)
 }
 
-/// Parks this CPU in the hypervisor: waits for events, serving what the
-/// running guest asks of it (a vCPU start, a write-protect request).
+/// Each CPU's power state while a guest runs: running, deciding to power
+/// off (it re-checks for work after saying so), or off (PSCI CPU_OFF).
+#[cfg(target_arch = "aarch64")]
+const PHYS_RUNNING: u8 = 0;
+#[cfg(target_arch = "aarch64")]
+const PHYS_GOING_OFF: u8 = 1;
+#[cfg(target_arch = "aarch64")]
+const PHYS_OFF: u8 = 2;
+#[cfg(target_arch = "aarch64")]
+static PHYS: [AtomicU8; crate::MAX_CPUS] = [const { AtomicU8::new(PHYS_RUNNING) }; crate::MAX_CPUS];
+
+/// Parks this CPU in the hypervisor: serves what the running guest asks of
+/// it (a vCPU start, a write-protect request) and, when it has nothing left
+/// to do for the guest, powers off (PSCI CPU_OFF): a spinning CPU would take
+/// host time from the guest's CPUs on an emulator.
 pub fn park(cpu: usize) -> ! {
     let _ = cpu;
     loop {
         #[cfg(target_arch = "aarch64")]
-        crate::guest::poll(cpu);
+        {
+            crate::guest::poll(cpu);
+            if cpu != 0 && cpu < crate::MAX_CPUS && crate::guest::may_power_off(cpu) {
+                // Say so first, then look again: a waker that saw us
+                // running knows we will see its work (see `wake`).
+                PHYS[cpu].store(PHYS_GOING_OFF, Ordering::SeqCst);
+                if crate::guest::may_power_off(cpu) {
+                    UP[cpu].store(false, Ordering::SeqCst);
+                    PHYS[cpu].store(PHYS_OFF, Ordering::SeqCst);
+                    arch::psci_cpu_off();
+                }
+                PHYS[cpu].store(PHYS_RUNNING, Ordering::SeqCst);
+            }
+        }
         arch::wait_for_event();
     }
+}
+
+/// Brings CPU `cpu` back if this hypervisor powered it off (it comes up
+/// through the head and [`secondary_main`], then parks); `Ok` when it runs.
+/// Call it after publishing the work (SeqCst): a CPU still running will see
+/// it; one that powered off is waited for until PSCI says it is off, then
+/// started.
+#[cfg(target_arch = "aarch64")]
+pub fn wake(cpu: usize) -> Result<(), &'static str> {
+    if cpu >= crate::MAX_CPUS {
+        return Ok(());
+    }
+    loop {
+        match PHYS[cpu].load(Ordering::SeqCst) {
+            PHYS_RUNNING => return Ok(()),
+            PHYS_GOING_OFF => core::hint::spin_loop(),
+            _ => break,
+        }
+    }
+    let mpidr = MPIDR[cpu].load(Ordering::Acquire).wrapping_sub(1);
+    let (t0, freq) = arch::counter();
+    while arch::psci_affinity_info(mpidr) != 1 {
+        let (t, _) = arch::counter();
+        if t.wrapping_sub(t0) > freq.saturating_mul(WAIT_MS) / 1000 {
+            return Err("it did not power off");
+        }
+        core::hint::spin_loop();
+    }
+    PHYS[cpu].store(PHYS_RUNNING, Ordering::SeqCst);
+    let root = SECONDARY_ROOT[cpu].load(Ordering::Acquire);
+    start_one(cpu, mpidr, hvmm::Paddr(root))
 }
 
 /// Starts CPU `cpu` (MPIDR `mpidr`) with PSCI CPU_ON; it turns its MMU on

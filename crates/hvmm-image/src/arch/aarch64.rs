@@ -57,6 +57,23 @@ pub fn psci_cpu_on(mpidr: u64, entry: u64, context: u64) -> i32 {
     unsafe { hw_regs::smc(0xc400_0003, mpidr, entry, context) as i32 }
 }
 
+/// PSCI CPU_OFF (SMC64): this CPU stops; it restarts only by CPU_ON, at
+/// the head's secondary entry.
+pub fn psci_cpu_off() -> ! {
+    // SAFETY: the CPU powers off; nothing of it is used any more.
+    unsafe { hw_regs::smc(0x8400_0002, 0, 0, 0) };
+    loop {
+        wait_for_event();
+    }
+}
+
+/// PSCI AFFINITY_INFO (SMC64) of `mpidr` at level 0: 0 on, 1 off, 2 on
+/// pending.
+pub fn psci_affinity_info(mpidr: u64) -> i64 {
+    // SAFETY: a PSCI query; it changes nothing.
+    unsafe { hw_regs::smc(0xc400_0004, mpidr, 0, 0) as i64 }
+}
+
 /// Waits for an event (parked CPUs).
 pub fn wait_for_event() {
     // SAFETY: WFE only pauses this CPU.
