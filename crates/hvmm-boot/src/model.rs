@@ -245,6 +245,9 @@ pub struct Outcome {
     pub bbm: Vec<BbmViolation>,
     /// The SMP stress after the boot, if the scenario asked for one.
     pub stress: Option<Result<StressReport, crate::stress::StressError>>,
+    /// Domain 0 checked by two-stage translation on the model (AT S12E1R
+    /// with its stage 2 live on CPU 0): the pages checked, or what was wrong.
+    pub dom0_two_stage: Option<Result<u64, String>>,
 }
 
 /// What an SMP stress run did.
@@ -270,7 +273,63 @@ impl Outcome {
             && self.stale.is_empty()
             && self.bbm.is_empty()
             && !matches!(self.stress, Some(Err(_)))
+            && !matches!(self.dom0_two_stage, Some(Err(_)))
     }
+}
+
+/// Makes domain 0's stage 2 live on CPU 0 of the model (VTCR, VTTBR,
+/// HCR.VM) and checks every guest region by two-stage translation of a
+/// guest access with its own stage 1 off (the model's AT S12E1R): RAM and
+/// its contents IPA == PA, normal write-back and writable; devices IPA ==
+/// PA as Device-nGnRE; the hypervisor's image a stage-2 fault.
+fn check_dom0_two_stage<F: HasLayout>(
+    m: &mut Machine,
+    mm: &crate::Mm<F>,
+) -> Option<Result<u64, String>> {
+    use hvmm::{Format, Stage2Format};
+    let d = mm.dom0.as_ref()?;
+    let run = |m: &mut Machine| -> Result<u64, String> {
+        m.set_vtcr(0, <F::Guest as Stage2Format>::vtcr())
+            .map_err(|e| format!("the model refuses dom0's VTCR: {e}"))?;
+        m.set_vttbr(0, d.p2m.root().paddr(), d.vmid)
+            .map_err(|e| format!("{e}"))?;
+        m.set_stage2(0, true).map_err(|e| format!("{e}"))?;
+        let mut n = 0u64;
+        let mut check = |m: &mut Machine, ipa: u64, write: bool| -> Result<(), String> {
+            let t = m
+                .at_s12e1(0, Vaddr(ipa), write)
+                .map_err(|f| format!("IPA {ipa:#x} faults: {f:?}"))?;
+            if t.pa != Paddr(ipa) {
+                return Err(format!("IPA {ipa:#x} translates to {}", t.pa));
+            }
+            n += 1;
+            Ok(())
+        };
+        let step = (d.ram.size / 64).max(4096) & !4095;
+        let mut at = d.ram.ipa;
+        while at < d.ram.ipa + d.ram.size {
+            check(m, at, true)?;
+            at += step;
+        }
+        for pl in [d.kernel, d.dtb].into_iter().chain(d.initrd) {
+            check(m, pl.ipa & !4095, true)?;
+            check(m, (pl.ipa + pl.size - 1) & !4095, true)?;
+        }
+        for dev in d.devices() {
+            check(m, dev.ipa, true)?;
+        }
+        if let Some(probe) = d.probe.or(Some(0)) {
+            if probe != 0 && m.at_s12e1(0, Vaddr(probe), false).is_ok() {
+                return Err(format!(
+                    "the hypervisor's {probe:#x} translates for the guest"
+                ));
+            }
+        }
+        let _ = <F::Guest as Format>::NAME;
+        m.set_stage2(0, false).map_err(|e| format!("{e}"))?;
+        Ok(n)
+    };
+    Some(run(m))
 }
 
 /// Runs the SMP stress on the model: the CPUs take turns, one [`step`]
@@ -539,6 +598,7 @@ fn run_arch<F: HasLayout>(s: &Scenario, regime: Regime) -> Result<Outcome, Scena
             placement,
             stale: Vec::new(),
             bbm: Vec::new(),
+            dom0_two_stage: None,
             stress: None,
         });
     }
@@ -560,10 +620,19 @@ fn run_arch<F: HasLayout>(s: &Scenario, regime: Regime) -> Result<Outcome, Scena
         dtb: Paddr(dtb_addr),
         image: img,
     };
+    let mut dom0_two_stage = None;
     let (result, stress) = match crate::seq::boot_keep::<F, Machine>(
         &mut m, &params, &cfg, &mut log,
     ) {
         Ok((summary, mm)) => {
+            dom0_two_stage = check_dom0_two_stage(&mut m, &mm);
+            match &dom0_two_stage {
+                Some(Ok(n)) => log.push_str(&format!(
+                    "(XEN) dom0: {n} guest pages checked by two-stage translation on the model (AT S12E1R, its stage 2 live on CPU 0)\n"
+                )),
+                Some(Err(e)) => log.push_str(&format!("(XEN) dom0 two-stage check FAILED: {e}\n")),
+                None => {}
+            }
             let stress = (s.stress_iterations > 0)
                 .then(|| run_stress::<F>(&mut m, mm, s.cpus, s.stress_iterations));
             match &stress {
@@ -588,6 +657,7 @@ fn run_arch<F: HasLayout>(s: &Scenario, regime: Regime) -> Result<Outcome, Scena
         stale,
         bbm,
         stress,
+        dom0_two_stage,
     })
 }
 

@@ -54,6 +54,12 @@ fn dom0_is_built_from_the_boot_modules_on_both_architectures() {
         assert!(d.dtb.0 .0 + d.dtb.1 <= d.initrd.0 .0);
         assert!(d.devices >= 2, "the UART and the interrupt controller");
         assert!(d.checked_pages >= 48, "{}", d.checked_pages);
+        // The model's own two-stage translation agrees (its stage-2 walker
+        // is written from the architecture, not from the engine).
+        match &o.dom0_two_stage {
+            Some(Ok(n)) => assert!(*n >= 64, "{n} pages"),
+            other => panic!("{arch:?}: two-stage check {other:?}\n{}", o.log),
+        }
         assert!(d.pool_used >= 2 && d.pool_used <= d.pool_pages);
         // The guest's tree, read back from its RAM, describes its bank only.
         let mut tree = vec![0u8; d.dtb.1 as usize];
