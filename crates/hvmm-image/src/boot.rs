@@ -230,17 +230,9 @@ pub fn rust_main(params: &BootParams) -> ! {
     }
 }
 
-/// Runs domain 0 (arm64); arm32 builds and checks it but cannot enter it
-/// yet.
-#[cfg(target_arch = "aarch64")]
+/// Runs domain 0.
 fn run_dom0(mm: hvmm_boot::Mm<arch::Fmt>, cpus: usize) -> ! {
     crate::guest::run(mm, cpus)
-}
-
-#[cfg(not(target_arch = "aarch64"))]
-fn run_dom0(_mm: hvmm_boot::Mm<arch::Fmt>, _cpus: usize) -> ! {
-    println!("hvmm: FAILED: entering a guest in HYP mode (arm32) is not implemented yet");
-    exit(EXIT_FAIL)
 }
 
 /// Pages checked by [`verify_image`], per permission.

@@ -1,4 +1,5 @@
-//! Running domain 0 (arm64): entering it at EL1 under its stage-2 table,
+//! Running domain 0: entering it at EL1 (arm64) / in SVC mode (arm32) under
+//! its stage-2 table,
 //! and serving what it traps to EL2 — PSCI over HVC and SMC (one vCPU per
 //! physical CPU), stage-2 aborts (logged with ESR, FAR, HPFAR and the IPA,
 //! and answered with an abort injected into the guest, as Xen does), and
@@ -48,6 +49,9 @@ static VCPU_CTX: [AtomicU64; crate::MAX_CPUS] = [const { AtomicU64::new(0) }; cr
 static WP_REQUEST: AtomicU64 = AtomicU64::new(0);
 /// Aborts injected into the guest.
 static INJECTED: AtomicU64 = AtomicU64::new(0);
+/// vCPUs started (CPU_ON) and stopped (CPU_OFF).
+static VCPUS_ON: AtomicU64 = AtomicU64::new(0);
+static VCPUS_OFF: AtomicU64 = AtomicU64::new(0);
 
 const PSCI_VERSION: u64 = 0x8400_0000;
 const PSCI_CPU_OFF: u64 = 0x8400_0002;
@@ -80,12 +84,13 @@ pub fn run(mm: Mm<Fmt>, cpus: usize) -> ! {
     VTCR.store(vtcr, Ordering::Relaxed);
     CPUS.store(cpus as u64, Ordering::Relaxed);
     println!(
-        "hvmm: entering dom0 at IPA {entry:#x} (EL1h, MMU off), x0 = device tree {dtb:#x}; VTTBR {vttbr:#x}, VTCR {vtcr:#x}; {cpus} vCPU(s) possible"
+        "hvmm: entering dom0 at IPA {entry:#x} ({}, MMU off), device tree {dtb:#x}; VTTBR {vttbr:#x}, VTCR {vtcr:#x}; {cpus} vCPU(s) possible",
+        arch::GUEST_MODE
     );
     *MM.lock() = Some(mm);
     VCPU[0].store(VCPU_ON, Ordering::Release);
     RUNNING.store(1, Ordering::Release);
-    arch::enter_guest(0, entry, dtb, vttbr, vtcr)
+    arch::enter_guest(0, entry, arch::boot_regs(dtb), vttbr, vtcr)
 }
 
 /// Set once domain 0 runs.
@@ -121,7 +126,7 @@ pub fn poll(cpu: usize) {
         arch::enter_guest(
             cpu,
             entry,
-            ctx,
+            [ctx, 0, 0, 0],
             VTTBR.load(Ordering::Relaxed),
             VTCR.load(Ordering::Relaxed),
         )
@@ -166,10 +171,11 @@ pub fn sync_exception(x: &mut [u64; 31], esr: u64, far: u64, hpfar: u64) {
     let cpu = crate::smp::this_cpu();
     let ec = (esr >> 26) & 0x3f;
     match ec {
-        // HVC64 (ELR is past the instruction), SMC64 (trapped by HCR.TSC:
-        // ELR is the instruction itself).
-        0x16 | 0x17 => {
-            if ec == 0x17 {
+        // HVC (ELR is past the instruction), SMC (trapped by HCR.TSC: ELR
+        // is the instruction itself); AArch64 (0x16, 0x17) and AArch32
+        // (0x12, 0x13).
+        0x16 | 0x17 | 0x12 | 0x13 => {
+            if ec == 0x17 || ec == 0x13 {
                 arch::skip_guest_instruction();
             }
             x[0] = call(cpu, x[0], x[1], x[2], x[3]);
@@ -211,15 +217,18 @@ fn call(cpu: usize, fid: u64, a1: u64, a2: u64, a3: u64) -> u64 {
             None => INVALID_PARAMETERS,
         },
         PSCI_CPU_OFF => {
-            println!("hvmm: dom0 vCPU {cpu} off (PSCI CPU_OFF)");
+            // Counted, not printed: the guest's own output shares the UART.
+            VCPUS_OFF.fetch_add(1, Ordering::Relaxed);
             VCPU[cpu].store(VCPU_OFF, Ordering::Release);
             crate::smp::park(cpu)
         }
         PSCI_SYSTEM_OFF => {
             println!(
-                "hvmm: dom0 powered off (PSCI SYSTEM_OFF); {} abort(s) injected, {} break-window fault(s) retried",
+                "hvmm: dom0 powered off (PSCI SYSTEM_OFF); {} abort(s) injected, {} break-window fault(s) retried, {} vCPU start(s), {} stop(s)",
                 INJECTED.load(Ordering::Relaxed),
-                RETRIED.load(Ordering::Relaxed)
+                RETRIED.load(Ordering::Relaxed),
+                VCPUS_ON.load(Ordering::Relaxed),
+                VCPUS_OFF.load(Ordering::Relaxed)
             );
             exit(EXIT_OK)
         }
@@ -265,6 +274,7 @@ fn cpu_on(mpidr: u64, entry: u64, ctx: u64) -> u64 {
     // The entry and context are published before the state says START.
     VCPU[target].store(VCPU_START, Ordering::Release);
     arch::send_event();
+    VCPUS_ON.fetch_add(1, Ordering::Relaxed);
     // A CPU the hypervisor powered off comes back through the head.
     if let Err(e) = crate::smp::wake(target) {
         println!("hvmm: starting CPU {target} for dom0's vCPU failed: {e}");

@@ -26,7 +26,6 @@ mod exception;
 mod exit;
 mod fdt;
 mod fixmap;
-#[cfg(target_arch = "aarch64")]
 mod guest;
 mod layout;
 mod platform;

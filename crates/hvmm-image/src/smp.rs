@@ -4,9 +4,7 @@
 
 use crate::arch;
 use crate::layout;
-#[cfg(target_arch = "aarch64")]
-use core::sync::atomic::AtomicU8;
-use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use hvmm::{Arch, Vaddr};
 
 /// How long the boot CPU waits for the others.
@@ -28,14 +26,15 @@ fn read_word(va: Vaddr) -> u64 {
 /// the boot tables).
 static SECONDARY_ROOT: [AtomicU64; crate::MAX_CPUS] =
     [const { AtomicU64::new(0) }; crate::MAX_CPUS];
-/// Set by each secondary CPU when it runs on its root.
-static UP: [AtomicBool; crate::MAX_CPUS] = [const { AtomicBool::new(false) }; crate::MAX_CPUS];
+/// Counts each secondary CPU's arrivals on its root: a CPU that comes up,
+/// runs a guest's vCPU and powers off again before its starter looked still
+/// counted one more (a flag would have read "not up").
+static UP: [AtomicU64; crate::MAX_CPUS] = [const { AtomicU64::new(0) }; crate::MAX_CPUS];
 /// Each CPU's MPIDR affinity (+1; 0: no such CPU): a guest's vCPU n runs on
 /// CPU n and has its MPIDR.
 static MPIDR: [AtomicU64; crate::MAX_CPUS] = [const { AtomicU64::new(0) }; crate::MAX_CPUS];
 
 /// The CPU index whose MPIDR affinity is `mpidr`.
-#[cfg_attr(not(target_arch = "aarch64"), allow(dead_code))]
 pub fn cpu_of_mpidr(mpidr: u64) -> Option<usize> {
     let me = arch::mpidr();
     MPIDR[0].store(me + 1, Ordering::Relaxed);
@@ -47,13 +46,9 @@ pub fn cpu_of_mpidr(mpidr: u64) -> Option<usize> {
 
 /// Each CPU's power state while a guest runs: running, deciding to power
 /// off (it re-checks for work after saying so), or off (PSCI CPU_OFF).
-#[cfg(target_arch = "aarch64")]
 const PHYS_RUNNING: u8 = 0;
-#[cfg(target_arch = "aarch64")]
 const PHYS_GOING_OFF: u8 = 1;
-#[cfg(target_arch = "aarch64")]
 const PHYS_OFF: u8 = 2;
-#[cfg(target_arch = "aarch64")]
 static PHYS: [AtomicU8; crate::MAX_CPUS] = [const { AtomicU8::new(PHYS_RUNNING) }; crate::MAX_CPUS];
 
 /// Parks this CPU in the hypervisor: serves what the running guest asks of
@@ -61,9 +56,7 @@ static PHYS: [AtomicU8; crate::MAX_CPUS] = [const { AtomicU8::new(PHYS_RUNNING) 
 /// to do for the guest, powers off (PSCI CPU_OFF): a spinning CPU would take
 /// host time from the guest's CPUs on an emulator.
 pub fn park(cpu: usize) -> ! {
-    let _ = cpu;
     loop {
-        #[cfg(target_arch = "aarch64")]
         {
             crate::guest::poll(cpu);
             if cpu != 0 && cpu < crate::MAX_CPUS && crate::guest::may_power_off(cpu) {
@@ -71,7 +64,6 @@ pub fn park(cpu: usize) -> ! {
                 // running knows we will see its work (see `wake`).
                 PHYS[cpu].store(PHYS_GOING_OFF, Ordering::SeqCst);
                 if crate::guest::may_power_off(cpu) {
-                    UP[cpu].store(false, Ordering::SeqCst);
                     PHYS[cpu].store(PHYS_OFF, Ordering::SeqCst);
                     arch::psci_cpu_off();
                 }
@@ -87,7 +79,6 @@ pub fn park(cpu: usize) -> ! {
 /// Call it after publishing the work (SeqCst): a CPU still running will see
 /// it; one that powered off is waited for until PSCI says it is off, then
 /// started.
-#[cfg(target_arch = "aarch64")]
 pub fn wake(cpu: usize) -> Result<(), &'static str> {
     if cpu >= crate::MAX_CPUS {
         return Ok(());
@@ -143,6 +134,7 @@ pub fn start_one(cpu: usize, mpidr: u64, root: hvmm::Paddr) -> Result<(), &'stat
         }
         let _ = hw.write_pte(slot, val);
     }
+    let arrivals = UP[cpu].load(Ordering::Acquire);
     let rc = arch::psci_cpu_on(mpidr, entry.0, cpu as u64);
     let result = if rc != arch::PSCI_SUCCESS {
         Err("PSCI CPU_ON failed")
@@ -150,7 +142,7 @@ pub fn start_one(cpu: usize, mpidr: u64, root: hvmm::Paddr) -> Result<(), &'stat
         let (t0, freq) = arch::counter();
         let limit = freq.saturating_mul(WAIT_MS) / 1000;
         loop {
-            if UP[cpu].load(Ordering::Acquire) {
+            if UP[cpu].load(Ordering::Acquire) != arrivals {
                 break Ok(());
             }
             let (t, _) = arch::counter();
@@ -186,14 +178,18 @@ pub fn secondary_main(cpu: usize) -> ! {
     let mut hw = arch::hw();
     let ok = hw.translate(layout::image_start(), false).is_ok() && hw.root().0 == root;
     if ok {
-        println!(
-            "hvmm: CPU {} up (MPIDR {:#x}) on root {:#x}",
-            cpu,
-            arch::mpidr(),
-            root
-        );
+        // Said once: a CPU restarted for a guest's vCPU comes up quietly
+        // (the guest's own output shares the UART).
+        if UP.get(cpu).is_some_and(|u| u.load(Ordering::Acquire) == 0) {
+            println!(
+                "hvmm: CPU {} up (MPIDR {:#x}) on root {:#x}",
+                cpu,
+                arch::mpidr(),
+                root
+            );
+        }
         if let Some(u) = UP.get(cpu) {
-            u.store(true, Ordering::Release);
+            u.fetch_add(1, Ordering::Release);
         }
         crate::stress::secondary(cpu);
     } else {

@@ -125,6 +125,9 @@ extern "C" {
     fn guest_eret(regs: *const u64, sp: u64) -> !;
 }
 
+/// The mode the guest starts in.
+pub const GUEST_MODE: &str = "EL1h";
+
 /// HCR_EL2 for the guest: stage 2 on (VM), set/way invalidation upgraded
 /// (SWIO), SMC trapped (TSC), EL1 is AArch64 (RW); IMO / FMO / AMO clear:
 /// physical interrupts go to the guest.
@@ -148,10 +151,16 @@ pub fn guest_vtcr() -> u64 {
     (vtcr & !(7 << 16)) | (parange << 16)
 }
 
+/// The registers of the boot vCPU's entry (the Image protocol): x0 = the
+/// device tree, x1-x3 = 0.
+pub fn boot_regs(dtb: u64) -> [u64; 4] {
+    [dtb, 0, 0, 0]
+}
+
 /// Programs this CPU's virtualization controls for domain 0 and enters it
-/// at `entry` (EL1h, MMU off) with `x0`; never returns. Each entry starts on
-/// the top of this CPU's stack.
-pub fn enter_guest(cpu: usize, entry: u64, x0: u64, vttbr: u64, vtcr: u64) -> ! {
+/// at `entry` (EL1h, MMU off) with `r` in x0-x3; never returns. Each entry
+/// starts on the top of this CPU's stack.
+pub fn enter_guest(cpu: usize, entry: u64, r: [u64; 4], vttbr: u64, vtcr: u64) -> ! {
     // SAFETY: EL2 system registers only; the guest's stage 2 (VTTBR) is
     // domain 0's complete table, and nothing at EL2 depends on HCR_EL2's
     // guest bits. The stale stage-1/2 entries of VMID are dropped first.
@@ -185,7 +194,7 @@ pub fn enter_guest(cpu: usize, entry: u64, x0: u64, vttbr: u64, vtcr: u64) -> ! 
         )
     };
     let mut regs = [0u64; 31];
-    regs[0] = x0;
+    regs[..4].copy_from_slice(&r);
     let top = crate::layout::boot_stacks_va().0 + ((cpu + 1) * crate::STACK_SIZE) as u64;
     // SAFETY: the registers are set for EL1; the stack top is this CPU's own
     // boot stack, whose frames below are abandoned (this CPU now belongs to

@@ -415,9 +415,33 @@ hyp_vectors:
     .endr
     .irp kind, 0, 1, 2, 3, 4, 5, 6, 7
 hyp_vec_\kind:
+    .if \kind == 5
+    b guest_trap32                  @ Hyp Trap: a guest's, r0 is the guest's
+    .else
     mov r0, #\kind
     b hyp_vector_common
+    .endif
     .endr
+
+@ A trap from the guest (HVC, a trapped SMC, a stage-2 abort): save its
+@ r0-r12 and LR (LR_usr: HYP mode shares it) on this CPU's HYP stack, let
+@ Rust serve it, restore, return.
+guest_trap32:
+    push {{r0-r12, lr}}
+    mov r0, sp
+    ldr r1, =hvmm_guest_trap
+    blx r1
+    pop {{r0-r12, lr}}
+    eret
+
+@ guest_eret(regs, sp): r0-r12 from regs[0..13], LR_usr = 0, SP_hyp = sp,
+@ eret (ELR_hyp and SPSR_hyp are set).
+    .global guest_eret
+guest_eret:
+    mov sp, r1
+    mov lr, #0
+    ldm r0, {{r0-r12}}
+    eret
 
 hyp_vector_common:
     adr_l r1, exit_in_progress      @ an exception while exiting (no
