@@ -416,9 +416,28 @@ fn construct_dom0<F: HasLayout, P: Platform>(
         );
     }
     let used = d.pool_pages - d.pool_free();
+    // The stage 2's shape: blocks and pages over the RAM bank.
+    let (mut blocks, mut pages) = (0u64, 0u64);
+    let p2m = &d.p2m;
+    mm.with_access(p, |p, mut acc| {
+        p2m.for_each_leaf_with(
+            p,
+            &mut acc,
+            Ipa(d.ram.ipa),
+            d.ram.size / PAGE_SIZE,
+            |_, _, l| {
+                if l.level < 3 {
+                    blocks += 1;
+                } else {
+                    pages += 1;
+                }
+            },
+        )
+    })
+    .map_err(|e| ctx.engine("walking dom0's stage 2", e))?;
     log!(
         ctx,
-        "(XEN) dom0: stage-2 pool {used}/{} pages, {} leaves written, {} table maps",
+        "(XEN) dom0: stage-2 pool {used}/{} pages, {} leaves written ({blocks} blocks and {pages} pages over its RAM), {} table maps",
         d.pool_pages,
         d.report.leaves,
         d.report.table_maps
