@@ -31,6 +31,8 @@ pub fn layout_from_elf(elf: &[u8]) -> Result<ImageLayout> {
     };
     let tables = StaticTables {
         boot_root: get("boot_root")?,
+        boot_l2: get("boot_l2")?,
+        idmap_record: get("boot_idmap")?,
         root: get("runtime_root")?,
         l1: get("runtime_l1").ok(),
         l2: get("runtime_l2")?,

@@ -10,8 +10,8 @@ use std::process::Command;
 
 /// Where the image is linked (`XEN_VIRT_START`).
 pub const LINK_ADDR: u64 = 0x20_0000;
-/// The image must fit in 2 MiB (its VA slot).
-pub const MAX_IMAGE: u64 = 0x20_0000;
+/// The image must fit in 8 MiB (its VA range, `XEN_VIRT_SIZE`).
+pub const MAX_IMAGE: u64 = 0x80_0000;
 
 /// A built image.
 #[derive(Debug, Clone)]

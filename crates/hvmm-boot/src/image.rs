@@ -2,7 +2,7 @@
 //! its static tables, as link-time addresses (linker symbols on hardware, a
 //! synthetic layout on the machine model).
 
-use hvmm::layout::XEN_VIRT_START;
+use hvmm::layout::{IMAGE_L3_TABLES, XEN_VIRT_START};
 use hvmm::{Perm, Vaddr};
 
 /// A page-aligned range of the image with one permission.
@@ -23,13 +23,22 @@ pub struct Section {
 pub struct StaticTables {
     /// The boot tables' root, built by the head.
     pub boot_root: Vaddr,
+    /// The boot tables' level-2 table covering VA 0..1 GiB (the image and
+    /// the fixmap).
+    pub boot_l2: Vaddr,
+    /// The head's record of the identity map it made (16 bytes): the VA of
+    /// the boot-table entry that holds it (0: none, the image runs at its
+    /// load address) and that entry's value. Secondary CPUs need the entry
+    /// back while they turn their MMU on.
+    pub idmap_record: Vaddr,
     /// Runtime root (arm64 L0, arm32 CPU 0's L1).
     pub root: Vaddr,
     /// Runtime L1 (arm64 only; on arm32 the root is the L1).
     pub l1: Option<Vaddr>,
     /// Runtime L2 covering VA 0..1 GiB.
     pub l2: Vaddr,
-    /// Runtime L3 mapping the image.
+    /// The first of the runtime L3 tables mapping the image's VA range
+    /// ([`IMAGE_L3_TABLES`] consecutive pages, one per 2 MiB).
     pub image_l3: Vaddr,
     /// The fixmap's L3, shared by the boot and runtime tables.
     pub fixmap_l3: Vaddr,
@@ -106,7 +115,7 @@ impl ImageLayout {
     }
 
     /// Checks what the boot sequence relies on: sections in order, adjacent
-    /// and page aligned, from `start` to `end`, the image within the 2 MiB
+    /// and page aligned, from `start` to `end`, the image within the 8 MiB
     /// it must fit in, and every static table a page inside
     /// `[tables.first, tables.last)` inside the image.
     pub fn check(&self) -> Result<(), &'static str> {
@@ -125,7 +134,7 @@ impl ImageLayout {
             return Err("sections do not end at the end of the image");
         }
         if self.size() > hvmm::layout::XEN_VIRT_SIZE {
-            return Err("the image does not fit in 2 MiB");
+            return Err("the image does not fit in 8 MiB");
         }
         let t = &self.tables;
         if !page(t.first)
@@ -136,18 +145,25 @@ impl ImageLayout {
         {
             return Err("the tables region is misaligned or outside the image");
         }
+        let last_l3 = Vaddr(t.image_l3.0 + (IMAGE_L3_TABLES as u64 - 1) * hvmm::PAGE_SIZE);
         let tables = [
             Some(t.boot_root),
+            Some(t.boot_l2),
             Some(t.root),
             t.l1,
             Some(t.l2),
             Some(t.image_l3),
+            Some(last_l3),
             Some(t.fixmap_l3),
         ];
         for v in tables.into_iter().flatten() {
             if !page(v) || v < t.first || v.0 + hvmm::PAGE_SIZE > t.last.0 {
                 return Err("static table outside the tables region or misaligned");
             }
+        }
+        let r = t.idmap_record;
+        if !r.is_aligned(8) || r < t.first || r.0 + 16 > t.last.0 {
+            return Err("the identity-map record is outside the tables region or misaligned");
         }
         Ok(())
     }
@@ -162,6 +178,10 @@ impl ImageLayout {
         let rodata_end = 0x4c000;
         let init_end = 0x54000;
         let data_end = 0x70000;
+        // Boot tables: root, L1, L2, four L3, three identity tables; then
+        // the fixmap L3, the runtime root, L1, L2 and four L3; then the
+        // identity-map record. The image's last page is the spare page the
+        // head may run the MMU-enable code from.
         let bss_tables = 0x58000;
         ImageLayout::from_bounds(
             XEN_VIRT_START,
@@ -171,13 +191,15 @@ impl ImageLayout {
             va(data_end),
             StaticTables {
                 boot_root: va(bss_tables),
-                root: va(bss_tables + 0x8000),
-                l1: Some(va(bss_tables + 0x9000)),
-                l2: va(bss_tables + 0xa000),
-                image_l3: va(bss_tables + 0xb000),
-                fixmap_l3: va(bss_tables + 0xc000),
+                boot_l2: va(bss_tables + 0x2000),
+                fixmap_l3: va(bss_tables + 0xa000),
+                root: va(bss_tables + 0xb000),
+                l1: Some(va(bss_tables + 0xc000)),
+                l2: va(bss_tables + 0xd000),
+                image_l3: va(bss_tables + 0xe000),
+                idmap_record: va(bss_tables + 0x12000),
                 first: va(bss_tables),
-                last: va(bss_tables + 0xd000),
+                last: va(bss_tables + 0x13000),
             },
         )
     }

@@ -4,17 +4,19 @@
 //! sequence; and the model's own checks afterwards (stale TLB entries,
 //! break-before-make violations).
 
-use crate::image::ImageLayout;
+use crate::image::{ImageLayout, StaticTables};
 use crate::mm::AccessPolicy;
 use crate::platform::Platform;
 use crate::report::BootSummary;
 use crate::seq::{BootConfig, BootParams, Failed, PaPolicy};
 use hvmm::format::{table_index, Arm32, Arm64, Format};
-use hvmm::layout::{HasLayout, FIXMAP_ADDR, FIXMAP_CONSOLE, XEN_VIRT_SIZE, XEN_VIRT_START};
-use hvmm::{Arch, Attrs, MemFault, Paddr, Pte, Vaddr, PAGE_SIZE};
+use hvmm::layout::{
+    HasLayout, FIXMAP_ADDR, FIXMAP_CONSOLE, IMAGE_L3_TABLES, XEN_VIRT_SIZE, XEN_VIRT_START,
+};
+use hvmm::{Arch, Attrs, MemFault, Paddr, Perm, Pte, Vaddr, PAGE_SIZE};
 use hvmm_bootinfo::builder::VirtBoard;
 use hvmm_bootinfo::{BootInfo, ModuleKind, NoReader, ParseParams, XSM_MAGIC};
-use hvmm_model::{BbmViolation, Machine, Regime, StaleEntry};
+use hvmm_model::{BbmViolation, Machine, Regime, RootSwitchHazard, StaleEntry, TlbConflict};
 use std::fmt;
 use std::string::String;
 use std::vec::Vec;
@@ -22,6 +24,7 @@ use std::vec::Vec;
 /// PA of the PL011 UART on QEMU's virt board.
 pub const UART_PA: u64 = 0x0900_0000;
 const MIB: u64 = 1 << 20;
+const MIB2: u64 = 2 << 20;
 
 impl Platform for Machine {
     type Bytes = Vec<u8>;
@@ -47,22 +50,11 @@ impl Platform for Machine {
     fn write_bytes(&mut self, dst: Vaddr, data: &[u8]) -> Result<(), MemFault> {
         Machine::write_bytes(self, dst, data)
     }
-    fn start_cpu(&mut self, cpu: usize, root: Paddr) -> Result<(), &'static str> {
-        let me = self.current_cpu();
-        self.set_root(cpu, root)
-            .map_err(|_| "no such CPU in the model")?;
-        self.enable_mmu(cpu, true)
-            .map_err(|_| "no such CPU in the model")?;
-        let _ = Machine::set_wxn(self, cpu, true);
-        self.set_current_cpu(cpu)
-            .map_err(|_| "no such CPU in the model")?;
-        let ok = self.translate(XEN_VIRT_START, false).is_ok();
-        let _ = self.set_current_cpu(me);
-        if ok {
-            Ok(())
-        } else {
-            Err("its MMU does not map the image")
+    fn start_cpu(&mut self, cpu: usize, root: Paddr, t: &StaticTables) -> Result<(), &'static str> {
+        if cpu >= self.ncpus() {
+            return Err("no such CPU in the model");
         }
+        start_secondary(self, cpu, root, t, SecondaryStart::BreakBeforeMake)
     }
 }
 
@@ -243,6 +235,11 @@ pub struct Outcome {
     pub stale: Vec<StaleEntry>,
     /// Break-before-make violations seen.
     pub bbm: Vec<BbmViolation>,
+    /// Root switches made with the MMU on while a CPU's TLB held an entry
+    /// the new tables map otherwise.
+    pub root_switches: Vec<RootSwitchHazard>,
+    /// TLB conflict aborts taken.
+    pub conflicts: Vec<TlbConflict>,
     /// The SMP stress after the boot, if the scenario asked for one.
     pub stress: Option<Result<StressReport, crate::stress::StressError>>,
     /// Domain 0 checked by two-stage translation on the model (AT S12E1R
@@ -272,6 +269,8 @@ impl Outcome {
         self.result.is_ok()
             && self.stale.is_empty()
             && self.bbm.is_empty()
+            && self.root_switches.is_empty()
+            && self.conflicts.is_empty()
             && !matches!(self.stress, Some(Err(_)))
             && !matches!(self.dom0_two_stage, Some(Err(_)))
     }
@@ -598,6 +597,8 @@ fn run_arch<F: HasLayout>(s: &Scenario, regime: Regime) -> Result<Outcome, Scena
             placement,
             stale: Vec::new(),
             bbm: Vec::new(),
+            root_switches: Vec::new(),
+            conflicts: Vec::new(),
             dom0_two_stage: None,
             stress: None,
         });
@@ -649,6 +650,8 @@ fn run_arch<F: HasLayout>(s: &Scenario, regime: Regime) -> Result<Outcome, Scena
     };
     let stale = m.all_stale_tlb_entries();
     let bbm = m.bbm_violations().to_vec();
+    let root_switches = m.root_switch_hazards().to_vec();
+    let conflicts = m.tlb_conflicts().to_vec();
     Ok(Outcome {
         log,
         result,
@@ -656,6 +659,8 @@ fn run_arch<F: HasLayout>(s: &Scenario, regime: Regime) -> Result<Outcome, Scena
         placement,
         stale,
         bbm,
+        root_switches,
+        conflicts,
         stress,
         dom0_two_stage,
     })
@@ -664,13 +669,7 @@ fn run_arch<F: HasLayout>(s: &Scenario, regime: Regime) -> Result<Outcome, Scena
 /// Why the head refused to start.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum HeadError {
-    /// The image's load range overlaps its link range (or the fixmap) at a
-    /// different address: the identity map would clash.
-    Clash {
-        /// Load address.
-        load: Paddr,
-    },
-    /// The image is larger than the 2 MiB it must fit in.
+    /// The image is larger than the 8 MiB it must fit in.
     TooLarge(u64),
     /// Not 4 KiB aligned.
     Misaligned(Paddr),
@@ -681,15 +680,15 @@ pub enum HeadError {
 impl fmt::Display for HeadError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            HeadError::Clash { load } => write!(
+            HeadError::TooLarge(n) => write!(
                 f,
-                "image loaded at PA {load} overlaps its link range {:#x}..{:#x}: the identity map would clash with it; load it elsewhere",
-                XEN_VIRT_START.0,
-                FIXMAP_ADDR.0 + 2 * MIB
+                "image of {n} bytes does not fit in {XEN_VIRT_SIZE} bytes"
             ),
-            HeadError::TooLarge(n) => write!(f, "image of {n} bytes does not fit in {XEN_VIRT_SIZE} bytes"),
             HeadError::Misaligned(pa) => write!(f, "image load address {pa} is not 4 KiB aligned"),
-            HeadError::BeyondPa(pa) => write!(f, "image load address {pa} is beyond the physical address size"),
+            HeadError::BeyondPa(pa) => write!(
+                f,
+                "image load address {pa} is beyond the physical address size"
+            ),
         }
     }
 }
@@ -698,10 +697,29 @@ fn phys_write_pte(m: &mut Machine, table: Paddr, idx: usize, val: u64) {
     let _ = m.phys_write_u64(Paddr(table.0 + idx as u64 * 8), val);
 }
 
-/// Emulates the head with the MMU off: builds the boot tables the real head
-/// builds (image at its link address as 4 KiB pages, a one-page identity map
-/// at the first level where PA and VA differ, the fixmap L3 linked and its
-/// console slot set), turns the MMU on, and removes the identity map.
+/// Offset in the image of the page the head turns the MMU on from (and
+/// identity-maps for that): the first page, unless the image is loaded less
+/// than its size above its link address, where the first page's identity
+/// VA would be a page of the image itself; then the last page, whose
+/// identity VA lies past the image's link range.
+pub fn idmap_page_offset(load: Paddr, img: &ImageLayout) -> u64 {
+    let d = load.0.wrapping_sub(img.start.0);
+    if d != 0 && d < img.size() {
+        img.size() - PAGE_SIZE
+    } else {
+        0
+    }
+}
+
+/// Emulates the head with the MMU off, as the bare-metal heads do it: the
+/// boot tables (the image at its link address with 4 KiB pages and the
+/// runtime permissions, exactly the image), a one-page identity map of the
+/// MMU-enable page (see [`idmap_page_offset`]) in tables of its own below the
+/// first level where its walk leaves the image's tables, the record
+/// secondary CPUs use (`StaticTables::idmap_record`), then MMU on, a fetch
+/// through the identity map and one at the link address, the identity map
+/// removed (with a local invalidation), the fixmap L3 linked and its console
+/// slot set. Any 4 KiB-aligned load address inside the PA size works.
 pub fn head<F: Format>(m: &mut Machine, load: Paddr, img: &ImageLayout) -> Result<(), HeadError> {
     if !load.is_aligned(PAGE_SIZE) {
         return Err(HeadError::Misaligned(load));
@@ -709,81 +727,184 @@ pub fn head<F: Format>(m: &mut Machine, load: Paddr, img: &ImageLayout) -> Resul
     if img.size() > XEN_VIRT_SIZE {
         return Err(HeadError::TooLarge(img.size()));
     }
-    if load.0 + img.size() > 1u64 << F::PA_BITS {
+    if load
+        .0
+        .checked_add(img.size())
+        .is_none_or(|e| e > 1u64 << F::PA_BITS)
+    {
         return Err(HeadError::BeyondPa(load));
     }
-    let low = XEN_VIRT_START.0;
-    let high = FIXMAP_ADDR.0 + 2 * MIB;
-    if load.0 != low && load.0 < high && load.0 + img.size() > low {
-        return Err(HeadError::Clash { load });
-    }
-    let pa = |va: Vaddr| Paddr(load.0 + (va.0 - img.start.0));
+    let link = img.start.0;
+    let pa = |va: Vaddr| Paddr(load.0 + (va.0 - link));
     let t = img.tables;
-    // Boot tables: boot_root (+0), boot_l1 (+1), boot_l2 (+2), boot_l3 (+3),
-    // identity l1/l2/l3 (+4..+6).
-    let page = |i: u64| Paddr(pa(t.boot_root).0 + i * PAGE_SIZE);
-    let (root, l1, l2, l3) = (page(0), page(1), page(2), page(3));
-    let (id1, id2, id3) = (page(4), page(5), page(6));
-    let table = |p: Paddr| Pte::table::<F>(p.mfn()).0;
-    // RWX normal memory for the boot mapping (the runtime tables apply W^X).
-    let rwx = |p: Paddr| Pte::leaf::<F>(3, p, Attrs::RW, false).0 & !Pte::XN;
-    let l2_holder = if F::ROOT_LEVEL == 0 {
-        phys_write_pte(m, root, table_index(low, 0), table(l1));
-        l1
-    } else {
-        root
+    // Boot tables, as the heads lay them out: the root, (arm64) its L1 on
+    // the next page, the L2, the image's L3s after it, then the identity
+    // map's tables, one per level below the root.
+    let root = pa(t.boot_root);
+    let l2 = pa(t.boot_l2);
+    let l3 = |i: u64| Paddr(l2.0 + (1 + i) * PAGE_SIZE);
+    let id_table = |level: u8| {
+        let n = 1 + IMAGE_L3_TABLES as u64 + u64::from(level - F::ROOT_LEVEL - 1);
+        Paddr(l2.0 + n * PAGE_SIZE)
     };
-    phys_write_pte(m, l2_holder, table_index(low, 1), table(l2));
-    phys_write_pte(m, l2, table_index(low, 2), table(l3));
-    for i in 0..img.size() / PAGE_SIZE {
-        phys_write_pte(m, l3, i as usize, rwx(Paddr(load.0 + i * PAGE_SIZE)));
+    let page = |i: u64| Paddr(root.0 + i * PAGE_SIZE);
+    let table = |p: Paddr| Pte::table::<F>(p.mfn()).0;
+    if F::ROOT_LEVEL == 0 {
+        phys_write_pte(m, root, table_index(link, 0), table(page(1)));
+        phys_write_pte(m, page(1), table_index(link, 1), table(l2));
+    } else {
+        phys_write_pte(m, root, table_index(link, 1), table(l2));
+    }
+    for i in 0..img.size().div_ceil(MIB2) {
+        phys_write_pte(m, l2, table_index(link + i * MIB2, 2), table(l3(i)));
+    }
+    for s in &img.sections {
+        let attrs = match s.perm {
+            Perm::Rx => Attrs::RX,
+            Perm::Ro => Attrs::RO,
+            Perm::Rw => Attrs::RW,
+        };
+        let mut va = s.start.0;
+        while va < s.end.0 {
+            let i = (va - link) / MIB2;
+            let pte = Pte::leaf::<F>(3, pa(Vaddr(va)), attrs, false).0;
+            phys_write_pte(m, l3(i), table_index(va, 3), pte);
+            va += PAGE_SIZE;
+        }
+    }
+
+    // The identity map of the MMU-enable page: follow the image's tables
+    // while the walk shares them, then tables of its own. Its first entry
+    // written is the one removed afterwards (and put back for secondaries).
+    let id = load.0 + idmap_page_offset(load, img);
+    let id_pte = Pte::leaf::<F>(3, Paddr(id), Attrs::RX, false).0;
+    let mut slot: Option<(Paddr, u64)> = None;
+    if id != link + idmap_page_offset(load, img) {
+        let mut tbl = root;
+        for level in F::ROOT_LEVEL..=3 {
+            let idx = table_index(id, level);
+            let at = Paddr(tbl.0 + idx as u64 * 8);
+            let cur = m.phys_read_u64(at).unwrap_or(0);
+            if level == 3 {
+                // The chosen page's VA is never one the image maps.
+                debug_assert_eq!(cur, 0, "identity page on an image page");
+                slot.get_or_insert((at, id_pte));
+                phys_write_pte(m, tbl, idx, id_pte);
+            } else if cur & Pte::VALID != 0 {
+                tbl = Paddr(cur & F::oa_mask());
+            } else {
+                let fresh = id_table(level + 1);
+                slot.get_or_insert((at, table(fresh)));
+                phys_write_pte(m, tbl, idx, table(fresh));
+                tbl = fresh;
+            }
+        }
+    }
+    // The record: the entry's link VA (0: none), its value, the page's PA.
+    let slot_va = |at: Paddr| Vaddr(link + (at.0 - load.0));
+    let rec = pa(t.idmap_record);
+    let (sv, val) = slot.map_or((0, 0), |(at, v)| (slot_va(at).0, v));
+    let _ = m.phys_write_u64(rec, sv);
+    let _ = m.phys_write_u64(Paddr(rec.0 + 8), val);
+    let _ = m.phys_write_u64(Paddr(rec.0 + 16), id);
+
+    let _ = m.set_root(0, root);
+    m.tlb_flush_all_local();
+    let _ = m.enable_mmu(0, true);
+    // The instruction after the SCTLR write is fetched through the identity
+    // map; the branch lands at the link address.
+    let _ = m.fetch_u32(Vaddr(id));
+    let _ = m.fetch_u32(img.start);
+    if sv != 0 {
+        let _ = m.write_pte(Vaddr(sv), 0);
+        m.tlb_flush_all_local();
     }
     // Fixmap: its L3 is shared with the runtime tables; slot 0 is the UART.
     let fixmap_l3 = pa(t.fixmap_l3);
-    phys_write_pte(m, l2, table_index(FIXMAP_ADDR.0, 2), table(fixmap_l3));
     phys_write_pte(
         m,
         fixmap_l3,
         FIXMAP_CONSOLE,
         Pte::leaf::<F>(3, Paddr(UART_PA), Attrs::DEVICE, false).0,
     );
+    let fixmap_slot = Vaddr(t.boot_l2.0 + table_index(FIXMAP_ADDR.0, 2) as u64 * 8);
+    let _ = m.write_pte(fixmap_slot, table(fixmap_l3));
+    Ok(())
+}
 
-    // Identity map of the page that turns the MMU on (the image's first page).
-    let id = load.0;
-    let mut removal: Option<(Paddr, usize)> = None;
-    if id != low {
-        let first_diff =
-            (F::ROOT_LEVEL..3).find(|&lvl| table_index(id, lvl) != table_index(low, lvl));
-        match first_diff {
-            Some(lvl) => {
-                let mut parent = match lvl {
-                    0 => root,
-                    1 => l2_holder,
-                    _ => l2,
-                };
-                let mut parent_idx = table_index(id, lvl);
-                removal = Some((parent, parent_idx));
-                for (level, fresh) in [(1u8, id1), (2, id2), (3, id3)] {
-                    if level <= lvl {
-                        continue;
-                    }
-                    phys_write_pte(m, parent, parent_idx, table(fresh));
-                    parent = fresh;
-                    parent_idx = table_index(id, level);
-                }
-                phys_write_pte(m, parent, parent_idx, rwx(Paddr(id)));
-            }
-            None => return Err(HeadError::Clash { load }),
+/// How a secondary CPU gets from reset (MMU off) to its runtime root.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum SecondaryStart {
+    /// hvmm's sequence: MMU on with the boot tables (identity entry put back
+    /// by the starter), at the link address the CPU itself removes the
+    /// identity entry and invalidates its TLB, so that it caches nothing
+    /// the runtime tables map otherwise; then the root switch and a local
+    /// invalidation.
+    BreakBeforeMake,
+    /// The sequence before it (kept as the negative case): the root is
+    /// switched with the identity entry still live and cached, and the
+    /// starter removes it afterwards.
+    SwitchWithIdentity,
+}
+
+/// Emulates a secondary CPU's start, as `start_one` and the head do it on
+/// hardware, with `how` (see [`SecondaryStart`]): the boot tables' identity
+/// entry is put back, the CPU turns its MMU on with the boot tables, runs
+/// through the identity page to the link address, and switches to `root`.
+/// Returns whether it then maps the image. The current CPU stays the
+/// caller's.
+pub fn start_secondary(
+    m: &mut Machine,
+    cpu: usize,
+    root: Paddr,
+    t: &StaticTables,
+    how: SecondaryStart,
+) -> Result<(), &'static str> {
+    let me = m.current_cpu();
+    let rec = t.idmap_record;
+    let word = |m: &mut Machine, off: u64| m.read_u64(Vaddr(rec.0 + off));
+    let (slot, val, id) = match (word(m, 0), word(m, 8), word(m, 16)) {
+        (Ok(s), Ok(v), Ok(i)) => (s, v, i),
+        _ => return Err("the head's identity-map record does not read"),
+    };
+    let boot_root = m
+        .translate(t.boot_root, false)
+        .map_err(|_| "the boot tables are not mapped")?
+        .pa;
+    if slot != 0 {
+        match m.read_u64(Vaddr(slot)) {
+            Ok(0) => {}
+            Ok(v) if v == val => {}
+            _ => return Err("the identity-map entry of the boot tables is in use"),
         }
+        let _ = m.write_pte(Vaddr(slot), val);
     }
-    let _ = m.set_root(0, root);
-    let _ = m.enable_mmu(0, true);
-    // Now at the link address: drop the identity map.
-    if let Some((parent, idx)) = removal {
-        let _ = m.write_pte(Vaddr(img.start.0 + (parent.0 - load.0) + idx as u64 * 8), 0);
+    m.set_current_cpu(cpu)
+        .map_err(|_| "no such CPU in the model")?;
+    let _ = m.enable_mmu(cpu, false);
+    let _ = m.set_root(cpu, boot_root);
+    m.tlb_flush_all_local();
+    let _ = m.enable_mmu(cpu, true);
+    let _ = m.fetch_u32(Vaddr(id));
+    let _ = m.fetch_u32(XEN_VIRT_START);
+    if slot != 0 && how == SecondaryStart::BreakBeforeMake {
+        let _ = m.write_pte(Vaddr(slot), 0);
         m.tlb_flush_all_local();
     }
-    Ok(())
+    let _ = m.set_root(cpu, root);
+    m.tlb_flush_all_local();
+    let _ = Machine::set_wxn(m, cpu, true);
+    let ok = m.translate(XEN_VIRT_START, false).is_ok();
+    let _ = m.set_current_cpu(me);
+    if slot != 0 && how == SecondaryStart::SwitchWithIdentity {
+        let _ = m.write_pte(Vaddr(slot), 0);
+        m.tlb_flush_all_local();
+    }
+    if ok {
+        Ok(())
+    } else {
+        Err("its MMU does not map the image")
+    }
 }
 
 /// RAM banks and reserved ranges, as (base, size) pairs.

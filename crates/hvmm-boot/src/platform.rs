@@ -20,9 +20,17 @@ pub trait Platform: Arch {
     fn copy(&mut self, dst: Vaddr, src: Vaddr, len: usize) -> Result<(), MemFault>;
     /// Writes `data` at `dst` through the MMU.
     fn write_bytes(&mut self, dst: Vaddr, data: &[u8]) -> Result<(), MemFault>;
-    /// Starts CPU `cpu` on root table `root` with its MMU on (PSCI CPU_ON on
-    /// hardware) and waits until it reports in.
-    fn start_cpu(&mut self, cpu: usize, root: Paddr) -> Result<(), &'static str>;
+    /// Starts CPU `cpu` (PSCI CPU_ON on hardware) and waits until it reports
+    /// in on root table `root` with its MMU on. It turns its MMU on with the
+    /// image's boot tables `tables` (their identity entry, recorded by the
+    /// head, put back meanwhile), removes that entry and invalidates its TLB
+    /// before it switches: its TLB then holds nothing `root` maps otherwise.
+    fn start_cpu(
+        &mut self,
+        cpu: usize,
+        root: Paddr,
+        tables: &crate::image::StaticTables,
+    ) -> Result<(), &'static str>;
     /// The system entered `state` (so that an exception report can name
     /// the phase). The default does nothing.
     fn entered(&mut self, state: SystemState) {

@@ -327,7 +327,7 @@ fn run_with_mm<F: HasLayout, P: Platform>(
     ctx.step = BootStep::SmpBringUp;
     mm.enter_smp_boot();
     enter(p, ctx, SystemState::SmpBoot);
-    bring_up_cpus::<F, P>(p, mm, cfg, ctx)?;
+    bring_up_cpus::<F, P>(p, mm, img, cfg, ctx)?;
     record_phases(ctx, mm);
 
     // 7. Init memory.
@@ -606,7 +606,11 @@ fn setup_pagetables<F: HasLayout, P: Platform>(
         _ => t.root,
     };
     link(p, l2_parent, XEN_VIRT_START, 1, t.l2)?;
-    link(p, t.l2, XEN_VIRT_START, 2, t.image_l3)?;
+    // One L3 per 2 MiB of the image, exactly the image (as the boot tables).
+    for i in 0..img.size().div_ceil(MIB2) {
+        let va = Vaddr(XEN_VIRT_START.0 + i * MIB2);
+        link(p, t.l2, va, 2, Vaddr(t.image_l3.0 + i * PAGE_SIZE))?;
+    }
     link(p, t.l2, hvmm::layout::FIXMAP_ADDR, 2, t.fixmap_l3)?;
 
     // Per-section permissions, through the engine (every table is in the image).
@@ -628,8 +632,23 @@ fn setup_pagetables<F: HasLayout, P: Platform>(
         );
     }
     // The console's fixmap entry was written by the head in the shared L3.
+    // Every mapping the boot tables hold (the image, the fixmap) is here with
+    // the same sizes, addresses and attributes: nothing this CPU cached
+    // conflicts with the new tables.
     p.switch_root(root_pa);
     p.set_wxn(true);
+    // The boot tables now serve secondary CPUs only, which need the image
+    // and the identity page alone: unlink the fixmap there (no CPU runs on
+    // them, so there is nothing to invalidate), so that the identity entry
+    // may use its slot.
+    let boot_fixmap =
+        Vaddr(t.boot_l2.0 + hvmm::format::table_index(hvmm::layout::FIXMAP_ADDR.0, 2) as u64 * 8);
+    p.write_pte(boot_fixmap, 0).map_err(|f| {
+        ctx.fail(
+            format_args!("unlinking the fixmap from the boot tables faulted"),
+            Some(f),
+        )
+    })?;
     log!(
         ctx,
         "(XEN) runtime page tables live: root {} ({} table maps, all through the image), WXN on",
@@ -1086,6 +1105,7 @@ fn setup_frametable<F: HasLayout, P: Platform>(
 fn bring_up_cpus<F: HasLayout, P: Platform>(
     p: &mut P,
     mm: &mut Mm<F>,
+    img: &ImageLayout,
     cfg: &BootConfig,
     ctx: &mut Ctx<'_, F>,
 ) -> Result<(), BootError> {
@@ -1098,7 +1118,7 @@ fn bring_up_cpus<F: HasLayout, P: Platform>(
         } else {
             root_pa
         };
-        p.start_cpu(cpu, root)
+        p.start_cpu(cpu, root, &img.tables)
             .map_err(|e| ctx.fail(format_args!("CPU {cpu} did not come up: {e}"), None))?;
         ctx.summary.cpus += 1;
         log!(ctx, "(XEN) CPU {cpu} up on root {root}");

@@ -290,6 +290,8 @@ fn report(o: &Outcome, json_out: bool) -> ExitCode {
             "model": {
                 "stale_tlb_entries": o.stale.len(),
                 "bbm_violations": o.bbm.len(),
+                "root_switch_hazards": o.root_switches.len(),
+                "tlb_conflict_aborts": o.conflicts.len(),
                 "descriptor_writes": c.pte_writes,
                 "tlbi_va": c.tlbi_va, "tlbi_va_local": c.tlbi_va_local,
                 "tlbi_all": c.tlbi_all, "tlbi_all_local": c.tlbi_all_local,
@@ -301,15 +303,23 @@ fn report(o: &Outcome, json_out: bool) -> ExitCode {
         print!("{}", o.log);
         println!("(XEN) model: descriptor writes {}, TLBI by VA {} (+{} local), TLBI all {} (+{} local), DSB {}, ISB {}, AT {}", c.pte_writes, c.tlbi_va, c.tlbi_va_local, c.tlbi_all, c.tlbi_all_local, c.dsb, c.isb, c.at);
         println!(
-            "(XEN) model checks: {} stale TLB entries, {} break-before-make violations",
+            "(XEN) model checks: {} stale TLB entries, {} break-before-make violations, {} hazardous root switches, {} TLB conflict aborts",
             o.stale.len(),
-            o.bbm.len()
+            o.bbm.len(),
+            o.root_switches.len(),
+            o.conflicts.len()
         );
         for s in o.stale.iter().take(5) {
             println!("(XEN)   stale: {s:?}");
         }
         for b in o.bbm.iter().take(5) {
             println!("(XEN)   BBM: {b:?}");
+        }
+        for r in o.root_switches.iter().take(5) {
+            println!(
+                "(XEN)   root switch: CPU {} to {}: VA {} cached {:#x} bytes -> {}, new tables level {} -> {} ({:?})",
+                r.cpu, r.root, r.va, r.cached.size, r.cached.pa, r.fresh.level, r.fresh.pa, r.reason
+            );
         }
         if let Err(f) = &o.result {
             eprintln!("hvmm: {}", f.error);

@@ -114,17 +114,9 @@ fn bad_input_is_a_message_and_exit_code_2_or_1() {
             "does not fit in RAM",
         ),
         (
-            &[
-                "boot",
-                "--ram",
-                "1G@0",
-                "--load-addr",
-                "0x300000",
-                "--loader",
-                "direct",
-            ],
-            1,
-            "identity map",
+            &["boot", "--ram", "1G@0", "--load-addr", "0x300800"],
+            2,
+            "not 4 KiB aligned",
         ),
         (&["boot", "--module", "/nonexistent"], 2, "--module"),
         (
@@ -139,6 +131,28 @@ fn bad_input_is_a_message_and_exit_code_2_or_1() {
         assert_eq!(code, *want, "{args:?}: {out}{err}");
         assert!(err.contains(needle), "{args:?}: {err}");
     }
+}
+
+#[test]
+fn an_image_loaded_inside_its_own_link_range_boots() {
+    // RAM at 0: loaded at 0x300000, on top of its link range 0x200000.. (the
+    // identity map once clashed with the image mapping here).
+    let (code, out, err) = hvmm(&[
+        "boot",
+        "--ram",
+        "1G@0",
+        "--load-addr",
+        "0x300000",
+        "--loader",
+        "direct",
+        "--no-dom0",
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("loaded at 0x0000000000300000"), "{out}");
+    assert!(
+        out.contains("0 hazardous root switches, 0 TLB conflict aborts"),
+        "{out}"
+    );
 }
 
 #[test]

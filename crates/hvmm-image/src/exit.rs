@@ -11,8 +11,6 @@ pub const EXIT_PANIC: u32 = 2;
 pub const EXIT_EXCEPTION: u32 = 3;
 /// Not entered at EL2 / in HYP mode.
 pub const EXIT_WRONG_MODE: u32 = 4;
-/// The identity map of the MMU-enable page clashes with the image mapping.
-pub const EXIT_IDMAP_CLASH: u32 = 5;
 /// Secondary CPUs did not all come up.
 pub const EXIT_SMP: u32 = 6;
 /// `start_hvmm` or `start_secondary` returned (cannot happen).

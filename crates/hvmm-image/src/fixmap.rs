@@ -1,4 +1,4 @@
-//! The fixmap: 512 slots of 4 KiB at VA 0x0040_0000 whose L3 table is in the
+//! The fixmap: 512 slots of 4 KiB at VA 0x00a0_0000 whose L3 table is in the
 //! image, so its entries are written directly (never through the update
 //! engine, which would need the fixmap to reach table pages).
 //!

@@ -5,7 +5,9 @@ use hvmm::Vaddr;
 /// Where the image is linked.
 pub const XEN_VIRT_START: u64 = 0x0020_0000;
 /// The fixmap: one L3 table (512 slots of 4 KiB) in the image.
-pub const FIXMAP_VA: u64 = 0x0040_0000;
+pub const FIXMAP_VA: u64 = hvmm::layout::FIXMAP_ADDR.0;
+/// Byte offset in the boot L2 table of the entry that links the fixmap.
+pub const FIXMAP_L2_OFF: usize = hvmm::format::table_index(FIXMAP_VA, 2) * 8;
 /// Physical address of the PL011 on QEMU's `virt` machine.
 pub const UART_PA: u64 = 0x0900_0000;
 /// The deliberate-fault mode reads this address: inside the unmapped first
@@ -27,8 +29,8 @@ extern "C" {
     static _end: u8;
     static boot_fixmap_l3: u8;
     static boot_root: u8;
-    static boot_idmap_slot: u8;
-    static boot_idmap_val: u8;
+    static boot_l2: u8;
+    static boot_idmap: u8;
     static secondary_entry: u8;
     static boot_stacks: u8;
 }
@@ -68,11 +70,13 @@ sym_va!(
     /// The boot root table (TTBR0_EL2 / HTTBR points at it).
     boot_root_table, boot_root);
 sym_va!(
-    /// The head's record of the identity-map entry: its VA (0: none).
-    idmap_slot, boot_idmap_slot);
+    /// The boot tables' L2 table covering VA 0–1 GiB.
+    boot_l2_table, boot_l2);
 sym_va!(
-    /// The head's record of the identity-map entry: its value.
-    idmap_val, boot_idmap_val);
+    /// The head's record of the identity map: the link VA of its entry in
+    /// the boot tables (0: none), that entry's value, the PA of the
+    /// MMU-enable code.
+    idmap_record, boot_idmap);
 sym_va!(
     /// The secondary CPUs' entry point (runs at its physical address).
     secondary_entry_va, secondary_entry);
@@ -97,7 +101,7 @@ sym_va!(
     /// The runtime L2 table covering VA 0–1 GiB.
     runtime_l2_table, runtime_l2);
 sym_va!(
-    /// The runtime L3 table mapping the image.
+    /// The first of the runtime L3 tables mapping the image's VA range.
     runtime_l3_table, runtime_l3);
 
 /// The image's layout, as the shared boot sequence sees it, from the linker
@@ -109,6 +113,8 @@ pub fn image_layout() -> hvmm_boot::ImageLayout {
     let l1 = None;
     let tables = hvmm_boot::image::StaticTables {
         boot_root: boot_root_table(),
+        boot_l2: boot_l2_table(),
+        idmap_record: idmap_record(),
         root: runtime_root_table(),
         l1,
         l2: runtime_l2_table(),

@@ -184,7 +184,14 @@ impl hvmm_boot::Platform for HwPlatform {
         crate::exception::set_state(state);
     }
 
-    fn start_cpu(&mut self, cpu: usize, root: Paddr) -> Result<(), &'static str> {
+    fn start_cpu(
+        &mut self,
+        cpu: usize,
+        root: Paddr,
+        // The image's own boot tables: `start_one` reads the same record
+        // through the linker symbols (it also serves a guest's CPU_ON).
+        _tables: &hvmm_boot::image::StaticTables,
+    ) -> Result<(), &'static str> {
         let mpidr = cpu
             .checked_sub(1)
             .and_then(|i| self.mpidrs.get(i).copied().flatten())

@@ -1,10 +1,12 @@
 //! Secondary CPUs: PSCI CPU_ON into the head's secondary entry, which turns
 //! the MMU on with the boot tables (through the identity map, reinstalled
-//! for the occasion), then `start_secondary` reports and parks.
+//! for the occasion) and, at the link address, removes the identity entry
+//! and invalidates its TLB; then `start_secondary` switches to the runtime
+//! root, reports and parks.
 
 use crate::arch;
 use crate::layout;
-use core::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use hvmm::{Arch, Vaddr};
 
 /// How long the boot CPU waits for the others.
@@ -21,6 +23,11 @@ fn read_word(va: Vaddr) -> u64 {
     // are written as one u64 by the head).
     unsafe { core::ptr::read_volatile(va.0 as usize as *const u64) }
 }
+
+/// Held while the boot tables' identity entry is live for a starting CPU:
+/// two CPUs starting two others at once (a guest's vCPUs calling CPU_ON)
+/// would otherwise see one remove the entry the other still needs.
+static IDMAP_BUSY: AtomicBool = AtomicBool::new(false);
 
 /// The root each secondary CPU switches to once its MMU is on (0: stay on
 /// the boot tables).
@@ -123,13 +130,22 @@ pub fn start_one(cpu: usize, mpidr: u64, root: hvmm::Paddr) -> Result<(), &'stat
     );
 
     // The secondary turns its MMU on through the identity map of the boot
-    // tables: put the head's identity entry back while it boots. This CPU
-    // runs on other tables, so no local invalidation is needed for it.
-    let slot = Vaddr(read_word(layout::idmap_slot()));
-    let val = read_word(layout::idmap_val());
+    // tables: put the head's identity entry back while it boots (it removes
+    // it itself, with a local invalidation, before it switches roots). This
+    // CPU runs on other tables, so no invalidation is needed for it.
+    let rec = layout::idmap_record();
+    let slot = Vaddr(read_word(rec));
+    let val = read_word(Vaddr(rec.0 + 8));
+    while IDMAP_BUSY
+        .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
+        .is_err()
+    {
+        core::hint::spin_loop();
+    }
     if slot.0 != 0 {
         let cur = hw.read_pte(slot).unwrap_or(0);
         if cur != 0 && cur != val {
+            IDMAP_BUSY.store(false, Ordering::Release);
             return Err("the identity-map entry of the boot tables is in use");
         }
         let _ = hw.write_pte(slot, val);
@@ -152,11 +168,13 @@ pub fn start_one(cpu: usize, mpidr: u64, root: hvmm::Paddr) -> Result<(), &'stat
             core::hint::spin_loop();
         }
     };
-    if slot.0 != 0 {
+    // Normally already removed by the CPU that came up; not when it failed.
+    if slot.0 != 0 && hw.read_pte(slot).unwrap_or(0) != 0 {
         let _ = hw.write_pte(slot, 0);
         hw.tlb_flush_all();
         hw.tlb_sync();
     }
+    IDMAP_BUSY.store(false, Ordering::Release);
     result
 }
 

@@ -140,6 +140,12 @@
 //!   produce. Same-size changes (permissions, output address) are not
 //!   conflicts: the old entry is used until invalidated (and reported by
 //!   [`Machine::stale_tlb_entries`]).
+//! * **Root switches** — a TTBR0_EL2 / HTTBR write with the MMU on is
+//!   checked against the CPU's cached EL2 entries: where the new tables map
+//!   an address with another size (a TLB conflict waiting for an access) or
+//!   another output address or memory type, it is recorded in
+//!   [`Machine::root_switch_hazards`], whether or not the address is touched
+//!   before the invalidation that follows.
 //!   `hvmm::FaultKind` (in the core crate) has no TLB conflict, so such an
 //!   abort reaches [`hvmm::Arch`] callers as a [`hvmm::MemFault`] of kind
 //!   `External` at level 0 — the nearest kind, an abort that no mapping
@@ -238,8 +244,8 @@ mod walk;
 pub use bbm::{BbmKind, BbmReason, BbmViolation};
 pub use fault::{AbortKind, GuestFault};
 pub use machine::{
-    Counters, FrameSnapshot, GuestTranslation, Machine, ModelError, Regime, StaleEntry,
-    TlbConflict, Tlbi, Translation,
+    Counters, FrameSnapshot, GuestTranslation, Machine, ModelError, Regime, RootSwitchHazard,
+    RootSwitchReason, StaleEntry, TlbConflict, Tlbi, Translation,
 };
 pub use stage2::{Stage2, VtcrError};
 pub use tlb::{StageLeaf, TlbEntry, TlbTag};

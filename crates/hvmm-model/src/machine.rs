@@ -449,7 +449,39 @@ pub struct Machine {
     reg_gen: u64,
     bbm: Bbm,
     pub(crate) conflicts: Vec<TlbConflict>,
+    root_switch_hazards: Vec<RootSwitchHazard>,
     pub(crate) counters: Counters,
+}
+
+/// Why a root switch with the MMU on is a hazard for a cached entry.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum RootSwitchReason {
+    /// The new tables map the address with a block, page or contiguous run
+    /// of another size: the TLB may hold both, a TLB conflict.
+    Size,
+    /// Same size, but another output address or memory type: two valid
+    /// translations of one address, which break-before-make exists to
+    /// prevent.
+    Translation,
+}
+
+/// A TTBR0_EL2 / HTTBR write made with the MMU on while the CPU's TLB held
+/// an EL2 entry that the new tables map otherwise (an entry the new tables
+/// do not map at all is merely stale until the invalidation that follows).
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct RootSwitchHazard {
+    /// The CPU whose root changed.
+    pub cpu: usize,
+    /// The new root.
+    pub root: Paddr,
+    /// An address where the two disagree.
+    pub va: Vaddr,
+    /// The cached entry.
+    pub cached: TlbEntry,
+    /// What the new tables give at `va`.
+    pub fresh: Translation,
+    /// How they disagree.
+    pub reason: RootSwitchReason,
 }
 
 impl fmt::Debug for Machine {
@@ -630,6 +662,7 @@ impl Machine {
             reg_gen: 0,
             bbm: Bbm::default(),
             conflicts: Vec::new(),
+            root_switch_hazards: Vec::new(),
             counters: Counters::default(),
         }
     }
@@ -723,11 +756,53 @@ impl Machine {
     }
 
     /// Writes TTBR0_EL2 / HTTBR of `cpu`. Like the hardware register write,
-    /// it does not touch the TLB.
+    /// it does not touch the TLB. With the MMU on, every EL2 entry the CPU
+    /// has cached is compared with what the new tables give: another size,
+    /// output address or memory type is recorded in
+    /// [`Machine::root_switch_hazards`].
     pub fn set_root(&mut self, cpu: usize, root: Paddr) -> Result<(), ModelError> {
         self.cpu_mut(cpu)?.root = root.0;
         self.reg_changed();
+        if self.cpus[cpu].mmu {
+            self.check_root_switch(cpu, root);
+        }
         Ok(())
+    }
+
+    fn check_root_switch(&mut self, cpu: usize, root: Paddr) {
+        let entries = self.cpus[cpu].tlb.el2.entries();
+        for e in entries {
+            for va in Self::samples(&e) {
+                let Ok(fresh) = self.walk(cpu, Vaddr(va)) else {
+                    continue;
+                };
+                let runs = if fresh.contiguous { 16 } else { 1 };
+                let size = level_size(fresh.level) * runs;
+                let cached = Self::entry_translation(va, &e);
+                let reason = if size != e.size {
+                    RootSwitchReason::Size
+                } else if fresh.pa != cached.pa || fresh.attr_idx != cached.attr_idx {
+                    RootSwitchReason::Translation
+                } else {
+                    continue;
+                };
+                self.root_switch_hazards.push(RootSwitchHazard {
+                    cpu,
+                    root,
+                    va: Vaddr(va),
+                    cached: e,
+                    fresh,
+                    reason,
+                });
+                break;
+            }
+        }
+    }
+
+    /// The hazardous root switches recorded so far (see
+    /// [`Machine::set_root`]).
+    pub fn root_switch_hazards(&self) -> &[RootSwitchHazard] {
+        &self.root_switch_hazards
     }
 
     /// TTBR0_EL2 / HTTBR of `cpu`.

@@ -1,14 +1,26 @@
-//! The hypervisor's virtual layout (Xen 4.13 shaped) for both architectures.
+//! The hypervisor's virtual layout (Xen 4.13 shaped, with Xen 4.18's 8 MiB
+//! image) for both architectures.
+//!
+//! The image may be loaded at any 4 KiB-aligned physical address: its boot
+//! tables hold only the image at its link address and, for the few
+//! instructions that turn the MMU on, an identity map of one page. That
+//! page is the image's first page, or its last when the load address lies
+//! just above the link address, so the identity page never falls on a page
+//! the image mapping uses. The runtime tables never hold an identity map, so
+//! nothing in this layout constrains where the image is loaded.
 
 use crate::addr::Vaddr;
 use crate::format::{Arm32, Arm64};
 
 /// Where the image is linked.
 pub const XEN_VIRT_START: Vaddr = Vaddr(0x0020_0000);
-/// The image must fit in this many bytes (one L3 table's worth).
-pub const XEN_VIRT_SIZE: u64 = 2 << 20;
+/// The image must fit in this many bytes (as Xen 4.18+: 8 MiB, four L3
+/// tables' worth; the boot tables map exactly the image).
+pub const XEN_VIRT_SIZE: u64 = 8 << 20;
+/// Number of level-3 tables that map the image's VA range.
+pub const IMAGE_L3_TABLES: usize = (XEN_VIRT_SIZE >> 21) as usize;
 /// Start of the fixmap: one L3 table, static in the image.
-pub const FIXMAP_ADDR: Vaddr = Vaddr(0x0040_0000);
+pub const FIXMAP_ADDR: Vaddr = Vaddr(0x00a0_0000);
 /// Fixmap slot of the console UART.
 pub const FIXMAP_CONSOLE: usize = 0;
 /// Fixmap slot used by `copy_from_paddr` and other short-lived mappings.
@@ -22,13 +34,13 @@ pub const FIXMAP_ACPI_BEGIN: usize = FIXMAP_PMAP_BEGIN + NUM_PMAP;
 /// Number of fixmap slots in use (the rest of the L3 table is free).
 pub const FIXMAP_SLOTS: usize = FIXMAP_ACPI_BEGIN + 4;
 /// Where the DTB is mapped in early boot (4 MiB: a DTB of up to 2 MiB may straddle a 2 MiB boundary).
-pub const BOOT_FDT_VIRT_START: Vaddr = Vaddr(0x0060_0000);
+pub const BOOT_FDT_VIRT_START: Vaddr = Vaddr(0x00c0_0000);
 /// Size of the early FDT window.
 pub const BOOT_FDT_VIRT_SIZE: u64 = 4 << 20;
 /// Largest DTB accepted.
 pub const MAX_FDT_SIZE: u64 = 2 << 20;
 /// Boot relocation area.
-pub const BOOT_RELOC_VIRT_START: Vaddr = Vaddr(0x00a0_0000);
+pub const BOOT_RELOC_VIRT_START: Vaddr = Vaddr(0x0100_0000);
 
 /// VA of a fixmap slot.
 pub const fn fixmap_va(slot: usize) -> Vaddr {
@@ -205,8 +217,16 @@ mod tests {
     }
 
     #[test]
+    fn the_image_range_is_whole_level_3_tables_before_the_fixmap() {
+        assert_eq!(XEN_VIRT_START.0 % (2 << 20), 0);
+        assert_eq!(XEN_VIRT_SIZE % (2 << 20), 0);
+        assert_eq!(XEN_VIRT_START.0 + XEN_VIRT_SIZE, FIXMAP_ADDR.0);
+        assert_eq!(IMAGE_L3_TABLES, 4);
+    }
+
+    #[test]
     fn fixmap_slots_fit_one_table() {
         const { assert!(FIXMAP_SLOTS <= 512) };
-        assert_eq!(fixmap_va(FIXMAP_PMAP_BEGIN), Vaddr(0x40_2000));
+        assert_eq!(fixmap_va(FIXMAP_PMAP_BEGIN), Vaddr(0xa0_2000));
     }
 }

@@ -96,6 +96,17 @@ section_table:
     .short 0                        // NumberOfLinenumbers
     .long 0xe0000060                // code, initialised data, execute, read, write
 
+// The MMU-enable code, in the image's first page (the linker checks). The
+// head identity-maps the page it runs from, this one or the image's last
+// page, which receives a copy of these four instructions (see
+// build_boot_tables). x0 = SCTLR_EL2, x1 = where to continue (a link address).
+    .balign 16
+enable_mmu_code:
+    dsb sy
+    msr sctlr_el2, x0
+    isb
+    br x1
+
 // ---------------------------------------------------------------------------
 // The primary CPU, MMU off, at the load address.
     .section .text.head, "ax"
@@ -128,10 +139,16 @@ primary_entry:
     b enable_mmu
 
 // Builds the boot tables at their physical addresses: the image at its link
-// address with 4 KiB pages (text RX, rodata RO, the rest RW, XN), and a
-// one-page identity map of the MMU-enable page at the first level where its
-// physical address and the image's virtual range differ. Records the
-// identity entry (its VA, its value) in boot_idmap_slot / boot_idmap_val.
+// address with 4 KiB pages (text and init RX, rodata RO, the rest RW, XN),
+// exactly the image, one L3 table per 2 MiB; and a one-page identity map of
+// the page the MMU is turned on from. That page is the image's first, or,
+// when the image is loaded less than its size above its link address (the
+// first page's VA would then be a page of the image), its last, which gets
+// a copy of enable_mmu_code. The identity map follows the image's tables as
+// long as its walk shares them and uses tables of its own below. Records in
+// boot_idmap: the link VA of the first entry written for it (0: none, the
+// image runs at its link address) and that entry's value, and the physical
+// address of the MMU-enable code.
 build_boot_tables:
     adr_l x0, __pgtables_start
     adr_l x1, __pgtables_end
@@ -139,7 +156,7 @@ build_boot_tables:
     cmp x0, x1
     b.lo 0b
 
-    // L0[0] -> L1, L1[0] -> L2, L2[1] -> L3 (VA 0x200000-0x3fffff)
+    // L0[0] -> L1, L1[0] -> L2, L2[1..] -> one L3 per 2 MiB of the image.
     adr_l x0, boot_l0
     adr_l x1, boot_l1
     orr x1, x1, #PTE_TABLE
@@ -150,10 +167,18 @@ build_boot_tables:
     str x1, [x0]
     adr_l x0, boot_l2
     adr_l x1, boot_l3
-    orr x1, x1, #PTE_TABLE
-    str x1, [x0, #8]
+    ldr x2, =_start
+    ldr x3, =_end
+    ubfx x4, x2, #21, #9
+7:  orr x5, x1, #PTE_TABLE
+    str x5, [x0, x4, lsl #3]
+    add x1, x1, #4096
+    add x4, x4, #1
+    add x2, x2, #0x200000
+    cmp x2, x3
+    b.lo 7b
 
-    adr_l x0, boot_l3
+    adr_l x0, boot_l3               // the L3 tables are consecutive pages
     mov x1, x20                     // PA
     ldr x2, =_start                 // VA
     ldr x3, =_end
@@ -161,6 +186,7 @@ build_boot_tables:
     ldr x5, =_erodata
     ldr x9, =__init_end
     mov x6, #PTE_NORMAL_PAGE
+    mov x10, #0                     // page index from _start
 1:  orr x7, x1, x6
     cmp x2, x4
     b.lo 2f
@@ -172,88 +198,69 @@ build_boot_tables:
     b 3f
 4:  orr x7, x7, #(1 << 54)          // rodata: read-only, execute-never
 2:  orr x7, x7, #PTE_RO             // text and init: read-only, executable
-3:  ubfx x8, x2, #12, #9
-    str x7, [x0, x8, lsl #3]
+3:  str x7, [x0, x10, lsl #3]
+    add x10, x10, #1
     add x1, x1, #4096
     add x2, x2, #4096
     cmp x2, x3
     b.lo 1b
 
-    // The identity map of the MMU-enable page.
-    mov x12, #0                     // VA of the identity entry (0: none)
+    // The page the MMU is turned on from: x9 its PA (= its identity VA),
+    // x15 the PA of the code in it.
+    ldr x8, =_start
+    sub x2, x20, x8                 // load - link
+    ldr x3, =_image_size
+    adr_l x15, enable_mmu_code
+    and x9, x15, #~0xfff
+    mov x12, #0                     // link VA of the first entry written
     mov x13, #0                     // its value
-    adr_l x9, _idmap_start          // P, its physical address
-    ldr x10, =_idmap_start          // its virtual address
-    mov x11, #(PTE_NORMAL_PAGE | PTE_RO)
-    orr x11, x11, x9                // the RX page descriptor for P
+    cbz x2, 50f                     // at the link address: no identity map
+    cmp x2, x3
+    b.hs 5f
+    add x9, x20, x3                 // the last page
+    sub x9, x9, #4096
+    adr_l x4, enable_mmu_code
+    ldp x5, x6, [x4]
+    stp x5, x6, [x9]
+    dc ivac, x9                     // no stale line over the copy
+    dsb sy
+    mov x15, x9
 
-    ubfx x0, x9, #39, #9            // L0 index (the image uses 0)
-    cbz x0, 10f
-    adr_l x1, boot_l0
-    ldr x2, =boot_l0
-    add x12, x2, x0, lsl #3
-    adr_l x13, boot_id_l1
-    orr x13, x13, #PTE_TABLE
-    str x13, [x1, x0, lsl #3]
-    ubfx x0, x9, #30, #9
-    adr_l x1, boot_id_l1
-    adr_l x2, boot_id_l2
-    orr x2, x2, #PTE_TABLE
-    str x2, [x1, x0, lsl #3]
-    ubfx x0, x9, #21, #9
-    adr_l x1, boot_id_l2
-    adr_l x2, boot_id_l3
-    orr x2, x2, #PTE_TABLE
-    str x2, [x1, x0, lsl #3]
-    b 40f
-
-10: ubfx x0, x9, #30, #9            // L1 index (the image uses 0)
-    cbz x0, 20f
-    adr_l x1, boot_l1
-    ldr x2, =boot_l1
-    add x12, x2, x0, lsl #3
-    adr_l x13, boot_id_l2
-    orr x13, x13, #PTE_TABLE
-    str x13, [x1, x0, lsl #3]
-    ubfx x0, x9, #21, #9
-    adr_l x1, boot_id_l2
-    adr_l x2, boot_id_l3
-    orr x2, x2, #PTE_TABLE
-    str x2, [x1, x0, lsl #3]
-    b 40f
-
-20: ubfx x0, x9, #21, #9            // L2 index (the image uses 1)
-    cmp x0, #1
+5:  mov x11, #(PTE_NORMAL_PAGE | PTE_RO)
+    orr x11, x11, x9                // the RX page descriptor for it
+    adr_l x0, boot_l0               // the table walked (PA)
+    adr_l x14, boot_id_l1           // the fresh table for the next level
+    mov x3, #39                     // this level's VA shift
+    ldr x8, =_start
+    ldr x16, =0x0000fffffffff000    // next-level table address bits
+10: lsr x4, x9, x3
+    and x4, x4, #0x1ff
+    add x5, x0, x4, lsl #3          // the entry (PA)
+    cmp x3, #12
     b.eq 30f
-    adr_l x1, boot_l2
-    ldr x2, =boot_l2
-    add x12, x2, x0, lsl #3
-    adr_l x13, boot_id_l3
-    orr x13, x13, #PTE_TABLE
-    str x13, [x1, x0, lsl #3]
-    b 40f
-
-30: cmp x9, x10                     // same 2 MiB as the image: L3
-    b.eq 50f                        // loaded at the link address: PA == VA already
-    ubfx x0, x9, #12, #9
-    ldr x1, =_image_size
-    add x1, x1, #0xfff
-    lsr x1, x1, #12                 // image pages use L3 entries [0, n)
-    cmp x0, x1
-    b.lo idmap_clash
-    adr_l x1, boot_l3
-    ldr x2, =boot_l3
-    add x12, x2, x0, lsl #3
+    ldr x6, [x5]
+    tbz x6, #0, 20f
+    and x0, x6, x16                 // shared with the image: descend
+    b 25f
+20: orr x7, x14, #PTE_TABLE         // a table of its own
+    str x7, [x5]
+    mov x0, x14
+    cbnz x12, 25f
+    sub x12, x5, x20
+    add x12, x12, x8
+    mov x13, x7
+25: add x14, x14, #4096
+    sub x3, x3, #9
+    b 10b
+30: str x11, [x5]                   // level 3: the page (never an image page)
+    cbnz x12, 50f
+    sub x12, x5, x20
+    add x12, x12, x8
     mov x13, x11
-    str x11, [x1, x0, lsl #3]
-    b 50f
 
-40: ubfx x0, x9, #12, #9            // the page itself, in boot_id_l3
-    adr_l x1, boot_id_l3
-    str x11, [x1, x0, lsl #3]
-
-50: adr_l x0, boot_idmap_slot
+50: adr_l x0, boot_idmap
     stp x12, x13, [x0]
+    str x15, [x0, #16]
 
     // The tables were written with the MMU off (non-cacheable): drop any
     // stale cache line over them before the cacheable walker reads them.
@@ -270,16 +277,6 @@ build_boot_tables:
     b.lo 6b
     dsb sy
     ret
-
-idmap_clash:
-    adr_l x0, msg_clash1
-    bl early_puts
-    mov x0, x9
-    bl early_puthex
-    adr_l x0, msg_clash2
-    bl early_puts
-    mov x0, #{EXIT_IDMAP_CLASH}
-    b hvmm_exit
 
 // MAIR, TCR, TTBR0 for the boot tables; local TLB and I-cache invalidated.
 cpu_init:
@@ -329,6 +326,15 @@ secondary_entry:
     ldr x1, =secondary_switched
     b enable_mmu
 
+// Turns the MMU on (boot tables loaded by cpu_init) through the identity-
+// mapped MMU-enable code the head chose. x1 = where to continue, a link
+// address. MMU off.
+enable_mmu:
+    adr_l x2, boot_idmap
+    ldr x2, [x2, #16]
+    ldr x0, ={SCTLR}
+    br x2
+
 // Early console: the PL011 at its physical address (MMU off only).
 early_putc:                         // w0: the character; clobbers x15, x16
     movz x15, #0x0900, lsl #16
@@ -367,34 +373,15 @@ early_puthex:                       // x0: the value; clobbers x0, x13-x17
 
     .ltorg
 
-// ---------------------------------------------------------------------------
-// The MMU-enable page: mapped both at its physical address (identity) and at
-// its link address. x1 = where to continue, a link address.
-    .section .text.idmap, "ax"
-enable_mmu:
-    ldr x0, ={SCTLR}
-    dsb sy
-    msr sctlr_el2, x0
-    isb
-    br x1
-    .ltorg
 
 // ---------------------------------------------------------------------------
 // Running at the link address.
     .section .text.boot, "ax"
 primary_switched:
-    ldr x0, =boot_idmap_slot        // remove the identity map
-    ldr x1, [x0]
-    cbz x1, 1f
-    dsb sy
-    str xzr, [x1]
-    dsb sy
-    tlbi alle2
-    dsb nsh
-    isb
-1:  orr x0, x25, #PTE_TABLE         // link the fixmap L3 at VA 0x400000 (L2[2])
+    bl drop_idmap
+    orr x0, x25, #PTE_TABLE         // link the fixmap L3 (its boot_l2 entry)
     ldr x1, =boot_l2
-    str x0, [x1, #16]
+    str x0, [x1, #{FIXMAP_L2_OFF}]
     dsb sy
     isb
     ldr x0, =hvmm_vectors
@@ -415,6 +402,7 @@ primary_switched:
     b hvmm_exit
 
 secondary_switched:
+    bl drop_idmap                   // before the root switch (Rust)
     ldr x0, =hvmm_vectors
     msr vbar_el2, x0
     isb
@@ -426,6 +414,21 @@ secondary_switched:
     bl start_secondary
     mov x0, #{EXIT_RETURNED}
     b hvmm_exit
+
+// Removes the boot tables' identity entry (break) and invalidates this CPU's
+// TLB, so that nothing it cached maps an address the runtime tables map
+// otherwise. Running at the link address; clobbers x0, x1.
+drop_idmap:
+    ldr x0, =boot_idmap
+    ldr x1, [x0]
+    cbz x1, 1f
+    dsb sy
+    str xzr, [x1]
+    dsb sy
+    tlbi alle2
+    dsb nsh
+    isb
+1:  ret
 
 // ---------------------------------------------------------------------------
 // The EFI entry point: hvmm started as a UEFI application (GRUB's
@@ -767,8 +770,6 @@ early_exception:
     .section .rodata.head, "a"
 msg_not_el2:    .asciz "hvmm: not entered at EL2 (CurrentEL "
 msg_close:      .asciz "): cannot run\r\n"
-msg_clash1:     .asciz "hvmm: cannot boot: the identity map of the MMU-enable page at PA "
-msg_clash2:     .asciz " needs an L3 entry the image mapping at VA 0x200000 already uses; load the image at another address\r\n"
 msg_too_many:   .asciz "hvmm: secondary CPU index beyond MAX_CPUS\r\n"
 msg_early_exc:  .asciz "hvmm: exception with the MMU off: vector "
 msg_esr:        .asciz " ESR_EL2="
@@ -808,7 +809,7 @@ boot_root:                          // the root table (TTBR0_EL2)
 boot_l0:        .space 4096
 boot_l1:        .space 4096
 boot_l2:        .space 4096
-boot_l3:        .space 4096
+boot_l3:        .space 4096 * {IMAGE_L3_TABLES}
 boot_id_l1:     .space 4096
 boot_id_l2:     .space 4096
 boot_id_l3:     .space 4096
@@ -819,10 +820,11 @@ boot_fixmap_l3: .space 4096
 runtime_root:   .space 4096
 runtime_l1:     .space 4096
 runtime_l2:     .space 4096
-runtime_l3:     .space 4096
-    .global boot_idmap_slot, boot_idmap_val
-boot_idmap_slot: .space 8
-boot_idmap_val:  .space 8
+runtime_l3:     .space 4096 * {IMAGE_L3_TABLES}
+// The head's identity-map record: the entry's link VA, its value, the PA of
+// the MMU-enable code.
+    .global boot_idmap
+boot_idmap:     .space 24
 
     .section .bss.stacks, "aw", %nobits
     .balign 16

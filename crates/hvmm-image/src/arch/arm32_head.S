@@ -50,6 +50,17 @@ _start:
     .word _zimage_size              @ 0x2c: end (size of the loaded file)
     .word 0x04030201                @ 0x30: endianness marker (little)
 
+@ The MMU-enable code, in the image's first page (the linker checks). The
+@ head identity-maps the page it runs from, this one or the image's last
+@ page, which receives a copy of these four instructions (see
+@ build_boot_tables). r0 = HSCTLR, r1 = where to continue (a link address).
+    .balign 16
+enable_mmu_code:
+    dsb
+    mcr p15, 4, r0, c1, c0, 0       @ HSCTLR
+    isb
+    bx r1
+
 @ ---------------------------------------------------------------------------
 @ The primary CPU, MMU off, at the load address, HYP mode.
     .section .text.head, "ax"
@@ -82,10 +93,16 @@ primary_entry:
     b enable_mmu
 
 @ Builds the boot tables at their physical addresses: the image at its link
-@ address with 4 KiB pages (text RX, rodata RO, the rest RW, XN), and a
-@ one-page identity map of the MMU-enable page at the first level where its
-@ physical address and the image's virtual range differ. Records the
-@ identity entry (its VA, its value) in boot_idmap_slot / boot_idmap_val.
+@ address with 4 KiB pages (text and init RX, rodata RO, the rest RW, XN),
+@ exactly the image, one L3 table per 2 MiB; and a one-page identity map of
+@ the page the MMU is turned on from. That page is the image's first, or,
+@ when the image is loaded less than its size above its link address (the
+@ first page's VA would then be a page of the image), its last, which gets
+@ a copy of enable_mmu_code. The identity map follows the image's tables as
+@ long as its walk shares them and uses tables of its own below. Records in
+@ boot_idmap: the link VA of the first entry written for it (0: none, the
+@ image runs at its link address) and that entry's value, and the physical
+@ address of the MMU-enable code (each as a 64-bit word).
 build_boot_tables:
     adr_l r0, __pgtables_start
     adr_l r1, __pgtables_end
@@ -95,18 +112,27 @@ build_boot_tables:
     cmp r0, r1
     blo 0b
 
-    @ L1[0] -> L2, L2[1] -> L3 (VA 0x200000-0x3fffff)
+    @ L1[0] -> L2, L2[1..] -> one L3 per 2 MiB of the image.
     mov r3, #0
     adr_l r0, boot_l1
     adr_l r2, boot_l2
     orr r2, r2, #PTE_TABLE
     strd r2, r3, [r0]
     adr_l r0, boot_l2
-    adr_l r2, boot_l3
-    orr r2, r2, #PTE_TABLE
-    strd r2, r3, [r0, #8]
+    adr_l r1, boot_l3
+    ldr r4, =_start
+    ldr r5, =_end
+    ubfx r6, r4, #21, #9
+7:  orr r2, r1, #PTE_TABLE
+    add r7, r0, r6, lsl #3
+    strd r2, r3, [r7]
+    add r1, r1, #4096
+    add r6, r6, #1
+    add r4, r4, #0x200000
+    cmp r4, r5
+    blo 7b
 
-    adr_l r0, boot_l3
+    adr_l r0, boot_l3               @ the L3 tables are consecutive pages
     mov r1, r11                     @ PA
     ldr r2, =_start                 @ VA
     ldr r3, =_end
@@ -126,83 +152,84 @@ build_boot_tables:
     b 3f
 4:  mov r7, #PTE_XN_HI              @ rodata: read-only, execute-never
 2:  orr r6, r6, #PTE_RO             @ text and init: read-only, executable
-3:  ubfx r8, r2, #12, #9
-    add r8, r0, r8, lsl #3
-    strd r6, r7, [r8]
+3:  strd r6, r7, [r0], #8
     add r1, r1, #4096
     add r2, r2, #4096
     cmp r2, r3
     blo 1b
 
-    @ The identity map of the MMU-enable page.
-    mov r4, #0                      @ VA of the identity entry (0: none)
+    @ The page the MMU is turned on from: r6 its PA (= its identity VA),
+    @ r9 the PA of the code in it.
+    ldr r2, =_start
+    sub r2, r11, r2                 @ load - link
+    ldr r3, =_image_size
+    adr_l r9, enable_mmu_code
+    bic r6, r9, #0xff0
+    bic r6, r6, #0xf
+    mov r4, #0                      @ link VA of the first entry written
     mov r5, #0                      @ its value (low word; the high word is 0)
-    adr_l r6, _idmap_start          @ P, its physical address
-    ldr r7, =_idmap_start           @ its virtual address
-    movw r12, #(PTE_NORMAL_PAGE | PTE_RO)
-    orr r12, r12, r6                @ the RX page descriptor for P (low word)
-    mov r3, #0                      @ high words
+    cmp r2, #0
+    beq 50f                         @ at the link address: no identity map
+    cmp r2, r3
+    bhs 5f
+    add r6, r11, r3                 @ the last page
+    sub r6, r6, #4096
+    ldrd r0, r1, [r9]
+    strd r0, r1, [r6]
+    ldrd r0, r1, [r9, #8]
+    strd r0, r1, [r6, #8]
+    mcr p15, 0, r6, c7, c6, 1       @ DCIMVAC: no stale line over the copy
+    dsb
+    mov r9, r6
 
-    lsr r0, r6, #30                 @ L1 index (the image uses 0)
-    cmp r0, #0
-    beq 10f
-    ldr r4, =boot_l1
-    add r4, r4, r0, lsl #3
-    adr_l r1, boot_l1
-    add r1, r1, r0, lsl #3
-    adr_l r5, boot_id_l2
-    orr r5, r5, #PTE_TABLE
-    mov r2, r5
-    strd r2, r3, [r1]
-    ubfx r0, r6, #21, #9
-    adr_l r1, boot_id_l2
-    add r1, r1, r0, lsl #3
-    adr_l r2, boot_id_l3
-    orr r2, r2, #PTE_TABLE
-    strd r2, r3, [r1]
-    b 40f
-
-10: ubfx r0, r6, #21, #9            @ L2 index (the image uses 1)
-    cmp r0, #1
+5:  movw r12, #(PTE_NORMAL_PAGE | PTE_RO)
+    orr r12, r12, r6                @ the RX page descriptor for it (low word)
+    adr_l r0, boot_l1               @ the table walked (PA)
+    adr_l r8, boot_id_l2            @ the fresh table for the next level
+    mov r3, #30                     @ this level's VA shift
+10: lsr r1, r6, r3
+    ubfx r1, r1, #0, #9
+    add r1, r0, r1, lsl #3          @ the entry (PA)
+    cmp r3, #12
     beq 30f
-    ldr r4, =boot_l2
-    add r4, r4, r0, lsl #3
-    adr_l r1, boot_l2
-    add r1, r1, r0, lsl #3
-    adr_l r5, boot_id_l3
-    orr r5, r5, #PTE_TABLE
-    mov r2, r5
-    strd r2, r3, [r1]
-    b 40f
-
-30: cmp r6, r7                      @ same 2 MiB as the image: L3
-    beq 50f                         @ loaded at the link address: PA == VA already
-    ubfx r0, r6, #12, #9
-    ldr r1, =_image_size            @ page aligned
-    lsr r1, r1, #12                 @ image pages use L3 entries [0, n)
-    cmp r0, r1
-    blo idmap_clash
-    ldr r4, =boot_l3
-    add r4, r4, r0, lsl #3
-    adr_l r1, boot_l3
-    add r1, r1, r0, lsl #3
+    ldr r7, [r1]
+    tst r7, #1
+    beq 20f
+    bic r0, r7, #0xff0              @ shared with the image: descend
+    bic r0, r0, #0xf
+    b 25f
+20: orr r7, r8, #PTE_TABLE          @ a table of its own
+    mov r2, #0
+    str r7, [r1]
+    str r2, [r1, #4]
+    mov r0, r8
+    cmp r4, #0
+    bne 25f
+    sub r4, r1, r11
+    ldr r2, =_start
+    add r4, r4, r2
+    mov r5, r7
+25: add r8, r8, #4096
+    sub r3, r3, #9
+    b 10b
+30: mov r2, #0
+    str r12, [r1]                   @ level 3: the page (never an image page)
+    str r2, [r1, #4]
+    cmp r4, #0
+    bne 50f
+    sub r4, r1, r11
+    ldr r2, =_start
+    add r4, r4, r2
     mov r5, r12
-    mov r2, r12
-    strd r2, r3, [r1]
-    b 50f
 
-40: ubfx r0, r6, #12, #9            @ the page itself, in boot_id_l3
-    adr_l r1, boot_id_l3
-    add r1, r1, r0, lsl #3
-    mov r2, r12
-    strd r2, r3, [r1]
-
-50: adr_l r0, boot_idmap_slot
+50: adr_l r0, boot_idmap
     mov r1, #0
     str r4, [r0]
     str r1, [r0, #4]
     str r5, [r0, #8]
     str r1, [r0, #12]
+    str r9, [r0, #16]
+    str r1, [r0, #20]
 
     @ The tables were written with the MMU off (non-cacheable): drop any
     @ stale cache line over them before the cacheable walker reads them.
@@ -219,16 +246,6 @@ build_boot_tables:
     blo 6b
     dsb
     bx lr
-
-idmap_clash:
-    adr_l r0, msg_clash1
-    bl early_puts
-    mov r0, r6
-    bl early_puthex
-    adr_l r0, msg_clash2
-    bl early_puts
-    mov r0, #{EXIT_IDMAP_CLASH}
-    b hvmm_exit
 
 @ HMAIR, HTCR, HTTBR for the boot tables; local TLB and I-cache invalidated.
 cpu_init:
@@ -274,6 +291,15 @@ secondary_entry:
     ldr r1, =secondary_switched
     b enable_mmu
 
+@ Turns the MMU on (boot tables loaded by cpu_init) through the identity-
+@ mapped MMU-enable code the head chose. r1 = where to continue, a link
+@ address. MMU off.
+enable_mmu:
+    adr_l r2, boot_idmap
+    ldr r2, [r2, #16]
+    ldr r0, ={HSCTLR}
+    bx r2
+
 @ Early console: the PL011 at its physical address (MMU off only).
 early_putc:                         @ r0: the character; clobbers r1, r2
     mov r1, #0x09000000
@@ -314,37 +340,16 @@ early_puthex:                       @ r0: the value; clobbers r0-r5
     .ltorg
 
 @ ---------------------------------------------------------------------------
-@ The MMU-enable page: mapped both at its physical address (identity) and at
-@ its link address. r1 = where to continue, a link address.
-    .section .text.idmap, "ax"
-enable_mmu:
-    ldr r0, ={HSCTLR}
-    dsb
-    mcr p15, 4, r0, c1, c0, 0       @ HSCTLR
-    isb
-    bx r1
-    .ltorg
-
 @ ---------------------------------------------------------------------------
 @ Running at the link address.
     .section .text.boot, "ax"
 primary_switched:
-    ldr r0, =boot_idmap_slot        @ remove the identity map
-    ldr r1, [r0]
-    cmp r1, #0
-    beq 1f
-    mov r2, #0
-    mov r3, #0
-    dsb
-    strd r2, r3, [r1]
-    dsb
-    mcr p15, 4, r0, c8, c7, 0       @ TLBIALLH
-    dsb
-    isb
-1:  orr r2, r8, #PTE_TABLE          @ link the fixmap L3 at VA 0x400000 (L2[2])
+    bl drop_idmap
+    orr r2, r8, #PTE_TABLE          @ link the fixmap L3 (its boot_l2 entry)
     mov r3, #0
     ldr r1, =boot_l2
-    strd r2, r3, [r1, #16]
+    add r1, r1, #{FIXMAP_L2_OFF}
+    strd r2, r3, [r1]
     dsb
     isb
     ldr r0, =hyp_vectors
@@ -368,6 +373,7 @@ primary_switched:
     b hvmm_exit
 
 secondary_switched:
+    bl drop_idmap                   @ before the root switch (Rust)
     ldr r0, =hyp_vectors
     mcr p15, 4, r0, c12, c0, 0
     isb
@@ -379,6 +385,24 @@ secondary_switched:
     bl start_secondary
     mov r0, #{EXIT_RETURNED}
     b hvmm_exit
+
+@ Removes the boot tables' identity entry (break) and invalidates this CPU's
+@ HYP TLB, so that nothing it cached maps an address the runtime tables map
+@ otherwise. Running at the link address; clobbers r0-r3.
+drop_idmap:
+    ldr r0, =boot_idmap
+    ldr r1, [r0]
+    cmp r1, #0
+    beq 1f
+    mov r2, #0
+    mov r3, #0
+    dsb
+    strd r2, r3, [r1]
+    dsb
+    mcr p15, 4, r0, c8, c7, 0       @ TLBIALLH
+    dsb
+    isb
+1:  bx lr
 
 @ hvmm_exit(code): semihosting SYS_EXIT_EXTENDED with the code, else PSCI
 @ SYSTEM_OFF. Works with the MMU on or off (PC-relative only). Never returns.
@@ -506,8 +530,6 @@ hyp_early_exception:
     .section .rodata.head, "a"
 msg_not_hyp:    .asciz "hvmm: not entered in HYP mode (CPSR.M "
 msg_close:      .asciz "): cannot run\r\n"
-msg_clash1:     .asciz "hvmm: cannot boot: the identity map of the MMU-enable page at PA "
-msg_clash2:     .asciz " needs an L3 entry the image mapping at VA 0x200000 already uses; load the image at another address\r\n"
 msg_too_many:   .asciz "hvmm: secondary CPU index beyond MAX_CPUS\r\n"
 msg_early_exc:  .asciz "hvmm: exception with the MMU off: vector "
 msg_hsr:        .asciz " HSR="
@@ -528,19 +550,20 @@ in_exception:     .word 0
 boot_root:                          @ the root table (HTTBR)
 boot_l1:        .space 4096
 boot_l2:        .space 4096
-boot_l3:        .space 4096
+boot_l3:        .space 4096 * {IMAGE_L3_TABLES}
 boot_id_l2:     .space 4096
 boot_id_l3:     .space 4096
 boot_fixmap_l3: .space 4096
-@ Runtime tables, one page each, filled by the shared boot sequence
-@ (setup_pagetables): CPU 0's root (L1), L2 (VA 0-1 GiB), the image's L3.
+@ Runtime tables, filled by the shared boot sequence (setup_pagetables):
+@ CPU 0's root (L1), L2 (VA 0-1 GiB), the image's L3s.
     .global runtime_root, runtime_l2, runtime_l3
 runtime_root:   .space 4096
 runtime_l2:     .space 4096
-runtime_l3:     .space 4096
-    .global boot_idmap_slot, boot_idmap_val
-boot_idmap_slot: .space 8
-boot_idmap_val:  .space 8
+runtime_l3:     .space 4096 * {IMAGE_L3_TABLES}
+@ The head's identity-map record (64-bit words): the entry's link VA, its
+@ value, the PA of the MMU-enable code.
+    .global boot_idmap
+boot_idmap:     .space 24
 
     .section .bss.stacks, "aw", %nobits
     .balign 16
