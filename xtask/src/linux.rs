@@ -492,6 +492,34 @@ pub fn assets(arch: Arch) -> Result<Assets> {
     Ok(a)
 }
 
+/// A file of Debian's kernel package for `arch` (`pattern`: a `tar` wildcard
+/// such as `./usr/lib/linux-image-*/xilinx/zynqmp-zcu102-rev1.0.dtb`),
+/// extracted once into the assets directory as `name` (cached). The package
+/// is the one the Linux assets come from; it is downloaded again if its
+/// .deb is gone.
+pub fn kernel_package_file(arch: Arch, pattern: &str, name: &str) -> Result<PathBuf> {
+    let d = dir(arch);
+    let out = d.join(name);
+    if out.is_file() {
+        return Ok(out);
+    }
+    std::fs::create_dir_all(&d).with_context(|| format!("creating {}", d.display()))?;
+    let cached = std::fs::read_dir(d.join("debs")).ok().and_then(|rd| {
+        rd.filter_map(|e| e.ok().map(|e| e.path())).find(|p| {
+            p.file_name()
+                .and_then(|f| f.to_str())
+                .is_some_and(|f| f.starts_with("linux-image-") && f.ends_with(".deb"))
+        })
+    });
+    let kdeb = match cached {
+        Some(k) => k,
+        None => download(arch, &d, &[])?.remove(0),
+    };
+    let bytes = deb_member(&kdeb, pattern)?;
+    write(&out, &bytes)?;
+    Ok(out)
+}
+
 /// `cargo xtask linux-assets`.
 pub fn assets_command(arch: Arch) -> Result<i32> {
     let a = assets(arch)?;

@@ -24,6 +24,7 @@ mod linux;
 mod matrix;
 mod qemu;
 mod setup;
+mod zcu102;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand, ValueEnum};
@@ -126,6 +127,9 @@ enum Cmd {
     },
     /// Boot the Linux assets directly on QEMU (no hypervisor).
     LinuxSmoke(linux::SmokeArgs),
+    /// Boot the arm64 image on QEMU's Xilinx ZCU102 (RAM from PA 0: loads on
+    /// top of the image's own link range).
+    Zcu102(zcu102::ZcuArgs),
 }
 
 /// The repository root (the workspace holding xtask).
@@ -162,6 +166,7 @@ fn main() {
         Cmd::LinuxAssets { arch } => linux::assets_command(arch),
         Cmd::LinuxSmoke(args) => linux::smoke(&args),
         Cmd::CompareLogs { arch } => compare::compare_command(arch),
+        Cmd::Zcu102(args) => zcu102::command(&args),
         Cmd::Bench { quick } => bench(quick),
         Cmd::Miri => {
             let status = std::process::Command::new(root().join("scripts/miri")).status();

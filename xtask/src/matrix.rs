@@ -352,6 +352,11 @@ pub fn test_qemu(only: Option<Arch>, verbose: bool) -> Result<i32> {
             let (p, f) = crate::grub::test_cases(&img, verbose);
             passed += p;
             failed += f;
+            // The ZCU102: RAM at 0, loads sharing table slots with the link
+            // address (crate::zcu102).
+            let (p, f) = crate::zcu102::test_cases(&img, verbose);
+            passed += p;
+            failed += f;
         }
     }
     for arch in [Arch::Arm64, Arch::Arm32]

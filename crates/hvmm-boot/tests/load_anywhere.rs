@@ -178,3 +178,29 @@ fn switching_roots_with_the_identity_entry_cached_is_caught() {
     assert_eq!(bad[0].reason, RootSwitchReason::Size, "{bad:?}");
     assert!(restart_cpu1(&s, SecondaryStart::BreakBeforeMake).is_empty());
 }
+
+/// The model's layout grown to `size` bytes (the data section takes the rest).
+fn layout_of_size(size: u64) -> ImageLayout {
+    let mut img = ImageLayout::model();
+    img.end = Vaddr(img.start.0 + size);
+    img.sections[3].end = img.end;
+    assert_eq!(img.check(), Ok(()));
+    img
+}
+
+#[test]
+fn an_8_mib_image_boots_with_the_boot_tables_mapping_exactly_it() {
+    for arch in [ArchKind::Arm64, ArchKind::Arm32] {
+        for (load, ram) in [(0x4020_0000, (0x4000_0000, GIB)), (0x60_0000, (0, GIB))] {
+            let mut s = direct(arch, vec![ram], load, 4);
+            s.image = Some(layout_of_size(8 * MIB));
+            let o = boot_ok(&s);
+            assert!(o.log.contains("(8192 KiB)"), "{}", o.log);
+        }
+    }
+    // One page more is refused by the layout check and by the head.
+    let mut img = layout_of_size(8 * MIB);
+    img.end = Vaddr(img.end.0 + 0x1000);
+    img.sections[3].end = img.end;
+    assert_eq!(img.check(), Err("the image does not fit in 8 MiB"));
+}

@@ -1,46 +1,86 @@
-//! The PL011 console, reached through fixmap slot 0 (Device-nGnRE, XN).
+//! The console, reached through fixmap slot 0 (Device-nGnRE, XN): the UART
+//! the device tree names (`/chosen/stdout-path`), a PL011 (QEMU's `virt`) or
+//! a Cadence UART (the ZynqMP); a PL011 at 0x0900_0000 when the tree names
+//! none hvmm drives.
 //!
 //! One lock serialises lines between CPUs. The exception and panic paths
 //! take the console over with [`force_unlock`]: they never return, and a
 //! CPU that faulted while printing must still be able to report it.
 
+use crate::fdt::{Uart, UartKind};
 use crate::fixmap;
 use core::fmt::{self, Write};
-use core::sync::atomic::{AtomicBool, Ordering};
-use hvmm::{Attrs, Paddr};
+use core::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use hvmm::{Attrs, Paddr, PAGE_SIZE};
 
-const UARTDR: usize = 0x00;
-const UARTFR: usize = 0x18;
-const UARTFR_TXFF: u32 = 1 << 5;
+/// PL011: data register, flag register and its TX-FIFO-full bit.
+const PL011_DR: usize = 0x00;
+const PL011_FR: usize = 0x18;
+const PL011_FR_TXFF: u32 = 1 << 5;
+/// Cadence UART: control register (TX enable, TX disable), channel status
+/// register and its TX-FIFO-full bit, TX/RX FIFO.
+const CDNS_CR: usize = 0x00;
+const CDNS_CR_TXEN: u32 = 1 << 4;
+const CDNS_CR_TXDIS: u32 = 1 << 5;
+const CDNS_SR: usize = 0x2c;
+const CDNS_SR_TXFULL: u32 = 1 << 4;
+const CDNS_FIFO: usize = 0x30;
 
-static READY: AtomicBool = AtomicBool::new(false);
+/// 0: not mapped yet; 1: PL011; 2: Cadence.
+static KIND: AtomicU8 = AtomicU8::new(0);
 static LOCK: AtomicBool = AtomicBool::new(false);
 
-/// Maps the PL011 in fixmap slot 0 (its entry is written directly: the
-/// fixmap L3 table is in the image).
-pub fn init() {
-    fixmap::map(
-        fixmap::SLOT_CONSOLE,
-        Paddr(crate::layout::UART_PA),
-        Attrs::DEVICE,
-    );
-    READY.store(true, Ordering::Release);
+/// The UART used when the device tree names none hvmm drives.
+pub const DEFAULT: Uart = Uart {
+    kind: UartKind::Pl011,
+    base: crate::layout::UART_PA,
+};
+
+/// Maps `uart` in fixmap slot 0 (its entry is written directly: the fixmap
+/// L3 table is in the image) and makes it the console; a Cadence UART's
+/// transmitter is enabled (it may come out of reset disabled).
+pub fn init(uart: Uart) {
+    let page = uart.base & !(PAGE_SIZE - 1);
+    fixmap::map(fixmap::SLOT_CONSOLE, Paddr(page), Attrs::DEVICE);
+    BASE_OFF.store((uart.base - page) as usize, Ordering::Relaxed);
+    if uart.kind == UartKind::Cadence {
+        let cr = base() + CDNS_CR;
+        // SAFETY: the UART's registers were just mapped at fixmap slot 0;
+        // enabling its transmitter has no other effect.
+        unsafe {
+            let v = core::ptr::read_volatile(cr as *const u32);
+            core::ptr::write_volatile(cr as *mut u32, (v & !CDNS_CR_TXDIS) | CDNS_CR_TXEN);
+        }
+    }
+    let k = match uart.kind {
+        UartKind::Pl011 => 1,
+        UartKind::Cadence => 2,
+    };
+    KIND.store(k, Ordering::Release);
 }
+
+/// The registers' offset in the mapped page.
+static BASE_OFF: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicUsize::new(0);
 
 fn base() -> usize {
-    fixmap::slot_va(fixmap::SLOT_CONSOLE).0 as usize
+    fixmap::slot_va(fixmap::SLOT_CONSOLE).0 as usize + BASE_OFF.load(Ordering::Relaxed)
 }
 
-fn putc(b: u8) {
+fn putc(kind: u8, b: u8) {
     let base = base();
-    // SAFETY: the PL011's registers are mapped at fixmap slot 0 (READY is
+    let (status, full, data) = if kind == 2 {
+        (CDNS_SR, CDNS_SR_TXFULL, CDNS_FIFO)
+    } else {
+        (PL011_FR, PL011_FR_TXFF, PL011_DR)
+    };
+    // SAFETY: the UART's registers are mapped at fixmap slot 0 (KIND is
     // only set after `init` mapped them); volatile MMIO accesses to the
-    // flag and data registers have no other effect than sending a byte.
+    // status and data registers have no other effect than sending a byte.
     unsafe {
-        while core::ptr::read_volatile((base + UARTFR) as *const u32) & UARTFR_TXFF != 0 {
+        while core::ptr::read_volatile((base + status) as *const u32) & full != 0 {
             core::hint::spin_loop();
         }
-        core::ptr::write_volatile((base + UARTDR) as *mut u32, u32::from(b));
+        core::ptr::write_volatile((base + data) as *mut u32, u32::from(b));
     }
 }
 
@@ -49,14 +89,15 @@ pub struct Console;
 
 impl Write for Console {
     fn write_str(&mut self, s: &str) -> fmt::Result {
-        if !READY.load(Ordering::Acquire) {
+        let kind = KIND.load(Ordering::Acquire);
+        if kind == 0 {
             return Ok(());
         }
         for b in s.bytes() {
             if b == b'\n' {
-                putc(b'\r');
+                putc(kind, b'\r');
             }
-            putc(b);
+            putc(kind, b);
         }
         Ok(())
     }

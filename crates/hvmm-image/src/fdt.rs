@@ -309,3 +309,257 @@ impl FdtInfo {
             .and_then(|v| v.parse().ok())
     }
 }
+
+/// A UART hvmm can print on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UartKind {
+    /// Arm PL011 (`arm,pl011`): QEMU's `virt`.
+    Pl011,
+    /// Cadence UART (`cdns,uart-r1p12`, `cdns,uart-r1p8`, `xlnx,xuartps`):
+    /// the Xilinx ZynqMP (ZCU102).
+    Cadence,
+}
+
+/// The console the device tree names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Uart {
+    /// Its driver.
+    pub kind: UartKind,
+    /// Physical address of its registers.
+    pub base: u64,
+}
+
+fn uart_kind(compatible: &[u8]) -> Option<UartKind> {
+    compatible.split(|&b| b == 0).find_map(|c| match c {
+        b"arm,pl011" => Some(UartKind::Pl011),
+        b"cdns,uart-r1p12" | b"cdns,uart-r1p8" | b"xlnx,xuartps" => Some(UartKind::Cadence),
+        _ => None,
+    })
+}
+
+/// Longest node path followed.
+const PATH_MAX: usize = 128;
+/// Deepest node followed.
+const DEPTH_MAX: usize = 8;
+
+/// Walks the structure block, calling `f(path, depth, parent_cells, prop,
+/// value_pa, len)` for every property, with the node's full path (`/` for
+/// the root) and its parent's `(#address-cells, #size-cells)`. Nodes deeper
+/// than [`DEPTH_MAX`] or with longer paths than [`PATH_MAX`] are skipped.
+fn walk_props(
+    pa: u64,
+    s: &mut PhysWindow,
+    strings: &mut PhysWindow,
+    mut f: impl FnMut(&[u8], (u32, u32), &[u8], u64, u64, &mut PhysWindow),
+) -> Result<(), FdtError> {
+    if s.be32(pa) != FDT_MAGIC {
+        return Err(FdtError::BadMagic(s.be32(pa)));
+    }
+    let off_struct = u64::from(s.be32(pa + 8));
+    let off_strings = u64::from(s.be32(pa + 12));
+    let size_struct = u64::from(s.be32(pa + 36));
+    let mut path = [0u8; PATH_MAX];
+    // Path length and (#address-cells, #size-cells) of each open node.
+    let mut lens = [0usize; DEPTH_MAX + 1];
+    let mut cells = [(2u32, 1u32); DEPTH_MAX + 1];
+    let mut open = 0usize;
+    let mut skip_from: Option<usize> = None;
+    let mut off = pa + off_struct;
+    let end = off + size_struct;
+    while off < end {
+        let token = s.be32(off);
+        off += 4;
+        match token {
+            FDT_BEGIN_NODE => {
+                let mut name = [0u8; 64];
+                let mut len = 0usize;
+                loop {
+                    let mut b = [0u8; 1];
+                    s.read(off + len as u64, &mut b);
+                    if b[0] == 0 {
+                        break;
+                    }
+                    if len < name.len() {
+                        name[len] = b[0];
+                    }
+                    len += 1;
+                    if len > 1024 {
+                        return Err(FdtError::Malformed("node name too long"));
+                    }
+                }
+                off += (len as u64 + 1 + 3) & !3;
+                open += 1;
+                let depth = open - 1;
+                if skip_from.is_some() {
+                    continue;
+                }
+                let parent_len = if depth == 0 { 0 } else { lens[depth - 1] };
+                let sep = usize::from(depth > 1);
+                let new_len = parent_len + sep + len;
+                if depth > DEPTH_MAX || len > name.len() || new_len > PATH_MAX {
+                    skip_from = Some(depth);
+                    continue;
+                }
+                if sep == 1 {
+                    path[parent_len] = b'/';
+                }
+                path[parent_len + sep..new_len].copy_from_slice(&name[..len]);
+                lens[depth] = if depth == 0 { 0 } else { new_len };
+                cells[depth] = (2, 1);
+            }
+            FDT_END_NODE => {
+                open = open
+                    .checked_sub(1)
+                    .ok_or(FdtError::Malformed("unbalanced END_NODE"))?;
+                if skip_from == Some(open) {
+                    skip_from = None;
+                }
+            }
+            FDT_PROP => {
+                let len = u64::from(s.be32(off));
+                let nameoff = u64::from(s.be32(off + 4));
+                let value = off + 8;
+                off = value + ((len + 3) & !3);
+                if skip_from.is_some() || open == 0 {
+                    continue;
+                }
+                let depth = open - 1;
+                let mut pname = [0u8; 32];
+                strings.read(pa + off_strings + nameoff, &mut pname);
+                let n = pname.iter().position(|&b| b == 0).unwrap_or(pname.len());
+                match &pname[..n] {
+                    b"#address-cells" if len == 4 => cells[depth].0 = s.be32(value),
+                    b"#size-cells" if len == 4 => cells[depth].1 = s.be32(value),
+                    _ => {}
+                }
+                let node: &[u8] = if depth == 0 {
+                    b"/"
+                } else {
+                    &path[..lens[depth]]
+                };
+                let parent = if depth == 0 { (2, 1) } else { cells[depth - 1] };
+                f(node, parent, &pname[..n], value, len, s);
+            }
+            FDT_NOP => {}
+            FDT_END => break,
+            _ => return Err(FdtError::Malformed("unknown token")),
+        }
+    }
+    Ok(())
+}
+
+/// The console: the node `/chosen/stdout-path` names (directly or through
+/// `/aliases`; options after `:` ignored), if it is a UART hvmm drives; else
+/// the first such UART whose `status` is not `disabled`. Its `reg` is read
+/// with its parent's cells and taken as a physical address (buses with
+/// non-identity `ranges` are not translated).
+pub fn find_console(pa: u64) -> Result<Option<Uart>, FdtError> {
+    let mut s = PhysWindow::new(SLOT_FDT_A);
+    let mut strings = PhysWindow::new(SLOT_FDT_B);
+    let r = find_console_with(pa, &mut s, &mut strings);
+    s.release();
+    strings.release();
+    r
+}
+
+fn find_console_with(
+    pa: u64,
+    s: &mut PhysWindow,
+    strings: &mut PhysWindow,
+) -> Result<Option<Uart>, FdtError> {
+    // Pass 1: stdout-path, then the alias it names.
+    let mut stdout = Text::<PATH_MAX>::new();
+    walk_props(pa, s, strings, |node, _, prop, value, len, s| {
+        if node == b"/chosen" && (prop == b"stdout-path" || prop == b"linux,stdout-path") {
+            let mut buf = [0u8; PATH_MAX];
+            let n = (len as usize).min(PATH_MAX);
+            s.read(value, &mut buf[..n]);
+            let end = buf[..n]
+                .iter()
+                .position(|&b| b == 0 || b == b':')
+                .unwrap_or(n);
+            if prop == b"stdout-path" || stdout.len == 0 {
+                stdout.set(&buf[..end]);
+            }
+        }
+    })?;
+    let mut target = stdout;
+    if target.len > 0 && target.buf[0] != b'/' {
+        let alias = stdout;
+        let mut found = Text::<PATH_MAX>::new();
+        walk_props(pa, s, strings, |node, _, prop, value, len, s| {
+            if node == b"/aliases" && prop == &alias.buf[..alias.len] {
+                let mut buf = [0u8; PATH_MAX];
+                let n = (len as usize).min(PATH_MAX);
+                s.read(value, &mut buf[..n]);
+                found.set(&buf[..n]);
+            }
+        })?;
+        target = found;
+    }
+
+    // Pass 2: each node's compatible, status and first reg entry.
+    #[derive(Clone, Copy)]
+    struct Cand {
+        kind: Option<UartKind>,
+        base: Option<u64>,
+        disabled: bool,
+        chosen: bool,
+    }
+    let mut best: Option<Uart> = None;
+    let mut first: Option<Uart> = None;
+    let mut cur_path = Text::<PATH_MAX>::new();
+    let mut cur = Cand {
+        kind: None,
+        base: None,
+        disabled: false,
+        chosen: false,
+    };
+    fn settle(c: &Cand, best: &mut Option<Uart>, first: &mut Option<Uart>) {
+        if let (Some(kind), Some(base)) = (c.kind, c.base) {
+            let u = Uart { kind, base };
+            if c.chosen {
+                *best = Some(u);
+            } else if !c.disabled && first.is_none() {
+                *first = Some(u);
+            }
+        }
+    }
+    walk_props(pa, s, strings, |node, parent, prop, value, len, s| {
+        if node != &cur_path.buf[..cur_path.len] {
+            settle(&cur, &mut best, &mut first);
+            cur_path.set(node);
+            cur = Cand {
+                kind: None,
+                base: None,
+                disabled: false,
+                chosen: target.len > 0 && node == &target.buf[..target.len],
+            };
+        }
+        match prop {
+            b"compatible" => {
+                let mut buf = [0u8; 96];
+                let n = (len as usize).min(buf.len());
+                s.read(value, &mut buf[..n]);
+                cur.kind = uart_kind(&buf[..n]);
+            }
+            b"status" => {
+                let mut buf = [0u8; 8];
+                let n = (len as usize).min(buf.len());
+                s.read(value, &mut buf[..n]);
+                cur.disabled = buf[..n].starts_with(b"disabled");
+            }
+            b"reg" => {
+                let ac = parent.0 as usize * 4;
+                if (4..=8).contains(&ac) && len as usize >= ac {
+                    let mut buf = [0u8; 8];
+                    s.read(value, &mut buf[..ac]);
+                    cur.base = Some(be_cells(&buf[..ac]));
+                }
+            }
+            _ => {}
+        }
+    })?;
+    settle(&cur, &mut best, &mut first);
+    Ok(best.or(first))
+}

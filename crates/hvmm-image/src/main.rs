@@ -49,7 +49,10 @@ pub const MAX_CPUS: usize = 8;
 #[no_mangle]
 pub extern "C" fn start_hvmm(dtb_pa: u64, cpu: usize) -> ! {
     stack::paint();
-    console::init();
+    // The console the device tree names (read through fixmap windows before
+    // anything is printed); a malformed tree is reported by the boot itself.
+    let uart = fdt::find_console(dtb_pa).ok().flatten();
+    console::init(uart.unwrap_or(console::DEFAULT));
     let params = boot::BootParams::discover(dtb_pa, cpu);
     boot::rust_main(&params)
 }
