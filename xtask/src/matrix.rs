@@ -393,7 +393,7 @@ pub fn test_qemu(only: Option<Arch>, verbose: bool, filter: Option<&str>) -> Res
     {
         type Check = Box<dyn Fn() -> Result<String>>;
         let n = arch.name();
-        let checks: [(String, Check); 3] = [
+        let checks: [(String, Check); 4] = [
             (
                 format!("{n} load address clashing with the link address"),
                 Box::new(move || clash(arch).map(|s| format!("{s:.2} s"))),
@@ -403,6 +403,14 @@ pub fn test_qemu(only: Option<Arch>, verbose: bool, filter: Option<&str>) -> Res
                 Box::new(move || {
                     image::build(arch)
                         .and_then(|img| uboot::refuses_image_without_magic(arch, &img))
+                        .map(|s| format!("{s:.2} s"))
+                }),
+            ),
+            (
+                format!("{n} real U-Boot boot script stops at a missing module"),
+                Box::new(move || {
+                    image::build(arch)
+                        .and_then(|img| uboot::stops_at_a_missing_module(arch, &img))
                         .map(|s| format!("{s:.2} s"))
                 }),
             ),

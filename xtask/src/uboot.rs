@@ -35,6 +35,7 @@ use crate::{setup, Arch};
 use anyhow::{ensure, Context, Result};
 use std::path::Path;
 use std::process::Command;
+use std::time::Duration;
 
 /// Debian's U-Boot for QEMU's arm64 `virt` (package `u-boot-qemu`).
 pub const FIRMWARE_ARM64: &str = "/usr/lib/u-boot/qemu_arm64/u-boot.bin";
@@ -487,10 +488,37 @@ pub fn command(a: &QemuArgs, img: &Image) -> Result<Prepared> {
     })
 }
 
+/// Runs a prepared U-Boot boot that must not reach hvmm: the run must stop
+/// at U-Boot's give-up line, and the reason (with U-Boot's last lines) must
+/// hold `words`. Returns the seconds.
+fn must_stop(mut p: Prepared, a: &QemuArgs, words: &str) -> Result<f64> {
+    let stop = qemu::stop_texts(a.loader);
+    let o = qemu::run_until(
+        &mut p.cmd,
+        Some(Duration::from_secs(a.timeout)),
+        false,
+        stop,
+    )?;
+    ensure!(
+        o.stopped,
+        "the run was not stopped at U-Boot's give-up line (exit {:?}, timed out {}):\n{}",
+        o.code,
+        o.timed_out,
+        o.output
+    );
+    let why = why_stopped(&o.output);
+    ensure!(
+        why.starts_with("U-Boot ran the boot script but did not start hvmm")
+            && why.contains(words)
+            && !o.output.contains("(XEN)"),
+        "expected {words:?} and no hvmm output; got: {why}"
+    );
+    Ok(o.elapsed.as_secs_f64())
+}
+
 /// The matrix's negative case: a copy of the image with its loader magic
 /// cleared (arm64 `ARM\x64` at 0x38, arm32 the zImage magic at 0x24).
-/// `booti` / `bootz` must refuse it, U-Boot must not start hvmm, and the
-/// run must stop with the reason and U-Boot's words. Returns the seconds.
+/// `booti` / `bootz` must refuse it and U-Boot must not start hvmm.
 pub fn refuses_image_without_magic(arch: Arch, img: &Image) -> Result<f64> {
     let mut raw =
         std::fs::read(&img.bin).with_context(|| format!("reading {}", img.bin.display()))?;
@@ -506,22 +534,29 @@ pub fn refuses_image_without_magic(arch: Arch, img: &Image) -> Result<f64> {
     write(&bad.bin, &raw)?;
     let mut a = qemu::base_args(arch);
     a.loader = crate::Loader::Uboot;
-    let o = qemu::run_image(&a, &bad, false)?;
-    ensure!(
-        o.stopped,
-        "the run was not stopped at U-Boot's give-up line (exit {:?}, timed out {}):\n{}",
-        o.code,
-        o.timed_out,
-        o.output
-    );
-    let why = why_stopped(&o.output);
-    ensure!(
-        why.starts_with("U-Boot ran the boot script but did not start hvmm")
-            && why.contains(refusal)
-            && !o.output.contains("(XEN)"),
-        "expected U-Boot's {refusal:?} and no hvmm output; got: {why}"
-    );
-    Ok(o.elapsed.as_secs_f64())
+    must_stop(command(&a, &bad)?, &a, refusal)
+}
+
+/// The matrix's other negative case: the initrd deleted from the disk. The
+/// script's `load` fails, the script says so and does not start hvmm.
+pub fn stops_at_a_missing_module(arch: Arch, img: &Image) -> Result<f64> {
+    let mut a = qemu::base_args(arch);
+    a.loader = crate::Loader::Uboot;
+    let p = command(&a, img)?;
+    let disk = p
+        .workdir
+        .as_ref()
+        .context("a U-Boot run has a scratch directory")?
+        .join("disk.img");
+    run_tool(
+        Command::new("mdel").arg("-i").arg(&disk).arg("::initrd"),
+        "mdel (mtools)",
+    )?;
+    must_stop(
+        p,
+        &a,
+        "hvmm boot script: loading initrd failed: not starting hvmm",
+    )
 }
 
 #[cfg(test)]
