@@ -6,7 +6,7 @@
 //! cargo xtask build [--arch arm64|arm32]
 //! cargo xtask qemu [--arch arm64|arm32] [--loader direct|uboot|uboot-sim|grub] [--load-addr PA]
 //!                  [--smp N] [--ram SIZE] [--gdb] [--bootargs STR] [--timeout SECS]
-//!                  [--modules-at PA]
+//!                  [--modules-at PA] [--guest test|linux] [--uboot-cmd booti|bootz|bootm]
 //! cargo xtask test-qemu [--arch arm64|arm32] [--verbose] [--filter TEXT]
 //! cargo xtask guest-build|guest-smoke [--arch arm64|arm32]
 //! cargo xtask linux-assets|linux-smoke [--arch arm64|arm32]

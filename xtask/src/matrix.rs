@@ -21,18 +21,7 @@ struct Case {
 }
 
 fn base(arch: Arch) -> QemuArgs {
-    QemuArgs {
-        arch,
-        loader: Loader::Direct,
-        load_addr: None,
-        smp: 1,
-        ram: "1G".into(),
-        gdb: false,
-        bootargs: None,
-        timeout: DEFAULT_TIMEOUT,
-        modules_at: None,
-        guest: None,
-    }
+    qemu::base_args(arch)
 }
 
 /// The loader's name as `--loader` takes it.
@@ -106,30 +95,38 @@ fn cases(arch: Arch) -> Vec<Case> {
     // U-Boot: typed modules in /chosen, bootargs, chosen addresses; the
     // imitation (QEMU's loader device) and the real firmware, which runs a
     // boot script from a disk (arm64: booti moves an Image off a 2 MiB
-    // boundary up to the next one).
-    let mut uboot: Vec<(Loader, u64, &str, u32, Option<u64>)> = vec![
-        (Loader::UbootSim, 0x4040_0000, "1G", 1, None),
-        (Loader::UbootSim, 0x7fe0_1000, "1G", 4, None),
-        (Loader::Uboot, 0x4040_0000, "1G", 1, None),
-        (Loader::Uboot, 0x4800_1000, "1G", 4, None),
+    // boundary up to the next one; bootm runs a uImage where asked).
+    let bootm = Some(uboot::BootCmd::Bootm);
+    let mut uboot = vec![
+        (Loader::UbootSim, None, 0x4040_0000, "1G", 1, None),
+        (Loader::UbootSim, None, 0x7fe0_1000, "1G", 4, None),
+        (Loader::Uboot, None, 0x4040_0000, "1G", 1, None),
+        (Loader::Uboot, None, 0x4800_1000, "1G", 4, None),
     ];
     match arch {
         Arch::Arm64 => {
-            uboot.push((
-                Loader::UbootSim,
-                0x1_0000_0000,
-                "8G",
-                2,
-                Some(0x2_3000_0000),
-            ));
-            uboot.push((Loader::Uboot, 0x1_0000_0000, "8G", 2, Some(0x2_3000_0000)));
+            let high = Some(0x2_3000_0000);
+            uboot.push((Loader::UbootSim, None, 0x1_0000_0000, "8G", 2, high));
+            uboot.push((Loader::Uboot, None, 0x1_0000_0000, "8G", 2, high));
+            uboot.push((Loader::Uboot, bootm, 0x7b60_1000, "1G", 4, None));
         }
         // Modules above 4 GiB: 40-bit PAs through the fixmap.
-        Arch::Arm32 => uboot.push((Loader::UbootSim, 0xbfe0_0000, "6G", 2, Some(0x1_4000_0000))),
+        Arch::Arm32 => {
+            uboot.push((
+                Loader::UbootSim,
+                None,
+                0xbfe0_0000,
+                "6G",
+                2,
+                Some(0x1_4000_0000),
+            ));
+            uboot.push((Loader::Uboot, bootm, 0x7b60_1000, "1G", 1, None));
+        }
     }
-    for (loader, pa, ram, smp, modules_at) in uboot {
+    for (loader, uboot_cmd, pa, ram, smp, modules_at) in uboot {
         let mut a = base(arch);
         a.loader = loader;
+        a.uboot_cmd = uboot_cmd;
         a.load_addr = Some(pa);
         a.ram = ram.into();
         a.smp = smp;
@@ -143,7 +140,7 @@ fn cases(arch: Arch) -> Vec<Case> {
         };
         a.bootargs = Some(bootargs.into());
         let runs_at = match loader {
-            Loader::Uboot => uboot::runs_at(arch, pa),
+            Loader::Uboot => uboot::BootCmd::of(&a).map_or(pa, |c| uboot::runs_at(c, pa)),
             _ => pa,
         };
         let mut expect = ok_lines(runs_at, smp);
@@ -156,11 +153,15 @@ fn cases(arch: Arch) -> Vec<Case> {
             if runs_at != pa {
                 expect.push(format!("Moving Image from {pa:#x} to {runs_at:#x}"));
             }
+            if uboot_cmd == bootm {
+                expect.push("## Booting kernel from Legacy Image at".into());
+            }
         }
         v.push(Case {
             name: format!(
-                "{n} {} at {pa:#x} ram {ram} smp{smp}{}",
+                "{n} {}{} at {pa:#x} ram {ram} smp{smp}{}",
                 loader_name(loader),
+                if uboot_cmd == bootm { " bootm" } else { "" },
                 if modules_at.is_some() {
                     " modules high"
                 } else {

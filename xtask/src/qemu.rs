@@ -67,6 +67,11 @@ pub struct QemuArgs {
     /// loaded as the kernel module; a direct boot becomes U-Boot style.
     #[arg(long, value_enum)]
     pub guest: Option<GuestKind>,
+    /// `--loader uboot`: the command that starts hvmm (default `booti` on
+    /// arm64, `bootz` on arm32; `bootm` boots a uImage made with mkimage,
+    /// run exactly at `--load-addr`).
+    #[arg(long, value_enum)]
+    pub uboot_cmd: Option<crate::uboot::BootCmd>,
 }
 
 /// The guest `--guest` runs.
@@ -190,6 +195,7 @@ pub fn base_args(arch: Arch) -> QemuArgs {
         timeout: DEFAULT_TIMEOUT,
         modules_at: None,
         guest: None,
+        uboot_cmd: None,
     }
 }
 
@@ -461,6 +467,9 @@ pub struct Plan {
     pub modules: Vec<Module>,
     /// hvmm's command line (the guest's words appended), if any.
     pub bootargs: Option<String>,
+    /// Where a loader may stage a copy of the image before moving it to
+    /// `load` (U-Boot's `bootm`), if asked for.
+    pub staging: Option<u64>,
 }
 
 /// The default load address of a loader-style boot.
@@ -469,13 +478,15 @@ pub const DEFAULT_LOAD: u64 = RAM_BASE + 0x40_0000;
 /// Places a loader-style boot of `img`: the image is loaded at
 /// `--load-addr` and runs at `runs_at(load)` (a loader may move it), the
 /// rest goes below `ram_top`. Modules: the guest's, or with `synth` the
-/// synthesised typed ones.
+/// synthesised typed ones. A non-zero `staging` places that many bytes for
+/// a staged copy of the image too.
 pub fn plan(
     a: &QemuArgs,
     img: &Image,
     synth: bool,
     runs_at: impl Fn(u64) -> u64,
     ram_top: u64,
+    staging: u64,
 ) -> Result<Plan> {
     let ram_end = RAM_BASE + parse_size(&a.ram)?;
     let load = a.load_addr.unwrap_or(DEFAULT_LOAD);
@@ -525,12 +536,17 @@ pub fn plan(
         let p = mod_placer.as_mut().unwrap_or(&mut placer);
         m.addr = p.place(m.data.len() as u64, 0x1000)?;
     }
+    let staging = match staging {
+        0 => None,
+        n => Some(placer.place(n, 0x1000)?),
+    };
     Ok(Plan {
         load,
         first,
         dtb,
         modules,
         bootargs,
+        staging,
     })
 }
 
@@ -548,6 +564,10 @@ pub fn scratch_dir(img: &Image, what: &str, load: u64) -> Result<PathBuf> {
 
 /// The full QEMU command line for a run of `img`.
 pub fn command(a: &QemuArgs, img: &Image) -> Result<Prepared> {
+    ensure!(
+        a.uboot_cmd.is_none() || a.loader == Loader::Uboot,
+        "--uboot-cmd applies to --loader uboot only"
+    );
     match a.loader {
         Loader::Grub => return crate::grub::command(a, &img.bin),
         Loader::Uboot => return crate::uboot::command(a, img),
@@ -567,7 +587,7 @@ pub fn command(a: &QemuArgs, img: &Image) -> Result<Prepared> {
     }
 
     let ram_end = RAM_BASE + parse_size(&a.ram)?;
-    let plan = plan(a, img, a.loader == Loader::UbootSim, |l| l, ram_end)?;
+    let plan = plan(a, img, a.loader == Loader::UbootSim, |l| l, ram_end, 0)?;
     let dir = scratch_dir(
         img,
         if a.loader == Loader::UbootSim {

@@ -32,7 +32,7 @@
 use crate::image::Image;
 use crate::qemu::{self, Module, Prepared, QemuArgs, RAM_BASE};
 use crate::{setup, Arch};
-use anyhow::{ensure, Context, Result};
+use anyhow::{bail, ensure, Context, Result};
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
@@ -50,12 +50,64 @@ pub fn firmware(arch: Arch) -> &'static str {
     }
 }
 
-/// Where U-Boot runs hvmm loaded at `load`: `booti` moves an arm64 Image
-/// up to the next 2 MiB boundary; `bootz` runs it where it is.
-pub fn runs_at(arch: Arch, load: u64) -> u64 {
+/// The U-Boot command that starts hvmm (`--uboot-cmd`).
+#[derive(Copy, Clone, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum BootCmd {
+    /// arm64 (the default): the image's `Image` header; U-Boot runs it at
+    /// the next 2 MiB boundary.
+    Booti,
+    /// arm32 (the default): the image's `zImage` header; U-Boot runs it
+    /// where it was loaded.
+    Bootz,
+    /// Both: a uImage (`mkimage -T kernel`, load and entry address
+    /// `--load-addr`, below 4 GiB: the header's fields are 32 bits) loaded
+    /// elsewhere; U-Boot copies hvmm to its load address and runs it there.
+    Bootm,
+}
+
+impl BootCmd {
+    /// The command a run uses: `--uboot-cmd`, else the architecture's own.
+    pub fn of(a: &QemuArgs) -> Result<BootCmd> {
+        let cmd = a.uboot_cmd.unwrap_or(match a.arch {
+            Arch::Arm64 => BootCmd::Booti,
+            Arch::Arm32 => BootCmd::Bootz,
+        });
+        match (a.arch, cmd) {
+            (Arch::Arm32, BootCmd::Booti) => {
+                bail!("booti takes arm64 Images: boot the arm32 image with bootz or bootm")
+            }
+            (Arch::Arm64, BootCmd::Bootz) => {
+                bail!("bootz takes arm32 zImages: boot the arm64 image with booti or bootm")
+            }
+            _ => Ok(cmd),
+        }
+    }
+
+    /// The command's name in the script.
+    fn name(self) -> &'static str {
+        match self {
+            BootCmd::Booti => "booti",
+            BootCmd::Bootz => "bootz",
+            BootCmd::Bootm => "bootm",
+        }
+    }
+}
+
+/// Where U-Boot's `cmd` runs hvmm loaded at `load`: `booti` moves an arm64
+/// Image up to the next 2 MiB boundary; `bootz` runs it where it is,
+/// `bootm` at the uImage's load address.
+pub fn runs_at(cmd: BootCmd, load: u64) -> u64 {
+    match cmd {
+        BootCmd::Booti => load.next_multiple_of(BOOTI_ALIGN),
+        BootCmd::Bootz | BootCmd::Bootm => load,
+    }
+}
+
+/// `mkimage -A`'s name of `arch`.
+fn mkimage_arch(arch: Arch) -> &'static str {
     match arch {
-        Arch::Arm64 => load.next_multiple_of(BOOTI_ALIGN),
-        Arch::Arm32 => load,
+        Arch::Arm64 => "arm64",
+        Arch::Arm32 => "arm",
     }
 }
 
@@ -94,6 +146,8 @@ const BOOTI_ALIGN: u64 = 2 << 20;
 const SCRIPT: &str = "boot.scr";
 /// hvmm's name on the disk.
 const IMAGE: &str = "hvmm.bin";
+/// hvmm's uImage (for `bootm`) on the disk.
+const UIMAGE: &str = "hvmm.uimg";
 /// The device tree's name on the disk.
 const DTB: &str = "virt.dtb";
 /// Room `fdt resize` adds for the nodes and properties the script writes.
@@ -137,9 +191,13 @@ pub struct ScriptModule<'a> {
 /// What the boot script loads, where, and how it starts hvmm.
 #[derive(Debug, Clone)]
 pub struct Script<'a> {
-    /// `booti` (arm64) or `bootz` (arm32).
+    /// The architecture (`fdt_high`'s width).
     pub arch: Arch,
-    /// hvmm's load address.
+    /// The command that starts hvmm.
+    pub boot: BootCmd,
+    /// hvmm's file on the disk (the raw image, or its uImage for `bootm`).
+    pub image_file: &'a str,
+    /// Where that file is loaded, and the address the command is given.
     pub image: u64,
     /// The device tree's address.
     pub dtb: u64,
@@ -177,8 +235,9 @@ fn step(out: &mut String, cmd: &str, what: &str) {
 pub fn boot_script(s: &Script<'_>) -> Result<String> {
     let mut out = format!(
         "# hvmm on U-Boot: written by cargo xtask (xtask/src/uboot.rs)\n\
-         echo \"hvmm boot script: loading {IMAGE}, {DTB} and {} module(s)\"\n\
+         echo \"hvmm boot script: loading {}, {DTB} and {} module(s)\"\n\
          setenv hvmm_failed\n",
+        s.image_file,
         s.modules.len()
     );
     let o = &mut out;
@@ -189,7 +248,7 @@ pub fn boot_script(s: &Script<'_>) -> Result<String> {
             &format!("loading {file}"),
         )
     };
-    load(o, s.image, IMAGE);
+    load(o, s.image, s.image_file);
     load(o, s.dtb, DTB);
     for m in &s.modules {
         load(o, m.addr, &m.file);
@@ -240,10 +299,11 @@ pub fn boot_script(s: &Script<'_>) -> Result<String> {
             );
         }
     }
-    let (fdt_high, boot) = match s.arch {
-        Arch::Arm64 => ("0xffffffffffffffff", "booti"),
-        Arch::Arm32 => ("0xffffffff", "bootz"),
+    let fdt_high = match s.arch {
+        Arch::Arm64 => "0xffffffffffffffff",
+        Arch::Arm32 => "0xffffffff",
     };
+    let boot = s.boot.name();
     // Keep the tree where it was loaded; start hvmm only if nothing failed.
     out.push_str(&format!(
         "setenv fdt_high {fdt_high}\n\
@@ -345,17 +405,41 @@ fn write(path: &Path, data: &[u8]) -> Result<()> {
     std::fs::write(path, data).with_context(|| format!("writing {}", path.display()))
 }
 
+/// `mkimage -A <arch> <args> -d input output`.
+fn mkimage(arch: Arch, args: &[&str], input: &Path, output: &Path, what: &str) -> Result<()> {
+    run_tool(
+        Command::new("mkimage")
+            .args(["-A", mkimage_arch(arch)])
+            .args(args)
+            .arg("-d")
+            .arg(input)
+            .arg(output),
+        &format!("mkimage {what} (u-boot-tools)"),
+    )
+}
+
 /// The QEMU command of a real U-Boot boot of `img`.
 pub fn command(a: &QemuArgs, img: &Image) -> Result<Prepared> {
     ensure_installed(a.arch)?;
+    let boot = BootCmd::of(a)?;
     let ram_end = RAM_BASE + qemu::parse_size(&a.ram)?;
     let mut ram_top = ram_end.saturating_sub(UBOOT_RESERVED);
     if a.arch == Arch::Arm32 {
         // 32-bit U-Boot loads below 4 GiB only.
         ram_top = ram_top.min(1 << 32);
     }
-    let plan = qemu::plan(a, img, true, |l| runs_at(a.arch, l), ram_top)?;
-    let run = runs_at(a.arch, plan.load);
+    // bootm: the uImage (a 64-byte header, then the image) is staged apart.
+    let staging = match boot {
+        BootCmd::Bootm => {
+            std::fs::metadata(&img.bin)
+                .with_context(|| format!("reading {}", img.bin.display()))?
+                .len()
+                + 64
+        }
+        BootCmd::Booti | BootCmd::Bootz => 0,
+    };
+    let plan = qemu::plan(a, img, true, |l| runs_at(boot, l), ram_top, staging)?;
+    let run = runs_at(boot, plan.load);
     ensure!(
         run + img.mem_size <= ram_top,
         "the image at {run:#x}+{:#x} would overlap U-Boot, which keeps RAM from {ram_top:#x} \
@@ -366,7 +450,7 @@ pub fn command(a: &QemuArgs, img: &Image) -> Result<Prepared> {
     if run != plan.load {
         eprintln!(
             "xtask: booti runs an arm64 Image at a 2 MiB boundary: U-Boot moves hvmm from \
-             {:#x} to {run:#x}",
+             {:#x} to {run:#x} (--uboot-cmd bootm runs it where asked)",
             plan.load
         );
     }
@@ -385,8 +469,34 @@ pub fn command(a: &QemuArgs, img: &Image) -> Result<Prepared> {
         qemu::DTB_SLOT
     );
 
-    let mut files: Vec<(String, std::path::PathBuf)> =
-        vec![(IMAGE.into(), img.bin.clone()), (DTB.into(), dtb.clone())];
+    let (image_file, image_at) = match plan.staging {
+        Some(at) => {
+            ensure!(
+                plan.load + img.mem_size <= 1 << 32,
+                "bootm: a uImage's load address is 32 bits, so hvmm cannot be placed at \
+                 {:#x}; use booti",
+                plan.load
+            );
+            let load = format!("{:#x}", plan.load);
+            let args = [
+                "-O", "linux", "-T", "kernel", "-C", "none", "-a", &load, "-e", &load,
+            ];
+            let uimg = dir.join(UIMAGE);
+            mkimage(
+                a.arch,
+                &[&args[..], &["-n", "hvmm"]].concat(),
+                &img.bin,
+                &uimg,
+                "-T kernel",
+            )?;
+            ((UIMAGE, uimg), at)
+        }
+        None => ((IMAGE, img.bin.clone()), plan.load),
+    };
+    let mut files: Vec<(String, std::path::PathBuf)> = vec![
+        (image_file.0.into(), image_file.1),
+        (DTB.into(), dtb.clone()),
+    ];
     let mut modules = Vec::new();
     for (i, m) in plan.modules.iter().enumerate() {
         let file = module_file(i, m);
@@ -403,7 +513,9 @@ pub fn command(a: &QemuArgs, img: &Image) -> Result<Prepared> {
     }
     let text = boot_script(&Script {
         arch: a.arch,
-        image: plan.load,
+        boot,
+        image_file: image_file.0,
+        image: image_at,
         dtb: plan.dtb,
         bootargs: plan.bootargs.as_deref(),
         modules,
@@ -411,25 +523,12 @@ pub fn command(a: &QemuArgs, img: &Image) -> Result<Prepared> {
     let cmd_file = dir.join("boot.cmd");
     write(&cmd_file, text.as_bytes())?;
     let scr = dir.join(SCRIPT);
-    run_tool(
-        Command::new("mkimage")
-            .args([
-                "-A",
-                match a.arch {
-                    Arch::Arm64 => "arm64",
-                    Arch::Arm32 => "arm",
-                },
-                "-T",
-                "script",
-                "-C",
-                "none",
-                "-n",
-                "hvmm boot script",
-                "-d",
-            ])
-            .arg(&cmd_file)
-            .arg(&scr),
-        "mkimage -T script (u-boot-tools)",
+    mkimage(
+        a.arch,
+        &["-T", "script", "-C", "none", "-n", "hvmm boot script"],
+        &cmd_file,
+        &scr,
+        "-T script",
     )?;
     let scr_len = std::fs::metadata(&scr)
         .with_context(|| format!("reading {}", scr.display()))?
@@ -566,6 +665,11 @@ mod tests {
     fn script(arch: Arch) -> Script<'static> {
         Script {
             arch,
+            boot: match arch {
+                Arch::Arm64 => BootCmd::Booti,
+                Arch::Arm32 => BootCmd::Bootz,
+            },
+            image_file: IMAGE,
             image: 0x4040_0000,
             dtb: 0x4010_1000,
             bootargs: Some("console=hvc0 hvmm.dom0"),
@@ -624,6 +728,36 @@ mod tests {
         let s = boot_script(&script(Arch::Arm32)).unwrap();
         assert!(s.contains("setenv fdt_high 0xffffffff\n"));
         assert!(s.contains("bootz 0x40400000 - 0x40101000; fi\n"));
+    }
+
+    #[test]
+    fn bootm_boots_the_staged_uimage_and_commands_fit_the_arch() {
+        let mut s = script(Arch::Arm64);
+        s.boot = BootCmd::Bootm;
+        s.image_file = UIMAGE;
+        s.image = 0x4030_0000;
+        let t = boot_script(&s).unwrap();
+        assert!(t.contains("load virtio 0 0x40300000 hvmm.uimg || "));
+        assert!(t.contains("bootm 0x40300000 - 0x40101000; fi\n"));
+        assert_eq!(runs_at(BootCmd::Bootm, 0x4800_1000), 0x4800_1000);
+        assert_eq!(runs_at(BootCmd::Booti, 0x4800_1000), 0x4820_0000);
+        assert_eq!(runs_at(BootCmd::Booti, 0x4820_0000), 0x4820_0000);
+        let mut a = qemu::base_args(Arch::Arm64);
+        assert_eq!(BootCmd::of(&a).unwrap(), BootCmd::Booti);
+        a.uboot_cmd = Some(BootCmd::Bootz);
+        assert!(BootCmd::of(&a)
+            .unwrap_err()
+            .to_string()
+            .contains("bootz takes arm32"));
+        let mut a = qemu::base_args(Arch::Arm32);
+        assert_eq!(BootCmd::of(&a).unwrap(), BootCmd::Bootz);
+        a.uboot_cmd = Some(BootCmd::Booti);
+        assert!(BootCmd::of(&a)
+            .unwrap_err()
+            .to_string()
+            .contains("booti takes arm64"));
+        a.uboot_cmd = Some(BootCmd::Bootm);
+        assert_eq!(BootCmd::of(&a).unwrap(), BootCmd::Bootm);
     }
 
     #[test]
