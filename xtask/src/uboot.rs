@@ -742,22 +742,28 @@ mod tests {
         assert_eq!(runs_at(BootCmd::Bootm, 0x4800_1000), 0x4800_1000);
         assert_eq!(runs_at(BootCmd::Booti, 0x4800_1000), 0x4820_0000);
         assert_eq!(runs_at(BootCmd::Booti, 0x4820_0000), 0x4820_0000);
-        let mut a = qemu::base_args(Arch::Arm64);
-        assert_eq!(BootCmd::of(&a).unwrap(), BootCmd::Booti);
-        a.uboot_cmd = Some(BootCmd::Bootz);
-        assert!(BootCmd::of(&a)
-            .unwrap_err()
-            .to_string()
-            .contains("bootz takes arm32"));
-        let mut a = qemu::base_args(Arch::Arm32);
-        assert_eq!(BootCmd::of(&a).unwrap(), BootCmd::Bootz);
-        a.uboot_cmd = Some(BootCmd::Booti);
-        assert!(BootCmd::of(&a)
-            .unwrap_err()
-            .to_string()
-            .contains("booti takes arm64"));
-        a.uboot_cmd = Some(BootCmd::Bootm);
-        assert_eq!(BootCmd::of(&a).unwrap(), BootCmd::Bootm);
+        for (arch, default, wrong, refusal) in [
+            (
+                Arch::Arm64,
+                BootCmd::Booti,
+                BootCmd::Bootz,
+                "bootz takes arm32",
+            ),
+            (
+                Arch::Arm32,
+                BootCmd::Bootz,
+                BootCmd::Booti,
+                "booti takes arm64",
+            ),
+        ] {
+            let mut a = qemu::base_args(arch);
+            assert_eq!(BootCmd::of(&a).unwrap(), default);
+            a.uboot_cmd = Some(wrong);
+            let e = BootCmd::of(&a).unwrap_err().to_string();
+            assert!(e.contains(refusal), "{e}");
+            a.uboot_cmd = Some(BootCmd::Bootm);
+            assert_eq!(BootCmd::of(&a).unwrap(), BootCmd::Bootm);
+        }
     }
 
     #[test]
