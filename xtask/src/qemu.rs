@@ -175,7 +175,8 @@ pub struct Outcome {
     pub command: String,
 }
 
-fn qemu_binary(arch: Arch) -> &'static str {
+/// The QEMU binary of `arch`.
+pub fn qemu_binary(arch: Arch) -> &'static str {
     match arch {
         Arch::Arm64 => "qemu-system-aarch64",
         Arch::Arm32 => "qemu-system-arm",

@@ -454,7 +454,20 @@ pub fn command(a: &QemuArgs, img: &Image) -> Result<Prepared> {
             plan.load
         );
     }
+    if plan.staging.is_some() {
+        ensure!(
+            plan.load + img.mem_size <= 1 << 32,
+            "bootm: a uImage's load address is 32 bits, so hvmm cannot be placed at {:#x}; \
+             use booti",
+            plan.load
+        );
+    }
     let dir = qemu::scratch_dir(img, "uboot", plan.load)?;
+    // Removes the scratch directory if a later step fails.
+    let mut prepared = Prepared {
+        cmd: Command::new(qemu::qemu_binary(a.arch)),
+        workdir: Some(dir.clone()),
+    };
 
     // The device tree as a board ships it: QEMU's, recompiled compact.
     let dtb = dir.join(DTB);
@@ -471,12 +484,6 @@ pub fn command(a: &QemuArgs, img: &Image) -> Result<Prepared> {
 
     let (image_file, image_at) = match plan.staging {
         Some(at) => {
-            ensure!(
-                plan.load + img.mem_size <= 1 << 32,
-                "bootm: a uImage's load address is 32 bits, so hvmm cannot be placed at \
-                 {:#x}; use booti",
-                plan.load
-            );
             let load = format!("{:#x}", plan.load);
             let args = [
                 "-O", "linux", "-T", "kernel", "-C", "none", "-a", &load, "-e", &load,
@@ -562,10 +569,7 @@ pub fn command(a: &QemuArgs, img: &Image) -> Result<Prepared> {
         .with_context(|| format!("padding {} to the flash bank's size", env.display()))?;
 
     let fw = firmware(a.arch);
-    let mut cmd = Command::new(match a.arch {
-        Arch::Arm64 => "qemu-system-aarch64",
-        Arch::Arm32 => "qemu-system-arm",
-    });
+    let cmd = &mut prepared.cmd;
     cmd.args(qemu::machine_args(a, ""));
     if a.gdb {
         cmd.args(["-s", "-S"]);
@@ -581,10 +585,7 @@ pub fn command(a: &QemuArgs, img: &Image) -> Result<Prepared> {
             disk.display()
         ))
         .args(["-device", "virtio-blk-device,drive=hvmm-disk"]);
-    Ok(Prepared {
-        cmd,
-        workdir: Some(dir),
-    })
+    Ok(prepared)
 }
 
 /// Runs a prepared U-Boot boot that must not reach hvmm: the run must stop
