@@ -8,7 +8,7 @@
 
 use crate::image::{self, Image};
 use crate::qemu::{self, QemuArgs};
-use crate::{Arch, Loader};
+use crate::Arch;
 use anyhow::{bail, ensure, Context, Result};
 use hvmm::Vaddr;
 use hvmm_boot::image::{ImageLayout, StaticTables};
@@ -69,16 +69,8 @@ pub fn compare(arch: Arch, img: &Image) -> Result<usize> {
     std::fs::create_dir_all(&dir)?;
     let dtb_path = dir.join("virt.dtb");
     let args = QemuArgs {
-        arch,
-        loader: Loader::Direct,
-        load_addr: None,
         smp: 4,
-        ram: "1G".into(),
-        gdb: false,
-        bootargs: None,
-        timeout: qemu::DEFAULT_TIMEOUT,
-        modules_at: None,
-        guest: None,
+        ..qemu::base_args(arch)
     };
     let bin = match arch {
         Arch::Arm64 => "qemu-system-aarch64",

@@ -4,10 +4,10 @@
 //! ```text
 //! cargo xtask setup
 //! cargo xtask build [--arch arm64|arm32]
-//! cargo xtask qemu [--arch arm64|arm32] [--loader direct|uboot|grub] [--load-addr PA]
+//! cargo xtask qemu [--arch arm64|arm32] [--loader direct|uboot|uboot-sim|grub] [--load-addr PA]
 //!                  [--smp N] [--ram SIZE] [--gdb] [--bootargs STR] [--timeout SECS]
-//!                  [--modules-at PA]
-//! cargo xtask test-qemu [--arch arm64|arm32] [--verbose]
+//!                  [--modules-at PA] [--guest test|linux] [--uboot-cmd booti|bootz|bootm]
+//! cargo xtask test-qemu [--arch arm64|arm32] [--verbose] [--filter TEXT]
 //! cargo xtask guest-build|guest-smoke [--arch arm64|arm32]
 //! cargo xtask linux-assets|linux-smoke [--arch arm64|arm32]
 //! ```
@@ -24,6 +24,7 @@ mod linux;
 mod matrix;
 mod qemu;
 mod setup;
+mod uboot;
 mod zcu102;
 
 use anyhow::Result;
@@ -69,9 +70,15 @@ pub enum Loader {
     /// QEMU's `-kernel` (or, with `--load-addr`, raw loaders and a register
     /// set-up stub).
     Direct,
-    /// U-Boot style: image, DTB and typed `/chosen/module@` modules loaded
-    /// at chosen addresses, entered through a register set-up stub.
+    /// The real U-Boot (Debian's `u-boot-qemu`, `qemu_arm64` / `qemu_arm`):
+    /// a boot script on a FAT disk loads hvmm, the DTB and typed modules,
+    /// adds the module nodes to /chosen with `fdt` commands, and starts hvmm
+    /// with `booti` (arm64) / `bootz` (arm32).
     Uboot,
+    /// An imitation of U-Boot's placement: image, DTB and typed
+    /// `/chosen/module@` modules put at chosen addresses by QEMU's `-device
+    /// loader`, entered through a register set-up stub (no firmware runs).
+    UbootSim,
     /// The real GRUB (`xen_hypervisor` + three untyped `xen_module`s) on
     /// the real UEFI firmware (arm64 only): hvmm enters as an EFI
     /// application.
@@ -80,7 +87,8 @@ pub enum Loader {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Install what the other commands need (Rust targets, QEMU, dtc, mtools, dosfstools).
+    /// Install what the other commands need (Rust targets, QEMU, dtc, mtools, dosfstools,
+    /// GRUB and UEFI pieces, Debian's U-Boot for QEMU and u-boot-tools).
     Setup,
     /// Build the image (release) and print the path of the raw binary.
     Build {
@@ -112,6 +120,9 @@ enum Cmd {
         /// Print every run's console output, not only failing ones.
         #[arg(long)]
         verbose: bool,
+        /// Only the cases whose name holds this text (e.g. "uboot at").
+        #[arg(long)]
+        filter: Option<String>,
     },
     /// Build the test guest (crates/hvmm-guest) and print the raw image's path.
     GuestBuild {
@@ -160,7 +171,11 @@ fn main() {
             0
         }),
         Cmd::Qemu(args) => qemu::qemu_command(&args),
-        Cmd::TestQemu { arch, verbose } => matrix::test_qemu(arch, verbose),
+        Cmd::TestQemu {
+            arch,
+            verbose,
+            filter,
+        } => matrix::test_qemu(arch, verbose, filter.as_deref()),
         Cmd::GuestBuild { arch } => guest::build_command(arch),
         Cmd::GuestSmoke(args) => guest::smoke(&args),
         Cmd::LinuxAssets { arch } => linux::assets_command(arch),

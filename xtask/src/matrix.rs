@@ -8,8 +8,8 @@
 //! failure.
 
 use crate::image;
-use crate::qemu::{self, QemuArgs, DEFAULT_TIMEOUT};
-use crate::{setup, Arch, Loader};
+use crate::qemu::{self, QemuArgs};
+use crate::{setup, uboot, Arch, Loader};
 use anyhow::Result;
 
 /// One boot of the matrix.
@@ -21,18 +21,14 @@ struct Case {
 }
 
 fn base(arch: Arch) -> QemuArgs {
-    QemuArgs {
-        arch,
-        loader: Loader::Direct,
-        load_addr: None,
-        smp: 1,
-        ram: "1G".into(),
-        gdb: false,
-        bootargs: None,
-        timeout: DEFAULT_TIMEOUT,
-        modules_at: None,
-        guest: None,
-    }
+    qemu::base_args(arch)
+}
+
+/// The loader's name as `--loader` takes it.
+fn loader_name(l: Loader) -> String {
+    clap::ValueEnum::to_possible_value(&l)
+        .map(|v| v.get_name().to_string())
+        .unwrap_or_else(|| format!("{l:?}"))
 }
 
 fn ok_lines(pa: u64, cpus: u32) -> Vec<String> {
@@ -107,17 +103,41 @@ fn cases(arch: Arch) -> Vec<Case> {
         });
     }
 
-    // U-Boot style: typed modules in /chosen, bootargs, chosen addresses.
-    let mut uboot: Vec<(u64, &str, u32, Option<u64>)> =
-        vec![(0x4040_0000, "1G", 1, None), (0x7fe0_1000, "1G", 4, None)];
+    // U-Boot: typed modules in /chosen, bootargs, chosen addresses; the
+    // imitation (QEMU's loader device) and the real firmware, which runs a
+    // boot script from a disk (arm64: booti moves an Image off a 2 MiB
+    // boundary up to the next one; bootm runs a uImage where asked).
+    let bootm = Some(uboot::BootCmd::Bootm);
+    let mut uboot = vec![
+        (Loader::UbootSim, None, 0x4040_0000, "1G", 1, None),
+        (Loader::UbootSim, None, 0x7fe0_1000, "1G", 4, None),
+        (Loader::Uboot, None, 0x4040_0000, "1G", 1, None),
+        (Loader::Uboot, None, 0x4800_1000, "1G", 4, None),
+    ];
     match arch {
-        Arch::Arm64 => uboot.push((0x1_0000_0000, "8G", 2, Some(0x2_3000_0000))),
+        Arch::Arm64 => {
+            let high = Some(0x2_3000_0000);
+            uboot.push((Loader::UbootSim, None, 0x1_0000_0000, "8G", 2, high));
+            uboot.push((Loader::Uboot, None, 0x1_0000_0000, "8G", 2, high));
+            uboot.push((Loader::Uboot, bootm, 0x7b60_1000, "1G", 4, None));
+        }
         // Modules above 4 GiB: 40-bit PAs through the fixmap.
-        Arch::Arm32 => uboot.push((0xbfe0_0000, "6G", 2, Some(0x1_4000_0000))),
+        Arch::Arm32 => {
+            uboot.push((
+                Loader::UbootSim,
+                None,
+                0xbfe0_0000,
+                "6G",
+                2,
+                Some(0x1_4000_0000),
+            ));
+            uboot.push((Loader::Uboot, bootm, 0x7b60_1000, "1G", 1, None));
+        }
     }
-    for (pa, ram, smp, modules_at) in uboot {
+    for (loader, uboot_cmd, pa, ram, smp, modules_at) in uboot {
         let mut a = base(arch);
-        a.loader = Loader::Uboot;
+        a.loader = loader;
+        a.uboot_cmd = uboot_cmd;
         a.load_addr = Some(pa);
         a.ram = ram.into();
         a.smp = smp;
@@ -130,14 +150,29 @@ fn cases(arch: Arch) -> Vec<Case> {
             "console=hvc0 hvmm.test=uboot"
         };
         a.bootargs = Some(bootargs.into());
-        let mut expect = ok_lines(pa, smp);
+        let runs_at = match loader {
+            Loader::Uboot => uboot::BootCmd::of(&a).map_or(pa, |c| uboot::runs_at(c, pa)),
+            _ => pa,
+        };
+        let mut expect = ok_lines(runs_at, smp);
         expect.extend(module_lines(bootargs));
         if let Some(m) = modules_at {
             expect.push(format!("(XEN) module 0: {m:#018x}"));
         }
+        if loader == Loader::Uboot {
+            expect.extend(uboot::handover_lines(arch));
+            if runs_at != pa {
+                expect.push(format!("Moving Image from {pa:#x} to {runs_at:#x}"));
+            }
+            if uboot_cmd == bootm {
+                expect.push("## Booting kernel from Legacy Image at".into());
+            }
+        }
         v.push(Case {
             name: format!(
-                "{n} uboot at {pa:#x} ram {ram} smp{smp}{}",
+                "{n} {}{} at {pa:#x} ram {ram} smp{smp}{}",
+                loader_name(loader),
+                if uboot_cmd == bootm { " bootm" } else { "" },
                 if modules_at.is_some() {
                     " modules high"
                 } else {
@@ -169,12 +204,12 @@ fn cases(arch: Arch) -> Vec<Case> {
         expect: fault_expect.clone(),
     });
     let mut a = base(arch);
-    a.loader = Loader::Uboot;
+    a.loader = Loader::UbootSim;
     a.load_addr = Some(0x7f60_1000);
     a.smp = 4;
     a.bootargs = Some("hvmm.fault=1".into());
     v.push(Case {
-        name: format!("{n} deliberate fault (uboot at 0x7f601000 smp4)"),
+        name: format!("{n} deliberate fault (uboot-sim at 0x7f601000 smp4)"),
         args: a,
         code: 3,
         expect: fault_expect.clone(),
@@ -220,9 +255,10 @@ fn cases(arch: Arch) -> Vec<Case> {
     // an injected abort for hvmm's memory, the UART, a live split by another
     // CPU (write-protect) and PSCI with every vCPU, then powers off.
     {
-        for smp in [1, 4] {
+        for (loader, smp) in [(Loader::Direct, 1), (Loader::Direct, 4), (Loader::Uboot, 4)] {
             let mut a = base(arch);
             a.smp = smp;
+            a.loader = loader;
             a.guest = Some(crate::qemu::GuestKind::Test);
             let mut expect: Vec<String> = [
                 "(XEN) *** LOADING DOMAIN 0 ***",
@@ -241,8 +277,14 @@ fn cases(arch: Arch) -> Vec<Case> {
             if smp > 1 {
                 expect.push(format!("{} other CPU(s) started", smp - 1));
             }
+            let through = if loader == Loader::Uboot {
+                expect.extend(uboot::handover_lines(arch));
+                " through real U-Boot"
+            } else {
+                ""
+            };
             v.push(Case {
-                name: format!("{n} dom0 test guest smp{smp}"),
+                name: format!("{n} dom0 test guest{through} smp{smp}"),
                 args: a,
                 code: 0,
                 expect,
@@ -251,7 +293,7 @@ fn cases(arch: Arch) -> Vec<Case> {
         // Debian's Linux as domain 0 with xtask's initramfs (arm64, and
         // armmp-lpae on arm32), U-Boot style and (arm64) through the real
         // GRUB + UEFI (untyped `xen_module`s).
-        let mut linux = vec![(Loader::Uboot, 1), (Loader::Uboot, 4)];
+        let mut linux = vec![(Loader::UbootSim, 1), (Loader::UbootSim, 4)];
         if arch == Arch::Arm64 {
             linux.push((Loader::Grub, 4));
         }
@@ -272,7 +314,7 @@ fn cases(arch: Arch) -> Vec<Case> {
             .to_vec();
             expect.push(format!("smp: Brought up 1 node, {smp} CPU"));
             v.push(Case {
-                name: format!("{n} dom0 Debian Linux {loader:?} smp{smp}"),
+                name: format!("{n} dom0 Debian Linux {} smp{smp}", loader_name(loader)),
                 args: a,
                 code: 0,
                 expect,
@@ -294,8 +336,9 @@ fn cases(arch: Arch) -> Vec<Case> {
 }
 
 /// Runs the matrix; returns the exit code.
-pub fn test_qemu(only: Option<Arch>, verbose: bool) -> Result<i32> {
+pub fn test_qemu(only: Option<Arch>, verbose: bool, filter: Option<&str>) -> Result<i32> {
     setup::setup()?;
+    let wanted = |name: &str| filter.is_none_or(|f| name.contains(f));
     let arches: Vec<Arch> = match only {
         Some(a) => vec![a],
         None => vec![Arch::Arm64, Arch::Arm32],
@@ -311,7 +354,7 @@ pub fn test_qemu(only: Option<Arch>, verbose: bool) -> Result<i32> {
             }
         };
         println!("== {} image: {}", arch.name(), img.bin.display());
-        for case in cases(arch) {
+        for case in cases(arch).into_iter().filter(|c| wanted(&c.name)) {
             let r = qemu::run_image(&case.args, &img, false);
             let problems: Vec<String> = match &r {
                 Err(e) => vec![format!("{e:#}")],
@@ -319,6 +362,8 @@ pub fn test_qemu(only: Option<Arch>, verbose: bool) -> Result<i32> {
                     let mut p = Vec::new();
                     if o.timed_out {
                         p.push(format!("timed out after {} s", case.args.timeout));
+                    } else if o.stopped {
+                        p.push(qemu::stop_reason(case.args.loader, &o.output));
                     } else if o.code != Some(case.code) {
                         p.push(format!("exit code {:?}, expected {}", o.code, case.code));
                     }
@@ -349,12 +394,12 @@ pub fn test_qemu(only: Option<Arch>, verbose: bool) -> Result<i32> {
         }
         if arch == Arch::Arm64 {
             // Through the real GRUB and UEFI firmware (crate::grub).
-            let (p, f) = crate::grub::test_cases(&img, verbose);
+            let (p, f) = crate::grub::test_cases(&img, verbose, &wanted);
             passed += p;
             failed += f;
             // The ZCU102: RAM at 0, loads sharing table slots with the link
             // address (crate::zcu102).
-            let (p, f) = crate::zcu102::test_cases(&img, verbose);
+            let (p, f) = crate::zcu102::test_cases(&img, verbose, &wanted);
             passed += p;
             failed += f;
         }
@@ -363,15 +408,44 @@ pub fn test_qemu(only: Option<Arch>, verbose: bool) -> Result<i32> {
         .into_iter()
         .filter(|a| only.is_none_or(|o| o == *a))
     {
-        let name = format!("{} boot log on QEMU == boot log on the model", arch.name());
-        match image::build(arch).and_then(|img| crate::compare::compare(arch, &img)) {
-            Ok(n) => {
-                passed += 1;
-                println!("PASS {name} ({n} lines)");
-            }
-            Err(e) => {
-                failed += 1;
-                println!("FAIL {name}: {e:#}");
+        type Check = Box<dyn Fn() -> Result<String>>;
+        let n = arch.name();
+        let checks: [(String, Check); 3] = [
+            (
+                format!("{n} real U-Boot refuses an image without its loader magic"),
+                Box::new(move || {
+                    image::build(arch)
+                        .and_then(|img| uboot::refuses_image_without_magic(arch, &img))
+                        .map(|s| format!("{s:.2} s"))
+                }),
+            ),
+            (
+                format!("{n} real U-Boot boot script stops at a missing module"),
+                Box::new(move || {
+                    image::build(arch)
+                        .and_then(|img| uboot::stops_at_a_missing_module(arch, &img))
+                        .map(|s| format!("{s:.2} s"))
+                }),
+            ),
+            (
+                format!("{n} boot log on QEMU == boot log on the model"),
+                Box::new(move || {
+                    image::build(arch)
+                        .and_then(|img| crate::compare::compare(arch, &img))
+                        .map(|lines| format!("{lines} lines"))
+                }),
+            ),
+        ];
+        for (name, check) in checks.into_iter().filter(|(name, _)| wanted(name)) {
+            match check() {
+                Ok(what) => {
+                    passed += 1;
+                    println!("PASS {name} ({what})");
+                }
+                Err(e) => {
+                    failed += 1;
+                    println!("FAIL {name}: {e:#}");
+                }
             }
         }
     }

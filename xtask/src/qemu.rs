@@ -1,8 +1,9 @@
 //! Running the image under QEMU: direct `-kernel` boots, boots at any load
-//! address, U-Boot style boots with typed `/chosen/module@` nodes, and
-//! (in [`crate::grub`]) boots through the real GRUB and UEFI firmware.
+//! address, an imitation of U-Boot's placement with typed `/chosen/module@`
+//! nodes, and (in [`crate::uboot`] and [`crate::grub`]) boots through the
+//! real U-Boot and through the real GRUB and UEFI firmware.
 //!
-//! # Loading at an address of our choosing (`--load-addr`, `--loader uboot`)
+//! # Loading at an address of our choosing (`--load-addr`, `--loader uboot-sim`)
 //!
 //! QEMU's DTB is dumped with the same machine options (`dumpdtb=`), edited
 //! with `dtc` (bootargs, modules), and everything is loaded with raw
@@ -27,7 +28,7 @@ pub const RAM_BASE: u64 = 0x4000_0000;
 /// What QEMU occupies at the bottom of RAM when there is no `-kernel`.
 const QEMU_DTB_SLOT: u64 = 0x10_0000;
 /// Room reserved for our DTB (QEMU's is 1 MiB; dtc's output is smaller).
-const DTB_SLOT: u64 = 0x10_0000;
+pub const DTB_SLOT: u64 = 0x10_0000;
 /// Default run time limit.
 pub const DEFAULT_TIMEOUT: u64 = 60;
 
@@ -66,6 +67,11 @@ pub struct QemuArgs {
     /// loaded as the kernel module; a direct boot becomes U-Boot style.
     #[arg(long, value_enum)]
     pub guest: Option<GuestKind>,
+    /// `--loader uboot`: the command that starts hvmm (default `booti` on
+    /// arm64, `bootz` on arm32; `bootm` boots a uImage made with mkimage,
+    /// run exactly at `--load-addr`).
+    #[arg(long, value_enum)]
+    pub uboot_cmd: Option<crate::uboot::BootCmd>,
 }
 
 /// The guest `--guest` runs.
@@ -169,7 +175,8 @@ pub struct Outcome {
     pub command: String,
 }
 
-fn qemu_binary(arch: Arch) -> &'static str {
+/// The QEMU binary of `arch`.
+pub fn qemu_binary(arch: Arch) -> &'static str {
     match arch {
         Arch::Arm64 => "qemu-system-aarch64",
         Arch::Arm32 => "qemu-system-arm",
@@ -189,6 +196,7 @@ pub fn base_args(arch: Arch) -> QemuArgs {
         timeout: DEFAULT_TIMEOUT,
         modules_at: None,
         guest: None,
+        uboot_cmd: None,
     }
 }
 
@@ -371,7 +379,8 @@ fn chosen_fragment(bootargs: Option<&str>, modules: &[Module]) -> String {
     s
 }
 
-fn run_tool(cmd: &mut Command, what: &str) -> Result<()> {
+/// Runs a tool, failing with its stderr.
+pub fn run_tool(cmd: &mut Command, what: &str) -> Result<()> {
     let out = cmd.output().with_context(|| format!("running {what}"))?;
     if !out.status.success() {
         bail!(
@@ -383,36 +392,47 @@ fn run_tool(cmd: &mut Command, what: &str) -> Result<()> {
     Ok(())
 }
 
-/// Dumps QEMU's DTB for this configuration and edits it.
-fn make_dtb(a: &QemuArgs, dir: &Path, modules: &[Module]) -> Result<PathBuf> {
+/// Dumps QEMU's DTB for this configuration (`dumpdtb=`) into `dir`.
+pub fn dump_dtb(a: &QemuArgs, dir: &Path) -> Result<PathBuf> {
     let raw = dir.join("qemu.dtb");
     let mut cmd = Command::new(qemu_binary(a.arch));
     cmd.args(machine_args(a, &format!(",dumpdtb={}", raw.display())));
     run_tool(&mut cmd, "QEMU dumpdtb")?;
-    if a.bootargs.is_none() && modules.is_empty() {
+    Ok(raw)
+}
+
+/// Runs `dtc` from `from` (dtb or dts) to `to` (dtb or dts).
+pub fn dtc(input: &Path, from: &str, output: &Path, to: &str) -> Result<()> {
+    run_tool(
+        Command::new("dtc")
+            .args(["-q", "-I", from, "-O", to, "-o"])
+            .arg(output)
+            .arg(input),
+        &format!("dtc ({from} to {to})"),
+    )
+}
+
+/// Dumps QEMU's DTB for this configuration and adds `bootargs` and the
+/// module nodes to /chosen.
+fn make_dtb(
+    a: &QemuArgs,
+    bootargs: Option<&str>,
+    dir: &Path,
+    modules: &[Module],
+) -> Result<PathBuf> {
+    let raw = dump_dtb(a, dir)?;
+    if bootargs.is_none() && modules.is_empty() {
         return Ok(raw);
     }
     let dts = dir.join("qemu.dts");
-    run_tool(
-        Command::new("dtc")
-            .args(["-q", "-I", "dtb", "-O", "dts", "-o"])
-            .arg(&dts)
-            .arg(&raw),
-        "dtc (decompile)",
-    )?;
+    dtc(&raw, "dtb", &dts, "dts")?;
     let mut text =
         std::fs::read_to_string(&dts).with_context(|| format!("reading {}", dts.display()))?;
-    text.push_str(&chosen_fragment(a.bootargs.as_deref(), modules));
+    text.push_str(&chosen_fragment(bootargs, modules));
     let dts2 = dir.join("hvmm.dts");
     std::fs::write(&dts2, text).with_context(|| format!("writing {}", dts2.display()))?;
     let out = dir.join("hvmm.dtb");
-    run_tool(
-        Command::new("dtc")
-            .args(["-q", "-I", "dts", "-O", "dtb", "-o"])
-            .arg(&out)
-            .arg(&dts2),
-        "dtc (compile)",
-    )?;
+    dtc(&dts2, "dts", &out, "dtb")?;
     Ok(out)
 }
 
@@ -433,13 +453,129 @@ impl Drop for Prepared {
     }
 }
 
+/// Where a loader puts things when hvmm is not booted with `-kernel`:
+/// QEMU's `-device loader` entries (the imitation) or the real U-Boot's
+/// `load` commands. Placed from the bottom of RAM upwards, around the image.
+pub struct Plan {
+    /// The image's load address.
+    pub load: u64,
+    /// A page before the DTB: the imitation's register set-up stub, U-Boot's
+    /// boot script.
+    pub first: u64,
+    /// The DTB's slot ([`DTB_SLOT`] bytes).
+    pub dtb: u64,
+    /// The modules, placed.
+    pub modules: Vec<Module>,
+    /// hvmm's command line (the guest's words appended), if any.
+    pub bootargs: Option<String>,
+    /// Where a loader may stage a copy of the image before moving it to
+    /// `load` (U-Boot's `bootm`), if asked for.
+    pub staging: Option<u64>,
+}
+
+/// The default load address of a loader-style boot.
+pub const DEFAULT_LOAD: u64 = RAM_BASE + 0x40_0000;
+
+/// Places a loader-style boot of `img`: the image is loaded at
+/// `--load-addr` and runs at `runs_at(load)` (a loader may move it), the
+/// rest goes below `ram_top`. Modules: the guest's, or with `synth` the
+/// synthesised typed ones. A non-zero `staging` places that many bytes for
+/// a staged copy of the image too.
+pub fn plan(
+    a: &QemuArgs,
+    img: &Image,
+    synth: bool,
+    runs_at: impl Fn(u64) -> u64,
+    ram_top: u64,
+    staging: u64,
+) -> Result<Plan> {
+    let ram_end = RAM_BASE + parse_size(&a.ram)?;
+    let load = a.load_addr.unwrap_or(DEFAULT_LOAD);
+    ensure!(
+        load & 0xfff == 0,
+        "load address {load:#x} is not 4 KiB aligned"
+    );
+    let run = runs_at(load);
+    ensure!(
+        load >= RAM_BASE && run + img.mem_size <= ram_end,
+        "image at {run:#x}+{:#x} is outside RAM {RAM_BASE:#x}-{ram_end:#x}",
+        img.mem_size
+    );
+    if a.arch == Arch::Arm32 {
+        ensure!(
+            run + img.mem_size <= 1 << 32,
+            "arm32 images run with the MMU off first: load below 4 GiB"
+        );
+    }
+    let avoid = (load, run + img.mem_size);
+    // Without -kernel QEMU still puts its own DTB (1 MiB) at the bottom of
+    // RAM, for firmware: start above it.
+    let mut placer = Placer {
+        next: RAM_BASE + QEMU_DTB_SLOT,
+        ram_end: ram_top,
+        avoid,
+    };
+    let first = placer.place(0x1000, 0x1000)?;
+    let (mut modules, bootargs) = match guest_modules(a)? {
+        Some((m, args)) => (
+            m,
+            Some(match &a.bootargs {
+                Some(b) => format!("{b} {args}"),
+                None => args.to_string(),
+            }),
+        ),
+        None if synth => (synth_modules(), a.bootargs.clone()),
+        None => (Vec::new(), a.bootargs.clone()),
+    };
+    let dtb = placer.place(DTB_SLOT, 0x1000)?;
+    let mut mod_placer = a.modules_at.map(|at| Placer {
+        next: at,
+        ram_end: ram_top,
+        avoid,
+    });
+    for m in &mut modules {
+        let p = mod_placer.as_mut().unwrap_or(&mut placer);
+        m.addr = p.place(m.data.len() as u64, 0x1000)?;
+    }
+    let staging = match staging {
+        0 => None,
+        n => Some(placer.place(n, 0x1000)?),
+    };
+    Ok(Plan {
+        load,
+        first,
+        dtb,
+        modules,
+        bootargs,
+        staging,
+    })
+}
+
+/// A scratch directory next to the image for one run.
+pub fn scratch_dir(img: &Image, what: &str, load: u64) -> Result<PathBuf> {
+    let dir = img
+        .bin
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default()
+        .join(format!("run-{what}-{load:x}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    Ok(dir)
+}
+
 /// The full QEMU command line for a run of `img`.
 pub fn command(a: &QemuArgs, img: &Image) -> Result<Prepared> {
+    ensure!(
+        a.uboot_cmd.is_none() || a.loader == Loader::Uboot,
+        "--uboot-cmd applies to --loader uboot only"
+    );
+    match a.loader {
+        Loader::Grub => return crate::grub::command(a, &img.bin),
+        Loader::Uboot => return crate::uboot::command(a, img),
+        Loader::Direct | Loader::UbootSim => {}
+    }
     let mut cmd = Command::new(qemu_binary(a.arch));
     cmd.args(machine_args(a, ""));
-    if a.loader == Loader::Grub {
-        return crate::grub::command(a, &img.bin);
-    }
     if a.gdb {
         cmd.args(["-s", "-S"]);
     }
@@ -451,89 +587,18 @@ pub fn command(a: &QemuArgs, img: &Image) -> Result<Prepared> {
         return Ok(Prepared { cmd, workdir: None });
     }
 
-    let ram = parse_size(&a.ram)?;
-    let ram_end = RAM_BASE + ram;
-    let load = a.load_addr.unwrap_or(RAM_BASE + 0x40_0000);
-    ensure!(
-        load & 0xfff == 0,
-        "load address {load:#x} is not 4 KiB aligned"
-    );
-    ensure!(
-        load >= RAM_BASE && load + img.mem_size <= ram_end,
-        "image at {load:#x}+{:#x} is outside RAM {RAM_BASE:#x}-{ram_end:#x}",
-        img.mem_size
-    );
-    if a.arch == Arch::Arm32 {
-        ensure!(
-            load + img.mem_size <= 1 << 32,
-            "arm32 images run with the MMU off first: load below 4 GiB"
-        );
-    }
-
-    let dir = img
-        .bin
-        .parent()
-        .map(Path::to_path_buf)
-        .unwrap_or_default()
-        .join(format!(
-            "run-{}-{:x}-{}",
-            if a.loader == Loader::Uboot {
-                "uboot"
-            } else {
-                "direct"
-            },
-            load,
-            std::process::id()
-        ));
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-
-    // Without -kernel QEMU still puts its own DTB (1 MiB) at the bottom of
-    // RAM, for firmware: start above it.
-    let mut placer = Placer {
-        next: RAM_BASE + QEMU_DTB_SLOT,
-        ram_end,
-        avoid: (load, load + img.mem_size),
-    };
-    let stub_addr = placer.place(0x40, 0x1000)?;
-    let guest = guest_modules(a)?;
-    let mut modules = match &guest {
-        Some((m, _)) => m
-            .iter()
-            .map(|m| Module {
-                compatible: m.compatible,
-                data: m.data.clone(),
-                addr: 0,
-                bootargs: m.bootargs,
-            })
-            .collect(),
-        None if a.loader == Loader::Uboot => synth_modules(),
-        None => Vec::new(),
-    };
-    let dtb_addr = placer.place(DTB_SLOT, 0x1000)?;
-    let mut mod_placer = a.modules_at.map(|at| Placer {
-        next: at,
-        ram_end,
-        avoid: (load, load + img.mem_size),
-    });
-    for m in &mut modules {
-        let p = mod_placer.as_mut().unwrap_or(&mut placer);
-        m.addr = p.place(m.data.len() as u64, 0x1000)?;
-    }
-    let with_guest;
-    let a = match &guest {
-        Some((_, args)) => {
-            with_guest = QemuArgs {
-                bootargs: Some(match &a.bootargs {
-                    Some(b) => format!("{b} {args}"),
-                    None => (*args).to_string(),
-                }),
-                ..a.clone()
-            };
-            &with_guest
-        }
-        None => a,
-    };
-    let dtb = make_dtb(a, &dir, &modules)?;
+    let ram_end = RAM_BASE + parse_size(&a.ram)?;
+    let plan = plan(a, img, a.loader == Loader::UbootSim, |l| l, ram_end, 0)?;
+    let dir = scratch_dir(
+        img,
+        if a.loader == Loader::UbootSim {
+            "uboot-sim"
+        } else {
+            "direct"
+        },
+        plan.load,
+    )?;
+    let dtb = make_dtb(a, plan.bootargs.as_deref(), &dir, &plan.modules)?;
     let dtb_len = std::fs::metadata(&dtb)
         .with_context(|| format!("reading {}", dtb.display()))?
         .len();
@@ -543,10 +608,13 @@ pub fn command(a: &QemuArgs, img: &Image) -> Result<Prepared> {
     );
 
     let stub = dir.join("stub.bin");
-    std::fs::write(&stub, setup_stub(a.arch, dtb_addr, load)?).context("writing the stub")?;
-    let mut loaders: Vec<(PathBuf, u64)> =
-        vec![(stub, stub_addr), (img.bin.clone(), load), (dtb, dtb_addr)];
-    for (i, m) in modules.iter().enumerate() {
+    std::fs::write(&stub, setup_stub(a.arch, plan.dtb, plan.load)?).context("writing the stub")?;
+    let mut loaders: Vec<(PathBuf, u64)> = vec![
+        (stub, plan.first),
+        (img.bin.clone(), plan.load),
+        (dtb, plan.dtb),
+    ];
+    for (i, m) in plan.modules.iter().enumerate() {
         let p = dir.join(format!("module{i}.bin"));
         std::fs::write(&p, &m.data).with_context(|| format!("writing {}", p.display()))?;
         loaders.push((p, m.addr));
@@ -558,7 +626,7 @@ pub fn command(a: &QemuArgs, img: &Image) -> Result<Prepared> {
         ));
     }
     cmd.arg("-device")
-        .arg(format!("loader,addr={stub_addr:#x},cpu-num=0"));
+        .arg(format!("loader,addr={:#x},cpu-num=0", plan.first));
     Ok(Prepared {
         cmd,
         workdir: Some(dir),
@@ -580,13 +648,13 @@ pub fn run(cmd: &mut Command, timeout: Option<Duration>, stream: bool) -> Result
     run_until(cmd, timeout, stream, None)
 }
 
-/// [`run`], and with `stop = Some((text, grace))` also kills QEMU `grace`
-/// after its console showed `text` (the run is then `stopped`).
+/// [`run`], and with `stop = Some((texts, grace))` also kills QEMU `grace`
+/// after its console showed one of `texts` (the run is then `stopped`).
 pub fn run_until(
     cmd: &mut Command,
     timeout: Option<Duration>,
     stream: bool,
-    stop: Option<(&str, Duration)>,
+    stop: Option<(&[&str], Duration)>,
 ) -> Result<Outcome> {
     let command = describe(cmd);
     let start = Instant::now();
@@ -610,11 +678,13 @@ pub fn run_until(
         if let Some(st) = child.try_wait().context("waiting for QEMU")? {
             break Some(st);
         }
-        if let Some((text, grace)) = stop {
+        if let Some((texts, grace)) = stop {
             if seen.is_none()
-                && out
-                    .lock()
-                    .is_ok_and(|b| b.windows(text.len()).any(|w| w == text.as_bytes()))
+                && out.lock().is_ok_and(|b| {
+                    texts
+                        .iter()
+                        .any(|t| b.windows(t.len()).any(|w| w == t.as_bytes()))
+                })
             {
                 seen = Some(Instant::now());
             }
@@ -683,16 +753,28 @@ fn pump<R: Read + Send + 'static>(
 
 /// Runs one configuration of an already built image.
 pub fn run_image(a: &QemuArgs, img: &Image, stream: bool) -> Result<Outcome> {
-    if a.loader == Loader::Grub {
-        return crate::grub::run(a, &img.bin, stream);
-    }
     let mut p = command(a, img)?;
-    let timeout = if a.gdb {
-        None
-    } else {
-        Some(Duration::from_secs(a.timeout))
+    let timeout = (!a.gdb).then(|| Duration::from_secs(a.timeout));
+    run_until(&mut p.cmd, timeout, stream, stop_texts(a.loader))
+}
+
+/// What a loader prints once it will not start hvmm any more (QEMU is
+/// stopped shortly after), and how long to wait for its last words.
+pub fn stop_texts(loader: Loader) -> Option<(&'static [&'static str], Duration)> {
+    let texts: &'static [&'static str] = match loader {
+        Loader::Grub => &[crate::grub::GRUB_GAVE_UP],
+        Loader::Uboot => &crate::uboot::GAVE_UP,
+        Loader::Direct | Loader::UbootSim => return None,
     };
-    run(&mut p.cmd, timeout, stream)
+    Some((texts, Duration::from_millis(300)))
+}
+
+/// Why a run that showed one of [`stop_texts`] did not start hvmm.
+pub fn stop_reason(loader: Loader, output: &str) -> String {
+    match loader {
+        Loader::Uboot => crate::uboot::why_stopped(output),
+        _ => "GRUB gave up booting the image".into(),
+    }
 }
 
 /// `cargo xtask qemu`.
@@ -708,16 +790,10 @@ pub fn qemu_command(a: &QemuArgs) -> Result<i32> {
             img.elf.display()
         );
     }
-    let timeout = if a.gdb {
-        None
-    } else {
-        Some(Duration::from_secs(a.timeout))
-    };
-    let stop = (a.loader == Loader::Grub)
-        .then_some((crate::grub::GRUB_GAVE_UP, Duration::from_millis(300)));
-    let o = run_until(&mut p.cmd, timeout, true, stop)?;
+    let timeout = (!a.gdb).then(|| Duration::from_secs(a.timeout));
+    let o = run_until(&mut p.cmd, timeout, true, stop_texts(a.loader))?;
     if o.stopped {
-        bail!("GRUB gave up booting the image (see its messages above): QEMU stopped");
+        bail!("{}: QEMU stopped", stop_reason(a.loader, &o.output));
     }
     if o.timed_out {
         bail!("QEMU did not finish within {} s: killed", a.timeout);

@@ -8,7 +8,7 @@ use std::process::Command;
 /// Rust targets the image is built for.
 pub const TARGETS: [&str; 2] = ["aarch64-unknown-none", "armv7a-none-eabi"];
 /// Binaries the QEMU runs need, and the Debian packages providing them.
-pub const TOOLS: [(&str, &str); 9] = [
+pub const TOOLS: [(&str, &str); 12] = [
     ("qemu-system-aarch64", "qemu-system-arm"),
     ("qemu-system-arm", "qemu-system-arm"),
     ("dtc", "device-tree-compiler"),
@@ -19,6 +19,11 @@ pub const TOOLS: [(&str, &str); 9] = [
     ("grub-mkimage", "grub-common"),
     (crate::grub::FIRMWARE, "qemu-efi-aarch64"),
     ("dpkg-deb", "dpkg"),
+    // Real U-Boot boots (crate::uboot): Debian's U-Boot builds for QEMU's
+    // virt (an `all` package), mkimage and mkenvimage.
+    (crate::uboot::FIRMWARE_ARM64, "u-boot-qemu"),
+    (crate::uboot::FIRMWARE_ARM32, "u-boot-qemu"),
+    ("mkimage", "u-boot-tools"),
     // Guest Linux assets: members of .deb data archives (crate::linux).
     ("tar", "tar"),
 ];
