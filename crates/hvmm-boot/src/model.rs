@@ -50,6 +50,9 @@ impl Platform for Machine {
     fn write_bytes(&mut self, dst: Vaddr, data: &[u8]) -> Result<(), MemFault> {
         Machine::write_bytes(self, dst, data)
     }
+    fn zero_range(&mut self, va: Vaddr, len: u64) -> Result<(), MemFault> {
+        Machine::zero_range(self, va, len)
+    }
     fn start_cpu(&mut self, cpu: usize, root: Paddr, t: &StaticTables) -> Result<(), &'static str> {
         if cpu >= self.ncpus() {
             return Err("no such CPU in the model");

@@ -31,6 +31,16 @@ pub trait Platform: Arch {
         root: Paddr,
         tables: &crate::image::StaticTables,
     ) -> Result<(), &'static str>;
+    /// Zeroes `len` bytes (whole pages) at `va`, mapped writable. The
+    /// default zeroes page by page with [`Arch::zero_page`].
+    fn zero_range(&mut self, va: Vaddr, len: u64) -> Result<(), MemFault> {
+        let mut off = 0;
+        while off < len {
+            self.zero_page(Vaddr(va.0 + off))?;
+            off += hvmm::PAGE_SIZE;
+        }
+        Ok(())
+    }
     /// The system entered `state` (so that an exception report can name
     /// the phase). The default does nothing.
     fn entered(&mut self, state: SystemState) {

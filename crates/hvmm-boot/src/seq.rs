@@ -845,21 +845,26 @@ fn setup_mm<F: HasLayout, P: Platform>(
     let banks = info.ram_banks();
     if let Some(dm_region) = F::LAYOUT.directmap {
         // arm64: direct map of every bank, with blocks, tables through PMAP.
-        let base = banks.iter().map(|b| b.base().0).min().unwrap_or(0) & !(GIB - 1);
+        // Banks are packed in address order, each at the first VA past the
+        // previous one that is congruent to its PA modulo 1 GiB (so 1 GiB
+        // blocks stay possible): the holes between banks take no VA, and
+        // banks anywhere in the PA space are reached.
         let mut ranges = [LinearRange {
             va: Vaddr(0),
             pa: Paddr(0),
             size: 0,
         }; 8];
         let mut n = 0;
+        let mut cursor = dm_region.start.0;
         for b in banks.iter() {
-            let off = b.base().0 - base;
-            if off + b.size() > dm_region.size {
+            let va = cursor + ((b.base().0 & (GIB - 1)).wrapping_sub(cursor) & (GIB - 1));
+            if va + b.size() > dm_region.end() {
                 return Err(ctx.fail(
                     format_args!(
-                        "RAM bank {} ({} MiB) is beyond the direct map's reach",
+                        "RAM bank {} ({} MiB) is beyond the direct map's reach: its {} GiB are full",
                         b.base(),
-                        b.size() >> 20
+                        b.size() >> 20,
+                        dm_region.size >> 30
                     ),
                     None,
                 ));
@@ -870,7 +875,8 @@ fn setup_mm<F: HasLayout, P: Platform>(
                     None,
                 ));
             }
-            let va = Vaddr(dm_region.start.0 + off);
+            cursor = va + b.size();
+            let va = Vaddr(va);
             let r = mm
                 .update(
                     p,
@@ -1044,6 +1050,11 @@ fn alloc_in<F: HasLayout>(
         .map_err(|e| ctx.fail(format_args!("xenheap: {e}"), None))
 }
 
+/// The frametable, built per RAM bank: each bank's page-info structures
+/// (32 bytes per frame, Xen's `struct page_info`) follow the previous
+/// bank's in the frametable area, rounded to 2 MiB, so the holes between
+/// banks take neither VA nor memory; each part is taken from its own bank
+/// when it can be (else from anywhere) and mapped with blocks.
 fn setup_frametable<F: HasLayout, P: Platform>(
     p: &mut P,
     mm: &mut Mm<F>,
@@ -1051,53 +1062,75 @@ fn setup_frametable<F: HasLayout, P: Platform>(
     ctx: &mut Ctx<'_, F>,
 ) -> Result<(), BootError> {
     let ft = F::LAYOUT.frametable;
-    let frames: u64 = info.ram_banks().iter().map(|b| b.size() / PAGE_SIZE).sum();
-    let bytes = (frames * PAGE_INFO_SIZE).div_ceil(MIB2) * MIB2;
-    if bytes > ft.size {
-        return Err(ctx.fail(
-            format_args!(
-                "frametable of {} MiB does not fit its {} MiB area",
-                bytes >> 20,
-                ft.size >> 20
-            ),
-            None,
-        ));
-    }
-    let pages = bytes / PAGE_SIZE;
-    let mfn = mm
-        .alloc
-        .alloc(pages, MIB2 / PAGE_SIZE)
-        .or_else(|_| mm.alloc.alloc(pages, 1))
-        .map_err(|e| ctx.fail(format_args!("frametable: {e}"), None))?;
-    mm.update(
-        p,
-        ft.start,
-        pages,
-        Op::Insert {
-            pa: mfn.paddr(),
-            attrs: Attrs::RW,
-        },
-        MapFlags::BLOCKS,
-    )
-    .map_err(|e| ctx.engine("mapping the frametable", e))?;
-    for i in 0..pages {
-        p.zero_page(Vaddr(ft.start.0 + i * PAGE_SIZE))
+    let mut va = ft.start.0;
+    let mut frames_all = 0u64;
+    let mut kib_all = 0u64;
+    let mut first_pa = None;
+    let banks = info.ram_banks();
+    for b in banks.iter() {
+        let frames = b.size() / PAGE_SIZE;
+        let bytes = (frames * PAGE_INFO_SIZE).div_ceil(MIB2) * MIB2;
+        if va + bytes > ft.end() {
+            return Err(ctx.fail(
+                format_args!(
+                    "frametable of the bank at {} ({} MiB) does not fit its {} MiB area",
+                    b.base(),
+                    bytes >> 20,
+                    ft.size >> 20
+                ),
+                None,
+            ));
+        }
+        let pages = bytes / PAGE_SIZE;
+        let (lo, hi) = (b.base().mfn(), b.end().mfn());
+        let mfn = mm
+            .alloc
+            .alloc_below(pages, MIB2 / PAGE_SIZE, lo, hi)
+            .or_else(|_| mm.alloc.alloc(pages, MIB2 / PAGE_SIZE))
+            .or_else(|_| mm.alloc.alloc(pages, 1))
+            .map_err(|e| ctx.fail(format_args!("frametable: {e}"), None))?;
+        mm.update(
+            p,
+            Vaddr(va),
+            pages,
+            Op::Insert {
+                pa: mfn.paddr(),
+                attrs: Attrs::RW,
+            },
+            MapFlags::BLOCKS,
+        )
+        .map_err(|e| ctx.engine("mapping the frametable", e))?;
+        p.zero_range(Vaddr(va), bytes)
             .map_err(|f| ctx.fail(format_args!("zeroing the frametable"), Some(f)))?;
+        ctx.summary.regions.push(RegionFact {
+            name: "frametable",
+            va: Vaddr(va),
+            pa: mfn.paddr(),
+            size: bytes,
+            writable: true,
+            mair_attr: 0xff,
+        });
+        if banks.len() > 1 {
+            log!(
+                ctx,
+                "(XEN) frametable: {} -> {} ({} KiB for the {frames} frames of the bank at {})",
+                Vaddr(va),
+                mfn.paddr(),
+                bytes >> 10,
+                b.base()
+            );
+        }
+        first_pa.get_or_insert(mfn.paddr());
+        va += bytes;
+        frames_all += frames;
+        kib_all += bytes >> 10;
     }
-    ctx.summary.regions.push(RegionFact {
-        name: "frametable",
-        va: ft.start,
-        pa: mfn.paddr(),
-        size: bytes,
-        writable: true,
-        mair_attr: 0xff,
-    });
     log!(
         ctx,
-        "(XEN) frametable: {} -> {} ({} KiB for {frames} frames)",
+        "(XEN) frametable: {} -> {} ({} KiB for {frames_all} frames)",
         ft.start,
-        mfn.paddr(),
-        bytes >> 10
+        first_pa.unwrap_or(Paddr(0)),
+        kib_all
     );
     Ok(())
 }

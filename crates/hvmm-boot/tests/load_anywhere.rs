@@ -164,15 +164,10 @@ fn switching_roots_with_the_identity_entry_cached_is_caught() {
     assert_eq!(bad[0].cached.size, 0x1000);
     assert!(restart_cpu1(&s, SecondaryStart::BreakBeforeMake).is_empty());
 
-    // arm64: loaded at 32 GiB, the identity page's VA is in the frametable,
-    // mapped with 2 MiB blocks.
-    let mut s = direct(
-        ArchKind::Arm64,
-        vec![(0x4000_0000, GIB), (32 * GIB, GIB)],
-        32 * GIB,
-        2,
-    );
-    s.loader = Loader::Direct;
+    // arm64: loaded at 512 GiB, the identity page's VA is in the
+    // frametable, mapped with 2 MiB blocks.
+    let ram = vec![(0x4000_0000, GIB), (512 * GIB, GIB)];
+    let s = direct(ArchKind::Arm64, ram, 512 * GIB, 2);
     let bad = restart_cpu1(&s, SecondaryStart::SwitchWithIdentity);
     assert!(!bad.is_empty(), "the old switch was not caught");
     assert_eq!(bad[0].reason, RootSwitchReason::Size, "{bad:?}");

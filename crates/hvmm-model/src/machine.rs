@@ -1286,6 +1286,37 @@ impl Machine {
         }
     }
 
+    /// Zeroes `len` bytes of whole pages at `va` as the current CPU's writes
+    /// would (each leaf translated once, for writing, through the TLB; a
+    /// fault stops it), at a cost that follows the leaves and the frames
+    /// holding data, not the bytes.
+    pub fn zero_range(&mut self, va: Vaddr, len: u64) -> Result<(), MemFault> {
+        let frame = FRAME as u64;
+        debug_assert!(va.0.is_multiple_of(frame) && len.is_multiple_of(frame));
+        let mut off = 0;
+        while off < len {
+            let at = va.0 + off;
+            let pa = self.access(Vaddr(at), AccessKind::Write)?;
+            let leaf = self
+                .tlb_lookup(self.current, Vaddr(at))
+                .map_or(frame, |e| e.size - (at - e.va.0));
+            let n = leaf.min(len - off);
+            self.counters.pages_zeroed += n / frame;
+            if self.mem.zero_frames(pa.0, n).is_err() {
+                // Part of it is not RAM: store page by page, which takes the
+                // abort where RAM ends.
+                let mut p = 0;
+                while p < n {
+                    self.write_bytes(Vaddr(at + p), &[0u8; FRAME])?;
+                    p += frame;
+                }
+            }
+            off += n;
+        }
+        self.dsb();
+        Ok(())
+    }
+
     /// Prefetches the translation of `va` into `cpu`'s TLB (a read
     /// translation, like `PRFM`: faults, TLB conflicts included, are
     /// returned, not recorded in the fault registers).

@@ -163,6 +163,33 @@ impl PhysMem {
         Some(u64::from_le_bytes(b))
     }
 
+    /// Zeroes the whole frames `[pa, pa + len)` (page aligned, RAM checked
+    /// by the caller's translation): materialised frames are dropped, so the
+    /// cost follows the frames holding data, not the bytes.
+    pub(crate) fn zero_frames(&mut self, pa: u64, len: u64) -> Result<(), u64> {
+        self.check(pa, len as usize)?;
+        let (first, last) = (pa >> FRAME_SHIFT, (pa + len) >> FRAME_SHIFT);
+        let n = last - first;
+        let in_range = |k: &u64| (first..last).contains(k);
+        // Whichever is smaller: the range, or the frames known.
+        let watched = if n <= self.watched.len() as u64 {
+            (first..last).any(|k| self.watched.contains(&k))
+        } else {
+            self.watched.iter().any(in_range)
+        };
+        if watched {
+            self.gen += 1;
+        }
+        if n <= self.frames.len() as u64 {
+            for k in first..last {
+                self.frames.remove(&k);
+            }
+        } else {
+            self.frames.retain(|k, _| !in_range(k));
+        }
+        Ok(())
+    }
+
     /// Whether frame `frame` reads as all zeroes.
     pub(crate) fn frame_is_zero(&self, frame: u64) -> bool {
         match self.frames.get(&frame) {

@@ -140,15 +140,19 @@ pub const ARM32_LAYOUT: Layout = Layout {
 
 /// First L0 slot of the arm64 direct map.
 pub const DIRECTMAP_SLOT: u64 = 256;
-/// Number of 512 GiB L0 slots of the arm64 direct map.
-pub const DIRECTMAP_SLOTS: u64 = 9;
+/// Number of 512 GiB L0 slots of the arm64 direct map: the whole upper half
+/// of the 48-bit space, 128 TiB. Banks are packed into it (the holes between
+/// them take no VA), so up to 128 TiB of RAM anywhere in the PA space is
+/// reachable (Xen's direct map is 5 TiB, with PDX compressing the holes).
+pub const DIRECTMAP_SLOTS: u64 = 256;
 
 /// The arm64 layout.
 pub const ARM64_LAYOUT: Layout = Layout {
+    // Two L0 slots: 32 bytes per frame for 128 TiB of RAM, built per bank.
     frametable: Region {
         name: "frametable",
-        start: Vaddr(32 << 30),
-        size: 32 << 30,
+        start: Vaddr(1 << 39),
+        size: 1 << 40,
     },
     vmap: Region {
         name: "vmap",
