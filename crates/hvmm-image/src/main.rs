@@ -36,6 +36,12 @@ mod stress;
 
 use core::panic::PanicInfo;
 
+/// With the `big-image` feature: 6 MiB of BSS, nothing else, so that the
+/// image spans the four level-3 tables of its 8 MiB range.
+#[cfg(feature = "big-image")]
+#[used]
+static mut BIG_IMAGE_PAD: [u8; 6 << 20] = [0; 6 << 20];
+
 /// Bytes of stack per CPU (the boot stacks live in the image's BSS).
 pub const STACK_SIZE: usize = 0x20000;
 /// CPUs the image can bring up (boot stacks are reserved for this many).
