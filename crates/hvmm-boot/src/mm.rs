@@ -135,8 +135,10 @@ pub struct Mm<F: HasLayout> {
     pub fixmap_sets: u64,
     /// Fault injection: the `set_fixmap` call with this index (0-based) fails.
     pub fail_fixmap_at: Option<u64>,
-    /// The last `copy_from_paddr` calls (ring of 8).
-    pub copies: [Option<CopyRecord>; 8],
+    /// The `copy_from_paddr` calls (the module reads of early boot), the
+    /// first [`crate::report::MAX_COPIES`] of them; later ones are counted
+    /// in `copies_len` only.
+    pub copies: [Option<CopyRecord>; crate::report::MAX_COPIES],
     copies_len: usize,
     /// Domain 0, once built.
     pub dom0: Option<crate::domain::Dom0<F::Guest>>,
@@ -186,7 +188,7 @@ impl<F: HasLayout> Mm<F> {
             xenheap: None,
             fixmap_sets: 0,
             fail_fixmap_at: None,
-            copies: [None; 8],
+            copies: [None; crate::report::MAX_COPIES],
             copies_len: 0,
             dom0: None,
         }
@@ -447,7 +449,9 @@ impl<F: HasLayout> Mm<F> {
                 domain_page: after.domain_page - before.domain_page,
             },
         };
-        self.copies[self.copies_len % 8] = Some(rec);
+        if let Some(slot) = self.copies.get_mut(self.copies_len) {
+            *slot = Some(rec);
+        }
         self.copies_len += 1;
         Ok(())
     }
