@@ -631,6 +631,8 @@ fn run_arch<F: HasLayout>(s: &Scenario, regime: Regime) -> Result<Outcome, Scena
     for r in &s.reserved {
         placer.reserve(r.base, r.size, "reserved memory");
     }
+    // A DTB at PA 0 reads as "no DTB" (a null x0 / r2): nothing goes there.
+    placer.reserve(0, PAGE_SIZE, "page 0");
 
     // Image.
     let image_size = img.size();
@@ -723,6 +725,7 @@ fn run_arch<F: HasLayout>(s: &Scenario, regime: Regime) -> Result<Outcome, Scena
                 let a = placer
                     .lowest_from(next, len, 2 * MIB)
                     .or_else(|| placer.lowest_from(0, len, 2 * MIB))
+                    .or_else(|| placer.lowest_from(0, len, PAGE_SIZE))
                     .ok_or_else(|| err(placer.no_room(&format!("module {}", md.name), len)))?;
                 next = a + len;
                 a
