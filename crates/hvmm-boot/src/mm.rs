@@ -135,11 +135,9 @@ pub struct Mm<F: HasLayout> {
     pub fixmap_sets: u64,
     /// Fault injection: the `set_fixmap` call with this index (0-based) fails.
     pub fail_fixmap_at: Option<u64>,
-    /// The `copy_from_paddr` calls (the module reads of early boot), the
-    /// first [`crate::report::MAX_COPIES`] of them; later ones are counted
-    /// in `copies_len` only.
-    pub copies: [Option<CopyRecord>; crate::report::MAX_COPIES],
-    copies_len: usize,
+    /// The last `copy_from_paddr` call (the boot keeps the list: every
+    /// entry here would be moved with the memory manager).
+    pub last_copy: Option<CopyRecord>,
     /// Domain 0, once built.
     pub dom0: Option<crate::domain::Dom0<F::Guest>>,
 }
@@ -188,8 +186,7 @@ impl<F: HasLayout> Mm<F> {
             xenheap: None,
             fixmap_sets: 0,
             fail_fixmap_at: None,
-            copies: [None; crate::report::MAX_COPIES],
-            copies_len: 0,
+            last_copy: None,
             dom0: None,
         }
     }
@@ -449,10 +446,7 @@ impl<F: HasLayout> Mm<F> {
                 domain_page: after.domain_page - before.domain_page,
             },
         };
-        if let Some(slot) = self.copies.get_mut(self.copies_len) {
-            *slot = Some(rec);
-        }
-        self.copies_len += 1;
+        self.last_copy = Some(rec);
         Ok(())
     }
 

@@ -6,8 +6,11 @@ use hvmm_bootinfo::{KindSource, ModuleKind, ReservedSource};
 use hvmm_bootinfo::{MAX_MODULES, MAX_RAM_BANKS, MAX_RESERVED};
 
 /// Most regions a boot maps and verifies: a direct-map region per RAM bank
-/// (arm64) or the xenheap (arm32), the frametable, and the image's sections.
-pub const MAX_REGIONS: usize = MAX_RAM_BANKS + 8;
+/// (arm64: at most 8 today) or the xenheap (arm32), the frametable, and the
+/// image's sections — 12 at most today. A boot with more fails its
+/// verification by name rather than skip any. (Not [`MAX_RAM_BANKS`] + 8:
+/// every entry costs the image's boot stack.)
+pub const MAX_REGIONS: usize = 24;
 /// Most `copy_from_paddr` calls recorded (one per module read in early
 /// boot, and the few after).
 pub const MAX_COPIES: usize = MAX_MODULES;

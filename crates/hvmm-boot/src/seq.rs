@@ -263,12 +263,14 @@ fn run_with_mm<F: HasLayout, P: Platform>(
 
     // 4. Boot information.
     ctx.step = BootStep::BootFdtInfo;
+    let mut copies = Copies::new();
     let info = {
         let mut reader = Reader {
             mm,
             p,
             fault: None,
             err: None,
+            copies: &mut copies,
         };
         let pp = ParseParams {
             pa_bits: cfg.pa_bits,
@@ -288,7 +290,7 @@ fn run_with_mm<F: HasLayout, P: Platform>(
         }
     };
     record_phases(ctx, mm);
-    log_boot_info(ctx, &info, mm);
+    log_boot_info(ctx, &info, &copies);
 
     // 5. Memory.
     ctx.step = BootStep::SetupMm;
@@ -697,11 +699,15 @@ fn early_fdt_map<F: HasLayout, P: Platform>(
     Ok((bytes, size))
 }
 
+/// The module reads of `boot_fdt_info`, for the log and the summary.
+type Copies = hvmm_bootinfo::FixedVec<crate::mm::CopyRecord, { crate::report::MAX_COPIES }>;
+
 struct Reader<'a, F: HasLayout, P: Platform> {
     mm: &'a mut Mm<F>,
     p: &'a mut P,
     fault: Option<MemFault>,
     err: Option<Error>,
+    copies: &'a mut Copies,
 }
 
 impl<F: HasLayout, P: Platform> ModuleReader for Reader<'_, F, P> {
@@ -712,7 +718,12 @@ impl<F: HasLayout, P: Platform> ModuleReader for Reader<'_, F, P> {
                 self.fault = Some(f);
             }
             self.err = Some(e);
-        })
+        })?;
+        // At most one read per module: the list holds them all.
+        if let Some(c) = self.mm.last_copy.take() {
+            let _ = self.copies.push(c);
+        }
+        Ok(())
     }
 }
 
@@ -727,7 +738,7 @@ fn kind_name(k: ModuleKind) -> &'static str {
     }
 }
 
-fn log_boot_info<F: HasLayout>(ctx: &mut Ctx<'_, F>, info: &BootInfo<'_>, mm: &Mm<F>) {
+fn log_boot_info<F: HasLayout>(ctx: &mut Ctx<'_, F>, info: &BootInfo<'_>, copies: &Copies) {
     for b in info.ram_banks().iter() {
         ctx.summary.banks.push((b.base(), b.size()));
         log!(
@@ -799,7 +810,7 @@ fn log_boot_info<F: HasLayout>(ctx: &mut Ctx<'_, F>, info: &BootInfo<'_>, mm: &M
             kind_name(m.kind)
         );
     }
-    for c in mm.copies.iter().flatten() {
+    for c in copies.iter() {
         ctx.summary
             .early_copies
             .push((c.pa, c.state, c.access.image, c.access.pmap));

@@ -263,19 +263,25 @@ impl MemoryMap {
         if !(32..=52).contains(&pa_bits) {
             return Err(BootInfoError::BadPaBits { pa_bits });
         }
-        MemoryMap::read(&Dtb::new(dtb)?, pa_bits)
+        let mut map = MemoryMap::empty();
+        map.fill(&Dtb::new(dtb)?, pa_bits)?;
+        Ok(map)
     }
 
-    fn read(tree: &Dtb<'_>, pa_bits: u32) -> Result<MemoryMap, BootInfoError> {
-        let mut map = MemoryMap {
+    const fn empty() -> MemoryMap {
+        MemoryMap {
             banks: FixedVec::new(),
             reserved: FixedVec::new(),
             empty_banks: 0,
-        };
+        }
+    }
+
+    /// Reads `tree` into `self` (in place: the lists are large for an
+    /// early-boot stack).
+    fn fill(&mut self, tree: &Dtb<'_>, pa_bits: u32) -> Result<(), BootInfoError> {
         let root = tree.root();
-        map.collect_banks(&root, pa_bits)?;
-        map.collect_reserved(tree, &root)?;
-        Ok(map)
+        self.collect_banks(&root, pa_bits)?;
+        self.collect_reserved(tree, &root)
     }
 
     fn collect_banks(&mut self, root: &dtb::Node<'_>, pa_bits: u32) -> Result<(), BootInfoError> {
@@ -470,18 +476,18 @@ impl<'a> BootInfo<'a> {
             size: ctx.dtb.1,
         })?;
         let tree = Dtb::new(dtb)?;
-        let memory = MemoryMap::read(&tree, ctx.pa_bits)?;
-        if memory.banks.is_empty() {
-            return Err(BootInfoError::NoMemory);
-        }
         let mut info = BootInfo {
-            memory,
+            memory: MemoryMap::empty(),
             modules: FixedVec::new(),
             bootargs: None,
             xen_bootargs: None,
             image,
             dtb: dtb_range,
         };
+        info.memory.fill(&tree, ctx.pa_bits)?;
+        if info.memory.banks.is_empty() {
+            return Err(BootInfoError::NoMemory);
+        }
         for (item, range) in [(Placed::Image, image), (Placed::Dtb, dtb_range)] {
             info.refuse_reserved(item, range)?;
         }
