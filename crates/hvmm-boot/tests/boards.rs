@@ -8,7 +8,7 @@
 use hvmm::SystemState;
 use hvmm_boot::domain::Dom0Config;
 use hvmm_boot::model::{
-    board_from_dtb, run, ArchKind, Loader, ModuleFile, Outcome, ReservedRegion, Scenario,
+    board_from_dtb, run, ArchKind, Board, Loader, ModuleFile, Outcome, ReservedRegion, Scenario,
 };
 use hvmm_boot::report::BootStep;
 use hvmm_bootinfo::{ModuleKind, ReservedSource, XSM_MAGIC};
@@ -289,6 +289,22 @@ impl<const N: usize> KindAt
 
 // ---------------------------------------------------------- real boards' trees
 
+/// Boots `arch` on `board`'s memory (with `ram` instead of its /memory when
+/// given) through `loader`, one CPU; the scenario and what the boot did.
+fn boot_board(
+    board: &Board,
+    arch: ArchKind,
+    ram: Option<Vec<(u64, u64)>>,
+    loader: Loader,
+) -> (Scenario, Outcome) {
+    let mut s = Scenario::default_for(arch);
+    s.use_board(board, ram).expect("the board's memory");
+    s.loader = loader;
+    s.cpus = 1;
+    let o = boot_ok(&s);
+    (s, o)
+}
+
 #[test]
 fn an_rpi4_tree_needs_ram_and_boots_with_it_as_after_ubootss_fix_up() {
     let board = board_from_dtb(RPI4, 48).unwrap();
@@ -297,9 +313,7 @@ fn an_rpi4_tree_needs_ram_and_boots_with_it_as_after_ubootss_fix_up() {
     let mut s = Scenario::default_for(ArchKind::Arm64);
     let e = s.use_board(&board, None).unwrap_err().to_string();
     assert!(e.contains("empty RAM bank") && e.contains("--ram"), "{e}");
-    s.use_board(&board, Some(vec![(0, GIB)])).unwrap();
-    s.cpus = 1;
-    let o = boot_ok(&s);
+    let (_, o) = boot_board(&board, ArchKind::Arm64, Some(vec![(0, GIB)]), Loader::Grub);
     assert!(
         o.log.starts_with("loader: the device tree has only 1 empty RAM bank(s); --ram [0x0, 0x40000000) supplies it, as U-Boot's memory fix-up does"),
         "{}",
@@ -319,12 +333,8 @@ fn an_rpi4_tree_needs_ram_and_boots_with_it_as_after_ubootss_fix_up() {
 fn a_tree_without_memory_boots_with_ram_supplied() {
     for arch in both() {
         let board = board_from_dtb(PINE64, 40).unwrap();
-        let mut s = Scenario::default_for(arch);
-        s.use_board(&board, Some(vec![(0x4000_0000, 512 * MIB)]))
-            .unwrap();
-        s.loader = Loader::Uboot;
-        s.cpus = 1;
-        let o = boot_ok(&s);
+        let ram = Some(vec![(0x4000_0000, 512 * MIB)]);
+        let (_, o) = boot_board(&board, arch, ram, Loader::Uboot);
         assert!(o.log.contains("has no /memory node; --ram"), "{}", o.log);
     }
 }
@@ -333,10 +343,8 @@ fn a_tree_without_memory_boots_with_ram_supplied() {
 fn ram_replacing_a_trees_memory_reports_reserved_ranges_outside_it() {
     let board = board_from_dtb(ZYNQMP, 48).unwrap();
     assert_eq!(board.banks, [(0, 2 * GIB), (0x8_0000_0000, 2 * GIB)]);
-    let mut s = Scenario::default_for(ArchKind::Arm64);
-    s.use_board(&board, Some(vec![(0x4000_0000, GIB)])).unwrap();
-    s.cpus = 1;
-    let o = boot_ok(&s);
+    let ram = Some(vec![(0x4000_0000, GIB)]);
+    let (_, o) = boot_board(&board, ArchKind::Arm64, ram, Loader::Grub);
     assert!(
         o.log.contains("--ram [0x40000000, 0x80000000) replaces it"),
         "{}",
@@ -378,11 +386,7 @@ fn a_tree_after_uboot_boots_clear_of_its_reservations() {
     // memory at 0x5e00_0000.
     for loader in [Loader::Uboot, Loader::Grub] {
         let board = board_from_dtb(UBOOT, 48).unwrap();
-        let mut s = Scenario::default_for(ArchKind::Arm64);
-        s.use_board(&board, None).unwrap();
-        s.loader = loader;
-        s.cpus = 1;
-        let o = boot_ok(&s);
+        let (s, o) = boot_board(&board, ArchKind::Arm64, None, loader);
         let avoid: Vec<_> = board.reserved.iter().map(|r| (r.base, r.size)).collect();
         assert_placed_apart(&o, &s, MODEL_IMAGE, &avoid);
         assert_eq!(o.result.as_ref().unwrap().reserved.len(), 5);

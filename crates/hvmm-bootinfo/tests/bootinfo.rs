@@ -304,28 +304,37 @@ fn grub_untyped_modules_are_guessed_reading_all_but_the_first() {
     );
 }
 
+/// The kinds `board`'s modules are given when the words at `xsm_at` hold
+/// the XSM magic, and the addresses read to find out.
+fn guess(board: VirtBoard, xsm_at: &[u64]) -> (Vec<ModuleKind>, Vec<Paddr>) {
+    let dtb = board.build();
+    let mut mem = FakeMemory::with_xsm_at(xsm_at);
+    let info = BootInfo::parse(&dtb, &params(), &mut mem).unwrap();
+    let kinds = info.modules().iter().map(|m| m.kind).collect();
+    (kinds, mem.reads)
+}
+
+/// QEMU's board with an untyped module of 1 MiB at each of `addrs`.
+fn untyped(addrs: &[u64]) -> VirtBoard {
+    then_untyped(VirtBoard::qemu_default(), addrs)
+}
+
+/// `board` with an untyped module of 1 MiB at each of `addrs` after its own.
+fn then_untyped(board: VirtBoard, addrs: &[u64]) -> VirtBoard {
+    addrs
+        .iter()
+        .fold(board, |b, &a| b.module(a, MIB, "multiboot,module"))
+}
+
 #[test]
 fn a_policy_in_second_place_leaves_no_ramdisk_as_in_xen() {
     // Xen's rule: the second untyped module is the ramdisk unless it is a
     // policy; the third is a policy or nothing. A ramdisk placed after the
     // policy is not one (GRUB users must put the initrd second).
-    let dtb = VirtBoard::qemu_default()
-        .module(0x7000_0000, MIB, "multiboot,module")
-        .module(0x7100_0000, MIB, "multiboot,module")
-        .module(0x7200_0000, MIB, "multiboot,module")
-        .build();
-    let mut mem = FakeMemory::with_xsm_at(&[0x7100_0000]);
-    let info = BootInfo::parse(&dtb, &params(), &mut mem).unwrap();
-    let kinds: Vec<_> = info.modules().iter().map(|m| m.kind).collect();
-    assert_eq!(
-        kinds,
-        [
-            ModuleKind::Kernel,
-            ModuleKind::XsmPolicy,
-            ModuleKind::Unknown
-        ]
-    );
-    assert!(info.module(ModuleKind::Ramdisk).is_none());
+    let addrs = [0x7000_0000, 0x7100_0000, 0x7200_0000];
+    let (kinds, _) = guess(untyped(&addrs), &[0x7100_0000]);
+    use ModuleKind::*;
+    assert_eq!(kinds, [Kernel, XsmPolicy, Unknown]);
 }
 
 #[test]
@@ -339,18 +348,11 @@ fn later_untyped_modules_are_policies_only_by_their_magic() {
         0x7300_0000,
         0x7400_0000,
     ];
-    let mut b = VirtBoard::qemu_default();
-    for a in addrs {
-        b = b.module(a, MIB, "multiboot,module");
-    }
-    let mut mem = FakeMemory::with_xsm_at(&[addrs[0], addrs[2], addrs[4]]);
-    let dtb = b.build();
-    let info = BootInfo::parse(&dtb, &params(), &mut mem).unwrap();
-    let kinds: Vec<_> = info.modules().iter().map(|m| m.kind).collect();
+    let (kinds, reads) = guess(untyped(&addrs), &[addrs[0], addrs[2], addrs[4]]);
     use ModuleKind::*;
     assert_eq!(kinds, [Kernel, Ramdisk, XsmPolicy, Unknown, XsmPolicy]);
     assert_eq!(
-        mem.reads,
+        reads,
         addrs[1..].iter().map(|&a| Paddr(a)).collect::<Vec<_>>()
     );
 }
@@ -359,13 +361,9 @@ fn later_untyped_modules_are_policies_only_by_their_magic() {
 fn typed_modules_do_not_count_in_the_untyped_order() {
     // A typed kernel first: the first *untyped* module is still guessed a
     // kernel, the second a ramdisk (Xen counts untyped modules only).
-    let dtb = VirtBoard::qemu_default()
-        .typed_module(0x6000_0000, MIB, "multiboot,kernel")
-        .module(0x7000_0000, MIB, "multiboot,module")
-        .module(0x7100_0000, MIB, "multiboot,module")
-        .build();
-    let info = BootInfo::parse(&dtb, &params(), &mut FakeMemory::default()).unwrap();
-    let kinds: Vec<_> = info.modules().iter().map(|m| m.kind).collect();
+    let typed = VirtBoard::qemu_default().typed_module(0x6000_0000, MIB, "multiboot,kernel");
+    let board = then_untyped(typed, &[0x7000_0000, 0x7100_0000]);
+    let (kinds, _) = guess(board, &[]);
     use ModuleKind::*;
     assert_eq!(kinds, [Kernel, Kernel, Ramdisk]);
 }
@@ -419,14 +417,7 @@ fn a_kind_compatible_without_multiboot_module_is_refused() {
 
 #[test]
 fn a_second_untyped_non_policy_after_the_ramdisk_is_unknown() {
-    let dtb = VirtBoard::qemu_default()
-        .module(0x7000_0000, MIB, "multiboot,module")
-        .module(0x7100_0000, MIB, "multiboot,module")
-        .module(0x7200_0000, MIB, "multiboot,module")
-        .build();
-    let mut mem = FakeMemory::default();
-    let info = BootInfo::parse(&dtb, &params(), &mut mem).unwrap();
-    let kinds: Vec<_> = info.modules().iter().map(|m| m.kind).collect();
+    let (kinds, _) = guess(untyped(&[0x7000_0000, 0x7100_0000, 0x7200_0000]), &[]);
     assert_eq!(
         kinds,
         [ModuleKind::Kernel, ModuleKind::Ramdisk, ModuleKind::Unknown]
