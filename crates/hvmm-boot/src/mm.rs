@@ -135,9 +135,9 @@ pub struct Mm<F: HasLayout> {
     pub fixmap_sets: u64,
     /// Fault injection: the `set_fixmap` call with this index (0-based) fails.
     pub fail_fixmap_at: Option<u64>,
-    /// The last `copy_from_paddr` calls (ring of 8).
-    pub copies: [Option<CopyRecord>; 8],
-    copies_len: usize,
+    /// The last `copy_from_paddr` call (the boot keeps the list: every
+    /// entry here would be moved with the memory manager).
+    pub last_copy: Option<CopyRecord>,
     /// Domain 0, once built.
     pub dom0: Option<crate::domain::Dom0<F::Guest>>,
 }
@@ -186,8 +186,7 @@ impl<F: HasLayout> Mm<F> {
             xenheap: None,
             fixmap_sets: 0,
             fail_fixmap_at: None,
-            copies: [None; 8],
-            copies_len: 0,
+            last_copy: None,
             dom0: None,
         }
     }
@@ -447,8 +446,7 @@ impl<F: HasLayout> Mm<F> {
                 domain_page: after.domain_page - before.domain_page,
             },
         };
-        self.copies[self.copies_len % 8] = Some(rec);
-        self.copies_len += 1;
+        self.last_copy = Some(rec);
         Ok(())
     }
 

@@ -11,11 +11,12 @@ use crate::report::BootSummary;
 use crate::seq::{BootConfig, BootParams, Failed, PaPolicy};
 use hvmm::format::{table_index, Arm32, Arm64, Format};
 use hvmm::layout::{
-    HasLayout, FIXMAP_ADDR, FIXMAP_CONSOLE, IMAGE_L3_TABLES, XEN_VIRT_SIZE, XEN_VIRT_START,
+    HasLayout, FIXMAP_ADDR, FIXMAP_CONSOLE, IMAGE_L3_TABLES, MAX_FDT_SIZE, XEN_VIRT_SIZE,
+    XEN_VIRT_START,
 };
 use hvmm::{Arch, Attrs, MemFault, Paddr, Perm, Pte, Vaddr, PAGE_SIZE};
 use hvmm_bootinfo::builder::VirtBoard;
-use hvmm_bootinfo::{BootInfo, ModuleKind, NoReader, ParseParams, XSM_MAGIC};
+use hvmm_bootinfo::{MemoryMap, ModuleKind, ReservedSource, XSM_MAGIC};
 use hvmm_model::{BbmViolation, Machine, Regime, RootSwitchHazard, StaleEntry, TlbConflict};
 use std::fmt;
 use std::string::String;
@@ -112,8 +113,12 @@ pub struct Scenario {
     pub arch: ArchKind,
     /// RAM banks (base, size).
     pub ram: Vec<(u64, u64)>,
-    /// Reserved ranges to put in the DTB (base, size).
-    pub reserved: Vec<(u64, u64)>,
+    /// Reserved ranges to put in the DTB.
+    pub reserved: Vec<ReservedRegion>,
+    /// What the loader did to the board's device tree (e.g. `--ram`
+    /// replacing its `/memory`), printed first in the log as `loader:`
+    /// lines.
+    pub notes: Vec<String>,
     /// Where the image is loaded (default: as the loader would).
     pub load_addr: Option<u64>,
     /// Where the DTB is loaded (default: as the loader would).
@@ -160,6 +165,7 @@ impl Scenario {
             arch,
             ram: vec![(0x4000_0000, 1 << 30)],
             reserved: Vec::new(),
+            notes: Vec::new(),
             load_addr: None,
             dtb_addr: None,
             loader: Loader::Grub,
@@ -177,6 +183,51 @@ impl Scenario {
             allow_overlaps: false,
             dom0: None,
         }
+    }
+}
+
+/// A reserved range for the scenario's device tree.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct ReservedRegion {
+    /// Start.
+    pub base: u64,
+    /// Size in bytes.
+    pub size: u64,
+    /// A `/memreserve/` entry or a `/reserved-memory` child.
+    pub source: ReservedSource,
+    /// For a `/reserved-memory` child: whether it says `no-map`.
+    pub no_map: bool,
+}
+
+impl ReservedRegion {
+    /// A `/reserved-memory` child with `no-map`.
+    pub fn no_map(base: u64, size: u64) -> Self {
+        ReservedRegion {
+            base,
+            size,
+            source: ReservedSource::ReservedMemory,
+            no_map: true,
+        }
+    }
+
+    /// A `/memreserve/` entry.
+    pub fn memreserve(base: u64, size: u64) -> Self {
+        ReservedRegion {
+            base,
+            size,
+            source: ReservedSource::MemReserve,
+            no_map: false,
+        }
+    }
+
+    fn describe(&self) -> String {
+        let end = self.base.saturating_add(self.size);
+        let what = match (self.source, self.no_map) {
+            (ReservedSource::MemReserve, _) => "/memreserve/ entry",
+            (_, true) => "no-map /reserved-memory range",
+            (_, false) => "/reserved-memory range",
+        };
+        format!("{what} [{:#x}, {end:#x})", self.base)
     }
 }
 
@@ -388,11 +439,142 @@ pub struct Placement {
 }
 
 fn overlaps(a: (u64, u64), b: (u64, u64)) -> bool {
-    a.0 < b.0 + b.1 && b.0 < a.0 + a.1
+    a.0 < b.0.saturating_add(b.1) && b.0 < a.0.saturating_add(a.1)
 }
 
 fn align_up(x: u64, a: u64) -> u64 {
     x.div_ceil(a) * a
+}
+
+/// Where the model's loader may still put things: the RAM banks minus what
+/// it placed and what it keeps clear of. Every search is in checked
+/// arithmetic: a bank too small gives no place, never a wrapped address.
+struct Placer {
+    ram: Vec<(u64, u64)>,
+    /// (base, size, what, placed by the loader).
+    taken: Vec<(u64, u64, String, bool)>,
+}
+
+impl Placer {
+    fn new(ram: &[(u64, u64)]) -> Self {
+        Placer {
+            ram: ram.to_vec(),
+            taken: Vec::new(),
+        }
+    }
+
+    /// Keeps `[base, base + size)` clear (reserved memory).
+    fn reserve(&mut self, base: u64, size: u64, what: &str) {
+        let end = base.saturating_add(size);
+        self.taken
+            .push((base, size, format!("{what} [{base:#x}, {end:#x})"), false));
+    }
+
+    /// Records a placement.
+    fn take(&mut self, base: u64, size: u64, what: &str) {
+        self.taken.push((base, size, what.to_string(), true));
+    }
+
+    /// Forgets the placement at `base`.
+    fn give_back(&mut self, base: u64) {
+        self.taken.retain(|t| !(t.3 && t.0 == base));
+    }
+
+    /// Whether `[a, a + len)` lies in one RAM bank.
+    fn in_ram(&self, a: u64, len: u64) -> bool {
+        a.checked_add(len).is_some_and(|end| {
+            self.ram
+                .iter()
+                .any(|&(b, sz)| a >= b && b.checked_add(sz).is_some_and(|e| end <= e))
+        })
+    }
+
+    /// The first taken range `[a, a + len)` overlaps.
+    fn conflict(&self, a: u64, len: u64) -> Option<(u64, u64)> {
+        self.taken
+            .iter()
+            .find(|t| overlaps((a, len), (t.0, t.1)))
+            .map(|t| (t.0, t.1))
+    }
+
+    /// What the loader placed that `[a, a + len)` overlaps.
+    fn clash_placed(&self, a: u64, len: u64) -> Option<&str> {
+        self.taken
+            .iter()
+            .find(|t| t.3 && overlaps((a, len), (t.0, t.1)))
+            .map(|t| t.2.as_str())
+    }
+
+    /// The highest `align`-aligned address `a` with `a + len <= limit`,
+    /// `[a, a + len)` in one bank and clear of everything taken.
+    fn highest_below(&self, limit: u64, len: u64, align: u64) -> Option<u64> {
+        let mut best = None;
+        for &(base, size) in &self.ram {
+            let mut top = base.saturating_add(size).min(limit);
+            while let Some(a) = top.checked_sub(len).map(|a| a & !(align - 1)) {
+                if a < base {
+                    break;
+                }
+                match self.conflict(a, len) {
+                    None => {
+                        best = best.max(Some(a));
+                        break;
+                    }
+                    // Below what is in the way (it starts under `top`).
+                    Some((start, _)) => top = start,
+                }
+            }
+        }
+        best
+    }
+
+    /// The lowest `align`-aligned address `a >= from` with `[a, a + len)`
+    /// in one bank and clear of everything taken.
+    fn lowest_from(&self, from: u64, len: u64, align: u64) -> Option<u64> {
+        let mut best: Option<u64> = None;
+        for &(base, size) in &self.ram {
+            let end = base.saturating_add(size);
+            let mut at = from.max(base);
+            while let Some(a) = at.checked_next_multiple_of(align) {
+                if a.checked_add(len).is_none_or(|e| e > end) {
+                    break;
+                }
+                match self.conflict(a, len) {
+                    None => {
+                        best = Some(best.map_or(a, |b| b.min(a)));
+                        break;
+                    }
+                    // Above what is in the way (it ends past `a`).
+                    Some((start, sz)) => at = start.saturating_add(sz),
+                }
+            }
+        }
+        best
+    }
+
+    /// Why `what` of `len` bytes has no place, with the sizes involved.
+    fn no_room(&self, what: &str, len: u64) -> String {
+        let banks: Vec<String> = self
+            .ram
+            .iter()
+            .map(|&(b, sz)| format!("{} KiB at {b:#x}", sz >> 10))
+            .collect();
+        let taken: Vec<String> = self
+            .taken
+            .iter()
+            .map(|t| format!("{} ({} KiB)", t.2, t.1 >> 10))
+            .collect();
+        format!(
+            "RAM is too small: no room for {what} ({len:#x} bytes, {} KiB) in RAM of {} (taken: {})",
+            len.div_ceil(1024),
+            banks.join(", "),
+            if taken.is_empty() {
+                "nothing".to_string()
+            } else {
+                taken.join(", ")
+            }
+        )
+    }
 }
 
 /// Runs a scenario: places everything, emulates the head, boots.
@@ -443,25 +625,73 @@ fn run_arch<F: HasLayout>(s: &Scenario, regime: Regime) -> Result<Outcome, Scena
         .copied()
         .unwrap_or(bank0);
     let top_end = top.0 + top.1;
-    let in_ram = |a: u64, len: u64| s.ram.iter().any(|&(b, sz)| a >= b && a + len <= b + sz);
+    let mut placer = Placer::new(&s.ram);
+    // Loaders keep clear of reserved memory (U-Boot's and UEFI's memory
+    // maps hold it); a placement given by hand is left to the hypervisor
+    // to refuse.
+    for r in &s.reserved {
+        placer.reserve(r.base, r.size, "reserved memory");
+    }
+    // A DTB at PA 0 reads as "no DTB" (a null x0 / r2): nothing goes there.
+    placer.reserve(0, PAGE_SIZE, "page 0");
 
     // Image.
     let image_size = img.size();
     let load = match (s.load_addr, s.loader) {
         (Some(a), _) => a,
-        (None, Loader::Grub) => (top_end - 64 * MIB) & !(PAGE_SIZE - 1),
-        (None, _) if s.arch == ArchKind::Arm32 => bank0.0 + 0x1_0000,
-        (None, _) => bank0.0 + 2 * MIB,
+        // Near the top of RAM, below some headroom for the firmware: 64 MiB
+        // of it, or half the top bank when that is smaller.
+        (None, Loader::Grub) => {
+            let headroom = (64 * MIB).min(top.1 / 2);
+            placer
+                .highest_below(top_end - headroom + image_size, image_size, PAGE_SIZE)
+                .or_else(|| placer.highest_below(u64::MAX, image_size, PAGE_SIZE))
+                .ok_or_else(|| err(placer.no_room("the image", image_size)))?
+        }
+        (None, _) => {
+            let want = bank0.0
+                + if s.arch == ArchKind::Arm32 {
+                    0x1_0000
+                } else {
+                    2 * MIB
+                };
+            placer
+                .lowest_from(want, image_size, PAGE_SIZE)
+                .or_else(|| placer.lowest_from(0, image_size, PAGE_SIZE))
+                .ok_or_else(|| err(placer.no_room("the image", image_size)))?
+        }
     };
     if load % PAGE_SIZE != 0 {
         return Err(err(format!("load address {load:#x} is not 4 KiB aligned")));
     }
-    if !in_ram(load, image_size) {
+    if !placer.in_ram(load, image_size) {
         return Err(err(format!(
             "the image ({image_size:#x} bytes) does not fit in RAM at {load:#x}"
         )));
     }
-    let mut used: Vec<(u64, u64, &str)> = vec![(load, image_size, "the image")];
+    placer.take(load, image_size, "the image");
+
+    // U-Boot style with modules: the DTB's slot is chosen first (its size
+    // is known only once the module nodes are in it; Xen takes at most
+    // MAX_FDT_SIZE), so that the modules keep clear of it. When RAM has no
+    // such slot, the DTB goes wherever it fits after the modules.
+    let dtb_slot_len = match &s.dtb_override {
+        Some(d) => align_up((d.len() as u64).max(1), 2 * MIB).max(MAX_FDT_SIZE),
+        None => MAX_FDT_SIZE,
+    };
+    let uboot_dtb = match (s.dtb_addr, s.loader) {
+        (None, Loader::Uboot) if !s.modules.is_empty() => {
+            let want = bank0.0 + 0x0800_0000.min(bank0.1 / 2);
+            let slot = placer
+                .lowest_from(want, dtb_slot_len, 2 * MIB)
+                .or_else(|| placer.highest_below(u64::MAX, dtb_slot_len, 2 * MIB));
+            if let Some(a) = slot {
+                placer.take(a, dtb_slot_len, "the DTB");
+            }
+            slot
+        }
+        _ => None,
+    };
 
     // Modules.
     let mut placement = Placement {
@@ -473,6 +703,9 @@ fn run_arch<F: HasLayout>(s: &Scenario, regime: Regime) -> Result<Outcome, Scena
     } else {
         &s.modules
     };
+    // GRUB: each module right below the previous one (the first below the
+    // image); U-Boot: upwards on 2 MiB boundaries from 144 MiB into the
+    // first bank (or its middle).
     let mut next = match s.loader {
         Loader::Grub => load,
         _ => bank0.0 + 0x0900_0000.min(bank0.1 / 2),
@@ -482,36 +715,42 @@ fn run_arch<F: HasLayout>(s: &Scenario, regime: Regime) -> Result<Outcome, Scena
         let addr = match (md.addr, s.loader) {
             (Some(a), _) => a,
             (None, Loader::Grub) => {
-                next = next.checked_sub(align_up(len, PAGE_SIZE)).ok_or_else(|| {
-                    err(format!("no room below the image for module {}", md.name))
-                })?;
-                next
+                let a = placer
+                    .highest_below(next, len, PAGE_SIZE)
+                    .or_else(|| placer.highest_below(u64::MAX, len, PAGE_SIZE))
+                    .ok_or_else(|| err(placer.no_room(&format!("module {}", md.name), len)))?;
+                next = a;
+                a
             }
             (None, _) => {
-                let a = align_up(next, 2 * MIB);
+                let a = placer
+                    .lowest_from(next, len, 2 * MIB)
+                    .or_else(|| placer.lowest_from(0, len, 2 * MIB))
+                    .or_else(|| placer.lowest_from(0, len, PAGE_SIZE))
+                    .ok_or_else(|| err(placer.no_room(&format!("module {}", md.name), len)))?;
                 next = a + len;
                 a
             }
         };
-        if !in_ram(addr, len) && !s.allow_overlaps {
+        if !placer.in_ram(addr, len) && !s.allow_overlaps {
             return Err(err(format!(
                 "module {} ({len} bytes) does not fit in RAM at {addr:#x}",
                 md.name
             )));
         }
-        if let Some(u) = used.iter().find(|u| overlaps((addr, len), (u.0, u.1))) {
+        if let Some(u) = placer.clash_placed(addr, len) {
             if !s.allow_overlaps {
                 return Err(err(format!(
-                    "module {} at {addr:#x} would overlap {}",
-                    md.name, u.2
+                    "module {} at {addr:#x} would overlap {u}",
+                    md.name
                 )));
             }
         }
-        if in_ram(addr, len) {
+        if placer.in_ram(addr, len) {
             m.phys_write(Paddr(addr), &md.data)
                 .map_err(|e| err(format!("writing module {}: {e}", md.name)))?;
         }
-        used.push((addr, len, "a module"));
+        placer.take(addr, len, "a module");
         placement
             .modules
             .push((addr, md.data.len() as u64, md.kind));
@@ -525,17 +764,21 @@ fn run_arch<F: HasLayout>(s: &Scenario, regime: Regime) -> Result<Outcome, Scena
     for &(b, sz) in &s.ram {
         board = board.ram(b, sz);
     }
-    for &(b, sz) in &s.reserved {
-        board = board.reserved_memory(b, sz);
+    for r in &s.reserved {
+        board = match r.source {
+            ReservedSource::MemReserve => board.memreserve(r.base, r.size),
+            ReservedSource::ReservedMemory => board.reserved_memory_with(r.base, r.size, r.no_map),
+        };
     }
     board = board.cpus(s.cpus as u32).xen_bootargs(&s.bootargs);
     for &(addr, len, kind) in placement.modules.iter() {
         let compat: &[&str] = match (s.loader, kind) {
-            (Loader::Grub, _) => &["multiboot,module"],
+            (Loader::Grub, _) | (_, ModuleKind::Unknown) => &["multiboot,module"],
             (_, ModuleKind::Kernel) => &["multiboot,kernel", "multiboot,module"],
             (_, ModuleKind::Ramdisk) => &["multiboot,ramdisk", "multiboot,module"],
             (_, ModuleKind::XsmPolicy) => &["xen,xsm-policy", "multiboot,module"],
-            (_, ModuleKind::Unknown) => &["multiboot,module"],
+            (_, ModuleKind::GuestDtb) => &["multiboot,device-tree", "multiboot,module"],
+            (_, ModuleKind::Microcode) => &["multiboot,microcode", "multiboot,module"],
         };
         board = board.module_with(addr, len, compat, None);
     }
@@ -546,40 +789,47 @@ fn run_arch<F: HasLayout>(s: &Scenario, regime: Regime) -> Result<Outcome, Scena
             .map_err(|e| err(format!("building the DTB: {e}")))?,
     };
     let dtb_len = dtb.len() as u64;
-    let dtb_addr = match (s.dtb_addr, s.loader) {
+    let dtb_addr = match (s.dtb_addr, uboot_dtb) {
         (Some(a), _) => a,
-        (None, Loader::Grub) => next
-            .checked_sub(align_up(dtb_len, PAGE_SIZE))
-            .filter(|&a| in_ram(a, dtb_len))
-            .unwrap_or_else(|| align_up(load + image_size, 2 * MIB)),
-        (None, _) => {
-            let a = bank0.0 + 0x0800_0000;
-            if in_ram(a, dtb_len) {
-                a
-            } else {
-                bank0.0 + bank0.1 - align_up(dtb_len, 2 * MIB)
+        (None, Some(slot)) => {
+            if dtb_len > dtb_slot_len {
+                return Err(err(format!(
+                    "the DTB is {dtb_len} bytes, more than the {dtb_slot_len} set aside for it"
+                )));
             }
+            // The slot was taken for the DTB: free it for the check below.
+            placer.give_back(slot);
+            slot
         }
+        // GRUB: below the modules, else above the image; the others: 128
+        // MiB into the first bank, else at its top; else anywhere.
+        (None, None) => match s.loader {
+            Loader::Grub => placer
+                .highest_below(next, dtb_len, PAGE_SIZE)
+                .or_else(|| placer.lowest_from(load + image_size, dtb_len, 2 * MIB)),
+            _ => placer
+                .lowest_from(bank0.0 + 0x0800_0000, dtb_len, 2 * MIB)
+                .or_else(|| placer.highest_below(bank0.0 + bank0.1, dtb_len, 2 * MIB)),
+        }
+        .or_else(|| placer.highest_below(u64::MAX, dtb_len, PAGE_SIZE))
+        .ok_or_else(|| err(placer.no_room("the DTB", dtb_len)))?,
     };
-    if !in_ram(dtb_addr, dtb_len) {
+    if !placer.in_ram(dtb_addr, dtb_len) {
         return Err(err(format!(
             "the DTB ({dtb_len} bytes) does not fit in RAM at {dtb_addr:#x}"
         )));
     }
-    if let Some(u) = used
-        .iter()
-        .find(|u| overlaps((dtb_addr, dtb_len), (u.0, u.1)))
-    {
-        return Err(err(format!(
-            "the DTB at {dtb_addr:#x} would overlap {}",
-            u.2
-        )));
+    if let Some(u) = placer.clash_placed(dtb_addr, dtb_len) {
+        return Err(err(format!("the DTB at {dtb_addr:#x} would overlap {u}")));
     }
     m.phys_write(Paddr(dtb_addr), &dtb)
         .map_err(|e| err(format!("writing the DTB: {e}")))?;
     placement.dtb = (dtb_addr, dtb_len);
 
     let mut log = String::new();
+    for note in &s.notes {
+        log.push_str(&format!("loader: {note}\n"));
+    }
     // The head.
     if let Err(e) = head::<F>(&mut m, Paddr(load), &img) {
         log.push_str(&format!("hvmm head: {e}\n"));
@@ -910,28 +1160,105 @@ pub fn start_secondary(
     }
 }
 
-/// RAM banks and reserved ranges, as (base, size) pairs.
-pub type BoardRanges = (Vec<(u64, u64)>, Vec<(u64, u64)>);
+/// What a board's device tree says about memory, read as the hypervisor
+/// reads it ([`MemoryMap`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Board {
+    /// RAM banks (base, size), empty ones left out.
+    pub banks: Vec<(u64, u64)>,
+    /// How many banks of size zero the tree has (placeholders a loader
+    /// fills at boot).
+    pub empty_banks: usize,
+    /// Reserved ranges.
+    pub reserved: Vec<ReservedRegion>,
+}
 
-/// Whether a boot's DTB reading would succeed (used to validate `--dtb`).
-pub fn board_from_dtb(dtb: &[u8], pa_bits: u32) -> Result<BoardRanges, ScenarioError> {
-    // Parse with placeholder image/DTB ranges outside any real RAM.
-    let pp = ParseParams {
-        pa_bits,
-        image: (Paddr(1u64 << (pa_bits - 1)), 4096),
-        dtb: (Paddr((1u64 << (pa_bits - 1)) + 0x10_0000), 4096),
-    };
-    let info = BootInfo::parse(dtb, &pp, &mut NoReader)
-        .map_err(|e| ScenarioError(format!("--dtb: {e}")))?;
-    let banks = info
-        .ram_banks()
+/// Reads a board's device tree (`--dtb`): its RAM and reserved memory. No
+/// RAM is not an error here (see [`Scenario::use_board`]).
+pub fn board_from_dtb(dtb: &[u8], pa_bits: u32) -> Result<Board, ScenarioError> {
+    let map = MemoryMap::parse(dtb, pa_bits).map_err(|e| ScenarioError(e.to_string()))?;
+    Ok(Board {
+        banks: map
+            .ram_banks()
+            .iter()
+            .map(|b| (b.base().0, b.size()))
+            .collect(),
+        empty_banks: map.empty_banks(),
+        reserved: map
+            .reserved()
+            .iter()
+            .map(|r| ReservedRegion {
+                base: r.range.base().0,
+                size: r.range.size(),
+                source: r.source,
+                no_map: r.no_map,
+            })
+            .collect(),
+    })
+}
+
+fn ranges(banks: &[(u64, u64)]) -> String {
+    let v: Vec<String> = banks
         .iter()
-        .map(|b| (b.base().0, b.size()))
+        .map(|&(b, sz)| format!("[{b:#x}, {:#x})", b.saturating_add(sz)))
         .collect();
-    let reserved = info
-        .reserved()
-        .iter()
-        .map(|r| (r.range.base().0, r.range.size()))
-        .collect();
-    Ok((banks, reserved))
+    v.join(" ")
+}
+
+impl Scenario {
+    /// Boots on `board`'s memory: its reserved ranges, and its RAM unless
+    /// `ram` is given. Given RAM replaces the tree's `/memory` (or supplies
+    /// it when the tree has none, or only empty banks) the way U-Boot's
+    /// memory fix-up does before it starts a hypervisor; a note in the log
+    /// says so. Without `ram`, a tree with no RAM is refused with a message
+    /// that says how to give it. Reserved ranges not wholly inside RAM are
+    /// kept (as U-Boot and Xen keep them: they reserve no RAM) and noted.
+    pub fn use_board(
+        &mut self,
+        board: &Board,
+        ram: Option<Vec<(u64, u64)>>,
+    ) -> Result<(), ScenarioError> {
+        let had = if board.banks.is_empty() {
+            match board.empty_banks {
+                0 => "no /memory node".to_string(),
+                n => format!("only {n} empty RAM bank(s)"),
+            }
+        } else {
+            format!("/memory {}", ranges(&board.banks))
+        };
+        match ram {
+            Some(ram) => {
+                self.notes.push(format!(
+                    "the device tree has {had}; --ram {} {} it, as U-Boot's memory fix-up does",
+                    ranges(&ram),
+                    if board.banks.is_empty() {
+                        "supplies"
+                    } else {
+                        "replaces"
+                    }
+                ));
+                self.ram = ram;
+            }
+            None if board.banks.is_empty() => {
+                return Err(ScenarioError(format!(
+                    "the device tree has {had}: its loader fills /memory at boot; give the board's RAM with --ram SIZE@BASE (as U-Boot's memory fix-up would)"
+                )));
+            }
+            None => self.ram = board.banks.clone(),
+        }
+        self.reserved = board.reserved.clone();
+        for r in &self.reserved {
+            let (start, end) = (r.base, r.base.saturating_add(r.size));
+            let inside = self.ram.iter().any(|&(b, sz)| start >= b && end <= b + sz);
+            let touches = self.ram.iter().any(|&b| overlaps(b, (r.base, r.size)));
+            if !inside {
+                self.notes.push(format!(
+                    "{} lies {} RAM: kept as the tree has it (it reserves no RAM there)",
+                    r.describe(),
+                    if touches { "partly outside" } else { "outside" }
+                ));
+            }
+        }
+        Ok(())
+    }
 }

@@ -2,10 +2,33 @@
 
 use crate::mm::PhaseCounts;
 use hvmm::{MemFault, Paddr, SystemState, Vaddr};
-use hvmm_bootinfo::{KindSource, ModuleKind};
+use hvmm_bootinfo::{KindSource, ModuleKind, ReservedSource};
+use hvmm_bootinfo::{MAX_MODULES, MAX_RAM_BANKS, MAX_RESERVED};
 
-/// Most entries kept per list in a [`BootSummary`].
-pub const MAX_ITEMS: usize = 16;
+/// Most regions a boot maps and verifies: a direct-map region per RAM bank
+/// (arm64: at most 8 today) or the xenheap (arm32), the frametable, and the
+/// image's sections — 12 at most today. A boot with more fails its
+/// verification by name rather than skip any. (Not [`MAX_RAM_BANKS`] + 8:
+/// every entry costs the image's boot stack.)
+pub const MAX_REGIONS: usize = 24;
+/// Most `copy_from_paddr` calls recorded (one per module read in early
+/// boot, and the few after).
+pub const MAX_COPIES: usize = MAX_MODULES;
+
+/// A reserved range as the boot found it.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct ReservedFact {
+    /// Physical start.
+    pub start: Paddr,
+    /// Size in bytes.
+    pub size: u64,
+    /// Where it came from.
+    pub source: ReservedSource,
+    /// Whether it is `no-map`.
+    pub no_map: bool,
+    /// Whether RAM holds all of it (a range outside RAM reserves nothing).
+    pub in_ram: bool,
+}
 
 /// A boot module as the boot found it.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
@@ -49,17 +72,19 @@ pub struct BootSummary {
     /// The DTB's physical address.
     pub dtb_pa: Paddr,
     /// RAM banks (start, size).
-    pub banks: heapless_list::List<(Paddr, u64)>,
-    /// Reserved ranges (start, size).
-    pub reserved: heapless_list::List<(Paddr, u64)>,
+    pub banks: heapless_list::List<(Paddr, u64), MAX_RAM_BANKS>,
+    /// RAM banks of size zero the device tree had (skipped).
+    pub empty_banks: usize,
+    /// Reserved ranges.
+    pub reserved: heapless_list::List<ReservedFact, MAX_RESERVED>,
     /// Modules.
-    pub modules: heapless_list::List<ModuleFact>,
+    pub modules: heapless_list::List<ModuleFact, MAX_MODULES>,
     /// Regions mapped and verified.
-    pub regions: heapless_list::List<RegionFact>,
+    pub regions: heapless_list::List<RegionFact, MAX_REGIONS>,
     /// Counts per state (EarlyBoot, Boot, SmpBoot, Active).
     pub phases: [PhaseCounts; 4],
     /// `copy_from_paddr` calls in early boot: (PA, state, maps via image, maps via PMAP).
-    pub early_copies: heapless_list::List<(Paddr, SystemState, u64, u64)>,
+    pub early_copies: heapless_list::List<(Paddr, SystemState, u64, u64), MAX_COPIES>,
     /// CPUs up.
     pub cpus: usize,
     /// The highest physical address of a page-table page allocated at run time.
@@ -196,32 +221,34 @@ impl core::fmt::Display for BootError {
 
 /// Fixed-capacity containers (no heap on hardware).
 pub mod heapless_list {
-    use super::MAX_ITEMS;
     use core::fmt;
 
-    /// A list of at most [`MAX_ITEMS`]; further pushes are counted, not kept.
+    /// A list of at most `N` items. Each list of a [`super::BootSummary`]
+    /// holds as many as its source can have (the boot information's own
+    /// capacities), so nothing is dropped; a push past `N` would be
+    /// counted in `dropped`, not kept.
     #[derive(Clone, Debug)]
-    pub struct List<T: Copy> {
-        items: [Option<T>; MAX_ITEMS],
+    pub struct List<T: Copy, const N: usize> {
+        items: [Option<T>; N],
         len: usize,
         /// Items that did not fit.
         pub dropped: usize,
     }
 
-    impl<T: Copy> Default for List<T> {
+    impl<T: Copy, const N: usize> Default for List<T, N> {
         fn default() -> Self {
             List {
-                items: [None; MAX_ITEMS],
+                items: [None; N],
                 len: 0,
                 dropped: 0,
             }
         }
     }
 
-    impl<T: Copy> List<T> {
+    impl<T: Copy, const N: usize> List<T, N> {
         /// Appends, or counts the item as dropped when full.
         pub fn push(&mut self, t: T) {
-            if self.len < MAX_ITEMS {
+            if self.len < N {
                 self.items[self.len] = Some(t);
                 self.len += 1;
             } else {

@@ -9,7 +9,9 @@ use crate::image::{ImageLayout, Section};
 use crate::mm::{AccessPolicy, Mm, MAX_CPUS};
 use crate::platform::Platform;
 use crate::report::heapless_list::Text;
-use crate::report::{BootError, BootStep, BootSummary, InjectionPoints, ModuleFact, RegionFact};
+use crate::report::{
+    BootError, BootStep, BootSummary, InjectionPoints, ModuleFact, RegionFact, ReservedFact,
+};
 use core::fmt::{self, Write};
 use hvmm::format::Pte;
 use hvmm::layout::{HasLayout, BOOT_FDT_VIRT_START, DOMHEAP_ENTRIES, MAX_FDT_SIZE, XEN_VIRT_START};
@@ -261,12 +263,14 @@ fn run_with_mm<F: HasLayout, P: Platform>(
 
     // 4. Boot information.
     ctx.step = BootStep::BootFdtInfo;
+    let mut copies = Copies::new();
     let info = {
         let mut reader = Reader {
             mm,
             p,
             fault: None,
             err: None,
+            copies: &mut copies,
         };
         let pp = ParseParams {
             pa_bits: cfg.pa_bits,
@@ -286,7 +290,7 @@ fn run_with_mm<F: HasLayout, P: Platform>(
         }
     };
     record_phases(ctx, mm);
-    log_boot_info(ctx, &info, mm);
+    log_boot_info(ctx, &info, &copies);
 
     // 5. Memory.
     ctx.step = BootStep::SetupMm;
@@ -714,11 +718,15 @@ fn early_fdt_map<F: HasLayout, P: Platform>(
     Ok((bytes, size))
 }
 
+/// The module reads of `boot_fdt_info`, for the log and the summary.
+type Copies = hvmm_bootinfo::FixedVec<crate::mm::CopyRecord, { crate::report::MAX_COPIES }>;
+
 struct Reader<'a, F: HasLayout, P: Platform> {
     mm: &'a mut Mm<F>,
     p: &'a mut P,
     fault: Option<MemFault>,
     err: Option<Error>,
+    copies: &'a mut Copies,
 }
 
 impl<F: HasLayout, P: Platform> ModuleReader for Reader<'_, F, P> {
@@ -729,7 +737,12 @@ impl<F: HasLayout, P: Platform> ModuleReader for Reader<'_, F, P> {
                 self.fault = Some(f);
             }
             self.err = Some(e);
-        })
+        })?;
+        // At most one read per module: the list holds them all.
+        if let Some(c) = self.mm.last_copy.take() {
+            let _ = self.copies.push(c);
+        }
+        Ok(())
     }
 }
 
@@ -738,11 +751,13 @@ fn kind_name(k: ModuleKind) -> &'static str {
         ModuleKind::Kernel => "kernel",
         ModuleKind::Ramdisk => "ramdisk",
         ModuleKind::XsmPolicy => "XSM policy",
-        ModuleKind::Unknown => "unknown",
+        ModuleKind::GuestDtb => "guest device tree",
+        ModuleKind::Microcode => "microcode",
+        ModuleKind::Unknown => "unknown (not used)",
     }
 }
 
-fn log_boot_info<F: HasLayout>(ctx: &mut Ctx<'_, F>, info: &BootInfo<'_>, mm: &Mm<F>) {
+fn log_boot_info<F: HasLayout>(ctx: &mut Ctx<'_, F>, info: &BootInfo<'_>, copies: &Copies) {
     for b in info.ram_banks().iter() {
         ctx.summary.banks.push((b.base(), b.size()));
         log!(
@@ -753,11 +768,38 @@ fn log_boot_info<F: HasLayout>(ctx: &mut Ctx<'_, F>, info: &BootInfo<'_>, mm: &M
             b.size() >> 20
         );
     }
-    for r in info.reserved().iter() {
-        ctx.summary.reserved.push((r.range.base(), r.range.size()));
+    let empty = info.memory().empty_banks();
+    ctx.summary.empty_banks = empty;
+    if empty > 0 {
         log!(
             ctx,
-            "(XEN) reserved: {} - {:#018x}",
+            "(XEN) {empty} RAM bank(s) of size zero skipped (placeholders a loader fills)"
+        );
+    }
+    for r in info.reserved().iter() {
+        let in_ram = info.memory().ram_covers(&r.range);
+        ctx.summary.reserved.push(ReservedFact {
+            start: r.range.base(),
+            size: r.range.size(),
+            source: r.source,
+            no_map: r.no_map,
+            in_ram,
+        });
+        let source = match (r.source, r.no_map) {
+            (hvmm_bootinfo::ReservedSource::MemReserve, _) => "/memreserve/",
+            (_, true) => "/reserved-memory, no-map",
+            (_, false) => "/reserved-memory",
+        };
+        let where_ = if in_ram {
+            ""
+        } else if info.memory().ram_overlaps(&r.range) {
+            ", partly outside RAM"
+        } else {
+            ", outside RAM"
+        };
+        log!(
+            ctx,
+            "(XEN) reserved: {} - {:#018x} ({source}{where_})",
             r.range.base(),
             r.range.end().0 - 1
         );
@@ -787,7 +829,7 @@ fn log_boot_info<F: HasLayout>(ctx: &mut Ctx<'_, F>, info: &BootInfo<'_>, mm: &M
             kind_name(m.kind)
         );
     }
-    for c in mm.copies.iter().flatten() {
+    for c in copies.iter() {
         ctx.summary
             .early_copies
             .push((c.pa, c.state, c.access.image, c.access.pmap));
@@ -1255,7 +1297,17 @@ fn verify<F: HasLayout, P: Platform>(
         });
     }
     let mut pages = 0u64;
-    let regions: heapless_regions::Regions = ctx.summary.regions.iter().copied().collect();
+    if ctx.summary.regions.dropped > 0 {
+        return Err(ctx.fail(
+            format_args!(
+                "{} regions to verify, more than the {} the summary holds",
+                ctx.summary.regions.len() + ctx.summary.regions.dropped,
+                crate::report::MAX_REGIONS
+            ),
+            None,
+        ));
+    }
+    let regions = ctx.summary.regions.clone();
     for r in regions.iter() {
         let n = r.size / PAGE_SIZE;
         let step = (n / 512).max(1);
@@ -1380,39 +1432,4 @@ fn log_phase_table<F: HasLayout>(ctx: &mut Ctx<'_, F>) {
         "(XEN) page-table pages allocated at run time: {} (plus the image's static tables)",
         created - freed
     );
-}
-
-mod heapless_regions {
-    use crate::report::RegionFact;
-
-    /// A copy of the region list, so the summary can be borrowed while checking.
-    pub struct Regions {
-        items: [Option<RegionFact>; 16],
-        len: usize,
-    }
-
-    impl FromIterator<RegionFact> for Regions {
-        fn from_iter<I: IntoIterator<Item = RegionFact>>(iter: I) -> Self {
-            let mut r = Regions {
-                items: [None; 16],
-                len: 0,
-            };
-            for x in iter {
-                if r.len < 16 {
-                    r.items[r.len] = Some(x);
-                    r.len += 1;
-                }
-            }
-            r
-        }
-    }
-
-    impl Regions {
-        pub fn iter(&self) -> impl Iterator<Item = &RegionFact> {
-            self.items[..self.len].iter().flatten()
-        }
-        pub fn len(&self) -> usize {
-            self.len
-        }
-    }
 }

@@ -79,7 +79,7 @@ pub struct VirtBoard {
     chosen_cells: Option<(u32, u32)>,
     memory: Vec<Vec<(u64, u64)>>,
     modules: Vec<ModuleSpec>,
-    reserved_memory: Vec<(u64, u64)>,
+    reserved_memory: Vec<(u64, u64, bool)>,
     memreserve: Vec<(u64, u64)>,
     bootargs: Option<String>,
     xen_bootargs: Option<String>,
@@ -142,6 +142,12 @@ impl VirtBoard {
         self.module_with(addr, size, &[compatible], None)
     }
 
+    /// Adds a typed `/chosen/module@addr` node as U-Boot scripts write them:
+    /// `compatible = kind, "multiboot,module"`.
+    pub fn typed_module(self, addr: u64, size: u64, kind: &str) -> Self {
+        self.module_with(addr, size, &[kind, "multiboot,module"], None)
+    }
+
     /// Adds a `/chosen/module@addr` node with several compatible strings and
     /// optional `bootargs`.
     pub fn module_with(
@@ -179,8 +185,14 @@ impl VirtBoard {
     }
 
     /// Adds a `/reserved-memory` child with `reg = <base size>` and `no-map`.
-    pub fn reserved_memory(mut self, base: u64, size: u64) -> Self {
-        self.reserved_memory.push((base, size));
+    pub fn reserved_memory(self, base: u64, size: u64) -> Self {
+        self.reserved_memory_with(base, size, true)
+    }
+
+    /// Adds a `/reserved-memory` child with `reg = <base size>`, with
+    /// `no-map` or without it.
+    pub fn reserved_memory_with(mut self, base: u64, size: u64, no_map: bool) -> Self {
+        self.reserved_memory.push((base, size, no_map));
         self
     }
 
@@ -269,10 +281,18 @@ impl VirtBoard {
             w.property_u32("#address-cells", ac)?;
             w.property_u32("#size-cells", sc)?;
             w.property_null("ranges")?;
-            for &(base, size) in &self.reserved_memory {
-                let n = w.begin_node(&format_name("region", base))?;
+            for (i, &(base, size, no_map)) in self.reserved_memory.iter().enumerate() {
+                // Unique names even for two regions at one address (trees
+                // that overlap are for tests of their refusal).
+                let name = match i {
+                    0 => format_name("region", base),
+                    _ => std::format!("region{i}@{base:x}"),
+                };
+                let n = w.begin_node(&name)?;
                 w.property("reg", &reg_bytes(&[(base, size)], ac, sc)?)?;
-                w.property_null("no-map")?;
+                if no_map {
+                    w.property_null("no-map")?;
+                }
                 w.end_node(n)?;
             }
             w.end_node(rmem)?;

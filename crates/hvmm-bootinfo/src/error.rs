@@ -2,8 +2,45 @@
 
 use crate::dtb::DtbError;
 use crate::range::MemRange;
+use crate::{ModuleKind, Reserved, ReservedSource};
 use core::fmt;
 use hvmm::Paddr;
+
+/// What was placed in memory by the loader: the hypervisor image, the
+/// device tree blob, or a boot module.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Placed {
+    /// The hypervisor image.
+    Image,
+    /// The device tree blob.
+    Dtb,
+    /// Boot module number `n` (in DTB order).
+    Module(usize),
+}
+
+impl fmt::Display for Placed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Placed::Image => f.write_str("the hypervisor image"),
+            Placed::Dtb => f.write_str("the device tree blob"),
+            Placed::Module(n) => write!(f, "module #{n}"),
+        }
+    }
+}
+
+impl fmt::Display for Reserved {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (self.source, self.no_map) {
+            (ReservedSource::MemReserve, _) => write!(f, "/memreserve/ entry {}", self.range),
+            (ReservedSource::ReservedMemory, true) => {
+                write!(f, "no-map /reserved-memory range {}", self.range)
+            }
+            (ReservedSource::ReservedMemory, false) => {
+                write!(f, "/reserved-memory range {}", self.range)
+            }
+        }
+    }
+}
 
 /// Why the boot information was refused. Each variant carries the offending
 /// values; its `Display` is one sentence naming the problem.
@@ -46,13 +83,9 @@ pub enum BootInfoError {
         /// Name of the property.
         property: &'static str,
     },
-    /// No `/memory` node, or none with any RAM in it.
+    /// No available `/memory` node with a bank of non-zero size (boards
+    /// whose loader fills `/memory` at boot ship trees like that).
     NoMemory,
-    /// A RAM bank of size zero.
-    ZeroSizedBank {
-        /// Its base.
-        base: Paddr,
-    },
     /// A RAM bank whose end does not fit in 64 bits.
     BankOverflow {
         /// Its base.
@@ -153,6 +186,36 @@ pub enum BootInfoError {
         /// The capacity.
         max: usize,
     },
+    /// A `/reserved-memory` child overlaps a reserved range recorded before
+    /// it (a `/memreserve/` entry it does not lie wholly inside, or another
+    /// child), as Xen 4.20 and later refuse.
+    ReservedOverlap {
+        /// The range recorded first.
+        first: Reserved,
+        /// The child's range.
+        second: Reserved,
+    },
+    /// The hypervisor image, the DTB or a module lies in reserved memory:
+    /// it overlaps a `/reserved-memory` child (`no-map` or not), or a
+    /// `/memreserve/` entry it is not wholly inside (a loader may list what
+    /// it placed there, as U-Boot does for the initrd and the DTB).
+    InReserved {
+        /// What was placed there.
+        item: Placed,
+        /// Where it is.
+        range: MemRange,
+        /// The reserved range it overlaps.
+        reserved: Reserved,
+    },
+    /// A `/chosen` child with a module-kind compatible (`multiboot,kernel`,
+    /// ...) but neither `multiboot,module` nor `xen,multiboot-module`, which
+    /// every boot module needs (Xen skips such a node without a word).
+    NotAMultibootModule {
+        /// Its index among the `/chosen` children with a module compatible.
+        index: usize,
+        /// The kind its compatible names.
+        kind: ModuleKind,
+    },
     /// The caller's [`crate::ModuleReader`] failed to read the first bytes
     /// of a module (the reader keeps its own error's detail).
     ModuleRead {
@@ -191,8 +254,10 @@ impl fmt::Display for BootInfoError {
             BadString { node, property } => {
                 write!(f, "property {property} of {node} is not a NUL-terminated UTF-8 string")
             }
-            NoMemory => write!(f, "the device tree describes no RAM (no /memory node with a bank)"),
-            ZeroSizedBank { base } => write!(f, "RAM bank at {base} has size zero"),
+            NoMemory => write!(
+                f,
+                "the device tree describes no RAM (no available /memory node with a non-empty bank; boards whose loader fills /memory at boot ship trees like that)"
+            ),
             BankOverflow { base, size } => {
                 write!(f, "RAM bank at {base} of size {size:#x} wraps past the 64-bit address space")
             }
@@ -226,6 +291,20 @@ impl fmt::Display for BootInfoError {
             TooManyReserved { max } => write!(f, "more than {max} reserved memory ranges"),
             TooManyModules { max } => write!(f, "more than {max} boot modules"),
             TooManyFreeRanges { max } => write!(f, "free memory splits into more than {max} ranges"),
+            ReservedOverlap { first, second } => {
+                write!(f, "reserved ranges overlap: the {second} overlaps the {first}")
+            }
+            InReserved { item, range, reserved } => {
+                write!(f, "{item} {range} lies in reserved memory: it overlaps the {reserved}")?;
+                if reserved.source == ReservedSource::MemReserve {
+                    f.write_str(" without lying wholly inside it")?;
+                }
+                Ok(())
+            }
+            NotAMultibootModule { index, kind } => write!(
+                f,
+                "/chosen module node #{index} says it is a {kind:?} module but its compatible lacks \"multiboot,module\" (every boot module needs it; Xen ignores such a node)"
+            ),
             ModuleRead { index, addr } => {
                 write!(f, "reading the first bytes of module #{index} at {addr} failed")
             }

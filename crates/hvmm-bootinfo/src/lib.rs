@@ -7,16 +7,37 @@
 //! fixed capacity ([`MAX_RAM_BANKS`], [`MAX_RESERVED`], [`MAX_MODULES`],
 //! [`MAX_FREE_RANGES`]) and exceeding one is an error.
 //!
-//! Module kinds follow Xen: typed compatibles are taken as given, untyped
-//! `multiboot,module` nodes (what GRUB's `xen_module` produces) are guessed —
-//! the first is the kernel, each later one is an XSM policy if it starts with
-//! [`XSM_MAGIC`], else the ramdisk (one only; further ones are
-//! [`ModuleKind::Unknown`]; unlike Xen, which makes only the *second*
-//! untyped module a ramdisk, a policy placed before the ramdisk does not
-//! demote it). The guess needs the module's first bytes, which
-//! this crate does not read itself: the caller passes a [`ModuleReader`]
-//! (in the hypervisor, `copy_from_paddr` through the fixmap in early boot —
-//! the very path that killed Xen 4.13-rc under GRUB).
+//! RAM and reserved memory are read as Xen 4.22 reads them ([`MemoryMap`]):
+//! a RAM bank comes from a top-level node named `memory` or `memory@...`
+//! whose `device_type` is `"memory"` and whose `status` says it is
+//! available; banks of size zero are skipped (loaders such as U-Boot fill
+//! such placeholders at boot). Reserved ranges are the `/memreserve/`
+//! entries and the `reg` ranges of available `/reserved-memory` children
+//! (whatever their names: a `memory@...` child is reserved, not RAM). A
+//! child overlapping an earlier reserved range is refused unless it lies
+//! wholly inside a `/memreserve/` entry. Nothing the loader placed (the
+//! image, the DTB, a module) may overlap reserved memory, except by lying
+//! wholly inside a `/memreserve/` entry (U-Boot lists the initrd and the
+//! DTB there): Xen 4.18 and later refuse such placements too.
+//!
+//! Module kinds follow Xen 4.22's rule (unchanged for untyped modules since
+//! Xen 4.7). A `/chosen` child is a boot module when its compatible holds
+//! `multiboot,module` or `xen,multiboot-module`. A kind compatible decides
+//! its kind, in Xen's order of precedence: kernel (`xen,linux-zimage`,
+//! `multiboot,kernel`), ramdisk (`xen,linux-initrd`, `multiboot,ramdisk`),
+//! XSM policy (`xen,xsm-policy`), guest device tree
+//! (`multiboot,device-tree`), microcode (`multiboot,microcode`). Modules
+//! without one (what GRUB's `xen_module` writes) are guessed by their order
+//! among the untyped ones: the first is the kernel; the second is an XSM
+//! policy if it starts with [`XSM_MAGIC`], else the ramdisk; each later one
+//! is an XSM policy if it starts with the magic, else
+//! [`ModuleKind::Unknown`], which nothing uses. So a policy in second place
+//! leaves domain 0 without a ramdisk, as in Xen. The guess needs the
+//! module's first bytes, which this crate does not read itself: the caller
+//! passes a [`ModuleReader`] (in the hypervisor, `copy_from_paddr` through
+//! the fixmap in early boot — the very path that killed Xen 4.13-rc under
+//! GRUB). One difference: a module shorter than 4 bytes is not read (it
+//! cannot hold the magic; Xen reads 4 bytes anyway).
 //!
 //! [`BootInfo::free_ranges`] then gives what the boot allocator may be seeded
 //! with: RAM minus the image, the DTB, the modules, the reserved ranges and
@@ -40,7 +61,7 @@ mod range;
 pub mod writer;
 
 pub use dtb::{Dtb, DtbError};
-pub use error::BootInfoError;
+pub use error::{BootInfoError, Placed};
 pub use range::{FixedVec, MemRange};
 
 use hvmm::Paddr;
@@ -66,7 +87,14 @@ pub enum ModuleKind {
     Ramdisk,
     /// An XSM (FLASK) security policy.
     XsmPolicy,
-    /// Something else (an untyped module after the ramdisk that is not a policy).
+    /// A partial device tree for a guest (`multiboot,device-tree`, used by
+    /// Xen's dom0less guests; not by domain 0).
+    GuestDtb,
+    /// CPU microcode (`multiboot,microcode`, typed since Xen 4.22; not used
+    /// on Arm).
+    Microcode,
+    /// Something else: an untyped module after the second that is not a
+    /// policy. Nothing uses it.
     Unknown,
 }
 
@@ -114,6 +142,9 @@ pub struct Reserved {
     pub range: MemRange,
     /// Where it came from.
     pub source: ReservedSource,
+    /// Whether the `/reserved-memory` child says `no-map` (the OS must not
+    /// even map it); always `false` for `/memreserve/` entries.
+    pub no_map: bool,
 }
 
 /// Facts the DTB cannot tell: the machine's physical-address size and where
@@ -158,8 +189,7 @@ pub type FreeRanges = FixedVec<MemRange, MAX_FREE_RANGES>;
 /// Everything the boot sequence needs from the device tree.
 #[derive(Clone, Debug)]
 pub struct BootInfo<'a> {
-    banks: FixedVec<MemRange, MAX_RAM_BANKS>,
-    reserved: FixedVec<Reserved, MAX_RESERVED>,
+    memory: MemoryMap,
     modules: FixedVec<Module<'a>, MAX_MODULES>,
     bootargs: Option<&'a str>,
     xen_bootargs: Option<&'a str>,
@@ -167,16 +197,20 @@ pub struct BootInfo<'a> {
     dtb: MemRange,
 }
 
-/// Compatible strings that fix a module's kind.
-const TYPED: [(&str, ModuleKind); 5] = [
-    ("multiboot,kernel", ModuleKind::Kernel),
+/// Compatible strings that fix a module's kind, in Xen's order of
+/// precedence (a node with two of them takes the first here).
+const TYPED: [(&str, ModuleKind); 7] = [
     ("xen,linux-zimage", ModuleKind::Kernel),
-    ("multiboot,ramdisk", ModuleKind::Ramdisk),
+    ("multiboot,kernel", ModuleKind::Kernel),
     ("xen,linux-initrd", ModuleKind::Ramdisk),
+    ("multiboot,ramdisk", ModuleKind::Ramdisk),
     ("xen,xsm-policy", ModuleKind::XsmPolicy),
+    ("multiboot,device-tree", ModuleKind::GuestDtb),
+    ("multiboot,microcode", ModuleKind::Microcode),
 ];
-/// Compatible strings of a module whose kind must be guessed.
-const UNTYPED: [&str; 2] = ["multiboot,module", "xen,multiboot-module"];
+/// Compatible strings that make a `/chosen` child a boot module (one of them
+/// is needed; without a kind compatible too, the kind is guessed).
+const MULTIBOOT: [&str; 2] = ["multiboot,module", "xen,multiboot-module"];
 
 /// A module found in `/chosen` before validation and classification.
 #[derive(Copy, Clone)]
@@ -211,6 +245,212 @@ fn cells(node: &dtb::Node<'_>, path: &'static str) -> Result<(u32, u32), BootInf
     }
 }
 
+/// The RAM banks and reserved ranges a device tree describes, read as Xen
+/// 4.22 reads them (see the crate's documentation). Unlike
+/// [`BootInfo::parse`], finding no RAM is not an error here: a loader may
+/// still supply it (U-Boot's memory fix-up fills `/memory` at boot).
+#[derive(Clone, Debug)]
+pub struct MemoryMap {
+    banks: FixedVec<MemRange, MAX_RAM_BANKS>,
+    reserved: FixedVec<Reserved, MAX_RESERVED>,
+    empty_banks: usize,
+}
+
+impl MemoryMap {
+    /// Reads the RAM banks and reserved ranges of `dtb` on a machine with a
+    /// `pa_bits`-bit physical address space (32..=52).
+    pub fn parse(dtb: &[u8], pa_bits: u32) -> Result<MemoryMap, BootInfoError> {
+        if !(32..=52).contains(&pa_bits) {
+            return Err(BootInfoError::BadPaBits { pa_bits });
+        }
+        let mut map = MemoryMap::empty();
+        map.fill(&Dtb::new(dtb)?, pa_bits)?;
+        Ok(map)
+    }
+
+    const fn empty() -> MemoryMap {
+        MemoryMap {
+            banks: FixedVec::new(),
+            reserved: FixedVec::new(),
+            empty_banks: 0,
+        }
+    }
+
+    /// Reads `tree` into `self` (in place: the lists are large for an
+    /// early-boot stack).
+    fn fill(&mut self, tree: &Dtb<'_>, pa_bits: u32) -> Result<(), BootInfoError> {
+        let root = tree.root();
+        self.collect_banks(&root, pa_bits)?;
+        self.collect_reserved(tree, &root)
+    }
+
+    fn collect_banks(&mut self, root: &dtb::Node<'_>, pa_bits: u32) -> Result<(), BootInfoError> {
+        let (ac, sc) = cells(root, "/")?;
+        let limit = 1u128 << pa_bits;
+        // Xen 4.20 and later: a top-level node named memory[@...] whose
+        // device_type is "memory" (not every node with one of the two).
+        let memory_nodes = root.children().filter(|n| {
+            n.name_matches("memory")
+                && n.property("device_type").and_then(|p| p.as_str()) == Some("memory")
+                && n.is_available()
+        });
+        for (index, node) in memory_nodes.enumerate() {
+            let reg = node.property("reg").ok_or(BootInfoError::BadReg {
+                node: "memory",
+                index,
+            })?;
+            for entry in dtb::reg_entries(reg.value, ac, sc) {
+                let (base, size) = entry.map_err(|()| BootInfoError::BadReg {
+                    node: "memory",
+                    index,
+                })?;
+                let base = Paddr(base);
+                if size == 0 {
+                    // A placeholder the loader fills at boot: skipped, as
+                    // Xen does.
+                    self.empty_banks += 1;
+                    continue;
+                }
+                let bank =
+                    MemRange::new(base, size).ok_or(BootInfoError::BankOverflow { base, size })?;
+                if u128::from(bank.end().0) > limit {
+                    return Err(BootInfoError::BankBeyondPaSize { bank, pa_bits });
+                }
+                if let Some(other) = self.banks.iter().find(|b| b.overlaps(&bank)) {
+                    return Err(BootInfoError::BanksOverlap {
+                        first: *other,
+                        second: bank,
+                    });
+                }
+                self.banks
+                    .push(bank)
+                    .map_err(|_| BootInfoError::TooManyBanks { max: MAX_RAM_BANKS })?;
+            }
+        }
+        Ok(())
+    }
+
+    fn push_reserved(
+        &mut self,
+        base: u64,
+        size: u64,
+        source: ReservedSource,
+        no_map: bool,
+    ) -> Result<(), BootInfoError> {
+        let base = Paddr(base);
+        if size == 0 {
+            // Reserves nothing.
+            return Ok(());
+        }
+        let range =
+            MemRange::new(base, size).ok_or(BootInfoError::ReservedOverflow { base, size })?;
+        let new = Reserved {
+            range,
+            source,
+            no_map,
+        };
+        // /memreserve/ entries are taken as they are; a /reserved-memory
+        // child must not overlap what came before it, except by lying
+        // wholly inside a /memreserve/ entry (trees that list a range in
+        // both places).
+        if source == ReservedSource::ReservedMemory {
+            if let Some(first) = self.clash(&range) {
+                return Err(BootInfoError::ReservedOverlap { first, second: new });
+            }
+        }
+        self.reserved
+            .push(new)
+            .map_err(|_| BootInfoError::TooManyReserved { max: MAX_RESERVED })
+    }
+
+    fn collect_reserved(
+        &mut self,
+        tree: &Dtb<'_>,
+        root: &dtb::Node<'_>,
+    ) -> Result<(), BootInfoError> {
+        for (a, s) in tree.reservations() {
+            self.push_reserved(a, s, ReservedSource::MemReserve, false)?;
+        }
+        let Some(rmem) = tree.find("/reserved-memory") else {
+            return Ok(());
+        };
+        let (ac, sc) = if rmem.property("#address-cells").is_some()
+            || rmem.property("#size-cells").is_some()
+        {
+            cells(&rmem, "/reserved-memory")?
+        } else {
+            cells(root, "/")?
+        };
+        for (index, child) in rmem.children().filter(|c| c.is_available()).enumerate() {
+            // Children without reg are dynamic allocations (size/alloc-ranges)
+            // made by the OS later: nothing is reserved yet.
+            let Some(reg) = child.property("reg") else {
+                continue;
+            };
+            let no_map = child.property("no-map").is_some();
+            for entry in dtb::reg_entries(reg.value, ac, sc) {
+                let (base, size) = entry.map_err(|()| BootInfoError::BadReg {
+                    node: "reserved-memory",
+                    index,
+                })?;
+                self.push_reserved(base, size, ReservedSource::ReservedMemory, no_map)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The first reserved range `r` may not overlap: any range it overlaps,
+    /// except a `/memreserve/` entry that holds it wholly.
+    pub fn clash(&self, r: &MemRange) -> Option<Reserved> {
+        self.reserved
+            .iter()
+            .find(|x| {
+                x.range.overlaps(r)
+                    && !(x.source == ReservedSource::MemReserve && x.range.contains_range(r))
+            })
+            .copied()
+    }
+
+    /// Whether the union of the RAM banks covers `r` (a range may span
+    /// adjacent banks).
+    pub fn ram_covers(&self, r: &MemRange) -> bool {
+        let mut at = r.base();
+        // Each step moves `at` to the end of a distinct bank, so this ends.
+        for _ in 0..=self.banks.len() {
+            if at >= r.end() {
+                return true;
+            }
+            match self.banks.iter().find(|b| b.contains(at)) {
+                Some(b) => at = b.end(),
+                None => return false,
+            }
+        }
+        at >= r.end()
+    }
+
+    /// Whether any RAM bank shares a byte with `r`.
+    pub fn ram_overlaps(&self, r: &MemRange) -> bool {
+        self.banks.iter().any(|b| b.overlaps(r))
+    }
+
+    /// The RAM banks, in DTB order (empty banks left out).
+    pub fn ram_banks(&self) -> &FixedVec<MemRange, MAX_RAM_BANKS> {
+        &self.banks
+    }
+
+    /// How many banks of size zero were skipped.
+    pub fn empty_banks(&self) -> usize {
+        self.empty_banks
+    }
+
+    /// The reserved ranges: memory reservation block entries first, then
+    /// `/reserved-memory` children, each in DTB order. Zero-sized entries
+    /// reserve nothing and are left out.
+    pub fn reserved(&self) -> &FixedVec<Reserved, MAX_RESERVED> {
+        &self.reserved
+    }
+}
+
 impl<'a> BootInfo<'a> {
     /// Reads and validates the boot information in `dtb`. `reader` is asked
     /// for the first 4 bytes of the second and later untyped modules, and for
@@ -236,18 +476,21 @@ impl<'a> BootInfo<'a> {
             size: ctx.dtb.1,
         })?;
         let tree = Dtb::new(dtb)?;
-        let root = tree.root();
         let mut info = BootInfo {
-            banks: FixedVec::new(),
-            reserved: FixedVec::new(),
+            memory: MemoryMap::empty(),
             modules: FixedVec::new(),
             bootargs: None,
             xen_bootargs: None,
             image,
             dtb: dtb_range,
         };
-        info.collect_banks(&root, ctx.pa_bits)?;
-        info.collect_reserved(&tree, &root)?;
+        info.memory.fill(&tree, ctx.pa_bits)?;
+        if info.memory.banks.is_empty() {
+            return Err(BootInfoError::NoMemory);
+        }
+        for (item, range) in [(Placed::Image, image), (Placed::Dtb, dtb_range)] {
+            info.refuse_reserved(item, range)?;
+        }
         let mut raw: FixedVec<RawModule<'a>, MAX_MODULES> = FixedVec::new();
         if let Some(chosen) = tree.find("/chosen") {
             info.bootargs = string_prop(&chosen, "bootargs", "/chosen")?;
@@ -259,100 +502,17 @@ impl<'a> BootInfo<'a> {
         Ok(info)
     }
 
-    fn collect_banks(&mut self, root: &dtb::Node<'a>, pa_bits: u32) -> Result<(), BootInfoError> {
-        let (ac, sc) = cells(root, "/")?;
-        let limit = 1u128 << pa_bits;
-        let memory_nodes = root.children().filter(|n| {
-            let typed = n.property("device_type").and_then(|p| p.as_str()) == Some("memory");
-            (typed || n.name_matches("memory")) && n.is_available()
-        });
-        for (index, node) in memory_nodes.enumerate() {
-            let reg = node.property("reg").ok_or(BootInfoError::BadReg {
-                node: "memory",
-                index,
-            })?;
-            for entry in dtb::reg_entries(reg.value, ac, sc) {
-                let (base, size) = entry.map_err(|()| BootInfoError::BadReg {
-                    node: "memory",
-                    index,
-                })?;
-                let base = Paddr(base);
-                if size == 0 {
-                    return Err(BootInfoError::ZeroSizedBank { base });
-                }
-                let bank =
-                    MemRange::new(base, size).ok_or(BootInfoError::BankOverflow { base, size })?;
-                if u128::from(bank.end().0) > limit {
-                    return Err(BootInfoError::BankBeyondPaSize { bank, pa_bits });
-                }
-                if let Some(other) = self.banks.iter().find(|b| b.overlaps(&bank)) {
-                    return Err(BootInfoError::BanksOverlap {
-                        first: *other,
-                        second: bank,
-                    });
-                }
-                self.banks
-                    .push(bank)
-                    .map_err(|_| BootInfoError::TooManyBanks { max: MAX_RAM_BANKS })?;
-            }
+    /// Refuses `range` (what the loader placed) when it lies in reserved
+    /// memory (see [`MemoryMap::clash`]).
+    fn refuse_reserved(&self, item: Placed, range: MemRange) -> Result<(), BootInfoError> {
+        match self.memory.clash(&range) {
+            Some(reserved) => Err(BootInfoError::InReserved {
+                item,
+                range,
+                reserved,
+            }),
+            None => Ok(()),
         }
-        if self.banks.is_empty() {
-            return Err(BootInfoError::NoMemory);
-        }
-        Ok(())
-    }
-
-    fn push_reserved(
-        &mut self,
-        base: u64,
-        size: u64,
-        source: ReservedSource,
-    ) -> Result<(), BootInfoError> {
-        let base = Paddr(base);
-        if size == 0 {
-            // Reserves nothing.
-            return Ok(());
-        }
-        let range =
-            MemRange::new(base, size).ok_or(BootInfoError::ReservedOverflow { base, size })?;
-        self.reserved
-            .push(Reserved { range, source })
-            .map_err(|_| BootInfoError::TooManyReserved { max: MAX_RESERVED })
-    }
-
-    fn collect_reserved(
-        &mut self,
-        tree: &Dtb<'a>,
-        root: &dtb::Node<'a>,
-    ) -> Result<(), BootInfoError> {
-        for (a, s) in tree.reservations() {
-            self.push_reserved(a, s, ReservedSource::MemReserve)?;
-        }
-        let Some(rmem) = tree.find("/reserved-memory") else {
-            return Ok(());
-        };
-        let (ac, sc) = if rmem.property("#address-cells").is_some()
-            || rmem.property("#size-cells").is_some()
-        {
-            cells(&rmem, "/reserved-memory")?
-        } else {
-            cells(root, "/")?
-        };
-        for (index, child) in rmem.children().filter(|c| c.is_available()).enumerate() {
-            // Children without reg are dynamic allocations (size/alloc-ranges)
-            // made by the OS later: nothing is reserved yet.
-            let Some(reg) = child.property("reg") else {
-                continue;
-            };
-            for entry in dtb::reg_entries(reg.value, ac, sc) {
-                let (base, size) = entry.map_err(|()| BootInfoError::BadReg {
-                    node: "reserved-memory",
-                    index,
-                })?;
-                self.push_reserved(base, size, ReservedSource::ReservedMemory)?;
-            }
-        }
-        Ok(())
     }
 
     fn validate_modules(
@@ -386,9 +546,10 @@ impl<'a> BootInfo<'a> {
                     dtb: self.dtb,
                 });
             }
-            if !self.ram_covers(&module) {
+            if !self.memory.ram_covers(&module) {
                 return Err(BootInfoError::ModuleOutsideRam { index, module });
             }
+            self.refuse_reserved(Placed::Module(index), module)?;
         }
         Ok(())
     }
@@ -398,26 +559,27 @@ impl<'a> BootInfo<'a> {
         raw: &FixedVec<RawModule<'a>, MAX_MODULES>,
         reader: &mut R,
     ) -> Result<(), BootInfoError> {
+        // Xen's guess, by the position among the untyped modules: kernel,
+        // then ramdisk, then nothing; from the second on, a module that
+        // starts with the XSM magic is a policy whatever its position.
         let mut untyped_seen = 0usize;
-        let mut ramdisk_guessed = false;
         for (index, m) in raw.iter().enumerate() {
             let range = module_range(index, m)?;
             let (kind, source) = match m.typed {
                 Some(kind) => (kind, KindSource::Typed),
                 None => {
+                    let position = untyped_seen;
                     untyped_seen += 1;
-                    if untyped_seen == 1 {
-                        (ModuleKind::Kernel, KindSource::Guessed { read: false })
-                    } else if range.size() < 4 {
-                        // Too small to hold the magic: not a policy, and
-                        // reading 4 bytes would run past the module.
-                        let kind = if ramdisk_guessed {
-                            ModuleKind::Unknown
-                        } else {
-                            ModuleKind::Ramdisk
-                        };
-                        ramdisk_guessed = true;
-                        (kind, KindSource::Guessed { read: false })
+                    let by_position = match position {
+                        0 => ModuleKind::Kernel,
+                        1 => ModuleKind::Ramdisk,
+                        _ => ModuleKind::Unknown,
+                    };
+                    if position == 0 || range.size() < 4 {
+                        // The first is never read; a module too small to
+                        // hold the magic is not a policy (and reading 4
+                        // bytes would run past it).
+                        (by_position, KindSource::Guessed { read: false })
                     } else {
                         let mut word = [0u8; 4];
                         reader.read(range.base(), &mut word).map_err(|_| {
@@ -428,11 +590,8 @@ impl<'a> BootInfo<'a> {
                         })?;
                         let kind = if u32::from_le_bytes(word) == XSM_MAGIC {
                             ModuleKind::XsmPolicy
-                        } else if ramdisk_guessed {
-                            ModuleKind::Unknown
                         } else {
-                            ramdisk_guessed = true;
-                            ModuleKind::Ramdisk
+                            by_position
                         };
                         (kind, KindSource::Guessed { read: true })
                     }
@@ -451,31 +610,20 @@ impl<'a> BootInfo<'a> {
         Ok(())
     }
 
-    /// Whether the union of the RAM banks covers `r` (a range may span
-    /// adjacent banks).
-    fn ram_covers(&self, r: &MemRange) -> bool {
-        let mut at = r.base();
-        // Each step moves `at` to the end of a distinct bank, so this ends.
-        for _ in 0..=self.banks.len() {
-            if at >= r.end() {
-                return true;
-            }
-            match self.banks.iter().find(|b| b.contains(at)) {
-                Some(b) => at = b.end(),
-                None => return false,
-            }
-        }
-        at >= r.end()
+    /// The RAM banks and reserved ranges.
+    pub fn memory(&self) -> &MemoryMap {
+        &self.memory
     }
 
     /// The RAM banks, in DTB order.
     pub fn ram_banks(&self) -> &FixedVec<MemRange, MAX_RAM_BANKS> {
-        &self.banks
+        self.memory.ram_banks()
     }
 
     /// Total bytes of RAM.
     pub fn total_ram(&self) -> u64 {
-        self.banks
+        self.memory
+            .banks
             .iter()
             .fold(0u64, |acc, b| acc.saturating_add(b.size()))
     }
@@ -484,7 +632,7 @@ impl<'a> BootInfo<'a> {
     /// `/reserved-memory` children, each in DTB order. Zero-sized entries
     /// reserve nothing and are left out.
     pub fn reserved(&self) -> &FixedVec<Reserved, MAX_RESERVED> {
-        &self.reserved
+        self.memory.reserved()
     }
 
     /// The boot modules, in DTB order.
@@ -533,14 +681,14 @@ impl<'a> BootInfo<'a> {
             max: MAX_FREE_RANGES,
         };
         let mut free = FreeRanges::new();
-        for bank in self.banks.iter() {
+        for bank in self.memory.banks.iter() {
             let at = free.iter().take_while(|f| f.base() < bank.base()).count();
             free.insert(at, *bank).map_err(|_| too_many)?;
         }
         let holes = [self.image, self.dtb]
             .into_iter()
             .chain(self.modules.iter().map(|m| m.range))
-            .chain(self.reserved.iter().map(|r| r.range))
+            .chain(self.memory.reserved.iter().map(|r| r.range))
             .chain(firmware_reserved.iter().copied());
         for hole in holes {
             subtract(&mut free, &hole)?;
@@ -601,12 +749,17 @@ fn collect_modules<'a>(
         let Some(compat) = node.property("compatible") else {
             continue;
         };
-        let typed = compat
-            .strings()
-            .find_map(|c| TYPED.iter().find(|(name, _)| *name == c).map(|(_, k)| *k));
-        let untyped = compat.strings().any(|c| UNTYPED.contains(&c));
-        if typed.is_none() && !untyped {
-            continue;
+        let typed = TYPED
+            .iter()
+            .find(|(name, _)| compat.strings().any(|c| c == *name))
+            .map(|(_, k)| *k);
+        let multiboot = compat.strings().any(|c| MULTIBOOT.contains(&c));
+        match (typed, multiboot) {
+            (None, false) => continue,
+            (Some(kind), false) => {
+                return Err(BootInfoError::NotAMultibootModule { index, kind });
+            }
+            _ => {}
         }
         let bad_reg = BootInfoError::BadReg {
             node: "module",

@@ -35,6 +35,14 @@ fn range(base: u64, size: u64) -> MemRange {
     MemRange::new(Paddr(base), size).expect("valid range")
 }
 
+fn rsv(range: MemRange, source: ReservedSource, no_map: bool) -> Reserved {
+    Reserved {
+        range,
+        source,
+        no_map,
+    }
+}
+
 /// A reader over a few fake memory words that records every read.
 #[derive(Default)]
 struct FakeMemory {
@@ -250,10 +258,10 @@ fn typed_modules_are_taken_as_given_without_reading() {
             &["xen,linux-zimage", "xen,multiboot-module"],
             Some("root=/dev/vda"),
         )
-        .module(0x4a00_0000, 4 * MIB, "multiboot,ramdisk")
-        .module(0x4b00_0000, 0x1000, "xen,xsm-policy")
-        .module(0x4c00_0000, MIB, "multiboot,kernel")
-        .module(0x4d00_0000, MIB, "xen,linux-initrd")
+        .typed_module(0x4a00_0000, 4 * MIB, "multiboot,ramdisk")
+        .typed_module(0x4b00_0000, 0x1000, "xen,xsm-policy")
+        .typed_module(0x4c00_0000, MIB, "multiboot,kernel")
+        .typed_module(0x4d00_0000, MIB, "xen,linux-initrd")
         .build();
     let mut mem = FakeMemory::default();
     let info = BootInfo::parse(&dtb, &params(), &mut mem).unwrap();
@@ -296,36 +304,120 @@ fn grub_untyped_modules_are_guessed_reading_all_but_the_first() {
     );
 }
 
-#[test]
-fn untyped_policy_before_the_ramdisk_is_recognised() {
-    let dtb = VirtBoard::qemu_default()
-        .module(0x7000_0000, MIB, "multiboot,module")
-        .module(0x7100_0000, MIB, "multiboot,module")
-        .module(0x7200_0000, MIB, "multiboot,module")
-        .build();
-    let mut mem = FakeMemory::with_xsm_at(&[0x7100_0000]);
+/// The kinds `board`'s modules are given when the words at `xsm_at` hold
+/// the XSM magic, and the addresses read to find out.
+fn guess(board: VirtBoard, xsm_at: &[u64]) -> (Vec<ModuleKind>, Vec<Paddr>) {
+    let dtb = board.build();
+    let mut mem = FakeMemory::with_xsm_at(xsm_at);
     let info = BootInfo::parse(&dtb, &params(), &mut mem).unwrap();
-    let kinds: Vec<_> = info.modules().iter().map(|m| m.kind).collect();
+    let kinds = info.modules().iter().map(|m| m.kind).collect();
+    (kinds, mem.reads)
+}
+
+/// QEMU's board with an untyped module of 1 MiB at each of `addrs`.
+fn untyped(addrs: &[u64]) -> VirtBoard {
+    then_untyped(VirtBoard::qemu_default(), addrs)
+}
+
+/// `board` with an untyped module of 1 MiB at each of `addrs` after its own.
+fn then_untyped(board: VirtBoard, addrs: &[u64]) -> VirtBoard {
+    addrs
+        .iter()
+        .fold(board, |b, &a| b.module(a, MIB, "multiboot,module"))
+}
+
+#[test]
+fn a_policy_in_second_place_leaves_no_ramdisk_as_in_xen() {
+    // Xen's rule: the second untyped module is the ramdisk unless it is a
+    // policy; the third is a policy or nothing. A ramdisk placed after the
+    // policy is not one (GRUB users must put the initrd second).
+    let addrs = [0x7000_0000, 0x7100_0000, 0x7200_0000];
+    let (kinds, _) = guess(untyped(&addrs), &[0x7100_0000]);
+    use ModuleKind::*;
+    assert_eq!(kinds, [Kernel, XsmPolicy, Unknown]);
+}
+
+#[test]
+fn later_untyped_modules_are_policies_only_by_their_magic() {
+    // Kernel, ramdisk, then: policy, unknown, policy (by magic, anywhere
+    // from the second on); the first is never read, even with the magic.
+    let addrs = [
+        0x7000_0000u64,
+        0x7100_0000,
+        0x7200_0000,
+        0x7300_0000,
+        0x7400_0000,
+    ];
+    let (kinds, reads) = guess(untyped(&addrs), &[addrs[0], addrs[2], addrs[4]]);
+    use ModuleKind::*;
+    assert_eq!(kinds, [Kernel, Ramdisk, XsmPolicy, Unknown, XsmPolicy]);
+    assert_eq!(
+        reads,
+        addrs[1..].iter().map(|&a| Paddr(a)).collect::<Vec<_>>()
+    );
+}
+
+#[test]
+fn typed_modules_do_not_count_in_the_untyped_order() {
+    // A typed kernel first: the first *untyped* module is still guessed a
+    // kernel, the second a ramdisk (Xen counts untyped modules only).
+    let typed = VirtBoard::qemu_default().typed_module(0x6000_0000, MIB, "multiboot,kernel");
+    let board = then_untyped(typed, &[0x7000_0000, 0x7100_0000]);
+    let (kinds, _) = guess(board, &[]);
+    use ModuleKind::*;
+    assert_eq!(kinds, [Kernel, Kernel, Ramdisk]);
+}
+
+#[test]
+fn kind_compatibles_take_xens_precedence_and_guest_dtbs_are_typed() {
+    // Kernel before ramdisk whatever the order in the list; a guest device
+    // tree and microcode are typed (not guessed, not counted).
+    let dtb = VirtBoard::qemu_default()
+        .module_with(
+            0x6000_0000,
+            MIB,
+            &["multiboot,ramdisk", "multiboot,kernel", "multiboot,module"],
+            None,
+        )
+        .typed_module(0x6100_0000, MIB, "multiboot,device-tree")
+        .typed_module(0x6200_0000, MIB, "multiboot,microcode")
+        .module(0x7000_0000, MIB, "multiboot,module")
+        .build();
+    let mut mem = FakeMemory::default();
+    let info = BootInfo::parse(&dtb, &params(), &mut mem).unwrap();
+    let kinds: Vec<_> = info.modules().iter().map(|m| (m.kind, m.source)).collect();
+    use ModuleKind::*;
     assert_eq!(
         kinds,
         [
-            ModuleKind::Kernel,
-            ModuleKind::XsmPolicy,
-            ModuleKind::Ramdisk
+            (Kernel, KindSource::Typed),
+            (GuestDtb, KindSource::Typed),
+            (Microcode, KindSource::Typed),
+            (Kernel, KindSource::Guessed { read: false }),
         ]
+    );
+    assert!(mem.reads.is_empty());
+}
+
+#[test]
+fn a_kind_compatible_without_multiboot_module_is_refused() {
+    // Xen skips such a node without a word; hvmm names it.
+    let dtb = VirtBoard::qemu_default()
+        .typed_module(0x6000_0000, MIB, "multiboot,kernel")
+        .module(0x7000_0000, MIB, "multiboot,ramdisk")
+        .build();
+    assert_eq!(
+        err(&dtb),
+        BootInfoError::NotAMultibootModule {
+            index: 1,
+            kind: ModuleKind::Ramdisk
+        }
     );
 }
 
 #[test]
 fn a_second_untyped_non_policy_after_the_ramdisk_is_unknown() {
-    let dtb = VirtBoard::qemu_default()
-        .module(0x7000_0000, MIB, "multiboot,module")
-        .module(0x7100_0000, MIB, "multiboot,module")
-        .module(0x7200_0000, MIB, "multiboot,module")
-        .build();
-    let mut mem = FakeMemory::default();
-    let info = BootInfo::parse(&dtb, &params(), &mut mem).unwrap();
-    let kinds: Vec<_> = info.modules().iter().map(|m| m.kind).collect();
+    let (kinds, _) = guess(untyped(&[0x7000_0000, 0x7100_0000, 0x7200_0000]), &[]);
     assert_eq!(
         kinds,
         [ModuleKind::Kernel, ModuleKind::Ramdisk, ModuleKind::Unknown]
@@ -336,7 +428,7 @@ fn a_second_untyped_non_policy_after_the_ramdisk_is_unknown() {
 fn chosen_children_without_a_module_compatible_are_not_modules() {
     let dtb = VirtBoard::qemu_default()
         .module(0x7000_0000, MIB, "xen,domain")
-        .module(0x7100_0000, MIB, "multiboot,kernel")
+        .typed_module(0x7100_0000, MIB, "multiboot,kernel")
         .build();
     let info = parse(&dtb).unwrap();
     assert_eq!(info.modules().len(), 1);
@@ -347,7 +439,7 @@ fn chosen_children_without_a_module_compatible_are_not_modules() {
 fn module_regs_use_chosen_default_cells_when_chosen_has_none() {
     let dtb = VirtBoard::qemu_default()
         .chosen_cells(None)
-        .module(0x7000_0000, MIB, "multiboot,kernel")
+        .typed_module(0x7000_0000, MIB, "multiboot,kernel")
         .build();
     let info = parse(&dtb).unwrap();
     assert_eq!(
@@ -377,7 +469,7 @@ fn a_module_spanning_two_adjacent_banks_is_inside_ram() {
     let dtb = VirtBoard::new()
         .ram(RAM, GIB)
         .ram(RAM + GIB, GIB)
-        .module(RAM + GIB - MIB, 2 * MIB, "multiboot,kernel")
+        .typed_module(RAM + GIB - MIB, 2 * MIB, "multiboot,kernel")
         .build();
     assert!(parse(&dtb).is_ok());
 }
@@ -398,14 +490,25 @@ fn a_memory_node_with_an_empty_reg_is_no_ram() {
 }
 
 #[test]
-fn a_zero_sized_bank_is_refused() {
+fn a_zero_sized_bank_is_skipped_as_xen_does() {
     let dtb = VirtBoard::qemu_default().ram(0x1_0000_0000, 0).build();
+    let info = parse(&dtb).unwrap();
     assert_eq!(
-        err(&dtb),
-        BootInfoError::ZeroSizedBank {
-            base: Paddr(0x1_0000_0000)
-        }
+        info.ram_banks().iter().copied().collect::<Vec<_>>(),
+        [range(RAM, GIB)]
     );
+    assert_eq!(info.memory().empty_banks(), 1);
+}
+
+#[test]
+fn only_empty_banks_are_no_ram() {
+    let dtb = VirtBoard::new()
+        .memory_node(&[(0, 0), (0x8000_0000, 0)])
+        .build();
+    assert_eq!(err(&dtb), BootInfoError::NoMemory);
+    let map = MemoryMap::parse(&dtb, 48).expect("no RAM is not an error for the map");
+    assert!(map.ram_banks().is_empty());
+    assert_eq!(map.empty_banks(), 2);
 }
 
 #[test]
@@ -488,7 +591,7 @@ fn patch_reg_len(dtb: &[u8], len: u32) -> Vec<u8> {
 #[test]
 fn a_zero_sized_module_is_refused() {
     let dtb = VirtBoard::qemu_default()
-        .module(0x7000_0000, 0, "multiboot,kernel")
+        .typed_module(0x7000_0000, 0, "multiboot,kernel")
         .build();
     assert_eq!(
         err(&dtb),
@@ -502,8 +605,8 @@ fn a_zero_sized_module_is_refused() {
 #[test]
 fn overlapping_modules_are_refused() {
     let dtb = VirtBoard::qemu_default()
-        .module(0x7000_0000, 2 * MIB, "multiboot,kernel")
-        .module(0x7010_0000, MIB, "multiboot,ramdisk")
+        .typed_module(0x7000_0000, 2 * MIB, "multiboot,kernel")
+        .typed_module(0x7010_0000, MIB, "multiboot,ramdisk")
         .build();
     assert_eq!(
         err(&dtb),
@@ -519,7 +622,7 @@ fn overlapping_modules_are_refused() {
 #[test]
 fn a_module_over_the_image_is_refused() {
     let dtb = VirtBoard::qemu_default()
-        .module(0x4030_0000, 2 * MIB, "multiboot,kernel")
+        .typed_module(0x4030_0000, 2 * MIB, "multiboot,kernel")
         .build();
     assert_eq!(
         err(&dtb),
@@ -534,7 +637,7 @@ fn a_module_over_the_image_is_refused() {
 #[test]
 fn a_module_not_wholly_inside_ram_is_refused() {
     let dtb = VirtBoard::qemu_default()
-        .module(RAM + GIB - MIB, 2 * MIB, "multiboot,kernel")
+        .typed_module(RAM + GIB - MIB, 2 * MIB, "multiboot,kernel")
         .build();
     assert_eq!(
         err(&dtb),
@@ -548,7 +651,7 @@ fn a_module_not_wholly_inside_ram_is_refused() {
 #[test]
 fn the_dtb_overlapping_a_module_is_refused() {
     let dtb = VirtBoard::qemu_default()
-        .module(0x4800_8000, MIB, "multiboot,kernel")
+        .typed_module(0x4800_8000, MIB, "multiboot,kernel")
         .build();
     assert_eq!(
         err(&dtb),
@@ -576,7 +679,7 @@ fn too_many_banks_is_a_named_error() {
 fn too_many_modules_is_a_named_error() {
     let mut b = VirtBoard::qemu_default();
     for i in 0..=MAX_MODULES as u64 {
-        b = b.module(0x6000_0000 + i * MIB, 0x1000, "multiboot,ramdisk");
+        b = b.typed_module(0x6000_0000 + i * MIB, 0x1000, "multiboot,ramdisk");
     }
     assert_eq!(
         err(&b.build()),
@@ -622,7 +725,7 @@ fn a_blob_without_the_fdt_magic_is_refused() {
 #[test]
 fn truncated_dtbs_are_refused_at_every_length() {
     let dtb = VirtBoard::qemu_default()
-        .module(0x7000_0000, MIB, "multiboot,kernel")
+        .typed_module(0x7000_0000, MIB, "multiboot,kernel")
         .build();
     for len in 0..dtb.len() {
         match parse(&dtb[..len]) {
@@ -668,7 +771,6 @@ fn every_error_says_what_is_wrong_in_a_sentence() {
             property: "bootargs",
         },
         BootInfoError::NoMemory,
-        BootInfoError::ZeroSizedBank { base: Paddr(0) },
         BootInfoError::BankOverflow {
             base: Paddr(0),
             size: 0,
@@ -722,6 +824,19 @@ fn every_error_says_what_is_wrong_in_a_sentence() {
             index: 0,
             addr: Paddr(0),
         },
+        BootInfoError::ReservedOverlap {
+            first: rsv(r, ReservedSource::MemReserve, false),
+            second: rsv(r, ReservedSource::ReservedMemory, true),
+        },
+        BootInfoError::InReserved {
+            item: Placed::Module(0),
+            range: r,
+            reserved: rsv(r, ReservedSource::ReservedMemory, true),
+        },
+        BootInfoError::NotAMultibootModule {
+            index: 0,
+            kind: ModuleKind::Kernel,
+        },
     ];
     let texts: Vec<String> = all.iter().map(|e| e.to_string()).collect();
     for (e, t) in all.iter().zip(&texts) {
@@ -742,8 +857,8 @@ fn free_ranges_exclude_image_dtb_modules_reserved_and_firmware_ranges() {
         .ram(RAM, GIB)
         .memreserve(0x4100_0800, 0x100) // partial page: whole page goes
         .reserved_memory(0x5000_0000, MIB)
-        .module(0x6000_0000, 0x1800, "multiboot,kernel") // ends mid-page
-        .module(0x7000_0000, MIB, "multiboot,ramdisk")
+        .typed_module(0x6000_0000, 0x1800, "multiboot,kernel") // ends mid-page
+        .typed_module(0x7000_0000, MIB, "multiboot,ramdisk")
         .build();
     let info = parse(&dtb).unwrap();
     let firmware = [range(0x1_2000_0000, MIB)];

@@ -175,7 +175,7 @@ proptest! {
             b = b.ram(0x4000_0000 + i * 0x1_0000_0000, 1 << 30);
         }
         for i in 0..nmods as u64 {
-            b = b.module(0x5000_0000 + i * 2 * MIB, MIB, "multiboot,ramdisk");
+            b = b.typed_module(0x5000_0000 + i * 2 * MIB, MIB, "multiboot,ramdisk");
         }
         let dtb = b.build();
         let info = BootInfo::parse(&dtb, &params(), &mut AnyMemory).unwrap();

@@ -49,10 +49,17 @@ struct BootArgs {
     /// Architecture.
     #[arg(long, value_enum)]
     arch: Option<ArchArg>,
-    /// Take RAM banks and reserved ranges from this device tree.
+    /// Boot on the memory of this board's device tree: its RAM (/memory)
+    /// and reserved ranges (/memreserve/, /reserved-memory), read as Xen
+    /// 4.22 reads them. The boot's own tree is built from them (hvmm's UART,
+    /// CPUs and modules). Trees whose /memory is missing or empty (the loader
+    /// fills it at boot) need --ram.
     #[arg(long, value_name = "FILE")]
     dtb: Option<std::path::PathBuf>,
-    /// A RAM bank, e.g. 1G@0x40000000 (repeatable; default 1G@0x40000000).
+    /// A RAM bank, e.g. 1G@0x40000000 (repeatable; default 1G@0x40000000,
+    /// or the --dtb tree's /memory). With --dtb, --ram replaces the tree's
+    /// /memory (or supplies it) as U-Boot's memory fix-up does; the tree's
+    /// reserved ranges stay, and the log notes those outside the new RAM.
     #[arg(long, value_name = "SIZE@BASE")]
     ram: Vec<String>,
     /// Physical address the image is loaded at (default: where the loader puts it).
@@ -145,19 +152,25 @@ fn scenario(a: &BootArgs) -> Result<Scenario, String> {
     };
     let mut s = Scenario::default_for(arch);
     let pa_bits = if arch == ArchKind::Arm32 { 40 } else { 48 };
-    if let Some(path) = &a.dtb {
-        let bytes = std::fs::read(path).map_err(|e| format!("--dtb {}: {e}", path.display()))?;
-        let (banks, reserved) =
-            model::board_from_dtb(&bytes, pa_bits).map_err(|e| e.to_string())?;
-        s.ram = banks;
-        s.reserved = reserved;
-    }
-    if !a.ram.is_empty() {
-        s.ram = a
-            .ram
-            .iter()
-            .map(|r| parse_ram(r))
-            .collect::<Result<_, _>>()?;
+    let ram = if a.ram.is_empty() {
+        None
+    } else {
+        Some(
+            a.ram
+                .iter()
+                .map(|r| parse_ram(r))
+                .collect::<Result<Vec<_>, _>>()?,
+        )
+    };
+    match (&a.dtb, ram) {
+        (Some(path), ram) => {
+            let at = |e: &dyn std::fmt::Display| format!("--dtb {}: {e}", path.display());
+            let bytes = std::fs::read(path).map_err(|e| at(&e))?;
+            let board = model::board_from_dtb(&bytes, pa_bits).map_err(|e| at(&e))?;
+            s.use_board(&board, ram).map_err(|e| at(&e))?;
+        }
+        (None, Some(ram)) => s.ram = ram,
+        (None, None) => {}
     }
     if let Some(l) = &a.load_addr {
         s.load_addr = Some(parse_num(l)?);
@@ -210,6 +223,8 @@ fn kind_name(k: ModuleKind) -> &'static str {
         ModuleKind::Kernel => "kernel",
         ModuleKind::Ramdisk => "ramdisk",
         ModuleKind::XsmPolicy => "xsm-policy",
+        ModuleKind::GuestDtb => "guest-dtb",
+        ModuleKind::Microcode => "microcode",
         ModuleKind::Unknown => "unknown",
     }
 }
@@ -222,7 +237,15 @@ fn summary_json(s: &BootSummary) -> serde_json::Value {
         "image_size": s.image_size,
         "dtb_pa": s.dtb_pa.0,
         "ram": s.banks.iter().map(|(b, sz)| json!({"base": b.0, "size": sz})).collect::<Vec<_>>(),
-        "reserved": s.reserved.iter().map(|(b, sz)| json!({"base": b.0, "size": sz})).collect::<Vec<_>>(),
+        "empty_banks_skipped": s.empty_banks,
+        "reserved": s.reserved.iter().map(|r| json!({
+            "base": r.start.0, "size": r.size,
+            "source": match r.source {
+                hvmm_bootinfo::ReservedSource::MemReserve => "memreserve",
+                hvmm_bootinfo::ReservedSource::ReservedMemory => "reserved-memory",
+            },
+            "no_map": r.no_map, "in_ram": r.in_ram,
+        })).collect::<Vec<_>>(),
         "modules": s.modules.iter().map(|m| json!({
             "start": m.start.0, "size": m.size, "kind": kind_name(m.kind),
             "source": match m.source {
@@ -254,7 +277,7 @@ fn summary_json(s: &BootSummary) -> serde_json::Value {
     })
 }
 
-fn report(o: &Outcome, json_out: bool) -> ExitCode {
+fn report(o: &Outcome, notes: &[String], json_out: bool) -> ExitCode {
     let c = o.machine.counters();
     let ok = o.ok();
     if json_out {
@@ -273,6 +296,7 @@ fn report(o: &Outcome, json_out: bool) -> ExitCode {
         };
         let v = json!({
             "ok": ok,
+            "loader_notes": notes,
             "summary": summary,
             "error": error,
             "dom0": o.result.as_ref().ok().and_then(|s| s.dom0).map(|d| json!({
@@ -346,7 +370,7 @@ fn main() -> ExitCode {
         }
     };
     match model::run(&s) {
-        Ok(o) => report(&o, args.json),
+        Ok(o) => report(&o, &s.notes, args.json),
         Err(e) => {
             eprintln!("hvmm: {e}");
             ExitCode::from(2)

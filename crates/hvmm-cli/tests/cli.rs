@@ -169,3 +169,141 @@ fn stress_runs_after_the_boot() {
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("SMP stress: 4 CPUs x 10 iterations"), "{out}");
 }
+
+const BOARDS: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../hvmm-bootinfo/tests/data/boards/"
+);
+
+#[test]
+fn help_says_how_dtb_and_ram_combine() {
+    let (code, out, _) = hvmm(&["boot", "--help"]);
+    assert_eq!(code, 0);
+    let flat = out.split_whitespace().collect::<Vec<_>>().join(" ");
+    assert!(
+        flat.contains("With --dtb, --ram replaces the tree's /memory (or supplies it) as U-Boot's memory fix-up does"),
+        "{out}"
+    );
+    assert!(flat.contains("need --ram"), "{out}");
+}
+
+#[test]
+fn a_boards_tree_without_usable_memory_boots_with_ram() {
+    for (tree, ram, had) in [
+        ("rpi4-like.dtb", "1G@0", "only 1 empty RAM bank(s)"),
+        ("pine64-like.dtb", "512M@0x40000000", "no /memory node"),
+    ] {
+        let dtb = format!("{BOARDS}{tree}");
+        let (code, _, err) = hvmm(&["boot", "--dtb", &dtb]);
+        assert_eq!(code, 2, "{tree}: {err}");
+        assert!(
+            err.contains(had) && err.contains("--ram SIZE@BASE"),
+            "{err}"
+        );
+        let (code, out, err) = hvmm(&["boot", "--dtb", &dtb, "--ram", ram, "--smp", "1"]);
+        assert_eq!(code, 0, "{tree}: {out}{err}");
+        assert!(
+            out.starts_with(&format!("loader: the device tree has {had}; --ram")),
+            "{out}"
+        );
+        assert!(
+            out.contains("supplies it, as U-Boot's memory fix-up does"),
+            "{out}"
+        );
+    }
+    // --ram replacing real banks: the reserved range left outside is noted.
+    let dtb = format!("{BOARDS}zynqmp-like.dtb");
+    let (code, out, err) = hvmm(&["boot", "--dtb", &dtb, "--ram", "512M@0", "--json"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).expect("valid JSON");
+    let notes = v["loader_notes"].as_array().unwrap();
+    assert!(
+        notes[0].as_str().unwrap().contains("replaces it"),
+        "{notes:?}"
+    );
+    assert!(
+        notes[1].as_str().unwrap().contains("lies outside RAM"),
+        "{notes:?}"
+    );
+    let r = &v["summary"]["reserved"][0];
+    assert_eq!(r["no_map"], true);
+    assert_eq!(r["in_ram"], false);
+    assert_eq!(r["source"], "reserved-memory");
+}
+
+#[test]
+fn an_image_loaded_in_no_map_memory_is_refused() {
+    let dtb = format!("{BOARDS}zynqmp-like.dtb");
+    let (code, _, err) = hvmm(&["boot", "--dtb", &dtb, "--load-addr", "0x3ed00000"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("boot_fdt_info") && err.contains("no-map /reserved-memory range"),
+        "{err}"
+    );
+}
+
+#[test]
+fn placements_that_used_to_collide_or_wrap() {
+    let cases: &[(&[&str], i32, &str)] = &[
+        // GRUB-style placement took 64 MiB off the top of 32 MiB.
+        (&["boot", "--ram", "32M@0", "--dom0-mem", "8M"], 0, ""),
+        // U-Boot-style placement put the DTB on the first module.
+        (
+            &[
+                "boot",
+                "--ram",
+                "256M@0x80000000",
+                "--loader",
+                "uboot",
+                "--dom0-mem",
+                "64M",
+            ],
+            0,
+            "",
+        ),
+        // Truly too small: the sizes, not a wrapped address.
+        (
+            &["boot", "--ram", "256K@0"],
+            2,
+            "RAM is too small: no room for the image",
+        ),
+    ];
+    for (args, want, needle) in cases {
+        let (code, out, err) = hvmm(args);
+        assert_eq!(code, *want, "{args:?}: {out}{err}");
+        assert!(err.contains(needle), "{args:?}: {err}");
+    }
+}
+
+#[test]
+fn json_carries_every_entry() {
+    // 20 reserved ranges and 20 modules: more than the 16 a list kept.
+    let dir = std::env::temp_dir().join(format!("hvmm-cli-json-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut board = hvmm_bootinfo::builder::VirtBoard::new().ram(0x4000_0000, 1 << 30);
+    for i in 0..20u64 {
+        board = board.reserved_memory(0x5000_0000 + i * 0x10_0000, 0x1000);
+    }
+    let dtb = dir.join("many.dtb");
+    std::fs::write(&dtb, board.build()).unwrap();
+    let mut args: Vec<String> = ["boot", "--json", "--no-dom0", "--smp", "1", "--dtb"]
+        .map(String::from)
+        .to_vec();
+    args.push(dtb.display().to_string());
+    for i in 0..20 {
+        let m = dir.join(format!("m{i}"));
+        std::fs::write(&m, vec![i as u8 + 1; 4096]).unwrap();
+        args.push("--module".into());
+        args.push(m.display().to_string());
+    }
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (code, out, err) = hvmm(&refs);
+    std::fs::remove_dir_all(&dir).ok();
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).expect("valid JSON");
+    assert_eq!(v["summary"]["reserved"].as_array().unwrap().len(), 20);
+    let mods = v["summary"]["modules"].as_array().unwrap();
+    assert_eq!(mods.len(), 20);
+    assert_eq!(mods[19]["kind"], "unknown");
+    assert_eq!(v["summary"]["early_copies"].as_array().unwrap().len(), 19);
+}
