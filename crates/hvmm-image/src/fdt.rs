@@ -1,5 +1,5 @@
 //! A tiny flattened-device-tree scan, through fixmap windows (the DTB is not
-//! mapped otherwise yet): `/chosen/bootargs` (or GRUB's `xen,xen-bootargs`),
+//! mapped otherwise yet): `/chosen/xen,xen-bootargs` (else `bootargs`),
 //! `/chosen/module@*`, `/cpus/cpu@*` and the `/memory*` banks. Enough for this image's checks; the real FDT handling
 //! belongs to the shared boot sequence.
 
@@ -67,7 +67,9 @@ pub struct Module {
 pub struct FdtInfo {
     /// Total size of the blob.
     pub total_size: u32,
-    /// `/chosen/bootargs`, else `/chosen/xen,xen-bootargs` (GRUB), if any.
+    /// `/chosen/xen,xen-bootargs` (GRUB, U-Boot scripts), else
+    /// `/chosen/bootargs`, if any: the hypervisor's line first, as Xen and
+    /// the shared boot read it.
     pub bootargs: Option<Text<BOOTARGS_MAX>>,
     /// `(base, size)` of each `reg` entry of the `/memory*` nodes.
     pub memory: [Option<(u64, u64)>; BANKS_MAX],
@@ -136,7 +138,7 @@ fn scan_with(pa: u64, s: &mut PhysWindow, strings: &mut PhysWindow) -> Result<Fd
     let mut chosen_cells = (2u32, 1u32); // #address-cells, #size-cells
     let mut root_cells = (2u32, 1u32);
     let mut n_banks = 0;
-    let mut have_bootargs = false;
+    let mut have_xen_bootargs = false;
     let mut module: Option<Module> = None;
     let mut n_modules = 0;
 
@@ -235,9 +237,9 @@ fn scan_with(pa: u64, s: &mut PhysWindow, strings: &mut PhysWindow) -> Result<Fd
                 } else if depth == 1 && n1 == "chosen" {
                     match pname {
                         b"bootargs" | b"xen,xen-bootargs"
-                            if pname == b"bootargs" || !have_bootargs =>
+                            if pname == b"xen,xen-bootargs" || !have_xen_bootargs =>
                         {
-                            have_bootargs |= pname == b"bootargs";
+                            have_xen_bootargs |= pname == b"xen,xen-bootargs";
                             let mut buf = [0u8; BOOTARGS_MAX];
                             let n = (len as usize).min(BOOTARGS_MAX);
                             s.read(value, &mut buf[..n]);
