@@ -2046,6 +2046,7 @@ impl<F: Format> PageTable<F> {
 
     /// [`PageTable::for_each_leaf`] with a statically dispatched callback
     /// (the visitor is monomorphised for `f`, so a small callback inlines).
+    #[inline(always)]
     pub fn for_each_leaf_with<A: Arch, T: TableAccess<A>, G>(
         &self,
         arch: &mut A,
@@ -2059,18 +2060,32 @@ impl<F: Format> PageTable<F> {
     {
         let va = va.raw();
         let (end, _) = Self::check_range(va, pages)?;
-        let mut none = NoFrames;
-        let env = &mut Env::new(arch, access, &mut none);
-        self.for_root_pages(va, end, |root, lo, hi| {
-            self.visit(env, F::ROOT_LEVEL, root, lo, hi, &mut f)
-        })
+        // The root pages in a plain loop (no closure that `f` would escape
+        // into).
+        let span = level_size(F::ROOT_LEVEL) * ENTRIES as u64;
+        let mut cur = va;
+        while cur < end {
+            let next = if F::ROOT_TABLES == 1 {
+                end
+            } else {
+                ((cur / span) + 1).saturating_mul(span).min(end)
+            };
+            self.visit(arch, access, self.root_for(cur), cur, next, &mut f)?;
+            cur = next;
+        }
+        Ok(())
     }
 
-    fn visit<A: Arch, T: TableAccess<A>, M: FrameAlloc, G>(
+    /// The range walk of one root page over `[va, end)`, without recursion:
+    /// the tables being visited, one per level, are held on a small stack
+    /// (each mapped while its children are visited), so that the whole walk
+    /// inlines into its caller and the callback's state stays in registers.
+    #[inline(always)]
+    fn visit<A: Arch, T: TableAccess<A>, G>(
         &self,
-        env: &mut Env<'_, A, T, M>,
-        level: u8,
-        mfn: Mfn,
+        arch: &mut A,
+        access: &mut T,
+        root: Mfn,
         va: u64,
         end: u64,
         f: &mut G,
@@ -2078,98 +2093,131 @@ impl<F: Format> PageTable<F> {
     where
         G: FnMut(F::Input, u64, Leaf<F::Attrs>),
     {
-        let tva = Self::map(env, mfn)?;
-        let size = level_size(level);
-        let mair = &self.mair;
-        let mut res = Ok(());
+        // (table, its address, end of the part of it the walk visits).
+        let mut stack = [(Mfn(0), Vaddr(0), 0u64); 4];
+        let tva = access
+            .map_table(arch, root)
+            .map_err(|err| Error::TableAccess { mfn: root, err })?;
+        stack[0] = (root, tva, end);
+        let mut depth = 0usize;
         let mut cur = va;
-        // The entries of this table in one scan: leaves go to `f` as they
-        // are read (the attributes decoded once per distinct set of
-        // attribute bits), a table entry stops the scan to be visited.
+        let mair = &self.mair;
+        // Attributes decoded once per distinct set of attribute bits.
         let mut memo: (u64, Option<F::Attrs>) = (u64::MAX, None);
-        if level == 3 {
-            // Pages only: every slot is one whole page, no table entries.
-            let n = ((end - cur) / PAGE_SIZE) as usize;
-            let mut at = cur;
-            let read = env
-                .arch
-                .find_pte(entry_va(tva, table_index(cur, 3)), n, |e| {
-                    let pte = Pte(e);
-                    if pte.is_leaf(3) {
-                        let key = e & ATTR_BITS;
-                        if key != memo.0 {
-                            memo = (key, F::Attrs::from_leaf_bits(e, mair));
-                        }
-                        f(
-                            F::Input::from_raw(at),
-                            PAGE_SIZE,
-                            Leaf {
-                                level: 3,
-                                pa: pte.oa::<F>(),
-                                pte,
-                                attrs: memo.1,
-                            },
-                        );
+        // Entries are copied out a chunk at a time, so that the loops that
+        // call `f` hold no state but their own (the callback's stays in
+        // registers).
+        let mut buf = [0u64; 64];
+        let res = loop {
+            let (mfn, tva, tend) = stack[depth];
+            let level = F::ROOT_LEVEL + depth as u8;
+            if cur >= tend {
+                access.unmap_table(arch, mfn, tva);
+                if depth == 0 {
+                    return Ok(());
+                }
+                depth -= 1;
+                continue;
+            }
+            if level == 3 {
+                // Pages only: every slot is one whole page, no table entries.
+                let mut left = ((tend - cur) / PAGE_SIZE) as usize;
+                let mut eva = entry_va(tva, table_index(cur, 3));
+                let mut failed = None;
+                while left > 0 {
+                    let k = left.min(buf.len());
+                    let mut i = 0;
+                    if let Err(e) = arch.find_pte(eva, k, |e| {
+                        buf[i] = e;
+                        i += 1;
+                        false
+                    }) {
+                        failed = Some(e);
+                        break;
                     }
-                    at += PAGE_SIZE;
-                    false
-                });
-            env.access.unmap_table(env.arch, mfn, tva);
-            return read.map(|_| ()).map_err(Error::from);
-        }
-        while cur < end {
+                    for &e in &buf[..k] {
+                        let pte = Pte(e);
+                        if pte.is_leaf(3) {
+                            let key = e & ATTR_BITS;
+                            if key != memo.0 {
+                                memo = (key, F::Attrs::from_leaf_bits(e, mair));
+                            }
+                            f(
+                                F::Input::from_raw(cur),
+                                PAGE_SIZE,
+                                Leaf {
+                                    level: 3,
+                                    pa: pte.oa::<F>(),
+                                    pte,
+                                    attrs: memo.1,
+                                },
+                            );
+                        }
+                        cur += PAGE_SIZE;
+                    }
+                    left -= k;
+                    eva = Vaddr(eva.0 + 8 * k as u64);
+                }
+                if let Some(e) = failed {
+                    break Err(Error::from(e));
+                }
+                cur = tend;
+                continue;
+            }
+            // The entries of this table, a chunk at a time: leaves go to
+            // `f`, a table entry stops the scan to be visited.
+            let size = level_size(level);
             let first = table_index(cur, level);
-            let n = (((end - 1 - (cur & !(size - 1))) / size) as usize + 1).min(ENTRIES - first);
-            let mut at = cur;
-            let found = env.arch.find_pte(entry_va(tva, first), n, |e| {
+            let n = (((tend - 1 - (cur & !(size - 1))) / size) as usize + 1).min(ENTRIES - first);
+            let k = n.min(buf.len());
+            let mut i = 0;
+            if let Err(e) = arch.find_pte(entry_va(tva, first), k, |e| {
+                buf[i] = e;
+                i += 1;
+                false
+            }) {
+                break Err(Error::from(e));
+            }
+            let mut child = None;
+            for &e in &buf[..k] {
                 let pte = Pte(e);
                 if pte.is_table(level) {
-                    return true;
+                    child = Some(pte.table_mfn::<F>());
+                    break;
                 }
-                let se = slot_end(at, level, end);
+                let se = slot_end(cur, level, tend);
                 if pte.is_leaf(level) {
                     let key = e & ATTR_BITS;
                     if key != memo.0 {
                         memo = (key, F::Attrs::from_leaf_bits(e, mair));
                     }
                     f(
-                        F::Input::from_raw(at),
-                        se - at,
+                        F::Input::from_raw(cur),
+                        se - cur,
                         Leaf {
                             level,
-                            pa: Paddr(pte.oa::<F>().0 + (at & (size - 1))),
+                            pa: Paddr(pte.oa::<F>().0 + (cur & (size - 1))),
                             pte,
                             attrs: memo.1,
                         },
                     );
                 }
-                at = se;
-                false
-            });
-            match found {
-                Err(e) => {
-                    res = Err(e.into());
-                    break;
-                }
-                Ok(None) => break,
-                Ok(Some(_)) => {
-                    let se = slot_end(at, level, end);
-                    let pte = match env.arch.read_pte(entry_va(tva, table_index(at, level))) {
-                        Ok(raw) => Pte(raw),
-                        Err(e) => {
-                            res = Err(e.into());
-                            break;
-                        }
-                    };
-                    if let Err(e) = self.visit(env, level + 1, pte.table_mfn::<F>(), at, se, f) {
-                        res = Err(e);
-                        break;
+                cur = se;
+            }
+            if let Some(cmfn) = child {
+                let se = slot_end(cur, level, tend);
+                match access.map_table(arch, cmfn) {
+                    Ok(ctva) => {
+                        depth += 1;
+                        stack[depth] = (cmfn, ctva, se);
                     }
-                    cur = se;
+                    Err(err) => break Err(Error::TableAccess { mfn: cmfn, err }),
                 }
             }
+        };
+        for &(mfn, tva, _) in stack[..=depth].iter().rev() {
+            access.unmap_table(arch, mfn, tva);
         }
-        env.access.unmap_table(env.arch, mfn, tva);
         res
     }
 
