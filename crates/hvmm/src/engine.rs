@@ -104,7 +104,7 @@
 
 use crate::access::{AccessError, TableAccess};
 use crate::addr::{InputAddr, Mfn, Paddr, Vaddr, Vmid, PAGE_SIZE};
-use crate::alloc::{FrameAlloc, NoFrames};
+use crate::alloc::{FrameAlloc, NoFrames, TableMeta};
 use crate::arch::Arch;
 use crate::attr::{Attrs, LeafAttrs, MairMap, MapFlags};
 use crate::error::Error;
@@ -422,19 +422,142 @@ enum After {
 }
 
 /// Tables unlinked by a Remove and not yet freed: they are freed in
-/// batches, after one invalidation per batch.
+/// batches, after one invalidation per batch. A table unlinked with what
+/// is below it (a subtree removed whole, its leaves never read) is freed
+/// with every table under it.
 struct Unlinked {
-    frames: [Mfn; 64],
+    frames: [(Mfn, u8); 64],
     len: usize,
 }
 
 impl Default for Unlinked {
     fn default() -> Self {
         Unlinked {
-            frames: [Mfn(0); 64],
+            frames: [(Mfn(0), 0); 64],
             len: 0,
         }
     }
+}
+
+/// Level of an [`Unlinked`] table that holds no table (emptied).
+const NO_SUBTREE: u8 = 3;
+
+/// What the one-page walk found to do.
+#[derive(Copy, Clone, PartialEq, Eq)]
+enum One {
+    /// Write the level-3 entry.
+    Leaf,
+    /// Make the missing tables below an invalid entry, then the leaf.
+    Create,
+    /// Nothing mapped there (Remove).
+    Absent,
+}
+
+/// A table the one-page walk holds: its frame, its mapping, its counts and
+/// its entry for the page.
+#[derive(Copy, Clone)]
+struct Held {
+    mfn: Mfn,
+    tva: Vaddr,
+    meta: TableMeta,
+    pte: u64,
+    /// Still mapped (not freed by the update).
+    mapped: bool,
+}
+
+impl Held {
+    const NONE: Held = Held {
+        mfn: Mfn(0),
+        tva: Vaddr(0),
+        meta: TableMeta::UNKNOWN,
+        pte: 0,
+        mapped: false,
+    };
+}
+
+/// Whether entry `e` of a level-`level` table is live — a table or a leaf,
+/// what must be gone before the table may be freed: any valid entry at the
+/// block levels 1 and 2, descriptor type 0b11 at levels 0 and 3 (a 0b01 is
+/// neither there).
+#[inline(always)]
+fn is_live(level: u8, e: u64) -> bool {
+    if block_allowed(level) {
+        e & Pte::VALID != 0
+    } else {
+        e & 3 == 3
+    }
+}
+
+/// The engine's side of [`TableMeta`]: a table's counts kept up to date as
+/// its entries change. Every change of a known slot goes through these.
+impl TableMeta {
+    /// The slot of a table just made (zeroed), tracked against `pattern`
+    /// (0: not tracked).
+    #[inline(always)]
+    const fn fresh(pattern: u64) -> Self {
+        TableMeta {
+            pattern,
+            live: 0,
+            matching: 0,
+        }
+    }
+
+    /// Whether entry `idx` (at `level`), holding `e`, equals the tracked
+    /// block mapping's.
+    #[inline(always)]
+    fn matches(&self, level: u8, idx: usize, e: u64) -> bool {
+        self.pattern != 0
+            && e & !Pte::CONTIG == self.pattern.wrapping_add(idx as u64 * level_size(level))
+    }
+
+    /// Entry `idx` of the level-`level` table changes from `old` to `new`.
+    #[inline(always)]
+    fn note(&mut self, level: u8, idx: usize, old: u64, new: u64) {
+        if !self.is_known() {
+            return;
+        }
+        self.live = self.live + u16::from(is_live(level, new)) - u16::from(is_live(level, old));
+        if self.pattern != 0 {
+            self.matching = self.matching + u16::from(self.matches(level, idx, new))
+                - u16::from(self.matches(level, idx, old));
+        }
+    }
+
+    /// `n` entries from `idx` on, none of them live, become the leaves
+    /// `first`, `first + size`, ... (a run write).
+    #[inline(always)]
+    fn note_run(&mut self, level: u8, idx: usize, first: u64, n: usize) {
+        if !self.is_known() {
+            return;
+        }
+        self.live += n as u16;
+        // Every entry of the run matches, or none does: they differ from
+        // the pattern's by the same amount.
+        if self.matches(level, idx, first) {
+            self.matching += n as u16;
+        }
+    }
+}
+
+/// The slot of table `mfn` (unknown if the allocator keeps none).
+#[inline(always)]
+fn load_meta<M: FrameAlloc>(alloc: &mut M, mfn: Mfn) -> TableMeta {
+    alloc.table_meta(mfn).map_or(TableMeta::UNKNOWN, |m| *m)
+}
+
+/// Stores the slot of table `mfn`, if the allocator keeps one.
+#[inline(always)]
+fn store_meta<M: FrameAlloc>(alloc: &mut M, mfn: Mfn, meta: TableMeta) {
+    if let Some(slot) = alloc.table_meta(mfn) {
+        *slot = meta;
+    }
+}
+
+/// Frees the table frame `mfn`, its slot set back to unknown first.
+#[inline(always)]
+fn release<M: FrameAlloc>(alloc: &mut M, mfn: Mfn) {
+    store_meta(alloc, mfn, TableMeta::UNKNOWN);
+    alloc.free(mfn);
 }
 
 #[inline]
@@ -509,10 +632,12 @@ impl<F: Format> PageTable<F> {
             })?;
         for i in 0..frames as u64 {
             let mfn = root.add(i);
+            // A root is never freed for being empty nor merged: no counts.
+            store_meta(env.alloc, mfn, TableMeta::UNKNOWN);
             let zeroed = Self::in_table(env, mfn, |env, tva| Ok(env.arch.zero_page(tva)?));
             if let Err(e) = zeroed {
                 for j in 0..frames as u64 {
-                    env.alloc.free(root.add(j));
+                    release(env.alloc, root.add(j));
                 }
                 return Err(e);
             }
@@ -684,10 +809,11 @@ impl<F: Format> PageTable<F> {
 
     /// [`PageTable::update`] of one page in the level-3 table of the
     /// [`WalkCache`]: the same checks as the general path (request, then the
-    /// entry), one table mapped, the same TLB rules. Anything else — another
-    /// operation, a bad request, a refusal, a contiguous entry, a provider
-    /// or memory failure — returns `None` before anything was written, and
-    /// the general path meets and reports it.
+    /// entry), one table mapped, the same TLB rules, the table's
+    /// [`TableMeta`] kept. Anything else — a bad request, a refusal, a
+    /// contiguous entry, a Remove that could empty the table (or whose table
+    /// has no known count), a provider or memory failure — returns `None`
+    /// before anything was written, and the next path meets and reports it.
     #[inline(always)]
     fn update_cached<A: Arch, T: TableAccess<A>, M: FrameAlloc>(
         &self,
@@ -709,53 +835,75 @@ impl<F: Format> PageTable<F> {
                 attrs.leaf_bits(&self.mair).ok()?
             }
             Op::Modify { attrs } => attrs.leaf_bits(&self.mair).ok()?,
-            Op::Remove | Op::Populate => return None,
+            Op::Remove => 0,
+            Op::Populate => return None,
         };
         env.access.reserve(env.arch, 1).ok()?;
         let Ok(tva) = env.access.map_table(env.arch, l3) else {
             env.access.unreserve(env.arch);
             return None;
         };
-        let eva = entry_va(tva, table_index(va, 3));
-        let written = match env.arch.read_pte(eva) {
+        let idx = table_index(va, 3);
+        let eva = entry_va(tva, idx);
+        // Some(leaves written), or None: not for this path.
+        let done = match env.arch.read_pte(eva) {
             Ok(raw) => {
                 let pte = Pte(raw);
                 let new = match op {
                     Op::Insert { pa, .. } if !(pte.is_table(3) || pte.is_leaf(3)) => {
-                        Some(Pte::leaf_bits::<F>(3, pa, bits, false))
+                        Some(Pte::leaf_bits::<F>(3, pa, bits, false).0)
                     }
                     Op::Modify { .. }
                         if pte.is_leaf(3)
                             && !pte.is_contiguous()
                             && raw & F::Attrs::MEM_MASK == bits & F::Attrs::MEM_MASK =>
                     {
-                        Some(Pte(
-                            (raw & !F::Attrs::PERM_MASK) | (bits & F::Attrs::PERM_MASK)
-                        ))
+                        Some((raw & !F::Attrs::PERM_MASK) | (bits & F::Attrs::PERM_MASK))
+                    }
+                    // The table keeps a live entry: nothing to unlink.
+                    Op::Remove
+                        if pte.is_leaf(3)
+                            && !pte.is_contiguous()
+                            && env
+                                .alloc
+                                .table_meta(l3)
+                                .is_some_and(|m| m.live_entries().is_some_and(|live| live > 1)) =>
+                    {
+                        Some(0)
                     }
                     _ => None,
                 };
-                new.is_some_and(|new| env.arch.write_pte(eva, new.0).is_ok())
+                match new {
+                    // A Modify to the permission the page has: nothing to do.
+                    Some(new) if new == raw => Some(0),
+                    Some(new) => env.arch.write_pte(eva, new).ok().map(|()| {
+                        if let Some(meta) = env.alloc.table_meta(l3) {
+                            meta.note(3, idx, raw, new);
+                        }
+                        1
+                    }),
+                    None => None,
+                }
             }
-            Err(_) => false,
+            Err(_) => None,
         };
         env.access.unmap_table(env.arch, l3, tva);
         env.access.unreserve(env.arch);
-        if !written {
-            return None;
-        }
+        let leaves = done?;
         let mut invalidations = 0;
-        if matches!(op, Op::Modify { .. }) {
+        if matches!(op, Op::Insert { .. }) {
+            env.arch.isb();
+        } else {
             let mut c = Commit::new(1);
-            self.inv_one(env.arch, va, &mut c);
+            if leaves > 0 {
+                self.inv_one(env.arch, va, &mut c);
+            }
             self.inv_sync(env.arch, &mut c);
             invalidations = c.report.tlb_invalidations;
-        } else {
-            env.arch.isb();
         }
         // Every field spelled out: no zero-fill of the whole report.
         Some(UpdateReport {
-            leaves: 1,
+            leaves,
             tables_created: 0,
             tables_freed: 0,
             table_maps: 1,
@@ -778,10 +926,10 @@ impl<F: Format> PageTable<F> {
     ) -> Result<UpdateReport, Error> {
         let req = self.check(va, pages, op, flags)?;
 
-        // One page into existing tables (Xen's usage pattern): one walk.
-        if pages == 1 && !flags.merge && matches!(op, Op::Insert { .. } | Op::Modify { .. }) {
-            if let Some(report) = self.update_one(env, &req) {
-                return Ok(report);
+        // One page (Xen's usage pattern): one walk.
+        if pages == 1 && !matches!(op, Op::Populate) {
+            if let Some(res) = self.update_one(env, &req) {
+                return res;
             }
         }
 
@@ -797,7 +945,6 @@ impl<F: Format> PageTable<F> {
         }
         res
     }
-
     /// The general update: prepare, reserve, commit.
     fn update_two_pass<A: Arch, T: TableAccess<A>, M: FrameAlloc>(
         &mut self,
@@ -891,91 +1038,393 @@ impl<F: Format> PageTable<F> {
         }
     }
 
-    /// A one-page Insert or Modify whose tables all exist, in a single walk:
-    /// each level's table is mapped and held (as the commit pass holds them,
-    /// under the same reservation), the leaf is checked against the same
-    /// rules as the prepare pass, and only then written. Anything else — a
-    /// missing table, a block, a contiguous entry, a refusal, a provider or
-    /// memory failure — gives the mappings back and returns `None` before
-    /// anything was written, and the caller runs the general two-pass
-    /// update, which meets and reports the same thing. The TLB rules are
-    /// the general path's: an insert ends with an `isb`; a modify
-    /// invalidates its address and syncs.
+    /// A one-page Insert, Modify or Remove in a single walk. Each level's
+    /// table is mapped and held (as the commit pass holds them, under the
+    /// same reservation) and its entry for the page read; the walk decides,
+    /// by the prepare pass's rules, what the update writes, reserves the
+    /// tables an Insert below an invalid entry needs and checks that the
+    /// provider reaches them — and only then writes: the leaf; new tables
+    /// built unlinked, then linked; a table the update emptied unlinked,
+    /// invalidated and freed, and its parent if that emptied it; a table
+    /// the update made uniform merged into a block, and upwards. A table's
+    /// [`TableMeta`] says whether it became empty or uniform; a table without
+    /// one is read. The TLB rules and the order of writes, invalidations and
+    /// frees are the general path's.
+    ///
+    /// Anything else — a block or a contiguous entry in the way, a refusal,
+    /// a shortage, a provider or memory failure before the first write —
+    /// gives the mappings back and returns `None` with nothing written, and
+    /// the caller runs the general two-pass update, which meets and reports
+    /// the same thing. `Some(Err)` is a failure after writing began (a
+    /// provider that broke its reservation, a memory fault on the model),
+    /// handled as the general path's commit failures are.
     fn update_one<A: Arch, T: TableAccess<A>, M: FrameAlloc>(
-        &self,
+        &mut self,
         env: &mut Env<'_, A, T, M>,
         req: &Req<F::Attrs>,
-    ) -> Option<UpdateReport> {
-        let mut mfn = self.root_for(req.va);
-        let mut level = F::ROOT_LEVEL;
-        let nested = usize::from(4 - level);
+    ) -> Option<Result<UpdateReport, Error>> {
+        let va = req.va;
+        let nested = usize::from(4 - F::ROOT_LEVEL);
         if env.access.reserve(env.arch, nested).is_err() {
             return None;
         }
-        let mut held = [(Mfn(0), Vaddr(0)); 4];
-        let mut n = 0;
-        let mut c = Commit::new(0);
-        let done = loop {
+        let mut path = [Held::NONE; 4];
+        let mut n = 0usize;
+        let mut mfn = self.root_for(va);
+        let mut level = F::ROOT_LEVEL;
+        let plan = loop {
             let Ok(tva) = env.access.map_table(env.arch, mfn) else {
-                break false;
+                break None;
             };
-            held[n] = (mfn, tva);
+            path[n] = Held {
+                mfn,
+                tva,
+                meta: load_meta(env.alloc, mfn),
+                pte: 0,
+                mapped: true,
+            };
             n += 1;
-            let eva = entry_va(tva, table_index(req.va, level));
-            let Ok(raw) = env.arch.read_pte(eva) else {
-                break false;
+            let Ok(raw) = env.arch.read_pte(entry_va(tva, table_index(va, level))) else {
+                break None;
             };
+            path[n - 1].pte = raw;
             let pte = Pte(raw);
             if level < 3 {
-                if !pte.is_table(level) {
-                    break false;
+                if pte.is_table(level) {
+                    mfn = pte.table_mfn::<F>();
+                    level += 1;
+                    continue;
                 }
-                mfn = pte.table_mfn::<F>();
-                level += 1;
-                if level == 3 {
-                    self.remember_l3(req.va, mfn);
+                if pte.is_leaf(level) {
+                    // A block: AlreadyMapped, or a split.
+                    break None;
                 }
-                continue;
+                break match req.op {
+                    Op::Insert { .. } => Some(One::Create),
+                    Op::Remove => Some(One::Absent),
+                    _ => None,
+                };
             }
-            let new = match req.op {
-                Op::Insert { .. } => {
-                    if pte.is_table(3) || pte.is_leaf(3) {
-                        break false;
-                    }
-                    Pte::leaf_bits::<F>(3, Paddr(req.pa), req.bits, req.contiguous(3, req.va))
+            let leaf = pte.is_leaf(3);
+            break match req.op {
+                Op::Insert { .. } if !(leaf || pte.is_table(3)) => Some(One::Leaf),
+                Op::Modify { .. }
+                    if leaf && !pte.is_contiguous() && raw & F::Attrs::MEM_MASK == req.mem =>
+                {
+                    Some(One::Leaf)
                 }
-                Op::Modify { .. } => {
-                    if !pte.is_leaf(3) || pte.is_contiguous() || raw & F::Attrs::MEM_MASK != req.mem
-                    {
-                        break false;
-                    }
-                    Pte(req.applied(raw))
-                }
-                Op::Remove | Op::Populate => break false,
+                Op::Remove if !leaf => Some(One::Absent),
+                Op::Remove if !pte.is_contiguous() => Some(One::Leaf),
+                _ => None,
             };
-            if env.arch.write_pte(eva, new.0).is_err() {
-                break false;
-            }
-            c.report.leaves = 1;
-            if matches!(req.op, Op::Modify { .. }) {
-                self.inv_one(env.arch, req.va, &mut c);
-            }
-            break true;
         };
-        for &(mfn, tva) in held[..n].iter().rev() {
-            env.access.unmap_table(env.arch, mfn, tva);
-        }
-        env.access.unreserve(env.arch);
-        if !done {
+        // The tables an Insert below the invalid entry at `level` makes.
+        let need = match plan {
+            Some(One::Create) => usize::from(3 - level),
+            _ => 0,
+        };
+        if plan.is_none() || (need > 0 && !Self::reserve_tables(env, need)) {
+            for h in path[..n].iter().rev() {
+                env.access.unmap_table(env.arch, h.mfn, h.tva);
+            }
+            env.access.unreserve(env.arch);
             return None;
         }
-        env.alloc.unreserve();
-        c.report.table_maps = n as u64;
-        match req.op {
-            Op::Insert { .. } => env.arch.isb(),
-            _ => self.inv_sync(env.arch, &mut c),
+        let plan = plan?;
+        let mut c = Commit::new(n as u64);
+        let res = self.one_commit(env, req, &mut path[..n], level, plan, need, &mut c);
+        for h in path[..n].iter().rev().filter(|h| h.mapped) {
+            let meta = if res.is_ok() {
+                h.meta
+            } else {
+                TableMeta::UNKNOWN
+            };
+            store_meta(env.alloc, h.mfn, meta);
+            env.access.unmap_table(env.arch, h.mfn, h.tva);
         }
-        Some(c.report)
+        env.access.unreserve(env.arch);
+        env.alloc.unreserve();
+        Some(match res {
+            Ok(l3) => {
+                match l3 {
+                    _ if c.report.tables_freed > 0 => self.forget_walk(),
+                    Some(l3) => self.remember_l3(va, l3),
+                    None => {}
+                }
+                match req.op {
+                    // Merges completed their own invalidations.
+                    Op::Insert { .. } | Op::Populate => env.arch.isb(),
+                    Op::Modify { .. } | Op::Remove => {
+                        if c.dirty {
+                            self.inv_all(env.arch, &mut c);
+                        }
+                        self.inv_sync(env.arch, &mut c);
+                    }
+                }
+                Ok(c.report)
+            }
+            Err(e) => {
+                // Whatever was written must not stay cached.
+                self.forget_walk();
+                self.inv_all(env.arch, &mut c);
+                self.inv_sync(env.arch, &mut c);
+                Err(e)
+            }
+        })
+    }
+
+    /// Reserves `need` frames for new tables and checks that the provider
+    /// reaches every one of them; on failure nothing stays reserved.
+    fn reserve_tables<A: Arch, T: TableAccess<A>, M: FrameAlloc>(
+        env: &mut Env<'_, A, T, M>,
+        need: usize,
+    ) -> bool {
+        if env.alloc.reserve(need).is_err() {
+            return false;
+        }
+        let mut reachable = true;
+        let access = &*env.access;
+        env.alloc.reserved_frames(&mut |mfn| {
+            reachable &= access.can_reach(mfn);
+        });
+        if !reachable {
+            env.alloc.unreserve();
+        }
+        reachable
+    }
+
+    /// The writes of [`PageTable::update_one`], once decided: `path` holds
+    /// the walk's tables from the root down to `level`. Returns the level-3
+    /// table the page is in afterwards, for the remembered walk.
+    #[allow(clippy::too_many_arguments)]
+    fn one_commit<A: Arch, T: TableAccess<A>, M: FrameAlloc>(
+        &self,
+        env: &mut Env<'_, A, T, M>,
+        req: &Req<F::Attrs>,
+        path: &mut [Held],
+        level: u8,
+        plan: One,
+        need: usize,
+        c: &mut Commit,
+    ) -> Result<Option<Mfn>, Error> {
+        let va = req.va;
+        let last = path.len() - 1;
+        match plan {
+            One::Absent => {
+                // Nothing to clear; a table that holds nothing (Populate
+                // makes them) is freed all the same.
+                let l3 = path[last].mfn;
+                self.one_unlink_empty(env, path, va, c)?;
+                Ok((level == 3 && c.report.tables_freed == 0).then_some(l3))
+            }
+            One::Leaf => {
+                let h = &mut path[last];
+                let idx = table_index(va, 3);
+                let old = h.pte;
+                let new = match req.op {
+                    Op::Insert { .. } => Pte::leaf_bits::<F>(3, Paddr(req.pa), req.bits, false).0,
+                    _ => req.applied(old),
+                };
+                if new != old {
+                    env.arch.write_pte(entry_va(h.tva, idx), new)?;
+                    h.meta.note(3, idx, old, new);
+                    h.pte = new;
+                    c.report.leaves = 1;
+                    if !matches!(req.op, Op::Insert { .. }) {
+                        self.inv_one(env.arch, va, c);
+                    }
+                }
+                let l3 = h.mfn;
+                if matches!(req.op, Op::Remove) {
+                    self.one_unlink_empty(env, path, va, c)?;
+                } else if req.flags.merge {
+                    self.one_merge(env, req, path, c)?;
+                }
+                Ok((c.report.tables_freed == 0).then_some(l3))
+            }
+            One::Create => {
+                // Frames taken top-down (the general path's order), tables
+                // built bottom-up, unlinked, then linked.
+                let mut frames = [Mfn(0); 3];
+                for f in &mut frames[..need] {
+                    *f = env.alloc.take().ok_or(Error::OutOfMemory {
+                        needed: need,
+                        available: 0,
+                    })?;
+                }
+                c.report.tables_created = need as u64;
+                let mut built = Ok(());
+                for k in (0..need).rev() {
+                    let lvl = level + 1 + k as u8;
+                    let entry = if lvl == 3 {
+                        Pte::leaf_bits::<F>(3, Paddr(req.pa), req.bits, false).0
+                    } else {
+                        Pte::table::<F>(frames[k + 1]).0
+                    };
+                    built = self.one_new_table(env, req, lvl, frames[k], entry, c);
+                    if built.is_err() {
+                        break;
+                    }
+                }
+                let h = &mut path[last];
+                let idx = table_index(va, level);
+                let link = Pte::table::<F>(frames[0]).0;
+                if let Err(e) =
+                    built.and_then(|()| Ok(env.arch.write_pte(entry_va(h.tva, idx), link)?))
+                {
+                    // Never linked anywhere, so no TLB can hold them.
+                    for &f in &frames[..need] {
+                        release(env.alloc, f);
+                    }
+                    c.report.tables_created = 0;
+                    return Err(e);
+                }
+                h.meta.note(level, idx, h.pte, link);
+                h.pte = link;
+                c.report.leaves = 1;
+                Ok(Some(frames[need - 1]))
+            }
+        }
+    }
+
+    /// A new table of the one-page Insert: the frame `mfn` zeroed, with
+    /// `entry` (the leaf, or the link to the table below) at the page's
+    /// index, and its counts.
+    fn one_new_table<A: Arch, T: TableAccess<A>, M: FrameAlloc>(
+        &self,
+        env: &mut Env<'_, A, T, M>,
+        req: &Req<F::Attrs>,
+        level: u8,
+        mfn: Mfn,
+        entry: u64,
+        c: &mut Commit,
+    ) -> Result<(), Error> {
+        let tva = Self::map(env, mfn)?;
+        c.report.table_maps += 1;
+        let idx = table_index(req.va, level);
+        let res = env
+            .arch
+            .zero_page(tva)
+            .and_then(|()| env.arch.write_pte(entry_va(tva, idx), entry));
+        env.access.unmap_table(env.arch, mfn, tva);
+        res?;
+        let mut meta = TableMeta::fresh(Self::insert_pattern(req, level, req.va));
+        meta.note(level, idx, 0, entry);
+        store_meta(env.alloc, mfn, meta);
+        Ok(())
+    }
+
+    /// After a one-page Remove cleared its leaf: from the level-3 table up,
+    /// each table left without a live entry is unlinked from its parent,
+    /// invalidated, and freed (the general path's order: unlink, invalidate
+    /// by address, wait, free).
+    fn one_unlink_empty<A: Arch, T: TableAccess<A>, M: FrameAlloc>(
+        &self,
+        env: &mut Env<'_, A, T, M>,
+        path: &mut [Held],
+        va: u64,
+        c: &mut Commit,
+    ) -> Result<(), Error> {
+        let mut k = path.len() - 1;
+        while k > 0 {
+            let level = F::ROOT_LEVEL + k as u8;
+            let h = path[k];
+            let empty = match h.meta.live_entries() {
+                Some(live) => live == 0,
+                None => !Self::any_live(env, level, h.tva)?,
+            };
+            if !empty || !env.alloc.can_free(h.mfn) {
+                break;
+            }
+            let p = &mut path[k - 1];
+            let idx = table_index(va, level - 1);
+            env.arch.write_pte(entry_va(p.tva, idx), 0)?;
+            p.meta.note(level - 1, idx, p.pte, 0);
+            p.pte = 0;
+            self.inv_one(env.arch, va, c);
+            self.inv_sync(env.arch, c);
+            env.access.unmap_table(env.arch, h.mfn, h.tva);
+            path[k].mapped = false;
+            release(env.alloc, h.mfn);
+            c.report.tables_freed += 1;
+            k -= 1;
+        }
+        Ok(())
+    }
+
+    /// After a one-page Insert or Modify with [`MapFlags::merge`]: from the
+    /// level-3 table up, each table that is now uniform is merged into a
+    /// block of its parent ([`PageTable::merge`]'s rules and order).
+    fn one_merge<A: Arch, T: TableAccess<A>, M: FrameAlloc>(
+        &self,
+        env: &mut Env<'_, A, T, M>,
+        req: &Req<F::Attrs>,
+        path: &mut [Held],
+        c: &mut Commit,
+    ) -> Result<(), Error> {
+        let va = req.va;
+        let mut k = path.len() - 1;
+        while k > 0 {
+            let level = F::ROOT_LEVEL + k as u8;
+            if !req.flags.block_at(level - 1) {
+                break;
+            }
+            let h = path[k];
+            let After::Uniform { pa, bits } = Self::uniform(env, level, h.tva, &h.meta)? else {
+                break;
+            };
+            let plevel = level - 1;
+            let size = level_size(plevel);
+            let p = &mut path[k - 1];
+            if !env.alloc.can_free(h.mfn)
+                || Self::check_break(p.tva, va & !(size - 1), size, plevel).is_err()
+            {
+                break;
+            }
+            let idx = table_index(va, plevel);
+            let eva = entry_va(p.tva, idx);
+            env.arch.write_pte(eva, 0)?;
+            // The TLB may hold any of the table's 512 leaves, and walk caches
+            // the link itself: invalidate the regime / VMID whole.
+            self.inv_all(env.arch, c);
+            self.inv_sync(env.arch, c);
+            let block = Pte::leaf_bits::<F>(plevel, Paddr(pa), bits, false).0;
+            env.arch.write_pte(eva, block)?;
+            p.meta.note(plevel, idx, p.pte, block);
+            p.pte = block;
+            env.access.unmap_table(env.arch, h.mfn, h.tva);
+            path[k].mapped = false;
+            release(env.alloc, h.mfn);
+            c.report.tables_freed += 1;
+            c.report.merges += 1;
+            k -= 1;
+        }
+        Ok(())
+    }
+
+    /// Whether the level-`level` table at `tva` holds a live entry (read).
+    fn any_live<A: Arch, T: TableAccess<A>, M: FrameAlloc>(
+        env: &mut Env<'_, A, T, M>,
+        level: u8,
+        tva: Vaddr,
+    ) -> Result<bool, Error> {
+        Ok(env
+            .arch
+            .find_pte(tva, ENTRIES, |e| is_live(level, e))?
+            .is_some())
+    }
+
+    /// The pattern a table made by an Insert for `va` (at `level`) is
+    /// tracked against: the leaf its entry 0 would be if the Insert covered
+    /// it whole; 0 when the table cannot become a block, or for Populate.
+    #[inline]
+    fn insert_pattern(req: &Req<F::Attrs>, level: u8, va: u64) -> u64 {
+        if !matches!(req.op, Op::Insert { .. }) || level == 0 || !block_allowed(level - 1) {
+            return 0;
+        }
+        let base = va & !(level_size(level) * ENTRIES as u64 - 1);
+        let pa = req.pa.wrapping_add(base.wrapping_sub(req.va));
+        Pte::leaf_bits::<F>(level, Paddr(pa), req.bits, false).0
     }
 
     fn check(
@@ -1296,7 +1745,8 @@ impl<F: Format> PageTable<F> {
         }
     }
 
-    /// Commits the request in the table `mfn` (mapped here).
+    /// Commits the request in the table `mfn` (mapped here), keeping its
+    /// [`TableMeta`] (unknown after a failure).
     #[allow(clippy::too_many_arguments)]
     fn commit<A: Arch, T: TableAccess<A>, M: FrameAlloc>(
         &self,
@@ -1313,7 +1763,15 @@ impl<F: Format> PageTable<F> {
             if level == 3 {
                 c.last_l3 = Some((va, mfn));
             }
-            self.commit_in(env, req, level, tva, va, end, c)
+            let mut meta = load_meta(env.alloc, mfn);
+            let res = self.commit_in(env, req, level, tva, va, end, c, &mut meta);
+            let meta = if res.is_ok() {
+                meta
+            } else {
+                TableMeta::UNKNOWN
+            };
+            store_meta(env.alloc, mfn, meta);
+            res
         })
     }
 
@@ -1327,21 +1785,23 @@ impl<F: Format> PageTable<F> {
         va: u64,
         end: u64,
         c: &mut Commit,
+        meta: &mut TableMeta,
     ) -> Result<After, Error> {
         if matches!(req.op, Op::Populate) && level == 3 {
             return Ok(After::Kept);
         }
         if level == 3 && matches!(req.op, Op::Modify { .. } | Op::Remove) {
-            self.commit_pages(env, req, tva, va, end, c)?;
-            return self.after(env, req, level, tva, va, end);
+            self.commit_pages(env, req, tva, va, end, c, meta)?;
+            return Self::after(env, req, level, tva, va, end, meta);
         }
         let mut cur = va;
         let mut pending = Unlinked::default();
         while cur < end {
-            let eva = entry_va(tva, table_index(cur, level));
+            let idx = table_index(cur, level);
+            let eva = entry_va(tva, idx);
             let run = req.run_len(level, cur, end);
             if run > 0 {
-                Self::commit_insert_run(env, req, level, eva, cur, run, c)?;
+                Self::commit_insert_run(env, req, level, eva, cur, run, c, meta)?;
                 cur += run as u64 * level_size(level);
                 continue;
             }
@@ -1353,6 +1813,7 @@ impl<F: Format> PageTable<F> {
                     let contig = req.contiguous(level, cur);
                     let new = Pte::leaf_bits::<F>(level, Paddr(req.pa_at(cur)), req.bits, contig);
                     env.arch.write_pte(eva, new.0)?;
+                    meta.note(level, idx, pte.0, new.0);
                     c.report.leaves += 1;
                 }
                 Op::Populate if req.is_target(level, cur, se) || (table && level + 1 == 3) => {}
@@ -1360,20 +1821,43 @@ impl<F: Format> PageTable<F> {
                     if table {
                         let child = pte.table_mfn::<F>();
                         let after = self.commit(env, req, level + 1, child, cur, se, c)?;
-                        self.merge(env, level, tva, eva, cur, child, after, c)?;
+                        self.merge(env, level, tva, eva, cur, pte.0, after, c, meta)?;
                     } else {
                         let new = self.new_table(env, req, level + 1, cur, se, c)?;
-                        env.arch.write_pte(eva, Pte::table::<F>(new).0)?;
+                        let link = Pte::table::<F>(new).0;
+                        env.arch.write_pte(eva, link)?;
+                        meta.note(level, idx, pte.0, link);
                     }
                 }
                 Op::Modify { .. } | Op::Remove => {
                     if table {
                         let child = pte.table_mfn::<F>();
+                        // A subtree a Remove covers whole: unlinked and freed
+                        // without reading or clearing its leaves, when
+                        // every table in it may be freed.
+                        if matches!(req.op, Op::Remove) && covers_slot(cur, se, level) {
+                            if let Some(leaves) = self.detachable(env, level + 1, child, c)? {
+                                env.arch.write_pte(eva, 0)?;
+                                meta.note(level, idx, pte.0, 0);
+                                // A whole table is more than the threshold:
+                                // one whole-regime invalidation.
+                                c.dirty = true;
+                                c.report.leaves += leaves;
+                                if pending.len == pending.frames.len() {
+                                    self.free_unlinked(env, req, &mut pending, c);
+                                }
+                                pending.frames[pending.len] = (child, level + 1);
+                                pending.len += 1;
+                                cur = se;
+                                continue;
+                            }
+                        }
                         let after = self.commit(env, req, level + 1, child, cur, se, c)?;
                         if after == After::Empty && env.alloc.can_free(child) {
                             // Unlink now; free only after the walk caches
                             // that may hold the link are invalidated.
                             env.arch.write_pte(eva, 0)?;
+                            meta.note(level, idx, pte.0, 0);
                             if !req.flush_all {
                                 self.inv_one(env.arch, cur, c);
                             } else {
@@ -1382,22 +1866,26 @@ impl<F: Format> PageTable<F> {
                             if pending.len == pending.frames.len() {
                                 self.free_unlinked(env, req, &mut pending, c);
                             }
-                            pending.frames[pending.len] = child;
+                            pending.frames[pending.len] = (child, NO_SUBTREE);
                             pending.len += 1;
                         } else {
-                            self.merge(env, level, tva, eva, cur, child, after, c)?;
+                            self.merge(env, level, tva, eva, cur, pte.0, after, c, meta)?;
                         }
                     } else if pte.is_leaf(level) && req.changes(pte.0) {
                         if pte.is_contiguous() {
-                            cur = self.rewrite_group(env, req, level, tva, cur, c)?.min(end);
+                            cur = self
+                                .rewrite_group(env, req, level, tva, cur, c, meta)?
+                                .min(end);
                             continue;
                         }
                         if covers_slot(cur, se, level) {
-                            env.arch.write_pte(eva, req.applied(pte.0))?;
+                            let new = req.applied(pte.0);
+                            env.arch.write_pte(eva, new)?;
+                            meta.note(level, idx, pte.0, new);
                             c.report.leaves += 1;
                             self.flush_leaf(env.arch, req, cur, c);
                         } else {
-                            self.split(env, req, level, eva, pte, cur, se, c)?;
+                            self.split(env, req, level, eva, pte, cur, se, c, meta)?;
                         }
                     }
                 }
@@ -1405,81 +1893,98 @@ impl<F: Format> PageTable<F> {
             cur = se;
         }
         self.free_unlinked(env, req, &mut pending, c);
-        self.after(env, req, level, tva, va, end)
+        Self::after(env, req, level, tva, va, end, meta)
     }
 
     /// What the table at `tva` (level `level`), just committed for
     /// `[va, end)`, is for its parent: empty after a Remove, uniform when
-    /// the update may merge it, or kept.
+    /// the update may merge it, or kept. Its counts say which when known;
+    /// otherwise it is read.
+    #[allow(clippy::too_many_arguments)]
     fn after<A: Arch, T: TableAccess<A>, M: FrameAlloc>(
-        &self,
         env: &mut Env<'_, A, T, M>,
         req: &Req<F::Attrs>,
         level: u8,
         tva: Vaddr,
         va: u64,
         end: u64,
+        meta: &TableMeta,
     ) -> Result<After, Error> {
         if level == F::ROOT_LEVEL {
             return Ok(After::Kept);
         }
         if matches!(req.op, Op::Remove) {
-            // Empty if the request covered the whole table, else look.
+            // Empty if the request covered the whole table, else count or
+            // look.
             let span = level_size(level) * ENTRIES as u64;
-            if va.is_multiple_of(span) && end - va == span {
-                return Ok(After::Empty);
-            }
-            // Live entries: a table or a leaf (`is_table || is_leaf`), as one
-            // mask test — descriptor type 0b11 at levels 0 and 3 (a 0b01 is
-            // neither there), any valid entry at the block levels 1 and 2.
-            let (mask, want) = if block_allowed(level) {
-                (Pte::VALID, Pte::VALID)
-            } else {
-                (Pte::VALID | Pte::TABLE, Pte::VALID | Pte::TABLE)
-            };
-            debug_assert!((0..4u64).all(|t| {
-                let p = Pte(t);
-                (p.is_table(level) || p.is_leaf(level)) == (t & mask == want)
-            }));
-            if env
-                .arch
-                .find_pte(tva, ENTRIES, |e| e & mask == want)?
-                .is_none()
-            {
+            let empty = (va.is_multiple_of(span) && end - va == span)
+                || match meta.live_entries() {
+                    Some(live) => live == 0,
+                    None => !Self::any_live(env, level, tva)?,
+                };
+            if empty {
                 return Ok(After::Empty);
             }
         }
         if !(req.flags.merge && req.flags.block_at(level - 1)) {
             return Ok(After::Kept);
         }
-        // Uniform: entry i is the first entry's leaf plus i entries' worth
-        // of output address (the contiguous hint aside), and the first one's
-        // output address is aligned to the parent's block size.
-        let first = env.arch.read_pte(tva)?;
+        Self::uniform(env, level, tva, meta)
+    }
+
+    /// Whether the level-`level` table at `tva` maps one aligned, physically
+    /// contiguous range with one set of attributes: every entry a leaf,
+    /// entry `i` the first one plus `i` entries' worth of output address
+    /// (the contiguous hint aside), the first one's output address aligned
+    /// to the parent's block size. Its counts say so when it is tracked
+    /// (all 512 entries equal their pattern's, or — some do, some do not —
+    /// it is not uniform: a uniform table with one entry equal to the
+    /// pattern's has them all equal); otherwise the table is read.
+    fn uniform<A: Arch, T: TableAccess<A>, M: FrameAlloc>(
+        env: &mut Env<'_, A, T, M>,
+        level: u8,
+        tva: Vaddr,
+        meta: &TableMeta,
+    ) -> Result<After, Error> {
         let parent = level_size(level - 1);
+        let tracked = match meta.uniform_entries() {
+            Some((pattern, matching)) if matching > 0 => {
+                if usize::from(matching) != ENTRIES {
+                    return Ok(After::Kept);
+                }
+                Some(pattern)
+            }
+            _ => None,
+        };
+        let first = match tracked {
+            Some(pattern) => pattern,
+            None => env.arch.read_pte(tva)?,
+        };
         let oa = Pte(first).oa::<F>().0;
         if !Pte(first).is_leaf(level) || !oa.is_multiple_of(parent) {
             return Ok(After::Kept);
         }
-        let size = level_size(level);
-        let mut want = first & !Pte::CONTIG;
-        let odd = env.arch.find_pte(tva, ENTRIES, |e| {
-            let ok = e & !Pte::CONTIG == want;
-            want = want.wrapping_add(size);
-            !ok
-        })?;
-        if odd.is_some() {
-            return Ok(After::Kept);
+        if tracked.is_none() {
+            let size = level_size(level);
+            let mut want = first & !Pte::CONTIG;
+            let odd = env.arch.find_pte(tva, ENTRIES, |e| {
+                let ok = e & !Pte::CONTIG == want;
+                want = want.wrapping_add(size);
+                !ok
+            })?;
+            if odd.is_some() {
+                return Ok(After::Kept);
+            }
         }
         let bits = first & !(F::oa_mask() | 3 | Pte::CONTIG);
         Ok(After::Uniform { pa: oa, bits })
     }
 
-    /// Replaces the table `child` (linked at `eva` of the level-`level`
-    /// table at `tva`, mapping `va`) by a block when it came back uniform:
-    /// break, invalidate the whole range, make, then free the table. A
-    /// table the allocator may not free, or (stage 1) a break that would
-    /// unmap the table at `tva`, stays as it is.
+    /// Replaces the table `child` (linked by the descriptor `old` at `eva`
+    /// of the level-`level` table at `tva`, mapping `va`) by a block when it
+    /// came back uniform: break, invalidate the whole range, make, then free
+    /// the table. A table the allocator may not free, or (stage 1) a break
+    /// that would unmap the table at `tva`, stays as it is.
     #[allow(clippy::too_many_arguments)]
     fn merge<A: Arch, T: TableAccess<A>, M: FrameAlloc>(
         &self,
@@ -1488,13 +1993,15 @@ impl<F: Format> PageTable<F> {
         tva: Vaddr,
         eva: Vaddr,
         va: u64,
-        child: Mfn,
+        old: u64,
         after: After,
         c: &mut Commit,
+        meta: &mut TableMeta,
     ) -> Result<(), Error> {
         let After::Uniform { pa, bits } = after else {
             return Ok(());
         };
+        let child = Pte(old).table_mfn::<F>();
         let size = level_size(level);
         let base = va & !(size - 1);
         if !env.alloc.can_free(child) || Self::check_break(tva, base, size, level).is_err() {
@@ -1505,9 +2012,10 @@ impl<F: Format> PageTable<F> {
         // the link itself: invalidate the regime / VMID whole.
         self.inv_all(env.arch, c);
         self.inv_sync(env.arch, c);
-        env.arch
-            .write_pte(eva, Pte::leaf_bits::<F>(level, Paddr(pa), bits, false).0)?;
-        env.alloc.free(child);
+        let block = Pte::leaf_bits::<F>(level, Paddr(pa), bits, false).0;
+        env.arch.write_pte(eva, block)?;
+        meta.note(level, table_index(va, level), old, block);
+        release(env.alloc, child);
         c.report.tables_freed += 1;
         c.report.merges += 1;
         Ok(())
@@ -1517,6 +2025,7 @@ impl<F: Format> PageTable<F> {
     /// `tva`: one pass over the run for a large update (the whole-regime
     /// invalidation follows at the end), leaf by leaf with an invalidation
     /// each for a small one; contiguous groups are broken and remade.
+    #[allow(clippy::too_many_arguments)]
     fn commit_pages<A: Arch, T: TableAccess<A>, M: FrameAlloc>(
         &self,
         env: &mut Env<'_, A, T, M>,
@@ -1525,6 +2034,7 @@ impl<F: Format> PageTable<F> {
         va: u64,
         end: u64,
         c: &mut Commit,
+        meta: &mut TableMeta,
     ) -> Result<(), Error> {
         let first = table_index(va, 3);
         let n = ((end - va) / PAGE_SIZE) as usize;
@@ -1532,11 +2042,16 @@ impl<F: Format> PageTable<F> {
             // One pass, no branch but the contiguous hint's: prepare proved
             // every Modify target a leaf (a permission rewrite of an entry
             // that already has it stores the same value); a Remove clears
-            // what is a leaf.
+            // what is a leaf. The counts: entries equal to the tracked
+            // pattern's before (`was`) and after (`now`) the pass.
             let mut changed = 0u64;
             let mut contig = false;
+            let mut expect = meta.pattern.wrapping_add(first as u64 * PAGE_SIZE);
+            let (mut was, mut now) = (0u16, 0u16);
             let res = match req.op {
                 Op::Remove => env.arch.update_pte_run(entry_va(tva, first), n, |e| {
+                    let exp = expect;
+                    expect = expect.wrapping_add(PAGE_SIZE);
                     if !Pte(e).is_leaf(3) {
                         return None;
                     }
@@ -1545,23 +2060,36 @@ impl<F: Format> PageTable<F> {
                         return None;
                     }
                     changed += 1;
+                    was += u16::from(e == exp);
                     Some(0)
                 }),
                 _ => {
                     let perm = req.perm;
                     env.arch.update_pte_run(entry_va(tva, first), n, |e| {
+                        let exp = expect;
+                        expect = expect.wrapping_add(PAGE_SIZE);
                         if e & Pte::CONTIG != 0 {
                             contig = true;
                             return None;
                         }
                         let new = (e & !F::Attrs::PERM_MASK) | perm;
                         changed += u64::from(new != e);
+                        was += u16::from(e == exp);
+                        now += u16::from(new == exp);
                         Some(new)
                     })
                 }
             };
             c.report.leaves += changed;
             c.dirty |= changed > 0;
+            if meta.is_known() {
+                if matches!(req.op, Op::Remove) {
+                    meta.live -= changed as u16;
+                }
+                if meta.pattern != 0 {
+                    meta.matching = meta.matching - was + now;
+                }
+            }
             res?;
             if !contig {
                 return Ok(());
@@ -1585,10 +2113,12 @@ impl<F: Format> PageTable<F> {
                 continue;
             }
             if pte.is_contiguous() {
-                cur = self.rewrite_group(env, req, 3, tva, cur, c)?.min(end);
+                cur = self.rewrite_group(env, req, 3, tva, cur, c, meta)?.min(end);
                 continue;
             }
-            env.arch.write_pte(eva, req.applied(pte.0))?;
+            let new = req.applied(pte.0);
+            env.arch.write_pte(eva, new)?;
+            meta.note(3, idx + j, pte.0, new);
             c.report.leaves += 1;
             self.flush_leaf(env.arch, req, cur, c);
             cur += PAGE_SIZE;
@@ -1599,6 +2129,7 @@ impl<F: Format> PageTable<F> {
     /// Breaks and remakes the aligned group of 16 entries (at `level`, in
     /// the table at `tva`) that contains `va`, with the request applied to
     /// the part of it the request covers. Returns the end of the group.
+    #[allow(clippy::too_many_arguments)]
     fn rewrite_group<A: Arch, T: TableAccess<A>, M: FrameAlloc>(
         &self,
         env: &mut Env<'_, A, T, M>,
@@ -1607,12 +2138,14 @@ impl<F: Format> PageTable<F> {
         tva: Vaddr,
         va: u64,
         c: &mut Commit,
+        meta: &mut TableMeta,
     ) -> Result<u64, Error> {
         const N: usize = CONTIG_ENTRIES as usize;
         let size = level_size(level);
         let gva = va & !(size * CONTIG_ENTRIES - 1);
         let gend = gva + size * CONTIG_ENTRIES;
-        let at = entry_va(tva, table_index(gva, level));
+        let gidx = table_index(gva, level);
+        let at = entry_va(tva, gidx);
         let mut old = [0u64; N];
         for (k, o) in old.iter_mut().enumerate() {
             *o = env.arch.read_pte(entry_va(at, k))?;
@@ -1658,6 +2191,7 @@ impl<F: Format> PageTable<F> {
             for k in 0..N {
                 if old[k] != new[k] {
                     env.arch.write_pte(entry_va(at, k), 0)?;
+                    meta.note(level, gidx + k, old[k], 0);
                     self.flush_leaf(env.arch, req, gva + k as u64 * size, c);
                 }
             }
@@ -1674,6 +2208,9 @@ impl<F: Format> PageTable<F> {
             if old[k] != new[k] && new[k] != 0 {
                 env.arch.write_pte(entry_va(at, k), new[k])?;
             }
+        }
+        for k in 0..N {
+            meta.note(level, gidx + k, old[k], new[k]);
         }
         Ok(gend)
     }
@@ -1692,13 +2229,16 @@ impl<F: Format> PageTable<F> {
         lo: u64,
         hi: u64,
         c: &mut Commit,
+        meta: &mut TableMeta,
     ) -> Result<(), Error> {
         let size = level_size(level);
         let base = lo & !(size - 1);
         let table = self.build_split(env, req, level + 1, old, base, lo, hi, c)?;
         env.arch.write_pte(eva, 0)?;
         self.inv_broken(env.arch, base, size, 1, c);
-        env.arch.write_pte(eva, Pte::table::<F>(table).0)?;
+        let link = Pte::table::<F>(table).0;
+        env.arch.write_pte(eva, link)?;
+        meta.note(level, table_index(lo, level), old.0, link);
         c.report.splits += 1;
         Ok(())
     }
@@ -1708,7 +2248,7 @@ impl<F: Format> PageTable<F> {
     /// translation (blocks where the level allows), the request applied to
     /// the entries `[lo, hi)` covers whole, and deeper splits for the ones
     /// it covers in part. Takes reserved frames; on failure frees what it
-    /// took.
+    /// took. The table is tracked against the old leaf's translation.
     #[allow(clippy::too_many_arguments)]
     fn build_split<A: Arch, T: TableAccess<A>, M: FrameAlloc>(
         &self,
@@ -1729,25 +2269,28 @@ impl<F: Format> PageTable<F> {
         let tva = match Self::map(env, mfn) {
             Ok(v) => v,
             Err(e) => {
-                env.alloc.free(mfn);
+                release(env.alloc, mfn);
                 c.report.tables_created -= 1;
                 return Err(e);
             }
         };
         c.report.table_maps += 1;
-        let res = env
-            .arch
-            .zero_page(tva)
-            .map_err(Error::from)
-            .and_then(|()| self.fill_split(env, req, level, tva, old, base, lo, hi, c));
+        let mut meta = TableMeta::fresh(0);
+        let res =
+            env.arch.zero_page(tva).map_err(Error::from).and_then(|()| {
+                self.fill_split(env, req, level, tva, old, base, lo, hi, c, &mut meta)
+            });
         if res.is_err() {
             Self::free_new_subtree(env, level, tva, c);
         }
         env.access.unmap_table(env.arch, mfn, tva);
         match res {
-            Ok(()) => Ok(mfn),
+            Ok(()) => {
+                store_meta(env.alloc, mfn, meta);
+                Ok(mfn)
+            }
             Err(e) => {
-                env.alloc.free(mfn);
+                release(env.alloc, mfn);
                 c.report.tables_created -= 1;
                 Err(e)
             }
@@ -1766,15 +2309,18 @@ impl<F: Format> PageTable<F> {
         lo: u64,
         hi: u64,
         c: &mut Commit,
+        meta: &mut TableMeta,
     ) -> Result<(), Error> {
         let cs = level_size(level);
         // The old leaf's attribute and software bits, for every child.
         let bits = old.0 & !(F::oa_mask() | 3 | Pte::CONTIG);
         let opa = old.oa::<F>().0;
         let copy = |i: usize| Pte::leaf_bits::<F>(level, Paddr(opa + i as u64 * cs), bits, false).0;
+        meta.pattern = copy(0);
         let first = ((lo - base) / cs) as usize;
         let last = ((hi - 1 - base) / cs) as usize;
         env.arch.write_pte_run(tva, copy(0), cs, first)?;
+        meta.note_run(level, 0, copy(0), first);
         let mut i = first;
         while i <= last {
             let cva = base + i as u64 * cs;
@@ -1784,23 +2330,27 @@ impl<F: Format> PageTable<F> {
                 let k = (((hi - cva) / cs) as usize).min(last + 1 - i);
                 match req.op {
                     Op::Remove => {}
-                    _ => env
-                        .arch
-                        .write_pte_run(entry_va(tva, i), req.applied(copy(i)), cs, k)?,
+                    _ => {
+                        let v = req.applied(copy(i));
+                        env.arch.write_pte_run(entry_va(tva, i), v, cs, k)?;
+                        meta.note_run(level, i, v, k);
+                    }
                 }
                 c.report.leaves += k as u64;
                 i += k;
                 continue;
             }
             let sub = self.build_split(env, req, level + 1, Pte(copy(i)), cva, a, b, c)?;
-            env.arch
-                .write_pte(entry_va(tva, i), Pte::table::<F>(sub).0)?;
+            let link = Pte::table::<F>(sub).0;
+            env.arch.write_pte(entry_va(tva, i), link)?;
+            meta.note(level, i, 0, link);
             c.report.splits += 1;
             i += 1;
         }
         let rest = ENTRIES - 1 - last;
         env.arch
             .write_pte_run(entry_va(tva, last + 1), copy(last + 1), cs, rest)?;
+        meta.note_run(level, last + 1, copy(last + 1), rest);
         Ok(())
     }
 
@@ -1808,6 +2358,7 @@ impl<F: Format> PageTable<F> {
     /// the first one mapping `va`), which the prepare pass proved invalid:
     /// written without reading them, as runs of descriptors that differ by
     /// the level size (split where the contiguous hint changes).
+    #[allow(clippy::too_many_arguments)]
     fn commit_insert_run<A: Arch, T: TableAccess<A>, M: FrameAlloc>(
         env: &mut Env<'_, A, T, M>,
         req: &Req<F::Attrs>,
@@ -1816,11 +2367,14 @@ impl<F: Format> PageTable<F> {
         va: u64,
         n: usize,
         c: &mut Commit,
+        meta: &mut TableMeta,
     ) -> Result<(), Error> {
         let size = level_size(level);
+        let idx = table_index(va, level);
         if !req.flags.contiguous {
             let first = Pte::leaf_bits::<F>(level, Paddr(req.pa_at(va)), req.bits, false);
             env.arch.write_pte_run(eva, first.0, size, n)?;
+            meta.note_run(level, idx, first.0, n);
         } else {
             // The hint is the same for the entries of one aligned group of 16.
             let group = size * CONTIG_ENTRIES;
@@ -1831,6 +2385,7 @@ impl<F: Format> PageTable<F> {
                 let contig = req.contiguous(level, at);
                 let first = Pte::leaf_bits::<F>(level, Paddr(req.pa_at(at)), req.bits, contig);
                 env.arch.write_pte_run(entry_va(eva, i), first.0, size, k)?;
+                meta.note_run(level, idx + i, first.0, k);
                 i += k;
             }
         }
@@ -1849,7 +2404,7 @@ impl<F: Format> PageTable<F> {
     /// Frees tables that were unlinked: first makes sure no TLB or walk
     /// cache can still reach them (one whole-regime invalidation for a
     /// large update; the per-address ones were issued when unlinking), then
-    /// frees.
+    /// frees them, with every table below the subtrees unlinked whole.
     fn free_unlinked<A: Arch, T: TableAccess<A>, M: FrameAlloc>(
         &self,
         env: &mut Env<'_, A, T, M>,
@@ -1864,11 +2419,98 @@ impl<F: Format> PageTable<F> {
             self.inv_all(env.arch, c);
         }
         self.inv_sync(env.arch, c);
-        for &mfn in &pending.frames[..pending.len] {
-            env.alloc.free(mfn);
+        for &(mfn, level) in &pending.frames[..pending.len] {
+            Self::free_subtree(env, level, mfn, c);
         }
-        c.report.tables_freed += pending.len as u64;
         pending.len = 0;
+    }
+
+    /// Frees the unlinked table `mfn` at `level` and every table below it
+    /// (a level-3 table is freed without being read).
+    fn free_subtree<A: Arch, T: TableAccess<A>, M: FrameAlloc>(
+        env: &mut Env<'_, A, T, M>,
+        level: u8,
+        mfn: Mfn,
+        c: &mut Commit,
+    ) {
+        if level < 3 {
+            if let Ok(tva) = Self::map(env, mfn) {
+                c.report.table_maps += 1;
+                let _ = Self::each_entry(env, tva, |env, _, e| {
+                    if Pte(e).is_table(level) {
+                        Self::free_subtree(env, level + 1, Pte(e).table_mfn::<F>(), c);
+                    }
+                    Ok(true)
+                });
+                env.access.unmap_table(env.arch, mfn, tva);
+            }
+        }
+        release(env.alloc, mfn);
+        c.report.tables_freed += 1;
+    }
+
+    /// Whether the table `mfn` at `level`, which a Remove covers whole, and
+    /// every table below it may be freed; if so, the leaves they hold. The
+    /// leaves of a level-3 table are its live entries, from its counts when
+    /// known (else it is read); the tables above level 3 are read for their
+    /// links and blocks.
+    fn detachable<A: Arch, T: TableAccess<A>, M: FrameAlloc>(
+        &self,
+        env: &mut Env<'_, A, T, M>,
+        level: u8,
+        mfn: Mfn,
+        c: &mut Commit,
+    ) -> Result<Option<u64>, Error> {
+        if !env.alloc.can_free(mfn) {
+            return Ok(None);
+        }
+        if level == 3 {
+            if let Some(live) = load_meta(env.alloc, mfn).live_entries() {
+                return Ok(Some(u64::from(live)));
+            }
+        }
+        Self::in_table(env, mfn, |env, tva| {
+            c.report.table_maps += 1;
+            let mut leaves = Some(0u64);
+            Self::each_entry(env, tva, |env, _, e| {
+                let pte = Pte(e);
+                let n = if pte.is_table(level) {
+                    self.detachable(env, level + 1, pte.table_mfn::<F>(), c)?
+                } else {
+                    Some(u64::from(pte.is_leaf(level)))
+                };
+                leaves = leaves.zip(n).map(|(a, b)| a + b);
+                Ok(leaves.is_some())
+            })?;
+            Ok(leaves)
+        })
+    }
+
+    /// Calls `f(env, index, entry)` for the entries of the table at `tva`,
+    /// in order, until it returns `false`. The entries are copied out a
+    /// chunk at a time (one scan each), so that `f` may use `env`.
+    fn each_entry<A: Arch, T: TableAccess<A>, M: FrameAlloc>(
+        env: &mut Env<'_, A, T, M>,
+        tva: Vaddr,
+        mut f: impl FnMut(&mut Env<'_, A, T, M>, usize, u64) -> Result<bool, Error>,
+    ) -> Result<(), Error> {
+        let mut buf = [0u64; 64];
+        let mut i = 0;
+        while i < ENTRIES {
+            let mut k = 0;
+            env.arch.find_pte(entry_va(tva, i), buf.len(), |e| {
+                buf[k] = e;
+                k += 1;
+                false
+            })?;
+            for (j, &e) in buf.iter().enumerate() {
+                if !f(env, i + j, e)? {
+                    return Ok(());
+                }
+            }
+            i += buf.len();
+        }
+        Ok(())
     }
 
     /// Creates a table at `level` for `[va, end)`: takes a reserved frame,
@@ -1893,17 +2535,18 @@ impl<F: Format> PageTable<F> {
         let tva = match Self::map(env, mfn) {
             Ok(v) => v,
             Err(e) => {
-                env.alloc.free(mfn);
+                release(env.alloc, mfn);
                 c.report.tables_created -= 1;
                 return Err(e);
             }
         };
         c.report.table_maps += 1;
+        let mut meta = TableMeta::fresh(Self::insert_pattern(req, level, va));
         let res = env
             .arch
             .zero_page(tva)
             .map_err(Error::from)
-            .and_then(|()| self.commit_in(env, req, level, tva, va, end, c));
+            .and_then(|()| self.commit_in(env, req, level, tva, va, end, c, &mut meta));
         if res.is_err() {
             // Never linked anywhere, so no TLB can hold it: give back the
             // tables already made under it.
@@ -1911,9 +2554,12 @@ impl<F: Format> PageTable<F> {
         }
         env.access.unmap_table(env.arch, mfn, tva);
         match res {
-            Ok(_) => Ok(mfn),
+            Ok(_) => {
+                store_meta(env.alloc, mfn, meta);
+                Ok(mfn)
+            }
             Err(e) => {
-                env.alloc.free(mfn);
+                release(env.alloc, mfn);
                 c.report.tables_created -= 1;
                 Err(e)
             }
@@ -1943,7 +2589,7 @@ impl<F: Format> PageTable<F> {
                 Self::free_new_subtree(env, level + 1, cva, c);
                 env.access.unmap_table(env.arch, child, cva);
             }
-            env.alloc.free(child);
+            release(env.alloc, child);
             c.report.tables_created -= 1;
         }
     }
@@ -2330,7 +2976,7 @@ impl<F: Format> PageTable<F> {
             if res.is_ok() {
                 res = Self::free_tree(env, F::ROOT_LEVEL, root, &mut freed);
             }
-            env.alloc.free(root);
+            release(env.alloc, root);
             freed += 1;
         }
         env.access.unreserve(env.arch);
@@ -2354,7 +3000,7 @@ impl<F: Format> PageTable<F> {
                     let child = pte.table_mfn::<F>();
                     Self::free_tree(env, level + 1, child, freed)?;
                     if env.alloc.can_free(child) {
-                        env.alloc.free(child);
+                        release(env.alloc, child);
                         *freed += 1;
                     }
                 }
