@@ -42,7 +42,10 @@ pub struct OutOfFrames {
 /// (the `Default`) and otherwise only stores what the engine gives it. The
 /// engine sets a slot when it makes a table in the frame, and sets it back to
 /// unknown before it frees the frame; for a table whose slot is unknown it
-/// reads the table instead, as it would without slots.
+/// reads the table instead, as it would without slots. A table whose slot is
+/// known is one the engine took from the allocator and made: it gives it
+/// back when it empties it without asking [`FrameAlloc::can_free`] (which is
+/// for the tables it did not make, such as the image's).
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub struct TableMeta {
     /// The leaf that would be entry 0 of the table if it mapped one aligned
@@ -54,6 +57,10 @@ pub struct TableMeta {
     /// Entries equal to their `pattern` value (meaningful if `pattern` is
     /// not 0).
     pub(crate) matching: u16,
+    /// Some entry links (or linked) a table the engine keeps no counts for
+    /// (its frame has no slot): the tables below are asked about, not
+    /// assumed the engine's.
+    pub(crate) untracked: bool,
 }
 
 impl TableMeta {
@@ -65,6 +72,7 @@ impl TableMeta {
         pattern: 0,
         live: Self::UNKNOWN_LIVE,
         matching: 0,
+        untracked: false,
     };
 
     /// Whether the slot holds the engine's counts for a table it made.
@@ -117,7 +125,11 @@ pub trait FrameAlloc {
         let _ = f;
     }
     /// Whether `mfn` may be freed when its table becomes empty. Tables inside
-    /// the hypervisor image (the boot tables, the fixmap's L3) may not.
+    /// the hypervisor image (the boot tables, the fixmap's L3) may not. The
+    /// engine asks this of the tables it keeps no counts for: a table with a
+    /// known [`TableMeta`] slot is one it took from [`FrameAlloc::take`] and
+    /// made, and it is always given back (an allocator does not pin frames it
+    /// hands out for tables).
     fn can_free(&self, mfn: Mfn) -> bool {
         let _ = mfn;
         true

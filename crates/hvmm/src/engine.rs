@@ -424,23 +424,38 @@ enum After {
 /// Tables unlinked by a Remove and not yet freed: they are freed in
 /// batches, after one invalidation per batch. A table unlinked with what
 /// is below it (a subtree removed whole, its leaves never read) is freed
-/// with every table under it.
+/// with every table under it. Each entry packs the frame and the level it
+/// is freed as (one word, so that a new batch is a plain zeroing).
 struct Unlinked {
-    frames: [(Mfn, u8); 64],
+    frames: [u64; 16],
     len: usize,
 }
 
-impl Default for Unlinked {
-    fn default() -> Self {
+impl Unlinked {
+    #[inline(always)]
+    fn new() -> Self {
         Unlinked {
-            frames: [(Mfn(0), 0); 64],
+            frames: [0; 16],
             len: 0,
         }
     }
+
+    #[inline(always)]
+    fn is_full(&self) -> bool {
+        self.len == self.frames.len()
+    }
+
+    /// Records `mfn`, to be freed as a table of `level`.
+    #[inline(always)]
+    fn push(&mut self, mfn: Mfn, level: u8) {
+        self.frames[self.len] = (mfn.0 << 3) | u64::from(level);
+        self.len += 1;
+    }
 }
 
-/// Level of an [`Unlinked`] table that holds no table (emptied).
-const NO_SUBTREE: u8 = 3;
+/// The level an [`Unlinked`] table emptied entry by entry is recorded with
+/// (freed as it is; a subtree removed whole is recorded with its level).
+const NO_SUBTREE: u8 = 4;
 
 /// What the one-page walk found to do.
 #[derive(Copy, Clone, PartialEq, Eq)]
@@ -499,6 +514,17 @@ impl TableMeta {
             pattern,
             live: 0,
             matching: 0,
+            untracked: false,
+        }
+    }
+
+    /// The table now links `child`, a table the engine just made: if the
+    /// allocator keeps no counts for it, this table is marked as linking
+    /// untracked tables.
+    #[inline(always)]
+    fn linked<M: FrameAlloc>(&mut self, alloc: &mut M, child: Mfn) {
+        if self.is_known() && !load_meta(alloc, child).is_known() {
+            self.untracked = true;
         }
     }
 
@@ -551,6 +577,13 @@ fn store_meta<M: FrameAlloc>(alloc: &mut M, mfn: Mfn, meta: TableMeta) {
     if let Some(slot) = alloc.table_meta(mfn) {
         *slot = meta;
     }
+}
+
+/// Whether the table `mfn` may be freed once empty: a table the engine
+/// keeps counts for is one it made (always), any other the allocator says.
+#[inline(always)]
+fn freeable<M: FrameAlloc>(alloc: &mut M, mfn: Mfn) -> bool {
+    load_meta(alloc, mfn).is_known() || alloc.can_free(mfn)
 }
 
 /// Frees the table frame `mfn`, its slot set back to unknown first.
@@ -1256,12 +1289,15 @@ impl<F: Format> PageTable<F> {
                 let mut built = Ok(());
                 for k in (0..need).rev() {
                     let lvl = level + 1 + k as u8;
-                    let entry = if lvl == 3 {
-                        Pte::leaf_bits::<F>(3, Paddr(req.pa), req.bits, false).0
+                    let (entry, child) = if lvl == 3 {
+                        (
+                            Pte::leaf_bits::<F>(3, Paddr(req.pa), req.bits, false).0,
+                            None,
+                        )
                     } else {
-                        Pte::table::<F>(frames[k + 1]).0
+                        (Pte::table::<F>(frames[k + 1]).0, Some(frames[k + 1]))
                     };
-                    built = self.one_new_table(env, req, lvl, frames[k], entry, c);
+                    built = self.one_new_table(env, req, lvl, frames[k], entry, child, c);
                     if built.is_err() {
                         break;
                     }
@@ -1280,6 +1316,7 @@ impl<F: Format> PageTable<F> {
                     return Err(e);
                 }
                 h.meta.note(level, idx, h.pte, link);
+                h.meta.linked(env.alloc, frames[0]);
                 h.pte = link;
                 c.report.leaves = 1;
                 Ok(Some(frames[need - 1]))
@@ -1288,8 +1325,9 @@ impl<F: Format> PageTable<F> {
     }
 
     /// A new table of the one-page Insert: the frame `mfn` zeroed, with
-    /// `entry` (the leaf, or the link to the table below) at the page's
-    /// index, and its counts.
+    /// `entry` (the leaf, or the link to the table `child` below) at the
+    /// page's index, and its counts.
+    #[allow(clippy::too_many_arguments)]
     fn one_new_table<A: Arch, T: TableAccess<A>, M: FrameAlloc>(
         &self,
         env: &mut Env<'_, A, T, M>,
@@ -1297,6 +1335,7 @@ impl<F: Format> PageTable<F> {
         level: u8,
         mfn: Mfn,
         entry: u64,
+        child: Option<Mfn>,
         c: &mut Commit,
     ) -> Result<(), Error> {
         let tva = Self::map(env, mfn)?;
@@ -1310,6 +1349,9 @@ impl<F: Format> PageTable<F> {
         res?;
         let mut meta = TableMeta::fresh(Self::insert_pattern(req, level, req.va));
         meta.note(level, idx, 0, entry);
+        if let Some(child) = child {
+            meta.linked(env.alloc, child);
+        }
         store_meta(env.alloc, mfn, meta);
         Ok(())
     }
@@ -1333,7 +1375,7 @@ impl<F: Format> PageTable<F> {
                 Some(live) => live == 0,
                 None => !Self::any_live(env, level, h.tva)?,
             };
-            if !empty || !env.alloc.can_free(h.mfn) {
+            if !empty || !(h.meta.is_known() || env.alloc.can_free(h.mfn)) {
                 break;
             }
             let p = &mut path[k - 1];
@@ -1376,7 +1418,7 @@ impl<F: Format> PageTable<F> {
             let plevel = level - 1;
             let size = level_size(plevel);
             let p = &mut path[k - 1];
-            if !env.alloc.can_free(h.mfn)
+            if !(h.meta.is_known() || env.alloc.can_free(h.mfn))
                 || Self::check_break(p.tva, va & !(size - 1), size, plevel).is_err()
             {
                 break;
@@ -1795,7 +1837,7 @@ impl<F: Format> PageTable<F> {
             return Self::after(env, req, level, tva, va, end, meta);
         }
         let mut cur = va;
-        let mut pending = Unlinked::default();
+        let mut pending = Unlinked::new();
         while cur < end {
             let idx = table_index(cur, level);
             let eva = entry_va(tva, idx);
@@ -1827,6 +1869,7 @@ impl<F: Format> PageTable<F> {
                         let link = Pte::table::<F>(new).0;
                         env.arch.write_pte(eva, link)?;
                         meta.note(level, idx, pte.0, link);
+                        meta.linked(env.alloc, new);
                     }
                 }
                 Op::Modify { .. } | Op::Remove => {
@@ -1835,25 +1878,24 @@ impl<F: Format> PageTable<F> {
                         // A subtree a Remove covers whole: unlinked and freed
                         // without reading or clearing its leaves, when
                         // every table in it may be freed.
-                        if matches!(req.op, Op::Remove) && covers_slot(cur, se, level) {
-                            if let Some(leaves) = self.detachable(env, level + 1, child, c)? {
-                                env.arch.write_pte(eva, 0)?;
-                                meta.note(level, idx, pte.0, 0);
-                                // A whole table is more than the threshold:
-                                // one whole-regime invalidation.
-                                c.dirty = true;
-                                c.report.leaves += leaves;
-                                if pending.len == pending.frames.len() {
-                                    self.free_unlinked(env, req, &mut pending, c);
-                                }
-                                pending.frames[pending.len] = (child, level + 1);
-                                pending.len += 1;
-                                cur = se;
-                                continue;
+                        if matches!(req.op, Op::Remove)
+                            && covers_slot(cur, se, level)
+                            && self.detachable(env, level + 1, child, c)?
+                        {
+                            env.arch.write_pte(eva, 0)?;
+                            meta.note(level, idx, pte.0, 0);
+                            // A whole table is more than the threshold: one
+                            // whole-regime invalidation.
+                            c.dirty = true;
+                            if pending.is_full() {
+                                self.free_unlinked(env, req, &mut pending, c);
                             }
+                            pending.push(child, level + 1);
+                            cur = se;
+                            continue;
                         }
                         let after = self.commit(env, req, level + 1, child, cur, se, c)?;
-                        if after == After::Empty && env.alloc.can_free(child) {
+                        if after == After::Empty && freeable(env.alloc, child) {
                             // Unlink now; free only after the walk caches
                             // that may hold the link are invalidated.
                             env.arch.write_pte(eva, 0)?;
@@ -1863,11 +1905,10 @@ impl<F: Format> PageTable<F> {
                             } else {
                                 c.dirty = true;
                             }
-                            if pending.len == pending.frames.len() {
+                            if pending.is_full() {
                                 self.free_unlinked(env, req, &mut pending, c);
                             }
-                            pending.frames[pending.len] = (child, NO_SUBTREE);
-                            pending.len += 1;
+                            pending.push(child, NO_SUBTREE);
                         } else {
                             self.merge(env, level, tva, eva, cur, pte.0, after, c, meta)?;
                         }
@@ -2004,7 +2045,7 @@ impl<F: Format> PageTable<F> {
         let child = Pte(old).table_mfn::<F>();
         let size = level_size(level);
         let base = va & !(size - 1);
-        if !env.alloc.can_free(child) || Self::check_break(tva, base, size, level).is_err() {
+        if !freeable(env.alloc, child) || Self::check_break(tva, base, size, level).is_err() {
             return Ok(());
         }
         env.arch.write_pte(eva, 0)?;
@@ -2175,6 +2216,7 @@ impl<F: Format> PageTable<F> {
                 Some((lo, hi)) => {
                     let t = self.build_split(env, req, level + 1, plain, ev, lo, hi, c)?;
                     c.report.splits += 1;
+                    meta.linked(env.alloc, t);
                     Pte::table::<F>(t).0
                 }
             };
@@ -2239,6 +2281,7 @@ impl<F: Format> PageTable<F> {
         let link = Pte::table::<F>(table).0;
         env.arch.write_pte(eva, link)?;
         meta.note(level, table_index(lo, level), old.0, link);
+        meta.linked(env.alloc, table);
         c.report.splits += 1;
         Ok(())
     }
@@ -2344,6 +2387,7 @@ impl<F: Format> PageTable<F> {
             let link = Pte::table::<F>(sub).0;
             env.arch.write_pte(entry_va(tva, i), link)?;
             meta.note(level, i, 0, link);
+            meta.linked(env.alloc, sub);
             c.report.splits += 1;
             i += 1;
         }
@@ -2419,29 +2463,48 @@ impl<F: Format> PageTable<F> {
             self.inv_all(env.arch, c);
         }
         self.inv_sync(env.arch, c);
-        for &(mfn, level) in &pending.frames[..pending.len] {
+        for &packed in &pending.frames[..pending.len] {
+            let (mfn, level) = (Mfn(packed >> 3), (packed & 7) as u8);
             Self::free_subtree(env, level, mfn, c);
         }
         pending.len = 0;
     }
 
-    /// Frees the unlinked table `mfn` at `level` and every table below it
-    /// (a level-3 table is freed without being read).
+    /// Frees the unlinked table `mfn` at `level` and every table below it.
+    /// A subtree removed whole ([`PageTable::detachable`]; `level` 1 to 3)
+    /// adds the leaves it held to the report: a level-3 table's are its
+    /// live entries, from its counts when known (else it is read); a table
+    /// emptied entry by entry ([`NO_SUBTREE`]) is freed as it is.
     fn free_subtree<A: Arch, T: TableAccess<A>, M: FrameAlloc>(
         env: &mut Env<'_, A, T, M>,
         level: u8,
         mfn: Mfn,
         c: &mut Commit,
     ) {
+        if level == 3 {
+            c.report.leaves += Self::release_l3(env, mfn, c);
+            c.report.tables_freed += 1;
+            return;
+        }
         if level < 3 {
             if let Ok(tva) = Self::map(env, mfn) {
                 c.report.table_maps += 1;
+                let (mut freed, mut leaves) = (0u64, 0u64);
                 let _ = Self::each_entry(env, tva, |env, _, e| {
-                    if Pte(e).is_table(level) {
-                        Self::free_subtree(env, level + 1, Pte(e).table_mfn::<F>(), c);
+                    let pte = Pte(e);
+                    if !pte.is_table(level) {
+                        leaves += u64::from(pte.is_leaf(level));
+                    } else if level == 2 {
+                        // A level-3 table: no call, no mapping when counted.
+                        leaves += Self::release_l3(env, pte.table_mfn::<F>(), c);
+                        freed += 1;
+                    } else {
+                        Self::free_subtree(env, level + 1, pte.table_mfn::<F>(), c);
                     }
                     Ok(true)
                 });
+                c.report.tables_freed += freed;
+                c.report.leaves += leaves;
                 env.access.unmap_table(env.arch, mfn, tva);
             }
         }
@@ -2449,41 +2512,84 @@ impl<F: Format> PageTable<F> {
         c.report.tables_freed += 1;
     }
 
+    /// Frees the level-3 table `mfn` removed whole, returning its leaves:
+    /// its live entries, from its counts when known (taken from the slot as
+    /// it is set back to unknown), else read.
+    #[inline(always)]
+    fn release_l3<A: Arch, T: TableAccess<A>, M: FrameAlloc>(
+        env: &mut Env<'_, A, T, M>,
+        mfn: Mfn,
+        c: &mut Commit,
+    ) -> u64 {
+        let known = env
+            .alloc
+            .table_meta(mfn)
+            .map(|slot| core::mem::replace(slot, TableMeta::UNKNOWN));
+        let leaves = match known.and_then(|m| m.live_entries()) {
+            Some(live) => u64::from(live),
+            None => Self::in_table(env, mfn, |env, tva| {
+                c.report.table_maps += 1;
+                Self::any_live_count(env, 3, tva)
+            })
+            .unwrap_or(0),
+        };
+        env.alloc.free(mfn);
+        leaves
+    }
+
     /// Whether the table `mfn` at `level`, which a Remove covers whole, and
-    /// every table below it may be freed; if so, the leaves they hold. The
-    /// leaves of a level-3 table are its live entries, from its counts when
-    /// known (else it is read); the tables above level 3 are read for their
-    /// links and blocks.
+    /// every table below it may be freed. Its leaves are then never read
+    /// nor cleared: the subtree is unlinked, invalidated and freed
+    /// ([`PageTable::free_subtree`] counts them). A level-2 table the engine
+    /// made and keeps counts for, linking no untracked table, holds only
+    /// tables the engine made: nothing to read. Others are read down to the
+    /// level-2 tables (a level-3 table is asked about, not read).
     fn detachable<A: Arch, T: TableAccess<A>, M: FrameAlloc>(
         &self,
         env: &mut Env<'_, A, T, M>,
         level: u8,
         mfn: Mfn,
         c: &mut Commit,
-    ) -> Result<Option<u64>, Error> {
-        if !env.alloc.can_free(mfn) {
-            return Ok(None);
+    ) -> Result<bool, Error> {
+        let meta = load_meta(env.alloc, mfn);
+        if !(meta.is_known() || env.alloc.can_free(mfn)) {
+            return Ok(false);
         }
-        if level == 3 {
-            if let Some(live) = load_meta(env.alloc, mfn).live_entries() {
-                return Ok(Some(u64::from(live)));
-            }
+        if level == 3 || (level == 2 && meta.is_known() && !meta.untracked) {
+            return Ok(true);
         }
         Self::in_table(env, mfn, |env, tva| {
             c.report.table_maps += 1;
-            let mut leaves = Some(0u64);
+            let mut ok = true;
             Self::each_entry(env, tva, |env, _, e| {
                 let pte = Pte(e);
-                let n = if pte.is_table(level) {
-                    self.detachable(env, level + 1, pte.table_mfn::<F>(), c)?
-                } else {
-                    Some(u64::from(pte.is_leaf(level)))
-                };
-                leaves = leaves.zip(n).map(|(a, b)| a + b);
-                Ok(leaves.is_some())
+                if pte.is_table(level) {
+                    let child = pte.table_mfn::<F>();
+                    ok = if level == 2 {
+                        freeable(env.alloc, child)
+                    } else {
+                        self.detachable(env, level + 1, child, c)?
+                    };
+                }
+                Ok(ok)
             })?;
-            Ok(leaves)
+            Ok(ok)
         })
+    }
+
+    /// The number of live entries of the level-`level` table at `tva`
+    /// (read).
+    fn any_live_count<A: Arch, T: TableAccess<A>, M: FrameAlloc>(
+        env: &mut Env<'_, A, T, M>,
+        level: u8,
+        tva: Vaddr,
+    ) -> Result<u64, Error> {
+        let mut live = 0u64;
+        Self::each_entry(env, tva, |_, _, e| {
+            live += u64::from(is_live(level, e));
+            Ok(true)
+        })?;
+        Ok(live)
     }
 
     /// Calls `f(env, index, entry)` for the entries of the table at `tva`,
@@ -2999,7 +3105,7 @@ impl<F: Format> PageTable<F> {
                 if pte.is_table(level) {
                     let child = pte.table_mfn::<F>();
                     Self::free_tree(env, level + 1, child, freed)?;
-                    if env.alloc.can_free(child) {
+                    if freeable(env.alloc, child) {
                         release(env.alloc, child);
                         *freed += 1;
                     }

@@ -282,6 +282,7 @@ impl HostFrames {
 }
 
 impl FrameAlloc for HostFrames {
+    #[inline]
     fn reserve(&mut self, n: usize) -> Result<(), OutOfFrames> {
         if n > self.free.len() {
             return Err(OutOfFrames {
@@ -292,6 +293,7 @@ impl FrameAlloc for HostFrames {
         self.reserved = n;
         Ok(())
     }
+    #[inline]
     fn take(&mut self) -> Option<Mfn> {
         if self.reserved == 0 {
             return None;
@@ -300,9 +302,11 @@ impl FrameAlloc for HostFrames {
         self.in_use += 1;
         self.free.pop()
     }
+    #[inline]
     fn unreserve(&mut self) {
         self.reserved = 0;
     }
+    #[inline]
     fn free(&mut self, mfn: Mfn) {
         self.in_use -= 1;
         self.free.push(mfn);
