@@ -52,8 +52,11 @@ pub struct TableMeta {
     /// block uniformly (contiguous hint clear); entry `i` would be this plus
     /// `i` entries' worth of output address. 0: not tracked.
     pub(crate) pattern: u64,
-    /// Live entries; [`TableMeta::UNKNOWN_LIVE`] for an unknown slot.
-    pub(crate) live: u16,
+    /// Live entries (at most 512); around [`TableMeta::UNKNOWN_LIVE`] for
+    /// an unknown slot, which the engine's updates may move by a few
+    /// hundred either way without making it known (so that they need not
+    /// test it first).
+    pub(crate) live: u32,
     /// Entries equal to their `pattern` value (meaningful if `pattern` is
     /// not 0).
     pub(crate) matching: u16,
@@ -65,7 +68,9 @@ pub struct TableMeta {
 
 impl TableMeta {
     /// `live` of an unknown slot.
-    pub(crate) const UNKNOWN_LIVE: u16 = u16::MAX;
+    pub(crate) const UNKNOWN_LIVE: u32 = 1 << 30;
+    /// Every `live` below this is a count (a known slot).
+    const KNOWN_BELOW: u32 = 1 << 16;
 
     /// The slot of a frame the engine has no bookkeeping for.
     pub const UNKNOWN: TableMeta = TableMeta {
@@ -77,13 +82,13 @@ impl TableMeta {
 
     /// Whether the slot holds the engine's counts for a table it made.
     pub const fn is_known(&self) -> bool {
-        self.live != Self::UNKNOWN_LIVE
+        self.live < Self::KNOWN_BELOW
     }
 
     /// The table's live entries (tables and leaves), if known.
     pub const fn live_entries(&self) -> Option<u16> {
         if self.is_known() {
-            Some(self.live)
+            Some(self.live as u16)
         } else {
             None
         }

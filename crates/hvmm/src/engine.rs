@@ -529,38 +529,37 @@ impl TableMeta {
     }
 
     /// Whether entry `idx` (at `level`), holding `e`, equals the tracked
-    /// block mapping's.
+    /// block mapping's. Never for an untracked table (pattern 0: a valid
+    /// entry is never `idx` entries' worth of output address alone).
     #[inline(always)]
     fn matches(&self, level: u8, idx: usize, e: u64) -> bool {
-        self.pattern != 0
-            && e & !Pte::CONTIG == self.pattern.wrapping_add(idx as u64 * level_size(level))
+        e & !Pte::CONTIG == self.pattern.wrapping_add(idx as u64 * level_size(level))
     }
 
     /// Entry `idx` of the level-`level` table changes from `old` to `new`.
+    /// (No test of the slot first: an unknown one stays unknown, its other
+    /// fields mean nothing.)
     #[inline(always)]
     fn note(&mut self, level: u8, idx: usize, old: u64, new: u64) {
-        if !self.is_known() {
-            return;
-        }
-        self.live = self.live + u16::from(is_live(level, new)) - u16::from(is_live(level, old));
-        if self.pattern != 0 {
-            self.matching = self.matching + u16::from(self.matches(level, idx, new))
-                - u16::from(self.matches(level, idx, old));
-        }
+        self.live = self
+            .live
+            .wrapping_add(u32::from(is_live(level, new)))
+            .wrapping_sub(u32::from(is_live(level, old)));
+        self.matching = self
+            .matching
+            .wrapping_add(u16::from(self.matches(level, idx, new)))
+            .wrapping_sub(u16::from(self.matches(level, idx, old)));
     }
 
     /// `n` entries from `idx` on, none of them live, become the leaves
     /// `first`, `first + size`, ... (a run write).
     #[inline(always)]
     fn note_run(&mut self, level: u8, idx: usize, first: u64, n: usize) {
-        if !self.is_known() {
-            return;
-        }
-        self.live += n as u16;
+        self.live = self.live.wrapping_add(n as u32);
         // Every entry of the run matches, or none does: they differ from
         // the pattern's by the same amount.
         if self.matches(level, idx, first) {
-            self.matching += n as u16;
+            self.matching = self.matching.wrapping_add(n as u16);
         }
     }
 }
@@ -837,7 +836,9 @@ impl<F: Format> PageTable<F> {
                 return Ok(report);
             }
         }
-        self.update_checked(env, va.raw(), pages, op, flags)
+        // The parts of `env`, not `env`: the fast path above then needs no
+        // `Env` in memory.
+        self.update_checked(env.arch, env.access, env.alloc, va.raw(), pages, op, flags)
     }
 
     /// [`PageTable::update`] of one page in the level-3 table of the
@@ -855,7 +856,9 @@ impl<F: Format> PageTable<F> {
         op: Op<F::Attrs>,
     ) -> Option<UpdateReport> {
         let l3 = self.cached_l3(va)?;
-        if !va.is_multiple_of(PAGE_SIZE) || !va.checked_add(PAGE_SIZE).is_some_and(F::va_end_fits) {
+        // In the remembered 2 MiB (reached by a walk of a valid address), a
+        // page fits the input size: only the alignment is left to check.
+        if !va.is_multiple_of(PAGE_SIZE) {
             return None;
         }
         let bits = match op {
@@ -878,47 +881,50 @@ impl<F: Format> PageTable<F> {
         };
         let idx = table_index(va, 3);
         let eva = entry_va(tva, idx);
-        // Some(leaves written), or None: not for this path.
-        let done = match env.arch.read_pte(eva) {
-            Ok(raw) => {
-                let pte = Pte(raw);
-                let new = match op {
-                    Op::Insert { pa, .. } if !(pte.is_table(3) || pte.is_leaf(3)) => {
-                        Some(Pte::leaf_bits::<F>(3, pa, bits, false).0)
-                    }
-                    Op::Modify { .. }
-                        if pte.is_leaf(3)
-                            && !pte.is_contiguous()
-                            && raw & F::Attrs::MEM_MASK == bits & F::Attrs::MEM_MASK =>
-                    {
-                        Some((raw & !F::Attrs::PERM_MASK) | (bits & F::Attrs::PERM_MASK))
-                    }
-                    // The table keeps a live entry: nothing to unlink.
-                    Op::Remove
-                        if pte.is_leaf(3)
-                            && !pte.is_contiguous()
-                            && env
-                                .alloc
-                                .table_meta(l3)
-                                .is_some_and(|m| m.live_entries().is_some_and(|live| live > 1)) =>
-                    {
-                        Some(0)
-                    }
-                    _ => None,
-                };
-                match new {
-                    // A Modify to the permission the page has: nothing to do.
-                    Some(new) if new == raw => Some(0),
-                    Some(new) => env.arch.write_pte(eva, new).ok().map(|()| {
-                        if let Some(meta) = env.alloc.table_meta(l3) {
-                            meta.note(3, idx, raw, new);
-                        }
-                        1
-                    }),
-                    None => None,
+        // A Remove only while the table keeps a live entry: nothing to unlink.
+        let removable = matches!(op, Op::Remove)
+            && env
+                .alloc
+                .table_meta(l3)
+                .is_some_and(|m| m.live_entries().is_some_and(|live| live > 1));
+        // One access (read, decide, write): the entry read and what it
+        // becomes, or None: not for this path.
+        let mut change = None;
+        let res = env.arch.update_pte_run(eva, 1, |raw| {
+            let pte = Pte(raw);
+            let new = match op {
+                Op::Insert { pa, .. } if !(pte.is_table(3) || pte.is_leaf(3)) => {
+                    Pte::leaf_bits::<F>(3, pa, bits, false).0
                 }
+                Op::Modify { .. }
+                    if pte.is_leaf(3)
+                        && !pte.is_contiguous()
+                        && raw & F::Attrs::MEM_MASK == bits & F::Attrs::MEM_MASK =>
+                {
+                    (raw & !F::Attrs::PERM_MASK) | (bits & F::Attrs::PERM_MASK)
+                }
+                Op::Remove if removable && pte.is_leaf(3) && !pte.is_contiguous() => 0,
+                _ => return None,
+            };
+            change = Some((raw, new));
+            // A Modify to the permission the page has writes nothing (an
+            // Insert always changes the entry).
+            (matches!(op, Op::Insert { .. }) || new != raw).then_some(new)
+        });
+        let done = match (res, change) {
+            (Ok(()), Some((raw, new))) if matches!(op, Op::Insert { .. }) || new != raw => {
+                if let Some(meta) = env.alloc.table_meta(l3) {
+                    if matches!(op, Op::Insert { .. }) {
+                        // The entry was not live (checked above).
+                        meta.note_run(3, idx, new, 1);
+                    } else {
+                        meta.note(3, idx, raw, new);
+                    }
+                }
+                Some(1)
             }
-            Err(_) => None,
+            (Ok(()), Some(_)) => Some(0),
+            _ => None,
         };
         env.access.unmap_table(env.arch, l3, tva);
         env.access.unreserve(env.arch);
@@ -949,14 +955,18 @@ impl<F: Format> PageTable<F> {
 
     /// [`PageTable::update`] past the remembered-walk fast path.
     #[inline(never)]
+    #[allow(clippy::too_many_arguments)]
     fn update_checked<A: Arch, T: TableAccess<A>, M: FrameAlloc>(
         &mut self,
-        env: &mut Env<'_, A, T, M>,
+        arch: &mut A,
+        access: &mut T,
+        alloc: &mut M,
         va: u64,
         pages: u64,
         op: Op<F::Attrs>,
         flags: MapFlags,
     ) -> Result<UpdateReport, Error> {
+        let env = &mut Env::new(arch, access, alloc);
         let req = self.check(va, pages, op, flags)?;
 
         // One page (Xen's usage pattern): one walk.
@@ -2123,14 +2133,10 @@ impl<F: Format> PageTable<F> {
             };
             c.report.leaves += changed;
             c.dirty |= changed > 0;
-            if meta.is_known() {
-                if matches!(req.op, Op::Remove) {
-                    meta.live -= changed as u16;
-                }
-                if meta.pattern != 0 {
-                    meta.matching = meta.matching - was + now;
-                }
+            if matches!(req.op, Op::Remove) {
+                meta.live = meta.live.wrapping_sub(changed as u32);
             }
+            meta.matching = meta.matching.wrapping_sub(was).wrapping_add(now);
             res?;
             if !contig {
                 return Ok(());
@@ -2521,13 +2527,21 @@ impl<F: Format> PageTable<F> {
         mfn: Mfn,
         c: &mut Commit,
     ) -> u64 {
-        let known = env
+        // Unknown from here on: the other fields mean nothing then.
+        let live = env
             .alloc
             .table_meta(mfn)
-            .map(|slot| core::mem::replace(slot, TableMeta::UNKNOWN));
-        let leaves = match known.and_then(|m| m.live_entries()) {
+            .map_or(TableMeta::UNKNOWN_LIVE, |slot| {
+                core::mem::replace(&mut slot.live, TableMeta::UNKNOWN_LIVE)
+            });
+        let leaves = match (TableMeta {
+            live,
+            ..TableMeta::UNKNOWN
+        })
+        .live_entries()
+        {
             Some(live) => u64::from(live),
-            None => Self::in_table(env, mfn, |env, tva| {
+            _ => Self::in_table(env, mfn, |env, tva| {
                 c.report.table_maps += 1;
                 Self::any_live_count(env, 3, tva)
             })

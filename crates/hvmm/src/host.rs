@@ -132,13 +132,21 @@ impl Arch for HostArch {
         }
         Ok(())
     }
-    #[inline]
+    #[inline(always)]
     fn update_pte_run<G: FnMut(u64) -> Option<u64>>(
         &mut self,
         va: Vaddr,
         n: usize,
         mut f: G,
     ) -> Result<(), MemFault> {
+        if n == 1 {
+            // One descriptor: one bounds check for the read and the write.
+            let (fr, i) = self.slot(va, AccessKind::Write)?;
+            if let Some(new) = f(self.frames[fr][i]) {
+                self.frames[fr][i] = new;
+            }
+            return Ok(());
+        }
         match self.run(va, n) {
             Some(run) => {
                 for e in run {
