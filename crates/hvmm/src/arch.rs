@@ -207,7 +207,10 @@ pub trait Arch {
     /// where `f(old)` returns `Some(new)`, writes `new` in its place. Used for
     /// permission changes (valid to valid, no break-before-make needed) and
     /// for clearing leaves (valid to invalid); the caller invalidates the TLB
-    /// afterwards, as for single writes.
+    /// afterwards, as for single writes. With `n == 1` it is also the
+    /// engine's read-decide-write of one leaf that needs no break (an invalid
+    /// entry made valid, a permission change, a clear): the barriers of a
+    /// [`Arch::read_pte`] followed by a [`Arch::write_pte`] suffice.
     ///
     /// The default uses [`Arch::read_pte`] and [`Arch::write_pte`]; a back end
     /// may relax the barriers to one `dsb` before the first store and one

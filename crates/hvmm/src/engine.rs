@@ -104,7 +104,7 @@
 
 use crate::access::{AccessError, TableAccess};
 use crate::addr::{InputAddr, Mfn, Paddr, Vaddr, Vmid, PAGE_SIZE};
-use crate::alloc::{FrameAlloc, NoFrames};
+use crate::alloc::{FrameAlloc, NoFrames, TableMeta};
 use crate::arch::Arch;
 use crate::attr::{Attrs, LeafAttrs, MairMap, MapFlags};
 use crate::error::Error;
@@ -422,19 +422,174 @@ enum After {
 }
 
 /// Tables unlinked by a Remove and not yet freed: they are freed in
-/// batches, after one invalidation per batch.
+/// batches, after one invalidation per batch. A table unlinked with what
+/// is below it (a subtree removed whole, its leaves never read) is freed
+/// with every table under it. Each entry packs the frame and the level it
+/// is freed as (one word, so that a new batch is a plain zeroing).
 struct Unlinked {
-    frames: [Mfn; 64],
+    frames: [u64; 16],
     len: usize,
 }
 
-impl Default for Unlinked {
-    fn default() -> Self {
+impl Unlinked {
+    #[inline(always)]
+    fn new() -> Self {
         Unlinked {
-            frames: [Mfn(0); 64],
+            frames: [0; 16],
             len: 0,
         }
     }
+
+    #[inline(always)]
+    fn is_full(&self) -> bool {
+        self.len == self.frames.len()
+    }
+
+    /// Records `mfn`, to be freed as a table of `level`.
+    #[inline(always)]
+    fn push(&mut self, mfn: Mfn, level: u8) {
+        self.frames[self.len] = (mfn.0 << 3) | u64::from(level);
+        self.len += 1;
+    }
+}
+
+/// The level an [`Unlinked`] table emptied entry by entry is recorded with
+/// (freed as it is; a subtree removed whole is recorded with its level).
+const NO_SUBTREE: u8 = 4;
+
+/// What the one-page walk found to do.
+#[derive(Copy, Clone, PartialEq, Eq)]
+enum One {
+    /// Write the level-3 entry.
+    Leaf,
+    /// Make the missing tables below an invalid entry, then the leaf.
+    Create,
+    /// Nothing mapped there (Remove).
+    Absent,
+}
+
+/// A table the one-page walk holds: its frame, its mapping, its counts and
+/// its entry for the page.
+#[derive(Copy, Clone)]
+struct Held {
+    mfn: Mfn,
+    tva: Vaddr,
+    meta: TableMeta,
+    pte: u64,
+    /// Still mapped (not freed by the update).
+    mapped: bool,
+}
+
+impl Held {
+    const NONE: Held = Held {
+        mfn: Mfn(0),
+        tva: Vaddr(0),
+        meta: TableMeta::UNKNOWN,
+        pte: 0,
+        mapped: false,
+    };
+}
+
+/// Whether entry `e` of a level-`level` table is live — a table or a leaf,
+/// what must be gone before the table may be freed: any valid entry at the
+/// block levels 1 and 2, descriptor type 0b11 at levels 0 and 3 (a 0b01 is
+/// neither there).
+#[inline(always)]
+fn is_live(level: u8, e: u64) -> bool {
+    if block_allowed(level) {
+        e & Pte::VALID != 0
+    } else {
+        e & 3 == 3
+    }
+}
+
+/// The engine's side of [`TableMeta`]: a table's counts kept up to date as
+/// its entries change. Every change of a known slot goes through these.
+impl TableMeta {
+    /// The slot of a table just made (zeroed), tracked against `pattern`
+    /// (0: not tracked).
+    #[inline(always)]
+    const fn fresh(pattern: u64) -> Self {
+        TableMeta {
+            pattern,
+            live: 0,
+            matching: 0,
+            untracked: false,
+        }
+    }
+
+    /// The table now links `child`, a table the engine just made: if the
+    /// allocator keeps no counts for it, this table is marked as linking
+    /// untracked tables.
+    #[inline(always)]
+    fn linked<M: FrameAlloc>(&mut self, alloc: &mut M, child: Mfn) {
+        if self.is_known() && !load_meta(alloc, child).is_known() {
+            self.untracked = true;
+        }
+    }
+
+    /// Whether entry `idx` (at `level`), holding `e`, equals the tracked
+    /// block mapping's. Never for an untracked table (pattern 0: a valid
+    /// entry is never `idx` entries' worth of output address alone).
+    #[inline(always)]
+    fn matches(&self, level: u8, idx: usize, e: u64) -> bool {
+        e & !Pte::CONTIG == self.pattern.wrapping_add(idx as u64 * level_size(level))
+    }
+
+    /// Entry `idx` of the level-`level` table changes from `old` to `new`.
+    /// (No test of the slot first: an unknown one stays unknown, its other
+    /// fields mean nothing.)
+    #[inline(always)]
+    fn note(&mut self, level: u8, idx: usize, old: u64, new: u64) {
+        self.live = self
+            .live
+            .wrapping_add(u32::from(is_live(level, new)))
+            .wrapping_sub(u32::from(is_live(level, old)));
+        self.matching = self
+            .matching
+            .wrapping_add(u16::from(self.matches(level, idx, new)))
+            .wrapping_sub(u16::from(self.matches(level, idx, old)));
+    }
+
+    /// `n` entries from `idx` on, none of them live, become the leaves
+    /// `first`, `first + size`, ... (a run write).
+    #[inline(always)]
+    fn note_run(&mut self, level: u8, idx: usize, first: u64, n: usize) {
+        self.live = self.live.wrapping_add(n as u32);
+        // Every entry of the run matches, or none does: they differ from
+        // the pattern's by the same amount.
+        if self.matches(level, idx, first) {
+            self.matching = self.matching.wrapping_add(n as u16);
+        }
+    }
+}
+
+/// The slot of table `mfn` (unknown if the allocator keeps none).
+#[inline(always)]
+fn load_meta<M: FrameAlloc>(alloc: &mut M, mfn: Mfn) -> TableMeta {
+    alloc.table_meta(mfn).map_or(TableMeta::UNKNOWN, |m| *m)
+}
+
+/// Stores the slot of table `mfn`, if the allocator keeps one.
+#[inline(always)]
+fn store_meta<M: FrameAlloc>(alloc: &mut M, mfn: Mfn, meta: TableMeta) {
+    if let Some(slot) = alloc.table_meta(mfn) {
+        *slot = meta;
+    }
+}
+
+/// Whether the table `mfn` may be freed once empty: a table the engine
+/// keeps counts for is one it made (always), any other the allocator says.
+#[inline(always)]
+fn freeable<M: FrameAlloc>(alloc: &mut M, mfn: Mfn) -> bool {
+    load_meta(alloc, mfn).is_known() || alloc.can_free(mfn)
+}
+
+/// Frees the table frame `mfn`, its slot set back to unknown first.
+#[inline(always)]
+fn release<M: FrameAlloc>(alloc: &mut M, mfn: Mfn) {
+    store_meta(alloc, mfn, TableMeta::UNKNOWN);
+    alloc.free(mfn);
 }
 
 #[inline]
@@ -509,10 +664,12 @@ impl<F: Format> PageTable<F> {
             })?;
         for i in 0..frames as u64 {
             let mfn = root.add(i);
+            // A root is never freed for being empty nor merged: no counts.
+            store_meta(env.alloc, mfn, TableMeta::UNKNOWN);
             let zeroed = Self::in_table(env, mfn, |env, tva| Ok(env.arch.zero_page(tva)?));
             if let Err(e) = zeroed {
                 for j in 0..frames as u64 {
-                    env.alloc.free(root.add(j));
+                    release(env.alloc, root.add(j));
                 }
                 return Err(e);
             }
@@ -679,15 +836,18 @@ impl<F: Format> PageTable<F> {
                 return Ok(report);
             }
         }
-        self.update_checked(env, va.raw(), pages, op, flags)
+        // The parts of `env`, not `env`: the fast path above then needs no
+        // `Env` in memory.
+        self.update_checked(env.arch, env.access, env.alloc, va.raw(), pages, op, flags)
     }
 
     /// [`PageTable::update`] of one page in the level-3 table of the
     /// [`WalkCache`]: the same checks as the general path (request, then the
-    /// entry), one table mapped, the same TLB rules. Anything else — another
-    /// operation, a bad request, a refusal, a contiguous entry, a provider
-    /// or memory failure — returns `None` before anything was written, and
-    /// the general path meets and reports it.
+    /// entry), one table mapped, the same TLB rules, the table's
+    /// [`TableMeta`] kept. Anything else — a bad request, a refusal, a
+    /// contiguous entry, a Remove that could empty the table (or whose table
+    /// has no known count), a provider or memory failure — returns `None`
+    /// before anything was written, and the next path meets and reports it.
     #[inline(always)]
     fn update_cached<A: Arch, T: TableAccess<A>, M: FrameAlloc>(
         &self,
@@ -696,7 +856,9 @@ impl<F: Format> PageTable<F> {
         op: Op<F::Attrs>,
     ) -> Option<UpdateReport> {
         let l3 = self.cached_l3(va)?;
-        if !va.is_multiple_of(PAGE_SIZE) || !va.checked_add(PAGE_SIZE).is_some_and(F::va_end_fits) {
+        // In the remembered 2 MiB (reached by a walk of a valid address), a
+        // page fits the input size: only the alignment is left to check.
+        if !va.is_multiple_of(PAGE_SIZE) {
             return None;
         }
         let bits = match op {
@@ -709,53 +871,78 @@ impl<F: Format> PageTable<F> {
                 attrs.leaf_bits(&self.mair).ok()?
             }
             Op::Modify { attrs } => attrs.leaf_bits(&self.mair).ok()?,
-            Op::Remove | Op::Populate => return None,
+            Op::Remove => 0,
+            Op::Populate => return None,
         };
         env.access.reserve(env.arch, 1).ok()?;
         let Ok(tva) = env.access.map_table(env.arch, l3) else {
             env.access.unreserve(env.arch);
             return None;
         };
-        let eva = entry_va(tva, table_index(va, 3));
-        let written = match env.arch.read_pte(eva) {
-            Ok(raw) => {
-                let pte = Pte(raw);
-                let new = match op {
-                    Op::Insert { pa, .. } if !(pte.is_table(3) || pte.is_leaf(3)) => {
-                        Some(Pte::leaf_bits::<F>(3, pa, bits, false))
+        let idx = table_index(va, 3);
+        let eva = entry_va(tva, idx);
+        // A Remove only while the table keeps a live entry: nothing to unlink.
+        let removable = matches!(op, Op::Remove)
+            && env
+                .alloc
+                .table_meta(l3)
+                .is_some_and(|m| m.live_entries().is_some_and(|live| live > 1));
+        // One access (read, decide, write): the entry read and what it
+        // becomes, or None: not for this path.
+        let mut change = None;
+        let res = env.arch.update_pte_run(eva, 1, |raw| {
+            let pte = Pte(raw);
+            let new = match op {
+                Op::Insert { pa, .. } if !(pte.is_table(3) || pte.is_leaf(3)) => {
+                    Pte::leaf_bits::<F>(3, pa, bits, false).0
+                }
+                Op::Modify { .. }
+                    if pte.is_leaf(3)
+                        && !pte.is_contiguous()
+                        && raw & F::Attrs::MEM_MASK == bits & F::Attrs::MEM_MASK =>
+                {
+                    (raw & !F::Attrs::PERM_MASK) | (bits & F::Attrs::PERM_MASK)
+                }
+                Op::Remove if removable && pte.is_leaf(3) && !pte.is_contiguous() => 0,
+                _ => return None,
+            };
+            change = Some((raw, new));
+            // A Modify to the permission the page has writes nothing (an
+            // Insert always changes the entry).
+            (matches!(op, Op::Insert { .. }) || new != raw).then_some(new)
+        });
+        let done = match (res, change) {
+            (Ok(()), Some((raw, new))) if matches!(op, Op::Insert { .. }) || new != raw => {
+                if let Some(meta) = env.alloc.table_meta(l3) {
+                    if matches!(op, Op::Insert { .. }) {
+                        // The entry was not live (checked above).
+                        meta.note_run(3, idx, new, 1);
+                    } else {
+                        meta.note(3, idx, raw, new);
                     }
-                    Op::Modify { .. }
-                        if pte.is_leaf(3)
-                            && !pte.is_contiguous()
-                            && raw & F::Attrs::MEM_MASK == bits & F::Attrs::MEM_MASK =>
-                    {
-                        Some(Pte(
-                            (raw & !F::Attrs::PERM_MASK) | (bits & F::Attrs::PERM_MASK)
-                        ))
-                    }
-                    _ => None,
-                };
-                new.is_some_and(|new| env.arch.write_pte(eva, new.0).is_ok())
+                }
+                Some(1)
             }
-            Err(_) => false,
+            (Ok(()), Some(_)) => Some(0),
+            _ => None,
         };
         env.access.unmap_table(env.arch, l3, tva);
         env.access.unreserve(env.arch);
-        if !written {
-            return None;
-        }
+        let leaves = done?;
         let mut invalidations = 0;
-        if matches!(op, Op::Modify { .. }) {
+        if matches!(op, Op::Insert { .. }) {
+            env.arch.isb();
+        } else {
             let mut c = Commit::new(1);
-            self.inv_one(env.arch, va, &mut c);
+            if leaves > 0 {
+                self.inv_one(env.arch, va, &mut c);
+            }
             self.inv_sync(env.arch, &mut c);
             invalidations = c.report.tlb_invalidations;
-        } else {
-            env.arch.isb();
         }
         // Every field spelled out: no zero-fill of the whole report.
         Some(UpdateReport {
-            leaves: 1,
+            leaves,
             tables_created: 0,
             tables_freed: 0,
             table_maps: 1,
@@ -768,20 +955,24 @@ impl<F: Format> PageTable<F> {
 
     /// [`PageTable::update`] past the remembered-walk fast path.
     #[inline(never)]
+    #[allow(clippy::too_many_arguments)]
     fn update_checked<A: Arch, T: TableAccess<A>, M: FrameAlloc>(
         &mut self,
-        env: &mut Env<'_, A, T, M>,
+        arch: &mut A,
+        access: &mut T,
+        alloc: &mut M,
         va: u64,
         pages: u64,
         op: Op<F::Attrs>,
         flags: MapFlags,
     ) -> Result<UpdateReport, Error> {
+        let env = &mut Env::new(arch, access, alloc);
         let req = self.check(va, pages, op, flags)?;
 
-        // One page into existing tables (Xen's usage pattern): one walk.
-        if pages == 1 && !flags.merge && matches!(op, Op::Insert { .. } | Op::Modify { .. }) {
-            if let Some(report) = self.update_one(env, &req) {
-                return Ok(report);
+        // One page (Xen's usage pattern): one walk.
+        if pages == 1 && !matches!(op, Op::Populate) {
+            if let Some(res) = self.update_one(env, &req) {
+                return res;
             }
         }
 
@@ -797,7 +988,6 @@ impl<F: Format> PageTable<F> {
         }
         res
     }
-
     /// The general update: prepare, reserve, commit.
     fn update_two_pass<A: Arch, T: TableAccess<A>, M: FrameAlloc>(
         &mut self,
@@ -891,91 +1081,402 @@ impl<F: Format> PageTable<F> {
         }
     }
 
-    /// A one-page Insert or Modify whose tables all exist, in a single walk:
-    /// each level's table is mapped and held (as the commit pass holds them,
-    /// under the same reservation), the leaf is checked against the same
-    /// rules as the prepare pass, and only then written. Anything else — a
-    /// missing table, a block, a contiguous entry, a refusal, a provider or
-    /// memory failure — gives the mappings back and returns `None` before
-    /// anything was written, and the caller runs the general two-pass
-    /// update, which meets and reports the same thing. The TLB rules are
-    /// the general path's: an insert ends with an `isb`; a modify
-    /// invalidates its address and syncs.
+    /// A one-page Insert, Modify or Remove in a single walk. Each level's
+    /// table is mapped and held (as the commit pass holds them, under the
+    /// same reservation) and its entry for the page read; the walk decides,
+    /// by the prepare pass's rules, what the update writes, reserves the
+    /// tables an Insert below an invalid entry needs and checks that the
+    /// provider reaches them — and only then writes: the leaf; new tables
+    /// built unlinked, then linked; a table the update emptied unlinked,
+    /// invalidated and freed, and its parent if that emptied it; a table
+    /// the update made uniform merged into a block, and upwards. A table's
+    /// [`TableMeta`] says whether it became empty or uniform; a table without
+    /// one is read. The TLB rules and the order of writes, invalidations and
+    /// frees are the general path's.
+    ///
+    /// Anything else — a block or a contiguous entry in the way, a refusal,
+    /// a shortage, a provider or memory failure before the first write —
+    /// gives the mappings back and returns `None` with nothing written, and
+    /// the caller runs the general two-pass update, which meets and reports
+    /// the same thing. `Some(Err)` is a failure after writing began (a
+    /// provider that broke its reservation, a memory fault on the model),
+    /// handled as the general path's commit failures are.
     fn update_one<A: Arch, T: TableAccess<A>, M: FrameAlloc>(
-        &self,
+        &mut self,
         env: &mut Env<'_, A, T, M>,
         req: &Req<F::Attrs>,
-    ) -> Option<UpdateReport> {
-        let mut mfn = self.root_for(req.va);
-        let mut level = F::ROOT_LEVEL;
-        let nested = usize::from(4 - level);
+    ) -> Option<Result<UpdateReport, Error>> {
+        let va = req.va;
+        let nested = usize::from(4 - F::ROOT_LEVEL);
         if env.access.reserve(env.arch, nested).is_err() {
             return None;
         }
-        let mut held = [(Mfn(0), Vaddr(0)); 4];
-        let mut n = 0;
-        let mut c = Commit::new(0);
-        let done = loop {
+        let mut path = [Held::NONE; 4];
+        let mut n = 0usize;
+        let mut mfn = self.root_for(va);
+        let mut level = F::ROOT_LEVEL;
+        let plan = loop {
             let Ok(tva) = env.access.map_table(env.arch, mfn) else {
-                break false;
+                break None;
             };
-            held[n] = (mfn, tva);
+            path[n] = Held {
+                mfn,
+                tva,
+                meta: load_meta(env.alloc, mfn),
+                pte: 0,
+                mapped: true,
+            };
             n += 1;
-            let eva = entry_va(tva, table_index(req.va, level));
-            let Ok(raw) = env.arch.read_pte(eva) else {
-                break false;
+            let Ok(raw) = env.arch.read_pte(entry_va(tva, table_index(va, level))) else {
+                break None;
             };
+            path[n - 1].pte = raw;
             let pte = Pte(raw);
             if level < 3 {
-                if !pte.is_table(level) {
-                    break false;
+                if pte.is_table(level) {
+                    mfn = pte.table_mfn::<F>();
+                    level += 1;
+                    continue;
                 }
-                mfn = pte.table_mfn::<F>();
-                level += 1;
-                if level == 3 {
-                    self.remember_l3(req.va, mfn);
+                if pte.is_leaf(level) {
+                    // A block: AlreadyMapped, or a split.
+                    break None;
                 }
-                continue;
+                break match req.op {
+                    Op::Insert { .. } => Some(One::Create),
+                    Op::Remove => Some(One::Absent),
+                    _ => None,
+                };
             }
-            let new = match req.op {
-                Op::Insert { .. } => {
-                    if pte.is_table(3) || pte.is_leaf(3) {
-                        break false;
-                    }
-                    Pte::leaf_bits::<F>(3, Paddr(req.pa), req.bits, req.contiguous(3, req.va))
+            let leaf = pte.is_leaf(3);
+            break match req.op {
+                Op::Insert { .. } if !(leaf || pte.is_table(3)) => Some(One::Leaf),
+                Op::Modify { .. }
+                    if leaf && !pte.is_contiguous() && raw & F::Attrs::MEM_MASK == req.mem =>
+                {
+                    Some(One::Leaf)
                 }
-                Op::Modify { .. } => {
-                    if !pte.is_leaf(3) || pte.is_contiguous() || raw & F::Attrs::MEM_MASK != req.mem
-                    {
-                        break false;
-                    }
-                    Pte(req.applied(raw))
-                }
-                Op::Remove | Op::Populate => break false,
+                Op::Remove if !leaf => Some(One::Absent),
+                Op::Remove if !pte.is_contiguous() => Some(One::Leaf),
+                _ => None,
             };
-            if env.arch.write_pte(eva, new.0).is_err() {
-                break false;
-            }
-            c.report.leaves = 1;
-            if matches!(req.op, Op::Modify { .. }) {
-                self.inv_one(env.arch, req.va, &mut c);
-            }
-            break true;
         };
-        for &(mfn, tva) in held[..n].iter().rev() {
-            env.access.unmap_table(env.arch, mfn, tva);
-        }
-        env.access.unreserve(env.arch);
-        if !done {
+        // The tables an Insert below the invalid entry at `level` makes.
+        let need = match plan {
+            Some(One::Create) => usize::from(3 - level),
+            _ => 0,
+        };
+        if plan.is_none() || (need > 0 && !Self::reserve_tables(env, need)) {
+            for h in path[..n].iter().rev() {
+                env.access.unmap_table(env.arch, h.mfn, h.tva);
+            }
+            env.access.unreserve(env.arch);
             return None;
         }
-        env.alloc.unreserve();
-        c.report.table_maps = n as u64;
-        match req.op {
-            Op::Insert { .. } => env.arch.isb(),
-            _ => self.inv_sync(env.arch, &mut c),
+        let plan = plan?;
+        let mut c = Commit::new(n as u64);
+        let res = self.one_commit(env, req, &mut path[..n], level, plan, need, &mut c);
+        for h in path[..n].iter().rev().filter(|h| h.mapped) {
+            let meta = if res.is_ok() {
+                h.meta
+            } else {
+                TableMeta::UNKNOWN
+            };
+            store_meta(env.alloc, h.mfn, meta);
+            env.access.unmap_table(env.arch, h.mfn, h.tva);
         }
-        Some(c.report)
+        env.access.unreserve(env.arch);
+        env.alloc.unreserve();
+        Some(match res {
+            Ok(l3) => {
+                match l3 {
+                    _ if c.report.tables_freed > 0 => self.forget_walk(),
+                    Some(l3) => self.remember_l3(va, l3),
+                    None => {}
+                }
+                match req.op {
+                    // Merges completed their own invalidations.
+                    Op::Insert { .. } | Op::Populate => env.arch.isb(),
+                    Op::Modify { .. } | Op::Remove => {
+                        if c.dirty {
+                            self.inv_all(env.arch, &mut c);
+                        }
+                        self.inv_sync(env.arch, &mut c);
+                    }
+                }
+                Ok(c.report)
+            }
+            Err(e) => {
+                // Whatever was written must not stay cached.
+                self.forget_walk();
+                self.inv_all(env.arch, &mut c);
+                self.inv_sync(env.arch, &mut c);
+                Err(e)
+            }
+        })
+    }
+
+    /// Reserves `need` frames for new tables and checks that the provider
+    /// reaches every one of them; on failure nothing stays reserved.
+    fn reserve_tables<A: Arch, T: TableAccess<A>, M: FrameAlloc>(
+        env: &mut Env<'_, A, T, M>,
+        need: usize,
+    ) -> bool {
+        if env.alloc.reserve(need).is_err() {
+            return false;
+        }
+        let mut reachable = true;
+        let access = &*env.access;
+        env.alloc.reserved_frames(&mut |mfn| {
+            reachable &= access.can_reach(mfn);
+        });
+        if !reachable {
+            env.alloc.unreserve();
+        }
+        reachable
+    }
+
+    /// The writes of [`PageTable::update_one`], once decided: `path` holds
+    /// the walk's tables from the root down to `level`. Returns the level-3
+    /// table the page is in afterwards, for the remembered walk.
+    #[allow(clippy::too_many_arguments)]
+    fn one_commit<A: Arch, T: TableAccess<A>, M: FrameAlloc>(
+        &self,
+        env: &mut Env<'_, A, T, M>,
+        req: &Req<F::Attrs>,
+        path: &mut [Held],
+        level: u8,
+        plan: One,
+        need: usize,
+        c: &mut Commit,
+    ) -> Result<Option<Mfn>, Error> {
+        let va = req.va;
+        let last = path.len() - 1;
+        match plan {
+            One::Absent => {
+                // Nothing to clear; a table that holds nothing (Populate
+                // makes them) is freed all the same.
+                let l3 = path[last].mfn;
+                self.one_unlink_empty(env, path, va, c)?;
+                Ok((level == 3 && c.report.tables_freed == 0).then_some(l3))
+            }
+            One::Leaf => {
+                let h = &mut path[last];
+                let idx = table_index(va, 3);
+                let old = h.pte;
+                let new = match req.op {
+                    Op::Insert { .. } => Pte::leaf_bits::<F>(3, Paddr(req.pa), req.bits, false).0,
+                    _ => req.applied(old),
+                };
+                if new != old {
+                    env.arch.write_pte(entry_va(h.tva, idx), new)?;
+                    h.meta.note(3, idx, old, new);
+                    h.pte = new;
+                    c.report.leaves = 1;
+                    if !matches!(req.op, Op::Insert { .. }) {
+                        self.inv_one(env.arch, va, c);
+                    }
+                }
+                let l3 = h.mfn;
+                if matches!(req.op, Op::Remove) {
+                    self.one_unlink_empty(env, path, va, c)?;
+                } else if req.flags.merge {
+                    self.one_merge(env, req, path, c)?;
+                }
+                Ok((c.report.tables_freed == 0).then_some(l3))
+            }
+            One::Create => {
+                // Frames taken top-down (the general path's order), tables
+                // built bottom-up, unlinked, then linked.
+                let mut frames = [Mfn(0); 3];
+                for f in &mut frames[..need] {
+                    *f = env.alloc.take().ok_or(Error::OutOfMemory {
+                        needed: need,
+                        available: 0,
+                    })?;
+                }
+                c.report.tables_created = need as u64;
+                let mut built = Ok(());
+                for k in (0..need).rev() {
+                    let lvl = level + 1 + k as u8;
+                    let (entry, child) = if lvl == 3 {
+                        (
+                            Pte::leaf_bits::<F>(3, Paddr(req.pa), req.bits, false).0,
+                            None,
+                        )
+                    } else {
+                        (Pte::table::<F>(frames[k + 1]).0, Some(frames[k + 1]))
+                    };
+                    built = self.one_new_table(env, req, lvl, frames[k], entry, child, c);
+                    if built.is_err() {
+                        break;
+                    }
+                }
+                let h = &mut path[last];
+                let idx = table_index(va, level);
+                let link = Pte::table::<F>(frames[0]).0;
+                if let Err(e) =
+                    built.and_then(|()| Ok(env.arch.write_pte(entry_va(h.tva, idx), link)?))
+                {
+                    // Never linked anywhere, so no TLB can hold them.
+                    for &f in &frames[..need] {
+                        release(env.alloc, f);
+                    }
+                    c.report.tables_created = 0;
+                    return Err(e);
+                }
+                h.meta.note(level, idx, h.pte, link);
+                h.meta.linked(env.alloc, frames[0]);
+                h.pte = link;
+                c.report.leaves = 1;
+                Ok(Some(frames[need - 1]))
+            }
+        }
+    }
+
+    /// A new table of the one-page Insert: the frame `mfn` zeroed, with
+    /// `entry` (the leaf, or the link to the table `child` below) at the
+    /// page's index, and its counts.
+    #[allow(clippy::too_many_arguments)]
+    fn one_new_table<A: Arch, T: TableAccess<A>, M: FrameAlloc>(
+        &self,
+        env: &mut Env<'_, A, T, M>,
+        req: &Req<F::Attrs>,
+        level: u8,
+        mfn: Mfn,
+        entry: u64,
+        child: Option<Mfn>,
+        c: &mut Commit,
+    ) -> Result<(), Error> {
+        let tva = Self::map(env, mfn)?;
+        c.report.table_maps += 1;
+        let idx = table_index(req.va, level);
+        let res = env
+            .arch
+            .zero_page(tva)
+            .and_then(|()| env.arch.write_pte(entry_va(tva, idx), entry));
+        env.access.unmap_table(env.arch, mfn, tva);
+        res?;
+        let mut meta = TableMeta::fresh(Self::insert_pattern(req, level, req.va));
+        meta.note(level, idx, 0, entry);
+        if let Some(child) = child {
+            meta.linked(env.alloc, child);
+        }
+        store_meta(env.alloc, mfn, meta);
+        Ok(())
+    }
+
+    /// After a one-page Remove cleared its leaf: from the level-3 table up,
+    /// each table left without a live entry is unlinked from its parent,
+    /// invalidated, and freed (the general path's order: unlink, invalidate
+    /// by address, wait, free).
+    fn one_unlink_empty<A: Arch, T: TableAccess<A>, M: FrameAlloc>(
+        &self,
+        env: &mut Env<'_, A, T, M>,
+        path: &mut [Held],
+        va: u64,
+        c: &mut Commit,
+    ) -> Result<(), Error> {
+        let mut k = path.len() - 1;
+        while k > 0 {
+            let level = F::ROOT_LEVEL + k as u8;
+            let h = path[k];
+            let empty = match h.meta.live_entries() {
+                Some(live) => live == 0,
+                None => !Self::any_live(env, level, h.tva)?,
+            };
+            if !empty || !(h.meta.is_known() || env.alloc.can_free(h.mfn)) {
+                break;
+            }
+            let p = &mut path[k - 1];
+            let idx = table_index(va, level - 1);
+            env.arch.write_pte(entry_va(p.tva, idx), 0)?;
+            p.meta.note(level - 1, idx, p.pte, 0);
+            p.pte = 0;
+            self.inv_one(env.arch, va, c);
+            self.inv_sync(env.arch, c);
+            env.access.unmap_table(env.arch, h.mfn, h.tva);
+            path[k].mapped = false;
+            release(env.alloc, h.mfn);
+            c.report.tables_freed += 1;
+            k -= 1;
+        }
+        Ok(())
+    }
+
+    /// After a one-page Insert or Modify with [`MapFlags::merge`]: from the
+    /// level-3 table up, each table that is now uniform is merged into a
+    /// block of its parent ([`PageTable::merge`]'s rules and order).
+    fn one_merge<A: Arch, T: TableAccess<A>, M: FrameAlloc>(
+        &self,
+        env: &mut Env<'_, A, T, M>,
+        req: &Req<F::Attrs>,
+        path: &mut [Held],
+        c: &mut Commit,
+    ) -> Result<(), Error> {
+        let va = req.va;
+        let mut k = path.len() - 1;
+        while k > 0 {
+            let level = F::ROOT_LEVEL + k as u8;
+            if !req.flags.block_at(level - 1) {
+                break;
+            }
+            let h = path[k];
+            let After::Uniform { pa, bits } = Self::uniform(env, level, h.tva, &h.meta)? else {
+                break;
+            };
+            let plevel = level - 1;
+            let size = level_size(plevel);
+            let p = &mut path[k - 1];
+            if !(h.meta.is_known() || env.alloc.can_free(h.mfn))
+                || Self::check_break(p.tva, va & !(size - 1), size, plevel).is_err()
+            {
+                break;
+            }
+            let idx = table_index(va, plevel);
+            let eva = entry_va(p.tva, idx);
+            env.arch.write_pte(eva, 0)?;
+            // The TLB may hold any of the table's 512 leaves, and walk caches
+            // the link itself: invalidate the regime / VMID whole.
+            self.inv_all(env.arch, c);
+            self.inv_sync(env.arch, c);
+            let block = Pte::leaf_bits::<F>(plevel, Paddr(pa), bits, false).0;
+            env.arch.write_pte(eva, block)?;
+            p.meta.note(plevel, idx, p.pte, block);
+            p.pte = block;
+            env.access.unmap_table(env.arch, h.mfn, h.tva);
+            path[k].mapped = false;
+            release(env.alloc, h.mfn);
+            c.report.tables_freed += 1;
+            c.report.merges += 1;
+            k -= 1;
+        }
+        Ok(())
+    }
+
+    /// Whether the level-`level` table at `tva` holds a live entry (read).
+    fn any_live<A: Arch, T: TableAccess<A>, M: FrameAlloc>(
+        env: &mut Env<'_, A, T, M>,
+        level: u8,
+        tva: Vaddr,
+    ) -> Result<bool, Error> {
+        Ok(env
+            .arch
+            .find_pte(tva, ENTRIES, |e| is_live(level, e))?
+            .is_some())
+    }
+
+    /// The pattern a table made by an Insert for `va` (at `level`) is
+    /// tracked against: the leaf its entry 0 would be if the Insert covered
+    /// it whole; 0 when the table cannot become a block, or for Populate.
+    #[inline]
+    fn insert_pattern(req: &Req<F::Attrs>, level: u8, va: u64) -> u64 {
+        if !matches!(req.op, Op::Insert { .. }) || level == 0 || !block_allowed(level - 1) {
+            return 0;
+        }
+        let base = va & !(level_size(level) * ENTRIES as u64 - 1);
+        let pa = req.pa.wrapping_add(base.wrapping_sub(req.va));
+        Pte::leaf_bits::<F>(level, Paddr(pa), req.bits, false).0
     }
 
     fn check(
@@ -1296,7 +1797,8 @@ impl<F: Format> PageTable<F> {
         }
     }
 
-    /// Commits the request in the table `mfn` (mapped here).
+    /// Commits the request in the table `mfn` (mapped here), keeping its
+    /// [`TableMeta`] (unknown after a failure).
     #[allow(clippy::too_many_arguments)]
     fn commit<A: Arch, T: TableAccess<A>, M: FrameAlloc>(
         &self,
@@ -1313,7 +1815,15 @@ impl<F: Format> PageTable<F> {
             if level == 3 {
                 c.last_l3 = Some((va, mfn));
             }
-            self.commit_in(env, req, level, tva, va, end, c)
+            let mut meta = load_meta(env.alloc, mfn);
+            let res = self.commit_in(env, req, level, tva, va, end, c, &mut meta);
+            let meta = if res.is_ok() {
+                meta
+            } else {
+                TableMeta::UNKNOWN
+            };
+            store_meta(env.alloc, mfn, meta);
+            res
         })
     }
 
@@ -1327,21 +1837,23 @@ impl<F: Format> PageTable<F> {
         va: u64,
         end: u64,
         c: &mut Commit,
+        meta: &mut TableMeta,
     ) -> Result<After, Error> {
         if matches!(req.op, Op::Populate) && level == 3 {
             return Ok(After::Kept);
         }
         if level == 3 && matches!(req.op, Op::Modify { .. } | Op::Remove) {
-            self.commit_pages(env, req, tva, va, end, c)?;
-            return self.after(env, req, level, tva, va, end);
+            self.commit_pages(env, req, tva, va, end, c, meta)?;
+            return Self::after(env, req, level, tva, va, end, meta);
         }
         let mut cur = va;
-        let mut pending = Unlinked::default();
+        let mut pending = Unlinked::new();
         while cur < end {
-            let eva = entry_va(tva, table_index(cur, level));
+            let idx = table_index(cur, level);
+            let eva = entry_va(tva, idx);
             let run = req.run_len(level, cur, end);
             if run > 0 {
-                Self::commit_insert_run(env, req, level, eva, cur, run, c)?;
+                Self::commit_insert_run(env, req, level, eva, cur, run, c, meta)?;
                 cur += run as u64 * level_size(level);
                 continue;
             }
@@ -1353,6 +1865,7 @@ impl<F: Format> PageTable<F> {
                     let contig = req.contiguous(level, cur);
                     let new = Pte::leaf_bits::<F>(level, Paddr(req.pa_at(cur)), req.bits, contig);
                     env.arch.write_pte(eva, new.0)?;
+                    meta.note(level, idx, pte.0, new.0);
                     c.report.leaves += 1;
                 }
                 Op::Populate if req.is_target(level, cur, se) || (table && level + 1 == 3) => {}
@@ -1360,44 +1873,70 @@ impl<F: Format> PageTable<F> {
                     if table {
                         let child = pte.table_mfn::<F>();
                         let after = self.commit(env, req, level + 1, child, cur, se, c)?;
-                        self.merge(env, level, tva, eva, cur, child, after, c)?;
+                        self.merge(env, level, tva, eva, cur, pte.0, after, c, meta)?;
                     } else {
                         let new = self.new_table(env, req, level + 1, cur, se, c)?;
-                        env.arch.write_pte(eva, Pte::table::<F>(new).0)?;
+                        let link = Pte::table::<F>(new).0;
+                        env.arch.write_pte(eva, link)?;
+                        meta.note(level, idx, pte.0, link);
+                        meta.linked(env.alloc, new);
                     }
                 }
                 Op::Modify { .. } | Op::Remove => {
                     if table {
                         let child = pte.table_mfn::<F>();
+                        // A subtree a Remove covers whole: unlinked and freed
+                        // without reading or clearing its leaves, when
+                        // every table in it may be freed.
+                        if matches!(req.op, Op::Remove)
+                            && covers_slot(cur, se, level)
+                            && self.detachable(env, level + 1, child, c)?
+                        {
+                            env.arch.write_pte(eva, 0)?;
+                            meta.note(level, idx, pte.0, 0);
+                            // A whole table is more than the threshold: one
+                            // whole-regime invalidation.
+                            c.dirty = true;
+                            if pending.is_full() {
+                                self.free_unlinked(env, req, &mut pending, c);
+                            }
+                            pending.push(child, level + 1);
+                            cur = se;
+                            continue;
+                        }
                         let after = self.commit(env, req, level + 1, child, cur, se, c)?;
-                        if after == After::Empty && env.alloc.can_free(child) {
+                        if after == After::Empty && freeable(env.alloc, child) {
                             // Unlink now; free only after the walk caches
                             // that may hold the link are invalidated.
                             env.arch.write_pte(eva, 0)?;
+                            meta.note(level, idx, pte.0, 0);
                             if !req.flush_all {
                                 self.inv_one(env.arch, cur, c);
                             } else {
                                 c.dirty = true;
                             }
-                            if pending.len == pending.frames.len() {
+                            if pending.is_full() {
                                 self.free_unlinked(env, req, &mut pending, c);
                             }
-                            pending.frames[pending.len] = child;
-                            pending.len += 1;
+                            pending.push(child, NO_SUBTREE);
                         } else {
-                            self.merge(env, level, tva, eva, cur, child, after, c)?;
+                            self.merge(env, level, tva, eva, cur, pte.0, after, c, meta)?;
                         }
                     } else if pte.is_leaf(level) && req.changes(pte.0) {
                         if pte.is_contiguous() {
-                            cur = self.rewrite_group(env, req, level, tva, cur, c)?.min(end);
+                            cur = self
+                                .rewrite_group(env, req, level, tva, cur, c, meta)?
+                                .min(end);
                             continue;
                         }
                         if covers_slot(cur, se, level) {
-                            env.arch.write_pte(eva, req.applied(pte.0))?;
+                            let new = req.applied(pte.0);
+                            env.arch.write_pte(eva, new)?;
+                            meta.note(level, idx, pte.0, new);
                             c.report.leaves += 1;
                             self.flush_leaf(env.arch, req, cur, c);
                         } else {
-                            self.split(env, req, level, eva, pte, cur, se, c)?;
+                            self.split(env, req, level, eva, pte, cur, se, c, meta)?;
                         }
                     }
                 }
@@ -1405,81 +1944,98 @@ impl<F: Format> PageTable<F> {
             cur = se;
         }
         self.free_unlinked(env, req, &mut pending, c);
-        self.after(env, req, level, tva, va, end)
+        Self::after(env, req, level, tva, va, end, meta)
     }
 
     /// What the table at `tva` (level `level`), just committed for
     /// `[va, end)`, is for its parent: empty after a Remove, uniform when
-    /// the update may merge it, or kept.
+    /// the update may merge it, or kept. Its counts say which when known;
+    /// otherwise it is read.
+    #[allow(clippy::too_many_arguments)]
     fn after<A: Arch, T: TableAccess<A>, M: FrameAlloc>(
-        &self,
         env: &mut Env<'_, A, T, M>,
         req: &Req<F::Attrs>,
         level: u8,
         tva: Vaddr,
         va: u64,
         end: u64,
+        meta: &TableMeta,
     ) -> Result<After, Error> {
         if level == F::ROOT_LEVEL {
             return Ok(After::Kept);
         }
         if matches!(req.op, Op::Remove) {
-            // Empty if the request covered the whole table, else look.
+            // Empty if the request covered the whole table, else count or
+            // look.
             let span = level_size(level) * ENTRIES as u64;
-            if va.is_multiple_of(span) && end - va == span {
-                return Ok(After::Empty);
-            }
-            // Live entries: a table or a leaf (`is_table || is_leaf`), as one
-            // mask test — descriptor type 0b11 at levels 0 and 3 (a 0b01 is
-            // neither there), any valid entry at the block levels 1 and 2.
-            let (mask, want) = if block_allowed(level) {
-                (Pte::VALID, Pte::VALID)
-            } else {
-                (Pte::VALID | Pte::TABLE, Pte::VALID | Pte::TABLE)
-            };
-            debug_assert!((0..4u64).all(|t| {
-                let p = Pte(t);
-                (p.is_table(level) || p.is_leaf(level)) == (t & mask == want)
-            }));
-            if env
-                .arch
-                .find_pte(tva, ENTRIES, |e| e & mask == want)?
-                .is_none()
-            {
+            let empty = (va.is_multiple_of(span) && end - va == span)
+                || match meta.live_entries() {
+                    Some(live) => live == 0,
+                    None => !Self::any_live(env, level, tva)?,
+                };
+            if empty {
                 return Ok(After::Empty);
             }
         }
         if !(req.flags.merge && req.flags.block_at(level - 1)) {
             return Ok(After::Kept);
         }
-        // Uniform: entry i is the first entry's leaf plus i entries' worth
-        // of output address (the contiguous hint aside), and the first one's
-        // output address is aligned to the parent's block size.
-        let first = env.arch.read_pte(tva)?;
+        Self::uniform(env, level, tva, meta)
+    }
+
+    /// Whether the level-`level` table at `tva` maps one aligned, physically
+    /// contiguous range with one set of attributes: every entry a leaf,
+    /// entry `i` the first one plus `i` entries' worth of output address
+    /// (the contiguous hint aside), the first one's output address aligned
+    /// to the parent's block size. Its counts say so when it is tracked
+    /// (all 512 entries equal their pattern's, or — some do, some do not —
+    /// it is not uniform: a uniform table with one entry equal to the
+    /// pattern's has them all equal); otherwise the table is read.
+    fn uniform<A: Arch, T: TableAccess<A>, M: FrameAlloc>(
+        env: &mut Env<'_, A, T, M>,
+        level: u8,
+        tva: Vaddr,
+        meta: &TableMeta,
+    ) -> Result<After, Error> {
         let parent = level_size(level - 1);
+        let tracked = match meta.uniform_entries() {
+            Some((pattern, matching)) if matching > 0 => {
+                if usize::from(matching) != ENTRIES {
+                    return Ok(After::Kept);
+                }
+                Some(pattern)
+            }
+            _ => None,
+        };
+        let first = match tracked {
+            Some(pattern) => pattern,
+            None => env.arch.read_pte(tva)?,
+        };
         let oa = Pte(first).oa::<F>().0;
         if !Pte(first).is_leaf(level) || !oa.is_multiple_of(parent) {
             return Ok(After::Kept);
         }
-        let size = level_size(level);
-        let mut want = first & !Pte::CONTIG;
-        let odd = env.arch.find_pte(tva, ENTRIES, |e| {
-            let ok = e & !Pte::CONTIG == want;
-            want = want.wrapping_add(size);
-            !ok
-        })?;
-        if odd.is_some() {
-            return Ok(After::Kept);
+        if tracked.is_none() {
+            let size = level_size(level);
+            let mut want = first & !Pte::CONTIG;
+            let odd = env.arch.find_pte(tva, ENTRIES, |e| {
+                let ok = e & !Pte::CONTIG == want;
+                want = want.wrapping_add(size);
+                !ok
+            })?;
+            if odd.is_some() {
+                return Ok(After::Kept);
+            }
         }
         let bits = first & !(F::oa_mask() | 3 | Pte::CONTIG);
         Ok(After::Uniform { pa: oa, bits })
     }
 
-    /// Replaces the table `child` (linked at `eva` of the level-`level`
-    /// table at `tva`, mapping `va`) by a block when it came back uniform:
-    /// break, invalidate the whole range, make, then free the table. A
-    /// table the allocator may not free, or (stage 1) a break that would
-    /// unmap the table at `tva`, stays as it is.
+    /// Replaces the table `child` (linked by the descriptor `old` at `eva`
+    /// of the level-`level` table at `tva`, mapping `va`) by a block when it
+    /// came back uniform: break, invalidate the whole range, make, then free
+    /// the table. A table the allocator may not free, or (stage 1) a break
+    /// that would unmap the table at `tva`, stays as it is.
     #[allow(clippy::too_many_arguments)]
     fn merge<A: Arch, T: TableAccess<A>, M: FrameAlloc>(
         &self,
@@ -1488,16 +2044,18 @@ impl<F: Format> PageTable<F> {
         tva: Vaddr,
         eva: Vaddr,
         va: u64,
-        child: Mfn,
+        old: u64,
         after: After,
         c: &mut Commit,
+        meta: &mut TableMeta,
     ) -> Result<(), Error> {
         let After::Uniform { pa, bits } = after else {
             return Ok(());
         };
+        let child = Pte(old).table_mfn::<F>();
         let size = level_size(level);
         let base = va & !(size - 1);
-        if !env.alloc.can_free(child) || Self::check_break(tva, base, size, level).is_err() {
+        if !freeable(env.alloc, child) || Self::check_break(tva, base, size, level).is_err() {
             return Ok(());
         }
         env.arch.write_pte(eva, 0)?;
@@ -1505,9 +2063,10 @@ impl<F: Format> PageTable<F> {
         // the link itself: invalidate the regime / VMID whole.
         self.inv_all(env.arch, c);
         self.inv_sync(env.arch, c);
-        env.arch
-            .write_pte(eva, Pte::leaf_bits::<F>(level, Paddr(pa), bits, false).0)?;
-        env.alloc.free(child);
+        let block = Pte::leaf_bits::<F>(level, Paddr(pa), bits, false).0;
+        env.arch.write_pte(eva, block)?;
+        meta.note(level, table_index(va, level), old, block);
+        release(env.alloc, child);
         c.report.tables_freed += 1;
         c.report.merges += 1;
         Ok(())
@@ -1517,6 +2076,7 @@ impl<F: Format> PageTable<F> {
     /// `tva`: one pass over the run for a large update (the whole-regime
     /// invalidation follows at the end), leaf by leaf with an invalidation
     /// each for a small one; contiguous groups are broken and remade.
+    #[allow(clippy::too_many_arguments)]
     fn commit_pages<A: Arch, T: TableAccess<A>, M: FrameAlloc>(
         &self,
         env: &mut Env<'_, A, T, M>,
@@ -1525,6 +2085,7 @@ impl<F: Format> PageTable<F> {
         va: u64,
         end: u64,
         c: &mut Commit,
+        meta: &mut TableMeta,
     ) -> Result<(), Error> {
         let first = table_index(va, 3);
         let n = ((end - va) / PAGE_SIZE) as usize;
@@ -1532,11 +2093,16 @@ impl<F: Format> PageTable<F> {
             // One pass, no branch but the contiguous hint's: prepare proved
             // every Modify target a leaf (a permission rewrite of an entry
             // that already has it stores the same value); a Remove clears
-            // what is a leaf.
+            // what is a leaf. The counts: entries equal to the tracked
+            // pattern's before (`was`) and after (`now`) the pass.
             let mut changed = 0u64;
             let mut contig = false;
+            let mut expect = meta.pattern.wrapping_add(first as u64 * PAGE_SIZE);
+            let (mut was, mut now) = (0u16, 0u16);
             let res = match req.op {
                 Op::Remove => env.arch.update_pte_run(entry_va(tva, first), n, |e| {
+                    let exp = expect;
+                    expect = expect.wrapping_add(PAGE_SIZE);
                     if !Pte(e).is_leaf(3) {
                         return None;
                     }
@@ -1545,23 +2111,32 @@ impl<F: Format> PageTable<F> {
                         return None;
                     }
                     changed += 1;
+                    was += u16::from(e == exp);
                     Some(0)
                 }),
                 _ => {
                     let perm = req.perm;
                     env.arch.update_pte_run(entry_va(tva, first), n, |e| {
+                        let exp = expect;
+                        expect = expect.wrapping_add(PAGE_SIZE);
                         if e & Pte::CONTIG != 0 {
                             contig = true;
                             return None;
                         }
                         let new = (e & !F::Attrs::PERM_MASK) | perm;
                         changed += u64::from(new != e);
+                        was += u16::from(e == exp);
+                        now += u16::from(new == exp);
                         Some(new)
                     })
                 }
             };
             c.report.leaves += changed;
             c.dirty |= changed > 0;
+            if matches!(req.op, Op::Remove) {
+                meta.live = meta.live.wrapping_sub(changed as u32);
+            }
+            meta.matching = meta.matching.wrapping_sub(was).wrapping_add(now);
             res?;
             if !contig {
                 return Ok(());
@@ -1585,10 +2160,12 @@ impl<F: Format> PageTable<F> {
                 continue;
             }
             if pte.is_contiguous() {
-                cur = self.rewrite_group(env, req, 3, tva, cur, c)?.min(end);
+                cur = self.rewrite_group(env, req, 3, tva, cur, c, meta)?.min(end);
                 continue;
             }
-            env.arch.write_pte(eva, req.applied(pte.0))?;
+            let new = req.applied(pte.0);
+            env.arch.write_pte(eva, new)?;
+            meta.note(3, idx + j, pte.0, new);
             c.report.leaves += 1;
             self.flush_leaf(env.arch, req, cur, c);
             cur += PAGE_SIZE;
@@ -1599,6 +2176,7 @@ impl<F: Format> PageTable<F> {
     /// Breaks and remakes the aligned group of 16 entries (at `level`, in
     /// the table at `tva`) that contains `va`, with the request applied to
     /// the part of it the request covers. Returns the end of the group.
+    #[allow(clippy::too_many_arguments)]
     fn rewrite_group<A: Arch, T: TableAccess<A>, M: FrameAlloc>(
         &self,
         env: &mut Env<'_, A, T, M>,
@@ -1607,12 +2185,14 @@ impl<F: Format> PageTable<F> {
         tva: Vaddr,
         va: u64,
         c: &mut Commit,
+        meta: &mut TableMeta,
     ) -> Result<u64, Error> {
         const N: usize = CONTIG_ENTRIES as usize;
         let size = level_size(level);
         let gva = va & !(size * CONTIG_ENTRIES - 1);
         let gend = gva + size * CONTIG_ENTRIES;
-        let at = entry_va(tva, table_index(gva, level));
+        let gidx = table_index(gva, level);
+        let at = entry_va(tva, gidx);
         let mut old = [0u64; N];
         for (k, o) in old.iter_mut().enumerate() {
             *o = env.arch.read_pte(entry_va(at, k))?;
@@ -1642,6 +2222,7 @@ impl<F: Format> PageTable<F> {
                 Some((lo, hi)) => {
                     let t = self.build_split(env, req, level + 1, plain, ev, lo, hi, c)?;
                     c.report.splits += 1;
+                    meta.linked(env.alloc, t);
                     Pte::table::<F>(t).0
                 }
             };
@@ -1658,6 +2239,7 @@ impl<F: Format> PageTable<F> {
             for k in 0..N {
                 if old[k] != new[k] {
                     env.arch.write_pte(entry_va(at, k), 0)?;
+                    meta.note(level, gidx + k, old[k], 0);
                     self.flush_leaf(env.arch, req, gva + k as u64 * size, c);
                 }
             }
@@ -1674,6 +2256,9 @@ impl<F: Format> PageTable<F> {
             if old[k] != new[k] && new[k] != 0 {
                 env.arch.write_pte(entry_va(at, k), new[k])?;
             }
+        }
+        for k in 0..N {
+            meta.note(level, gidx + k, old[k], new[k]);
         }
         Ok(gend)
     }
@@ -1692,13 +2277,17 @@ impl<F: Format> PageTable<F> {
         lo: u64,
         hi: u64,
         c: &mut Commit,
+        meta: &mut TableMeta,
     ) -> Result<(), Error> {
         let size = level_size(level);
         let base = lo & !(size - 1);
         let table = self.build_split(env, req, level + 1, old, base, lo, hi, c)?;
         env.arch.write_pte(eva, 0)?;
         self.inv_broken(env.arch, base, size, 1, c);
-        env.arch.write_pte(eva, Pte::table::<F>(table).0)?;
+        let link = Pte::table::<F>(table).0;
+        env.arch.write_pte(eva, link)?;
+        meta.note(level, table_index(lo, level), old.0, link);
+        meta.linked(env.alloc, table);
         c.report.splits += 1;
         Ok(())
     }
@@ -1708,7 +2297,7 @@ impl<F: Format> PageTable<F> {
     /// translation (blocks where the level allows), the request applied to
     /// the entries `[lo, hi)` covers whole, and deeper splits for the ones
     /// it covers in part. Takes reserved frames; on failure frees what it
-    /// took.
+    /// took. The table is tracked against the old leaf's translation.
     #[allow(clippy::too_many_arguments)]
     fn build_split<A: Arch, T: TableAccess<A>, M: FrameAlloc>(
         &self,
@@ -1729,25 +2318,28 @@ impl<F: Format> PageTable<F> {
         let tva = match Self::map(env, mfn) {
             Ok(v) => v,
             Err(e) => {
-                env.alloc.free(mfn);
+                release(env.alloc, mfn);
                 c.report.tables_created -= 1;
                 return Err(e);
             }
         };
         c.report.table_maps += 1;
-        let res = env
-            .arch
-            .zero_page(tva)
-            .map_err(Error::from)
-            .and_then(|()| self.fill_split(env, req, level, tva, old, base, lo, hi, c));
+        let mut meta = TableMeta::fresh(0);
+        let res =
+            env.arch.zero_page(tva).map_err(Error::from).and_then(|()| {
+                self.fill_split(env, req, level, tva, old, base, lo, hi, c, &mut meta)
+            });
         if res.is_err() {
             Self::free_new_subtree(env, level, tva, c);
         }
         env.access.unmap_table(env.arch, mfn, tva);
         match res {
-            Ok(()) => Ok(mfn),
+            Ok(()) => {
+                store_meta(env.alloc, mfn, meta);
+                Ok(mfn)
+            }
             Err(e) => {
-                env.alloc.free(mfn);
+                release(env.alloc, mfn);
                 c.report.tables_created -= 1;
                 Err(e)
             }
@@ -1766,15 +2358,18 @@ impl<F: Format> PageTable<F> {
         lo: u64,
         hi: u64,
         c: &mut Commit,
+        meta: &mut TableMeta,
     ) -> Result<(), Error> {
         let cs = level_size(level);
         // The old leaf's attribute and software bits, for every child.
         let bits = old.0 & !(F::oa_mask() | 3 | Pte::CONTIG);
         let opa = old.oa::<F>().0;
         let copy = |i: usize| Pte::leaf_bits::<F>(level, Paddr(opa + i as u64 * cs), bits, false).0;
+        meta.pattern = copy(0);
         let first = ((lo - base) / cs) as usize;
         let last = ((hi - 1 - base) / cs) as usize;
         env.arch.write_pte_run(tva, copy(0), cs, first)?;
+        meta.note_run(level, 0, copy(0), first);
         let mut i = first;
         while i <= last {
             let cva = base + i as u64 * cs;
@@ -1784,23 +2379,28 @@ impl<F: Format> PageTable<F> {
                 let k = (((hi - cva) / cs) as usize).min(last + 1 - i);
                 match req.op {
                     Op::Remove => {}
-                    _ => env
-                        .arch
-                        .write_pte_run(entry_va(tva, i), req.applied(copy(i)), cs, k)?,
+                    _ => {
+                        let v = req.applied(copy(i));
+                        env.arch.write_pte_run(entry_va(tva, i), v, cs, k)?;
+                        meta.note_run(level, i, v, k);
+                    }
                 }
                 c.report.leaves += k as u64;
                 i += k;
                 continue;
             }
             let sub = self.build_split(env, req, level + 1, Pte(copy(i)), cva, a, b, c)?;
-            env.arch
-                .write_pte(entry_va(tva, i), Pte::table::<F>(sub).0)?;
+            let link = Pte::table::<F>(sub).0;
+            env.arch.write_pte(entry_va(tva, i), link)?;
+            meta.note(level, i, 0, link);
+            meta.linked(env.alloc, sub);
             c.report.splits += 1;
             i += 1;
         }
         let rest = ENTRIES - 1 - last;
         env.arch
             .write_pte_run(entry_va(tva, last + 1), copy(last + 1), cs, rest)?;
+        meta.note_run(level, last + 1, copy(last + 1), rest);
         Ok(())
     }
 
@@ -1808,6 +2408,7 @@ impl<F: Format> PageTable<F> {
     /// the first one mapping `va`), which the prepare pass proved invalid:
     /// written without reading them, as runs of descriptors that differ by
     /// the level size (split where the contiguous hint changes).
+    #[allow(clippy::too_many_arguments)]
     fn commit_insert_run<A: Arch, T: TableAccess<A>, M: FrameAlloc>(
         env: &mut Env<'_, A, T, M>,
         req: &Req<F::Attrs>,
@@ -1816,11 +2417,14 @@ impl<F: Format> PageTable<F> {
         va: u64,
         n: usize,
         c: &mut Commit,
+        meta: &mut TableMeta,
     ) -> Result<(), Error> {
         let size = level_size(level);
+        let idx = table_index(va, level);
         if !req.flags.contiguous {
             let first = Pte::leaf_bits::<F>(level, Paddr(req.pa_at(va)), req.bits, false);
             env.arch.write_pte_run(eva, first.0, size, n)?;
+            meta.note_run(level, idx, first.0, n);
         } else {
             // The hint is the same for the entries of one aligned group of 16.
             let group = size * CONTIG_ENTRIES;
@@ -1831,6 +2435,7 @@ impl<F: Format> PageTable<F> {
                 let contig = req.contiguous(level, at);
                 let first = Pte::leaf_bits::<F>(level, Paddr(req.pa_at(at)), req.bits, contig);
                 env.arch.write_pte_run(entry_va(eva, i), first.0, size, k)?;
+                meta.note_run(level, idx + i, first.0, k);
                 i += k;
             }
         }
@@ -1849,7 +2454,7 @@ impl<F: Format> PageTable<F> {
     /// Frees tables that were unlinked: first makes sure no TLB or walk
     /// cache can still reach them (one whole-regime invalidation for a
     /// large update; the per-address ones were issued when unlinking), then
-    /// frees.
+    /// frees them, with every table below the subtrees unlinked whole.
     fn free_unlinked<A: Arch, T: TableAccess<A>, M: FrameAlloc>(
         &self,
         env: &mut Env<'_, A, T, M>,
@@ -1864,11 +2469,168 @@ impl<F: Format> PageTable<F> {
             self.inv_all(env.arch, c);
         }
         self.inv_sync(env.arch, c);
-        for &mfn in &pending.frames[..pending.len] {
-            env.alloc.free(mfn);
+        for &packed in &pending.frames[..pending.len] {
+            let (mfn, level) = (Mfn(packed >> 3), (packed & 7) as u8);
+            Self::free_subtree(env, level, mfn, c);
         }
-        c.report.tables_freed += pending.len as u64;
         pending.len = 0;
+    }
+
+    /// Frees the unlinked table `mfn` at `level` and every table below it.
+    /// A subtree removed whole ([`PageTable::detachable`]; `level` 1 to 3)
+    /// adds the leaves it held to the report: a level-3 table's are its
+    /// live entries, from its counts when known (else it is read); a table
+    /// emptied entry by entry ([`NO_SUBTREE`]) is freed as it is.
+    fn free_subtree<A: Arch, T: TableAccess<A>, M: FrameAlloc>(
+        env: &mut Env<'_, A, T, M>,
+        level: u8,
+        mfn: Mfn,
+        c: &mut Commit,
+    ) {
+        if level == 3 {
+            c.report.leaves += Self::release_l3(env, mfn, c);
+            c.report.tables_freed += 1;
+            return;
+        }
+        if level < 3 {
+            if let Ok(tva) = Self::map(env, mfn) {
+                c.report.table_maps += 1;
+                let (mut freed, mut leaves) = (0u64, 0u64);
+                let _ = Self::each_entry(env, tva, |env, _, e| {
+                    let pte = Pte(e);
+                    if !pte.is_table(level) {
+                        leaves += u64::from(pte.is_leaf(level));
+                    } else if level == 2 {
+                        // A level-3 table: no call, no mapping when counted.
+                        leaves += Self::release_l3(env, pte.table_mfn::<F>(), c);
+                        freed += 1;
+                    } else {
+                        Self::free_subtree(env, level + 1, pte.table_mfn::<F>(), c);
+                    }
+                    Ok(true)
+                });
+                c.report.tables_freed += freed;
+                c.report.leaves += leaves;
+                env.access.unmap_table(env.arch, mfn, tva);
+            }
+        }
+        release(env.alloc, mfn);
+        c.report.tables_freed += 1;
+    }
+
+    /// Frees the level-3 table `mfn` removed whole, returning its leaves:
+    /// its live entries, from its counts when known (taken from the slot as
+    /// it is set back to unknown), else read.
+    #[inline(always)]
+    fn release_l3<A: Arch, T: TableAccess<A>, M: FrameAlloc>(
+        env: &mut Env<'_, A, T, M>,
+        mfn: Mfn,
+        c: &mut Commit,
+    ) -> u64 {
+        // Unknown from here on: the other fields mean nothing then.
+        let live = env
+            .alloc
+            .table_meta(mfn)
+            .map_or(TableMeta::UNKNOWN_LIVE, |slot| {
+                core::mem::replace(&mut slot.live, TableMeta::UNKNOWN_LIVE)
+            });
+        let leaves = match (TableMeta {
+            live,
+            ..TableMeta::UNKNOWN
+        })
+        .live_entries()
+        {
+            Some(live) => u64::from(live),
+            _ => Self::in_table(env, mfn, |env, tva| {
+                c.report.table_maps += 1;
+                Self::any_live_count(env, 3, tva)
+            })
+            .unwrap_or(0),
+        };
+        env.alloc.free(mfn);
+        leaves
+    }
+
+    /// Whether the table `mfn` at `level`, which a Remove covers whole, and
+    /// every table below it may be freed. Its leaves are then never read
+    /// nor cleared: the subtree is unlinked, invalidated and freed
+    /// ([`PageTable::free_subtree`] counts them). A level-2 table the engine
+    /// made and keeps counts for, linking no untracked table, holds only
+    /// tables the engine made: nothing to read. Others are read down to the
+    /// level-2 tables (a level-3 table is asked about, not read).
+    fn detachable<A: Arch, T: TableAccess<A>, M: FrameAlloc>(
+        &self,
+        env: &mut Env<'_, A, T, M>,
+        level: u8,
+        mfn: Mfn,
+        c: &mut Commit,
+    ) -> Result<bool, Error> {
+        let meta = load_meta(env.alloc, mfn);
+        if !(meta.is_known() || env.alloc.can_free(mfn)) {
+            return Ok(false);
+        }
+        if level == 3 || (level == 2 && meta.is_known() && !meta.untracked) {
+            return Ok(true);
+        }
+        Self::in_table(env, mfn, |env, tva| {
+            c.report.table_maps += 1;
+            let mut ok = true;
+            Self::each_entry(env, tva, |env, _, e| {
+                let pte = Pte(e);
+                if pte.is_table(level) {
+                    let child = pte.table_mfn::<F>();
+                    ok = if level == 2 {
+                        freeable(env.alloc, child)
+                    } else {
+                        self.detachable(env, level + 1, child, c)?
+                    };
+                }
+                Ok(ok)
+            })?;
+            Ok(ok)
+        })
+    }
+
+    /// The number of live entries of the level-`level` table at `tva`
+    /// (read).
+    fn any_live_count<A: Arch, T: TableAccess<A>, M: FrameAlloc>(
+        env: &mut Env<'_, A, T, M>,
+        level: u8,
+        tva: Vaddr,
+    ) -> Result<u64, Error> {
+        let mut live = 0u64;
+        Self::each_entry(env, tva, |_, _, e| {
+            live += u64::from(is_live(level, e));
+            Ok(true)
+        })?;
+        Ok(live)
+    }
+
+    /// Calls `f(env, index, entry)` for the entries of the table at `tva`,
+    /// in order, until it returns `false`. The entries are copied out a
+    /// chunk at a time (one scan each), so that `f` may use `env`.
+    fn each_entry<A: Arch, T: TableAccess<A>, M: FrameAlloc>(
+        env: &mut Env<'_, A, T, M>,
+        tva: Vaddr,
+        mut f: impl FnMut(&mut Env<'_, A, T, M>, usize, u64) -> Result<bool, Error>,
+    ) -> Result<(), Error> {
+        let mut buf = [0u64; 64];
+        let mut i = 0;
+        while i < ENTRIES {
+            let mut k = 0;
+            env.arch.find_pte(entry_va(tva, i), buf.len(), |e| {
+                buf[k] = e;
+                k += 1;
+                false
+            })?;
+            for (j, &e) in buf.iter().enumerate() {
+                if !f(env, i + j, e)? {
+                    return Ok(());
+                }
+            }
+            i += buf.len();
+        }
+        Ok(())
     }
 
     /// Creates a table at `level` for `[va, end)`: takes a reserved frame,
@@ -1893,17 +2655,18 @@ impl<F: Format> PageTable<F> {
         let tva = match Self::map(env, mfn) {
             Ok(v) => v,
             Err(e) => {
-                env.alloc.free(mfn);
+                release(env.alloc, mfn);
                 c.report.tables_created -= 1;
                 return Err(e);
             }
         };
         c.report.table_maps += 1;
+        let mut meta = TableMeta::fresh(Self::insert_pattern(req, level, va));
         let res = env
             .arch
             .zero_page(tva)
             .map_err(Error::from)
-            .and_then(|()| self.commit_in(env, req, level, tva, va, end, c));
+            .and_then(|()| self.commit_in(env, req, level, tva, va, end, c, &mut meta));
         if res.is_err() {
             // Never linked anywhere, so no TLB can hold it: give back the
             // tables already made under it.
@@ -1911,9 +2674,12 @@ impl<F: Format> PageTable<F> {
         }
         env.access.unmap_table(env.arch, mfn, tva);
         match res {
-            Ok(_) => Ok(mfn),
+            Ok(_) => {
+                store_meta(env.alloc, mfn, meta);
+                Ok(mfn)
+            }
             Err(e) => {
-                env.alloc.free(mfn);
+                release(env.alloc, mfn);
                 c.report.tables_created -= 1;
                 Err(e)
             }
@@ -1943,7 +2709,7 @@ impl<F: Format> PageTable<F> {
                 Self::free_new_subtree(env, level + 1, cva, c);
                 env.access.unmap_table(env.arch, child, cva);
             }
-            env.alloc.free(child);
+            release(env.alloc, child);
             c.report.tables_created -= 1;
         }
     }
@@ -2046,6 +2812,7 @@ impl<F: Format> PageTable<F> {
 
     /// [`PageTable::for_each_leaf`] with a statically dispatched callback
     /// (the visitor is monomorphised for `f`, so a small callback inlines).
+    #[inline(always)]
     pub fn for_each_leaf_with<A: Arch, T: TableAccess<A>, G>(
         &self,
         arch: &mut A,
@@ -2059,18 +2826,32 @@ impl<F: Format> PageTable<F> {
     {
         let va = va.raw();
         let (end, _) = Self::check_range(va, pages)?;
-        let mut none = NoFrames;
-        let env = &mut Env::new(arch, access, &mut none);
-        self.for_root_pages(va, end, |root, lo, hi| {
-            self.visit(env, F::ROOT_LEVEL, root, lo, hi, &mut f)
-        })
+        // The root pages in a plain loop (no closure that `f` would escape
+        // into).
+        let span = level_size(F::ROOT_LEVEL) * ENTRIES as u64;
+        let mut cur = va;
+        while cur < end {
+            let next = if F::ROOT_TABLES == 1 {
+                end
+            } else {
+                ((cur / span) + 1).saturating_mul(span).min(end)
+            };
+            self.visit(arch, access, self.root_for(cur), cur, next, &mut f)?;
+            cur = next;
+        }
+        Ok(())
     }
 
-    fn visit<A: Arch, T: TableAccess<A>, M: FrameAlloc, G>(
+    /// The range walk of one root page over `[va, end)`, without recursion:
+    /// the tables being visited, one per level, are held on a small stack
+    /// (each mapped while its children are visited), so that the whole walk
+    /// inlines into its caller and the callback's state stays in registers.
+    #[inline(always)]
+    fn visit<A: Arch, T: TableAccess<A>, G>(
         &self,
-        env: &mut Env<'_, A, T, M>,
-        level: u8,
-        mfn: Mfn,
+        arch: &mut A,
+        access: &mut T,
+        root: Mfn,
         va: u64,
         end: u64,
         f: &mut G,
@@ -2078,98 +2859,131 @@ impl<F: Format> PageTable<F> {
     where
         G: FnMut(F::Input, u64, Leaf<F::Attrs>),
     {
-        let tva = Self::map(env, mfn)?;
-        let size = level_size(level);
-        let mair = &self.mair;
-        let mut res = Ok(());
+        // (table, its address, end of the part of it the walk visits).
+        let mut stack = [(Mfn(0), Vaddr(0), 0u64); 4];
+        let tva = access
+            .map_table(arch, root)
+            .map_err(|err| Error::TableAccess { mfn: root, err })?;
+        stack[0] = (root, tva, end);
+        let mut depth = 0usize;
         let mut cur = va;
-        // The entries of this table in one scan: leaves go to `f` as they
-        // are read (the attributes decoded once per distinct set of
-        // attribute bits), a table entry stops the scan to be visited.
+        let mair = &self.mair;
+        // Attributes decoded once per distinct set of attribute bits.
         let mut memo: (u64, Option<F::Attrs>) = (u64::MAX, None);
-        if level == 3 {
-            // Pages only: every slot is one whole page, no table entries.
-            let n = ((end - cur) / PAGE_SIZE) as usize;
-            let mut at = cur;
-            let read = env
-                .arch
-                .find_pte(entry_va(tva, table_index(cur, 3)), n, |e| {
-                    let pte = Pte(e);
-                    if pte.is_leaf(3) {
-                        let key = e & ATTR_BITS;
-                        if key != memo.0 {
-                            memo = (key, F::Attrs::from_leaf_bits(e, mair));
-                        }
-                        f(
-                            F::Input::from_raw(at),
-                            PAGE_SIZE,
-                            Leaf {
-                                level: 3,
-                                pa: pte.oa::<F>(),
-                                pte,
-                                attrs: memo.1,
-                            },
-                        );
+        // Entries are copied out a chunk at a time, so that the loops that
+        // call `f` hold no state but their own (the callback's stays in
+        // registers).
+        let mut buf = [0u64; 64];
+        let res = loop {
+            let (mfn, tva, tend) = stack[depth];
+            let level = F::ROOT_LEVEL + depth as u8;
+            if cur >= tend {
+                access.unmap_table(arch, mfn, tva);
+                if depth == 0 {
+                    return Ok(());
+                }
+                depth -= 1;
+                continue;
+            }
+            if level == 3 {
+                // Pages only: every slot is one whole page, no table entries.
+                let mut left = ((tend - cur) / PAGE_SIZE) as usize;
+                let mut eva = entry_va(tva, table_index(cur, 3));
+                let mut failed = None;
+                while left > 0 {
+                    let k = left.min(buf.len());
+                    let mut i = 0;
+                    if let Err(e) = arch.find_pte(eva, k, |e| {
+                        buf[i] = e;
+                        i += 1;
+                        false
+                    }) {
+                        failed = Some(e);
+                        break;
                     }
-                    at += PAGE_SIZE;
-                    false
-                });
-            env.access.unmap_table(env.arch, mfn, tva);
-            return read.map(|_| ()).map_err(Error::from);
-        }
-        while cur < end {
+                    for &e in &buf[..k] {
+                        let pte = Pte(e);
+                        if pte.is_leaf(3) {
+                            let key = e & ATTR_BITS;
+                            if key != memo.0 {
+                                memo = (key, F::Attrs::from_leaf_bits(e, mair));
+                            }
+                            f(
+                                F::Input::from_raw(cur),
+                                PAGE_SIZE,
+                                Leaf {
+                                    level: 3,
+                                    pa: pte.oa::<F>(),
+                                    pte,
+                                    attrs: memo.1,
+                                },
+                            );
+                        }
+                        cur += PAGE_SIZE;
+                    }
+                    left -= k;
+                    eva = Vaddr(eva.0 + 8 * k as u64);
+                }
+                if let Some(e) = failed {
+                    break Err(Error::from(e));
+                }
+                cur = tend;
+                continue;
+            }
+            // The entries of this table, a chunk at a time: leaves go to
+            // `f`, a table entry stops the scan to be visited.
+            let size = level_size(level);
             let first = table_index(cur, level);
-            let n = (((end - 1 - (cur & !(size - 1))) / size) as usize + 1).min(ENTRIES - first);
-            let mut at = cur;
-            let found = env.arch.find_pte(entry_va(tva, first), n, |e| {
+            let n = (((tend - 1 - (cur & !(size - 1))) / size) as usize + 1).min(ENTRIES - first);
+            let k = n.min(buf.len());
+            let mut i = 0;
+            if let Err(e) = arch.find_pte(entry_va(tva, first), k, |e| {
+                buf[i] = e;
+                i += 1;
+                false
+            }) {
+                break Err(Error::from(e));
+            }
+            let mut child = None;
+            for &e in &buf[..k] {
                 let pte = Pte(e);
                 if pte.is_table(level) {
-                    return true;
+                    child = Some(pte.table_mfn::<F>());
+                    break;
                 }
-                let se = slot_end(at, level, end);
+                let se = slot_end(cur, level, tend);
                 if pte.is_leaf(level) {
                     let key = e & ATTR_BITS;
                     if key != memo.0 {
                         memo = (key, F::Attrs::from_leaf_bits(e, mair));
                     }
                     f(
-                        F::Input::from_raw(at),
-                        se - at,
+                        F::Input::from_raw(cur),
+                        se - cur,
                         Leaf {
                             level,
-                            pa: Paddr(pte.oa::<F>().0 + (at & (size - 1))),
+                            pa: Paddr(pte.oa::<F>().0 + (cur & (size - 1))),
                             pte,
                             attrs: memo.1,
                         },
                     );
                 }
-                at = se;
-                false
-            });
-            match found {
-                Err(e) => {
-                    res = Err(e.into());
-                    break;
-                }
-                Ok(None) => break,
-                Ok(Some(_)) => {
-                    let se = slot_end(at, level, end);
-                    let pte = match env.arch.read_pte(entry_va(tva, table_index(at, level))) {
-                        Ok(raw) => Pte(raw),
-                        Err(e) => {
-                            res = Err(e.into());
-                            break;
-                        }
-                    };
-                    if let Err(e) = self.visit(env, level + 1, pte.table_mfn::<F>(), at, se, f) {
-                        res = Err(e);
-                        break;
+                cur = se;
+            }
+            if let Some(cmfn) = child {
+                let se = slot_end(cur, level, tend);
+                match access.map_table(arch, cmfn) {
+                    Ok(ctva) => {
+                        depth += 1;
+                        stack[depth] = (cmfn, ctva, se);
                     }
-                    cur = se;
+                    Err(err) => break Err(Error::TableAccess { mfn: cmfn, err }),
                 }
             }
+        };
+        for &(mfn, tva, _) in stack[..=depth].iter().rev() {
+            access.unmap_table(arch, mfn, tva);
         }
-        env.access.unmap_table(env.arch, mfn, tva);
         res
     }
 
@@ -2282,7 +3096,7 @@ impl<F: Format> PageTable<F> {
             if res.is_ok() {
                 res = Self::free_tree(env, F::ROOT_LEVEL, root, &mut freed);
             }
-            env.alloc.free(root);
+            release(env.alloc, root);
             freed += 1;
         }
         env.access.unreserve(env.arch);
@@ -2305,8 +3119,8 @@ impl<F: Format> PageTable<F> {
                 if pte.is_table(level) {
                     let child = pte.table_mfn::<F>();
                     Self::free_tree(env, level + 1, child, freed)?;
-                    if env.alloc.can_free(child) {
-                        env.alloc.free(child);
+                    if freeable(env.alloc, child) {
+                        release(env.alloc, child);
                         *freed += 1;
                     }
                 }

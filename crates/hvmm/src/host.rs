@@ -12,7 +12,7 @@ extern crate alloc as rust_alloc;
 
 use crate::access::{AccessError, TableAccess};
 use crate::addr::{Mfn, Paddr, Vaddr, Vmid};
-use crate::alloc::{FrameAlloc, OutOfFrames};
+use crate::alloc::{FrameAlloc, OutOfFrames, TableMeta};
 use crate::arch::{AccessKind, Arch, AtResult, FaultKind, MemFault};
 use crate::engine::Env;
 use crate::format::ENTRIES;
@@ -132,13 +132,21 @@ impl Arch for HostArch {
         }
         Ok(())
     }
-    #[inline]
+    #[inline(always)]
     fn update_pte_run<G: FnMut(u64) -> Option<u64>>(
         &mut self,
         va: Vaddr,
         n: usize,
         mut f: G,
     ) -> Result<(), MemFault> {
+        if n == 1 {
+            // One descriptor: one bounds check for the read and the write.
+            let (fr, i) = self.slot(va, AccessKind::Write)?;
+            if let Some(new) = f(self.frames[fr][i]) {
+                self.frames[fr][i] = new;
+            }
+            return Ok(());
+        }
         match self.run(va, n) {
             Some(run) => {
                 for e in run {
@@ -242,9 +250,13 @@ impl<A: Arch> TableAccess<A> for HostIdentity {
     fn unmap_table(&mut self, _arch: &mut A, _mfn: Mfn, _va: Vaddr) {}
 }
 
-/// A free list of frames with reservations, for tests and benchmarks.
+/// A free list of frames with reservations, for tests and benchmarks. It
+/// keeps a [`TableMeta`] slot per frame of its pool (a frametable), as a
+/// hypervisor's page allocator would.
 pub struct HostFrames {
     free: Vec<Mfn>,
+    base: Mfn,
+    meta: Vec<TableMeta>,
     reserved: usize,
     /// Frames handed out and not yet freed.
     pub in_use: usize,
@@ -257,6 +269,8 @@ impl HostFrames {
     pub fn new(base: Mfn, count: usize) -> Self {
         HostFrames {
             free: (0..count as u64).rev().map(|i| base.add(i)).collect(),
+            base,
+            meta: vec![TableMeta::UNKNOWN; count],
             reserved: 0,
             in_use: 0,
             pinned: Box::new([]),
@@ -276,6 +290,7 @@ impl HostFrames {
 }
 
 impl FrameAlloc for HostFrames {
+    #[inline]
     fn reserve(&mut self, n: usize) -> Result<(), OutOfFrames> {
         if n > self.free.len() {
             return Err(OutOfFrames {
@@ -286,6 +301,7 @@ impl FrameAlloc for HostFrames {
         self.reserved = n;
         Ok(())
     }
+    #[inline]
     fn take(&mut self) -> Option<Mfn> {
         if self.reserved == 0 {
             return None;
@@ -294,15 +310,23 @@ impl FrameAlloc for HostFrames {
         self.in_use += 1;
         self.free.pop()
     }
+    #[inline]
     fn unreserve(&mut self) {
         self.reserved = 0;
     }
+    #[inline]
     fn free(&mut self, mfn: Mfn) {
         self.in_use -= 1;
         self.free.push(mfn);
     }
+    #[inline(always)]
     fn can_free(&self, mfn: Mfn) -> bool {
         !self.pinned.contains(&mfn)
+    }
+    #[inline(always)]
+    fn table_meta(&mut self, mfn: Mfn) -> Option<&mut TableMeta> {
+        let i = mfn.0.wrapping_sub(self.base.0);
+        self.meta.get_mut(usize::try_from(i).ok()?)
     }
     fn reserved_frames(&self, f: &mut dyn FnMut(Mfn)) {
         for &mfn in self.free.iter().rev().take(self.reserved) {

@@ -70,7 +70,7 @@ pub mod phase;
 
 pub use access::{AccessError, TableAccess};
 pub use addr::{InputAddr, Ipa, LinearRange, Mfn, Paddr, Vaddr, Vaddr32, Vmid, PAGE_SIZE};
-pub use alloc::{FrameAlloc, NoFrames, OutOfFrames};
+pub use alloc::{FrameAlloc, NoFrames, OutOfFrames, TableMeta, WithTableMeta};
 pub use arch::{AccessKind, Arch, AtResult, FaultKind, MemFault};
 pub use attr::{Attrs, LeafAttrs, MairMap, MapFlags, MemType, Perm, S2Access, S2Attrs, S2MemType};
 pub use engine::{Env, Leaf, Op, PageTable, UpdateReport};

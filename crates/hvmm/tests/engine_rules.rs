@@ -3,10 +3,10 @@
 //! checked against the machine model in `hvmm-model`'s engine tests.)
 
 use hvmm::access::{AccessError, TableAccess};
-use hvmm::host::{HostArch, HostIdentity, HostMemory};
+use hvmm::host::{HostArch, HostFrames, HostIdentity, HostMemory};
 use hvmm::{
-    Arm32, Arm64, Attrs, Env, Error, MapFlags, MemType, Mfn, Op, Paddr, PageTable, Perm,
-    Stage1Format, Vaddr,
+    Arm32, Arm64, Attrs, Env, Error, FrameAlloc, MapFlags, MemType, Mfn, Op, Paddr, PageTable,
+    Perm, Stage1Format, Vaddr,
 };
 
 const GIB: u64 = 1 << 30;
@@ -245,8 +245,72 @@ fn remove_of_nothing_is_fine() {
     assert_eq!(r.leaves, 0);
 }
 
+/// The host allocator without its table counts ([`hvmm::TableMeta`]): the
+/// engine then asks `can_free` of every table, as for the image's tables.
+struct NoCounts<'a>(&'a mut HostFrames);
+
+impl FrameAlloc for NoCounts<'_> {
+    fn reserve(&mut self, n: usize) -> Result<(), hvmm::OutOfFrames> {
+        self.0.reserve(n)
+    }
+    fn take(&mut self) -> Option<Mfn> {
+        self.0.take()
+    }
+    fn unreserve(&mut self) {
+        self.0.unreserve()
+    }
+    fn free(&mut self, mfn: Mfn) {
+        self.0.free(mfn)
+    }
+    fn can_free(&self, mfn: Mfn) -> bool {
+        self.0.can_free(mfn)
+    }
+    fn reserved_frames(&self, f: &mut dyn FnMut(Mfn)) {
+        self.0.reserved_frames(f)
+    }
+}
+
+/// Tables the engine keeps no counts for (the image's, in a real boot: here
+/// made through an allocator without counts) are freed only if the
+/// allocator says so.
 #[test]
 fn pinned_tables_are_never_freed() {
+    let (mut mem, mut pt) = setup::<Arm64>(64);
+    let no_counts = |mem: &mut HostMemory, pt: &mut PageTable<Arm64>, op: Op| {
+        let mut alloc = NoCounts(&mut mem.frames);
+        let mut env = Env::new(&mut mem.arch, &mut mem.access, &mut alloc);
+        pt.update(&mut env, Vaddr(0x40_0000), 1, op, MapFlags::PAGES)
+    };
+    no_counts(&mut mem, &mut pt, insert(0x9000_0000)).unwrap();
+    // Pin every frame in use (stands for the image's static tables).
+    let used: Vec<Mfn> = (0..64u64).map(|i| Mfn(0x4_0000 + i)).collect();
+    mem.frames.pinned = used.into_boxed_slice();
+    let r = no_counts(&mut mem, &mut pt, Op::Remove).unwrap();
+    assert_eq!(r.tables_freed, 0);
+    no_counts(&mut mem, &mut pt, insert(0x9000_0000)).unwrap();
+    // A Remove of the whole 1 GiB (the subtree path) frees nothing either.
+    let r = pt
+        .update(
+            &mut Env::new(
+                &mut mem.arch,
+                &mut mem.access,
+                &mut NoCounts(&mut mem.frames),
+            ),
+            Vaddr(0),
+            1 << 18,
+            Op::Remove,
+            MapFlags::PAGES,
+        )
+        .unwrap();
+    assert_eq!((r.tables_freed, r.leaves), (0, 1));
+    assert!(leaf(&mut mem, &pt, 0x40_0000).is_none());
+}
+
+/// A table the engine made and keeps counts for is given back when it is
+/// emptied, without asking the allocator (which pins only frames it never
+/// handed out for tables).
+#[test]
+fn counted_tables_are_freed_without_asking_the_allocator() {
     let (mut mem, mut pt) = setup::<Arm64>(64);
     update(
         &mut mem,
@@ -257,22 +321,12 @@ fn pinned_tables_are_never_freed() {
         MapFlags::PAGES,
     )
     .unwrap();
-    let l3 = leaf(&mut mem, &pt, 0x40_0000).unwrap();
-    let _ = l3;
-    // Pin every frame in use (stands for the image's static tables).
+    let in_use = mem.frames.in_use;
     let used: Vec<Mfn> = (0..64u64).map(|i| Mfn(0x4_0000 + i)).collect();
     mem.frames.pinned = used.into_boxed_slice();
     let r = update(&mut mem, &mut pt, 0x40_0000, 1, Op::Remove, MapFlags::PAGES).unwrap();
-    assert_eq!(r.tables_freed, 0);
-    update(
-        &mut mem,
-        &mut pt,
-        0x40_0000,
-        1,
-        insert(0x9000_0000),
-        MapFlags::PAGES,
-    )
-    .unwrap();
+    assert_eq!(r.tables_freed, 3, "L3, L2 and L1");
+    assert_eq!(mem.frames.in_use, in_use - 3);
 }
 
 #[test]
