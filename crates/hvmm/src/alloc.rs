@@ -46,49 +46,128 @@ pub struct OutOfFrames {
 /// known is one the engine took from the allocator and made: it gives it
 /// back when it empties it without asking [`FrameAlloc::can_free`] (which is
 /// for the tables it did not make, such as the image's).
-#[derive(Copy, Clone, Debug, PartialEq, Eq)]
-pub struct TableMeta {
-    /// The leaf that would be entry 0 of the table if it mapped one aligned
-    /// block uniformly (contiguous hint clear); entry `i` would be this plus
-    /// `i` entries' worth of output address. 0: not tracked.
-    pub(crate) pattern: u64,
-    /// Live entries (at most 512); around [`TableMeta::UNKNOWN_LIVE`] for
-    /// an unknown slot, which the engine's updates may move by a few
-    /// hundred either way without making it known (so that they need not
-    /// test it first).
-    pub(crate) live: u32,
-    /// Entries equal to their `pattern` value (meaningful if `pattern` is
-    /// not 0).
-    pub(crate) matching: u16,
+///
+/// A slot is one word (8 bytes), so that a frametable of them stays small
+/// and the engine's walks over many tables touch few cache lines: the live
+/// count, the matching count, the flag for untracked children and the
+/// tracked block mapping packed together (a block mapping that does not
+/// pack — an output address beyond 48 bits or not 2 MiB-aligned, software
+/// or other bits the engine does not write — is simply not tracked).
+#[derive(Copy, Clone, PartialEq, Eq)]
+pub struct TableMeta(u64);
+
+impl TableMeta {
+    /// Bits of the live count: at most 512 when known, around
+    /// [`TableMeta::UNKNOWN_LIVE`] for an unknown slot, which the engine's
+    /// updates may move by up to 512 either way without making it known
+    /// (so that they need not test it first).
+    const LIVE_MASK: u64 = (1 << 13) - 1;
+    /// The live count of an unknown slot.
+    pub(crate) const UNKNOWN_LIVE: u64 = 1 << 12;
+    /// Every live count below this is a count (a known slot).
+    const KNOWN_BELOW: u64 = 1 << 11;
+    /// Shift and mask of the count of entries equal to the tracked block
+    /// mapping's (at most 512).
+    const MATCH_SHIFT: u32 = 13;
+    const MATCH_MASK: u64 = 0x3ff << Self::MATCH_SHIFT;
     /// Some entry links (or linked) a table the engine keeps no counts for
     /// (its frame has no slot): the tables below are asked about, not
     /// assumed the engine's.
-    pub(crate) untracked: bool,
-}
-
-impl TableMeta {
-    /// `live` of an unknown slot.
-    pub(crate) const UNKNOWN_LIVE: u32 = 1 << 30;
-    /// Every `live` below this is a count (a known slot).
-    const KNOWN_BELOW: u32 = 1 << 16;
+    const UNTRACKED: u64 = 1 << 23;
+    /// Shift of the packed block mapping (40 bits; 0: not tracked).
+    const PATTERN_SHIFT: u32 = 24;
+    /// The descriptor bits a packed block mapping keeps: valid, page /
+    /// table bit, attributes \[11:2\], output address \[47:21\], XN / PXN.
+    const PATTERN_OA: u64 = ((1 << 48) - 1) & !((1 << 21) - 1);
+    const PATTERN_LOW: u64 = 0xffc;
+    const PATTERN_XN: u64 = 3 << 53;
 
     /// The slot of a frame the engine has no bookkeeping for.
-    pub const UNKNOWN: TableMeta = TableMeta {
-        pattern: 0,
-        live: Self::UNKNOWN_LIVE,
-        matching: 0,
-        untracked: false,
-    };
+    pub const UNKNOWN: TableMeta = TableMeta(Self::UNKNOWN_LIVE);
+
+    /// A known slot: no live entry, tracked against the block mapping
+    /// `pattern` (0, or one that does not pack: not tracked).
+    #[inline(always)]
+    pub(crate) const fn fresh(pattern: u64) -> Self {
+        TableMeta(Self::pack(pattern) << Self::PATTERN_SHIFT)
+    }
+
+    /// `pattern` in 40 bits, 0 if it does not pack.
+    #[inline(always)]
+    const fn pack(pattern: u64) -> u64 {
+        let kept = Self::PATTERN_OA | Self::PATTERN_LOW | Self::PATTERN_XN | 3;
+        if pattern & 1 == 0 || pattern & !kept != 0 {
+            return 0;
+        }
+        ((pattern & Self::PATTERN_OA) >> 21)
+            | ((pattern & Self::PATTERN_LOW) << 25)
+            | ((pattern & Self::PATTERN_XN) >> 16)
+            | ((pattern & 2) << 38)
+    }
+
+    /// The tracked block mapping (0: not tracked).
+    #[inline(always)]
+    pub(crate) const fn pattern(&self) -> u64 {
+        let p = self.0 >> Self::PATTERN_SHIFT;
+        if p == 0 {
+            return 0;
+        }
+        ((p & ((1 << 27) - 1)) << 21)
+            | ((p >> 25) & Self::PATTERN_LOW)
+            | ((p << 16) & Self::PATTERN_XN)
+            | ((p >> 38) & 2)
+            | 1
+    }
+
+    /// The same slot tracked against `pattern` instead.
+    #[inline(always)]
+    pub(crate) fn set_pattern(&mut self, pattern: u64) {
+        self.0 = (self.0 & ((1 << Self::PATTERN_SHIFT) - 1))
+            | (Self::pack(pattern) << Self::PATTERN_SHIFT);
+    }
+
+    /// Adds `d` (wrapping) to the live count.
+    #[inline(always)]
+    pub(crate) fn add_live(&mut self, d: i64) {
+        self.0 = self.0.wrapping_add(d as u64);
+    }
+
+    /// The count of entries equal to the tracked block mapping's.
+    #[inline(always)]
+    pub(crate) const fn matching(&self) -> u16 {
+        ((self.0 & Self::MATCH_MASK) >> Self::MATCH_SHIFT) as u16
+    }
+
+    /// Adds `d` to the matching count (of a known slot; an unknown slot's
+    /// other fields mean nothing).
+    #[inline(always)]
+    pub(crate) fn add_matching(&mut self, d: i64) {
+        self.0 = self.0.wrapping_add((d as u64) << Self::MATCH_SHIFT);
+    }
+
+    /// Whether some entry links (or linked) a table without counts.
+    #[inline(always)]
+    pub(crate) const fn untracked(&self) -> bool {
+        self.0 & Self::UNTRACKED != 0
+    }
+
+    /// Marks the table as linking a table without counts.
+    #[inline(always)]
+    pub(crate) fn set_untracked(&mut self) {
+        self.0 |= Self::UNTRACKED;
+    }
 
     /// Whether the slot holds the engine's counts for a table it made.
+    #[inline(always)]
     pub const fn is_known(&self) -> bool {
-        self.live < Self::KNOWN_BELOW
+        self.0 & Self::LIVE_MASK < Self::KNOWN_BELOW
     }
 
     /// The table's live entries (tables and leaves), if known.
+    #[inline(always)]
     pub const fn live_entries(&self) -> Option<u16> {
         if self.is_known() {
-            Some(self.live as u16)
+            Some((self.0 & Self::LIVE_MASK) as u16)
         } else {
             None
         }
@@ -98,10 +177,26 @@ impl TableMeta {
     /// contiguous hint clear) and how many of its entries equal that
     /// mapping's, if known and tracked.
     pub const fn uniform_entries(&self) -> Option<(u64, u16)> {
-        if self.is_known() && self.pattern != 0 {
-            Some((self.pattern, self.matching))
+        let pattern = self.pattern();
+        if self.is_known() && pattern != 0 {
+            Some((pattern, self.matching()))
         } else {
             None
+        }
+    }
+}
+
+impl core::fmt::Debug for TableMeta {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self.live_entries() {
+            None => f.write_str("TableMeta::UNKNOWN"),
+            Some(live) => f
+                .debug_struct("TableMeta")
+                .field("live", &live)
+                .field("pattern", &format_args!("{:#x}", self.pattern()))
+                .field("matching", &self.matching())
+                .field("untracked", &self.untracked())
+                .finish(),
         }
     }
 }
@@ -123,6 +218,14 @@ pub trait FrameAlloc {
     fn unreserve(&mut self);
     /// Returns a table frame that is no longer linked anywhere.
     fn free(&mut self, mfn: Mfn);
+    /// Returns table frames that are no longer linked anywhere: the same as
+    /// [`FrameAlloc::free`] of each, in order (the default does that; an
+    /// allocator may do it in one step).
+    fn free_batch(&mut self, mfns: &[Mfn]) {
+        for &mfn in mfns {
+            self.free(mfn);
+        }
+    }
     /// Calls `f` with each frame that the reserved [`FrameAlloc::take`]
     /// calls will return, in order, without taking them. An allocator that
     /// cannot tell calls `f` for nothing.
@@ -213,6 +316,9 @@ impl<T: FrameAlloc + ?Sized> FrameAlloc for &mut T {
     fn free(&mut self, mfn: Mfn) {
         (**self).free(mfn)
     }
+    fn free_batch(&mut self, mfns: &[Mfn]) {
+        (**self).free_batch(mfns)
+    }
     fn can_free(&self, mfn: Mfn) -> bool {
         (**self).can_free(mfn)
     }
@@ -260,6 +366,9 @@ impl<M: FrameAlloc, S: AsMut<[TableMeta]>> FrameAlloc for WithTableMeta<M, S> {
     }
     fn free(&mut self, mfn: Mfn) {
         self.alloc.free(mfn)
+    }
+    fn free_batch(&mut self, mfns: &[Mfn]) {
+        self.alloc.free_batch(mfns)
     }
     fn reserved_frames(&self, f: &mut dyn FnMut(Mfn)) {
         self.alloc.reserved_frames(f)

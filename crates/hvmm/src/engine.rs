@@ -506,34 +506,23 @@ fn is_live(level: u8, e: u64) -> bool {
 /// The engine's side of [`TableMeta`]: a table's counts kept up to date as
 /// its entries change. Every change of a known slot goes through these.
 impl TableMeta {
-    /// The slot of a table just made (zeroed), tracked against `pattern`
-    /// (0: not tracked).
-    #[inline(always)]
-    const fn fresh(pattern: u64) -> Self {
-        TableMeta {
-            pattern,
-            live: 0,
-            matching: 0,
-            untracked: false,
-        }
-    }
-
     /// The table now links `child`, a table the engine just made: if the
     /// allocator keeps no counts for it, this table is marked as linking
     /// untracked tables.
     #[inline(always)]
     fn linked<M: FrameAlloc>(&mut self, alloc: &mut M, child: Mfn) {
         if self.is_known() && !load_meta(alloc, child).is_known() {
-            self.untracked = true;
+            self.set_untracked();
         }
     }
 
     /// Whether entry `idx` (at `level`), holding `e`, equals the tracked
-    /// block mapping's. Never for an untracked table (pattern 0: a valid
-    /// entry is never `idx` entries' worth of output address alone).
+    /// block mapping `pattern`'s ([`TableMeta::pattern`]). Never for an
+    /// untracked table (pattern 0: a valid entry is never `idx` entries'
+    /// worth of output address alone).
     #[inline(always)]
-    fn matches(&self, level: u8, idx: usize, e: u64) -> bool {
-        e & !Pte::CONTIG == self.pattern.wrapping_add(idx as u64 * level_size(level))
+    fn matches(pattern: u64, level: u8, idx: usize, e: u64) -> bool {
+        e & !Pte::CONTIG == pattern.wrapping_add(idx as u64 * level_size(level))
     }
 
     /// Entry `idx` of the level-`level` table changes from `old` to `new`.
@@ -541,25 +530,23 @@ impl TableMeta {
     /// fields mean nothing.)
     #[inline(always)]
     fn note(&mut self, level: u8, idx: usize, old: u64, new: u64) {
-        self.live = self
-            .live
-            .wrapping_add(u32::from(is_live(level, new)))
-            .wrapping_sub(u32::from(is_live(level, old)));
-        self.matching = self
-            .matching
-            .wrapping_add(u16::from(self.matches(level, idx, new)))
-            .wrapping_sub(u16::from(self.matches(level, idx, old)));
+        self.add_live(i64::from(is_live(level, new)) - i64::from(is_live(level, old)));
+        let pattern = self.pattern();
+        self.add_matching(
+            i64::from(Self::matches(pattern, level, idx, new))
+                - i64::from(Self::matches(pattern, level, idx, old)),
+        );
     }
 
     /// `n` entries from `idx` on, none of them live, become the leaves
     /// `first`, `first + size`, ... (a run write).
     #[inline(always)]
     fn note_run(&mut self, level: u8, idx: usize, first: u64, n: usize) {
-        self.live = self.live.wrapping_add(n as u32);
+        self.add_live(n as i64);
         // Every entry of the run matches, or none does: they differ from
         // the pattern's by the same amount.
-        if self.matches(level, idx, first) {
-            self.matching = self.matching.wrapping_add(n as u16);
+        if Self::matches(self.pattern(), level, idx, first) {
+            self.add_matching(n as i64);
         }
     }
 }
@@ -982,12 +969,240 @@ impl<F: Format> PageTable<F> {
         if matches!(op, Op::Remove) || flags.merge {
             self.forget_walk();
         }
+        // A Remove on 2 MiB boundaries (guest RAM, a module, a heap
+        // region): its own two compact walks.
+        let block = level_size(2);
+        if matches!(op, Op::Remove) && req.va.is_multiple_of(block) && req.end.is_multiple_of(block)
+        {
+            if let Some(res) = self.remove_blocks(env, &req) {
+                if res.is_err() {
+                    self.forget_walk();
+                }
+                return res;
+            }
+        }
         let res = self.update_two_pass(env, &req);
         if res.is_err() {
             self.forget_walk();
         }
         res
     }
+    /// A Remove whose range starts and ends on 2 MiB boundaries: no level-3
+    /// table is covered in part, so nothing at level 3 is read, and the
+    /// update needs none of the general path's machinery for splits, breaks
+    /// of contiguous groups, merges or new tables. One compact walk of the
+    /// tables above level 3 runs twice: read-only first, to make sure the
+    /// update needs none of that (no contiguous entry, no block covered in
+    /// part, every table covered whole known to be freeable with all it
+    /// links); then writing: every leaf cleared, every table the range
+    /// covers whole unlinked and freed with its subtree without reading its
+    /// leaves (as the general path does), every table it empties unlinked
+    /// and freed — with the general path's TLB rules and order (2 MiB is
+    /// above [`TLB_FLUSH_ALL_THRESHOLD`]: whole-regime invalidations before
+    /// the frees and at the end).
+    ///
+    /// `None` (nothing written) when the first walk finds something it does
+    /// not handle, or on a provider or memory failure before the first
+    /// write: the general path then runs, and meets and reports it.
+    #[inline(never)]
+    fn remove_blocks<A: Arch, T: TableAccess<A>, M: FrameAlloc>(
+        &mut self,
+        env: &mut Env<'_, A, T, M>,
+        req: &Req<F::Attrs>,
+    ) -> Option<Result<UpdateReport, Error>> {
+        let mut c = Commit::new(0);
+        let nested = usize::from(4 - F::ROOT_LEVEL);
+        if env.access.reserve(env.arch, nested).is_err() {
+            return None;
+        }
+        if !matches!(self.remove_walk(env, req, false, &mut c), Ok(true)) {
+            env.access.unreserve(env.arch);
+            return None;
+        }
+        let res = self.remove_walk(env, req, true, &mut c);
+        env.access.unreserve(env.arch);
+        if res.is_err() || c.dirty {
+            // A failure: whatever was written must not stay cached.
+            self.inv_all(env.arch, &mut c);
+        }
+        self.inv_sync(env.arch, &mut c);
+        Some(res.map(|_| c.report))
+    }
+
+    /// The walk of [`PageTable::remove_blocks`] over the request's range,
+    /// without recursion: the tables being visited, one per level from the
+    /// root to level 2, are held on a small stack (each mapped while its
+    /// children are visited), with their counts and the tables unlinked
+    /// from them and not yet freed. Read-only (`commit` false) it returns
+    /// whether the writing walk can do the whole update; writing, it
+    /// returns `true`.
+    fn remove_walk<A: Arch, T: TableAccess<A>, M: FrameAlloc>(
+        &self,
+        env: &mut Env<'_, A, T, M>,
+        req: &Req<F::Attrs>,
+        commit: bool,
+        c: &mut Commit,
+    ) -> Result<bool, Error> {
+        // (table, its address, end of the part of it the walk visits, its
+        // counts).
+        let mut stack = [(Mfn(0), Vaddr(0), 0u64, TableMeta::UNKNOWN); 3];
+        let mut pending = [Unlinked::new(), Unlinked::new(), Unlinked::new()];
+        let span = level_size(F::ROOT_LEVEL) * ENTRIES as u64;
+        let mut depth = 0usize;
+        let mut cur = req.va;
+        let res = loop {
+            if depth == 0 {
+                if cur >= req.end {
+                    break Ok(true);
+                }
+                let root = self.root_for(cur);
+                let end = if F::ROOT_TABLES == 1 {
+                    req.end
+                } else {
+                    ((cur / span) + 1).saturating_mul(span).min(req.end)
+                };
+                match Self::map(env, root) {
+                    Ok(tva) => stack[0] = (root, tva, end, load_meta(env.alloc, root)),
+                    Err(e) => break Err(e),
+                }
+                c.report.table_maps += 1;
+                depth = 1;
+            }
+            let top = depth - 1;
+            let level = F::ROOT_LEVEL + top as u8;
+            let (mfn, tva, tend, _) = stack[top];
+            if cur >= tend {
+                // Done with this table: free what was unlinked from it, then
+                // unlink it too if that left it empty.
+                let mut empty = false;
+                if commit {
+                    self.free_unlinked(env, req, &mut pending[top], c);
+                    let meta = stack[top].3;
+                    empty = level != F::ROOT_LEVEL
+                        && match meta.live_entries() {
+                            Some(live) => live == 0,
+                            None => match Self::any_live(env, level, tva) {
+                                Ok(any) => !any,
+                                Err(e) => break Err(e),
+                            },
+                        };
+                    store_meta(env.alloc, mfn, meta);
+                }
+                env.access.unmap_table(env.arch, mfn, tva);
+                depth -= 1;
+                if empty && freeable(env.alloc, mfn) {
+                    let (_, ptva, _, pmeta) = &mut stack[top - 1];
+                    let idx = table_index(cur - 1, level - 1);
+                    if let Err(e) = env.arch.write_pte(entry_va(*ptva, idx), 0) {
+                        break Err(e.into());
+                    }
+                    pmeta.note(level - 1, idx, Pte::table::<F>(mfn).0, 0);
+                    c.dirty = true;
+                    self.push_unlinked(env, req, &mut pending[top - 1], mfn, NO_SUBTREE, c);
+                }
+                continue;
+            }
+            let idx = table_index(cur, level);
+            let eva = entry_va(tva, idx);
+            let se = slot_end(cur, level, tend);
+            let old = match env.arch.read_pte(eva) {
+                Ok(e) => e,
+                Err(e) => break Err(e.into()),
+            };
+            let pte = Pte(old);
+            let full = covers_slot(cur, se, level);
+            let subtree = if pte.is_table(level) {
+                let child = pte.table_mfn::<F>();
+                if !full {
+                    // Below level 2 only: every level-2 slot is covered whole.
+                    match Self::map(env, child) {
+                        Ok(ctva) => {
+                            stack[depth] = (child, ctva, se, load_meta(env.alloc, child));
+                            depth += 1;
+                            c.report.table_maps += 1;
+                        }
+                        Err(e) => break Err(e),
+                    }
+                    continue;
+                }
+                if !commit && !Self::detached_cheaply(env, level + 1, child) {
+                    break Ok(false);
+                }
+                // Unlinked with what is below it, its leaves never read.
+                Some(child)
+            } else if pte.is_leaf(level) {
+                if !commit && (!full || pte.is_contiguous()) {
+                    break Ok(false);
+                }
+                None
+            } else {
+                cur = se;
+                continue;
+            };
+            if commit {
+                if let Err(e) = env.arch.write_pte(eva, 0) {
+                    break Err(e.into());
+                }
+                stack[top].3.note(level, idx, old, 0);
+                c.dirty = true;
+                match subtree {
+                    Some(child) => {
+                        self.push_unlinked(env, req, &mut pending[top], child, level + 1, c)
+                    }
+                    None => c.report.leaves += 1,
+                }
+            }
+            cur = se;
+        };
+        // Give back every mapping still held (after a failure: the counts of
+        // the tables being written are unknown now).
+        for k in (0..depth).rev() {
+            let (mfn, tva, _, _) = stack[k];
+            if commit {
+                store_meta(env.alloc, mfn, TableMeta::UNKNOWN);
+            }
+            env.access.unmap_table(env.arch, mfn, tva);
+        }
+        res
+    }
+
+    /// Records `mfn`, unlinked, to be freed as a table of `level` with the
+    /// batch `pending` (freed first if full).
+    #[inline]
+    fn push_unlinked<A: Arch, T: TableAccess<A>, M: FrameAlloc>(
+        &self,
+        env: &mut Env<'_, A, T, M>,
+        req: &Req<F::Attrs>,
+        pending: &mut Unlinked,
+        mfn: Mfn,
+        level: u8,
+        c: &mut Commit,
+    ) {
+        if pending.is_full() {
+            self.free_unlinked(env, req, pending, c);
+        }
+        pending.push(mfn, level);
+    }
+
+    /// Whether the table `mfn` at `level` (2 or 3), covered whole by a
+    /// Remove, can be unlinked and freed with all it links without reading
+    /// it: a level-3 table the engine made or the allocator may free, a
+    /// level-2 table the engine made that links only tables it made
+    /// ([`PageTable::detachable`] without its reads).
+    #[inline]
+    fn detached_cheaply<A: Arch, T: TableAccess<A>, M: FrameAlloc>(
+        env: &mut Env<'_, A, T, M>,
+        level: u8,
+        mfn: Mfn,
+    ) -> bool {
+        let meta = load_meta(env.alloc, mfn);
+        match level {
+            3 => meta.is_known() || env.alloc.can_free(mfn),
+            2 => meta.is_known() && !meta.untracked(),
+            _ => false,
+        }
+    }
+
     /// The general update: prepare, reserve, commit.
     fn update_two_pass<A: Arch, T: TableAccess<A>, M: FrameAlloc>(
         &mut self,
@@ -1455,6 +1670,7 @@ impl<F: Format> PageTable<F> {
     }
 
     /// Whether the level-`level` table at `tva` holds a live entry (read).
+    #[inline(never)]
     fn any_live<A: Arch, T: TableAccess<A>, M: FrameAlloc>(
         env: &mut Env<'_, A, T, M>,
         level: u8,
@@ -2097,7 +2313,7 @@ impl<F: Format> PageTable<F> {
             // pattern's before (`was`) and after (`now`) the pass.
             let mut changed = 0u64;
             let mut contig = false;
-            let mut expect = meta.pattern.wrapping_add(first as u64 * PAGE_SIZE);
+            let mut expect = meta.pattern().wrapping_add(first as u64 * PAGE_SIZE);
             let (mut was, mut now) = (0u16, 0u16);
             let res = match req.op {
                 Op::Remove => env.arch.update_pte_run(entry_va(tva, first), n, |e| {
@@ -2134,9 +2350,9 @@ impl<F: Format> PageTable<F> {
             c.report.leaves += changed;
             c.dirty |= changed > 0;
             if matches!(req.op, Op::Remove) {
-                meta.live = meta.live.wrapping_sub(changed as u32);
+                meta.add_live(-(changed as i64));
             }
-            meta.matching = meta.matching.wrapping_sub(was).wrapping_add(now);
+            meta.add_matching(i64::from(now) - i64::from(was));
             res?;
             if !contig {
                 return Ok(());
@@ -2365,7 +2581,7 @@ impl<F: Format> PageTable<F> {
         let bits = old.0 & !(F::oa_mask() | 3 | Pte::CONTIG);
         let opa = old.oa::<F>().0;
         let copy = |i: usize| Pte::leaf_bits::<F>(level, Paddr(opa + i as u64 * cs), bits, false).0;
-        meta.pattern = copy(0);
+        meta.set_pattern(copy(0));
         let first = ((lo - base) / cs) as usize;
         let last = ((hi - 1 - base) / cs) as usize;
         env.arch.write_pte_run(tva, copy(0), cs, first)?;
@@ -2455,6 +2671,7 @@ impl<F: Format> PageTable<F> {
     /// cache can still reach them (one whole-regime invalidation for a
     /// large update; the per-address ones were issued when unlinking), then
     /// frees them, with every table below the subtrees unlinked whole.
+    #[inline(never)]
     fn free_unlinked<A: Arch, T: TableAccess<A>, M: FrameAlloc>(
         &self,
         env: &mut Env<'_, A, T, M>,
@@ -2495,27 +2712,95 @@ impl<F: Format> PageTable<F> {
         if level < 3 {
             if let Ok(tva) = Self::map(env, mfn) {
                 c.report.table_maps += 1;
-                let (mut freed, mut leaves) = (0u64, 0u64);
-                let _ = Self::each_entry(env, tva, |env, _, e| {
-                    let pte = Pte(e);
-                    if !pte.is_table(level) {
-                        leaves += u64::from(pte.is_leaf(level));
-                    } else if level == 2 {
-                        // A level-3 table: no call, no mapping when counted.
-                        leaves += Self::release_l3(env, pte.table_mfn::<F>(), c);
-                        freed += 1;
-                    } else {
-                        Self::free_subtree(env, level + 1, pte.table_mfn::<F>(), c);
-                    }
-                    Ok(true)
-                });
-                c.report.tables_freed += freed;
-                c.report.leaves += leaves;
+                if level == 2 {
+                    Self::release_l3s(env, tva, c);
+                } else {
+                    let mut leaves = 0u64;
+                    let _ = Self::each_entry(env, tva, |env, _, e| {
+                        let pte = Pte(e);
+                        if pte.is_table(level) {
+                            Self::free_subtree(env, level + 1, pte.table_mfn::<F>(), c);
+                        } else {
+                            leaves += u64::from(pte.is_leaf(level));
+                        }
+                        Ok(true)
+                    });
+                    c.report.leaves += leaves;
+                }
                 env.access.unmap_table(env.arch, mfn, tva);
             }
         }
         release(env.alloc, mfn);
         c.report.tables_freed += 1;
+    }
+
+    /// Frees the level-3 tables linked by the unlinked level-2 table at
+    /// `tva` and counts the leaves they and it held: a level-3 table with
+    /// known counts is neither mapped nor read (its slot read and set back
+    /// to unknown, the frame freed), any other is read
+    /// ([`PageTable::release_l3`]).
+    fn release_l3s<A: Arch, T: TableAccess<A>, M: FrameAlloc>(
+        env: &mut Env<'_, A, T, M>,
+        tva: Vaddr,
+        c: &mut Commit,
+    ) {
+        const CHUNK: usize = 64;
+        let (mut leaves, mut freed) = (0u64, 0u64);
+        let mut entries = [0u64; CHUNK];
+        let mut tables = [Mfn(0); CHUNK];
+        for i in (0..ENTRIES).step_by(CHUNK) {
+            // The chunk's entries copied out (one scan), then looked at.
+            let mut k = 0;
+            let read = env.arch.find_pte(entry_va(tva, i), CHUNK, |e| {
+                entries[k] = e;
+                k += 1;
+                false
+            });
+            if read.is_err() {
+                break;
+            }
+            let mut n = 0;
+            for &e in &entries {
+                let pte = Pte(e);
+                if !pte.is_table(2) {
+                    leaves += u64::from(pte.is_leaf(2));
+                    continue;
+                }
+                let mfn = pte.table_mfn::<F>();
+                match env.alloc.table_meta(mfn) {
+                    Some(slot) if slot.is_known() => {
+                        leaves += u64::from(slot.live_entries().unwrap_or(0));
+                        *slot = TableMeta::UNKNOWN;
+                        tables[n] = mfn;
+                        n += 1;
+                    }
+                    _ => {
+                        // Freed in order: the ones before it first.
+                        Self::release_uncounted(env, &tables[..n], mfn, c);
+                        freed += n as u64 + 1;
+                        n = 0;
+                    }
+                }
+            }
+            env.alloc.free_batch(&tables[..n]);
+            freed += n as u64;
+        }
+        c.report.leaves += leaves;
+        c.report.tables_freed += freed;
+    }
+
+    /// The slow path of [`PageTable::release_l3s`]: frees `counted`, then
+    /// the level-3 table `mfn`, whose leaves are read.
+    #[cold]
+    #[inline(never)]
+    fn release_uncounted<A: Arch, T: TableAccess<A>, M: FrameAlloc>(
+        env: &mut Env<'_, A, T, M>,
+        counted: &[Mfn],
+        mfn: Mfn,
+        c: &mut Commit,
+    ) {
+        env.alloc.free_batch(counted);
+        c.report.leaves += Self::release_l3(env, mfn, c);
     }
 
     /// Frees the level-3 table `mfn` removed whole, returning its leaves:
@@ -2527,19 +2812,14 @@ impl<F: Format> PageTable<F> {
         mfn: Mfn,
         c: &mut Commit,
     ) -> u64 {
-        // Unknown from here on: the other fields mean nothing then.
-        let live = env
+        // Unknown from here on.
+        let known = env
             .alloc
             .table_meta(mfn)
-            .map_or(TableMeta::UNKNOWN_LIVE, |slot| {
-                core::mem::replace(&mut slot.live, TableMeta::UNKNOWN_LIVE)
+            .map_or(TableMeta::UNKNOWN, |slot| {
+                core::mem::replace(slot, TableMeta::UNKNOWN)
             });
-        let leaves = match (TableMeta {
-            live,
-            ..TableMeta::UNKNOWN
-        })
-        .live_entries()
-        {
+        let leaves = match known.live_entries() {
             Some(live) => u64::from(live),
             _ => Self::in_table(env, mfn, |env, tva| {
                 c.report.table_maps += 1;
@@ -2569,7 +2849,7 @@ impl<F: Format> PageTable<F> {
         if !(meta.is_known() || env.alloc.can_free(mfn)) {
             return Ok(false);
         }
-        if level == 3 || (level == 2 && meta.is_known() && !meta.untracked) {
+        if level == 3 || (level == 2 && meta.is_known() && !meta.untracked()) {
             return Ok(true);
         }
         Self::in_table(env, mfn, |env, tva| {
@@ -3435,6 +3715,195 @@ mod tests {
         // The walk was remembered and used, and the pool did run out.
         assert!(hits > steps / 20, "{hits} calls used the remembered walk");
         assert!(oom > 0);
+    }
+
+    /// The packed slot keeps every block mapping the engine tracks (pages
+    /// and blocks, both stages' attribute bits, output addresses up to 48
+    /// bits), drops the ones that do not pack (not tracked then), and an
+    /// unknown slot stays unknown under any drift of its live count an
+    /// update can make.
+    #[test]
+    fn table_meta_packs_the_tracked_mapping() {
+        use crate::S2Attrs;
+        let mair = MairMap::XEN;
+        let rw = Attrs::RW.leaf_bits(&mair).unwrap();
+        let rx = Attrs::RX.leaf_bits(&mair).unwrap();
+        let s2 = S2Attrs::RAM.leaf_bits(&mair).unwrap();
+        for (level, pa, bits) in [
+            (3, 0x8000_0000u64, rw),
+            (3, 0xffff_ffe0_0000, rx),
+            (2, 0x40_0000_0000, rw),
+            (3, 0x1234_5620_0000, s2),
+            (2, 0xc000_0000, s2),
+        ] {
+            let pattern = Pte::leaf_bits::<Arm64>(level, Paddr(pa), bits, false).0;
+            let mut m = TableMeta::fresh(pattern);
+            assert_eq!(m.pattern(), pattern, "{pattern:#x}");
+            assert_eq!(m.uniform_entries(), Some((pattern, 0)));
+            m.note_run(level, 0, pattern, 512);
+            assert_eq!(m.live_entries(), Some(512));
+            assert_eq!(m.uniform_entries(), Some((pattern, 512)));
+            let last = pattern + 511 * level_size(level);
+            m.note(level, 511, last, 0);
+            assert_eq!((m.live_entries(), m.matching()), (Some(511), 511));
+            m.set_untracked();
+            assert!(m.untracked() && m.pattern() == pattern && m.matching() == 511);
+        }
+        // Not 2 MiB-aligned, software bits, beyond 48 bits: not tracked.
+        for pattern in [
+            Pte::leaf_bits::<Arm64>(3, Paddr(0x8000_1000), rw, false).0,
+            Pte::leaf_bits::<Arm64>(3, Paddr(0x8000_0000), rw, false)
+                .with_sw(3)
+                .0,
+            (1 << 48) | rw | 3,
+        ] {
+            let m = TableMeta::fresh(pattern);
+            assert_eq!((m.pattern(), m.uniform_entries()), (0, None));
+            assert_eq!(m.live_entries(), Some(0));
+        }
+        for d in [-512i64, -1, 0, 1, 512] {
+            let mut m = TableMeta::UNKNOWN;
+            m.add_live(d);
+            m.add_matching(-d);
+            assert!(!m.is_known() && m.live_entries().is_none(), "{d}");
+        }
+    }
+
+    /// Removes on 2 MiB boundaries (their own path) leave exactly what the
+    /// general two-pass path leaves, over pages, 2 MiB blocks, 1 GiB blocks
+    /// covered in part, contiguous runs and holes, with and without table
+    /// counts: the same result or error, table bytes, frames in use and
+    /// counts of leaves and tables.
+    #[test]
+    fn aligned_removes_match_the_general_path() {
+        fn build(mem: &mut HostMemory) -> PageTable<Arm64> {
+            let mut pt = PageTable::<Arm64>::create(&mut mem.env()).unwrap();
+            let mib2 = 512;
+            let map = |pt: &mut PageTable<Arm64>, mem: &mut HostMemory, va: u64, pages, pa, f| {
+                let op = Op::Insert {
+                    pa: Paddr(pa),
+                    attrs: Attrs::RW,
+                };
+                pt.update(&mut mem.env(), Vaddr(va), pages, op, f).unwrap();
+            };
+            // Pages over 3 MiB, 2 MiB blocks, a 1 GiB block, contiguous
+            // pages and 2 MiB contiguous blocks, a lone page.
+            map(
+                &mut pt,
+                mem,
+                1 << 30,
+                3 * mib2 / 2,
+                0x8000_0000,
+                MapFlags::PAGES,
+            );
+            map(
+                &mut pt,
+                mem,
+                (1 << 30) + (8 << 20),
+                4 * mib2,
+                0x9000_0000,
+                MapFlags::BLOCKS,
+            );
+            map(
+                &mut pt,
+                mem,
+                4 << 30,
+                512 * mib2,
+                0x1_0000_0000,
+                MapFlags::BLOCKS,
+            );
+            map(
+                &mut pt,
+                mem,
+                (1 << 30) + (32 << 20),
+                2 * mib2,
+                0xa000_0000,
+                MapFlags::BLOCKS_CONTIG,
+            );
+            map(
+                &mut pt,
+                mem,
+                (1 << 30) + (64 << 20),
+                32 * mib2,
+                0xc000_0000,
+                MapFlags::BLOCKS_2M_CONTIG,
+            );
+            map(
+                &mut pt,
+                mem,
+                (1 << 30) + (200 << 20) + 0x5000,
+                1,
+                0xb000_0000,
+                MapFlags::PAGES,
+            );
+            pt
+        }
+        let mut cases = 0;
+        for counted in [true, false] {
+            for (start, mib2s) in [
+                ((1u64 << 30), 1u64),
+                ((1 << 30), 2),
+                ((1 << 30) + (2 << 20), 3),
+                ((1 << 30), 512),
+                ((1 << 30) + (8 << 20), 2),
+                ((1 << 30) + (32 << 20), 1),
+                ((1 << 30) + (64 << 20), 16),
+                ((1 << 30) + (64 << 20), 32),
+                ((1 << 30) + (198 << 20), 2),
+                ((4 << 30) + (6 << 20), 5),
+                ((4 << 30), 512),
+                ((0), 4096),
+                ((1 << 30) + (100 << 20), 1),
+            ] {
+                let pages = mib2s * 512;
+                let mut a = HostMemory::new(64);
+                let mut b = HostMemory::new(64);
+                let mut pa = build(&mut a);
+                let mut pb = build(&mut b);
+                if !counted {
+                    // No counts: every table is read.
+                    for mem in [&mut a, &mut b] {
+                        for i in 0..64 {
+                            if let Some(m) = mem.frames.table_meta(Mfn(0x4_0000 + i)) {
+                                *m = TableMeta::UNKNOWN;
+                            }
+                        }
+                    }
+                }
+                let ra = pa.update(
+                    &mut a.env(),
+                    Vaddr(start),
+                    pages,
+                    Op::Remove,
+                    MapFlags::PAGES,
+                );
+                let req = pb.check(start, pages, Op::Remove, MapFlags::PAGES).unwrap();
+                pb.forget_walk();
+                let rb = pb.update_two_pass(&mut b.env(), &req);
+                let what =
+                    rust_alloc::format!("remove {mib2s} x 2 MiB at {start:#x} (counted {counted})");
+                match (&ra, &rb) {
+                    (Ok(x), Ok(y)) => {
+                        assert_eq!(
+                            (x.leaves, x.tables_freed, x.tables_created, x.splits),
+                            (y.leaves, y.tables_freed, y.tables_created, y.splits),
+                            "{what}"
+                        );
+                        assert!(x.leaves == 0 || x.tlb_invalidations > 0, "{what}");
+                    }
+                    _ => assert_eq!(ra, rb, "{what}"),
+                }
+                assert_eq!(a.arch.snapshot(), b.arch.snapshot(), "{what}");
+                assert_eq!(a.frames.in_use, b.frames.in_use, "{what}");
+                for va in [start, start + (pages - 1) * PAGE_SIZE, 1 << 30, 4 << 30] {
+                    let la = pa.lookup(&mut a.arch, &mut a.access, Vaddr(va)).unwrap();
+                    let lb = pb.lookup(&mut b.arch, &mut b.access, Vaddr(va)).unwrap();
+                    assert_eq!(la, lb, "{what}: {va:#x}");
+                }
+                cases += 1;
+            }
+        }
+        assert_eq!(cases, 26);
     }
 
     /// The range walk reports exactly what a lookup per page finds, over

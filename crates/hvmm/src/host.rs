@@ -254,7 +254,11 @@ impl<A: Arch> TableAccess<A> for HostIdentity {
 /// keeps a [`TableMeta`] slot per frame of its pool (a frametable), as a
 /// hypervisor's page allocator would.
 pub struct HostFrames {
-    free: Vec<Mfn>,
+    /// The free frames (as offsets from `base`, 4 bytes each), a stack:
+    /// `stack[..free]`, the next one handed out last. As long as the pool,
+    /// so that a free never grows it.
+    stack: Box<[u32]>,
+    free: usize,
     base: Mfn,
     meta: Vec<TableMeta>,
     reserved: usize,
@@ -268,7 +272,8 @@ impl HostFrames {
     /// A free list of the `count` frames starting at `base`.
     pub fn new(base: Mfn, count: usize) -> Self {
         HostFrames {
-            free: (0..count as u64).rev().map(|i| base.add(i)).collect(),
+            stack: (0..count as u32).rev().collect(),
+            free: count,
             base,
             meta: vec![TableMeta::UNKNOWN; count],
             reserved: 0,
@@ -278,11 +283,28 @@ impl HostFrames {
     }
     /// Frames left.
     pub fn available(&self) -> usize {
-        self.free.len()
+        self.free
+    }
+    /// The free frames, the next one handed out last.
+    fn free_frames(&self) -> impl DoubleEndedIterator<Item = Mfn> + '_ {
+        self.stack[..self.free]
+            .iter()
+            .map(|&i| self.base.add(u64::from(i)))
+    }
+    /// The offset of `mfn` in the pool, if it is a frame of the pool.
+    #[inline(always)]
+    fn offset(&self, mfn: Mfn) -> Option<u32> {
+        let i = mfn.0.wrapping_sub(self.base.0);
+        (i < self.meta.len() as u64).then_some(i as u32)
+    }
+    /// Takes the top of the stack.
+    fn pop(&mut self) -> Option<Mfn> {
+        self.free = self.free.checked_sub(1)?;
+        Some(self.base.add(u64::from(self.stack[self.free])))
     }
     /// Allocates one frame outside any update (a root table), zeroed.
     pub fn alloc_zeroed(&mut self, arch: &mut HostArch) -> Option<Mfn> {
-        let mfn = self.free.pop()?;
+        let mfn = self.pop()?;
         self.in_use += 1;
         arch.zero_page(Vaddr(mfn.paddr().0)).ok()?;
         Some(mfn)
@@ -292,10 +314,10 @@ impl HostFrames {
 impl FrameAlloc for HostFrames {
     #[inline]
     fn reserve(&mut self, n: usize) -> Result<(), OutOfFrames> {
-        if n > self.free.len() {
+        if n > self.free {
             return Err(OutOfFrames {
                 needed: n,
-                available: self.free.len(),
+                available: self.free,
             });
         }
         self.reserved = n;
@@ -308,16 +330,41 @@ impl FrameAlloc for HostFrames {
         }
         self.reserved -= 1;
         self.in_use += 1;
-        self.free.pop()
+        self.pop()
     }
     #[inline]
     fn unreserve(&mut self) {
         self.reserved = 0;
     }
-    #[inline]
+    #[inline(always)]
     fn free(&mut self, mfn: Mfn) {
-        self.in_use -= 1;
-        self.free.push(mfn);
+        // A frame not from the pool is a caller's bug, dropped here (the
+        // stack, as long as the pool, then always has room).
+        let Some(i) = self.offset(mfn) else {
+            return;
+        };
+        if let Some(top) = self.stack.get_mut(self.free) {
+            *top = i;
+            self.free += 1;
+            self.in_use -= 1;
+        }
+    }
+    #[inline]
+    fn free_batch(&mut self, mfns: &[Mfn]) {
+        let (base, count) = (self.base.0, self.meta.len() as u64);
+        let mut top = self.free;
+        for &mfn in mfns {
+            // As in `free`: a frame not from the pool is dropped.
+            let i = mfn.0.wrapping_sub(base);
+            if i < count {
+                if let Some(slot) = self.stack.get_mut(top) {
+                    *slot = i as u32;
+                    top += 1;
+                }
+            }
+        }
+        self.in_use -= top - self.free;
+        self.free = top;
     }
     #[inline(always)]
     fn can_free(&self, mfn: Mfn) -> bool {
@@ -329,7 +376,7 @@ impl FrameAlloc for HostFrames {
         self.meta.get_mut(usize::try_from(i).ok()?)
     }
     fn reserved_frames(&self, f: &mut dyn FnMut(Mfn)) {
-        for &mfn in self.free.iter().rev().take(self.reserved) {
+        for mfn in self.free_frames().rev().take(self.reserved) {
             f(mfn);
         }
     }
@@ -337,20 +384,27 @@ impl FrameAlloc for HostFrames {
         let n = frames as u64;
         let fail = OutOfFrames {
             needed: frames,
-            available: self.free.len(),
+            available: self.free,
         };
         if frames == 0 || !frames.is_power_of_two() {
             return Err(fail);
         }
         // The most recently freed aligned block whose frames are all free.
         let base = self
-            .free
-            .iter()
+            .free_frames()
             .rev()
-            .copied()
-            .find(|m| m.0 % n == 0 && (1..n).all(|i| self.free.contains(&m.add(i))))
+            .find(|m| m.0 % n == 0 && (1..n).all(|i| self.free_frames().any(|f| f == m.add(i))))
             .ok_or(fail)?;
-        self.free.retain(|m| m.0 < base.0 || m.0 >= base.0 + n);
+        let mut kept = 0;
+        for i in 0..self.free {
+            let m = self.stack[i];
+            let mfn = self.base.add(u64::from(m));
+            if mfn.0 < base.0 || mfn.0 >= base.0 + n {
+                self.stack[kept] = m;
+                kept += 1;
+            }
+        }
+        self.free = kept;
         self.in_use += frames;
         Ok(base)
     }
