@@ -4,16 +4,25 @@
 //! The path changes only together with the state, in the methods that
 //! establish it: [`Mm::enter_boot_directmap`] takes the [`DirectMap`] value
 //! that only the direct-map set-up creates, [`Mm::enter_boot_domain_page`]
-//! the [`DomainPage`] slots. Before that, every update goes through
-//! [`EarlyAccess`] (image tables + PMAP).
+//! the [`DomainPage`] slots, [`Mm::enter_boot_mapcache`] (the arm64
+//! secret-free mode) CPU 0's [`MapCache`]. Before that, every update goes
+//! through [`EarlyAccess`] (image tables + PMAP).
+//!
+//! In the secret-free mode each CPU runs on its own root: a copy of CPU 0's
+//! root except for the mapcache's level-0 entry
+//! ([`hvmm::layout::MAPCACHE_L0_SLOT`]), which links that CPU's own slot
+//! tables. The engine updates CPU 0's root; an update that made or freed
+//! tables may have changed a level-0 entry, which [`Mm::update`] then
+//! copies into the other roots (so every CPU sees the same shared tables).
 
 use core::fmt;
 use hvmm::access::{AccessError, TableAccess};
 use hvmm::boot_alloc::FrameRanges;
-use hvmm::layout::{fixmap_va, HasLayout, FIXMAP_MISC};
+use hvmm::format::{table_index, Arm64, Pte};
+use hvmm::layout::{fixmap_va, HasLayout, FIXMAP_MISC, MAPCACHE_L0_SLOT, SHARED_L0_SLOTS};
 use hvmm::phase::{
     AccessStats, DirectMap, DirectMapAccess, DomainPage, DomainPageAccess, EarlyAccess, ImageRange,
-    Pmap,
+    MapCache, MapCacheAccess, Pmap,
 };
 use hvmm::{
     Arch, Attrs, Env, Error, Leaf, LinearRange, MapFlags, Mfn, Op, Paddr, PageTable, SystemState,
@@ -87,6 +96,21 @@ enum Path {
     Early,
     DirectMap(DirectMap),
     DomainPage([Option<DomainPage>; MAX_CPUS]),
+    MapCache(PerCpu),
+}
+
+/// The secret-free mode's per-CPU parts.
+#[derive(Copy, Clone, Debug)]
+struct PerCpu {
+    /// Each CPU's slots.
+    slots: [Option<MapCache>; MAX_CPUS],
+    /// Each CPU's root (CPU 0's is the page table's).
+    roots: [Option<Mfn>; MAX_CPUS],
+    /// Whether the image's own tables are still reached at their link
+    /// address (until [`Mm::seal_image_tables`]).
+    image_writable: bool,
+    /// CPU 0's shared level-0 entries as every other root holds them.
+    shared_l0: [u64; SHARED_L0_SLOTS],
 }
 
 /// Counts per system state.
@@ -209,6 +233,11 @@ impl<F: HasLayout> Mm<F> {
             Path::Early => "image+pmap",
             Path::DirectMap(_) => "directmap",
             Path::DomainPage(_) => "image+domain-page",
+            Path::MapCache(PerCpu {
+                image_writable: true,
+                ..
+            }) => "image+mapcache",
+            Path::MapCache(_) => "mapcache",
         }
     }
     /// Whether the boot allocator has been handed over.
@@ -238,7 +267,58 @@ impl<F: HasLayout> Mm<F> {
         self.phases[idx(self.state)].calls += 1;
         let r = self.with_env(arch, |pt, env| pt.update(env, va, pages, op, flags))?;
         self.phases[idx(self.state)].updates += r;
+        // Only a table made or freed can have changed a level-0 entry.
+        if r.tables_created + r.tables_freed > 0 {
+            self.sync_roots(arch, va, pages)?;
+        }
         Ok(r)
+    }
+
+    /// Secret-free mode: copies CPU 0's level-0 entries for `[va, va +
+    /// pages)` into the other CPUs' roots where they differ. A new entry
+    /// (invalid before) needs nothing more; an entry that was valid and
+    /// changed is invalidated on every CPU afterwards (the engine's own
+    /// invalidation ran while the other roots still pointed at the old
+    /// table).
+    fn sync_roots<A: Arch>(&mut self, arch: &mut A, va: Vaddr, pages: u64) -> Result<(), Error> {
+        let Path::MapCache(pc) = self.path else {
+            return Ok(());
+        };
+        if pc.roots[1..].iter().all(Option::is_none) {
+            return Ok(());
+        }
+        let last = va.0.saturating_add(pages.saturating_mul(PAGE_SIZE)) - 1;
+        let (first_i, last_i) = (table_index(va.0, 0), table_index(last, 0));
+        let root0 = self.pt.root();
+        let mut shared = pc.shared_l0;
+        let mut flush = false;
+        let r = self.with_access(arch, |arch, acc| {
+            for i in (first_i..=last_i).filter(|&i| i != MAPCACHE_L0_SLOT) {
+                let want = read_entry(arch, acc, root0, i)?;
+                if shared.get(i) == Some(&want) {
+                    continue;
+                }
+                for root in pc.roots[1..].iter().flatten() {
+                    let have = read_entry(arch, acc, *root, i)?;
+                    if have != want {
+                        write_entry(arch, acc, *root, i, want)?;
+                        flush |= Pte(have).is_valid();
+                    }
+                }
+                if let Some(s) = shared.get_mut(i) {
+                    *s = want;
+                }
+            }
+            Ok(())
+        });
+        if flush {
+            arch.tlb_flush_all();
+            arch.tlb_sync();
+        }
+        if let Path::MapCache(pc) = &mut self.path {
+            pc.shared_l0 = shared;
+        }
+        r
     }
 
     /// Looks up one VA through the current access path.
@@ -322,6 +402,7 @@ impl<F: HasLayout> Mm<F> {
         let mut early;
         let mut direct;
         let mut domain;
+        let mut mapcache;
         let acc: &mut dyn TableAccess<A> = match &self.path {
             Path::Early => {
                 early = EarlyAccess::new(self.image, &mut self.pmap, &mut counts.access);
@@ -345,6 +426,23 @@ impl<F: HasLayout> Mm<F> {
                     })?;
                 domain = DomainPageAccess::new(self.image, dp, &mut counts.access);
                 &mut domain
+            }
+            Path::MapCache(pc) => {
+                let mc = pc
+                    .slots
+                    .get(cpu)
+                    .copied()
+                    .flatten()
+                    .ok_or(Error::TableAccess {
+                        mfn: self.pt.root(),
+                        err: AccessError::WrongPhase {
+                            provider: "mapcache",
+                            state: "CPU without slots",
+                        },
+                    })?;
+                let image = pc.image_writable.then_some(self.image);
+                mapcache = MapCacheAccess::new(image, mc, &mut counts.access);
+                &mut mapcache
             }
         };
         f(arch, acc, &mut self.pt, &mut alloc)
@@ -439,12 +537,7 @@ impl<F: HasLayout> Mm<F> {
             pa,
             len: dst.len() as u64,
             state: self.state,
-            access: AccessStats {
-                image: after.image - before.image,
-                pmap: after.pmap - before.pmap,
-                directmap: after.directmap - before.directmap,
-                domain_page: after.domain_page - before.domain_page,
-            },
+            access: after.since(&before),
         };
         self.last_copy = Some(rec);
         Ok(())
@@ -492,6 +585,270 @@ impl<F: HasLayout> Mm<F> {
         }
     }
 
+    /// Enters [`SystemState::Boot`] in the arm64 secret-free mode: every
+    /// table outside the image is reached through the running CPU's
+    /// mapcache slots from now on; CPU 0's are `cpu0`
+    /// ([`Mm::build_mapcache`] made them).
+    pub fn enter_boot_mapcache(&mut self, cpu0: MapCache) {
+        let mut slots = [None; MAX_CPUS];
+        slots[0] = Some(cpu0);
+        let mut roots = [None; MAX_CPUS];
+        roots[0] = Some(self.pt.root());
+        self.path = Path::MapCache(PerCpu {
+            slots,
+            roots,
+            image_writable: true,
+            shared_l0: [0; SHARED_L0_SLOTS],
+        });
+        self.state = SystemState::Boot;
+    }
+
+    /// Whether this is the secret-free mode (no direct map, per-CPU
+    /// mapcache slots) — from Boot on.
+    pub fn secret_free(&self) -> bool {
+        matches!(self.path, Path::MapCache(_))
+    }
+
+    /// The mapcache slots of `cpu` (secret-free mode).
+    pub fn mapcache(&self, cpu: usize) -> Option<MapCache> {
+        match &self.path {
+            Path::MapCache(pc) => pc.slots.get(cpu).copied().flatten(),
+            _ => None,
+        }
+    }
+
+    /// The root each CPU runs on: CPU 0's is the page table's; in the
+    /// secret-free mode every other CPU has its own (`None` for a CPU not
+    /// given one yet, and for every other CPU in the other modes, where
+    /// they share CPU 0's, arm64, or keep their own outside this list, arm32).
+    pub fn cpu_roots(&self) -> [Option<Mfn>; MAX_CPUS] {
+        match &self.path {
+            Path::MapCache(pc) => pc.roots,
+            _ => {
+                let mut r = [None; MAX_CPUS];
+                r[0] = Some(self.pt.root());
+                r
+            }
+        }
+    }
+
+    /// Whether the image's own tables are still reached (and writable)
+    /// at their link address.
+    pub fn image_tables_writable(&self) -> bool {
+        !matches!(
+            self.path,
+            Path::MapCache(PerCpu {
+                image_writable: false,
+                ..
+            })
+        )
+    }
+
+    /// Builds a CPU's mapcache slot tables through the current access path
+    /// (PMAP for CPU 0 in early boot, CPU 0's slots for the others): a
+    /// level-1, level-2 and level-3 table from the allocator, zeroed and
+    /// linked, the level-3 table's last entry mapping itself. Returns the
+    /// level-1 table, for the CPU's root's mapcache entry. On failure
+    /// every frame taken is given back.
+    pub fn build_mapcache<A: Arch>(&mut self, arch: &mut A) -> Result<Mfn, Error> {
+        let mut frames = [Mfn(0); 3];
+        for i in 0..3 {
+            match self.alloc.alloc(1, 1) {
+                Ok(m) => frames[i] = m,
+                Err(_) => {
+                    for f in &frames[..i] {
+                        let _ = self.alloc.free_pages_at(*f, 1);
+                    }
+                    return Err(Error::OutOfMemory {
+                        needed: 3 - i,
+                        available: self.alloc.free_pages() as usize,
+                    });
+                }
+            }
+        }
+        let [l1, l2, l3] = frames;
+        let r = self.with_access(arch, |arch, acc| {
+            for f in frames {
+                let va = acc
+                    .map_table(arch, f)
+                    .map_err(|err| Error::TableAccess { mfn: f, err })?;
+                let z = arch.zero_page(va);
+                acc.unmap_table(arch, f, va);
+                z?;
+            }
+            write_entry(arch, acc, l1, 0, Pte::table::<Arm64>(l2).0)?;
+            write_entry(arch, acc, l2, 0, Pte::table::<Arm64>(l3).0)?;
+            write_entry(
+                arch,
+                acc,
+                l3,
+                hvmm::layout::MAPCACHE_SELF,
+                MapCache::self_entry(l3),
+            )
+        });
+        if let Err(e) = r {
+            for f in frames {
+                let _ = self.alloc.free_pages_at(f, 1);
+            }
+            return Err(e);
+        }
+        Ok(l1)
+    }
+
+    /// Links the mapcache tables `l1` ([`Mm::build_mapcache`]) into CPU
+    /// 0's root (an invalid entry made valid: nothing to invalidate) and
+    /// returns CPU 0's slots, for [`Mm::enter_boot_mapcache`].
+    pub fn link_cpu0_mapcache<A: Arch>(
+        &mut self,
+        arch: &mut A,
+        l1: Mfn,
+    ) -> Result<MapCache, Error> {
+        let root = self.pt.root();
+        self.with_access(arch, |arch, acc| {
+            write_entry(arch, acc, root, MAPCACHE_L0_SLOT, Pte::table::<Arm64>(l1).0)
+        })?;
+        arch.isb();
+        Ok(MapCache::new(mapcache_base::<F>()))
+    }
+
+    /// Secret-free mode: gives CPU `cpu` its own root — CPU 0's level-0
+    /// entries, and its own mapcache ([`Mm::build_mapcache`]) — built
+    /// through the running CPU's slots, and returns it for the CPU to
+    /// switch to. On failure every frame taken is given back.
+    pub fn add_cpu_root<A: Arch>(&mut self, arch: &mut A, cpu: usize) -> Result<Paddr, Error> {
+        if !self.secret_free() {
+            return Err(Error::TableAccess {
+                mfn: self.pt.root(),
+                err: AccessError::WrongPhase {
+                    provider: "mapcache",
+                    state: "not the secret-free mode",
+                },
+            });
+        }
+        if cpu == 0 || cpu >= MAX_CPUS {
+            return Err(Error::TableAccess {
+                mfn: self.pt.root(),
+                err: AccessError::WrongPhase {
+                    provider: "mapcache",
+                    state: "no such secondary CPU",
+                },
+            });
+        }
+        let l1 = self.build_mapcache(arch)?;
+        let root = match self.alloc.alloc(1, 1) {
+            Ok(m) => m,
+            Err(_) => {
+                self.free_mapcache(arch, l1);
+                return Err(Error::OutOfMemory {
+                    needed: 1,
+                    available: self.alloc.free_pages() as usize,
+                });
+            }
+        };
+        let root0 = self.pt.root();
+        let mut shared = [0u64; SHARED_L0_SLOTS];
+        let r = self.with_access(arch, |arch, acc| {
+            let src = acc
+                .map_table(arch, root0)
+                .map_err(|err| Error::TableAccess { mfn: root0, err })?;
+            let dst = match acc.map_table(arch, root) {
+                Ok(v) => v,
+                Err(err) => {
+                    acc.unmap_table(arch, root0, src);
+                    return Err(Error::TableAccess { mfn: root, err });
+                }
+            };
+            let copy = (|| -> Result<(), Error> {
+                arch.zero_page(dst)?;
+                for i in 0..hvmm::format::ENTRIES {
+                    let e = if i == MAPCACHE_L0_SLOT {
+                        Pte::table::<Arm64>(l1).0
+                    } else {
+                        arch.read_pte(Vaddr(src.0 + i as u64 * 8))?
+                    };
+                    if let Some(s) = shared.get_mut(i) {
+                        *s = e;
+                    }
+                    if e != 0 {
+                        arch.write_pte(Vaddr(dst.0 + i as u64 * 8), e)?;
+                    }
+                }
+                Ok(())
+            })();
+            acc.unmap_table(arch, root, dst);
+            acc.unmap_table(arch, root0, src);
+            copy
+        });
+        if let Err(e) = r {
+            let _ = self.alloc.free_pages_at(root, 1);
+            self.free_mapcache(arch, l1);
+            return Err(e);
+        }
+        if let Path::MapCache(p) = &mut self.path {
+            p.slots[cpu] = Some(MapCache::new(mapcache_base::<F>()));
+            p.roots[cpu] = Some(root);
+            // Every root holds CPU 0's entries as of now.
+            p.shared_l0 = shared;
+        }
+        Ok(root.paddr())
+    }
+
+    /// Gives back the frames of a mapcache built by [`Mm::build_mapcache`]
+    /// and not linked anywhere.
+    fn free_mapcache<A: Arch>(&mut self, arch: &mut A, l1: Mfn) {
+        let chain = self.with_access(arch, |arch, acc| {
+            let l2 = Pte(read_entry(arch, acc, l1, 0)?).table_mfn::<Arm64>();
+            let l3 = Pte(read_entry(arch, acc, l2, 0)?).table_mfn::<Arm64>();
+            Ok([l1, l2, l3])
+        });
+        if let Ok(frames) = chain {
+            for f in frames {
+                let _ = self.alloc.free_pages_at(f, 1);
+            }
+        }
+    }
+
+    /// Secret-free mode, at the end of the boot: the image's own tables
+    /// (`pages` pages from `first`, its tables region) become read-only in
+    /// the image mapping, and from now on they too are reached through the
+    /// mapcache slots — so no table page is writable through a permanent
+    /// mapping but the slot tables themselves. Their own entries are
+    /// changed through the slots (reaching them through the mapping being
+    /// changed would fault half-way). Nothing changes on failure.
+    pub fn seal_image_tables<A: Arch>(
+        &mut self,
+        arch: &mut A,
+        first: Vaddr,
+        pages: u64,
+    ) -> Result<UpdateReport, Error> {
+        let set = |mm: &mut Self, on: bool| {
+            if let Path::MapCache(pc) = &mut mm.path {
+                pc.image_writable = on;
+            }
+        };
+        if !self.secret_free() {
+            return Err(Error::TableAccess {
+                mfn: self.pt.root(),
+                err: AccessError::WrongPhase {
+                    provider: "mapcache",
+                    state: "not the secret-free mode",
+                },
+            });
+        }
+        set(self, false);
+        let r = self.update(
+            arch,
+            first,
+            pages,
+            Op::Modify { attrs: Attrs::RO },
+            MapFlags::PAGES,
+        );
+        if r.is_err() {
+            set(self, true);
+        }
+        r
+    }
+
     /// The arm32 xenheap: always mapped, linearly (from Boot on).
     pub fn xenheap(&self) -> Option<LinearRange> {
         self.xenheap
@@ -525,4 +882,40 @@ impl<F: HasLayout> Mm<F> {
     pub fn retire_pmap(&mut self) {
         self.pmap.retire();
     }
+}
+
+/// The mapcache region's start (the same VA in every CPU's root).
+fn mapcache_base<F: HasLayout>() -> Vaddr {
+    F::LAYOUT.mapcache.map_or(Vaddr(0), |r| r.start)
+}
+
+/// Reads entry `i` of the table `table` through `acc`.
+fn read_entry<A: Arch>(
+    arch: &mut A,
+    acc: &mut dyn TableAccess<A>,
+    table: Mfn,
+    i: usize,
+) -> Result<u64, Error> {
+    let va = acc
+        .map_table(arch, table)
+        .map_err(|err| Error::TableAccess { mfn: table, err })?;
+    let r = arch.read_pte(Vaddr(va.0 + i as u64 * 8));
+    acc.unmap_table(arch, table, va);
+    Ok(r?)
+}
+
+/// Writes entry `i` of the table `table` through `acc`.
+fn write_entry<A: Arch>(
+    arch: &mut A,
+    acc: &mut dyn TableAccess<A>,
+    table: Mfn,
+    i: usize,
+    val: u64,
+) -> Result<(), Error> {
+    let va = acc
+        .map_table(arch, table)
+        .map_err(|err| Error::TableAccess { mfn: table, err })?;
+    let r = arch.write_pte(Vaddr(va.0 + i as u64 * 8), val);
+    acc.unmap_table(arch, table, va);
+    Ok(r?)
 }

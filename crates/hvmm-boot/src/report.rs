@@ -103,6 +103,9 @@ pub struct BootSummary {
     pub pmap_in_use: u32,
     /// Domain 0, when the boot built one.
     pub dom0: Option<Dom0Fact>,
+    /// The arm64 secret-free mode (no direct map, per-CPU roots and
+    /// mapcache slots).
+    pub secret_free: bool,
 }
 
 /// What was built for domain 0.

@@ -72,6 +72,12 @@ pub struct BootConfig {
     pub table_limit: Option<Paddr>,
     /// Build domain 0 from the boot modules once Active.
     pub dom0: Option<crate::domain::Dom0Config>,
+    /// arm64: map all RAM in the direct map (the default). `false` is the
+    /// secret-free mode (`hvmm boot --no-directmap`, `hvmm.directmap=off`):
+    /// no RAM mapped but the image, the frametable, the DTB and what a step
+    /// holds in its CPU's mapcache slots; each CPU on its own root. arm32
+    /// has no direct map: `false` is refused there.
+    pub directmap: bool,
 }
 
 impl Default for BootConfig {
@@ -86,6 +92,7 @@ impl Default for BootConfig {
             inject: None,
             table_limit: None,
             dom0: None,
+            directmap: true,
         }
     }
 }
@@ -235,7 +242,7 @@ fn run<F: HasLayout, P: Platform>(
         image.0.phys_minus_virt().unsigned_abs()
     );
 
-    log_layout::<F>(ctx);
+    log_layout::<F>(ctx, cfg.directmap);
 
     // 2. Runtime page tables.
     ctx.step = BootStep::SetupPagetables;
@@ -294,7 +301,7 @@ fn run_with_mm<F: HasLayout, P: Platform>(
 
     // 5. Memory.
     ctx.step = BootStep::SetupMm;
-    setup_mm::<F, P>(p, mm, &info, cfg, ctx)?;
+    setup_mm::<F, P>(p, mm, &info, cfg, (params.dtb, fdt_size), ctx)?;
     record_phases(ctx, mm);
 
     ctx.step = BootStep::Frametable;
@@ -337,6 +344,9 @@ fn run_with_mm<F: HasLayout, P: Platform>(
     // 7. Init memory.
     ctx.step = BootStep::FreeInitMem;
     free_init_memory::<F, P>(p, mm, img, image, ctx)?;
+    if mm.secret_free() {
+        seal_image_tables(p, mm, img, ctx)?;
+    }
     mm.enter_active();
     enter(p, ctx, SystemState::Active);
     record_phases(ctx, mm);
@@ -507,7 +517,7 @@ fn construct_dom0<F: HasLayout, P: Platform>(
     Ok(())
 }
 
-fn log_layout<F: HasLayout>(ctx: &mut Ctx<'_, F>) {
+fn log_layout<F: HasLayout>(ctx: &mut Ctx<'_, F>, directmap: bool) {
     log!(ctx, "(XEN) virtual layout ({}):", F::NAME);
     let l = F::LAYOUT;
     let arch_regions = [
@@ -515,7 +525,8 @@ fn log_layout<F: HasLayout>(ctx: &mut Ctx<'_, F>) {
         Some(l.vmap),
         l.xenheap,
         l.domheap,
-        l.directmap,
+        l.directmap.filter(|_| directmap),
+        l.mapcache.filter(|_| !directmap),
     ];
     for r in hvmm::layout::Layout::COMMON
         .iter()
@@ -852,6 +863,7 @@ fn setup_mm<F: HasLayout, P: Platform>(
     mm: &mut Mm<F>,
     info: &BootInfo<'_>,
     cfg: &BootConfig,
+    dtb: (Paddr, u64),
     ctx: &mut Ctx<'_, F>,
 ) -> Result<(), BootError> {
     // Boot allocator: RAM minus image, DTB, modules, reserved, firmware.
@@ -885,6 +897,18 @@ fn setup_mm<F: HasLayout, P: Platform>(
     );
 
     let banks = info.ram_banks();
+    if !cfg.directmap {
+        if F::LAYOUT.mapcache.is_none() {
+            return Err(ctx.fail(
+                format_args!(
+                    "the secret-free mode (no direct map) exists on arm64 only: {} keeps its xenheap mapped",
+                    F::NAME
+                ),
+                None,
+            ));
+        }
+        return setup_mm_secret_free(p, mm, banks.len(), dtb, ctx);
+    }
     if let Some(dm_region) = F::LAYOUT.directmap {
         // arm64: direct map of every bank, with blocks, tables through PMAP.
         // Banks are packed in address order, each at the first VA past the
@@ -1041,6 +1065,90 @@ fn setup_mm<F: HasLayout, P: Platform>(
     Ok(())
 }
 
+/// arm64 without a direct map: the early FDT mapping trimmed to the DTB's
+/// own pages, then CPU 0's mapcache slot tables, built through PMAP and
+/// linked into its root; tables are reached through the slots from now
+/// on, and RAM is mapped only while a step holds a slot.
+fn setup_mm_secret_free<F: HasLayout, P: Platform>(
+    p: &mut P,
+    mm: &mut Mm<F>,
+    banks: usize,
+    dtb: (Paddr, u64),
+    ctx: &mut Ctx<'_, F>,
+) -> Result<(), BootError> {
+    // The early FDT window mapped the 2 MiB blocks around the DTB (no
+    // allocator then for a level-3 table): keep only the DTB's own pages.
+    // Nothing reads the DTB meanwhile; its pages keep their VAs.
+    let base = dtb.0 .0 & !(MIB2 - 1);
+    let first = (dtb.0 .0 - base) & !(PAGE_SIZE - 1);
+    let last = (dtb.0 .0 - base + dtb.1).next_multiple_of(PAGE_SIZE);
+    for (from, to) in [(0, first), (last, 2 * MIB2)] {
+        if to > from {
+            mm.update(
+                p,
+                Vaddr(BOOT_FDT_VIRT_START.0 + from),
+                (to - from) / PAGE_SIZE,
+                Op::Remove,
+                MapFlags::PAGES,
+            )
+            .map_err(|e| ctx.engine("trimming the DTB mapping to its own pages", e))?;
+        }
+    }
+    log!(
+        ctx,
+        "(XEN) secret-free: DTB mapping trimmed to its {} pages",
+        (last - first) / PAGE_SIZE
+    );
+    let l1 = mm
+        .build_mapcache(p)
+        .map_err(|e| ctx.engine("building CPU 0's mapcache", e))?;
+    let mc = mm
+        .link_cpu0_mapcache(p, l1)
+        .map_err(|e| ctx.engine("linking CPU 0's mapcache", e))?;
+    log!(
+        ctx,
+        "(XEN) secret-free: no direct map of the {banks} RAM bank(s); CPU 0's mapcache: {} slots of 4 KiB at {}, given back at once",
+        hvmm::layout::MAPCACHE_SLOTS,
+        mc.base()
+    );
+    log!(
+        ctx,
+        "(XEN) early boot used {} PMAP table maps and {} image table maps",
+        mm.phases[0].access.pmap,
+        mm.phases[0].access.image
+    );
+    mm.enter_boot_mapcache(mc);
+    ctx.summary.secret_free = true;
+    enter(p, ctx, SystemState::Boot);
+    log!(
+        ctx,
+        "(XEN) page tables are now reached through {}",
+        mm.path_name()
+    );
+    Ok(())
+}
+
+/// Secret-free mode, end of boot: the image's own tables become read-only
+/// in the image mapping (reached through the slots from now on).
+fn seal_image_tables<F: HasLayout, P: Platform>(
+    p: &mut P,
+    mm: &mut Mm<F>,
+    img: &ImageLayout,
+    ctx: &mut Ctx<'_, F>,
+) -> Result<(), BootError> {
+    let t = img.tables;
+    let pages = (t.last.0 - t.first.0) / PAGE_SIZE;
+    mm.seal_image_tables(p, t.first, pages)
+        .map_err(|e| ctx.engine("making the image's tables read-only", e))?;
+    log!(
+        ctx,
+        "(XEN) image tables {}..{:#x} read-only: every table page is written through a mapcache slot",
+        t.first,
+        t.last.0
+    );
+    Ok(())
+}
+
 /// Allocates a CPU's two domheap L2 tables inside the xenheap, zeroes them
 /// and links them into that CPU's root (entries 2 and 3).
 fn domheap_slots<F: HasLayout, P: Platform>(
@@ -1190,6 +1298,9 @@ fn bring_up_cpus<F: HasLayout, P: Platform>(
     for cpu in 1..n {
         let root = if F::LAYOUT.domheap.is_some() {
             secondary_root_arm32::<F, P>(p, mm, cpu, ctx)?
+        } else if mm.secret_free() {
+            mm.add_cpu_root(p, cpu)
+                .map_err(|e| ctx.engine("building a secondary CPU's root and mapcache", e))?
         } else {
             root_pa
         };
@@ -1282,19 +1393,35 @@ fn verify<F: HasLayout, P: Platform>(
     ctx: &mut Ctx<'_, F>,
 ) -> Result<(), BootError> {
     let image = mm.image();
+    // Sealed image tables (secret-free mode) are a read-only part of the
+    // data section.
+    let t = img.tables;
+    let sealed = (!mm.image_tables_writable()).then_some((t.first, t.last));
     for (i, s) in img.sections.iter().enumerate() {
         if i == img.init || s.end <= s.start {
             continue;
         }
-        let pa = image.0.pa_of(s.start).unwrap_or(Paddr(0));
-        ctx.summary.regions.push(RegionFact {
-            name: s.name,
-            va: s.start,
-            pa,
-            size: s.end.0 - s.start.0,
-            writable: s.perm == Perm::Rw,
-            mair_attr: 0xff,
-        });
+        let mut push = |name: &'static str, start: Vaddr, end: Vaddr, writable: bool| {
+            if end > start {
+                ctx.summary.regions.push(RegionFact {
+                    name,
+                    va: start,
+                    pa: image.0.pa_of(start).unwrap_or(Paddr(0)),
+                    size: end.0 - start.0,
+                    writable,
+                    mair_attr: 0xff,
+                });
+            }
+        };
+        let writable = s.perm == Perm::Rw;
+        match sealed {
+            Some((first, last)) if first >= s.start && last <= s.end => {
+                push(s.name, s.start, first, writable);
+                push("pgtables", first, last, false);
+                push(s.name, last, s.end, writable);
+            }
+            _ => push(s.name, s.start, s.end, writable),
+        }
     }
     let mut pages = 0u64;
     if ctx.summary.regions.dropped > 0 {

@@ -89,6 +89,11 @@ struct BootArgs {
     /// Domain 0's RAM, a multiple of 2 MiB (default 128M).
     #[arg(long, value_name = "SIZE")]
     dom0_mem: Option<String>,
+    /// arm64's secret-free mode: no direct map; every CPU on its own root
+    /// with its own mapcache slots, through which page tables and other RAM
+    /// are reached only while a step needs them.
+    #[arg(long)]
+    no_directmap: bool,
 }
 
 fn parse_num(s: &str) -> Result<u64, String> {
@@ -206,6 +211,7 @@ fn scenario(a: &BootArgs) -> Result<Scenario, String> {
         .map(|d| parse_num(d))
         .collect::<Result<_, _>>()?;
     s.stress_iterations = a.stress;
+    s.directmap = !a.no_directmap;
     if !a.no_dom0 {
         s.dom0 = Some(hvmm_boot::domain::Dom0Config {
             mem: match &a.dom0_mem {
@@ -268,7 +274,9 @@ fn summary_json(s: &BootSummary) -> serde_json::Value {
             "tables_created": p.updates.tables_created,
             "tables_freed": p.updates.tables_freed,
             "tlb_invalidations": p.updates.tlb_invalidations,
+            "slot_tlb_invalidations": p.access.slot_tlbi,
         })).collect::<Vec<_>>(),
+        "secret_free": s.secret_free,
         "cpus": s.cpus,
         "table_pages": s.table_pages,
         "verified_pages": s.verified_pages,

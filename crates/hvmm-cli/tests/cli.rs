@@ -39,6 +39,26 @@ fn default_boot_reaches_active_with_four_cpus_and_three_guessed_modules() {
 }
 
 #[test]
+fn no_directmap_boots_secret_free_to_active_and_arm32_refuses_it() {
+    let (code, out, err) = hvmm(&["boot", "--no-directmap"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("reached Active with 4 CPU(s)"), "{out}");
+    assert!(out.contains("secret-free: no direct map"), "{out}");
+    assert!(
+        out.contains("no mapcache slot held on any of the 4 CPU(s)"),
+        "{out}"
+    );
+    assert!(out.contains("*** LOADING DOMAIN 0 ***"), "{out}");
+    let (code, out, _) = hvmm(&["boot", "--no-directmap", "--json", "--no-dom0"]);
+    assert_eq!(code, 0);
+    let v: serde_json::Value = serde_json::from_str(&out).expect("valid JSON");
+    assert_eq!(v["summary"]["secret_free"], true);
+    let (code, out, err) = hvmm(&["boot", "--arch", "arm32", "--no-directmap"]);
+    assert_eq!(code, 2, "{out}{err}");
+    assert!(err.contains("arm64 only"), "{err}");
+}
+
+#[test]
 fn json_output_has_the_same_facts() {
     let (code, out, _) = hvmm(&["boot", "--arch", "arm32", "--json"]);
     assert_eq!(code, 0);

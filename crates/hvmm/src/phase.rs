@@ -5,9 +5,11 @@
 //! | [`SystemState::EarlyBoot`] | [`EarlyAccess`] | image tables at link address + offset; anything else through a PMAP slot |
 //! | `Boot` / `SmpBoot` / `Active`, arm64 | [`DirectMapAccess`] | the direct map |
 //! | `Boot` / `SmpBoot` / `Active`, arm32 | [`DomainPageAccess`] | image tables as above; anything else through a per-CPU domain-page slot |
+//! | `Boot` / `SmpBoot` / `Active`, arm64 secret-free | [`MapCacheAccess`] | image tables as above until they are sealed, then they too; anything else through a per-CPU 4 KiB mapcache slot, unmapped when given back |
 //!
 //! A provider for a later state can only be built from the value that the
-//! step creating its mapping returns ([`DirectMap`], [`DomainPage`]), so the
+//! step creating its mapping returns ([`DirectMap`], [`DomainPage`],
+//! [`MapCache`]), so the
 //! 2019 mistake — reaching for the direct map before it exists — cannot be
 //! written. PMAP refuses to work once other CPUs run (it is single-CPU).
 
@@ -15,8 +17,11 @@ use crate::access::{AccessError, TableAccess};
 use crate::addr::{LinearRange, Mfn, Paddr, Vaddr};
 use crate::arch::Arch;
 use crate::attr::Attrs;
+use crate::format::Arm64;
 use crate::format::{Arm32, Pte};
-use crate::layout::{fixmap_va, DOMHEAP_ENTRIES, FIXMAP_PMAP_BEGIN, NUM_PMAP};
+use crate::layout::{
+    fixmap_va, DOMHEAP_ENTRIES, FIXMAP_PMAP_BEGIN, MAPCACHE_SELF, MAPCACHE_SLOTS, NUM_PMAP,
+};
 use core::fmt;
 
 /// The system's boot phase.
@@ -60,14 +65,30 @@ pub struct AccessStats {
     pub pmap: u64,
     /// Tables reached through the arm64 direct map.
     pub directmap: u64,
-    /// Tables reached through an arm32 domain-page slot.
+    /// Tables reached through a per-CPU domain-page slot: arm32's 2 MiB
+    /// slots, or the arm64 secret-free mode's 4 KiB mapcache slots.
     pub domain_page: u64,
+    /// Local TLB invalidations the providers made for their slots (a PMAP
+    /// or mapcache slot given back, a lazily kept domain-page slot reused):
+    /// not counted in [`AccessStats::total`], which counts maps.
+    pub slot_tlbi: u64,
 }
 
 impl AccessStats {
     /// Total table maps.
     pub const fn total(&self) -> u64 {
         self.image + self.pmap + self.directmap + self.domain_page
+    }
+
+    /// What happened between `before` and `self` (both from one counter).
+    pub const fn since(&self, before: &AccessStats) -> AccessStats {
+        AccessStats {
+            image: self.image - before.image,
+            pmap: self.pmap - before.pmap,
+            directmap: self.directmap - before.directmap,
+            domain_page: self.domain_page - before.domain_page,
+            slot_tlbi: self.slot_tlbi - before.slot_tlbi,
+        }
     }
 }
 
@@ -268,6 +289,7 @@ impl<A: Arch> TableAccess<A> for EarlyAccess<'_> {
     fn unmap_table(&mut self, arch: &mut A, mfn: Mfn, va: Vaddr) {
         if !self.image.contains(mfn) {
             self.pmap.unmap(arch, va);
+            self.stats.slot_tlbi += 1;
         }
     }
     fn reserve(&mut self, _arch: &mut A, nested: usize) -> Result<(), AccessError> {
@@ -385,6 +407,17 @@ impl DomainPage {
 
     /// Maps the frame `mfn` (Xen's `map_domain_page`).
     pub fn map<A: Arch>(&self, arch: &mut A, mfn: Mfn) -> Result<Vaddr, AccessError> {
+        self.map_counted(arch, mfn, &mut 0)
+    }
+
+    /// [`DomainPage::map`], adding to `flushes` the local invalidation a
+    /// reused slot needs.
+    fn map_counted<A: Arch>(
+        &self,
+        arch: &mut A,
+        mfn: Mfn,
+        flushes: &mut u64,
+    ) -> Result<Vaddr, AccessError> {
         let pa = mfn.paddr();
         let block = Paddr(pa.0 & !((2 << 20) - 1));
         let hash = (pa.0 >> 21) as usize % DOMHEAP_ENTRIES;
@@ -415,6 +448,7 @@ impl DomainPage {
             arch.write_pte(self.entry_va(i), 0)
                 .map_err(AccessError::Fault)?;
             arch.tlb_flush_va_local(self.slot_va(i, Paddr(0)));
+            *flushes += 1;
         }
         let new = Pte::leaf::<Arm32>(2, block, Attrs::RW, false).with_sw(1);
         arch.write_pte(self.entry_va(i), new.0)
@@ -498,7 +532,9 @@ impl<A: Arch> TableAccess<A> for DomainPageAccess<'_> {
             self.stats.image += 1;
             return Ok(va);
         }
-        let va = self.slots.map(arch, mfn)?;
+        let va = self
+            .slots
+            .map_counted(arch, mfn, &mut self.stats.slot_tlbi)?;
         self.stats.domain_page += 1;
         Ok(va)
     }
@@ -512,6 +548,190 @@ impl<A: Arch> TableAccess<A> for DomainPageAccess<'_> {
             return Err(AccessError::SlotsExhausted {
                 provider: "domain-page",
                 slots: DOMHEAP_ENTRIES,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// One CPU's arm64 mapcache (the secret-free mode's `map_domain_page`):
+/// [`MAPCACHE_SLOTS`] slots of 4 KiB in a level-3 table that only this
+/// CPU's root links (level-0 slot [`crate::layout::MAPCACHE_L0_SLOT`]),
+/// written through its own last entry, which maps the table itself.
+///
+/// A slot maps one frame read-write, never executable, while it is held,
+/// and nothing once it is given back: [`MapCache::unmap`] clears the entry
+/// and invalidates the VA on this CPU (`TLBI VAE2; DSB NSH; ISB`) at once,
+/// so that no page stays reachable after the step that needed it. A slot
+/// is thus only ever written from invalid to valid or back: never changed
+/// while valid, which is what break-before-make asks. The invalidation is
+/// local because no other CPU can hold the entry: a CPU's TLB caches only
+/// walks from its own root, and this table hangs below this CPU's root
+/// alone. That stays true as long as no CPU runs on another CPU's root (a
+/// CPU given a root flushes its own TLB when it switches).
+///
+/// No reference counts: a frame mapped twice takes two slots (two
+/// read-write aliases of normal memory with the same attributes are
+/// harmless). The search starts at a hash of the frame number; with slots
+/// given back at once it nearly always finds the first one free.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct MapCache {
+    /// VA of slot 0 (the mapcache region's start).
+    base: Vaddr,
+}
+
+impl MapCache {
+    /// The mapcache of a CPU whose slot table is linked at `base` with its
+    /// entry [`MAPCACHE_SELF`] mapping the table itself (see
+    /// [`MapCache::self_entry`]).
+    pub const fn new(base: Vaddr) -> Self {
+        MapCache { base }
+    }
+
+    /// The first slot's VA.
+    pub const fn base(&self) -> Vaddr {
+        self.base
+    }
+
+    /// The descriptor of entry [`MAPCACHE_SELF`]: the slot table at
+    /// `table` mapped read-write, never executable.
+    pub fn self_entry(table: Mfn) -> u64 {
+        Pte::leaf::<Arm64>(3, table.paddr(), Attrs::RW, false).0
+    }
+
+    /// VA of entry `i` of the slot table (through its self-mapping).
+    fn entry_va(&self, i: usize) -> Vaddr {
+        Vaddr(self.base.0 + (MAPCACHE_SELF as u64) * 4096 + i as u64 * 8)
+    }
+
+    fn slot_va(&self, i: usize) -> Vaddr {
+        Vaddr(self.base.0 + i as u64 * 4096)
+    }
+
+    /// Whether `va` lies in a slot (not the self-mapping).
+    pub fn is_slot(&self, va: Vaddr) -> bool {
+        va.0 >= self.base.0 && va.0 - self.base.0 < (MAPCACHE_SLOTS as u64) * 4096
+    }
+
+    /// Maps `mfn` read-write in a free slot and returns its VA.
+    pub fn map<A: Arch>(&self, arch: &mut A, mfn: Mfn) -> Result<Vaddr, AccessError> {
+        let start = (mfn.0 as usize).wrapping_mul(0x9e37_79b9) % MAPCACHE_SLOTS;
+        for probe in 0..MAPCACHE_SLOTS {
+            let i = (start + probe) % MAPCACHE_SLOTS;
+            let e = arch
+                .read_pte(self.entry_va(i))
+                .map_err(AccessError::Fault)?;
+            if Pte(e).is_valid() {
+                continue;
+            }
+            // Invalid, and invalidated on this CPU when it was given back:
+            // nothing to break, nothing cached.
+            let pte = Pte::leaf::<Arm64>(3, mfn.paddr(), Attrs::RW, false);
+            arch.write_pte(self.entry_va(i), pte.0)
+                .map_err(AccessError::Fault)?;
+            arch.isb();
+            return Ok(self.slot_va(i));
+        }
+        Err(AccessError::SlotsExhausted {
+            provider: "mapcache",
+            slots: MAPCACHE_SLOTS,
+        })
+    }
+
+    /// Gives back the slot `va` lies in: the entry is cleared and the VA
+    /// invalidated on this CPU. Returns whether `va` was a slot.
+    pub fn unmap<A: Arch>(&self, arch: &mut A, va: Vaddr) -> bool {
+        if !self.is_slot(va) {
+            return false;
+        }
+        let i = ((va.0 - self.base.0) / 4096) as usize;
+        // A fault here would mean the slot table is gone: nothing to undo.
+        let _ = arch.write_pte(self.entry_va(i), 0);
+        arch.tlb_flush_va_local(self.slot_va(i));
+        true
+    }
+
+    /// Whether at least `n` slots are free now (stops at the `n`-th).
+    pub fn has_free<A: Arch>(&self, arch: &mut A, n: usize) -> Result<bool, AccessError> {
+        let mut free = 0;
+        for i in 0..MAPCACHE_SLOTS {
+            if free >= n {
+                break;
+            }
+            if !Pte(arch
+                .read_pte(self.entry_va(i))
+                .map_err(AccessError::Fault)?)
+            .is_valid()
+            {
+                free += 1;
+            }
+        }
+        Ok(free >= n)
+    }
+
+    /// Slots held now (valid entries, the self-mapping aside). Zero between
+    /// steps: nothing stays mapped.
+    pub fn held<A: Arch>(&self, arch: &mut A) -> Result<usize, AccessError> {
+        let mut n = 0;
+        for i in 0..MAPCACHE_SLOTS {
+            if Pte(arch
+                .read_pte(self.entry_va(i))
+                .map_err(AccessError::Fault)?)
+            .is_valid()
+            {
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+}
+
+/// The arm64 secret-free provider: this CPU's mapcache slots for every
+/// table frame, except the image's own tables while the image still maps
+/// them writable (until the boot seals them, [`MapCacheAccess::new`]'s
+/// `image`).
+pub struct MapCacheAccess<'a> {
+    image: Option<ImageRange>,
+    slots: MapCache,
+    /// Maps served, by path.
+    pub stats: &'a mut AccessStats,
+}
+
+impl<'a> MapCacheAccess<'a> {
+    /// The provider over this CPU's slots; `image`: reach the image's
+    /// tables at their link address (`None` once they are read-only there).
+    pub fn new(image: Option<ImageRange>, slots: MapCache, stats: &'a mut AccessStats) -> Self {
+        MapCacheAccess {
+            image,
+            slots,
+            stats,
+        }
+    }
+}
+
+impl<A: Arch> TableAccess<A> for MapCacheAccess<'_> {
+    fn name(&self) -> &'static str {
+        "mapcache"
+    }
+    fn map_table(&mut self, arch: &mut A, mfn: Mfn) -> Result<Vaddr, AccessError> {
+        if let Some(va) = self.image.and_then(|i| i.va_of(mfn)) {
+            self.stats.image += 1;
+            return Ok(va);
+        }
+        let va = self.slots.map(arch, mfn)?;
+        self.stats.domain_page += 1;
+        Ok(va)
+    }
+    fn unmap_table(&mut self, arch: &mut A, _mfn: Mfn, va: Vaddr) {
+        if self.slots.unmap(arch, va) {
+            self.stats.slot_tlbi += 1;
+        }
+    }
+    fn reserve(&mut self, arch: &mut A, nested: usize) -> Result<(), AccessError> {
+        if !self.slots.has_free(arch, nested)? {
+            return Err(AccessError::SlotsExhausted {
+                provider: "mapcache",
+                slots: MAPCACHE_SLOTS,
             });
         }
         Ok(())
