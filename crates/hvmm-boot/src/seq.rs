@@ -1514,10 +1514,13 @@ fn check_page<F: HasLayout, P: Platform>(
 }
 
 fn log_phase_table<F: HasLayout>(ctx: &mut Ctx<'_, F>) {
-    log!(ctx, "(XEN) table maps by access path and state:");
     log!(
         ctx,
-        "(XEN)   {:<10} {:>6} {:>6} {:>9} {:>11} {:>7} {:>7} {:>6} {:>6}",
+        "(XEN) table maps by access path and state (tlbi: the engine's invalidations; slot-tlbi: local ones for PMAP / domain-page / mapcache slots):"
+    );
+    log!(
+        ctx,
+        "(XEN)   {:<10} {:>6} {:>6} {:>9} {:>11} {:>7} {:>7} {:>6} {:>6} {:>9}",
         "state",
         "image",
         "pmap",
@@ -1526,7 +1529,8 @@ fn log_phase_table<F: HasLayout>(ctx: &mut Ctx<'_, F>) {
         "leaves",
         "tables",
         "freed",
-        "tlbi"
+        "tlbi",
+        "slot-tlbi"
     );
     let mut created = 0;
     let mut freed = 0;
@@ -1541,7 +1545,7 @@ fn log_phase_table<F: HasLayout>(ctx: &mut Ctx<'_, F>) {
         freed += ph.updates.tables_freed;
         let _ = writeln!(
             ctx.log,
-            "(XEN)   {:<10} {:>6} {:>6} {:>9} {:>11} {:>7} {:>7} {:>6} {:>6}",
+            "(XEN)   {:<10} {:>6} {:>6} {:>9} {:>11} {:>7} {:>7} {:>6} {:>6} {:>9}",
             s.name(),
             ph.access.image,
             ph.access.pmap,
@@ -1550,7 +1554,8 @@ fn log_phase_table<F: HasLayout>(ctx: &mut Ctx<'_, F>) {
             ph.updates.leaves,
             ph.updates.tables_created,
             ph.updates.tables_freed,
-            ph.updates.tlb_invalidations
+            ph.updates.tlb_invalidations,
+            ph.access.slot_tlbi
         );
     }
     ctx.summary.table_pages = created - freed;
