@@ -332,6 +332,182 @@ fn cases(arch: Arch) -> Vec<Case> {
             });
         }
     }
+    if arch == Arch::Arm64 {
+        v.extend(secret_free_cases());
+    }
+    v
+}
+
+/// What every secret-free boot (`hvmm.directmap=off`) prints: no direct
+/// map, tables through the mapcache, the image's tables sealed, every
+/// CPU on its own root, no slot held at the end.
+fn secret_free_lines(pa: u64, cpus: u32) -> Vec<String> {
+    let mut v: Vec<String> = ok_lines(pa, cpus)
+        .into_iter()
+        .filter(|l| !l.starts_with("(XEN) verified "))
+        .collect();
+    v.extend(
+        [
+            "(XEN) secret-free: DTB mapping trimmed to its ",
+            "(XEN) secret-free: no direct map of the ",
+            "(XEN) page tables are now reached through image+mapcache",
+            "read-only: every table page is written through a mapcache slot",
+            // text, rodata, data around the sealed tables, the frametable.
+            "(XEN) verified 6 regions",
+        ]
+        .map(String::from),
+    );
+    v.push(format!(
+        "hvmm: secret-free: no direct map, {cpus} CPU roots, CPU 0 holds no mapcache slot"
+    ));
+    v
+}
+
+/// The arm64 secret-free mode through every boot path: direct (1 and 4
+/// CPUs, above 4 GiB), real U-Boot, real GRUB + UEFI (1 and 4 CPUs, 1 and
+/// 4 GiB), the SMP stress (each CPU's slots hammered too), a fault in
+/// Active, and domain 0 (hvmm's test guest: its vCPUs started by CPU_ON
+/// after the image's tables are read-only, the live split by CPU 1 through
+/// its own slots; Debian's Linux through GRUB).
+fn secret_free_cases() -> Vec<Case> {
+    const ARGS: &str = "hvmm.directmap=off";
+    let arch = Arch::Arm64;
+    let default_pa = 0x4020_0000u64;
+    let mut v = Vec::new();
+    let mut push = |name: String, a: QemuArgs, code: i32, expect: Vec<String>| {
+        v.push(Case {
+            name: format!("arm64 secret-free {name}"),
+            args: a,
+            code,
+            expect,
+        })
+    };
+    for smp in [1, 4] {
+        let mut a = base(arch);
+        a.smp = smp;
+        a.bootargs = Some(ARGS.into());
+        push(
+            format!("direct -kernel smp{smp}"),
+            a,
+            0,
+            secret_free_lines(default_pa, smp),
+        );
+    }
+    let mut a = base(arch);
+    a.load_addr = Some(0x2_0000_5000);
+    a.ram = "8G".into();
+    a.smp = 4;
+    a.bootargs = Some(ARGS.into());
+    push(
+        "direct at 0x200005000 ram 8G smp4".into(),
+        a,
+        0,
+        secret_free_lines(0x2_0000_5000, 4),
+    );
+    let mut a = base(arch);
+    a.loader = Loader::Uboot;
+    a.load_addr = Some(0x4800_1000);
+    a.smp = 4;
+    let bootargs = format!("console=hvc0 hvmm.test=uboot {ARGS}");
+    a.bootargs = Some(bootargs.clone());
+    let runs_at = uboot::BootCmd::of(&a).map_or(0x4800_1000, |c| uboot::runs_at(c, 0x4800_1000));
+    let mut expect = secret_free_lines(runs_at, 4);
+    expect.extend(module_lines(&bootargs));
+    expect.extend(uboot::handover_lines(arch));
+    push("uboot at 0x48001000 ram 1G smp4".into(), a, 0, expect);
+    for (ram, smp) in [("1G", 1), ("4G", 4)] {
+        let mut a = base(arch);
+        a.loader = Loader::Grub;
+        a.ram = ram.into();
+        a.smp = smp;
+        a.bootargs = Some(format!("console=dtuart hvmm.test=grub {ARGS}"));
+        // GRUB places the image near the top of RAM: the lines without
+        // the load address.
+        let mut expect: Vec<String> = secret_free_lines(0, smp)
+            .into_iter()
+            .filter(|l| !l.starts_with("image at PA"))
+            .collect();
+        expect.extend(
+            [
+                "hvmm: EFI entry: finding the device tree, exiting boot services",
+                " XSM policy (guessed by reading its first bytes)",
+                " 4 bytes) in EarlyBoot via fixmap slot 1: table maps image ",
+            ]
+            .map(String::from),
+        );
+        push(format!("grub+uefi ram {ram} smp{smp}"), a, 0, expect);
+    }
+    let mut a = base(arch);
+    a.smp = 4;
+    a.bootargs = Some(format!("hvmm.stress=300 {ARGS}"));
+    let mut expect = secret_free_lines(default_pa, 4);
+    expect.push("(XEN) SMP stress: 4 CPUs x 300 iterations:".into());
+    expect.push("no inconsistency".into());
+    // 8 mapcache maps per iteration per CPU, each checked unmapped after.
+    expect.push(" 9600 domain-page maps".into());
+    push("SMP stress smp4".into(), a, 0, expect);
+    let mut a = base(arch);
+    a.bootargs = Some(format!("hvmm.fault=active {ARGS}"));
+    push(
+        "deliberate fault in Active".into(),
+        a,
+        3,
+        [
+            "(XEN) hvmm: reached Active",
+            "hvmm: EXCEPTION on CPU 0",
+            "hvmm:   phase: Active",
+            "translation fault (FSC 0x06) at level 2, on a read",
+            "FAR_EL2=0x100bac",
+        ]
+        .map(String::from)
+        .to_vec(),
+    );
+    let mut a = base(arch);
+    a.smp = 4;
+    a.guest = Some(crate::qemu::GuestKind::Test);
+    a.bootargs = Some(ARGS.into());
+    push(
+        "dom0 test guest smp4".into(),
+        a,
+        0,
+        [
+            "(XEN) secret-free: no direct map of the ",
+            "(XEN) *** LOADING DOMAIN 0 ***",
+            "hvmm: secret-free: no direct map, 4 CPU roots, CPU 0 holds no mapcache slot",
+            "hvmm-guest: ram: ok",
+            "hvmm-guest: probe: ok",
+            "hvmm-guest: wp: ok",
+            "made read-only while the guest runs: 1 split(s)",
+            "hvmm-guest: psci: ok",
+            "3 other CPU(s) started",
+            "hvmm-guest: PASS",
+            "hvmm: dom0 powered off (PSCI SYSTEM_OFF)",
+        ]
+        .map(String::from)
+        .to_vec(),
+    );
+    let mut a = base(arch);
+    a.smp = 4;
+    a.loader = Loader::Grub;
+    a.guest = Some(crate::qemu::GuestKind::Linux);
+    a.timeout = 120;
+    a.bootargs = Some(format!("console=dtuart hvmm.test=grub {ARGS}"));
+    push(
+        "dom0 Debian Linux grub smp4".into(),
+        a,
+        0,
+        [
+            "(XEN) secret-free: no direct map of the ",
+            "(XEN) *** LOADING DOMAIN 0 ***",
+            "(XEN) dom0: initrd at",
+            "Booting Linux on physical CPU",
+            crate::linux::INIT_LINE,
+            "smp: Brought up 1 node, 4 CPU",
+            "hvmm: dom0 powered off (PSCI SYSTEM_OFF)",
+        ]
+        .map(String::from)
+        .to_vec(),
+    );
     v
 }
 

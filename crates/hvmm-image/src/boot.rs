@@ -180,6 +180,9 @@ pub fn rust_main(params: &BootParams) -> ! {
         table_limit: info
             .has_bootarg("hvmm.tables-below-4g")
             .then_some(Paddr(1 << 32)),
+        // arm64's secret-free mode: no direct map, per-CPU roots and
+        // mapcache slots (arm32 refuses it by name).
+        directmap: !info.has_bootarg("hvmm.directmap=off"),
         ..BootConfig::default()
     };
     let mut platform = crate::platform::HwPlatform::new(mpidrs);
@@ -196,6 +199,22 @@ pub fn rust_main(params: &BootParams) -> ! {
                 summary.regions.len(),
                 summary.cpus
             );
+            if let Some(mc) = mm.mapcache(0).filter(|_| !mm.image_tables_writable()) {
+                // The image's tables are read-only now: a CPU started later
+                // (a guest's CPU_ON) has its boot-table entry written
+                // through the starting CPU's slots.
+                crate::smp::tables_sealed(mc.base());
+                match mc.held(&mut arch::hw()) {
+                    Ok(0) => println!(
+                        "hvmm: secret-free: no direct map, {} CPU roots, CPU 0 holds no mapcache slot",
+                        mm.cpu_roots().iter().flatten().count()
+                    ),
+                    other => {
+                        println!("hvmm: FAILED: CPU 0's mapcache still holds slots: {other:?}");
+                        exit(EXIT_FAIL)
+                    }
+                }
+            }
             if info.has_bootarg("hvmm.fault=active") {
                 deliberate_fault();
             }
