@@ -10,24 +10,22 @@
 //!
 //! In the secret-free mode each CPU runs on its own root: a copy of CPU 0's
 //! root except for the mapcache's level-0 entry
-//! ([`hvmm::layout::MAPCACHE_L0_SLOT`]), which links that CPU's own slot
+//! ([`hvmm_xen::layout::MAPCACHE_L0_SLOT`]), which links that CPU's own slot
 //! tables. The engine updates CPU 0's root; an update that made or freed
 //! tables may have changed a level-0 entry, which [`Mm::update`] then
 //! copies into the other roots (so every CPU sees the same shared tables).
 
 use core::fmt;
 use hvmm::access::{AccessError, TableAccess};
-use hvmm::boot_alloc::FrameRanges;
 use hvmm::format::{table_index, Arm64, Pte};
-use hvmm::layout::{fixmap_va, HasLayout, FIXMAP_MISC, MAPCACHE_L0_SLOT, SHARED_L0_SLOTS};
-use hvmm::phase::{
-    AccessStats, DirectMap, DirectMapAccess, DomainPage, DomainPageAccess, EarlyAccess, ImageRange,
-    MapCache, MapCacheAccess, Pmap,
-};
+use hvmm::phase::{AccessStats, DirectMap, DirectMapAccess, ImageRange};
 use hvmm::{
     Arch, Attrs, Env, Error, Leaf, LinearRange, MapFlags, Mfn, Op, Paddr, PageTable, SystemState,
     UpdateReport, Vaddr, PAGE_SIZE,
 };
+use hvmm_xen::boot_alloc::FrameRanges;
+use hvmm_xen::layout::{fixmap_va, HasLayout, FIXMAP_MISC, MAPCACHE_L0_SLOT, SHARED_L0_SLOTS};
+use hvmm_xen::phase::{DomainPage, DomainPageAccess, EarlyAccess, MapCache, MapCacheAccess, Pmap};
 
 /// Most CPUs the boot sequence brings up.
 pub const MAX_CPUS: usize = 8;
@@ -682,7 +680,7 @@ impl<F: HasLayout> Mm<F> {
                 arch,
                 acc,
                 l3,
-                hvmm::layout::MAPCACHE_SELF,
+                hvmm_xen::layout::MAPCACHE_SELF,
                 MapCache::self_entry(l3),
             )
         });

@@ -6,11 +6,11 @@
 //! the model's physical memory (not the engine's): every leaf of every
 //! CPU's root.
 
-use hvmm::layout::{ARM64_LAYOUT, MAPCACHE_L0_SLOT, MAPCACHE_SELF};
 use hvmm::{Attrs, MapFlags, Op, Paddr, SystemState, Vaddr, PAGE_SIZE};
 use hvmm_boot::domain::Dom0Config;
 use hvmm_boot::model::{run, run_arm64_keep, ArchKind, Loader, Outcome, Scenario};
 use hvmm_model::Machine;
+use hvmm_xen::layout::{ARM64_LAYOUT, MAPCACHE_L0_SLOT, MAPCACHE_SELF};
 use std::collections::BTreeSet;
 
 const GIB: u64 = 1 << 30;
@@ -344,7 +344,7 @@ fn all_slots_held_is_a_named_error_and_changes_nothing() {
     m.set_current_cpu(0).unwrap();
     let image = o.result.as_ref().unwrap().image_pa.unwrap();
     let mut held = Vec::new();
-    for _ in 0..hvmm::layout::MAPCACHE_SLOTS {
+    for _ in 0..hvmm_xen::layout::MAPCACHE_SLOTS {
         held.push(mc.map(m, image.mfn()).unwrap());
     }
     let e = mc.map(m, image.mfn()).unwrap_err();
@@ -352,11 +352,11 @@ fn all_slots_held_is_a_named_error_and_changes_nothing() {
         e,
         hvmm::AccessError::SlotsExhausted {
             provider: "mapcache",
-            slots: hvmm::layout::MAPCACHE_SLOTS
+            slots: hvmm_xen::layout::MAPCACHE_SLOTS
         }
     );
     assert!(e.to_string().contains("all 511 slots are in use"));
-    assert_eq!(mc.held(m).unwrap(), hvmm::layout::MAPCACHE_SLOTS);
+    assert_eq!(mc.held(m).unwrap(), hvmm_xen::layout::MAPCACHE_SLOTS);
     for va in held {
         mc.unmap(m, va);
     }

@@ -44,7 +44,7 @@ fn write_boot_entry(hw: &mut arch::Cpu, slot: Vaddr, val: u64) -> Result<(), &'s
         .translate(slot, false)
         .map_err(|_| "the boot tables do not translate")?
         .pa;
-    let mc = hvmm::phase::MapCache::new(Vaddr(base));
+    let mc = hvmm_xen::phase::MapCache::new(Vaddr(base));
     let va = mc
         .map(hw, pa.mfn())
         .map_err(|_| "no mapcache slot for the boot tables")?;

@@ -9,8 +9,8 @@
 //! the image mapping uses. The runtime tables never hold an identity map, so
 //! nothing in this layout constrains where the image is loaded.
 
-use crate::addr::Vaddr;
-use crate::format::{Arm32, Arm64};
+use hvmm::addr::Vaddr;
+use hvmm::format::{Arm32, Arm64};
 
 /// Where the image is linked.
 pub const XEN_VIRT_START: Vaddr = Vaddr(0x0020_0000);
@@ -199,22 +199,22 @@ pub const MAPCACHE_SLOTS: usize = MAPCACHE_SELF;
 pub const SHARED_L0_SLOTS: usize = MAPCACHE_L0_SLOT;
 
 /// A format together with its layout.
-pub trait HasLayout: crate::format::Stage1Format {
+pub trait HasLayout: hvmm::format::Stage1Format {
     /// The layout.
     const LAYOUT: Layout;
     /// The stage-2 format of this architecture's guests (arm64: a 40-bit
     /// IPA space, as Xen's p2m on a 40-bit machine; arm32: LPAE's 40 bits).
-    type Guest: crate::format::Stage2Format;
+    type Guest: hvmm::format::Stage2Format;
 }
 
 impl HasLayout for Arm64 {
     const LAYOUT: Layout = ARM64_LAYOUT;
-    type Guest = crate::format::Arm64Stage2<40>;
+    type Guest = hvmm::format::Arm64Stage2<40>;
 }
 
 impl HasLayout for Arm32 {
     const LAYOUT: Layout = ARM32_LAYOUT;
-    type Guest = crate::format::Arm32Stage2;
+    type Guest = hvmm::format::Arm32Stage2;
 }
 
 #[cfg(test)]
@@ -262,9 +262,9 @@ mod tests {
     #[test]
     fn the_mapcache_has_its_own_level_0_slot_above_the_shared_ones() {
         let mc = ARM64_LAYOUT.mapcache.unwrap();
-        assert_eq!(crate::format::table_index(mc.start.0, 0), MAPCACHE_L0_SLOT);
+        assert_eq!(hvmm::format::table_index(mc.start.0, 0), MAPCACHE_L0_SLOT);
         assert_eq!(
-            crate::format::table_index(mc.end() - 1, 0),
+            hvmm::format::table_index(mc.end() - 1, 0),
             MAPCACHE_L0_SLOT,
             "the mapcache lies in one level-0 slot"
         );
@@ -274,7 +274,7 @@ mod tests {
             .chain([&ARM64_LAYOUT.frametable, &ARM64_LAYOUT.vmap])
         {
             assert!(
-                crate::format::table_index(r.end() - 1, 0) < SHARED_L0_SLOTS,
+                hvmm::format::table_index(r.end() - 1, 0) < SHARED_L0_SLOTS,
                 "{} lies below the mapcache's level-0 slot",
                 r.name
             );
