@@ -334,6 +334,19 @@ fn cases(arch: Arch) -> Vec<Case> {
     }
     if arch == Arch::Arm64 {
         v.extend(secret_free_cases());
+    } else {
+        // arm32 has no direct map to remove: the option is refused by name.
+        let mut a = base(arch);
+        a.bootargs = Some("hvmm.directmap=off".into());
+        v.push(Case {
+            name: format!("{n} secret-free refused by name"),
+            args: a,
+            code: 1,
+            expect: vec![
+                "(XEN) PANIC: boot failed in ".into(),
+                "the secret-free mode (no direct map) exists on arm64 only: arm32 keeps its xenheap mapped".into(),
+            ],
+        });
     }
     v
 }

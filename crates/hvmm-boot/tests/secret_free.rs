@@ -400,3 +400,39 @@ fn a_level_0_entry_made_after_the_secondaries_started_reaches_every_cpu() {
     }
     assert!(m.all_stale_tlb_entries().is_empty());
 }
+
+#[test]
+fn secret_free_only_steps_are_refused_elsewhere_and_change_nothing() {
+    // The direct-map mode: no per-CPU roots, nothing to seal.
+    let (mut o, mm) = run_arm64_keep(&Scenario::default_for(ArchKind::Arm64)).unwrap();
+    let mut mm = mm.expect("kept");
+    let m = &mut o.machine;
+    let free = mm.alloc.free_pages();
+    let wrong = |e: hvmm::Error| {
+        matches!(
+            e,
+            hvmm::Error::TableAccess {
+                err: hvmm::AccessError::WrongPhase {
+                    provider: "mapcache",
+                    state: "not the secret-free mode"
+                },
+                ..
+            }
+        )
+    };
+    assert!(wrong(mm.add_cpu_root(m, 1).unwrap_err()));
+    let t = hvmm_boot::ImageLayout::model().tables;
+    assert!(wrong(mm.seal_image_tables(m, t.first, 1).unwrap_err()));
+    assert_eq!(mm.alloc.free_pages(), free);
+    assert!(mm.image_tables_writable());
+    // The secret-free mode: CPU 0 and CPUs past MAX_CPUS get no second root.
+    let (mut o, mm) = run_arm64_keep(&secret_free(Scenario::default_for(ArchKind::Arm64))).unwrap();
+    let mut mm = mm.expect("kept");
+    let m = &mut o.machine;
+    let free = mm.alloc.free_pages();
+    for cpu in [0, hvmm_boot::mm::MAX_CPUS] {
+        let e = mm.add_cpu_root(m, cpu).unwrap_err();
+        assert!(e.to_string().contains("no such secondary CPU"), "{e}");
+    }
+    assert_eq!(mm.alloc.free_pages(), free);
+}
