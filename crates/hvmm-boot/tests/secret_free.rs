@@ -436,3 +436,34 @@ fn secret_free_only_steps_are_refused_elsewhere_and_change_nothing() {
     }
     assert_eq!(mm.alloc.free_pages(), free);
 }
+
+#[test]
+fn a_dtb_straddling_2_mib_keeps_exactly_its_pages_mapped() {
+    let mut s = secret_free(Scenario::default_for(ArchKind::Arm64));
+    s.loader = Loader::Uboot;
+    s.dtb_addr = Some(0x4800_0000 - 0x400);
+    let o = boot_ok(&s);
+    let (dtb, len) = o.placement.dtb;
+    let first = dtb & !(PAGE_SIZE - 1);
+    let end = (dtb + len).next_multiple_of(PAGE_SIZE);
+    assert!(o.log.contains(&format!(
+        "DTB mapping trimmed to its {} pages",
+        (end - first) / PAGE_SIZE
+    )));
+    let (leaves, _) = walk(&o.machine, roots(&o)[0]);
+    let fdt = hvmm_xen::layout::BOOT_FDT_VIRT_START.0;
+    let window = fdt..fdt + hvmm_xen::layout::BOOT_FDT_VIRT_SIZE;
+    let mut pages: Vec<u64> = leaves
+        .iter()
+        .filter(|l| window.contains(&l.va))
+        .inspect(|l| assert!(!l.writable && l.size == PAGE_SIZE, "{l:x?}"))
+        .map(|l| l.pa)
+        .collect();
+    pages.sort();
+    let want: Vec<u64> = (first..end).step_by(PAGE_SIZE as usize).collect();
+    assert_eq!(
+        pages, want,
+        "the DTB's own pages, both sides of the 2 MiB line"
+    );
+    assert!(ram_outside_the_allowed_set(&o).is_empty());
+}
