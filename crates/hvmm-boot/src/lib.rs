@@ -18,6 +18,7 @@
 // larger than clippy likes; boxing is not available on bare metal.
 #![allow(clippy::result_large_err)]
 
+pub mod audit;
 pub mod domain;
 #[cfg(feature = "model")]
 pub mod fuzzing;

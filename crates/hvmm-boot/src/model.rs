@@ -155,6 +155,8 @@ pub struct Scenario {
     pub allow_overlaps: bool,
     /// Build domain 0 after Active (`None`: stop at Active).
     pub dom0: Option<crate::domain::Dom0Config>,
+    /// The audit's mode-dependent rules and a violation to plant.
+    pub audit: crate::seq::AuditConfig,
 }
 
 impl Scenario {
@@ -182,6 +184,7 @@ impl Scenario {
             image: None,
             allow_overlaps: false,
             dom0: None,
+            audit: crate::seq::AuditConfig::default(),
         }
     }
 }
@@ -865,6 +868,7 @@ fn run_arch<F: HasLayout>(s: &Scenario, regime: Regime) -> Result<Outcome, Scena
         inject: s.inject,
         table_limit: s.table_limit.map(Paddr),
         dom0: s.dom0,
+        audit: s.audit,
         ..Default::default()
     };
     for (slot, va) in cfg.dumps.iter_mut().zip(&s.dumps) {
@@ -873,6 +877,15 @@ fn run_arch<F: HasLayout>(s: &Scenario, regime: Regime) -> Result<Outcome, Scena
     let params = BootParams {
         dtb: Paddr(dtb_addr),
         image: img,
+        devices: [
+            Some(crate::audit::PlatformDevice {
+                name: "console",
+                va: hvmm::layout::fixmap_va(FIXMAP_CONSOLE),
+                pa: Paddr(UART_PA),
+                size: PAGE_SIZE,
+            }),
+            None,
+        ],
     };
     let mut dom0_two_stage = None;
     let (result, stress) = match crate::seq::boot_keep::<F, Machine>(

@@ -184,9 +184,18 @@ pub fn rust_main(params: &BootParams) -> ! {
     };
     let mut platform = crate::platform::HwPlatform::new(mpidrs);
     let mut log = crate::console::Console;
+    // The console the head and `console::init` mapped at fixmap slot 0: the
+    // one device the audit allows.
+    let console = crate::console::mapped_page().map(|pa| hvmm_boot::audit::PlatformDevice {
+        name: "console",
+        va: hvmm::layout::fixmap_va(hvmm::layout::FIXMAP_CONSOLE),
+        pa,
+        size: PAGE_SIZE,
+    });
     let boot_params = hvmm_boot::BootParams {
         dtb: params.dtb_pa,
         image: layout,
+        devices: [console, None],
     };
     match hvmm_boot::boot_keep::<arch::Fmt, _>(&mut platform, &boot_params, &cfg, &mut log) {
         Ok((summary, mm)) => {
