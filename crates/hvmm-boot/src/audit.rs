@@ -371,6 +371,17 @@ pub struct Violation {
     pub region: Option<&'static str>,
 }
 
+/// A leaf's effective permission as hvmm names them ("RWX" for the one it
+/// never maps).
+pub const fn perm_name(write: bool, exec: bool) -> &'static str {
+    match (write, exec) {
+        (true, true) => "RWX",
+        (true, false) => "RW",
+        (false, true) => "RX",
+        (false, false) => "RO",
+    }
+}
+
 /// Sizes in logs: "4 KiB", "2 MiB", "1 GiB".
 struct Size(u64);
 
@@ -391,14 +402,13 @@ impl fmt::Display for Violation {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "{}: VA {} ({} at level {}) -> PA {}, {}{}",
+            "{}: VA {} ({} at level {}) -> PA {}, {}",
             self.rule,
             self.va,
             Size(self.size),
             self.level,
             self.pa,
-            if self.write { "RW" } else { "RO" },
-            if self.exec { "X" } else { " XN" },
+            perm_name(self.write, self.exec),
         )?;
         match self.mem {
             Some(m) => write!(f, " {m}")?,
@@ -969,7 +979,29 @@ pub fn run<F: HasLayout, A: Arch>(
             return Err((AuditError::TooManyDeclared(what), report));
         }
     }
-    // The guard pages by address translation too (this CPU's view).
+    let mair = mm.page_table().mair();
+    let mut set = TableSet::new();
+    let outcome = mm.with_access(arch, |arch, acc| {
+        Ok(audit_tables::<F, A>(
+            arch,
+            acc,
+            d,
+            &mut set,
+            mair,
+            &mut report,
+        ))
+    });
+    match outcome {
+        Err(e) => return Err((AuditError::Walk(e), report)),
+        Ok(Err(e)) => return Err((e, report)),
+        Ok(Ok(())) => {}
+    }
+    if let Some(first) = report.first {
+        let count = report.violations;
+        return Err((AuditError::Violation { first, count }, report));
+    }
+    // The guard pages by address translation too: this CPU's view, TLB
+    // included (a stale entry would still map a guard the tables do not).
     for &(g, n) in d.guards.iter() {
         let mut va = g.0;
         while va < g.0 + n {
@@ -994,32 +1026,7 @@ pub fn run<F: HasLayout, A: Arch>(
             va += PAGE_SIZE;
         }
     }
-    let mair = mm.page_table().mair();
-    let mut set = TableSet::new();
-    let outcome = mm.with_access(arch, |arch, acc| {
-        Ok(audit_tables::<F, A>(
-            arch,
-            acc,
-            d,
-            &mut set,
-            mair,
-            &mut report,
-        ))
-    });
-    match outcome {
-        Err(e) => Err((AuditError::Walk(e), report)),
-        Ok(Err(e)) => Err((e, report)),
-        Ok(Ok(())) => match report.first {
-            Some(first) => Err((
-                AuditError::Violation {
-                    first,
-                    count: report.violations,
-                },
-                report,
-            )),
-            None => Ok(report),
-        },
-    }
+    Ok(report)
 }
 
 /// The two passes over every root: collect the table pages, then check
@@ -1084,6 +1091,9 @@ pub enum Plant {
     Stray,
     /// CPU 1's stack guard page mapped (to itself, read-write).
     StackGuard,
+    /// The first page of rodata made writable (inside its region, unlike
+    /// what the region declares).
+    WritableRodata,
     /// No mapping: [`Declared::tables_not_writable`] turned on in a mode
     /// that reaches page tables through permanent mappings.
     WritableTable,
@@ -1091,12 +1101,13 @@ pub enum Plant {
 
 impl Plant {
     /// Every plant.
-    pub const ALL: [Plant; 6] = [
+    pub const ALL: [Plant; 7] = [
         Plant::WriteExec,
         Plant::ExecOutsideText,
         Plant::DeviceOnRam,
         Plant::Stray,
         Plant::StackGuard,
+        Plant::WritableRodata,
         Plant::WritableTable,
     ];
     /// The rule it breaks.
@@ -1107,6 +1118,7 @@ impl Plant {
             Plant::DeviceOnRam => Rule::DeviceOutsideDevices,
             Plant::Stray => Rule::OutsideRegions,
             Plant::StackGuard => Rule::StackGuardMapped,
+            Plant::WritableRodata => Rule::NotAsDeclared,
             Plant::WritableTable => Rule::TableWritable,
         }
     }
@@ -1118,6 +1130,7 @@ impl Plant {
             Plant::DeviceOnRam => "device",
             Plant::Stray => "stray",
             Plant::StackGuard => "guard",
+            Plant::WritableRodata => "rodata",
             Plant::WritableTable => "table",
         }
     }
@@ -1132,13 +1145,15 @@ impl Plant {
             Plant::WriteExec | Plant::ExecOutsideText | Plant::DeviceOnRam => Some(free_slot),
             Plant::Stray => Some(Vaddr(F::LAYOUT.vmap.start.0 + (64 << 20))),
             Plant::StackGuard => (img.stacks.cpus > 1).then(|| img.stacks.guard(1)),
+            Plant::WritableRodata => Some(img.sections[1].start),
             Plant::WritableTable => None,
         }
     }
 }
 
 /// Plants `plant` (see [`Plant`]): maps the image's first page (RAM) at
-/// [`Plant::va`], or for [`Plant::StackGuard`] the guard page itself, and
+/// [`Plant::va`], or for [`Plant::StackGuard`] the guard page itself,
+/// makes rodata's first page writable for [`Plant::WritableRodata`], and
 /// for [`Plant::WritableTable`] turns the rule on in `d`.
 pub fn plant<F: HasLayout, A: Arch>(
     arch: &mut A,
@@ -1171,6 +1186,7 @@ pub fn plant<F: HasLayout, A: Arch>(
             let pa = image.pa_of(va).unwrap_or(ram);
             insert(pa, Attrs::RW)
         }
+        Plant::WritableRodata => (Op::Modify { attrs: Attrs::RW }, MapFlags::PAGES),
         Plant::WritableTable => return Ok(()),
     };
     mm.update(arch, va, 1, op, flags).map(|_| ())

@@ -331,6 +331,33 @@ impl Outcome {
             && !matches!(self.stress, Some(Err(_)))
             && !matches!(self.dom0_two_stage, Some(Err(_)))
     }
+
+    /// The end-of-boot audit's report when it ran and passed: at least one
+    /// root per CPU up walked (one shared on arm64, one each on arm32),
+    /// leaves and pages seen, every stack guard checked, no violation, and
+    /// its line in the log. What is missing otherwise.
+    pub fn audited(&self) -> Result<crate::audit::AuditReport, String> {
+        let s = match &self.result {
+            Ok(s) => s,
+            Err(f) => return Err(format!("the boot failed: {}", f.error)),
+        };
+        let a = s.audit.ok_or("no audit report in the summary")?;
+        let problem = if a.violations != 0 || a.first.is_some() {
+            Some(format!("{} violations, first {:?}", a.violations, a.first))
+        } else if a.roots == 0 || a.cpus != s.cpus || a.leaves == 0 || a.pages < a.leaves {
+            Some(format!("counts do not add up: {a:?} with {} CPUs", s.cpus))
+        } else if a.guards == 0 {
+            Some("no stack guard checked".into())
+        } else if !self.log.contains(crate::audit::RULES) {
+            Some("no audit line in the log".into())
+        } else {
+            None
+        };
+        match problem {
+            Some(p) => Err(format!("{p}\n{}", self.log)),
+            None => Ok(a),
+        }
+    }
 }
 
 /// Makes domain 0's stage 2 live on CPU 0 of the model (VTCR, VTTBR,

@@ -83,6 +83,9 @@ pub struct AuditConfig {
     /// No page-table page may be writable through a permanent mapping
     /// (the secret-free mode's rule; the direct-map mode breaks it).
     pub tables_not_writable: bool,
+    /// An allowed RAM set (start, size) given by the caller: no RAM may be
+    /// mapped outside it (a mode may declare its own set as well).
+    pub allowed_ram: [Option<(Paddr, u64)>; 4],
     /// Plant this violation before the audit, to see it caught.
     pub plant: Option<crate::audit::Plant>,
 }
@@ -435,6 +438,9 @@ fn audit<F: HasLayout, P: Platform>(
         mm,
     );
     d.tables_not_writable = cfg.audit.tables_not_writable;
+    for &(pa, size) in cfg.audit.allowed_ram.iter().flatten() {
+        d.allow_ram(pa, size);
+    }
     if let Some(plant) = cfg.audit.plant {
         audit::plant::<F, P>(p, mm, &params.image, &mut d, plant)
             .map_err(|e| ctx.engine("planting an audit violation", e))?;
