@@ -46,7 +46,7 @@ fn caught(s: &Scenario, plant: Plant) -> (Outcome, Violation) {
 }
 
 fn image_pa(o: &Outcome) -> Paddr {
-    let f = o.result.as_ref().err().expect("failed boot");
+    let f = o.result.as_ref().expect_err("failed boot");
     f.summary.image_pa.expect("image found")
 }
 
