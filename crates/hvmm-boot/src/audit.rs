@@ -446,7 +446,12 @@ impl fmt::Display for AuditError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             AuditError::Violation { first, count } => {
-                write!(f, "audit: {first}; {count} leaf/leaves break a rule")
+                let (what, verb) = if *count == 1 {
+                    ("leaf", "breaks")
+                } else {
+                    ("leaves", "break")
+                };
+                write!(f, "audit: {first}; {count} {what} {verb} a rule")
             }
             AuditError::TooManyTables => write!(
                 f,
@@ -1148,6 +1153,21 @@ impl Plant {
             Plant::WritableRodata => Some(img.sections[1].start),
             Plant::WritableTable => None,
         }
+    }
+}
+
+/// The names [`Plant::from_name`] takes, comma-separated (for errors).
+pub struct PlantNames;
+
+impl fmt::Display for PlantNames {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, p) in Plant::ALL.iter().enumerate() {
+            if i > 0 {
+                f.write_str(", ")?;
+            }
+            f.write_str(p.name())?;
+        }
+        Ok(())
     }
 }
 

@@ -37,4 +37,4 @@ pub use image::ImageLayout;
 pub use mm::{AccessPolicy, Mm};
 pub use platform::Platform;
 pub use report::{BootError, BootStep, BootSummary};
-pub use seq::{boot, boot_keep, BootConfig, BootParams, FailPoint, Failed, PaPolicy};
+pub use seq::{boot, boot_keep, AuditConfig, BootConfig, BootParams, FailPoint, Failed, PaPolicy};

@@ -225,3 +225,10 @@ fn ram_outside_an_allowed_set_is_caught_and_inside_it_passes() {
         assert!(o.log.contains("no RAM outside the allowed set"));
     }
 }
+
+#[test]
+fn plants_are_named_for_the_command_line() {
+    let names = hvmm_boot::audit::PlantNames.to_string();
+    assert_eq!(names, "wx, exec, device, stray, guard, rodata, table");
+    assert_eq!(Plant::from_name("nonsense"), None);
+}

@@ -171,7 +171,23 @@ pub fn rust_main(params: &BootParams) -> ! {
             ..Default::default()
         }
     });
+    // `hvmm.audit-plant=NAME`: a violation planted before the end-of-boot
+    // audit, to see the audit catch it on hardware.
+    let plant = match info.bootarg_value("hvmm.audit-plant") {
+        None => None,
+        Some(name) => match hvmm_boot::audit::Plant::from_name(name) {
+            Some(p) => Some(p),
+            None => fail(format_args!(
+                "hvmm.audit-plant={name}: not a violation the audit knows ({})",
+                hvmm_boot::audit::PlantNames
+            )),
+        },
+    };
     let cfg = BootConfig {
+        audit: hvmm_boot::AuditConfig {
+            plant,
+            ..Default::default()
+        },
         dom0,
         firmware_reserved,
         cpus: info.n_cpus.clamp(1, crate::MAX_CPUS),
