@@ -8,12 +8,12 @@
 
 use hvmm::access::{AccessError, TableAccess};
 use hvmm::alloc::OutOfFrames;
-use hvmm::boot_alloc::FrameRanges;
 use hvmm::{
     AccessKind, Arm32Stage2, Arm64Stage2, Env, FrameAlloc, Ipa, MapFlags, Mfn, Op, Paddr,
     PageTable, S2Access, S2Attrs, S2MemType, Stage, Stage2Format, Vaddr, Vmid,
 };
 use hvmm_model::{AbortKind, Machine, Regime};
+use hvmm_xen::boot_alloc::FrameRanges;
 
 /// Table pages at VA = PA (EL2's MMU is off).
 struct Identity;
