@@ -37,12 +37,12 @@ use crate::report::heapless_list::List;
 use crate::report::RegionFact;
 use core::fmt;
 use hvmm::format::{level_shift, level_size, Format, Pte, ENTRIES};
-use hvmm::layout::{fixmap_va, HasLayout, BOOT_FDT_VIRT_SIZE, BOOT_FDT_VIRT_START};
 use hvmm::phase::ImageRange;
 use hvmm::{
     Arch, Attrs, Error, LeafAttrs, MairMap, MapFlags, MemType, Mfn, Op, Paddr, Perm, TableAccess,
     Vaddr, PAGE_SIZE,
 };
+use hvmm_xen::layout::{fixmap_va, HasLayout, BOOT_FDT_VIRT_SIZE, BOOT_FDT_VIRT_START};
 
 /// Most regions a boot declares.
 pub const MAX_DECLARED: usize = 48;
@@ -1145,7 +1145,7 @@ impl Plant {
     }
     /// The VA it maps (none for [`Plant::WritableTable`]).
     pub fn va<F: HasLayout>(self, img: &ImageLayout) -> Option<Vaddr> {
-        let free_slot = fixmap_va(hvmm::layout::FIXMAP_SLOTS);
+        let free_slot = fixmap_va(hvmm_xen::layout::FIXMAP_SLOTS);
         match self {
             Plant::WriteExec | Plant::ExecOutsideText | Plant::DeviceOnRam => Some(free_slot),
             Plant::Stray => Some(Vaddr(F::LAYOUT.vmap.start.0 + (64 << 20))),
@@ -1194,7 +1194,7 @@ pub fn plant<F: HasLayout, A: Arch>(
             // A raw descriptor: RW without XN, in the fixmap's L3 (in the image).
             let bits = Attrs::RW.leaf_bits(&mm.page_table().mair())? & !Pte::XN;
             let pte = Pte::leaf_bits::<F>(3, ram, bits, false);
-            let slot = ((va.0 - hvmm::layout::FIXMAP_ADDR.0) / PAGE_SIZE) * 8;
+            let slot = ((va.0 - hvmm_xen::layout::FIXMAP_ADDR.0) / PAGE_SIZE) * 8;
             arch.write_pte(Vaddr(img.tables.fixmap_l3.0 + slot), pte.0)?;
             arch.isb();
             return Ok(());

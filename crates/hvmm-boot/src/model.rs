@@ -907,7 +907,7 @@ fn run_arch<F: HasLayout>(s: &Scenario, regime: Regime) -> Result<Outcome, Scena
         devices: [
             Some(crate::audit::PlatformDevice {
                 name: "console",
-                va: hvmm::layout::fixmap_va(FIXMAP_CONSOLE),
+                va: hvmm_xen::layout::fixmap_va(FIXMAP_CONSOLE),
                 pa: Paddr(UART_PA),
                 size: PAGE_SIZE,
             }),

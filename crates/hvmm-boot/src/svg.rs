@@ -20,10 +20,10 @@
 
 use crate::model::Outcome;
 use crate::report::BootSummary;
-use hvmm_xen::layout::{Layout, Region};
 use hvmm::{Paddr, Vaddr, PAGE_SIZE};
 use hvmm_bootinfo::ModuleKind;
 use hvmm_model::{Machine, Regime};
+use hvmm_xen::layout::{Layout, Region};
 use std::collections::BTreeSet;
 use std::fmt::Write;
 

@@ -3,12 +3,12 @@
 //! violation planted before it is caught with its rule, VA, PA and
 //! attributes, on both architectures.
 
-use hvmm::layout::{fixmap_va, FIXMAP_SLOTS};
 use hvmm::{Paddr, Vaddr};
 use hvmm_boot::audit::{AuditReport, Plant, Rule, Violation, RULES};
 use hvmm_boot::model::{run, ArchKind, Loader, Outcome, Scenario};
 use hvmm_boot::report::BootStep;
 use hvmm_boot::ImageLayout;
+use hvmm_xen::layout::{fixmap_va, FIXMAP_SLOTS};
 
 const GIB: u64 = 1 << 30;
 
@@ -141,8 +141,8 @@ fn a_stray_mapping_outside_the_declared_regions_is_caught() {
         let (o, v) = caught(&Scenario::default_for(arch), Plant::Stray);
         assert_eq!(v.rule, Rule::OutsideRegions);
         let vmap = match arch {
-            ArchKind::Arm64 => hvmm::layout::ARM64_LAYOUT.vmap.start,
-            ArchKind::Arm32 => hvmm::layout::ARM32_LAYOUT.vmap.start,
+            ArchKind::Arm64 => hvmm_xen::layout::ARM64_LAYOUT.vmap.start,
+            ArchKind::Arm32 => hvmm_xen::layout::ARM32_LAYOUT.vmap.start,
         };
         assert_eq!(v.va, Vaddr(vmap.0 + (64 << 20)));
         assert_eq!(v.pa, image_pa(&o));
@@ -215,7 +215,7 @@ fn ram_outside_an_allowed_set_is_caught_and_inside_it_passes() {
         let f = o.result.as_ref().expect_err("caught");
         let v = f.summary.audit.and_then(|a| a.first).expect("violation");
         assert_eq!(v.rule, Rule::RamOutsideAllowed, "{}", f.error);
-        assert_eq!(v.va, hvmm::layout::BOOT_FDT_VIRT_START);
+        assert_eq!(v.va, hvmm_xen::layout::BOOT_FDT_VIRT_START);
         assert_eq!(v.region, Some("early-fdt"));
         // All RAM allowed: the audit passes and says it checked the rule.
         let mut s = base.clone();

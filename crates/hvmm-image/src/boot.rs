@@ -204,7 +204,7 @@ pub fn rust_main(params: &BootParams) -> ! {
     // one device the audit allows.
     let console = crate::console::mapped_page().map(|pa| hvmm_boot::audit::PlatformDevice {
         name: "console",
-        va: hvmm::layout::fixmap_va(hvmm::layout::FIXMAP_CONSOLE),
+        va: hvmm_xen::layout::fixmap_va(hvmm_xen::layout::FIXMAP_CONSOLE),
         pa,
         size: PAGE_SIZE,
     });
