@@ -507,6 +507,9 @@ pub struct AuditReport {
     pub tables_rule: bool,
     /// Whether [`Rule::RamOutsideAllowed`] was enforced.
     pub allowed_ram_rule: bool,
+    /// Table maps the audit's walks made through the access path (counted
+    /// in the Active state's table maps too).
+    pub table_maps: u64,
     /// Leaves that broke a rule.
     pub violations: u64,
     /// The first of them.
@@ -985,6 +988,7 @@ pub fn run<F: HasLayout, A: Arch>(
         }
     }
     let mair = mm.page_table().mair();
+    let maps_before = mm.phases[mm.state() as usize].access.total();
     let mut set = TableSet::new();
     let outcome = mm.with_access(arch, |arch, acc| {
         Ok(audit_tables::<F, A>(
@@ -996,6 +1000,7 @@ pub fn run<F: HasLayout, A: Arch>(
             &mut report,
         ))
     });
+    report.table_maps = mm.phases[mm.state() as usize].access.total() - maps_before;
     match outcome {
         Err(e) => return Err((AuditError::Walk(e), report)),
         Ok(Err(e)) => return Err((e, report)),

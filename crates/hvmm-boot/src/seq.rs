@@ -459,8 +459,9 @@ fn audit<F: HasLayout, P: Platform>(
             log!(ctx, "(XEN) {}", r.rules_line());
             log!(
                 ctx,
-                "(XEN) audit: {} regions declared; {} writable, {} executable, {} device, {} transient-slot pages; {} stack guards; {} table pages, {} of them writable through a permanent mapping{}",
+                "(XEN) audit: {} regions declared, {} table maps; {} writable, {} executable, {} device, {} transient-slot pages; {} stack guards; {} table pages, {} of them writable through a permanent mapping{}",
                 r.regions,
+                r.table_maps,
                 r.writable_pages,
                 r.exec_pages,
                 r.device_pages,

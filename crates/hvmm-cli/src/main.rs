@@ -250,7 +250,8 @@ fn audit_json(a: &hvmm_boot::audit::AuditReport) -> serde_json::Value {
         "writable_pages": a.writable_pages, "exec_pages": a.exec_pages,
         "device_pages": a.device_pages, "slot_pages": a.slot_pages, "guards": a.guards,
         "tables_writable": a.tables_writable, "tables_rule": a.tables_rule,
-        "allowed_ram_rule": a.allowed_ram_rule, "violations": a.violations,
+        "allowed_ram_rule": a.allowed_ram_rule, "table_maps": a.table_maps,
+        "violations": a.violations,
         "first": first,
     })
 }
