@@ -1216,3 +1216,77 @@ pub fn plant<F: HasLayout, A: Arch>(
     };
     mm.update(arch, va, 1, op, flags).map(|_| ())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_table_set_fails_the_audit_by_name() {
+        let mut set = TableSet::new();
+        for i in 0..MAX_TABLE_PAGES as u64 {
+            assert!(set.insert(MAX_TABLE_PAGES as u64 - i, 0));
+        }
+        let mut c = Collect { set: &mut set };
+        assert_eq!(c.table(Mfn(1 << 30), 0), Err(AuditError::TooManyTables));
+        assert!(AuditError::TooManyTables
+            .to_string()
+            .contains("more than 1024 page-table pages"));
+    }
+
+    #[test]
+    fn the_table_set_stays_sorted_and_counts_tables_in_a_range_once() {
+        let mut set = TableSet::new();
+        for m in [40u64, 10, 30, 20] {
+            assert!(set.insert(m, 0x20_0000 * m));
+        }
+        // Seen again at the same VA: not new; at another VA: an alias.
+        assert!(!set.insert(30, 0x20_0000 * 30));
+        assert!(set.insert(30, 0));
+        let mfns: [u64; 4] = core::array::from_fn(|i| set.items[i].0);
+        assert_eq!(mfns, [10, 20, 30, 40]);
+        assert_eq!(set.mark_writable(15, 20), 2);
+        assert_eq!(set.mark_writable(0, 100), 4);
+        assert!(set.any_in(40, 1) && !set.any_in(41, 100));
+        assert_eq!(
+            set.items[..set.len]
+                .iter()
+                .filter(|e| e.1 & WRITABLE != 0)
+                .count(),
+            4
+        );
+    }
+
+    #[test]
+    fn a_range_is_covered_only_by_ranges_without_a_gap() {
+        let r = [(Paddr(0x1000), 0x1000u64), (Paddr(0x2000), 0x2000)];
+        assert!(covered(r.iter(), 0x1000, 0x3000));
+        assert!(!covered(r.iter(), 0x1000, 0x4000));
+        let gap = [(Paddr(0x1000), 0x1000u64), (Paddr(0x3000), 0x1000)];
+        assert!(!covered(gap.iter(), 0x1000, 0x3000));
+        assert!(overlaps(gap.iter(), 0x2000, 0x2000));
+        assert!(!overlaps(gap.iter(), 0x2000, 0x1000));
+    }
+
+    #[test]
+    fn violations_name_rule_addresses_and_attributes() {
+        let v = Violation {
+            rule: Rule::WriteExec,
+            va: Vaddr(0xa0_e000),
+            size: 2 << 20,
+            pa: Paddr(0x4020_0000),
+            level: 2,
+            pte: 0x4020_0741,
+            write: true,
+            exec: true,
+            mem: Some(MemType::Normal),
+            cpu: 1,
+            region: Some("fixmap"),
+        };
+        let s = std::format!("{v}");
+        assert_eq!(
+            s,
+            "W+X page: VA 0x0000000000a0e000 (2 MiB at level 2) -> PA 0x0000000040200000, RWX Normal (descriptor 0x40200741, CPU 1's root, in fixmap)"
+        );
+    }
+}
