@@ -30,6 +30,14 @@
 //! permissions include the table descriptors' APTable / XNTable bits.
 //! Hardware's WXN is not relied on: a writable and executable descriptor is a
 //! violation even though WXN would make it execute-never.
+//!
+//! A mode feeds it in `seq.rs`'s audit step, after [`Declared::for_boot`]:
+//! the roots come from [`Mm::set_cpu_root`] (every root a CPU was started
+//! on is recorded there), transient per-CPU slots are declared with
+//! [`Declared::region`] and [`Expect::Slots`], the allowed RAM set with
+//! [`Declared::allow_ram`], and [`Declared::tables_not_writable`] turns the
+//! page-table rule on ([`crate::AuditConfig`] carries both from the boot's
+//! configuration).
 
 use crate::image::{ImageLayout, Stacks};
 use crate::mm::{Mm, MAX_CPUS};
