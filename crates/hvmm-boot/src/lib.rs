@@ -18,6 +18,7 @@
 // larger than clippy likes; boxing is not available on bare metal.
 #![allow(clippy::result_large_err)]
 
+pub mod audit;
 pub mod domain;
 #[cfg(feature = "model")]
 pub mod fuzzing;
@@ -36,4 +37,4 @@ pub use image::ImageLayout;
 pub use mm::{AccessPolicy, Mm};
 pub use platform::Platform;
 pub use report::{BootError, BootStep, BootSummary};
-pub use seq::{boot, boot_keep, BootConfig, BootParams, FailPoint, Failed, PaPolicy};
+pub use seq::{boot, boot_keep, AuditConfig, BootConfig, BootParams, FailPoint, Failed, PaPolicy};

@@ -102,8 +102,6 @@ enum Path {
 struct PerCpu {
     /// Each CPU's slots.
     slots: [Option<MapCache>; MAX_CPUS],
-    /// Each CPU's root (CPU 0's is the page table's).
-    roots: [Option<Mfn>; MAX_CPUS],
     /// Whether the image's own tables are still reached at their link
     /// address (until [`Mm::seal_image_tables`]).
     image_writable: bool,
@@ -162,6 +160,8 @@ pub struct Mm<F: HasLayout> {
     pub last_copy: Option<CopyRecord>,
     /// Domain 0, once built.
     pub dom0: Option<crate::domain::Dom0<F::Guest>>,
+    /// The root table each CPU runs on (CPU 0's is the page table's root).
+    roots: [Option<Mfn>; MAX_CPUS],
 }
 
 impl<F: HasLayout> fmt::Debug for Mm<F> {
@@ -210,6 +210,11 @@ impl<F: HasLayout> Mm<F> {
             fail_fixmap_at: None,
             last_copy: None,
             dom0: None,
+            roots: {
+                let mut r = [None; MAX_CPUS];
+                r[0] = Some(root);
+                r
+            },
         }
     }
 
@@ -282,12 +287,14 @@ impl<F: HasLayout> Mm<F> {
         let Path::MapCache(pc) = self.path else {
             return Ok(());
         };
-        if pc.roots[1..].iter().all(Option::is_none) {
+        let root0 = self.pt.root();
+        let others = self.roots;
+        let others = others.iter().flatten().filter(|&&r| r != root0);
+        if others.clone().next().is_none() {
             return Ok(());
         }
         let last = va.0.saturating_add(pages.saturating_mul(PAGE_SIZE)) - 1;
         let (first_i, last_i) = (table_index(va.0, 0), table_index(last, 0));
-        let root0 = self.pt.root();
         let mut shared = pc.shared_l0;
         let mut flush = false;
         let r = self.with_access(arch, |arch, acc| {
@@ -296,7 +303,7 @@ impl<F: HasLayout> Mm<F> {
                 if shared.get(i) == Some(&want) {
                     continue;
                 }
-                for root in pc.roots[1..].iter().flatten() {
+                for root in others.clone() {
                     let have = read_entry(arch, acc, *root, i)?;
                     if have != want {
                         write_entry(arch, acc, *root, i, want)?;
@@ -564,6 +571,27 @@ impl<F: HasLayout> Mm<F> {
         self.state = SystemState::Boot;
     }
 
+    /// Records that CPU `cpu` runs on the root table `root` (arm32's
+    /// per-CPU roots; the audit walks every root recorded here). `false`
+    /// when `cpu` is beyond [`MAX_CPUS`].
+    pub fn set_cpu_root(&mut self, cpu: usize, root: Mfn) -> bool {
+        match self.roots.get_mut(cpu) {
+            Some(slot) => {
+                *slot = Some(root);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The root table of each CPU that has one: (CPU, root).
+    pub fn cpu_roots(&self) -> impl Iterator<Item = (usize, Mfn)> + '_ {
+        self.roots
+            .iter()
+            .enumerate()
+            .filter_map(|(cpu, r)| r.map(|r| (cpu, r)))
+    }
+
     /// Gives CPU `cpu` its own domain-page slots (arm32).
     pub fn add_cpu_domain_page(&mut self, cpu: usize, dp: DomainPage) -> bool {
         match &mut self.path {
@@ -590,11 +618,8 @@ impl<F: HasLayout> Mm<F> {
     pub fn enter_boot_mapcache(&mut self, cpu0: MapCache) {
         let mut slots = [None; MAX_CPUS];
         slots[0] = Some(cpu0);
-        let mut roots = [None; MAX_CPUS];
-        roots[0] = Some(self.pt.root());
         self.path = Path::MapCache(PerCpu {
             slots,
-            roots,
             image_writable: true,
             shared_l0: [0; SHARED_L0_SLOTS],
         });
@@ -612,21 +637,6 @@ impl<F: HasLayout> Mm<F> {
         match &self.path {
             Path::MapCache(pc) => pc.slots.get(cpu).copied().flatten(),
             _ => None,
-        }
-    }
-
-    /// The root each CPU runs on: CPU 0's is the page table's; in the
-    /// secret-free mode every other CPU has its own (`None` for a CPU not
-    /// given one yet, and for every other CPU in the other modes, where
-    /// they share CPU 0's, arm64, or keep their own outside this list, arm32).
-    pub fn cpu_roots(&self) -> [Option<Mfn>; MAX_CPUS] {
-        match &self.path {
-            Path::MapCache(pc) => pc.roots,
-            _ => {
-                let mut r = [None; MAX_CPUS];
-                r[0] = Some(self.pt.root());
-                r
-            }
         }
     }
 
@@ -784,10 +794,12 @@ impl<F: HasLayout> Mm<F> {
         }
         if let Path::MapCache(p) = &mut self.path {
             p.slots[cpu] = Some(MapCache::new(mapcache_base::<F>()));
-            p.roots[cpu] = Some(root);
             // Every root holds CPU 0's entries as of now.
             p.shared_l0 = shared;
         }
+        // Kept in step from now on (and walked by the audit), whether or
+        // not its CPU comes up.
+        self.set_cpu_root(cpu, root);
         Ok(root.paddr())
     }
 

@@ -159,6 +159,8 @@ pub struct Scenario {
     /// mode ([`BootConfig::directmap`]). arm32 has no direct map: `false`
     /// is refused there.
     pub directmap: bool,
+    /// The audit's mode-dependent rules and a violation to plant.
+    pub audit: crate::seq::AuditConfig,
 }
 
 impl Scenario {
@@ -187,6 +189,7 @@ impl Scenario {
             allow_overlaps: false,
             dom0: None,
             directmap: true,
+            audit: crate::seq::AuditConfig::default(),
         }
     }
 }
@@ -337,6 +340,33 @@ impl Outcome {
             && !matches!(self.stress, Some(Err(_)))
             && !matches!(self.dom0_two_stage, Some(Err(_)))
             && self.mapcache_held.is_empty()
+    }
+
+    /// The end-of-boot audit's report when it ran and passed: at least one
+    /// root per CPU up walked (one shared on arm64, one each on arm32),
+    /// leaves and pages seen, every stack guard checked, no violation, and
+    /// its line in the log. What is missing otherwise.
+    pub fn audited(&self) -> Result<crate::audit::AuditReport, String> {
+        let s = match &self.result {
+            Ok(s) => s,
+            Err(f) => return Err(format!("the boot failed: {}", f.error)),
+        };
+        let a = s.audit.ok_or("no audit report in the summary")?;
+        let problem = if a.violations != 0 || a.first.is_some() {
+            Some(format!("{} violations, first {:?}", a.violations, a.first))
+        } else if a.roots == 0 || a.cpus != s.cpus || a.leaves == 0 || a.pages < a.leaves {
+            Some(format!("counts do not add up: {a:?} with {} CPUs", s.cpus))
+        } else if a.guards == 0 {
+            Some("no stack guard checked".into())
+        } else if !self.log.contains(crate::audit::RULES) {
+            Some("no audit line in the log".into())
+        } else {
+            None
+        };
+        match problem {
+            Some(p) => Err(format!("{p}\n{}", self.log)),
+            None => Ok(a),
+        }
     }
 }
 
@@ -899,6 +929,7 @@ fn run_arch<F: HasLayout>(
         table_limit: s.table_limit.map(Paddr),
         dom0: s.dom0,
         directmap: s.directmap,
+        audit: s.audit,
         ..Default::default()
     };
     for (slot, va) in cfg.dumps.iter_mut().zip(&s.dumps) {
@@ -907,6 +938,15 @@ fn run_arch<F: HasLayout>(
     let params = BootParams {
         dtb: Paddr(dtb_addr),
         image: img,
+        devices: [
+            Some(crate::audit::PlatformDevice {
+                name: "console",
+                va: hvmm_xen::layout::fixmap_va(FIXMAP_CONSOLE),
+                pa: Paddr(UART_PA),
+                size: PAGE_SIZE,
+            }),
+            None,
+        ],
     };
     let mut dom0_two_stage = None;
     let mut mapcache_held = Vec::new();

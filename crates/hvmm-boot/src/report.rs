@@ -106,6 +106,8 @@ pub struct BootSummary {
     /// The arm64 secret-free mode (no direct map, per-CPU roots and
     /// mapcache slots).
     pub secret_free: bool,
+    /// The end-of-boot audit's counts (also when it failed).
+    pub audit: Option<crate::audit::AuditReport>,
 }
 
 /// What was built for domain 0.
@@ -173,6 +175,8 @@ pub enum BootStep {
     FreeInitMem,
     /// Checking every mapping by hardware translation.
     Verify,
+    /// Checking every leaf of every root against the declared layout.
+    Audit,
     /// Building domain 0 from the boot modules.
     Dom0,
 }
@@ -192,6 +196,7 @@ impl BootStep {
             BootStep::SmpBringUp => "smp bring-up",
             BootStep::FreeInitMem => "free_init_memory",
             BootStep::Verify => "verify mappings",
+            BootStep::Audit => "address-space audit",
             BootStep::Dom0 => "construct_dom0",
         }
     }
@@ -259,7 +264,7 @@ pub mod heapless_list {
             }
         }
         /// The items kept.
-        pub fn iter(&self) -> impl Iterator<Item = &T> {
+        pub fn iter(&self) -> impl Iterator<Item = &T> + Clone {
             self.items[..self.len].iter().flatten()
         }
         /// Number kept.

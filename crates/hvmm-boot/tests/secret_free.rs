@@ -467,3 +467,104 @@ fn a_dtb_straddling_2_mib_keeps_exactly_its_pages_mapped() {
     );
     assert!(ram_outside_the_allowed_set(&o).is_empty());
 }
+
+#[test]
+fn the_audit_passes_the_secret_free_boot_with_both_mode_rules_on() {
+    let mut s = secret_free(Scenario::default_for(ArchKind::Arm64));
+    s.dom0 = Some(Dom0Config::default());
+    let o = boot_ok(&s);
+    let a = o.audited().unwrap_or_else(|e| panic!("{e}"));
+    assert!(a.tables_rule && a.allowed_ram_rule, "{a:?}");
+    assert_eq!((a.roots, a.cpus), (4, 4), "a root per CPU walked");
+    assert_eq!(a.tables_writable, 0);
+    assert!(a.slot_pages >= 4, "each CPU's slot table, {a:?}");
+    assert!(o.log.contains(
+        "no RAM outside the allowed set, no page table writable through a permanent mapping"
+    ));
+}
+
+#[test]
+fn a_slot_left_held_over_a_page_of_ram_fails_the_secret_free_audit() {
+    use hvmm_boot::audit::{self, Declared, PlatformDevice, Rule};
+    let s = secret_free(Scenario::default_for(ArchKind::Arm64));
+    let (mut o, mm) = run_arm64_keep(&s).unwrap();
+    let mut mm = mm.expect("kept");
+    let sum = o.result.as_ref().unwrap().clone();
+    let (dtb, dtb_len) = o.placement.dtb;
+    let img = hvmm_boot::ImageLayout::model();
+    let devices = [
+        Some(PlatformDevice {
+            name: "console",
+            va: hvmm_xen::layout::fixmap_va(hvmm_xen::layout::FIXMAP_CONSOLE),
+            pa: Paddr(hvmm_boot::model::UART_PA),
+            size: PAGE_SIZE,
+        }),
+        None,
+    ];
+    let mapped: Vec<_> = sum
+        .regions
+        .iter()
+        .filter(|r| r.name == "frametable")
+        .copied()
+        .collect();
+    let banks: Vec<(Paddr, u64)> = sum.banks.iter().copied().collect();
+    let declared = |mm: &hvmm_boot::Mm<hvmm::Arm64>| {
+        let mut d = Declared::for_boot::<hvmm::Arm64>(
+            &img,
+            mm.image(),
+            Paddr(dtb),
+            &devices,
+            &mapped,
+            &banks,
+            mm,
+        );
+        hvmm_boot::seq::declare_secret_free::<hvmm::Arm64>(
+            &mut d,
+            mm.image(),
+            (Paddr(dtb), dtb_len),
+            &mapped,
+        );
+        d
+    };
+    let m = &mut o.machine;
+    m.set_current_cpu(0).unwrap();
+    let d = declared(&mm);
+    audit::run::<hvmm::Arm64, _>(m, &mut mm, &d).expect("the boot as it ended passes");
+    // A free page of RAM held in CPU 0's slot: exactly what the mode must
+    // not leave behind.
+    let free = mm.alloc.alloc(1, 1).unwrap();
+    let mc = mm.mapcache(0).unwrap();
+    let va = mc.map(m, free).unwrap();
+    let (err, report) = audit::run::<hvmm::Arm64, _>(m, &mut mm, &d).expect_err("caught");
+    let v = report.first.expect("the violation");
+    assert_eq!(v.rule, Rule::RamOutsideAllowed, "{err}");
+    assert_eq!((v.va, v.pa, v.cpu), (va, free.paddr(), 0));
+    assert_eq!(v.region, Some("mapcache"));
+    mc.unmap(m, va);
+    audit::run::<hvmm::Arm64, _>(m, &mut mm, &d).expect("given back: passes again");
+}
+
+#[test]
+fn every_planted_violation_is_caught_in_the_secret_free_mode_too() {
+    use hvmm_boot::audit::Plant;
+    use hvmm_boot::report::BootStep;
+    // `WritableTable` plants nothing but the rule, which the mode has on
+    // already, with no table page to break it: that boot passes.
+    for plant in Plant::ALL {
+        let mut s = secret_free(Scenario::default_for(ArchKind::Arm64));
+        s.audit.plant = Some(plant);
+        let o = run(&s).unwrap();
+        if plant == Plant::WritableTable {
+            assert!(o.audited().is_ok(), "{}", o.log);
+            continue;
+        }
+        let f = o
+            .result
+            .as_ref()
+            .err()
+            .unwrap_or_else(|| panic!("{plant:?} not caught\n{}", o.log));
+        assert_eq!(f.error.step, BootStep::Audit, "{plant:?}: {}", f.error);
+        let v = f.summary.audit.and_then(|a| a.first).expect("violation");
+        assert_eq!(v.rule, plant.rule(), "{plant:?}: {}", f.error);
+    }
+}
