@@ -3,7 +3,7 @@
 use crate::par::decode_par;
 use crate::regs;
 use core::arch::asm;
-use hvmm::{Arch, AtResult, MemFault, Paddr, Vaddr, Vmid};
+use hvmm::{Arch, AtResult, CpuOps, MemFault, Paddr, Vaddr, Vmid};
 
 /// The real EL2 instructions behind [`hvmm::Arch`].
 ///
@@ -127,14 +127,6 @@ impl Arch for Aarch64El2 {
         };
     }
 
-    fn tlb_flush_va_local(&mut self, va: Vaddr) {
-        // SAFETY: local TLB invalidation by VA plus its completion barriers.
-        unsafe {
-            asm!("tlbi vae2, {x}", "dsb nsh", "isb",
-                 x = in(reg) va.0 >> 12, options(nostack, preserves_flags));
-        }
-    }
-
     fn tlb_flush_all(&mut self) {
         // SAFETY: invalidating every EL2 translation changes no memory.
         unsafe { asm!("tlbi alle2is", options(nostack, preserves_flags)) };
@@ -183,7 +175,21 @@ impl Arch for Aarch64El2 {
         unsafe { asm!("isb", options(nostack, preserves_flags)) };
     }
 
-    fn translate(&mut self, va: Vaddr, write: bool) -> Result<AtResult, MemFault> {
+    fn root(&self) -> Paddr {
+        // TTBR0_EL2: BADDR in 47:1, CnP in bit 0.
+        Paddr(read_ttbr0_el2() & 0x0000_ffff_ffff_fffe)
+    }
+}
+
+impl CpuOps for Aarch64El2 {
+    fn tlb_flush_va_local(&mut self, va: Vaddr) {
+        // SAFETY: local TLB invalidation by VA plus its completion barriers.
+        unsafe {
+            asm!("tlbi vae2, {x}", "dsb nsh", "isb",
+                 x = in(reg) va.0 >> 12, options(nostack, preserves_flags));
+        }
+    }
+    fn hw_translate(&mut self, va: Vaddr, write: bool) -> Result<AtResult, MemFault> {
         let par: u64;
         // SAFETY: `AT` only writes PAR_EL1, read right after behind an ISB.
         // hvmm runs EL2 with interrupts masked, so nothing else can use PAR
@@ -199,12 +205,6 @@ impl Arch for Aarch64El2 {
         }
         decode_par(par, va, write, 48)
     }
-
-    fn root(&self) -> Paddr {
-        // TTBR0_EL2: BADDR in 47:1, CnP in bit 0.
-        Paddr(read_ttbr0_el2() & 0x0000_ffff_ffff_fffe)
-    }
-
     fn cpu(&self) -> usize {
         regs::mpidr_to_cpu(mpidr())
     }

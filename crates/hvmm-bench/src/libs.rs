@@ -184,7 +184,7 @@ impl HvmmRegime for Arm64 {
     }
     #[inline(always)]
     fn writable(pte: u64) -> bool {
-        pte & Pte::RO == 0
+        pte & Pte::AP_RO == 0
     }
 }
 
@@ -331,8 +331,8 @@ impl<F: HvmmRegime> Library for HvmmOn<F> {
                 &mut self.mem.access,
                 F::Input::from_raw(va),
                 pages,
-                |_, len, leaf| {
-                    sum = sum.wrapping_add(page_sum(leaf.pa.0, len));
+                |_, pages, leaf| {
+                    sum = sum.wrapping_add(page_sum(leaf.pa.0, pages * FRAME as u64));
                 },
             )
             .expect("for_each_leaf_with");

@@ -8,7 +8,7 @@
 //! [`EarlyAccess`] (image tables + PMAP).
 
 use core::fmt;
-use hvmm::access::{AccessError, TableAccess};
+use hvmm::access::{AccessError, AccessPath, TableAccess};
 use hvmm::boot_alloc::FrameRanges;
 use hvmm::layout::{fixmap_va, HasLayout, FIXMAP_MISC};
 use hvmm::phase::{
@@ -16,8 +16,8 @@ use hvmm::phase::{
     Pmap,
 };
 use hvmm::{
-    Arch, Attrs, Env, Error, Leaf, LinearRange, MapFlags, Mfn, Op, Paddr, PageTable, SystemState,
-    UpdateReport, Vaddr, PAGE_SIZE,
+    Arch, Attrs, CpuOps, Env, Error, Leaf, LinearRange, MapFlags, Mfn, Op, Paddr, PageTable,
+    SystemState, UpdateReport, Vaddr, PAGE_SIZE,
 };
 
 /// Most CPUs the boot sequence brings up.
@@ -43,10 +43,13 @@ struct Xen2019DomainPage {
     stats_directmap: u64,
 }
 
-impl<A: Arch> TableAccess<A> for Xen2019DomainPage {
+impl AccessPath for Xen2019DomainPage {
     fn name(&self) -> &'static str {
         "domain-page (2019)"
     }
+}
+
+impl<A: Arch> TableAccess<A> for Xen2019DomainPage {
     fn map_table(&mut self, _arch: &mut A, mfn: Mfn) -> Result<Vaddr, AccessError> {
         self.stats_directmap += 1;
         Ok(Vaddr(self.directmap.0 + mfn.paddr().0))
@@ -227,7 +230,7 @@ impl<F: HasLayout> Mm<F> {
     /// Performs one engine update through the current state's access path
     /// (Xen's `map_pages_to_xen` / `modify_xen_mappings` /
     /// `destroy_xen_mappings` / `populate_pt_range`).
-    pub fn update<A: Arch>(
+    pub fn update<A: CpuOps>(
         &mut self,
         arch: &mut A,
         va: Vaddr,
@@ -242,14 +245,14 @@ impl<F: HasLayout> Mm<F> {
     }
 
     /// Looks up one VA through the current access path.
-    pub fn lookup<A: Arch>(&mut self, arch: &mut A, va: Vaddr) -> Result<Option<Leaf>, Error> {
+    pub fn lookup<A: CpuOps>(&mut self, arch: &mut A, va: Vaddr) -> Result<Option<Leaf>, Error> {
         self.with_env(arch, |pt, env| pt.lookup(env.arch, env.access, va))
     }
 
     /// Writes the walk of `va` (Xen's `dump_hyp_walk`), after checking by
     /// hardware translation that the root table's VA translates to the root
     /// register.
-    pub fn dump_hyp_walk<A: Arch>(
+    pub fn dump_hyp_walk<A: CpuOps>(
         &mut self,
         arch: &mut A,
         va: Vaddr,
@@ -257,7 +260,7 @@ impl<F: HasLayout> Mm<F> {
     ) -> Result<(), Error> {
         let root = self.pt.root();
         if let Some(root_va) = self.image.va_of(root) {
-            let at = arch.translate(root_va, false).map(|r| r.pa);
+            let at = arch.hw_translate(root_va, false).map(|r| r.pa);
             let hw = arch.root();
             let _ = match at {
                 Ok(pa) if pa == hw => writeln!(
@@ -276,7 +279,7 @@ impl<F: HasLayout> Mm<F> {
 
     /// Runs `f` with the engine environment of the current state: this
     /// state's access path, and the allocator.
-    fn with_env<A: Arch, R>(
+    fn with_env<A: CpuOps, R>(
         &mut self,
         arch: &mut A,
         f: impl FnOnce(
@@ -294,7 +297,7 @@ impl<F: HasLayout> Mm<F> {
     /// come from the guest's pool), and for reaching other frames the way
     /// table pages are reached (Xen's `map_domain_page`). Table maps count
     /// in this state's access statistics.
-    pub fn with_access<A: Arch, R>(
+    pub fn with_access<A: CpuOps, R>(
         &mut self,
         arch: &mut A,
         f: impl FnOnce(&mut A, &mut dyn TableAccess<A>) -> Result<R, Error>,
@@ -303,7 +306,7 @@ impl<F: HasLayout> Mm<F> {
     }
 
     /// This state's access path, the page table and the allocator.
-    fn with_parts<A: Arch, R>(
+    fn with_parts<A: CpuOps, R>(
         &mut self,
         arch: &mut A,
         f: impl FnOnce(
@@ -352,7 +355,7 @@ impl<F: HasLayout> Mm<F> {
 
     /// Maps `mfn` at fixmap slot `slot` (Xen's `set_fixmap`), through the
     /// engine like any other update.
-    pub fn set_fixmap<A: Arch>(
+    pub fn set_fixmap<A: CpuOps>(
         &mut self,
         arch: &mut A,
         slot: usize,
@@ -378,11 +381,11 @@ impl<F: HasLayout> Mm<F> {
     }
 
     /// Unmaps fixmap slot `slot` (Xen's `clear_fixmap`).
-    pub fn clear_fixmap<A: Arch>(&mut self, arch: &mut A, slot: usize) -> Result<(), Error> {
+    pub fn clear_fixmap<A: CpuOps>(&mut self, arch: &mut A, slot: usize) -> Result<(), Error> {
         self.fixmap_update(arch, slot, Op::Remove).map(|_| ())
     }
 
-    fn fixmap_update<A: Arch>(
+    fn fixmap_update<A: CpuOps>(
         &mut self,
         arch: &mut A,
         slot: usize,
@@ -413,7 +416,7 @@ impl<F: HasLayout> Mm<F> {
     /// Copies `dst.len()` bytes from physical address `pa` (any alignment,
     /// across pages) through the misc fixmap slot, write-combine (Xen's
     /// `copy_from_paddr`).
-    pub fn copy_from_paddr<A: Arch>(
+    pub fn copy_from_paddr<A: CpuOps>(
         &mut self,
         arch: &mut A,
         dst: &mut [u8],
@@ -452,8 +455,8 @@ impl<F: HasLayout> Mm<F> {
 
     /// The physical address of a mapped hypervisor VA, by hardware
     /// translation (Xen's `virt_to_maddr`).
-    pub fn virt_to_maddr<A: Arch>(arch: &mut A, va: Vaddr) -> Result<Paddr, Error> {
-        Ok(arch.translate(va, false)?.pa)
+    pub fn virt_to_maddr<A: CpuOps>(arch: &mut A, va: Vaddr) -> Result<Paddr, Error> {
+        Ok(arch.hw_translate(va, false)?.pa)
     }
 
     /// Enters [`SystemState::Boot`] on arm64: tables are reached through the

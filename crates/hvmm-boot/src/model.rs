@@ -14,7 +14,7 @@ use hvmm::layout::{
     HasLayout, FIXMAP_ADDR, FIXMAP_CONSOLE, IMAGE_L3_TABLES, MAX_FDT_SIZE, XEN_VIRT_SIZE,
     XEN_VIRT_START,
 };
-use hvmm::{Arch, Attrs, MemFault, Paddr, Perm, Pte, Vaddr, PAGE_SIZE};
+use hvmm::{Arch, Attrs, CpuOps, MemFault, Paddr, Perm, Pte, Vaddr, PAGE_SIZE};
 use hvmm_bootinfo::builder::VirtBoard;
 use hvmm_bootinfo::{MemoryMap, ModuleKind, ReservedSource, XSM_MAGIC};
 use hvmm_model::{BbmViolation, Machine, Regime, RootSwitchHazard, StaleEntry, TlbConflict};
@@ -1121,7 +1121,7 @@ pub fn start_secondary(
         _ => return Err("the head's identity-map record does not read"),
     };
     let boot_root = m
-        .translate(t.boot_root, false)
+        .hw_translate(t.boot_root, false)
         .map_err(|_| "the boot tables are not mapped")?
         .pa;
     if slot != 0 {
@@ -1147,7 +1147,7 @@ pub fn start_secondary(
     let _ = m.set_root(cpu, root);
     m.tlb_flush_all_local();
     let _ = Machine::set_wxn(m, cpu, true);
-    let ok = m.translate(XEN_VIRT_START, false).is_ok();
+    let ok = m.hw_translate(XEN_VIRT_START, false).is_ok();
     let _ = m.set_current_cpu(me);
     if slot != 0 && how == SecondaryStart::SwitchWithIdentity {
         let _ = m.write_pte(Vaddr(slot), 0);

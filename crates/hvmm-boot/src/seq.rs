@@ -1326,7 +1326,7 @@ fn verify<F: HasLayout, P: Platform>(
     let init = img.sections[img.init];
     if init.end <= init.start {
         // Nothing was mapped there.
-    } else if let Ok(at) = p.translate(init.start, false) {
+    } else if let Ok(at) = p.hw_translate(init.start, false) {
         return Err(ctx.fail(
             format_args!(
                 "freed init memory at {} still translates to {}",
@@ -1348,7 +1348,7 @@ fn check_page<F: HasLayout, P: Platform>(
 ) -> Result<(), BootError> {
     let va = Vaddr(r.va.0 + i * PAGE_SIZE);
     let want = Paddr(r.pa.0 + i * PAGE_SIZE);
-    let at = p.translate(va, false).map_err(|f| {
+    let at = p.hw_translate(va, false).map_err(|f| {
         ctx.fail(
             format_args!("{} page {va} does not translate", r.name),
             Some(f),
@@ -1372,7 +1372,7 @@ fn check_page<F: HasLayout, P: Platform>(
             None,
         ));
     }
-    let writable = p.translate(va, true).is_ok();
+    let writable = p.hw_translate(va, true).is_ok();
     if writable != r.writable {
         return Err(ctx.fail(
             format_args!(

@@ -215,7 +215,7 @@ fn expect<P: Platform>(
     expected: Option<Paddr>,
     write: bool,
 ) -> Result<(), StressError> {
-    let seen = p.translate(va, write).ok().map(|r| r.pa);
+    let seen = p.hw_translate(va, write).ok().map(|r| r.pa);
     if seen != expected {
         return Err(StressError::Inconsistent {
             cpu,
@@ -351,7 +351,7 @@ pub fn step<F: HasLayout, P: Platform>(
             };
             let Ok(va) = dp.map(p, mfn) else { continue };
             st.domain_maps += 1;
-            let seen = p.translate(va, false).ok().map(|r| r.pa);
+            let seen = p.hw_translate(va, false).ok().map(|r| r.pa);
             dp.unmap(p, va);
             if seen != Some(mfn.paddr()) {
                 return Err(StressError::DomainPage { cpu, mfn });

@@ -7,7 +7,7 @@
 use crate::arch;
 use crate::layout;
 use core::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
-use hvmm::{Arch, Vaddr};
+use hvmm::{Arch, CpuOps, Vaddr};
 
 /// How long the boot CPU waits for the others.
 const WAIT_MS: u64 = 2000;
@@ -120,7 +120,7 @@ pub fn start_one(cpu: usize, mpidr: u64, root: hvmm::Paddr) -> Result<(), &'stat
     }
     let mut hw = arch::hw();
     let entry = hw
-        .translate(layout::secondary_entry_va(), false)
+        .hw_translate(layout::secondary_entry_va(), false)
         .map_err(|_| "the secondary entry point does not translate")?
         .pa;
     SECONDARY_ROOT[cpu].store(root.0, Ordering::Release);
@@ -194,7 +194,7 @@ pub fn secondary_main(cpu: usize) -> ! {
         }
     }
     let mut hw = arch::hw();
-    let ok = hw.translate(layout::image_start(), false).is_ok() && hw.root().0 == root;
+    let ok = hw.hw_translate(layout::image_start(), false).is_ok() && hw.root().0 == root;
     if ok {
         // Said once: a CPU restarted for a guest's vCPU comes up quietly
         // (the guest's own output shares the UART).

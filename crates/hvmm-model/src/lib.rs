@@ -12,7 +12,7 @@
 //! are not mapped (a Data Abort, as on hardware).
 //!
 //! ```
-//! use hvmm::{Arch, Ipa, Paddr, Vaddr, Vmid};
+//! use hvmm::{Arch, CpuOps, Ipa, Paddr, Vaddr, Vmid};
 //! use hvmm_model::{desc, Machine, Regime, Stage2};
 //!
 //! let mut m = Machine::new(Regime::Arm64El2 { pa_bits: 48 }, 1);
@@ -24,7 +24,7 @@
 //! m.set_root(0, Paddr(0x4000_0000)).unwrap();
 //! m.enable_mmu(0, true).unwrap();
 //! assert_eq!(m.read_pte(Vaddr(0x4000_1008)).unwrap() & 0xffff_f000, 0x4000_0000);
-//! assert_eq!(m.translate(Vaddr(0x4000_1234), false).unwrap().pa, Paddr(0x4000_1234));
+//! assert_eq!(m.hw_translate(Vaddr(0x4000_1234), false).unwrap().pa, Paddr(0x4000_1234));
 //!
 //! // A guest with a 40-bit IPA space: level 1, two concatenated root pages
 //! // at 0x4010_0000; IPA 0 -> PA 0x4080_0000 as a 2 MiB block.

@@ -6,7 +6,7 @@
 //! highest range that fits, as Xen does, so low memory stays free longest.
 
 use crate::addr::{Mfn, Paddr, PAGE_SIZE};
-use crate::alloc::{FrameAlloc, OutOfFrames};
+use crate::frames::{FrameAlloc, OutOfFrames};
 use core::fmt;
 
 /// Most free ranges the allocator can track.

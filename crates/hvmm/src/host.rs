@@ -10,12 +10,12 @@
 
 extern crate alloc as rust_alloc;
 
-use crate::access::{AccessError, TableAccess};
+use crate::access::{AccessError, AccessPath, TableAccess};
 use crate::addr::{Mfn, Paddr, Vaddr, Vmid};
-use crate::alloc::{FrameAlloc, OutOfFrames, TableMeta};
-use crate::arch::{AccessKind, Arch, AtResult, FaultKind, MemFault};
+use crate::arch::{AccessKind, Arch, AtResult, CpuOps, FaultKind, MemFault};
 use crate::engine::Env;
 use crate::format::ENTRIES;
+use crate::frames::{FrameAlloc, OutOfFrames, TableMeta};
 use rust_alloc::boxed::Box;
 use rust_alloc::vec;
 use rust_alloc::vec::Vec;
@@ -193,9 +193,6 @@ impl Arch for HostArch {
     fn tlb_flush_va(&mut self, _va: Vaddr) {
         self.tlb_ops += 1;
     }
-    fn tlb_flush_va_local(&mut self, _va: Vaddr) {
-        self.tlb_ops += 1;
-    }
     fn tlb_flush_all(&mut self) {
         self.tlb_ops += 1;
     }
@@ -210,7 +207,16 @@ impl Arch for HostArch {
     }
     fn tlb_sync(&mut self) {}
     fn isb(&mut self) {}
-    fn translate(&mut self, va: Vaddr, write: bool) -> Result<AtResult, MemFault> {
+    fn root(&self) -> Paddr {
+        self.root
+    }
+}
+
+impl CpuOps for HostArch {
+    fn tlb_flush_va_local(&mut self, _va: Vaddr) {
+        self.tlb_ops += 1;
+    }
+    fn hw_translate(&mut self, va: Vaddr, write: bool) -> Result<AtResult, MemFault> {
         let access = if write {
             AccessKind::Write
         } else {
@@ -221,9 +227,6 @@ impl Arch for HostArch {
             pa: Paddr(va.0),
             mair_attr: 0xff,
         })
-    }
-    fn root(&self) -> Paddr {
-        self.root
     }
     fn cpu(&self) -> usize {
         0
@@ -237,10 +240,13 @@ pub struct HostIdentity {
     pub maps: u64,
 }
 
-impl<A: Arch> TableAccess<A> for HostIdentity {
+impl AccessPath for HostIdentity {
     fn name(&self) -> &'static str {
         "host-identity"
     }
+}
+
+impl<A: Arch> TableAccess<A> for HostIdentity {
     #[inline(always)]
     fn map_table(&mut self, _arch: &mut A, mfn: Mfn) -> Result<Vaddr, AccessError> {
         self.maps += 1;
@@ -385,6 +391,11 @@ impl HostMemory {
         self.arch.set_root(root.paddr());
         Some(root)
     }
+    /// The three parts, to build a [`crate::Table`] over this memory:
+    /// `Table::new(Arm64, arch, access, frames)`.
+    pub fn parts(&mut self) -> (&mut HostArch, &mut HostIdentity, &mut HostFrames) {
+        (&mut self.arch, &mut self.access, &mut self.frames)
+    }
     /// The engine environment over this memory.
     pub fn env(&mut self) -> Env<'_, HostArch, HostIdentity, HostFrames> {
         Env::new(&mut self.arch, &mut self.access, &mut self.frames)
@@ -412,9 +423,6 @@ mod tests {
         fn tlb_flush_va(&mut self, va: Vaddr) {
             self.0.tlb_flush_va(va)
         }
-        fn tlb_flush_va_local(&mut self, va: Vaddr) {
-            self.0.tlb_flush_va_local(va)
-        }
         fn tlb_flush_all(&mut self) {
             self.0.tlb_flush_all()
         }
@@ -429,14 +437,8 @@ mod tests {
         }
         fn tlb_sync(&mut self) {}
         fn isb(&mut self) {}
-        fn translate(&mut self, va: Vaddr, write: bool) -> Result<AtResult, MemFault> {
-            self.0.translate(va, write)
-        }
         fn root(&self) -> Paddr {
             self.0.root()
-        }
-        fn cpu(&self) -> usize {
-            0
         }
     }
 

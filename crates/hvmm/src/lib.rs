@@ -56,26 +56,28 @@ extern crate std;
 
 pub mod access;
 pub mod addr;
-pub mod alloc;
 pub mod arch;
 pub mod attr;
 pub mod boot_alloc;
 pub mod engine;
 pub mod error;
 pub mod format;
+pub mod frames;
 #[cfg(any(test, feature = "host"))]
 pub mod host;
 pub mod layout;
 pub mod phase;
+pub mod table;
 
-pub use access::{AccessError, TableAccess};
+pub use access::{AccessError, AccessPath, TableAccess};
 pub use addr::{InputAddr, Ipa, LinearRange, Mfn, Paddr, Vaddr, Vaddr32, Vmid, PAGE_SIZE};
-pub use alloc::{FrameAlloc, NoFrames, OutOfFrames, TableMeta, WithTableMeta};
-pub use arch::{AccessKind, Arch, AtResult, FaultKind, MemFault};
+pub use arch::{AccessKind, Arch, AtResult, CpuOps, FaultKind, MemFault};
 pub use attr::{Attrs, LeafAttrs, MairMap, MapFlags, MemType, Perm, S2Access, S2Attrs, S2MemType};
 pub use engine::{Env, Leaf, Op, PageTable, UpdateReport};
 pub use error::Error;
 pub use format::{
     Arm32, Arm32Stage2, Arm64, Arm64Stage2, Format, Pte, Stage, Stage1Format, Stage2Format,
 };
+pub use frames::{FrameAlloc, NoFrames, OutOfFrames, TableMeta, WithTableMeta};
 pub use phase::SystemState;
+pub use table::Table;

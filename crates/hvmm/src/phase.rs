@@ -11,9 +11,9 @@
 //! 2019 mistake — reaching for the direct map before it exists — cannot be
 //! written. PMAP refuses to work once other CPUs run (it is single-CPU).
 
-use crate::access::{AccessError, TableAccess};
+use crate::access::{AccessError, AccessPath, TableAccess};
 use crate::addr::{LinearRange, Mfn, Paddr, Vaddr};
-use crate::arch::Arch;
+use crate::arch::{Arch, CpuOps};
 use crate::attr::Attrs;
 use crate::format::{Arm32, Pte};
 use crate::layout::{fixmap_va, DOMHEAP_ENTRIES, FIXMAP_PMAP_BEGIN, NUM_PMAP};
@@ -78,6 +78,7 @@ pub struct ImageRange(pub LinearRange);
 
 /// Why the image range could not be established.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum ImageRangeError {
     /// Translating the image's first or last byte faulted.
     NotMapped(crate::arch::MemFault),
@@ -104,21 +105,23 @@ impl fmt::Display for ImageRangeError {
     }
 }
 
+impl core::error::Error for ImageRangeError {}
+
 impl ImageRange {
     /// Finds the image's physical range by translating `start` and `end - 1`
     /// with the AT instruction (`end` itself may be unmapped). No stored
     /// `PA - VA` offset is involved.
-    pub fn discover<A: Arch>(
+    pub fn discover<A: CpuOps>(
         arch: &mut A,
         start: Vaddr,
         end: Vaddr,
     ) -> Result<Self, ImageRangeError> {
         let first = arch
-            .translate(start, false)
+            .hw_translate(start, false)
             .map_err(ImageRangeError::NotMapped)?
             .pa;
         let last = arch
-            .translate(Vaddr(end.0 - 1), false)
+            .hw_translate(Vaddr(end.0 - 1), false)
             .map_err(ImageRangeError::NotMapped)?
             .pa;
         let size = end.0 - start.0;
@@ -224,7 +227,7 @@ impl Pmap {
     }
 
     /// Unmaps a slot returned by [`Pmap::map`] and invalidates it on this CPU.
-    pub fn unmap<A: Arch>(&mut self, arch: &mut A, va: Vaddr) {
+    pub fn unmap<A: CpuOps>(&mut self, arch: &mut A, va: Vaddr) {
         let idx = ((va.0 - fixmap_va(0).0) / 4096) as usize;
         let Some(slot) = idx.checked_sub(FIXMAP_PMAP_BEGIN).filter(|&s| s < NUM_PMAP) else {
             return;
@@ -252,10 +255,13 @@ impl<'a> EarlyAccess<'a> {
     }
 }
 
-impl<A: Arch> TableAccess<A> for EarlyAccess<'_> {
+impl AccessPath for EarlyAccess<'_> {
     fn name(&self) -> &'static str {
         "image+pmap"
     }
+}
+
+impl<A: CpuOps> TableAccess<A> for EarlyAccess<'_> {
     fn map_table(&mut self, arch: &mut A, mfn: Mfn) -> Result<Vaddr, AccessError> {
         if let Some(va) = self.image.va_of(mfn) {
             self.stats.image += 1;
@@ -336,25 +342,27 @@ impl<'a> DirectMapAccess<'a> {
     }
 }
 
-impl<A: Arch> TableAccess<A> for DirectMapAccess<'_> {
+impl AccessPath for DirectMapAccess<'_> {
     fn name(&self) -> &'static str {
         "directmap"
     }
+    fn can_reach(&self, mfn: Mfn) -> bool {
+        self.map.va_of(mfn.paddr()).is_some()
+    }
+}
+
+impl<A: Arch> TableAccess<A> for DirectMapAccess<'_> {
     fn map_table(&mut self, _arch: &mut A, mfn: Mfn) -> Result<Vaddr, AccessError> {
         let va = self
             .map
             .va_of(mfn.paddr())
             .ok_or(AccessError::Unreachable {
                 provider: "directmap",
-                mfn,
             })?;
         self.stats.directmap += 1;
         Ok(va)
     }
     fn unmap_table(&mut self, _arch: &mut A, _mfn: Mfn, _va: Vaddr) {}
-    fn can_reach(&self, mfn: Mfn) -> bool {
-        self.map.va_of(mfn.paddr()).is_some()
-    }
 }
 
 /// One CPU's arm32 domain-page slots: 1024 2 MiB block entries (two L2
@@ -384,7 +392,7 @@ impl DomainPage {
     }
 
     /// Maps the frame `mfn` (Xen's `map_domain_page`).
-    pub fn map<A: Arch>(&self, arch: &mut A, mfn: Mfn) -> Result<Vaddr, AccessError> {
+    pub fn map<A: CpuOps>(&self, arch: &mut A, mfn: Mfn) -> Result<Vaddr, AccessError> {
         let pa = mfn.paddr();
         let block = Paddr(pa.0 & !((2 << 20) - 1));
         let hash = (pa.0 >> 21) as usize % DOMHEAP_ENTRIES;
@@ -489,10 +497,13 @@ impl<'a> DomainPageAccess<'a> {
     }
 }
 
-impl<A: Arch> TableAccess<A> for DomainPageAccess<'_> {
+impl AccessPath for DomainPageAccess<'_> {
     fn name(&self) -> &'static str {
         "domain-page"
     }
+}
+
+impl<A: CpuOps> TableAccess<A> for DomainPageAccess<'_> {
     fn map_table(&mut self, arch: &mut A, mfn: Mfn) -> Result<Vaddr, AccessError> {
         if let Some(va) = self.image.va_of(mfn) {
             self.stats.image += 1;

@@ -3,13 +3,13 @@
 //! lifecycle. (Break-before-make, stale TLB entries and TLB conflicts are
 //! checked on the machine model in `hvmm-model`'s engine tests.)
 
-use hvmm::access::{AccessError, TableAccess};
+use hvmm::access::{AccessError, AccessPath, TableAccess};
 use hvmm::format::check_format;
 use hvmm::host::{HostArch, HostIdentity, HostMemory};
 use hvmm::{
-    Arch, Arm32, Arm32Stage2, Arm64, Arm64Stage2, AtResult, Attrs, Env, Error, Format, Ipa,
-    MairMap, MapFlags, MemFault, MemType, Mfn, Op, Paddr, PageTable, S2Access, S2Attrs, S2MemType,
-    Stage, Stage1Format, Stage2Format, Vaddr, Vmid,
+    Arch, Arm32, Arm32Stage2, Arm64, Arm64Stage2, Attrs, Env, Error, Format, Ipa, MairMap,
+    MapFlags, MemFault, MemType, Mfn, Op, Paddr, PageTable, S2Access, S2Attrs, S2MemType, Stage,
+    Stage1Format, Stage2Format, Vaddr, Vmid,
 };
 
 const MIB2: u64 = 2 << 20;
@@ -523,16 +523,18 @@ struct FailingAccess {
     promised: bool,
 }
 
-impl TableAccess<HostArch> for FailingAccess {
+impl AccessPath for FailingAccess {
     fn name(&self) -> &'static str {
         "failing"
     }
+}
+
+impl TableAccess<HostArch> for FailingAccess {
     fn map_table(&mut self, arch: &mut HostArch, mfn: Mfn) -> Result<Vaddr, AccessError> {
         self.calls += 1;
         if self.calls == self.fail_at && !self.promised {
             return Err(AccessError::Unreachable {
                 provider: "failing",
-                mfn,
             });
         }
         self.inner.map_table(arch, mfn)
@@ -870,9 +872,6 @@ impl Arch for Rec {
     fn tlb_flush_va(&mut self, va: Vaddr) {
         self.ops.push(format!("va {va}"));
     }
-    fn tlb_flush_va_local(&mut self, va: Vaddr) {
-        self.ops.push(format!("va-local {va}"));
-    }
     fn tlb_flush_all(&mut self) {
         self.ops.push("all".into());
     }
@@ -889,14 +888,8 @@ impl Arch for Rec {
         self.ops.push("sync".into());
     }
     fn isb(&mut self) {}
-    fn translate(&mut self, va: Vaddr, write: bool) -> Result<AtResult, MemFault> {
-        self.host().translate(va, write)
-    }
     fn root(&self) -> Paddr {
         self.arch.as_ref().unwrap().root()
-    }
-    fn cpu(&self) -> usize {
-        0
     }
 }
 
