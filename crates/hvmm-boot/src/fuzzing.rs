@@ -36,7 +36,6 @@
 use crate::model::{self, ArchKind, Scenario};
 use crate::report::BootStep;
 use hvmm::access::{AccessError, AccessPath, TableAccess};
-use hvmm::boot_alloc::FrameRanges;
 use hvmm::{
     AccessKind, Arch, Arm32, Arm64, Attrs, Env, Error, FaultKind, MapFlags, MemType, Mfn, Op,
     Paddr, PageTable, Perm, Stage1Format, UpdateReport, Vaddr,
@@ -44,6 +43,7 @@ use hvmm::{
 use hvmm_bootinfo::builder::VirtBoard;
 use hvmm_bootinfo::{BootInfo, ModuleReader, ParseParams, XSM_MAGIC};
 use hvmm_model::{desc, FrameSnapshot, Machine, ModelError, Regime};
+use hvmm_xen::boot_alloc::FrameRanges;
 use std::collections::{BTreeMap, BTreeSet};
 use std::string::String;
 use std::vec::Vec;

@@ -2,8 +2,8 @@
 //! its static tables, as link-time addresses (linker symbols on hardware, a
 //! synthetic layout on the machine model).
 
-use hvmm::layout::{IMAGE_L3_TABLES, XEN_VIRT_START};
 use hvmm::{Perm, Vaddr};
+use hvmm_xen::layout::{IMAGE_L3_TABLES, XEN_VIRT_START};
 
 /// A page-aligned range of the image with one permission.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
@@ -133,7 +133,7 @@ impl ImageLayout {
         if at != self.end || self.init >= self.sections.len() {
             return Err("sections do not end at the end of the image");
         }
-        if self.size() > hvmm::layout::XEN_VIRT_SIZE {
+        if self.size() > hvmm_xen::layout::XEN_VIRT_SIZE {
             return Err("the image does not fit in 8 MiB");
         }
         let t = &self.tables;

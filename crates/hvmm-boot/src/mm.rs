@@ -9,16 +9,14 @@
 
 use core::fmt;
 use hvmm::access::{AccessError, AccessPath, TableAccess};
-use hvmm::boot_alloc::FrameRanges;
-use hvmm::layout::{fixmap_va, HasLayout, FIXMAP_MISC};
-use hvmm::phase::{
-    AccessStats, DirectMap, DirectMapAccess, DomainPage, DomainPageAccess, EarlyAccess, ImageRange,
-    Pmap,
-};
+use hvmm::phase::{AccessStats, DirectMap, DirectMapAccess, ImageRange};
 use hvmm::{
     Arch, Attrs, CpuOps, Env, Error, Leaf, LinearRange, MapFlags, Mfn, Op, Paddr, PageTable,
     SystemState, UpdateReport, Vaddr, PAGE_SIZE,
 };
+use hvmm_xen::boot_alloc::FrameRanges;
+use hvmm_xen::layout::{fixmap_va, HasLayout, FIXMAP_MISC};
+use hvmm_xen::phase::{DomainPage, DomainPageAccess, EarlyAccess, Pmap};
 
 /// Most CPUs the boot sequence brings up.
 pub const MAX_CPUS: usize = 8;

@@ -10,14 +10,14 @@ use crate::platform::Platform;
 use crate::report::BootSummary;
 use crate::seq::{BootConfig, BootParams, Failed, PaPolicy};
 use hvmm::format::{table_index, Arm32, Arm64, Format};
-use hvmm::layout::{
-    HasLayout, FIXMAP_ADDR, FIXMAP_CONSOLE, IMAGE_L3_TABLES, MAX_FDT_SIZE, XEN_VIRT_SIZE,
-    XEN_VIRT_START,
-};
 use hvmm::{Arch, Attrs, CpuOps, MemFault, Paddr, Perm, Pte, Vaddr, PAGE_SIZE};
 use hvmm_bootinfo::builder::VirtBoard;
 use hvmm_bootinfo::{MemoryMap, ModuleKind, ReservedSource, XSM_MAGIC};
 use hvmm_model::{BbmViolation, Machine, Regime, RootSwitchHazard, StaleEntry, TlbConflict};
+use hvmm_xen::layout::{
+    HasLayout, FIXMAP_ADDR, FIXMAP_CONSOLE, IMAGE_L3_TABLES, MAX_FDT_SIZE, XEN_VIRT_SIZE,
+    XEN_VIRT_START,
+};
 use std::fmt;
 use std::string::String;
 use std::vec::Vec;

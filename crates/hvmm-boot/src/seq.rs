@@ -14,13 +14,16 @@ use crate::report::{
 };
 use core::fmt::{self, Write};
 use hvmm::format::Pte;
-use hvmm::layout::{HasLayout, BOOT_FDT_VIRT_START, DOMHEAP_ENTRIES, MAX_FDT_SIZE, XEN_VIRT_START};
-use hvmm::phase::{DirectMap, DomainPage, ImageRange};
+use hvmm::phase::{DirectMap, ImageRange};
 use hvmm::{
     Attrs, Error, LinearRange, MapFlags, MemFault, Mfn, Op, Paddr, Perm, SystemState, Vaddr,
     PAGE_SIZE,
 };
 use hvmm_bootinfo::{BootInfo, ModuleKind, ModuleReader, ParseParams};
+use hvmm_xen::layout::{
+    HasLayout, BOOT_FDT_VIRT_START, DOMHEAP_ENTRIES, MAX_FDT_SIZE, XEN_VIRT_START,
+};
+use hvmm_xen::phase::DomainPage;
 
 const MIB2: u64 = 2 << 20;
 const GIB: u64 = 1 << 30;
@@ -517,7 +520,7 @@ fn log_layout<F: HasLayout>(ctx: &mut Ctx<'_, F>) {
         l.domheap,
         l.directmap,
     ];
-    for r in hvmm::layout::Layout::COMMON
+    for r in hvmm_xen::layout::Layout::COMMON
         .iter()
         .chain(arch_regions.iter().flatten())
     {
@@ -615,7 +618,7 @@ fn setup_pagetables<F: HasLayout, P: Platform>(
         let va = Vaddr(XEN_VIRT_START.0 + i * MIB2);
         link(p, t.l2, va, 2, Vaddr(t.image_l3.0 + i * PAGE_SIZE))?;
     }
-    link(p, t.l2, hvmm::layout::FIXMAP_ADDR, 2, t.fixmap_l3)?;
+    link(p, t.l2, hvmm_xen::layout::FIXMAP_ADDR, 2, t.fixmap_l3)?;
 
     // Per-section permissions, through the engine (every table is in the image).
     for s in img.sections.iter().filter(|s| s.end > s.start) {
@@ -645,8 +648,9 @@ fn setup_pagetables<F: HasLayout, P: Platform>(
     // and the identity page alone: unlink the fixmap there (no CPU runs on
     // them, so there is nothing to invalidate), so that the identity entry
     // may use its slot.
-    let boot_fixmap =
-        Vaddr(t.boot_l2.0 + hvmm::format::table_index(hvmm::layout::FIXMAP_ADDR.0, 2) as u64 * 8);
+    let boot_fixmap = Vaddr(
+        t.boot_l2.0 + hvmm::format::table_index(hvmm_xen::layout::FIXMAP_ADDR.0, 2) as u64 * 8,
+    );
     p.write_pte(boot_fixmap, 0).map_err(|f| {
         ctx.fail(
             format_args!("unlinking the fixmap from the boot tables faulted"),

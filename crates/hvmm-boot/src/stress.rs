@@ -11,8 +11,8 @@ use core::cell::UnsafeCell;
 use core::fmt;
 use core::ops::{Deref, DerefMut};
 use core::sync::atomic::{AtomicBool, Ordering};
-use hvmm::layout::HasLayout;
 use hvmm::{Attrs, Error, MapFlags, Mfn, Op, Paddr, Vaddr, PAGE_SIZE};
+use hvmm_xen::layout::HasLayout;
 
 /// A test-and-set spin lock (the engine's "one lock serialises updates").
 pub struct SpinLock<T> {

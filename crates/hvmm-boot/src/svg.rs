@@ -20,10 +20,10 @@
 
 use crate::model::Outcome;
 use crate::report::BootSummary;
-use hvmm::layout::{Layout, Region};
 use hvmm::{Paddr, Vaddr, PAGE_SIZE};
 use hvmm_bootinfo::ModuleKind;
 use hvmm_model::{Machine, Regime};
+use hvmm_xen::layout::{Layout, Region};
 use std::collections::BTreeSet;
 use std::fmt::Write;
 
@@ -128,9 +128,9 @@ fn runs(frames: impl IntoIterator<Item = u64>) -> Vec<(u64, u64)> {
 
 fn layout_of(regime: Regime) -> Layout {
     if regime.is_arm64() {
-        hvmm::layout::ARM64_LAYOUT
+        hvmm_xen::layout::ARM64_LAYOUT
     } else {
-        hvmm::layout::ARM32_LAYOUT
+        hvmm_xen::layout::ARM32_LAYOUT
     }
 }
 

@@ -5,7 +5,7 @@ use hvmm::Vaddr;
 /// Where the image is linked.
 pub const XEN_VIRT_START: u64 = 0x0020_0000;
 /// The fixmap: one L3 table (512 slots of 4 KiB) in the image.
-pub const FIXMAP_VA: u64 = hvmm::layout::FIXMAP_ADDR.0;
+pub const FIXMAP_VA: u64 = hvmm_xen::layout::FIXMAP_ADDR.0;
 /// Byte offset in the boot L2 table of the entry that links the fixmap.
 pub const FIXMAP_L2_OFF: usize = hvmm::format::table_index(FIXMAP_VA, 2) * 8;
 /// Physical address of the PL011 on QEMU's `virt` machine.

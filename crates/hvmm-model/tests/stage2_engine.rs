@@ -7,13 +7,13 @@
 //! the guest's translations are cached.
 
 use hvmm::access::{AccessError, AccessPath, TableAccess};
-use hvmm::boot_alloc::FrameRanges;
 use hvmm::frames::OutOfFrames;
 use hvmm::{
     AccessKind, Arm32Stage2, Arm64Stage2, Env, FrameAlloc, Ipa, MapFlags, Mfn, Op, Paddr,
     PageTable, S2Access, S2Attrs, S2MemType, Stage, Stage2Format, Vaddr, Vmid,
 };
 use hvmm_model::{AbortKind, Machine, Regime};
+use hvmm_xen::boot_alloc::FrameRanges;
 
 /// Table pages at VA = PA (EL2's MMU is off).
 struct Identity;

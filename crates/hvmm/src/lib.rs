@@ -5,7 +5,11 @@
 //! formats ([`format`]), attributes ([`attr`]), the page-table update engine
 //! ([`engine`]) and the interfaces it needs — processor operations ([`Arch`]),
 //! a way to reach table pages ([`TableAccess`]) and a source of table frames
-//! ([`FrameAlloc`]).
+//! ([`FrameAlloc`]). It knows no hypervisor's virtual layout: [`phase`] holds
+//! the layout-free building blocks of phase-aware table access (the boot
+//! states, the image's range, a direct map), and Xen on Arm's layout, its
+//! fixmap / PMAP / domain-page slots and its boot allocator are one instance
+//! of this core, in the `hvmm-xen` crate.
 //!
 //! ```
 //! # #[cfg(feature = "host")] {
@@ -58,14 +62,12 @@ pub mod access;
 pub mod addr;
 pub mod arch;
 pub mod attr;
-pub mod boot_alloc;
 pub mod engine;
 pub mod error;
 pub mod format;
 pub mod frames;
 #[cfg(any(test, feature = "host"))]
 pub mod host;
-pub mod layout;
 pub mod phase;
 pub mod table;
 

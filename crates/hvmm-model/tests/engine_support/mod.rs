@@ -18,12 +18,12 @@
 #![allow(dead_code)]
 
 use hvmm::access::{AccessError, AccessPath, TableAccess};
-use hvmm::boot_alloc::FrameRanges;
 use hvmm::{
     AccessKind, Arch, Arm32, Arm64, Attrs, Env, Error, FaultKind, MapFlags, MemType, Mfn, Op,
     Paddr, PageTable, Perm, UpdateReport, Vaddr,
 };
 use hvmm_model::{desc, Counters, FrameSnapshot, Machine, ModelError, Regime};
+use hvmm_xen::boot_alloc::FrameRanges;
 use std::collections::{BTreeMap, BTreeSet};
 
 pub const PAGE: u64 = 4096;

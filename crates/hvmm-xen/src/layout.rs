@@ -9,8 +9,8 @@
 //! the image mapping uses. The runtime tables never hold an identity map, so
 //! nothing in this layout constrains where the image is loaded.
 
-use crate::addr::Vaddr;
-use crate::format::{Arm32, Arm64};
+use hvmm::addr::Vaddr;
+use hvmm::format::{Arm32, Arm64};
 
 /// Where the image is linked.
 pub const XEN_VIRT_START: Vaddr = Vaddr(0x0020_0000);
@@ -169,22 +169,22 @@ pub const ARM64_LAYOUT: Layout = Layout {
 };
 
 /// A format together with its layout.
-pub trait HasLayout: crate::format::Stage1Format {
+pub trait HasLayout: hvmm::format::Stage1Format {
     /// The layout.
     const LAYOUT: Layout;
     /// The stage-2 format of this architecture's guests (arm64: a 40-bit
     /// IPA space, as Xen's p2m on a 40-bit machine; arm32: LPAE's 40 bits).
-    type Guest: crate::format::Stage2Format;
+    type Guest: hvmm::format::Stage2Format;
 }
 
 impl HasLayout for Arm64 {
     const LAYOUT: Layout = ARM64_LAYOUT;
-    type Guest = crate::format::Arm64Stage2<40>;
+    type Guest = hvmm::format::Arm64Stage2<40>;
 }
 
 impl HasLayout for Arm32 {
     const LAYOUT: Layout = ARM32_LAYOUT;
-    type Guest = crate::format::Arm32Stage2;
+    type Guest = hvmm::format::Arm32Stage2;
 }
 
 #[cfg(test)]

@@ -5,9 +5,9 @@
 //! capacity (no heap in early boot). Allocation takes from the top of the
 //! highest range that fits, as Xen does, so low memory stays free longest.
 
-use crate::addr::{Mfn, Paddr, PAGE_SIZE};
-use crate::frames::{FrameAlloc, OutOfFrames};
 use core::fmt;
+use hvmm::addr::{Mfn, Paddr, PAGE_SIZE};
+use hvmm::frames::{FrameAlloc, OutOfFrames};
 
 /// Most free ranges the allocator can track.
 pub const MAX_RANGES: usize = 128;
