@@ -357,7 +357,7 @@ impl<F: HvmmRegime> Library for HvmmOn<F> {
     }
     #[inline(always)]
     fn tables_in_use(&self) -> usize {
-        self.mem.frames.in_use
+        self.mem.frames.in_use()
     }
 }
 
@@ -466,7 +466,7 @@ impl Library for Xen2019 {
     }
     #[inline(always)]
     fn tables_in_use(&self) -> usize {
-        self.mem.frames.in_use
+        self.mem.frames.in_use()
     }
 }
 

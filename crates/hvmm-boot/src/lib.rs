@@ -36,4 +36,6 @@ pub use image::ImageLayout;
 pub use mm::{AccessPolicy, Mm};
 pub use platform::Platform;
 pub use report::{BootError, BootStep, BootSummary};
-pub use seq::{boot, boot_keep, BootConfig, BootParams, FailPoint, Failed, PaPolicy};
+#[cfg(feature = "test-hooks")]
+pub use seq::FailPoint;
+pub use seq::{boot, boot_keep, BootConfig, BootParams, Failed, PaPolicy};

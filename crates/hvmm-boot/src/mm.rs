@@ -135,7 +135,7 @@ pub struct Mm<F: HasLayout> {
     /// `set_fixmap` calls so far (fault-injection points).
     pub fixmap_sets: u64,
     /// Fault injection: the `set_fixmap` call with this index (0-based) fails.
-    pub fail_fixmap_at: Option<u64>,
+    fail_fixmap_at: Option<u64>,
     /// The last `copy_from_paddr` call (the boot keeps the list: every
     /// entry here would be moved with the memory manager).
     pub last_copy: Option<CopyRecord>,
@@ -219,6 +219,12 @@ impl<F: HasLayout> Mm<F> {
     /// PMAP slot acquisitions so far, and the fault-injection setting.
     pub fn pmap_mut(&mut self) -> &mut Pmap {
         &mut self.pmap
+    }
+    /// Fault injection (feature `test-hooks`): the `set_fixmap` call with
+    /// this index (0-based, counted by `fixmap_sets`) fails.
+    #[cfg(feature = "test-hooks")]
+    pub fn set_fail_fixmap_at(&mut self, index: Option<u64>) {
+        self.fail_fixmap_at = index;
     }
     /// PMAP slots in use now.
     pub fn pmap_in_use(&self) -> u32 {

@@ -33,9 +33,9 @@ pub struct Pmap {
     /// Set once other CPUs may run: PMAP then refuses to work.
     retired: bool,
     /// Slot acquisitions so far: maps outside a reservation, and reservations.
-    pub acquisitions: u64,
+    acquisitions: u64,
     /// Fault injection: the acquisition with this index (0-based) fails.
-    pub fail_at: Option<u64>,
+    fail_at: Option<u64>,
 }
 
 impl Pmap {
@@ -53,6 +53,18 @@ impl Pmap {
     /// Slots in use.
     pub const fn in_use(&self) -> u32 {
         self.in_use.count_ones()
+    }
+    /// Slot acquisitions so far: maps outside a reservation, and
+    /// reservations (each one a point where fault injection can fail).
+    pub const fn acquisitions(&self) -> u64 {
+        self.acquisitions
+    }
+    /// Fault injection (feature `test-hooks`): the acquisition with this
+    /// index (0-based, counted by [`Pmap::acquisitions`]) fails as if every
+    /// slot were in use; `None` turns it off.
+    #[cfg(feature = "test-hooks")]
+    pub fn set_fail_at(&mut self, index: Option<u64>) {
+        self.fail_at = index;
     }
     /// Ends PMAP use (secondary CPUs are starting): later maps fail with
     /// [`AccessError::WrongPhase`].

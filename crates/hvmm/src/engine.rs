@@ -3273,7 +3273,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(a.arch.snapshot(), b.arch.snapshot());
-        let tlb = a.arch.tlb_ops;
+        let tlb = a.arch.tlb_ops();
         let r = pa
             .update(
                 &mut a.env(),
@@ -3284,7 +3284,7 @@ mod tests {
             )
             .unwrap();
         assert_eq!((r.leaves, r.tlb_invalidations), (1, 1));
-        assert_eq!(a.arch.tlb_ops, tlb + 1);
+        assert_eq!(a.arch.tlb_ops(), tlb + 1);
         pb.update(
             &mut b.env(),
             VA,
@@ -3359,12 +3359,12 @@ mod tests {
                 pt.update(&mut mem.env(), va, 1, op(i + round), MapFlags::PAGES)
                     .unwrap();
             }
-            assert_eq!(mem.frames.in_use, 4);
+            assert_eq!(mem.frames.in_use(), 4);
             let r = pt
                 .update(&mut mem.env(), VA, 8, Op::Remove, MapFlags::PAGES)
                 .unwrap();
             assert_eq!(r.tables_freed, 3);
-            assert_eq!(mem.frames.in_use, 1);
+            assert_eq!(mem.frames.in_use(), 1);
             assert_eq!(mem.arch.snapshot()[1..], pristine[1..]);
             assert_eq!(pt.lookup(&mut mem.arch, &mut mem.access, VA).unwrap(), None);
             // The freed level-3 table is the next frame handed out: a stale
@@ -3432,7 +3432,7 @@ mod tests {
                 assert_eq!(x.tlb_invalidations, y.tlb_invalidations);
             }
             assert_eq!(a.arch.snapshot(), b.arch.snapshot());
-            assert_eq!(a.frames.in_use, b.frames.in_use);
+            assert_eq!(a.frames.in_use(), b.frames.in_use());
         }
         // The walk was remembered and used, and the pool did run out.
         assert!(hits > steps / 20, "{hits} calls used the remembered walk");

@@ -26,7 +26,7 @@ pub struct HostArch {
     frames: Vec<[u64; ENTRIES]>,
     root: Paddr,
     /// TLB operations requested (counted, not performed).
-    pub tlb_ops: u64,
+    tlb_ops: u64,
 }
 
 impl HostArch {
@@ -38,6 +38,13 @@ impl HostArch {
             root: Paddr(0),
             tlb_ops: 0,
         }
+    }
+
+    /// TLB operations requested so far (counted, not performed; feature
+    /// `test-hooks`).
+    #[cfg(feature = "test-hooks")]
+    pub fn tlb_ops(&self) -> u64 {
+        self.tlb_ops
     }
 
     /// Sets what [`Arch::root`] reports.
@@ -237,7 +244,15 @@ impl CpuOps for HostArch {
 #[derive(Default)]
 pub struct HostIdentity {
     /// Table maps served.
-    pub maps: u64,
+    maps: u64,
+}
+
+impl HostIdentity {
+    /// Table maps served so far (feature `test-hooks`).
+    #[cfg(feature = "test-hooks")]
+    pub fn maps(&self) -> u64 {
+        self.maps
+    }
 }
 
 impl AccessPath for HostIdentity {
@@ -265,9 +280,9 @@ pub struct HostFrames {
     meta: Vec<TableMeta>,
     reserved: usize,
     /// Frames handed out and not yet freed.
-    pub in_use: usize,
+    in_use: usize,
     /// Frames that may never be freed (like tables inside an image).
-    pub pinned: Box<[Mfn]>,
+    pinned: Box<[Mfn]>,
 }
 
 impl HostFrames {
@@ -285,6 +300,17 @@ impl HostFrames {
     /// Frames left.
     pub fn available(&self) -> usize {
         self.free.len()
+    }
+    /// Frames handed out and not yet freed.
+    pub fn in_use(&self) -> usize {
+        self.in_use
+    }
+    /// Makes `frames` frames that may never be freed, as the tables inside
+    /// a hypervisor image are ([`FrameAlloc::can_free`]; feature
+    /// `test-hooks`).
+    #[cfg(feature = "test-hooks")]
+    pub fn pin(&mut self, frames: &[Mfn]) {
+        self.pinned = frames.into();
     }
     /// Allocates one frame outside any update (a root table), zeroed.
     pub fn alloc_zeroed(&mut self, arch: &mut HostArch) -> Option<Mfn> {
