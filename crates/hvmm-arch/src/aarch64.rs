@@ -323,6 +323,34 @@ pub unsafe fn switch_root(root: Paddr) {
     }
 }
 
+/// Switches `TTBR0_EL2` to the root table at `root` with the MMU off for the
+/// few instructions of the switch: `SCTLR_EL2.M` cleared, the root written,
+/// every EL2 TLB entry of this CPU invalidated, `M` set again. No TLB entry
+/// of the old tables can then meet one of the new tables for the same
+/// address, which a switch with the MMU on allows when the two map an
+/// address with blocks of different sizes (a TLB conflict abort on some
+/// CPUs).
+///
+/// # Safety
+///
+/// The code calling it runs identity-mapped (VA = PA) in the old tables and
+/// in the new ones, the new tables map everything in use after the switch
+/// with compatible attributes, and all their descriptors have been written
+/// (with [`Arch::write_pte`]'s barriers).
+pub unsafe fn switch_root_identity(root: Paddr) {
+    // SAFETY: the caller guarantees this code is identity-mapped, so
+    // instruction fetch continues at the same addresses with the MMU off;
+    // nothing between the two SCTLR writes touches data memory; the TLB
+    // invalidation completes (dsb, isb) before the MMU is back on.
+    unsafe {
+        asm!("dsb ish", "mrs {s}, sctlr_el2", "bic {t}, {s}, #1", "msr sctlr_el2, {t}", "isb",
+             "msr ttbr0_el2, {r}", "tlbi alle2", "dsb nsh", "isb",
+             "msr sctlr_el2, {s}", "isb",
+             s = out(reg) _, t = out(reg) _, r = in(reg) root.0,
+             options(nostack, preserves_flags));
+    }
+}
+
 /// Sets or clears `SCTLR_EL2.WXN` (write permission implies execute-never),
 /// then invalidates this CPU's TLB: WXN may be cached in TLB entries.
 ///
