@@ -149,7 +149,7 @@ fn main() -> Result<(), hvmm::Error> {
     hyp.map(Vaddr(0x1_0000_0000), Paddr(0x8000_0000), 1024, Attrs::RW)?;
     hyp.map(Vaddr(0x900_0000), Paddr(0x900_0000), 1, Attrs::DEVICE)?;
     // On hardware: TTBR0_EL2 := root (hvmm_arch::aarch64::switch_root).
-    let root = hyp.root();
+    let root = Paddr(hyp.ttbr());
     hyp.arch_mut().set_root(root);
     println!("stage 1 (arm64 EL2), root {root}:");
     let mut runs = Runs::default();

@@ -26,7 +26,7 @@
 //! allocator is [`NoFrames`] (or anything at all) reads fine.
 
 use crate::access::TableAccess;
-use crate::addr::{Paddr, Vmid};
+use crate::addr::{Mfn, Paddr, Vmid};
 use crate::arch::Arch;
 use crate::attr::{MairMap, MapFlags};
 use crate::engine::{Env, Leaf, Op, PageTable, UpdateReport};
@@ -132,11 +132,11 @@ impl<F: Format, A, T, M> Table<F, A, T, M> {
         &self.raw
     }
 
-    /// The physical address of the root table (its first page, for a
-    /// stage-2 root of concatenated pages): what TTBR0_EL2 / HTTBR holds for
-    /// a stage-1 table (see [`Table::vttbr`] for stage 2).
-    pub fn root(&self) -> Paddr {
-        self.raw.root().paddr()
+    /// The root table's frame (the first one, for a stage-2 root of
+    /// concatenated pages). The root register's value is [`Table::ttbr`]
+    /// (stage 1) or [`Table::vttbr`] (stage 2).
+    pub fn root(&self) -> Mfn {
+        self.raw.root()
     }
 
     /// The processor back end.
@@ -203,6 +203,12 @@ impl<F: Stage1Format, A, T, M> Table<F, A, T, M> {
             frames,
             flags,
         }
+    }
+
+    /// The TTBR0_EL2 / HTTBR value that makes this table the hypervisor's:
+    /// the root's physical address.
+    pub fn ttbr(&self) -> u64 {
+        self.raw.root().paddr().0
     }
 
     /// The MAIR map the table's attributes are encoded with: the value of

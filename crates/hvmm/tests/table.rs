@@ -173,7 +173,7 @@ fn stage2_table_maps_ipas_and_reports_its_registers() {
     let (arch, access, frames) = mem.parts();
     let mut g = Table::new_stage2(Arm64Stage2::<40>, Vmid(7), arch, access, frames).unwrap();
     assert_eq!(g.vmid(), Vmid(7));
-    assert_eq!(g.vttbr(), g.root().0 | (7 << 48));
+    assert_eq!(g.vttbr(), g.root().paddr().0 | (7 << 48));
     // 40-bit IPA: T0SZ 24, start level 1 (SL0 = 1).
     assert_eq!(g.vtcr() & 0x3f, 24);
     assert_eq!((g.vtcr() >> 6) & 3, 1);
@@ -276,7 +276,7 @@ fn an_unreachable_table_frame_is_named_once() {
     let Error::TableAccess { mfn, err } = e else {
         panic!("{e:?}")
     };
-    assert_ne!(mfn.paddr(), root);
+    assert_ne!(mfn, root);
     assert_eq!(err, AccessError::Unreachable { provider: "window" });
     let msg = e.to_string();
     assert_eq!(
@@ -319,7 +319,7 @@ fn the_parts_come_back() {
     let t = Table::new(Arm64, &mut mem.arch, &mut mem.access, &mut frames).unwrap();
     let root = t.root();
     let (raw, _, _, frames_back) = t.into_parts();
-    assert_eq!(raw.root().paddr(), root);
+    assert_eq!(raw.root(), root);
     assert_eq!(frames_back.in_use(), 1);
     assert_eq!(frames.available(), 15);
     // FrameAlloc is implemented for `&mut` of an allocator.

@@ -380,7 +380,7 @@ fn run() -> Result<(), hvmm::Error> {
     hyp.map(Vaddr(UART), Paddr(UART), 1, Attrs::DEVICE)?;
     say!(
         "el2-hello: stage 1 root {}: text RX, rodata RO, data RW, UART device ({} table pages)",
-        hyp.root(),
+        hyp.root().paddr(),
         hyp.frames().in_use()
     );
 
@@ -388,10 +388,10 @@ fn run() -> Result<(), hvmm::Error> {
     // SAFETY: this code runs identity-mapped in both tables, the new one maps
     // all of the image (code, data, stack) and the UART, and the engine wrote
     // every descriptor with its barriers.
-    unsafe { hvmm_arch::aarch64::switch_root_identity(hyp.root()) };
+    unsafe { hvmm_arch::aarch64::switch_root_identity(hyp.root().paddr()) };
     // SAFETY: no page of this program is both writable and executable.
     unsafe { hvmm_arch::aarch64::set_wxn(true) };
-    if hyp.arch().root() != hyp.root() || !hvmm_arch::aarch64::wxn() {
+    if hyp.arch().root() != hyp.root().paddr() || !hvmm_arch::aarch64::wxn() {
         panic!("TTBR0_EL2 / WXN not as set");
     }
     say!("el2-hello: switched to hvmm's table, WXN on");
