@@ -921,6 +921,7 @@ fn run_arch<F: HasLayout>(s: &Scenario, regime: Regime) -> Result<Outcome, Scena
 
 /// Why the head refused to start.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum HeadError {
     /// The image is larger than the 8 MiB it must fit in.
     TooLarge(u64),
@@ -945,6 +946,8 @@ impl fmt::Display for HeadError {
         }
     }
 }
+
+impl core::error::Error for HeadError {}
 
 fn phys_write_pte(m: &mut Machine, table: Paddr, idx: usize, val: u64) {
     let _ = m.phys_write_u64(Paddr(table.0 + idx as u64 * 8), val);

@@ -135,6 +135,7 @@ impl CpuStress {
 
 /// What the stress found wrong.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum StressError {
     /// A CPU saw a translation the tables do not hold.
     Inconsistent {
@@ -198,6 +199,8 @@ impl fmt::Display for StressError {
         }
     }
 }
+
+impl core::error::Error for StressError {}
 
 /// First VA of the region every CPU updates.
 pub fn shared_base<F: HasLayout>() -> u64 {

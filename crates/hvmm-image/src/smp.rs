@@ -12,7 +12,7 @@ use hvmm::{Arch, CpuOps, Vaddr};
 /// How long the boot CPU waits for the others.
 const WAIT_MS: u64 = 2000;
 
-/// This CPU's index ([`hvmm::Arch::cpu`]).
+/// This CPU's index ([`hvmm::CpuOps::cpu`]).
 pub fn this_cpu() -> usize {
     arch::hw().cpu()
 }

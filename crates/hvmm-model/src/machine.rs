@@ -55,6 +55,7 @@ impl Regime {
 /// Errors of the model's set-up and physical-access API (not faults of
 /// accesses through the MMU, which are [`MemFault`]s).
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum ModelError {
     /// There is no CPU with this index.
     NoSuchCpu(usize),
@@ -126,7 +127,7 @@ pub struct Counters {
     pub dsb: u64,
     /// ISBs: `Arch::isb`, and 1 per `tlb_sync` and `tlb_flush_va_local`.
     pub isb: u64,
-    /// Address translation operations (`Arch::translate`, [`Machine::at`],
+    /// Address translation operations (`CpuOps::hw_translate`, [`Machine::at`],
     /// [`Machine::at_s12e1`]).
     pub at: u64,
     /// EL2 translations through the MMU answered by the TLB.

@@ -14,6 +14,7 @@ pub const MAX_RANGES: usize = 128;
 
 /// A boot-allocator failure.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum BootAllocError {
     /// No free range can satisfy the request.
     Exhausted {
@@ -61,6 +62,8 @@ impl fmt::Display for BootAllocError {
         }
     }
 }
+
+impl core::error::Error for BootAllocError {}
 
 /// Sorted, disjoint free frame ranges `[start, end)`.
 #[derive(Clone, Debug)]

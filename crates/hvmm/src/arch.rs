@@ -6,7 +6,7 @@
 //!
 //! The crate `hvmm-arch` implements both with the real arm64 / arm32
 //! instructions; the machine model (`hvmm-model`) implements them over
-//! emulated memory, an emulated MMU and TLB; [`crate::host`] over host memory
+//! emulated memory, an emulated MMU and TLB; the host back end (module `host`, feature `host`) over host memory
 //! for examples and benchmarks. The engine never knows which one it runs on.
 
 use crate::addr::{Paddr, Vaddr, Vmid};
