@@ -39,8 +39,24 @@ fn ok_lines(pa: u64, cpus: u32) -> Vec<String> {
         "hvmm: back end checked: root".into(),
         format!("(XEN) hvmm: reached Active with {cpus} CPU(s)"),
         "(XEN) verified 5 regions".into(),
+        format!("({cpus} CPU{}), ", if cpus == 1 { "" } else { "s" }),
+        hvmm_boot::audit::RULES.into(),
         "hvmm: boot checks passed".into(),
     ]
+}
+
+/// What is wrong with a boot log that reached Active without the audit's
+/// verdict: every boot that gets there must print
+/// `(XEN) audit: N root(s) (N CPUs), N leaves (N pages): no W+X, ...`.
+/// A boot the audit failed (a planted violation) prints its verdict as the
+/// PANIC line instead.
+pub fn audit_problem(output: &str) -> Option<String> {
+    let active = output.contains("(XEN) ---- system state: Active ----");
+    let verdict = output.lines().any(|l| {
+        (l.starts_with("(XEN) audit: ") && l.contains(hvmm_boot::audit::RULES))
+            || l.starts_with("(XEN) PANIC: boot failed in address-space audit (Active): audit: ")
+    });
+    (active && !verdict).then(|| "reached Active without the audit's line".to_string())
 }
 
 fn module_lines(bootargs: &str) -> Vec<String> {
@@ -230,6 +246,47 @@ fn cases(arch: Arch) -> Vec<Case> {
         args: a,
         code: 3,
         expect,
+    });
+
+    // The end-of-boot audit on hardware: a violation planted before it
+    // (`hvmm.audit-plant=`) fails the boot naming the rule, the VA, the PA
+    // and the attributes; an unknown plant is refused by name.
+    let guard = "(XEN) PANIC: boot failed in address-space audit (Active): audit: stack guard page mapped: VA ";
+    let plants = [
+        (
+            "wx",
+            "W+X page",
+            format!(
+                "audit: W+X page: VA 0x0000000000a0e000 (4 KiB at level 3) -> PA {default_pa:#018x}, RWX Normal"
+            ),
+        ),
+        ("guard", "stack guard page mapped", guard.to_string()),
+    ];
+    for (plant, rule, line) in plants {
+        let mut a = base(arch);
+        a.smp = 2;
+        a.bootargs = Some(format!("hvmm.audit-plant={plant}"));
+        v.push(Case {
+            name: format!("{n} audit catches a planted {rule}"),
+            args: a,
+            code: 1,
+            expect: vec![
+                format!("(XEN) audit: planted a violation ({rule}) to be caught"),
+                line,
+                "hvmm: FAILED: boot failed in address-space audit (Active)".into(),
+            ],
+        });
+    }
+    let mut a = base(arch);
+    a.bootargs = Some("hvmm.audit-plant=nonsense".into());
+    v.push(Case {
+        name: format!("{n} audit refuses an unknown plant"),
+        args: a,
+        code: 1,
+        expect: vec![format!(
+            "hvmm: FAILED: hvmm.audit-plant=nonsense: not a violation the audit knows ({})",
+            hvmm_boot::audit::PlantNames
+        )],
     });
 
     // SMP stress: 4 CPUs update own and shared regions concurrently under the
@@ -445,6 +502,7 @@ fn run_case(case: &Case, img: &image::Image, verbose: bool) -> bool {
                     p.push(format!("missing {e:?}"));
                 }
             }
+            p.extend(audit_problem(&o.output));
             p
         }
     };
@@ -517,6 +575,7 @@ fn big_image_cases(arch: Arch, verbose: bool, wanted: &dyn Fn(&str) -> bool) -> 
             Ok(o) if o.code == Some(0) => crate::zcu102::ok_lines(0x20_1000, 4)
                 .into_iter()
                 .filter(|l| !o.output.contains(l.as_str()))
+                .chain(audit_problem(&o.output))
                 .collect(),
             Ok(o) => vec![format!("exit code {:?}", o.code)],
             Err(e) => vec![format!("{e:#}")],
@@ -536,4 +595,25 @@ fn big_image_cases(arch: Arch, verbose: bool, wanted: &dyn Fn(&str) -> bool) -> 
         let _ = verbose;
     }
     (passed, failed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::audit_problem;
+
+    #[test]
+    fn a_boot_that_reached_active_needs_the_audit_line() {
+        let active = "(XEN) ---- system state: Active ----\n";
+        let line = format!(
+            "(XEN) audit: 1 root (4 CPUs), 468 leaves (265677 pages): {}\n",
+            hvmm_boot::audit::RULES
+        );
+        assert!(audit_problem(active).is_some());
+        assert_eq!(audit_problem(&format!("{active}{line}")), None);
+        // Not at the start of a line, or without the rules: not the line.
+        assert!(audit_problem(&format!("{active}x{line}")).is_some());
+        assert!(audit_problem(&format!("{active}(XEN) audit: 1 root\n")).is_some());
+        // A boot that stopped before Active (a deliberate early fault).
+        assert_eq!(audit_problem("hvmm: EXCEPTION on CPU 0\n"), None);
+    }
 }

@@ -157,7 +157,10 @@ pub fn check_boot(s: &Scenario) {
                 // A DTB's modules may be no kernel, or one that does not fit.
                 | BootStep::Dom0 => {}
                 // Before the DTB is read, or the final proof: never.
-                BootStep::ImageDiscovery | BootStep::SetupPagetables | BootStep::Verify => {
+                BootStep::ImageDiscovery
+                | BootStep::SetupPagetables
+                | BootStep::Verify
+                | BootStep::Audit => {
                     panic!("a DTB made the boot fail at {:?}: {e}\n{}", e.step, out.log)
                 }
             }

@@ -51,6 +51,7 @@
 // larger than clippy likes; boxing is not available on bare metal.
 #![allow(clippy::result_large_err)]
 
+pub mod audit;
 pub mod domain;
 #[cfg(feature = "model")]
 pub mod fuzzing;
@@ -71,4 +72,4 @@ pub use platform::Platform;
 pub use report::{BootError, BootStep, BootSummary};
 #[cfg(feature = "test-hooks")]
 pub use seq::FailPoint;
-pub use seq::{boot, boot_keep, BootConfig, BootParams, Failed, PaPolicy};
+pub use seq::{boot, boot_keep, AuditConfig, BootConfig, BootParams, Failed, PaPolicy};

@@ -141,6 +141,8 @@ pub struct Mm<F: HasLayout> {
     pub last_copy: Option<CopyRecord>,
     /// Domain 0, once built.
     pub dom0: Option<crate::domain::Dom0<F::Guest>>,
+    /// The root table each CPU runs on (CPU 0's is the page table's root).
+    roots: [Option<Mfn>; MAX_CPUS],
 }
 
 impl<F: HasLayout> fmt::Debug for Mm<F> {
@@ -189,6 +191,11 @@ impl<F: HasLayout> Mm<F> {
             fail_fixmap_at: None,
             last_copy: None,
             dom0: None,
+            roots: {
+                let mut r = [None; MAX_CPUS];
+                r[0] = Some(root);
+                r
+            },
         }
     }
 
@@ -478,6 +485,27 @@ impl<F: HasLayout> Mm<F> {
         self.path = Path::DomainPage(slots);
         self.xenheap = Some(xenheap);
         self.state = SystemState::Boot;
+    }
+
+    /// Records that CPU `cpu` runs on the root table `root` (arm32's
+    /// per-CPU roots; the audit walks every root recorded here). `false`
+    /// when `cpu` is beyond [`MAX_CPUS`].
+    pub fn set_cpu_root(&mut self, cpu: usize, root: Mfn) -> bool {
+        match self.roots.get_mut(cpu) {
+            Some(slot) => {
+                *slot = Some(root);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The root table of each CPU that has one: (CPU, root).
+    pub fn cpu_roots(&self) -> impl Iterator<Item = (usize, Mfn)> + '_ {
+        self.roots
+            .iter()
+            .enumerate()
+            .filter_map(|(cpu, r)| r.map(|r| (cpu, r)))
     }
 
     /// Gives CPU `cpu` its own domain-page slots (arm32).

@@ -155,6 +155,8 @@ pub struct Scenario {
     pub allow_overlaps: bool,
     /// Build domain 0 after Active (`None`: stop at Active).
     pub dom0: Option<crate::domain::Dom0Config>,
+    /// The audit's mode-dependent rules and a violation to plant.
+    pub audit: crate::seq::AuditConfig,
 }
 
 impl Scenario {
@@ -182,6 +184,7 @@ impl Scenario {
             image: None,
             allow_overlaps: false,
             dom0: None,
+            audit: crate::seq::AuditConfig::default(),
         }
     }
 }
@@ -327,6 +330,33 @@ impl Outcome {
             && self.conflicts.is_empty()
             && !matches!(self.stress, Some(Err(_)))
             && !matches!(self.dom0_two_stage, Some(Err(_)))
+    }
+
+    /// The end-of-boot audit's report when it ran and passed: at least one
+    /// root per CPU up walked (one shared on arm64, one each on arm32),
+    /// leaves and pages seen, every stack guard checked, no violation, and
+    /// its line in the log. What is missing otherwise.
+    pub fn audited(&self) -> Result<crate::audit::AuditReport, String> {
+        let s = match &self.result {
+            Ok(s) => s,
+            Err(f) => return Err(format!("the boot failed: {}", f.error)),
+        };
+        let a = s.audit.ok_or("no audit report in the summary")?;
+        let problem = if a.violations != 0 || a.first.is_some() {
+            Some(format!("{} violations, first {:?}", a.violations, a.first))
+        } else if a.roots == 0 || a.cpus != s.cpus || a.leaves == 0 || a.pages < a.leaves {
+            Some(format!("counts do not add up: {a:?} with {} CPUs", s.cpus))
+        } else if a.guards == 0 {
+            Some("no stack guard checked".into())
+        } else if !self.log.contains(crate::audit::RULES) {
+            Some("no audit line in the log".into())
+        } else {
+            None
+        };
+        match problem {
+            Some(p) => Err(format!("{p}\n{}", self.log)),
+            None => Ok(a),
+        }
     }
 }
 
@@ -865,6 +895,7 @@ fn run_arch<F: HasLayout>(s: &Scenario, regime: Regime) -> Result<Outcome, Scena
         inject: s.inject,
         table_limit: s.table_limit.map(Paddr),
         dom0: s.dom0,
+        audit: s.audit,
         ..Default::default()
     };
     for (slot, va) in cfg.dumps.iter_mut().zip(&s.dumps) {
@@ -873,6 +904,15 @@ fn run_arch<F: HasLayout>(s: &Scenario, regime: Regime) -> Result<Outcome, Scena
     let params = BootParams {
         dtb: Paddr(dtb_addr),
         image: img,
+        devices: [
+            Some(crate::audit::PlatformDevice {
+                name: "console",
+                va: hvmm_xen::layout::fixmap_va(FIXMAP_CONSOLE),
+                pa: Paddr(UART_PA),
+                size: PAGE_SIZE,
+            }),
+            None,
+        ],
     };
     let mut dom0_two_stage = None;
     let (result, stress) = match crate::seq::boot_keep::<F, Machine>(

@@ -78,6 +78,22 @@ pub struct BootConfig {
     pub table_limit: Option<Paddr>,
     /// Build domain 0 from the boot modules once Active.
     pub dom0: Option<crate::domain::Dom0Config>,
+    /// What the end-of-boot audit enforces beyond its fixed rules, and a
+    /// violation to plant before it (tests, `hvmm.audit-plant=`).
+    pub audit: AuditConfig,
+}
+
+/// The audit's mode-dependent rules (see [`crate::audit`]).
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub struct AuditConfig {
+    /// No page-table page may be writable through a permanent mapping
+    /// (the secret-free mode's rule; the direct-map mode breaks it).
+    pub tables_not_writable: bool,
+    /// An allowed RAM set (start, size) given by the caller: no RAM may be
+    /// mapped outside it (a mode may declare its own set as well).
+    pub allowed_ram: [Option<(Paddr, u64)>; 4],
+    /// Plant this violation before the audit, to see it caught.
+    pub plant: Option<crate::audit::Plant>,
 }
 
 impl Default for BootConfig {
@@ -93,6 +109,7 @@ impl Default for BootConfig {
             inject: None,
             table_limit: None,
             dom0: None,
+            audit: AuditConfig::default(),
         }
     }
 }
@@ -104,6 +121,9 @@ pub struct BootParams {
     pub dtb: Paddr,
     /// The image's layout.
     pub image: ImageLayout,
+    /// Devices the platform mapped before the boot sequence (the console
+    /// in fixmap slot 0): the audit allows device memory for them only.
+    pub devices: [Option<crate::audit::PlatformDevice>; 2],
 }
 
 /// A failed boot: the error and what was established before it.
@@ -348,9 +368,13 @@ fn run_with_mm<F: HasLayout, P: Platform>(
     enter(p, ctx, SystemState::Active);
     record_phases(ctx, mm);
 
-    // 8. Proof.
+    // 8. Proof: sampled regions by address translation, then every leaf
+    // of every root against what the boot declared.
+    let mapped = ctx.summary.regions.clone();
     ctx.step = BootStep::Verify;
     verify::<F, P>(p, mm, img, ctx)?;
+    ctx.step = BootStep::Audit;
+    audit::<F, P>(p, mm, params, cfg, image, &info, &mapped, ctx)?;
     for va in cfg.dumps.iter().flatten() {
         let mut out = DumpSink {
             out: &mut *ctx.log,
@@ -374,6 +398,90 @@ fn run_with_mm<F: HasLayout, P: Platform>(
         ctx.summary.cpus
     );
     Ok(())
+}
+
+/// The whole-address-space audit ([`crate::audit`]): declares what the
+/// boot mapped (from the layout and the boot's facts), plants a violation
+/// when asked to, walks every root and logs the verdict.
+#[allow(clippy::too_many_arguments)]
+#[inline(never)]
+fn audit<F: HasLayout, P: Platform>(
+    p: &mut P,
+    mm: &mut Mm<F>,
+    params: &BootParams,
+    cfg: &BootConfig,
+    image: ImageRange,
+    info: &BootInfo<'_>,
+    mapped: &crate::report::heapless_list::List<RegionFact, { crate::report::MAX_REGIONS }>,
+    ctx: &mut Ctx<'_, F>,
+) -> Result<(), BootError> {
+    use crate::audit::{self, Declared};
+    let mut banks = [(Paddr(0), 0u64); hvmm_bootinfo::MAX_RAM_BANKS];
+    let mut n = 0;
+    for (slot, b) in banks.iter_mut().zip(info.ram_banks().iter()) {
+        *slot = (b.base(), b.size());
+        n += 1;
+    }
+    let mut regions = [RegionFact {
+        name: "",
+        va: Vaddr(0),
+        pa: Paddr(0),
+        size: 0,
+        writable: false,
+        mair_attr: 0,
+    }; crate::report::MAX_REGIONS];
+    let mut nr = 0;
+    for (slot, r) in regions.iter_mut().zip(mapped.iter()) {
+        *slot = *r;
+        nr += 1;
+    }
+    let mut d = Declared::for_boot::<F>(
+        &params.image,
+        image,
+        params.dtb,
+        &params.devices,
+        &regions[..nr],
+        &banks[..n],
+        mm,
+    );
+    d.tables_not_writable = cfg.audit.tables_not_writable;
+    for &(pa, size) in cfg.audit.allowed_ram.iter().flatten() {
+        d.allow_ram(pa, size);
+    }
+    if let Some(plant) = cfg.audit.plant {
+        audit::plant::<F, P>(p, mm, &params.image, &mut d, plant)
+            .map_err(|e| ctx.engine("planting an audit violation", e))?;
+        log!(
+            ctx,
+            "(XEN) audit: planted a violation ({}) to be caught",
+            plant.rule()
+        );
+    }
+    match audit::run::<F, P>(p, mm, &d) {
+        Ok(r) => {
+            ctx.summary.audit = Some(r);
+            log!(ctx, "(XEN) {}", r.rules_line());
+            log!(
+                ctx,
+                "(XEN) audit: {} regions declared, {} table maps; {} writable, {} executable, {} device, {} transient-slot pages; {} stack guards; {} table pages, {} of them writable through a permanent mapping{}",
+                r.regions,
+                r.table_maps,
+                r.writable_pages,
+                r.exec_pages,
+                r.device_pages,
+                r.slot_pages,
+                r.guards,
+                r.table_pages,
+                r.tables_writable,
+                if r.tables_rule { "" } else { " (not a rule in this mode)" }
+            );
+            Ok(())
+        }
+        Err((e, r)) => {
+            ctx.summary.audit = Some(r);
+            Err(ctx.fail(format_args!("{e}"), None))
+        }
+    }
 }
 
 /// Builds domain 0, logs what it is, and checks every guest region
@@ -629,10 +737,24 @@ fn setup_pagetables<F: HasLayout, P: Platform>(
     for s in img.sections.iter().filter(|s| s.end > s.start) {
         let pa = pa_of(s.start)
             .ok_or_else(|| ctx.fail(format_args!("section outside the image"), None))?;
-        let pages = (s.end.0 - s.start.0) / PAGE_SIZE;
         let attrs = Attrs::new(hvmm::MemType::Normal, s.perm).map_err(|e| ctx.engine(s.name, e))?;
-        mm.update(p, s.start, pages, Op::Insert { pa, attrs }, MapFlags::PAGES)
-            .map_err(|e| ctx.engine(s.name, e))?;
+        // The section in the runs between the stacks' guard pages, which
+        // stay unmapped.
+        let mut at = s.start.0;
+        while at < s.end.0 {
+            let guard = (0..img.stacks.cpus)
+                .map(|c| img.stacks.guard(c).0)
+                .filter(|&g| g >= at && g < s.end.0)
+                .min()
+                .unwrap_or(s.end.0);
+            if guard > at {
+                let run_pa = Paddr(pa.0 + (at - s.start.0));
+                let op = Op::Insert { pa: run_pa, attrs };
+                mm.update(p, Vaddr(at), (guard - at) / PAGE_SIZE, op, MapFlags::PAGES)
+                    .map_err(|e| ctx.engine(s.name, e))?;
+            }
+            at = guard + PAGE_SIZE;
+        }
         log!(
             ctx,
             "(XEN)   {:<6} {}..{:#x} -> {} {}",
@@ -643,6 +765,13 @@ fn setup_pagetables<F: HasLayout, P: Platform>(
             s.perm
         );
     }
+    log!(
+        ctx,
+        "(XEN)   guard  {} pages below the CPUs' stacks ({}..{:#x}) left unmapped",
+        img.stacks.cpus,
+        img.stacks.first,
+        img.stacks.end().0
+    );
     // The console's fixmap entry was written by the head in the shared L3.
     // Every mapping the boot tables hold (the image, the fixmap) is here with
     // the same sizes, addresses and attributes: nothing this CPU cached
@@ -1204,6 +1333,7 @@ fn bring_up_cpus<F: HasLayout, P: Platform>(
         };
         p.start_cpu(cpu, root, &img.tables)
             .map_err(|e| ctx.fail(format_args!("CPU {cpu} did not come up: {e}"), None))?;
+        mm.set_cpu_root(cpu, root.mfn());
         ctx.summary.cpus += 1;
         log!(ctx, "(XEN) CPU {cpu} up on root {root}");
     }
@@ -1322,13 +1452,11 @@ fn verify<F: HasLayout, P: Platform>(
         let step = (n / 512).max(1);
         let mut i = 0;
         while i < n {
-            check_page(p, r, i, ctx)?;
-            pages += 1;
+            pages += check_page(p, r, i, &img.stacks, ctx)?;
             i += step;
         }
         if !(n - 1).is_multiple_of(step) {
-            check_page(p, r, n - 1, ctx)?;
-            pages += 1;
+            pages += check_page(p, r, n - 1, &img.stacks, ctx)?;
         }
     }
     // The freed init memory must be gone.
@@ -1353,10 +1481,15 @@ fn check_page<F: HasLayout, P: Platform>(
     p: &mut P,
     r: &RegionFact,
     i: u64,
+    guards: &crate::image::Stacks,
     ctx: &Ctx<'_, F>,
-) -> Result<(), BootError> {
+) -> Result<u64, BootError> {
     let va = Vaddr(r.va.0 + i * PAGE_SIZE);
     let want = Paddr(r.pa.0 + i * PAGE_SIZE);
+    if guards.is_guard(va) {
+        // A stack's guard page: unmapped on purpose (the audit checks it).
+        return Ok(0);
+    }
     let at = p.hw_translate(va, false).map_err(|f| {
         ctx.fail(
             format_args!("{} page {va} does not translate", r.name),
@@ -1392,7 +1525,7 @@ fn check_page<F: HasLayout, P: Platform>(
             None,
         ));
     }
-    Ok(())
+    Ok(1)
 }
 
 fn log_phase_table<F: HasLayout>(ctx: &mut Ctx<'_, F>) {

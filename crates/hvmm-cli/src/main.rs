@@ -234,6 +234,28 @@ fn kind_name(k: ModuleKind) -> &'static str {
     }
 }
 
+/// The end-of-boot audit's counts and its first violation.
+fn audit_json(a: &hvmm_boot::audit::AuditReport) -> serde_json::Value {
+    let first = a.first.map(|v| {
+        json!({
+            "rule": v.rule.name(), "va": v.va.0, "size": v.size, "pa": v.pa.0,
+            "level": v.level, "descriptor": v.pte,
+            "perm": hvmm_boot::audit::perm_name(v.write, v.exec),
+            "mem": v.mem.map(|m| m.to_string()), "cpu": v.cpu, "region": v.region,
+        })
+    });
+    json!({
+        "roots": a.roots, "cpus": a.cpus, "leaves": a.leaves, "pages": a.pages,
+        "regions": a.regions, "table_pages": a.table_pages,
+        "writable_pages": a.writable_pages, "exec_pages": a.exec_pages,
+        "device_pages": a.device_pages, "slot_pages": a.slot_pages, "guards": a.guards,
+        "tables_writable": a.tables_writable, "tables_rule": a.tables_rule,
+        "allowed_ram_rule": a.allowed_ram_rule, "table_maps": a.table_maps,
+        "violations": a.violations,
+        "first": first,
+    })
+}
+
 fn summary_json(s: &BootSummary) -> serde_json::Value {
     let states = ["EarlyBoot", "Boot", "SmpBoot", "Active"];
     json!({
@@ -277,6 +299,7 @@ fn summary_json(s: &BootSummary) -> serde_json::Value {
         "cpus": s.cpus,
         "table_pages": s.table_pages,
         "verified_pages": s.verified_pages,
+        "audit": s.audit.as_ref().map(audit_json),
         "free_pages": s.free_pages,
         "state": s.state.map(|x| x.name()),
     })

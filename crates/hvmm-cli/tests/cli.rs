@@ -36,6 +36,14 @@ fn default_boot_reaches_active_with_four_cpus_and_three_guessed_modules() {
         out.contains("0 stale TLB entries, 0 break-before-make violations"),
         "{out}"
     );
+    // The end-of-boot audit's line.
+    assert!(
+        out.contains("(XEN) audit: 1 root (4 CPUs), ")
+            && out.contains(
+                "no W+X, X only in .text, device only for devices, nothing outside declared regions"
+            ),
+        "{out}"
+    );
 }
 
 #[test]
@@ -49,6 +57,12 @@ fn json_output_has_the_same_facts() {
     assert_eq!(v["summary"]["modules"][2]["kind"], "xsm-policy");
     assert_eq!(v["summary"]["modules"][2]["source"], "guessed-by-reading");
     assert_eq!(v["model"]["stale_tlb_entries"], 0);
+    // The audit: a root per CPU on arm32, no violation.
+    let a = &v["summary"]["audit"];
+    assert_eq!(a["roots"], 4);
+    assert_eq!(a["violations"], 0);
+    assert!(a["leaves"].as_u64().is_some_and(|n| n > 0), "{a}");
+    assert_eq!(a["first"], serde_json::Value::Null);
 }
 
 #[test]

@@ -171,7 +171,23 @@ pub fn rust_main(params: &BootParams) -> ! {
             ..Default::default()
         }
     });
+    // `hvmm.audit-plant=NAME`: a violation planted before the end-of-boot
+    // audit, to see the audit catch it on hardware.
+    let plant = match info.bootarg_value("hvmm.audit-plant") {
+        None => None,
+        Some(name) => match hvmm_boot::audit::Plant::from_name(name) {
+            Some(p) => Some(p),
+            None => fail(format_args!(
+                "hvmm.audit-plant={name}: not a violation the audit knows ({})",
+                hvmm_boot::audit::PlantNames
+            )),
+        },
+    };
     let cfg = BootConfig {
+        audit: hvmm_boot::AuditConfig {
+            plant,
+            ..Default::default()
+        },
         dom0,
         firmware_reserved,
         cpus: info.n_cpus.clamp(1, crate::MAX_CPUS),
@@ -184,9 +200,18 @@ pub fn rust_main(params: &BootParams) -> ! {
     };
     let mut platform = crate::platform::HwPlatform::new(mpidrs);
     let mut log = crate::console::Console;
+    // The console the head and `console::init` mapped at fixmap slot 0: the
+    // one device the audit allows.
+    let console = crate::console::mapped_page().map(|pa| hvmm_boot::audit::PlatformDevice {
+        name: "console",
+        va: hvmm_xen::layout::fixmap_va(hvmm_xen::layout::FIXMAP_CONSOLE),
+        pa,
+        size: PAGE_SIZE,
+    });
     let boot_params = hvmm_boot::BootParams {
         dtb: params.dtb_pa,
         image: layout,
+        devices: [console, None],
     };
     match hvmm_boot::boot_keep::<arch::Fmt, _>(&mut platform, &boot_params, &cfg, &mut log) {
         Ok((summary, mm)) => {

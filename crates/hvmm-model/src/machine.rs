@@ -1680,6 +1680,45 @@ impl Arch for Machine {
         self.read_u64(va)
     }
 
+    /// As the default (each descriptor read through the MMU, counted, `pred`
+    /// called in order), with one translation for the descriptors of a run
+    /// that share a page: the TLB entry the first load fills serves the
+    /// rest, as on hardware, and within a page they fault all or none.
+    fn find_pte<P: FnMut(u64) -> bool>(
+        &mut self,
+        va: Vaddr,
+        n: usize,
+        mut pred: P,
+    ) -> Result<Option<usize>, MemFault> {
+        if !va.0.is_multiple_of(8) {
+            // Misaligned: word by word, as the default.
+            for i in 0..n {
+                if pred(self.read_pte(Vaddr(va.0 + 8 * i as u64))?) {
+                    return Ok(Some(i));
+                }
+            }
+            return Ok(None);
+        }
+        let mut buf = [0u8; 512];
+        let mut i = 0;
+        while i < n {
+            let at = va.0 + 8 * i as u64;
+            let in_page = ((FRAME as u64 - (at % FRAME as u64)) / 8) as usize;
+            let k = (n - i).min(in_page).min(buf.len() / 8);
+            self.read_bytes(Vaddr(at), &mut buf[..8 * k])?;
+            for (j, w) in buf[..8 * k].chunks_exact(8).enumerate() {
+                self.counters.pte_reads += 1;
+                let mut b = [0u8; 8];
+                b.copy_from_slice(w);
+                if pred(u64::from_le_bytes(b)) {
+                    return Ok(Some(i + j));
+                }
+            }
+            i += k;
+        }
+        Ok(None)
+    }
+
     fn write_pte(&mut self, va: Vaddr, val: u64) -> Result<(), MemFault> {
         self.counters.pte_writes += 1;
         // dsb: earlier stores and TLB maintenance complete first.
