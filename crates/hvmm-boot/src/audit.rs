@@ -47,8 +47,8 @@ use core::fmt;
 use hvmm::format::{level_shift, level_size, Format, Pte, ENTRIES};
 use hvmm::phase::ImageRange;
 use hvmm::{
-    Arch, Attrs, Error, LeafAttrs, MairMap, MapFlags, MemType, Mfn, Op, Paddr, Perm, TableAccess,
-    Vaddr, PAGE_SIZE,
+    Arch, Attrs, CpuOps, Error, LeafAttrs, MairMap, MapFlags, MemType, Mfn, Op, Paddr, Perm,
+    TableAccess, Vaddr, PAGE_SIZE,
 };
 use hvmm_xen::layout::{fixmap_va, HasLayout, BOOT_FDT_VIRT_SIZE, BOOT_FDT_VIRT_START};
 
@@ -746,7 +746,7 @@ fn walk<F: Format, A: Arch, V: Visitor>(
                     level,
                     pte: e,
                     pa: pte.oa::<F>(),
-                    write: e & Pte::RO == 0 && !fr.no_write,
+                    write: e & Pte::AP_RO == 0 && !fr.no_write,
                     exec: e & Pte::XN == 0 && !fr.no_exec,
                 });
             }
@@ -978,7 +978,7 @@ impl Visitor for Check<'_> {
 /// Runs the audit on the tables `mm` keeps, through the current state's
 /// access path, against `d`. The report comes back either way: on success,
 /// and inside [`AuditError::Violation`]'s count and first leaf otherwise.
-pub fn run<F: HasLayout, A: Arch>(
+pub fn run<F: HasLayout, A: CpuOps>(
     arch: &mut A,
     mm: &mut Mm<F>,
     d: &Declared,
@@ -1033,7 +1033,7 @@ pub fn run<F: HasLayout, A: Arch>(
     for &(g, n) in d.guards.iter() {
         let mut va = g.0;
         while va < g.0 + n {
-            if let Ok(at) = arch.translate(Vaddr(va), false) {
+            if let Ok(at) = arch.hw_translate(Vaddr(va), false) {
                 let first = Violation {
                     rule: Rule::StackGuardMapped,
                     va: Vaddr(va),
@@ -1041,7 +1041,7 @@ pub fn run<F: HasLayout, A: Arch>(
                     pa: Paddr(at.pa.0 & !(PAGE_SIZE - 1)),
                     level: 3,
                     pte: 0,
-                    write: arch.translate(Vaddr(va), true).is_ok(),
+                    write: arch.hw_translate(Vaddr(va), true).is_ok(),
                     exec: false,
                     mem: mem_of_mair_byte(at.mair_attr),
                     cpu: arch.cpu(),
@@ -1060,7 +1060,7 @@ pub fn run<F: HasLayout, A: Arch>(
 /// The two passes over every root: collect the table pages, then check
 /// every leaf.
 #[inline(never)]
-fn audit_tables<F: HasLayout, A: Arch>(
+fn audit_tables<F: HasLayout, A: CpuOps>(
     arch: &mut A,
     acc: &mut dyn TableAccess<A>,
     d: &Declared,
@@ -1198,7 +1198,7 @@ impl fmt::Display for PlantNames {
 /// [`Plant::va`], or for [`Plant::StackGuard`] the guard page itself,
 /// makes rodata's first page writable for [`Plant::WritableRodata`], and
 /// for [`Plant::WritableTable`] turns the rule on in `d`.
-pub fn plant<F: HasLayout, A: Arch>(
+pub fn plant<F: HasLayout, A: CpuOps>(
     arch: &mut A,
     mm: &mut Mm<F>,
     img: &ImageLayout,

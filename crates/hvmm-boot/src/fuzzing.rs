@@ -35,7 +35,7 @@
 
 use crate::model::{self, ArchKind, Scenario};
 use crate::report::BootStep;
-use hvmm::access::{AccessError, TableAccess};
+use hvmm::access::{AccessError, AccessPath, TableAccess};
 use hvmm::{
     AccessKind, Arch, Arm32, Arm64, Attrs, Env, Error, FaultKind, MapFlags, MemType, Mfn, Op,
     Paddr, PageTable, Perm, Stage1Format, UpdateReport, Vaddr,
@@ -543,16 +543,18 @@ struct Window {
     held: i64,
 }
 
-impl TableAccess<Machine> for Window {
+impl AccessPath for Window {
     fn name(&self) -> &'static str {
         "fuzz-directmap"
     }
+}
+
+impl TableAccess<Machine> for Window {
     fn map_table(&mut self, _arch: &mut Machine, mfn: Mfn) -> Result<Vaddr, AccessError> {
         let pa = mfn.paddr().0;
         if pa < self.ram.0 || pa >= self.ram.1 {
             return Err(AccessError::Unreachable {
                 provider: "fuzz-directmap",
-                mfn,
             });
         }
         self.held += 1;
@@ -686,10 +688,10 @@ impl<F: FuzzFormat> Rig<F> {
                 &mut self.access,
                 Vaddr(a0),
                 (a1 - a0) / PAGE,
-                &mut |v, len, leaf| {
+                &mut |v, pages, leaf| {
                     out.push(Run {
                         va: v.0,
-                        end: v.0 + len,
+                        end: v.0 + pages * PAGE,
                         pa: leaf.pa.0,
                         attrs: leaf.attrs.expect("a leaf hvmm cannot express"),
                     })

@@ -16,12 +16,12 @@
 //! copies into the other roots (so every CPU sees the same shared tables).
 
 use core::fmt;
-use hvmm::access::{AccessError, TableAccess};
+use hvmm::access::{AccessError, AccessPath, TableAccess};
 use hvmm::format::{table_index, Arm64, Pte};
 use hvmm::phase::{AccessStats, DirectMap, DirectMapAccess, ImageRange};
 use hvmm::{
-    Arch, Attrs, Env, Error, Leaf, LinearRange, MapFlags, Mfn, Op, Paddr, PageTable, SystemState,
-    UpdateReport, Vaddr, PAGE_SIZE,
+    Arch, Attrs, CpuOps, Env, Error, Leaf, LinearRange, MapFlags, Mfn, Op, Paddr, PageTable,
+    SystemState, UpdateReport, Vaddr, PAGE_SIZE,
 };
 use hvmm_xen::boot_alloc::FrameRanges;
 use hvmm_xen::layout::{fixmap_va, HasLayout, FIXMAP_MISC, MAPCACHE_L0_SLOT, SHARED_L0_SLOTS};
@@ -50,10 +50,13 @@ struct Xen2019DomainPage {
     stats_directmap: u64,
 }
 
-impl<A: Arch> TableAccess<A> for Xen2019DomainPage {
+impl AccessPath for Xen2019DomainPage {
     fn name(&self) -> &'static str {
         "domain-page (2019)"
     }
+}
+
+impl<A: CpuOps> TableAccess<A> for Xen2019DomainPage {
     fn map_table(&mut self, _arch: &mut A, mfn: Mfn) -> Result<Vaddr, AccessError> {
         self.stats_directmap += 1;
         Ok(Vaddr(self.directmap.0 + mfn.paddr().0))
@@ -154,7 +157,7 @@ pub struct Mm<F: HasLayout> {
     /// `set_fixmap` calls so far (fault-injection points).
     pub fixmap_sets: u64,
     /// Fault injection: the `set_fixmap` call with this index (0-based) fails.
-    pub fail_fixmap_at: Option<u64>,
+    fail_fixmap_at: Option<u64>,
     /// The last `copy_from_paddr` call (the boot keeps the list: every
     /// entry here would be moved with the memory manager).
     pub last_copy: Option<CopyRecord>,
@@ -251,6 +254,12 @@ impl<F: HasLayout> Mm<F> {
     pub fn pmap_mut(&mut self) -> &mut Pmap {
         &mut self.pmap
     }
+    /// Fault injection (feature `test-hooks`): the `set_fixmap` call with
+    /// this index (0-based, counted by `fixmap_sets`) fails.
+    #[cfg(feature = "test-hooks")]
+    pub fn set_fail_fixmap_at(&mut self, index: Option<u64>) {
+        self.fail_fixmap_at = index;
+    }
     /// PMAP slots in use now.
     pub fn pmap_in_use(&self) -> u32 {
         self.pmap.in_use()
@@ -259,7 +268,7 @@ impl<F: HasLayout> Mm<F> {
     /// Performs one engine update through the current state's access path
     /// (Xen's `map_pages_to_xen` / `modify_xen_mappings` /
     /// `destroy_xen_mappings` / `populate_pt_range`).
-    pub fn update<A: Arch>(
+    pub fn update<A: CpuOps>(
         &mut self,
         arch: &mut A,
         va: Vaddr,
@@ -283,7 +292,7 @@ impl<F: HasLayout> Mm<F> {
     /// changed is invalidated on every CPU afterwards (the engine's own
     /// invalidation ran while the other roots still pointed at the old
     /// table).
-    fn sync_roots<A: Arch>(&mut self, arch: &mut A, va: Vaddr, pages: u64) -> Result<(), Error> {
+    fn sync_roots<A: CpuOps>(&mut self, arch: &mut A, va: Vaddr, pages: u64) -> Result<(), Error> {
         let Path::MapCache(pc) = self.path else {
             return Ok(());
         };
@@ -327,14 +336,14 @@ impl<F: HasLayout> Mm<F> {
     }
 
     /// Looks up one VA through the current access path.
-    pub fn lookup<A: Arch>(&mut self, arch: &mut A, va: Vaddr) -> Result<Option<Leaf>, Error> {
+    pub fn lookup<A: CpuOps>(&mut self, arch: &mut A, va: Vaddr) -> Result<Option<Leaf>, Error> {
         self.with_env(arch, |pt, env| pt.lookup(env.arch, env.access, va))
     }
 
     /// Writes the walk of `va` (Xen's `dump_hyp_walk`), after checking by
     /// hardware translation that the root table's VA translates to the root
     /// register.
-    pub fn dump_hyp_walk<A: Arch>(
+    pub fn dump_hyp_walk<A: CpuOps>(
         &mut self,
         arch: &mut A,
         va: Vaddr,
@@ -342,7 +351,7 @@ impl<F: HasLayout> Mm<F> {
     ) -> Result<(), Error> {
         let root = self.pt.root();
         if let Some(root_va) = self.image.va_of(root) {
-            let at = arch.translate(root_va, false).map(|r| r.pa);
+            let at = arch.hw_translate(root_va, false).map(|r| r.pa);
             let hw = arch.root();
             let _ = match at {
                 Ok(pa) if pa == hw => writeln!(
@@ -361,7 +370,7 @@ impl<F: HasLayout> Mm<F> {
 
     /// Runs `f` with the engine environment of the current state: this
     /// state's access path, and the allocator.
-    fn with_env<A: Arch, R>(
+    fn with_env<A: CpuOps, R>(
         &mut self,
         arch: &mut A,
         f: impl FnOnce(
@@ -379,7 +388,7 @@ impl<F: HasLayout> Mm<F> {
     /// come from the guest's pool), and for reaching other frames the way
     /// table pages are reached (Xen's `map_domain_page`). Table maps count
     /// in this state's access statistics.
-    pub fn with_access<A: Arch, R>(
+    pub fn with_access<A: CpuOps, R>(
         &mut self,
         arch: &mut A,
         f: impl FnOnce(&mut A, &mut dyn TableAccess<A>) -> Result<R, Error>,
@@ -388,7 +397,7 @@ impl<F: HasLayout> Mm<F> {
     }
 
     /// This state's access path, the page table and the allocator.
-    fn with_parts<A: Arch, R>(
+    fn with_parts<A: CpuOps, R>(
         &mut self,
         arch: &mut A,
         f: impl FnOnce(
@@ -455,7 +464,7 @@ impl<F: HasLayout> Mm<F> {
 
     /// Maps `mfn` at fixmap slot `slot` (Xen's `set_fixmap`), through the
     /// engine like any other update.
-    pub fn set_fixmap<A: Arch>(
+    pub fn set_fixmap<A: CpuOps>(
         &mut self,
         arch: &mut A,
         slot: usize,
@@ -481,11 +490,11 @@ impl<F: HasLayout> Mm<F> {
     }
 
     /// Unmaps fixmap slot `slot` (Xen's `clear_fixmap`).
-    pub fn clear_fixmap<A: Arch>(&mut self, arch: &mut A, slot: usize) -> Result<(), Error> {
+    pub fn clear_fixmap<A: CpuOps>(&mut self, arch: &mut A, slot: usize) -> Result<(), Error> {
         self.fixmap_update(arch, slot, Op::Remove).map(|_| ())
     }
 
-    fn fixmap_update<A: Arch>(
+    fn fixmap_update<A: CpuOps>(
         &mut self,
         arch: &mut A,
         slot: usize,
@@ -516,7 +525,7 @@ impl<F: HasLayout> Mm<F> {
     /// Copies `dst.len()` bytes from physical address `pa` (any alignment,
     /// across pages) through the misc fixmap slot, write-combine (Xen's
     /// `copy_from_paddr`).
-    pub fn copy_from_paddr<A: Arch>(
+    pub fn copy_from_paddr<A: CpuOps>(
         &mut self,
         arch: &mut A,
         dst: &mut [u8],
@@ -550,8 +559,8 @@ impl<F: HasLayout> Mm<F> {
 
     /// The physical address of a mapped hypervisor VA, by hardware
     /// translation (Xen's `virt_to_maddr`).
-    pub fn virt_to_maddr<A: Arch>(arch: &mut A, va: Vaddr) -> Result<Paddr, Error> {
-        Ok(arch.translate(va, false)?.pa)
+    pub fn virt_to_maddr<A: CpuOps>(arch: &mut A, va: Vaddr) -> Result<Paddr, Error> {
+        Ok(arch.hw_translate(va, false)?.pa)
     }
 
     /// Enters [`SystemState::Boot`] on arm64: tables are reached through the
@@ -658,7 +667,7 @@ impl<F: HasLayout> Mm<F> {
     /// linked, the level-3 table's last entry mapping itself. Returns the
     /// level-1 table, for the CPU's root's mapcache entry. On failure
     /// every frame taken is given back.
-    pub fn build_mapcache<A: Arch>(&mut self, arch: &mut A) -> Result<Mfn, Error> {
+    pub fn build_mapcache<A: CpuOps>(&mut self, arch: &mut A) -> Result<Mfn, Error> {
         let mut frames = [Mfn(0); 3];
         for i in 0..3 {
             match self.alloc.alloc(1, 1) {
@@ -706,7 +715,7 @@ impl<F: HasLayout> Mm<F> {
     /// Links the mapcache tables `l1` ([`Mm::build_mapcache`]) into CPU
     /// 0's root (an invalid entry made valid: nothing to invalidate) and
     /// returns CPU 0's slots, for [`Mm::enter_boot_mapcache`].
-    pub fn link_cpu0_mapcache<A: Arch>(
+    pub fn link_cpu0_mapcache<A: CpuOps>(
         &mut self,
         arch: &mut A,
         l1: Mfn,
@@ -723,7 +732,7 @@ impl<F: HasLayout> Mm<F> {
     /// entries, and its own mapcache ([`Mm::build_mapcache`]) — built
     /// through the running CPU's slots, and returns it for the CPU to
     /// switch to. On failure every frame taken is given back.
-    pub fn add_cpu_root<A: Arch>(&mut self, arch: &mut A, cpu: usize) -> Result<Paddr, Error> {
+    pub fn add_cpu_root<A: CpuOps>(&mut self, arch: &mut A, cpu: usize) -> Result<Paddr, Error> {
         if !self.secret_free() {
             return Err(Error::TableAccess {
                 mfn: self.pt.root(),
@@ -805,7 +814,7 @@ impl<F: HasLayout> Mm<F> {
 
     /// Gives back the frames of a mapcache built by [`Mm::build_mapcache`]
     /// and not linked anywhere.
-    fn free_mapcache<A: Arch>(&mut self, arch: &mut A, l1: Mfn) {
+    fn free_mapcache<A: CpuOps>(&mut self, arch: &mut A, l1: Mfn) {
         let chain = self.with_access(arch, |arch, acc| {
             let l2 = Pte(read_entry(arch, acc, l1, 0)?).table_mfn::<Arm64>();
             let l3 = Pte(read_entry(arch, acc, l2, 0)?).table_mfn::<Arm64>();
@@ -825,7 +834,7 @@ impl<F: HasLayout> Mm<F> {
     /// mapping but the slot tables themselves. Their own entries are
     /// changed through the slots (reaching them through the mapping being
     /// changed would fault half-way). Nothing changes on failure.
-    pub fn seal_image_tables<A: Arch>(
+    pub fn seal_image_tables<A: CpuOps>(
         &mut self,
         arch: &mut A,
         first: Vaddr,
@@ -900,7 +909,7 @@ fn mapcache_base<F: HasLayout>() -> Vaddr {
 }
 
 /// Reads entry `i` of the table `table` through `acc`.
-fn read_entry<A: Arch>(
+fn read_entry<A: CpuOps>(
     arch: &mut A,
     acc: &mut dyn TableAccess<A>,
     table: Mfn,
@@ -915,7 +924,7 @@ fn read_entry<A: Arch>(
 }
 
 /// Writes entry `i` of the table `table` through `acc`.
-fn write_entry<A: Arch>(
+fn write_entry<A: CpuOps>(
     arch: &mut A,
     acc: &mut dyn TableAccess<A>,
     table: Mfn,

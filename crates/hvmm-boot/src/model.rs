@@ -10,7 +10,7 @@ use crate::platform::Platform;
 use crate::report::BootSummary;
 use crate::seq::{BootConfig, BootParams, Failed, PaPolicy};
 use hvmm::format::{table_index, Arm32, Arm64, Format};
-use hvmm::{Arch, Attrs, MemFault, Paddr, Perm, Pte, Vaddr, PAGE_SIZE};
+use hvmm::{Arch, Attrs, CpuOps, MemFault, Paddr, Perm, Pte, Vaddr, PAGE_SIZE};
 use hvmm_bootinfo::builder::VirtBoard;
 use hvmm_bootinfo::{MemoryMap, ModuleKind, ReservedSource, XSM_MAGIC};
 use hvmm_model::{BbmViolation, Machine, Regime, RootSwitchHazard, StaleEntry, TlbConflict};
@@ -1038,6 +1038,7 @@ fn slots_held<F: HasLayout>(
 
 /// Why the head refused to start.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum HeadError {
     /// The image is larger than the 8 MiB it must fit in.
     TooLarge(u64),
@@ -1062,6 +1063,8 @@ impl fmt::Display for HeadError {
         }
     }
 }
+
+impl core::error::Error for HeadError {}
 
 fn phys_write_pte(m: &mut Machine, table: Paddr, idx: usize, val: u64) {
     let _ = m.phys_write_u64(Paddr(table.0 + idx as u64 * 8), val);
@@ -1238,7 +1241,7 @@ pub fn start_secondary(
         _ => return Err("the head's identity-map record does not read"),
     };
     let boot_root = m
-        .translate(t.boot_root, false)
+        .hw_translate(t.boot_root, false)
         .map_err(|_| "the boot tables are not mapped")?
         .pa;
     if slot != 0 {
@@ -1264,7 +1267,7 @@ pub fn start_secondary(
     let _ = m.set_root(cpu, root);
     m.tlb_flush_all_local();
     let _ = Machine::set_wxn(m, cpu, true);
-    let ok = m.translate(XEN_VIRT_START, false).is_ok();
+    let ok = m.hw_translate(XEN_VIRT_START, false).is_ok();
     let _ = m.set_current_cpu(me);
     if slot != 0 && how == SecondaryStart::SwitchWithIdentity {
         let _ = m.write_pte(Vaddr(slot), 0);

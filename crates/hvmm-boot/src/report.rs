@@ -227,6 +227,8 @@ impl core::fmt::Display for BootError {
     }
 }
 
+impl core::error::Error for BootError {}
+
 /// Fixed-capacity containers (no heap on hardware).
 pub mod heapless_list {
     use core::fmt;

@@ -42,7 +42,9 @@ pub enum PaPolicy {
     Xen2019ZeroExtendedOffset,
 }
 
-/// A fault to inject: the `n`-th (0-based) request of one kind fails.
+/// A fault to inject: the `n`-th (0-based) request of one kind fails
+/// (feature `test-hooks`).
+#[cfg(feature = "test-hooks")]
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub enum FailPoint {
     /// A boot-allocator (or page-allocator) request: allocation or reservation.
@@ -68,7 +70,8 @@ pub struct BootConfig {
     pub dumps: [Option<Vaddr>; 4],
     /// Ranges the firmware reserved (UEFI memory map), kept out of the allocator.
     pub firmware_reserved: [Option<(Paddr, u64)>; 8],
-    /// Fault injection (tests).
+    /// Fault injection (tests; feature `test-hooks`).
+    #[cfg(feature = "test-hooks")]
     pub inject: Option<FailPoint>,
     /// Take page-table pages only from below this address (a workaround for
     /// emulators whose arm32 walker cannot reach tables above 4 GiB).
@@ -108,6 +111,7 @@ impl Default for BootConfig {
             pa_bits: 48,
             dumps: [None; 4],
             firmware_reserved: [None; 8],
+            #[cfg(feature = "test-hooks")]
             inject: None,
             table_limit: None,
             dom0: None,
@@ -226,8 +230,8 @@ pub fn boot_keep<F: HasLayout, P: Platform>(
 fn record_phases<F: HasLayout>(ctx: &mut Ctx<'_, F>, mm: &mut Mm<F>) {
     ctx.summary.phases = mm.phases;
     ctx.summary.injection_points = InjectionPoints {
-        alloc: mm.alloc.allocations,
-        pmap: mm.pmap_mut().acquisitions,
+        alloc: mm.alloc.allocations(),
+        pmap: mm.pmap_mut().acquisitions(),
         fixmap: mm.fixmap_sets,
     };
     ctx.summary.pmap_in_use = mm.pmap_in_use();
@@ -739,10 +743,11 @@ fn setup_pagetables<F: HasLayout, P: Platform>(
             "(XEN) page-table pages are taken from below {limit} only"
         );
     }
+    #[cfg(feature = "test-hooks")]
     match cfg.inject {
-        Some(FailPoint::Alloc(n)) => mm.alloc.fail_at = Some(n),
-        Some(FailPoint::Pmap(n)) => mm.pmap_mut().fail_at = Some(n),
-        Some(FailPoint::Fixmap(n)) => mm.fail_fixmap_at = Some(n),
+        Some(FailPoint::Alloc(n)) => mm.alloc.set_fail_at(Some(n)),
+        Some(FailPoint::Pmap(n)) => mm.pmap_mut().set_fail_at(Some(n)),
+        Some(FailPoint::Fixmap(n)) => mm.set_fail_fixmap_at(Some(n)),
         None => {}
     }
     mm.alloc.pin(image.0.pa, Paddr(image.0.pa.0 + img.size()));
@@ -1618,7 +1623,7 @@ fn verify<F: HasLayout, P: Platform>(
     let init = img.sections[img.init];
     if init.end <= init.start {
         // Nothing was mapped there.
-    } else if let Ok(at) = p.translate(init.start, false) {
+    } else if let Ok(at) = p.hw_translate(init.start, false) {
         return Err(ctx.fail(
             format_args!(
                 "freed init memory at {} still translates to {}",
@@ -1645,7 +1650,7 @@ fn check_page<F: HasLayout, P: Platform>(
         // A stack's guard page: unmapped on purpose (the audit checks it).
         return Ok(0);
     }
-    let at = p.translate(va, false).map_err(|f| {
+    let at = p.hw_translate(va, false).map_err(|f| {
         ctx.fail(
             format_args!("{} page {va} does not translate", r.name),
             Some(f),
@@ -1669,7 +1674,7 @@ fn check_page<F: HasLayout, P: Platform>(
             None,
         ));
     }
-    let writable = p.translate(va, true).is_ok();
+    let writable = p.hw_translate(va, true).is_ok();
     if writable != r.writable {
         return Err(ctx.fail(
             format_args!(

@@ -136,6 +136,7 @@ impl CpuStress {
 
 /// What the stress found wrong.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum StressError {
     /// A CPU saw a translation the tables do not hold.
     Inconsistent {
@@ -201,6 +202,8 @@ impl fmt::Display for StressError {
     }
 }
 
+impl core::error::Error for StressError {}
+
 /// First VA of the region every CPU updates.
 pub fn shared_base<F: HasLayout>() -> u64 {
     F::LAYOUT.vmap.start.0 + (128 << 20)
@@ -217,7 +220,7 @@ fn expect<P: Platform>(
     expected: Option<Paddr>,
     write: bool,
 ) -> Result<(), StressError> {
-    let seen = p.translate(va, write).ok().map(|r| r.pa);
+    let seen = p.hw_translate(va, write).ok().map(|r| r.pa);
     if seen != expected {
         return Err(StressError::Inconsistent {
             cpu,
@@ -355,9 +358,9 @@ pub fn step<F: HasLayout, P: Platform>(
             };
             let Ok(va) = mc.map(p, mfn) else { continue };
             st.domain_maps += 1;
-            let seen = p.translate(va, false).ok().map(|r| r.pa);
+            let seen = p.hw_translate(va, false).ok().map(|r| r.pa);
             mc.unmap(p, va);
-            let after = p.translate(va, false).ok().map(|r| r.pa);
+            let after = p.hw_translate(va, false).ok().map(|r| r.pa);
             if seen != Some(mfn.paddr()) || after.is_some() {
                 return Err(StressError::DomainPage { cpu, mfn });
             }
@@ -372,7 +375,7 @@ pub fn step<F: HasLayout, P: Platform>(
             };
             let Ok(va) = dp.map(p, mfn) else { continue };
             st.domain_maps += 1;
-            let seen = p.translate(va, false).ok().map(|r| r.pa);
+            let seen = p.hw_translate(va, false).ok().map(|r| r.pa);
             dp.unmap(p, va);
             if seen != Some(mfn.paddr()) {
                 return Err(StressError::DomainPage { cpu, mfn });

@@ -310,16 +310,16 @@ fn a_slot_given_back_no_longer_translates_and_is_reused_without_a_stale_entry() 
     m.set_current_cpu(0).unwrap();
     let image = o.result.as_ref().unwrap().image_pa.unwrap();
     let va = mc.map(m, image.mfn()).unwrap();
-    assert_eq!(hvmm::Arch::translate(m, va, false).unwrap().pa, image);
+    assert_eq!(hvmm::CpuOps::hw_translate(m, va, false).unwrap().pa, image);
     // Cached now.
     m.touch(0, va).unwrap();
     mc.unmap(m, va);
-    assert!(hvmm::Arch::translate(m, va, false).is_err());
+    assert!(hvmm::CpuOps::hw_translate(m, va, false).is_err());
     assert!(m.tlb_lookup(0, va).is_none(), "invalidated on this CPU");
     // The same slot for another frame: the new translation, nothing stale.
     let other = Paddr(image.0 + PAGE_SIZE);
     let va2 = mc.map(m, other.mfn()).unwrap();
-    assert_eq!(hvmm::Arch::translate(m, va2, false).unwrap().pa, other);
+    assert_eq!(hvmm::CpuOps::hw_translate(m, va2, false).unwrap().pa, other);
     mc.unmap(m, va2);
     assert!(m.all_stale_tlb_entries().is_empty());
     assert!(m.bbm_violations().is_empty());
@@ -328,7 +328,7 @@ fn a_slot_given_back_no_longer_translates_and_is_reused_without_a_stale_entry() 
     let va3 = mc.map(m, other.mfn()).unwrap();
     m.set_current_cpu(0).unwrap();
     assert!(
-        hvmm::Arch::translate(m, va3, false).is_err(),
+        hvmm::CpuOps::hw_translate(m, va3, false).is_err(),
         "CPU 1's slot is not in CPU 0's root"
     );
     m.set_current_cpu(1).unwrap();

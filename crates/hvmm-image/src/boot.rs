@@ -12,7 +12,7 @@ use crate::arch;
 use crate::exit::{exit, EXIT_FAIL, EXIT_OK};
 use crate::fdt;
 use crate::layout::{self, XEN_VIRT_START};
-use hvmm::{Arch, FaultKind, LinearRange, Paddr, Vaddr, PAGE_SIZE};
+use hvmm::{Arch, CpuOps, FaultKind, LinearRange, Paddr, Vaddr, PAGE_SIZE};
 use hvmm_boot::BootConfig;
 use hvmm_boot::ImageLayout;
 
@@ -36,11 +36,11 @@ impl BootParams {
         let mut hw = arch::hw();
         let start = layout::image_start();
         let end = layout::image_end();
-        let first = match hw.translate(start, false) {
+        let first = match hw.hw_translate(start, false) {
             Ok(r) => r.pa,
             Err(e) => fail(format_args!("AT of _start failed: {e}")),
         };
-        let last = match hw.translate(Vaddr(end.0 - 1), false) {
+        let last = match hw.hw_translate(Vaddr(end.0 - 1), false) {
             Ok(r) => r.pa,
             Err(e) => fail(format_args!("AT of _end - 1 failed: {e}")),
         };
@@ -304,7 +304,7 @@ fn verify_image(params: &BootParams) -> Verified {
     let mut va = params.image.va.0;
     while va < params.image.va.0 + params.image.size {
         let expect = params.image.pa_of(Vaddr(va)).unwrap_or(Paddr(0));
-        match hw.translate(Vaddr(va), false) {
+        match hw.hw_translate(Vaddr(va), false) {
             Ok(r) if r.pa == expect && r.mair_attr == 0xff => {}
             Ok(r) => fail(format_args!(
                 "VA {va:#x} translates to {} (attr {:#04x}), expected {expect} (attr 0xff)",
@@ -312,7 +312,7 @@ fn verify_image(params: &BootParams) -> Verified {
             )),
             Err(e) => fail(format_args!("VA {va:#x} does not translate: {e}")),
         }
-        let writable = hw.translate(Vaddr(va), true);
+        let writable = hw.hw_translate(Vaddr(va), true);
         if va < init_end {
             match writable {
                 Err(e) if e.kind == FaultKind::Permission && e.level == 3 => {}

@@ -7,7 +7,7 @@
 use crate::arch;
 use crate::layout;
 use core::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
-use hvmm::{Arch, Vaddr};
+use hvmm::{Arch, CpuOps, Vaddr};
 
 /// How long the boot CPU waits for the others.
 const WAIT_MS: u64 = 2000;
@@ -41,7 +41,7 @@ fn write_boot_entry(hw: &mut arch::Cpu, slot: Vaddr, val: u64) -> Result<(), &'s
             .map_err(|_| "writing the boot tables faulted");
     }
     let pa = hw
-        .translate(slot, false)
+        .hw_translate(slot, false)
         .map_err(|_| "the boot tables do not translate")?
         .pa;
     let mc = hvmm_xen::phase::MapCache::new(Vaddr(base));
@@ -54,7 +54,7 @@ fn write_boot_entry(hw: &mut arch::Cpu, slot: Vaddr, val: u64) -> Result<(), &'s
     r.map_err(|_| "writing the boot tables through a mapcache slot faulted")
 }
 
-/// This CPU's index ([`hvmm::Arch::cpu`]).
+/// This CPU's index ([`hvmm::CpuOps::cpu`]).
 pub fn this_cpu() -> usize {
     arch::hw().cpu()
 }
@@ -162,7 +162,7 @@ pub fn start_one(cpu: usize, mpidr: u64, root: hvmm::Paddr) -> Result<(), &'stat
     }
     let mut hw = arch::hw();
     let entry = hw
-        .translate(layout::secondary_entry_va(), false)
+        .hw_translate(layout::secondary_entry_va(), false)
         .map_err(|_| "the secondary entry point does not translate")?
         .pa;
     SECONDARY_ROOT[cpu].store(root.0, Ordering::Release);
@@ -239,7 +239,7 @@ pub fn secondary_main(cpu: usize) -> ! {
         }
     }
     let mut hw = arch::hw();
-    let ok = hw.translate(layout::image_start(), false).is_ok() && hw.root().0 == root;
+    let ok = hw.hw_translate(layout::image_start(), false).is_ok() && hw.root().0 == root;
     if ok {
         // Said once: a CPU restarted for a guest's vCPU comes up quietly
         // (the guest's own output shares the UART).

@@ -12,7 +12,7 @@ use crate::walk::{
     level_shift, level_size, walk, Flavor, Leaf, TableStep, WalkCfg, WalkEnv, WalkErr, CONTIGUOUS,
     CONTIG_RUN,
 };
-use hvmm::{AccessKind, Arch, AtResult, FaultKind, Ipa, MemFault, Mfn, Paddr, Vaddr, Vmid};
+use hvmm::{AccessKind, Arch, AtResult, CpuOps, FaultKind, Ipa, MemFault, Mfn, Paddr, Vaddr, Vmid};
 use std::fmt;
 
 /// The translation regime the machine's CPUs run the hypervisor in.
@@ -55,6 +55,7 @@ impl Regime {
 /// Errors of the model's set-up and physical-access API (not faults of
 /// accesses through the MMU, which are [`MemFault`]s).
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum ModelError {
     /// There is no CPU with this index.
     NoSuchCpu(usize),
@@ -126,7 +127,7 @@ pub struct Counters {
     pub dsb: u64,
     /// ISBs: `Arch::isb`, and 1 per `tlb_sync` and `tlb_flush_va_local`.
     pub isb: u64,
-    /// Address translation operations (`Arch::translate`, [`Machine::at`],
+    /// Address translation operations (`CpuOps::hw_translate`, [`Machine::at`],
     /// [`Machine::at_s12e1`]).
     pub at: u64,
     /// EL2 translations through the MMU answered by the TLB.
@@ -1760,13 +1761,6 @@ impl Arch for Machine {
         self.pending.push((self.current, Tlbi::Va(va)));
     }
 
-    fn tlb_flush_va_local(&mut self, va: Vaddr) {
-        self.counters.tlbi_va_local += 1;
-        self.apply(Some(self.current), Tlbi::Va(va));
-        self.counters.dsb += 1;
-        self.counters.isb += 1;
-    }
-
     fn tlb_flush_all(&mut self) {
         self.counters.tlbi_all += 1;
         self.pending.push((self.current, Tlbi::All));
@@ -1811,15 +1805,30 @@ impl Arch for Machine {
         self.counters.isb += 1;
     }
 
-    fn translate(&mut self, va: Vaddr, write: bool) -> Result<AtResult, MemFault> {
-        self.at(self.current, va, write)
-    }
-
     fn root(&self) -> Paddr {
         Paddr(self.cpus.get(self.current).map_or(0, |c| c.root))
+    }
+}
+
+/// The model's current CPU beyond what the engine needs: its index, local
+/// TLB invalidation, `AT`, reads through its MMU.
+impl CpuOps for Machine {
+    fn tlb_flush_va_local(&mut self, va: Vaddr) {
+        self.counters.tlbi_va_local += 1;
+        self.apply(Some(self.current), Tlbi::Va(va));
+        self.counters.dsb += 1;
+        self.counters.isb += 1;
+    }
+
+    fn hw_translate(&mut self, va: Vaddr, write: bool) -> Result<AtResult, MemFault> {
+        self.at(self.current, va, write)
     }
 
     fn cpu(&self) -> usize {
         self.current
+    }
+
+    fn read_bytes(&mut self, va: Vaddr, buf: &mut [u8]) -> Result<(), MemFault> {
+        Machine::read_bytes(self, va, buf)
     }
 }

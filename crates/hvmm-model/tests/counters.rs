@@ -2,7 +2,7 @@
 
 mod common;
 use common::*;
-use hvmm::{Arch, Vaddr};
+use hvmm::{Arch, CpuOps, Vaddr};
 use hvmm_model::Counters;
 
 #[test]
@@ -18,7 +18,7 @@ fn counters_count_each_operation() {
     m.tlb_flush_all_local();
     m.tlb_sync();
     m.isb();
-    m.translate(l3_va(4), false).unwrap();
+    m.hw_translate(l3_va(4), false).unwrap();
     let c = m.counters();
     assert_eq!(c.pte_writes, 1);
     assert_eq!(c.pte_reads, 1);

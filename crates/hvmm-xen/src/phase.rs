@@ -18,9 +18,9 @@
 use crate::layout::{
     fixmap_va, DOMHEAP_ENTRIES, FIXMAP_PMAP_BEGIN, MAPCACHE_SELF, MAPCACHE_SLOTS, NUM_PMAP,
 };
-use hvmm::access::{AccessError, TableAccess};
+use hvmm::access::{AccessError, AccessPath, TableAccess};
 use hvmm::addr::{Mfn, Paddr, Vaddr};
-use hvmm::arch::Arch;
+use hvmm::arch::{Arch, CpuOps};
 use hvmm::attr::Attrs;
 use hvmm::format::{Arm32, Arm64, Pte};
 use hvmm::phase::{AccessStats, ImageRange};
@@ -37,9 +37,9 @@ pub struct Pmap {
     /// Set once other CPUs may run: PMAP then refuses to work.
     retired: bool,
     /// Slot acquisitions so far: maps outside a reservation, and reservations.
-    pub acquisitions: u64,
+    acquisitions: u64,
     /// Fault injection: the acquisition with this index (0-based) fails.
-    pub fail_at: Option<u64>,
+    fail_at: Option<u64>,
 }
 
 impl Pmap {
@@ -57,6 +57,18 @@ impl Pmap {
     /// Slots in use.
     pub const fn in_use(&self) -> u32 {
         self.in_use.count_ones()
+    }
+    /// Slot acquisitions so far: maps outside a reservation, and
+    /// reservations (each one a point where fault injection can fail).
+    pub const fn acquisitions(&self) -> u64 {
+        self.acquisitions
+    }
+    /// Fault injection (feature `test-hooks`): the acquisition with this
+    /// index (0-based, counted by [`Pmap::acquisitions`]) fails as if every
+    /// slot were in use; `None` turns it off.
+    #[cfg(feature = "test-hooks")]
+    pub fn set_fail_at(&mut self, index: Option<u64>) {
+        self.fail_at = index;
     }
     /// Ends PMAP use (secondary CPUs are starting): later maps fail with
     /// [`AccessError::WrongPhase`].
@@ -110,7 +122,7 @@ impl Pmap {
     }
 
     /// Unmaps a slot returned by [`Pmap::map`] and invalidates it on this CPU.
-    pub fn unmap<A: Arch>(&mut self, arch: &mut A, va: Vaddr) {
+    pub fn unmap<A: CpuOps>(&mut self, arch: &mut A, va: Vaddr) {
         let idx = ((va.0 - fixmap_va(0).0) / 4096) as usize;
         let Some(slot) = idx.checked_sub(FIXMAP_PMAP_BEGIN).filter(|&s| s < NUM_PMAP) else {
             return;
@@ -138,10 +150,13 @@ impl<'a> EarlyAccess<'a> {
     }
 }
 
-impl<A: Arch> TableAccess<A> for EarlyAccess<'_> {
+impl AccessPath for EarlyAccess<'_> {
     fn name(&self) -> &'static str {
         "image+pmap"
     }
+}
+
+impl<A: CpuOps> TableAccess<A> for EarlyAccess<'_> {
     fn map_table(&mut self, arch: &mut A, mfn: Mfn) -> Result<Vaddr, AccessError> {
         if let Some(va) = self.image.va_of(mfn) {
             self.stats.image += 1;
@@ -206,13 +221,13 @@ impl DomainPage {
     }
 
     /// Maps the frame `mfn` (Xen's `map_domain_page`).
-    pub fn map<A: Arch>(&self, arch: &mut A, mfn: Mfn) -> Result<Vaddr, AccessError> {
+    pub fn map<A: CpuOps>(&self, arch: &mut A, mfn: Mfn) -> Result<Vaddr, AccessError> {
         self.map_counted(arch, mfn, &mut 0)
     }
 
     /// [`DomainPage::map`], adding to `flushes` the local invalidation a
     /// reused slot needs.
-    fn map_counted<A: Arch>(
+    fn map_counted<A: CpuOps>(
         &self,
         arch: &mut A,
         mfn: Mfn,
@@ -323,10 +338,13 @@ impl<'a> DomainPageAccess<'a> {
     }
 }
 
-impl<A: Arch> TableAccess<A> for DomainPageAccess<'_> {
+impl AccessPath for DomainPageAccess<'_> {
     fn name(&self) -> &'static str {
         "domain-page"
     }
+}
+
+impl<A: CpuOps> TableAccess<A> for DomainPageAccess<'_> {
     fn map_table(&mut self, arch: &mut A, mfn: Mfn) -> Result<Vaddr, AccessError> {
         if let Some(va) = self.image.va_of(mfn) {
             self.stats.image += 1;
@@ -440,7 +458,7 @@ impl MapCache {
 
     /// Gives back the slot `va` lies in: the entry is cleared and the VA
     /// invalidated on this CPU. Returns whether `va` was a slot.
-    pub fn unmap<A: Arch>(&self, arch: &mut A, va: Vaddr) -> bool {
+    pub fn unmap<A: CpuOps>(&self, arch: &mut A, va: Vaddr) -> bool {
         if !self.is_slot(va) {
             return false;
         }
@@ -509,10 +527,13 @@ impl<'a> MapCacheAccess<'a> {
     }
 }
 
-impl<A: Arch> TableAccess<A> for MapCacheAccess<'_> {
+impl AccessPath for MapCacheAccess<'_> {
     fn name(&self) -> &'static str {
         "mapcache"
     }
+}
+
+impl<A: CpuOps> TableAccess<A> for MapCacheAccess<'_> {
     fn map_table(&mut self, arch: &mut A, mfn: Mfn) -> Result<Vaddr, AccessError> {
         if let Some(va) = self.image.and_then(|i| i.va_of(mfn)) {
             self.stats.image += 1;
