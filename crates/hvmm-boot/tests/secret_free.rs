@@ -355,7 +355,7 @@ fn all_slots_held_is_a_named_error_and_changes_nothing() {
             slots: hvmm_xen::layout::MAPCACHE_SLOTS
         }
     );
-    assert!(e.to_string().contains("all 511 slots are in use"));
+    assert!(e.to_string().contains("all 511 mapcache slots are in use"));
     assert_eq!(mc.held(m).unwrap(), hvmm_xen::layout::MAPCACHE_SLOTS);
     for va in held {
         mc.unmap(m, va);
