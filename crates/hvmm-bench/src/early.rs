@@ -5,19 +5,20 @@
 //! is found by address translation, the runtime tables (root, L1, L2, image
 //! L3, fixmap L3 — all inside the image) are linked and the sections mapped,
 //! the root register switched. New tables come from the boot allocator
-//! ([`hvmm::boot_alloc::FrameRanges`]) and are reached through PMAP. Then
+//! ([`hvmm_xen::boot_alloc::FrameRanges`]) and are reached through PMAP. Then
 //! 1 GiB is mapped as 4 KiB pages at VA 1 GiB and unmapped again, by hvmm
 //! (`Mm::update` in EarlyBoot: image tables at their link address, others
 //! through PMAP) and by the Xen-style baseline (every level's table through
 //! a PMAP slot, for every page, as Xen's early boot does).
 
 use crate::xen::{XenOp, XenPt};
-use hvmm::access::{AccessError, TableAccess};
-use hvmm::phase::{ImageRange, Pmap};
-use hvmm::{Arch, Arm64, Attrs, MapFlags, Mfn, Op, Paddr, Vaddr, PAGE_SIZE};
+use hvmm::access::{AccessError, AccessPath, TableAccess};
+use hvmm::phase::ImageRange;
+use hvmm::{Arch, Arm64, Attrs, CpuOps, MapFlags, Mfn, Op, Paddr, Vaddr, PAGE_SIZE};
 use hvmm_boot::model::{head, run, ArchKind, Scenario};
 use hvmm_boot::{AccessPolicy, ImageLayout, Mm, Platform};
 use hvmm_model::{Counters, Machine, Regime};
+use hvmm_xen::phase::Pmap;
 
 const RAM: u64 = 0x4000_0000;
 const RAM_SIZE: u64 = 1 << 30;
@@ -124,10 +125,10 @@ fn early_machine() -> Result<Early, String> {
             .map_err(|f| f.to_string())
     };
     let l1 = t.l1.ok_or("arm64 layout without L1")?;
-    link(t.root, hvmm::layout::XEN_VIRT_START, 0, l1)?;
-    link(l1, hvmm::layout::XEN_VIRT_START, 1, t.l2)?;
-    link(t.l2, hvmm::layout::XEN_VIRT_START, 2, t.image_l3)?;
-    link(t.l2, hvmm::layout::FIXMAP_ADDR, 2, t.fixmap_l3)?;
+    link(t.root, hvmm_xen::layout::XEN_VIRT_START, 0, l1)?;
+    link(l1, hvmm_xen::layout::XEN_VIRT_START, 1, t.l2)?;
+    link(t.l2, hvmm_xen::layout::XEN_VIRT_START, 2, t.image_l3)?;
+    link(t.l2, hvmm_xen::layout::FIXMAP_ADDR, 2, t.fixmap_l3)?;
     for s in img.sections.iter() {
         let attrs = Attrs::new(hvmm::MemType::Normal, s.perm).map_err(|e| e.to_string())?;
         let pages = (s.end.0 - s.start.0) / PAGE_SIZE;
@@ -161,10 +162,13 @@ struct PmapOnly<'a> {
     maps: u64,
 }
 
-impl<A: Arch> TableAccess<A> for PmapOnly<'_> {
+impl AccessPath for PmapOnly<'_> {
     fn name(&self) -> &'static str {
         "pmap (Xen)"
     }
+}
+
+impl<A: CpuOps> TableAccess<A> for PmapOnly<'_> {
     fn map_table(&mut self, arch: &mut A, mfn: Mfn) -> Result<Vaddr, AccessError> {
         self.maps += 1;
         self.pmap.map(arch, mfn)
@@ -177,7 +181,7 @@ impl<A: Arch> TableAccess<A> for PmapOnly<'_> {
 fn check_mapped(m: &mut Machine, pages: u64, mapped: bool) -> Result<(), String> {
     for i in [0, pages / 2, pages - 1] {
         let va = Vaddr(EARLY_VA + i * PAGE_SIZE);
-        let r = m.translate(va, false);
+        let r = m.hw_translate(va, false);
         match (mapped, r) {
             (true, Ok(at)) if at.pa == Paddr(EARLY_PA + i * PAGE_SIZE) => {}
             (false, Err(_)) => {}

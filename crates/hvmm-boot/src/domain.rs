@@ -7,7 +7,7 @@
 //!   tables, heap, the boot modules, the DTB — is simply not in the guest's
 //!   stage 2: an access there is a stage-2 fault.
 //! * **Stage-2 tables**: the architecture's guest format
-//!   ([`hvmm::layout::HasLayout::Guest`]), VMID `vmid`, table pages from a
+//!   ([`hvmm_xen::layout::HasLayout::Guest`]), VMID `vmid`, table pages from a
 //!   per-domain pool of `pool_pages` pages, reached through the same
 //!   phase-aware path as the hypervisor's own tables (the direct map on
 //!   arm64, domain-page slots on arm32). A pool that runs dry is
@@ -26,8 +26,6 @@
 use crate::mm::Mm;
 use crate::platform::Platform;
 use core::fmt;
-use hvmm::boot_alloc::FrameRanges;
-use hvmm::layout::HasLayout;
 use hvmm::{
     Env, Error, Ipa, MapFlags, Mfn, Op, Paddr, PageTable, S2Attrs, Stage2Format, UpdateReport,
     Vaddr, Vmid, PAGE_SIZE,
@@ -35,6 +33,8 @@ use hvmm::{
 use hvmm_bootinfo::dtb::{reg_entries, Dtb};
 use hvmm_bootinfo::guest::{write_guest_dt, GuestDt, GuestDtError};
 use hvmm_bootinfo::{BootInfo, ModuleKind};
+use hvmm_xen::boot_alloc::FrameRanges;
+use hvmm_xen::layout::HasLayout;
 
 const MIB2: u64 = 2 << 20;
 /// arm64 `Image` magic ("ARM\x64") at offset 0x38.
@@ -75,6 +75,7 @@ impl Default for Dom0Config {
 
 /// Why domain 0 could not be built.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum DomainError {
     /// No boot module is a kernel.
     NoKernel,
@@ -162,6 +163,8 @@ impl fmt::Display for DomainError {
         }
     }
 }
+
+impl core::error::Error for DomainError {}
 
 /// Where something was put in the guest.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Default)]

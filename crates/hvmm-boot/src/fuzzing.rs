@@ -35,8 +35,7 @@
 
 use crate::model::{self, ArchKind, Scenario};
 use crate::report::BootStep;
-use hvmm::access::{AccessError, TableAccess};
-use hvmm::boot_alloc::FrameRanges;
+use hvmm::access::{AccessError, AccessPath, TableAccess};
 use hvmm::{
     AccessKind, Arch, Arm32, Arm64, Attrs, Env, Error, FaultKind, MapFlags, MemType, Mfn, Op,
     Paddr, PageTable, Perm, Stage1Format, UpdateReport, Vaddr,
@@ -44,6 +43,7 @@ use hvmm::{
 use hvmm_bootinfo::builder::VirtBoard;
 use hvmm_bootinfo::{BootInfo, ModuleReader, ParseParams, XSM_MAGIC};
 use hvmm_model::{desc, FrameSnapshot, Machine, ModelError, Regime};
+use hvmm_xen::boot_alloc::FrameRanges;
 use std::collections::{BTreeMap, BTreeSet};
 use std::string::String;
 use std::vec::Vec;
@@ -157,7 +157,10 @@ pub fn check_boot(s: &Scenario) {
                 // A DTB's modules may be no kernel, or one that does not fit.
                 | BootStep::Dom0 => {}
                 // Before the DTB is read, or the final proof: never.
-                BootStep::ImageDiscovery | BootStep::SetupPagetables | BootStep::Verify => {
+                BootStep::ImageDiscovery
+                | BootStep::SetupPagetables
+                | BootStep::Verify
+                | BootStep::Audit => {
                     panic!("a DTB made the boot fail at {:?}: {e}\n{}", e.step, out.log)
                 }
             }
@@ -540,16 +543,18 @@ struct Window {
     held: i64,
 }
 
-impl TableAccess<Machine> for Window {
+impl AccessPath for Window {
     fn name(&self) -> &'static str {
         "fuzz-directmap"
     }
+}
+
+impl TableAccess<Machine> for Window {
     fn map_table(&mut self, _arch: &mut Machine, mfn: Mfn) -> Result<Vaddr, AccessError> {
         let pa = mfn.paddr().0;
         if pa < self.ram.0 || pa >= self.ram.1 {
             return Err(AccessError::Unreachable {
                 provider: "fuzz-directmap",
-                mfn,
             });
         }
         self.held += 1;
@@ -683,10 +688,10 @@ impl<F: FuzzFormat> Rig<F> {
                 &mut self.access,
                 Vaddr(a0),
                 (a1 - a0) / PAGE,
-                &mut |v, len, leaf| {
+                &mut |v, pages, leaf| {
                     out.push(Run {
                         va: v.0,
-                        end: v.0 + len,
+                        end: v.0 + pages * PAGE,
                         pa: leaf.pa.0,
                         attrs: leaf.attrs.expect("a leaf hvmm cannot express"),
                     })

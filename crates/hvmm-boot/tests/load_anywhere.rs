@@ -22,6 +22,8 @@ fn boot_ok(s: &Scenario) -> Outcome {
     if let Err(f) = &o.result {
         panic!("boot failed: {}\n{}", f.error, o.log);
     }
+    // The end-of-boot audit ran, walked every root and found nothing.
+    o.audited().unwrap_or_else(|e| panic!("{e}"));
     assert!(o.ok(), "model checks failed:\n{}", o.log);
     assert!(o.root_switches.is_empty(), "{:?}", o.root_switches);
     assert!(o.conflicts.is_empty(), "{:?}", o.conflicts);

@@ -2,13 +2,14 @@
 //! `copy_from_paddr` and arm32's domain-page slots, each at its limits.
 
 use hvmm::access::AccessError;
-use hvmm::layout::{fixmap_va, FIXMAP_MISC, NUM_PMAP};
-use hvmm::phase::{DomainPage, ImageRange, Pmap};
+use hvmm::phase::ImageRange;
 use hvmm::{Arch, Arm32, Arm64, Attrs, Error, Format, MapFlags, Mfn, Op, Paddr, Vaddr};
 use hvmm_boot::image::ImageLayout;
 use hvmm_boot::model::head;
 use hvmm_boot::{AccessPolicy, Mm};
 use hvmm_model::{Machine, Regime};
+use hvmm_xen::layout::{fixmap_va, FIXMAP_MISC, NUM_PMAP};
+use hvmm_xen::phase::{DomainPage, Pmap};
 
 const LOAD: u64 = 0x4020_0000;
 
@@ -22,7 +23,7 @@ fn early<F: Format>(regime: Regime) -> (Machine, ImageLayout, ImageRange) {
     (m, img, image)
 }
 
-fn early_mm<F: hvmm::layout::HasLayout>(regime: Regime) -> (Machine, Mm<F>) {
+fn early_mm<F: hvmm_xen::layout::HasLayout>(regime: Regime) -> (Machine, Mm<F>) {
     let (m, img, image) = early::<F>(regime);
     let root = Mfn((LOAD + (img.tables.boot_root.0 - img.start.0)) >> 12);
     // SAFETY: each test makes one memory manager over its model's root.

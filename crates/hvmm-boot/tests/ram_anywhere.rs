@@ -14,6 +14,8 @@ fn boot_ok(s: &Scenario) -> Outcome {
     if let Err(f) = &o.result {
         panic!("boot failed: {}\n{}", f.error, o.log);
     }
+    // The end-of-boot audit ran, walked every root and found nothing.
+    o.audited().unwrap_or_else(|e| panic!("{e}"));
     assert!(o.ok(), "model checks failed:\n{}", o.log);
     assert_eq!(o.result.as_ref().unwrap().state, Some(SystemState::Active));
     o

@@ -16,6 +16,8 @@ fn boot_ok(s: &Scenario) -> Outcome {
     if let Err(f) = &o.result {
         panic!("boot failed: {}\n{}", f.error, o.log);
     }
+    // The end-of-boot audit ran, walked every root and found nothing.
+    o.audited().unwrap_or_else(|e| panic!("{e}"));
     assert!(o.stale.is_empty(), "stale TLB entries: {:?}", o.stale);
     assert!(o.bbm.is_empty(), "BBM violations: {:?}", o.bbm);
     let sum = o.result.as_ref().unwrap();

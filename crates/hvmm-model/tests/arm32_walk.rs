@@ -3,7 +3,7 @@
 
 mod common;
 use common::*;
-use hvmm::{AccessKind, Arch, FaultKind, Paddr, Vaddr};
+use hvmm::{AccessKind, CpuOps, FaultKind, Paddr, Vaddr};
 
 #[test]
 fn l1_block_maps_one_gib() {
@@ -44,7 +44,7 @@ fn forty_bit_output_address_above_4gib_translates() {
         "no aliasing to the low 32 bits"
     );
     assert_eq!(
-        m.translate(Vaddr(0x8000_5010), true).unwrap().pa,
+        m.hw_translate(Vaddr(0x8000_5010), true).unwrap().pa,
         Paddr(HIGH32 + 0x3010)
     );
 }

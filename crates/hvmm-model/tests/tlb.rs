@@ -2,7 +2,7 @@
 
 mod common;
 use common::*;
-use hvmm::{AccessKind, Arch, FaultKind, Paddr, Vaddr};
+use hvmm::{AccessKind, Arch, CpuOps, FaultKind, Paddr, Vaddr};
 use hvmm_model::{ModelError, StaleEntry};
 
 /// Changes L3[7] from DATA to DATA + 0x1000 through the MMU, as the engine

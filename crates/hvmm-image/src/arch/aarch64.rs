@@ -16,7 +16,7 @@ global_asm!(
     MAX_CPUS = const crate::MAX_CPUS,
     EXIT_WRONG_MODE = const exit::EXIT_WRONG_MODE,
     FIXMAP_L2_OFF = const crate::layout::FIXMAP_L2_OFF,
-    IMAGE_L3_TABLES = const hvmm::layout::IMAGE_L3_TABLES,
+    IMAGE_L3_TABLES = const hvmm_xen::layout::IMAGE_L3_TABLES,
     EXIT_SMP = const exit::EXIT_SMP,
     EXIT_EXCEPTION = const exit::EXIT_EXCEPTION,
     EXIT_RETURNED = const exit::EXIT_RETURNED,
@@ -147,9 +147,8 @@ pub fn guest_vtcr() -> u64 {
     unsafe {
         core::arch::asm!("mrs {v}, id_aa64mmfr0_el1", v = out(reg) mmfr0, options(nomem, nostack, preserves_flags))
     };
-    let parange = (mmfr0 & 0xf).min(5);
-    let vtcr = <<Fmt as hvmm::layout::HasLayout>::Guest as Stage2Format>::vtcr();
-    (vtcr & !(7 << 16)) | (parange << 16)
+    let vtcr = <<Fmt as hvmm_xen::layout::HasLayout>::Guest as Stage2Format>::vtcr();
+    regs::vtcr_el2(vtcr, mmfr0 & 0xf)
 }
 
 /// The registers of the boot vCPU's entry (the Image protocol): x0 = the

@@ -16,7 +16,7 @@ global_asm!(
     MAX_CPUS = const crate::MAX_CPUS,
     EXIT_WRONG_MODE = const exit::EXIT_WRONG_MODE,
     FIXMAP_L2_OFF = const crate::layout::FIXMAP_L2_OFF,
-    IMAGE_L3_TABLES = const hvmm::layout::IMAGE_L3_TABLES,
+    IMAGE_L3_TABLES = const hvmm_xen::layout::IMAGE_L3_TABLES,
     EXIT_SMP = const exit::EXIT_SMP,
     EXIT_EXCEPTION = const exit::EXIT_EXCEPTION,
     EXIT_RETURNED = const exit::EXIT_RETURNED,
@@ -123,7 +123,7 @@ const CPSR_SVC_MASKED: u32 = 0x1d3;
 /// The guest format's VTCR (T0SZ = -8, SL0 = 1: 40-bit IPA, level 1).
 pub fn guest_vtcr() -> u64 {
     use hvmm::Stage2Format;
-    <<Fmt as hvmm::layout::HasLayout>::Guest as Stage2Format>::vtcr()
+    <<Fmt as hvmm_xen::layout::HasLayout>::Guest as Stage2Format>::vtcr()
 }
 
 /// The registers of the boot vCPU's entry (the zImage protocol): r0 = 0,
