@@ -3896,7 +3896,7 @@ mod tests {
                     _ => assert_eq!(ra, rb, "{what}"),
                 }
                 assert_eq!(a.arch.snapshot(), b.arch.snapshot(), "{what}");
-                assert_eq!(a.frames.in_use, b.frames.in_use, "{what}");
+                assert_eq!(a.frames.in_use(), b.frames.in_use(), "{what}");
                 for va in [start, start + (pages - 1) * PAGE_SIZE, 1 << 30, 4 << 30] {
                     let la = pa.lookup(&mut a.arch, &mut a.access, Vaddr(va)).unwrap();
                     let lb = pb.lookup(&mut b.arch, &mut b.access, Vaddr(va)).unwrap();
