@@ -906,7 +906,11 @@ impl PagingMetaData for A64El2Meta {
 }
 
 thread_local! {
-    static PTM_POOL: RefCell<Option<FramePool>> = const { RefCell::new(None) };
+    /// The pools of the live [`Ptm`] tables, the newest last: the newest
+    /// table is the one in use (a warm-up table made and dropped while a
+    /// sample's table exists uses its own pool, then gives the older one
+    /// back).
+    static PTM_POOL: RefCell<Vec<FramePool>> = const { RefCell::new(Vec::new()) };
 }
 
 /// page_table_multiarch's `PagingHandler`: a thread-local [`FramePool`]
@@ -916,11 +920,11 @@ pub struct PtmHandler;
 impl PagingHandler for PtmHandler {
     fn alloc_frames(num: usize, _align: usize) -> Option<PhysAddr> {
         assert_eq!(num, 1, "page tables are single frames");
-        PTM_POOL.with_borrow_mut(|p| p.as_mut()?.alloc().map(PhysAddr::from))
+        PTM_POOL.with_borrow_mut(|p| p.last_mut()?.alloc().map(PhysAddr::from))
     }
     fn dealloc_frames(paddr: PhysAddr, _num: usize) {
         PTM_POOL.with_borrow_mut(|p| {
-            if let Some(p) = p.as_mut() {
+            if let Some(p) = p.last_mut() {
                 p.free(paddr.as_usize())
             }
         })
@@ -947,7 +951,7 @@ impl Ptm {
 impl Drop for Ptm {
     fn drop(&mut self) {
         drop(self.pt.take());
-        PTM_POOL.with_borrow_mut(|p| *p = None);
+        PTM_POOL.with_borrow_mut(|p| p.pop());
     }
 }
 
@@ -955,7 +959,7 @@ impl Library for Ptm {
     const NAME: &'static str = "page_table_multiarch";
     const TRANSLATE_HOW: &'static str = "whole-table `walk` (it has no range walk)";
     fn new(frames: usize) -> Self {
-        PTM_POOL.with_borrow_mut(|p| *p = Some(FramePool::new(frames + 1)));
+        PTM_POOL.with_borrow_mut(|p| p.push(FramePool::new(frames + 1)));
         Ptm {
             pt: Some(PageTable64::try_new().expect("root")),
         }
@@ -1050,6 +1054,6 @@ impl Library for Ptm {
     }
     #[inline(always)]
     fn tables_in_use(&self) -> usize {
-        PTM_POOL.with_borrow(|p| p.as_ref().map_or(0, |p| p.in_use()))
+        PTM_POOL.with_borrow(|p| p.last().map_or(0, |p| p.in_use()))
     }
 }

@@ -3,7 +3,7 @@
 //!
 //! Options: `--quick` (fewer rounds, for a CI smoke run), `--write PATH`
 //! (write the Markdown report, e.g. `docs/BENCHMARKS.md`), `--only ROW` (one
-//! row, medians only: for profiling).
+//! row, its median, minimum and quartiles only: for profiling).
 
 use hvmm_bench::report::{markdown, targets, MachineInfo};
 use hvmm_bench::rows::Sizes;
@@ -65,12 +65,14 @@ fn main() -> ExitCode {
         let res = hvmm_bench::run_row(r, &cfg, &sparse, &mut |m| eprintln!("{m}"));
         let names = hvmm_bench::LIBS.iter().chain([&hvmm_bench::LIVE_NAME]);
         for (lib, c) in names.zip(&res.cells) {
-            println!(
-                "{row:<16} {lib:<22} {:?} {:?} {:?}",
-                c.stats.map(|s| s.median),
-                c.cannot,
-                c.error
-            );
+            match (c.stats, c.cannot, &c.error) {
+                (Some(s), _, _) => println!(
+                    "{row:<16} {lib:<22} median {:.5} min {:.5} p25 {:.5} p75 {:.5} ns/unit",
+                    s.median, s.min, s.p25, s.p75
+                ),
+                (None, Some(why), _) => println!("{row:<16} {lib:<22} cannot: {why}"),
+                (None, None, e) => println!("{row:<16} {lib:<22} failed: {e:?}"),
+            }
         }
         return ExitCode::SUCCESS;
     }
