@@ -2,7 +2,9 @@
 //! reservation, a pool one frame short, and a table mapping that fails at
 //! each of the engine's map calls in turn. Each failure must be reported and
 //! must leave the tables byte for byte as they were, the pool as it was, no
-//! stale TLB entry and no break-before-make violation.
+//! stale TLB entries and no break-before-make violation. Every scenario
+//! runs twice: with a plain frame pool (the engine reads tables) and with
+//! table counts (its counted paths).
 
 mod engine_support;
 
@@ -10,10 +12,13 @@ use engine_support::*;
 use hvmm::{Arm32, Arm64, Attrs, Error, MapFlags, Op, Paddr};
 
 /// A representative update, run on a rig prepared by `setup`.
+#[derive(Clone)]
 struct Scenario {
     name: &'static str,
     setup: Vec<(u64, u64, Op, MapFlags)>,
     update: (u64, u64, Op, MapFlags),
+    /// The pool keeps table counts.
+    counted: bool,
 }
 
 fn insert(pa: u64, attrs: Attrs) -> Op {
@@ -29,7 +34,9 @@ fn scenarios<F: ModelFormat>() -> Vec<Scenario> {
     let base = F::ARENA.0 + 2 * GIB;
     let pa = 0x8000_0000;
     let mapped = vec![(base, 1000, insert(pa, Attrs::RW), MapFlags::PAGES)];
-    vec![
+    // 1 GiB-aligned, with room for 1 GiB and more below `base`.
+    let low = F::ARENA.0;
+    let plain = [
         Scenario {
             name: "insert needing every level of table",
             setup: vec![],
@@ -39,6 +46,7 @@ fn scenarios<F: ModelFormat>() -> Vec<Scenario> {
                 insert(pa, Attrs::RW),
                 MapFlags::PAGES,
             ),
+            counted: false,
         },
         Scenario {
             name: "insert with blocks and contiguous runs next to mappings",
@@ -49,6 +57,7 @@ fn scenarios<F: ModelFormat>() -> Vec<Scenario> {
                 insert(pa + 32 * MIB2 - 32 * PAGE, Attrs::RX),
                 MapFlags::BLOCKS_CONTIG,
             ),
+            counted: false,
         },
         Scenario {
             name: "remove that frees tables",
@@ -57,6 +66,17 @@ fn scenarios<F: ModelFormat>() -> Vec<Scenario> {
                 (base + GIB / 2, 512, insert(pa, Attrs::RO), MapFlags::BLOCKS),
             ],
             update: (base, 1000, Op::Remove, MapFlags::PAGES),
+            counted: false,
+        },
+        Scenario {
+            name: "remove on 2 MiB boundaries of a 1 GiB subtree and more",
+            setup: vec![
+                (low, 1536, insert(pa, Attrs::RW), MapFlags::PAGES),
+                (low + GIB / 2, 512, insert(pa, Attrs::RO), MapFlags::BLOCKS),
+                (low + GIB, 1024, insert(pa, Attrs::RW), MapFlags::PAGES),
+            ],
+            update: (low, (GIB + 4 * MIB2) / PAGE, Op::Remove, MapFlags::PAGES),
+            counted: false,
         },
         Scenario {
             name: "modify",
@@ -67,17 +87,24 @@ fn scenarios<F: ModelFormat>() -> Vec<Scenario> {
                 Op::Modify { attrs: Attrs::RO },
                 MapFlags::PAGES,
             ),
+            counted: false,
         },
         Scenario {
             name: "populate",
             setup: mapped,
             update: (base + 4 * MIB2, 1024, Op::Populate, MapFlags::PAGES),
+            counted: false,
         },
-    ]
+    ];
+    let counted = plain.iter().map(|s| Scenario {
+        counted: true,
+        ..s.clone()
+    });
+    plain.iter().cloned().chain(counted).collect()
 }
 
 fn prepared<F: ModelFormat>(s: &Scenario) -> Rig<F> {
-    let mut rig = Rig::<F>::full();
+    let mut rig = Rig::<F>::with_counts(u64::MAX / 2, s.counted);
     for &(va, pages, op, flags) in &s.setup {
         rig.update(va, pages, op, flags).unwrap();
     }
@@ -101,7 +128,7 @@ fn before<F: ModelFormat>(rig: &mut Rig<F>, s: &Scenario) -> Before {
     }
 }
 
-fn assert_unchanged<F: ModelFormat>(rig: &Rig<F>, b: &Before, what: &str) {
+fn assert_unchanged<F: ModelFormat>(rig: &mut Rig<F>, b: &Before, what: &str) {
     let changed = rig.m.changed_frames(&b.snap);
     assert!(changed.is_empty(), "{what}: tables changed: {changed:x?}");
     assert_eq!(rig.free(), b.free, "{what}: frames leaked");
@@ -112,6 +139,16 @@ fn assert_unchanged<F: ModelFormat>(rig: &Rig<F>, b: &Before, what: &str) {
     );
     check_tlbs(rig, what);
     check_no_leak(rig);
+    // The table counts still agree with the tables.
+    check_counts(
+        &rig.m,
+        &mut rig.alloc,
+        F::OA,
+        &[F::TABLES],
+        F::ROOT_LEVEL,
+        (F::RAM_BASE, F::RAM_BASE + RAM_SIZE),
+        what,
+    );
 }
 
 /// The update's report and the number of map calls it makes, from a run on a copy.
@@ -133,7 +170,8 @@ fn reservation_failure_changes_nothing<F: ModelFormat>() {
         let (va, pages, op, flags) = s.update;
         let mut rig = base.clone();
         let b = before(&mut rig, &s);
-        rig.alloc.set_fail_at(Some(rig.alloc.allocations()));
+        let next = rig.alloc.allocations();
+        rig.alloc.set_fail_at(Some(next));
         let r = rig.update(va, pages, op, flags);
         if rep.tables_created == 0 {
             // Nothing to allocate: the reservation is never asked for.
@@ -149,7 +187,7 @@ fn reservation_failure_changes_nothing<F: ModelFormat>() {
             "{}",
             s.name
         );
-        assert_unchanged(&rig, &b, s.name);
+        assert_unchanged(&mut rig, &b, s.name);
     }
 }
 
@@ -236,7 +274,7 @@ fn map_failures<F: ModelFormat>(s: &Scenario) -> (Vec<String>, Vec<String>, u64,
                 matches!(r, Err(Error::TableAccess { .. })),
                 "{what}: returned {r:?}"
             );
-            assert_unchanged(&rig, &b, &what);
+            assert_unchanged(&mut rig, &b, &what);
         }));
         if let Err(p) = outcome {
             let msg = p
@@ -331,6 +369,7 @@ fn unreachable_new_table_frame_changes_nothing<F: ModelFormat>() {
             insert(0x8000_1000, Attrs::RW),
             MapFlags::PAGES,
         ),
+        counted: false,
     };
     let b = before(&mut rig, &s);
     let (va2, pages, op, flags) = s.update;
@@ -346,7 +385,7 @@ fn unreachable_new_table_frame_changes_nothing<F: ModelFormat>() {
         "the failed insert left {:#x} mapped",
         va + PAGE
     );
-    assert_unchanged(&rig, &b, s.name);
+    assert_unchanged(&mut rig, &b, s.name);
 }
 
 #[test]
@@ -380,6 +419,7 @@ fn failed_new_subtree_is_freed<F: ModelFormat>() {
         name: "insert whose second new level-3 table is unreachable",
         setup: vec![],
         update: (va, 16, insert(0x8000_0000, Attrs::RW), MapFlags::PAGES),
+        counted: false,
     };
     let b = before(&mut rig, &s);
     let r = rig.update(va, 16, insert(0x8000_0000, Attrs::RW), MapFlags::PAGES);

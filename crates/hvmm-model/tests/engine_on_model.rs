@@ -245,17 +245,24 @@ fn justify<F: ModelFormat>(rig: &Rig<F>, r: &RefMap, st: &Step, free_before: u64
     }
 }
 
-/// Live changes the sequences made: splits, merges, contiguous breaks.
+/// Live changes the sequences made: splits, merges, contiguous breaks; and
+/// the tables whose counts were checked against their bytes.
 #[derive(Default)]
 struct Shapes {
     splits: AtomicU64,
     merges: AtomicU64,
     breaks: AtomicU64,
+    counted_tables: AtomicU64,
+    counted_sequences: AtomicU64,
 }
 
-/// Runs one sequence on a fresh rig, checking after every step.
-fn run_sequence<F: ModelFormat>(ops: &[RawOp], pool_frames: u64, shapes: &Shapes) {
-    let mut rig = Rig::<F>::new(pool_frames);
+/// Runs one sequence on a fresh rig (with table counts if `counted`),
+/// checking after every step.
+fn run_sequence<F: ModelFormat>(ops: &[RawOp], pool_frames: u64, counted: bool, shapes: &Shapes) {
+    let mut rig = Rig::<F>::with_counts(pool_frames, counted);
+    shapes
+        .counted_sequences
+        .fetch_add(u64::from(counted), Ordering::Relaxed);
     let mut r = RefMap::default();
     let mut history: Vec<(u64, u64)> = Vec::new();
     for raw in ops {
@@ -312,7 +319,10 @@ fn run_sequence<F: ModelFormat>(ops: &[RawOp], pool_frames: u64, shapes: &Shapes
                         assert!(r.all_mapped(st.va, end), "{st:x?}: modified a hole");
                         r.set_perm(st.va, end, attrs.perm());
                     }
-                    Op::Remove => r.remove(st.va, end),
+                    Op::Remove => {
+                        r.remove(st.va, end);
+                        check_none_emptied(&rig.m, &rig.tables(), st.va, end, &format!("{st:x?}"));
+                    }
                     Op::Populate => {
                         assert_eq!((rep.leaves, tlbi(&dc)), (0, 0), "{st:x?}");
                     }
@@ -332,6 +342,16 @@ fn run_sequence<F: ModelFormat>(ops: &[RawOp], pool_frames: u64, shapes: &Shapes
         check_tlbs(&rig, &format!("after {st:x?}"));
         check_translations(&mut rig, &r, &samp);
         check_tables(&rig, &r);
+        let checked = check_counts(
+            &rig.m,
+            &mut rig.alloc,
+            F::OA,
+            &[F::TABLES],
+            F::ROOT_LEVEL,
+            (F::RAM_BASE, F::RAM_BASE + RAM_SIZE),
+            &format!("after {st:x?}"),
+        );
+        shapes.counted_tables.fetch_add(checked, Ordering::Relaxed);
     }
     // The engine's own range view agrees too.
     let (a0, a1) = F::ARENA;
@@ -358,7 +378,10 @@ fn random_sequences<F: ModelFormat>() -> u64 {
     let ops = AtomicU64::new(0);
     let shapes = Shapes::default();
     proptest!(config(), |((seq, pool) in ops_strategy())| {
-        run_sequence::<F>(&seq, pool, &shapes);
+        // Half the sequences keep table counts (the engine's counted
+        // paths), half not (it reads the tables).
+        let counted = seq.len() % 2 == 1;
+        run_sequence::<F>(&seq, pool, counted, &shapes);
         ops.fetch_add(seq.len() as u64, Ordering::Relaxed);
     });
     let (s, m, b) = (
@@ -366,11 +389,20 @@ fn random_sequences<F: ModelFormat>() -> u64 {
         shapes.merges.into_inner(),
         shapes.breaks.into_inner(),
     );
-    eprintln!("{}: {s} splits, {m} merges, {b} contiguous breaks", F::NAME);
+    let (ct, cs) = (
+        shapes.counted_tables.into_inner(),
+        shapes.counted_sequences.into_inner(),
+    );
+    eprintln!(
+        "{}: {s} splits, {m} merges, {b} contiguous breaks; {cs} sequences with table counts, \
+         {ct} table counts checked against the tables",
+        F::NAME
+    );
     assert!(
         s >= 50 && m >= 5 && b >= 20,
         "too few live changes: {s} / {m} / {b}"
     );
+    assert!(cs >= 64 && ct >= 5000, "too few counted runs: {cs} / {ct}");
     ops.into_inner()
 }
 

@@ -41,8 +41,8 @@ struct S2Rig<F: ModelFormat, S: Stage2Format> {
 }
 
 impl<F: ModelFormat, S: Stage2Format> S2Rig<F, S> {
-    fn new(pool_frames: u64) -> Self {
-        let mut rig = Rig::<F>::new(pool_frames.max(S::ROOT_TABLES as u64 * 2));
+    fn new(pool_frames: u64, counted: bool) -> Self {
+        let mut rig = Rig::<F>::with_counts(pool_frames.max(S::ROOT_TABLES as u64 * 2), counted);
         let pool_full = rig.free();
         let p2m = PageTable::<S>::create_stage2(
             &mut Env::new(&mut rig.m, &mut rig.access, &mut rig.alloc),
@@ -73,6 +73,29 @@ impl<F: ModelFormat, S: Stage2Format> S2Rig<F, S> {
         let res = self.p2m.update(env, Ipa(ipa), pages, op, flags);
         assert_eq!(r.access.held, 0, "a table mapping was not given back");
         res
+    }
+
+    /// The root pages of the guest's table.
+    fn roots(&self) -> Vec<u64> {
+        (0..S::ROOT_TABLES as u64)
+            .map(|k| self.p2m.root().paddr().0 + k * PAGE)
+            .collect()
+    }
+
+    /// The engine's counts against the stage-2 tables' bytes
+    /// ([`check_counts`]); the number of tables checked.
+    fn check_counts(&mut self, what: &str) -> u64 {
+        let roots = self.roots();
+        let r = &mut self.rig;
+        check_counts(
+            &r.m,
+            &mut r.alloc,
+            F::OA,
+            &roots,
+            S::ROOT_LEVEL,
+            (F::RAM_BASE, F::RAM_BASE + RAM_SIZE),
+            what,
+        )
     }
 
     /// The model's checks: nothing stale, no BBM violation, no conflict.
@@ -223,10 +246,18 @@ struct Counts {
     splits: AtomicU64,
     merges: AtomicU64,
     breaks: AtomicU64,
+    /// Tables whose counts were checked against their bytes.
+    counted_tables: AtomicU64,
 }
 
-fn run_sequence<F: ModelFormat, S: Arena>(ops: &[RawOp], pool: u64, counts: &Counts) {
-    let mut r = S2Rig::<F, S>::new(pool);
+/// One sequence on a fresh rig, whose pool keeps table counts if `counted`.
+fn run_sequence<F: ModelFormat, S: Arena>(
+    ops: &[RawOp],
+    pool: u64,
+    counted: bool,
+    counts: &Counts,
+) {
+    let mut r = S2Rig::<F, S>::new(pool, counted);
     let mut reference = Ref::default();
     let mut history: Vec<(u64, u64)> = Vec::new();
     for raw in ops {
@@ -349,6 +380,13 @@ fn run_sequence<F: ModelFormat, S: Arena>(ops: &[RawOp], pool: u64, counts: &Cou
             }
         }
         r.check_model(&(op, ipa, pages));
+        let what = format!("{op:?} at {ipa:#x} + {pages}");
+        if matches!((&res, op), (Ok(_), Op::Remove)) {
+            let tables = table_tree(&r.rig.m, &r.roots(), S::ROOT_LEVEL, F::OA);
+            check_none_emptied(&r.rig.m, &tables, ipa, end, &what);
+        }
+        let checked = r.check_counts(&what);
+        counts.counted_tables.fetch_add(checked, Ordering::Relaxed);
         for s in samples::<S>(ipa, pages) {
             check_ipa(&mut r, &reference, s);
         }
@@ -365,6 +403,16 @@ fn run_sequence<F: ModelFormat, S: Arena>(ops: &[RawOp], pool: u64, counts: &Cou
     let env = &mut Env::new(&mut rig.m, &mut rig.access, &mut rig.alloc);
     p2m.destroy(env).expect("destroy");
     assert_eq!(rig.free(), pool_full, "pool pages leaked");
+    // Every frame given back has its counts reset.
+    check_counts(
+        &rig.m,
+        &mut rig.alloc,
+        F::OA,
+        &[],
+        S::ROOT_LEVEL,
+        (F::RAM_BASE, F::RAM_BASE + RAM_SIZE),
+        "after destroy",
+    );
 }
 
 fn config(cases: u32) -> Config {
@@ -384,18 +432,24 @@ fn random_sequences<F: ModelFormat, S: Arena>() {
     let counts = Counts::default();
     proptest!(config(420), |(ops in prop::collection::vec(raw_op(), 10..=40), small in any::<bool>())| {
         let pool = if small { 12 } else { 400 };
-        run_sequence::<F, S>(&ops, pool, &counts);
+        // Half the sequences keep table counts (the engine's counted
+        // paths), half not (it reads the tables).
+        let counted = ops.len() % 2 == 1;
+        run_sequence::<F, S>(&ops, pool, counted, &counts);
     });
     let n = counts.ops.into_inner();
-    let (s, m, b) = (
+    let (s, m, b, ct) = (
         counts.splits.into_inner(),
         counts.merges.into_inner(),
         counts.breaks.into_inner(),
+        counts.counted_tables.into_inner(),
     );
     eprintln!(
-        "{}: {n} operations, {s} splits, {m} merges, {b} contiguous breaks",
+        "{}: {n} operations, {s} splits, {m} merges, {b} contiguous breaks; {ct} table counts \
+         checked against the tables",
         S::NAME
     );
+    assert!(ct >= 5000, "only {ct} table counts checked");
     assert!(n >= 10_000, "only {n} operations");
     assert!(
         s >= 40 && m >= 5 && b >= 20,
@@ -499,7 +553,7 @@ impl Arch for Interleaved<'_> {
 }
 
 fn split_and_merge_under_a_running_guest<F: ModelFormat, S: Arena>() {
-    let mut r = S2Rig::<F, S>::new(64);
+    let mut r = S2Rig::<F, S>::new(64, true);
     let base = S::BASE + 2 * GIB; // 1 GiB aligned, in the second root page
     r.update(
         base,

@@ -517,9 +517,7 @@ impl TableMeta {
     }
 
     /// Whether entry `idx` (at `level`), holding `e`, equals the tracked
-    /// block mapping `pattern`'s ([`TableMeta::pattern`]). Never for an
-    /// untracked table (pattern 0: a valid entry is never `idx` entries'
-    /// worth of output address alone).
+    /// block mapping `pattern`'s ([`TableMeta::pattern`], not 0).
     #[inline(always)]
     fn matches(pattern: u64, level: u8, idx: usize, e: u64) -> bool {
         e & !Pte::CONTIG == pattern.wrapping_add(idx as u64 * level_size(level))
@@ -531,11 +529,15 @@ impl TableMeta {
     #[inline(always)]
     fn note(&mut self, level: u8, idx: usize, old: u64, new: u64) {
         self.add_live(i64::from(is_live(level, new)) - i64::from(is_live(level, old)));
+        // An untracked table (pattern 0) counts nothing: an invalid entry
+        // would "match" at index 0.
         let pattern = self.pattern();
-        self.add_matching(
-            i64::from(Self::matches(pattern, level, idx, new))
-                - i64::from(Self::matches(pattern, level, idx, old)),
-        );
+        if pattern != 0 {
+            self.add_matching(
+                i64::from(Self::matches(pattern, level, idx, new))
+                    - i64::from(Self::matches(pattern, level, idx, old)),
+            );
+        }
     }
 
     /// `n` entries from `idx` on, none of them live, become the leaves
@@ -545,7 +547,8 @@ impl TableMeta {
         self.add_live(n as i64);
         // Every entry of the run matches, or none does: they differ from
         // the pattern's by the same amount.
-        if Self::matches(self.pattern(), level, idx, first) {
+        let pattern = self.pattern();
+        if pattern != 0 && Self::matches(pattern, level, idx, first) {
             self.add_matching(n as i64);
         }
     }
@@ -2352,7 +2355,9 @@ impl<F: Format> PageTable<F> {
             if matches!(req.op, Op::Remove) {
                 meta.add_live(-(changed as i64));
             }
-            meta.add_matching(i64::from(now) - i64::from(was));
+            if meta.pattern() != 0 {
+                meta.add_matching(i64::from(now) - i64::from(was));
+            }
             res?;
             if !contig {
                 return Ok(());

@@ -138,8 +138,9 @@ impl TableMeta {
         ((self.0 & Self::MATCH_MASK) >> Self::MATCH_SHIFT) as u16
     }
 
-    /// Adds `d` to the matching count (of a known slot; an unknown slot's
-    /// other fields mean nothing).
+    /// Adds `d` to the matching count of a known, tracked slot (the count
+    /// stays within 0..=512 there; an unknown slot's other fields mean
+    /// nothing, and a borrow out of its count may change them).
     #[inline(always)]
     pub(crate) fn add_matching(&mut self, d: i64) {
         self.0 = self.0.wrapping_add((d as u64) << Self::MATCH_SHIFT);

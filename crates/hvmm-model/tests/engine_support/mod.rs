@@ -19,8 +19,8 @@
 
 use hvmm::access::{AccessError, AccessPath, TableAccess};
 use hvmm::{
-    AccessKind, Arch, Arm32, Arm64, Attrs, Env, Error, FaultKind, MapFlags, MemType, Mfn, Op,
-    Paddr, PageTable, Perm, UpdateReport, Vaddr,
+    AccessKind, Arch, Arm32, Arm64, Attrs, Env, Error, FaultKind, FrameAlloc, MapFlags, MemType,
+    Mfn, Op, OutOfFrames, Paddr, PageTable, Perm, TableMeta, UpdateReport, Vaddr, WithTableMeta,
 };
 use hvmm_model::{desc, Counters, FrameSnapshot, Machine, ModelError, Regime};
 use hvmm_xen::boot_alloc::FrameRanges;
@@ -197,6 +197,92 @@ impl TableAccess<Machine> for FailingAccess<'_> {
 }
 
 // ---------------------------------------------------------------------------
+// The frame allocator: plain, or with the engine's table counts
+// ---------------------------------------------------------------------------
+
+/// The rig's frame pool (Xen's boot allocator over the pool), either as it
+/// is — the engine then reads a table to see whether it is empty or
+/// uniform — or wrapped in [`WithTableMeta`] with a slot per RAM frame (a
+/// frametable), so that the engine keeps counts for the tables it makes and
+/// takes its counted paths. Dereferences to the boot allocator.
+#[derive(Clone, Debug)]
+pub enum RigAlloc {
+    Plain(FrameRanges),
+    Counted(WithTableMeta<FrameRanges, Vec<TableMeta>>),
+}
+
+impl RigAlloc {
+    /// The slot of frame `mfn`, if the pool keeps counts.
+    pub fn slot(&mut self, mfn: Mfn) -> Option<TableMeta> {
+        match self {
+            RigAlloc::Plain(_) => None,
+            RigAlloc::Counted(w) => w.table_meta(mfn).copied(),
+        }
+    }
+    pub fn counted(&self) -> bool {
+        matches!(self, RigAlloc::Counted(_))
+    }
+}
+
+impl std::ops::Deref for RigAlloc {
+    type Target = FrameRanges;
+    fn deref(&self) -> &FrameRanges {
+        match self {
+            RigAlloc::Plain(a) => a,
+            RigAlloc::Counted(w) => &w.alloc,
+        }
+    }
+}
+
+impl std::ops::DerefMut for RigAlloc {
+    fn deref_mut(&mut self) -> &mut FrameRanges {
+        match self {
+            RigAlloc::Plain(a) => a,
+            RigAlloc::Counted(w) => &mut w.alloc,
+        }
+    }
+}
+
+macro_rules! each {
+    ($self:ident, $a:ident => $e:expr) => {
+        match $self {
+            RigAlloc::Plain($a) => $e,
+            RigAlloc::Counted($a) => $e,
+        }
+    };
+}
+
+impl FrameAlloc for RigAlloc {
+    fn reserve(&mut self, n: usize) -> Result<(), OutOfFrames> {
+        each!(self, a => a.reserve(n))
+    }
+    fn take(&mut self) -> Option<Mfn> {
+        each!(self, a => a.take())
+    }
+    fn unreserve(&mut self) {
+        each!(self, a => a.unreserve())
+    }
+    fn free(&mut self, mfn: Mfn) {
+        each!(self, a => a.free(mfn))
+    }
+    fn free_batch(&mut self, mfns: &[Mfn]) {
+        each!(self, a => a.free_batch(mfns))
+    }
+    fn reserved_frames(&self, f: &mut dyn FnMut(Mfn)) {
+        each!(self, a => a.reserved_frames(f))
+    }
+    fn can_free(&self, mfn: Mfn) -> bool {
+        each!(self, a => a.can_free(mfn))
+    }
+    fn table_meta(&mut self, mfn: Mfn) -> Option<&mut TableMeta> {
+        each!(self, a => a.table_meta(mfn))
+    }
+    fn alloc_contiguous(&mut self, frames: usize) -> Result<Mfn, OutOfFrames> {
+        each!(self, a => a.alloc_contiguous(frames))
+    }
+}
+
+// ---------------------------------------------------------------------------
 // The rig
 // ---------------------------------------------------------------------------
 
@@ -206,7 +292,7 @@ pub struct Rig<F: ModelFormat> {
     pub m: Machine,
     pub pt: PageTable<F>,
     pub access: DirectMap,
-    pub alloc: FrameRanges,
+    pub alloc: RigAlloc,
     /// Pool frames `[start, end)`.
     pub pool: (u64, u64),
     pub initial_free: u64,
@@ -230,8 +316,15 @@ impl<F: ModelFormat> Clone for Rig<F> {
 pub const CPUS: usize = 2;
 
 impl<F: ModelFormat> Rig<F> {
-    /// The rig with `pool_frames` frames in the pool (at most what the RAM holds).
+    /// The rig with `pool_frames` frames in the pool (at most what the RAM
+    /// holds), without table counts.
     pub fn new(pool_frames: u64) -> Self {
+        Self::with_counts(pool_frames, false)
+    }
+
+    /// The rig with `pool_frames` frames in the pool, with a table-count
+    /// slot per RAM frame if `counted` ([`RigAlloc`]).
+    pub fn with_counts(pool_frames: u64, counted: bool) -> Self {
         let mut m = Machine::new(F::REGIME, CPUS);
         m.add_ram(Paddr(F::RAM_BASE), RAM_SIZE).unwrap();
         F::build_window(&mut m);
@@ -247,6 +340,12 @@ impl<F: ModelFormat> Rig<F> {
             alloc.add(Paddr(first * PAGE), Paddr(end * PAGE)).unwrap();
         }
         let initial_free = alloc.free_pages();
+        let alloc = if counted {
+            let slots = vec![TableMeta::UNKNOWN; (RAM_SIZE / PAGE) as usize];
+            RigAlloc::Counted(WithTableMeta::new(alloc, Mfn(F::RAM_BASE / PAGE), slots))
+        } else {
+            RigAlloc::Plain(alloc)
+        };
         Rig {
             m,
             // SAFETY: the rig's one handle on its hand-built root.
@@ -817,6 +916,149 @@ fn check_runs_match(phys: &[RunView], r: &RefMap) {
     let want = r.runs();
     if phys != want.as_slice() {
         panic!("tables and reference differ\n tables:    {phys:x?}\n reference: {want:x?}");
+    }
+}
+
+/// The engine's table counts agree with the tables: for every table below
+/// `roots` (at `root_level`, `root_pages` root frames of 512 entries) whose
+/// slot is known, its live entries and (if it is tracked against a block
+/// mapping) the entries equal to that mapping's, recounted from the bytes;
+/// every other frame's slot — the roots, the hand-built tables, the free
+/// pool frames — is unknown (a freed table's slot is reset). Returns the
+/// number of tables whose counts were checked.
+pub fn check_counts(
+    m: &Machine,
+    alloc: &mut RigAlloc,
+    oa: u64,
+    roots: &[u64],
+    root_level: u8,
+    ram: (u64, u64),
+    what: &str,
+) -> u64 {
+    if !alloc.counted() {
+        return 0;
+    }
+    let read = |table: u64| -> Vec<u64> {
+        let mut b = vec![0u8; PAGE as usize];
+        m.phys_read(Paddr(table), &mut b).unwrap();
+        b.chunks_exact(8)
+            .map(|c| u64::from_le_bytes(c.try_into().unwrap()))
+            .collect()
+    };
+    let mut tables = BTreeSet::new();
+    let mut stack: Vec<(u64, u8)> = roots.iter().map(|&r| (r, root_level)).collect();
+    let mut checked = 0;
+    while let Some((table, level)) = stack.pop() {
+        let entries = read(table);
+        let is_root = roots.contains(&table);
+        if !is_root {
+            tables.insert(table / PAGE);
+        }
+        let slot = alloc.slot(Mfn(table / PAGE));
+        if is_root {
+            assert!(
+                slot.is_none_or(|s| !s.is_known()),
+                "{what}: root {table:#x} has counts"
+            );
+        } else if let Some(live) = slot.and_then(|s| s.live_entries()) {
+            // Live: any valid entry at the block levels, type 0b11 at 0 and 3.
+            let want = entries
+                .iter()
+                .filter(|&&d| {
+                    if level == 1 || level == 2 {
+                        d & 1 != 0
+                    } else {
+                        d & 3 == 3
+                    }
+                })
+                .count();
+            assert_eq!(
+                usize::from(live),
+                want,
+                "{what}: L{level} table {table:#x}: counted live entries vs the table"
+            );
+            if let Some((pattern, matching)) = slot.and_then(|s| s.uniform_entries()) {
+                let want = entries
+                    .iter()
+                    .enumerate()
+                    .filter(|&(i, &d)| d & !desc::CONTIGUOUS == pattern + i as u64 * size(level))
+                    .count();
+                assert_eq!(
+                    usize::from(matching),
+                    want,
+                    "{what}: L{level} table {table:#x}: entries matching {pattern:#x}"
+                );
+            }
+            checked += 1;
+        }
+        if level < 3 {
+            for &d in &entries {
+                if d & 3 == 3 {
+                    stack.push((d & oa, level + 1));
+                }
+            }
+        }
+    }
+    // Every RAM frame that is not a table in use has no counts.
+    for f in ram.0 / PAGE..ram.1 / PAGE {
+        if !tables.contains(&f) {
+            let s = alloc.slot(Mfn(f));
+            assert!(
+                s.is_none_or(|s| !s.is_known()),
+                "{what}: frame {f:#x} is no table in use but has counts {s:?}"
+            );
+        }
+    }
+    checked
+}
+
+/// Every table below the root pages `roots` (at `root_level`; root page `k`
+/// maps from `k` × 512 entries of that level on), with its level and first
+/// VA, read from the bytes.
+pub fn table_tree(m: &Machine, roots: &[u64], root_level: u8, oa: u64) -> Vec<TableInfo> {
+    let mut out = Vec::new();
+    let mut stack: Vec<(u64, u8, u64)> = roots
+        .iter()
+        .enumerate()
+        .map(|(k, &r)| (r, root_level, k as u64 * 512 * size(root_level)))
+        .collect();
+    while let Some((table, level, base)) = stack.pop() {
+        if level == 3 {
+            continue;
+        }
+        let mut b = vec![0u8; PAGE as usize];
+        m.phys_read(Paddr(table), &mut b).unwrap();
+        for (i, c) in b.chunks_exact(8).enumerate() {
+            let d = u64::from_le_bytes(c.try_into().unwrap());
+            if d & 3 == 3 {
+                let va = base + i as u64 * size(level);
+                out.push(TableInfo {
+                    mfn: Mfn((d & oa) / PAGE),
+                    level: level + 1,
+                    va,
+                });
+                stack.push((d & oa, level + 1, va));
+            }
+        }
+    }
+    out
+}
+
+/// After a Remove of `[va, end)`: no table (but a root) that maps any of
+/// it is left without a live entry — emptied tables are freed. `tables`
+/// lists the tables below the root with the level and first VA they map.
+pub fn check_none_emptied(m: &Machine, tables: &[TableInfo], va: u64, end: u64, what: &str) {
+    for t in tables {
+        let span = size(t.level) * 512;
+        if t.va >= end || t.va + span <= va {
+            continue;
+        }
+        let mut b = vec![0u8; PAGE as usize];
+        m.phys_read(t.mfn.paddr(), &mut b).unwrap();
+        let any = b
+            .chunks_exact(8)
+            .any(|c| u64::from_le_bytes(c.try_into().unwrap()) & 1 != 0);
+        assert!(any, "{what}: {t:x?} emptied by the remove and left linked");
     }
 }
 
