@@ -252,7 +252,7 @@ pub struct PageTable<F: Format> {
     root: Mfn,
     mair: MairMap,
     scope: TlbScope,
-    walk: Cell<Option<WalkCache>>,
+    walk: Cell<WalkCache>,
     _format: PhantomData<F>,
 }
 
@@ -276,7 +276,28 @@ struct WalkCache {
     region: u64,
     /// The level-3 table.
     l3: Mfn,
+    /// The block mapping the table's [`TableMeta`] tracks — 0 if none, or
+    /// if the slot is unknown — or [`PATTERN_UNREAD`]: a one-page update
+    /// then needs neither to unpack the slot nor to test it. Both never
+    /// change while the cache holds: the mapping is set when the table is
+    /// made, a slot becomes unknown only when an update fails or the table
+    /// is freed, and either forgets the cache.
+    pattern: u64,
 }
+
+impl WalkCache {
+    /// No walk remembered: a region no address has (`va >> 21` of a 64-bit
+    /// address is below 2^43).
+    const NONE: WalkCache = WalkCache {
+        region: u64::MAX,
+        l3: Mfn(0),
+        pattern: PATTERN_UNREAD,
+    };
+}
+
+/// [`WalkCache::pattern`] not read from the slot yet (never a descriptor
+/// the engine writes: the top bits are software bits it leaves clear).
+const PATTERN_UNREAD: u64 = u64::MAX;
 
 /// The descriptor bits a leaf's attributes are decoded from (every
 /// attribute field of both stages): memory type, AP / S2AP, SH, AF, XN.
@@ -517,7 +538,8 @@ impl TableMeta {
     }
 
     /// Whether entry `idx` (at `level`), holding `e`, equals the tracked
-    /// block mapping `pattern`'s ([`TableMeta::pattern`], not 0).
+    /// block mapping `pattern`'s ([`TableMeta::pattern`]; never a valid
+    /// entry for pattern 0).
     #[inline(always)]
     fn matches(pattern: u64, level: u8, idx: usize, e: u64) -> bool {
         e & !Pte::CONTIG == pattern.wrapping_add(idx as u64 * level_size(level))
@@ -528,11 +550,16 @@ impl TableMeta {
     /// fields mean nothing.)
     #[inline(always)]
     fn note(&mut self, level: u8, idx: usize, old: u64, new: u64) {
+        self.note_with(self.pattern(), level, idx, old, new);
+    }
+
+    /// [`TableMeta::note`] with the slot's tracked mapping already at hand.
+    #[inline(always)]
+    fn note_with(&mut self, pattern: u64, level: u8, idx: usize, old: u64, new: u64) {
         self.add_live(i64::from(is_live(level, new)) - i64::from(is_live(level, old)));
-        // An untracked table (pattern 0) counts nothing: an invalid entry
-        // would "match" at index 0.
-        let pattern = self.pattern();
-        if pattern != 0 {
+        // An untracked table (pattern 0) counts nothing (an invalid entry
+        // would "match" at index 0), nor does an unknown slot.
+        if pattern != 0 && self.is_known() {
             self.add_matching(
                 i64::from(Self::matches(pattern, level, idx, new))
                     - i64::from(Self::matches(pattern, level, idx, old)),
@@ -544,11 +571,16 @@ impl TableMeta {
     /// `first`, `first + size`, ... (a run write).
     #[inline(always)]
     fn note_run(&mut self, level: u8, idx: usize, first: u64, n: usize) {
+        self.note_run_with(self.pattern(), level, idx, first, n);
+    }
+
+    /// [`TableMeta::note_run`] with the slot's tracked mapping at hand.
+    #[inline(always)]
+    fn note_run_with(&mut self, pattern: u64, level: u8, idx: usize, first: u64, n: usize) {
         self.add_live(n as i64);
         // Every entry of the run matches, or none does: they differ from
         // the pattern's by the same amount.
-        let pattern = self.pattern();
-        if pattern != 0 && Self::matches(pattern, level, idx, first) {
+        if pattern != 0 && self.is_known() && Self::matches(pattern, level, idx, first) {
             self.add_matching(n as i64);
         }
     }
@@ -635,7 +667,7 @@ impl<F: Format> PageTable<F> {
             root,
             mair: MairMap::XEN,
             scope,
-            walk: Cell::new(None),
+            walk: Cell::new(WalkCache::NONE),
             _format: PhantomData,
         }
     }
@@ -689,24 +721,29 @@ impl<F: Format> PageTable<F> {
     /// unlinks a table; call it after changing a table descriptor of this
     /// tree outside the engine.
     pub fn forget_walk(&self) {
-        self.walk.set(None);
+        self.walk.set(WalkCache::NONE);
     }
 
     /// The level-3 table that maps `va`, if the last walk reached it.
     #[inline]
     fn cached_l3(&self, va: u64) -> Option<Mfn> {
-        match self.walk.get() {
-            Some(w) if w.region == va >> L3_SPAN_SHIFT => Some(w.l3),
-            _ => None,
-        }
+        self.cached_walk(va).map(|w| w.l3)
+    }
+
+    /// The remembered walk, if it maps `va`.
+    #[inline(always)]
+    fn cached_walk(&self, va: u64) -> Option<WalkCache> {
+        let w = self.walk.get();
+        (w.region == va >> L3_SPAN_SHIFT).then_some(w)
     }
 
     #[inline]
     fn remember_l3(&self, va: u64, l3: Mfn) {
-        self.walk.set(Some(WalkCache {
+        self.walk.set(WalkCache {
             region: va >> L3_SPAN_SHIFT,
             l3,
-        }));
+            pattern: PATTERN_UNREAD,
+        });
     }
 
     /// The root page whose entries map `va`.
@@ -845,7 +882,8 @@ impl<F: Format> PageTable<F> {
         va: u64,
         op: Op<F::Attrs>,
     ) -> Option<UpdateReport> {
-        let l3 = self.cached_l3(va)?;
+        let walk = self.cached_walk(va)?;
+        let l3 = walk.l3;
         // In the remembered 2 MiB (reached by a walk of a valid address), a
         // page fits the input size: only the alignment is left to check.
         if !va.is_multiple_of(PAGE_SIZE) {
@@ -904,11 +942,20 @@ impl<F: Format> PageTable<F> {
         let done = match (res, change) {
             (Ok(()), Some((raw, new))) if matches!(op, Op::Insert { .. }) || new != raw => {
                 if let Some(meta) = env.alloc.table_meta(l3) {
-                    if matches!(op, Op::Insert { .. }) {
-                        // The entry was not live (checked above).
-                        meta.note_run(3, idx, new, 1);
+                    let pattern = if walk.pattern == PATTERN_UNREAD {
+                        let p = if meta.is_known() { meta.pattern() } else { 0 };
+                        self.walk.set(WalkCache { pattern: p, ..walk });
+                        p
                     } else {
-                        meta.note(3, idx, raw, new);
+                        walk.pattern
+                    };
+                    if matches!(op, Op::Insert { .. }) {
+                        // The entry was not live (checked above); a valid
+                        // leaf never matches pattern 0. One change of the
+                        // slot.
+                        meta.add_inserted(TableMeta::matches(pattern, 3, idx, new));
+                    } else {
+                        meta.note_with(pattern, 3, idx, raw, new);
                     }
                 }
                 Some(1)
@@ -2355,7 +2402,7 @@ impl<F: Format> PageTable<F> {
             if matches!(req.op, Op::Remove) {
                 meta.add_live(-(changed as i64));
             }
-            if meta.pattern() != 0 {
+            if meta.pattern() != 0 && meta.is_known() {
                 meta.add_matching(i64::from(now) - i64::from(was));
             }
             res?;

@@ -50,86 +50,98 @@ pub struct OutOfFrames {
 /// A slot is one word (8 bytes), so that a frametable of them stays small
 /// and the engine's walks over many tables touch few cache lines: the live
 /// count, the matching count, the flag for untracked children and the
-/// tracked block mapping packed together (a block mapping that does not
-/// pack — an output address beyond 48 bits or not 2 MiB-aligned, software
-/// or other bits the engine does not write — is simply not tracked).
+/// tracked block mapping packed together, most of the mapping's bits where
+/// a descriptor has them (so that reading it back is a mask). A block
+/// mapping that does not pack — an output address beyond 48 bits or not
+/// 2 MiB-aligned, no access flag, nG, software or other bits the engine
+/// does not write — is simply not tracked.
 #[derive(Copy, Clone, PartialEq, Eq)]
 pub struct TableMeta(u64);
 
 impl TableMeta {
-    /// Bits of the live count: at most 512 when known, around
-    /// [`TableMeta::UNKNOWN_LIVE`] for an unknown slot, which the engine's
-    /// updates may move by up to 512 either way without making it known
-    /// (so that they need not test it first).
-    const LIVE_MASK: u64 = (1 << 13) - 1;
+    /// Shift of the live count (bits \[63:52\], at the top so that the
+    /// engine's wrapping changes of it touch nothing else): at most 512
+    /// when known, around [`TableMeta::UNKNOWN_LIVE`] for an unknown slot,
+    /// which the engine's updates may move by up to 512 either way without
+    /// making it known (so that they need not test it first).
+    const LIVE_SHIFT: u32 = 52;
     /// The live count of an unknown slot.
-    pub(crate) const UNKNOWN_LIVE: u64 = 1 << 12;
+    const UNKNOWN_LIVE: u64 = 2048;
     /// Every live count below this is a count (a known slot).
-    const KNOWN_BELOW: u64 = 1 << 11;
+    const KNOWN_BELOW: u64 = 1024;
     /// Shift and mask of the count of entries equal to the tracked block
-    /// mapping's (at most 512).
-    const MATCH_SHIFT: u32 = 13;
+    /// mapping's (bits \[20:11\], at most 512; changed only in a known,
+    /// tracked slot).
+    const MATCH_SHIFT: u32 = 11;
     const MATCH_MASK: u64 = 0x3ff << Self::MATCH_SHIFT;
     /// Some entry links (or linked) a table the engine keeps no counts for
     /// (its frame has no slot): the tables below are asked about, not
     /// assumed the engine's.
-    const UNTRACKED: u64 = 1 << 23;
-    /// Shift of the packed block mapping (40 bits; 0: not tracked).
-    const PATTERN_SHIFT: u32 = 24;
-    /// The descriptor bits a packed block mapping keeps: valid, page /
-    /// table bit, attributes \[11:2\], output address \[47:21\], XN / PXN.
-    const PATTERN_OA: u64 = ((1 << 48) - 1) & !((1 << 21) - 1);
-    const PATTERN_LOW: u64 = 0xffc;
+    const UNTRACKED: u64 = 1 << 48;
+    /// The tracked block mapping's descriptor bits kept in place: output
+    /// address \[47:21\] and attributes \[10:2\] (bit 10, the access flag,
+    /// says that a mapping is tracked).
+    const PATTERN_IN_PLACE: u64 = (((1 << 48) - 1) & !((1 << 21) - 1)) | 0x7fc;
+    const PATTERN_AF: u64 = 1 << 10;
+    /// XN / PXN (descriptor bits \[54:53\]) are kept in bits \[1:0\], the
+    /// page / block bit (descriptor bit 1) in bit 49.
     const PATTERN_XN: u64 = 3 << 53;
+    const PATTERN_PAGE: u64 = 1 << 49;
+    /// Every bit of a slot that holds the tracked mapping.
+    const PATTERN_BITS: u64 = Self::PATTERN_IN_PLACE | 3 | Self::PATTERN_PAGE;
 
     /// The slot of a frame the engine has no bookkeeping for.
-    pub const UNKNOWN: TableMeta = TableMeta(Self::UNKNOWN_LIVE);
+    pub const UNKNOWN: TableMeta = TableMeta(Self::UNKNOWN_LIVE << Self::LIVE_SHIFT);
 
     /// A known slot: no live entry, tracked against the block mapping
     /// `pattern` (0, or one that does not pack: not tracked).
     #[inline(always)]
     pub(crate) const fn fresh(pattern: u64) -> Self {
-        TableMeta(Self::pack(pattern) << Self::PATTERN_SHIFT)
+        TableMeta(Self::pack(pattern))
     }
 
-    /// `pattern` in 40 bits, 0 if it does not pack.
+    /// `pattern`'s bits in a slot, 0 if it does not pack.
     #[inline(always)]
     const fn pack(pattern: u64) -> u64 {
-        let kept = Self::PATTERN_OA | Self::PATTERN_LOW | Self::PATTERN_XN | 3;
-        if pattern & 1 == 0 || pattern & !kept != 0 {
+        let kept = Self::PATTERN_IN_PLACE | Self::PATTERN_XN | 3;
+        if pattern & 1 == 0 || pattern & Self::PATTERN_AF == 0 || pattern & !kept != 0 {
             return 0;
         }
-        ((pattern & Self::PATTERN_OA) >> 21)
-            | ((pattern & Self::PATTERN_LOW) << 25)
-            | ((pattern & Self::PATTERN_XN) >> 16)
-            | ((pattern & 2) << 38)
+        (pattern & Self::PATTERN_IN_PLACE)
+            | ((pattern & Self::PATTERN_XN) >> 53)
+            | ((pattern & 2) << 48)
     }
 
     /// The tracked block mapping (0: not tracked).
     #[inline(always)]
     pub(crate) const fn pattern(&self) -> u64 {
-        let p = self.0 >> Self::PATTERN_SHIFT;
-        if p == 0 {
+        let p = self.0;
+        if p & Self::PATTERN_AF == 0 {
             return 0;
         }
-        ((p & ((1 << 27) - 1)) << 21)
-            | ((p >> 25) & Self::PATTERN_LOW)
-            | ((p << 16) & Self::PATTERN_XN)
-            | ((p >> 38) & 2)
-            | 1
+        (p & Self::PATTERN_IN_PLACE) | ((p & 3) << 53) | ((p & Self::PATTERN_PAGE) >> 48) | 1
     }
 
     /// The same slot tracked against `pattern` instead.
     #[inline(always)]
     pub(crate) fn set_pattern(&mut self, pattern: u64) {
-        self.0 = (self.0 & ((1 << Self::PATTERN_SHIFT) - 1))
-            | (Self::pack(pattern) << Self::PATTERN_SHIFT);
+        self.0 = (self.0 & !Self::PATTERN_BITS) | Self::pack(pattern);
     }
 
     /// Adds `d` (wrapping) to the live count.
     #[inline(always)]
     pub(crate) fn add_live(&mut self, d: i64) {
-        self.0 = self.0.wrapping_add(d as u64);
+        self.0 = self.0.wrapping_add((d as u64) << Self::LIVE_SHIFT);
+    }
+
+    /// One more live entry, and one more matching entry if `matching` (of a
+    /// known, tracked slot), in one change of the slot.
+    #[inline(always)]
+    pub(crate) fn add_inserted(&mut self, matching: bool) {
+        self.0 = self
+            .0
+            .wrapping_add(1 << Self::LIVE_SHIFT)
+            .wrapping_add(u64::from(matching) << Self::MATCH_SHIFT);
     }
 
     /// The count of entries equal to the tracked block mapping's.
@@ -138,9 +150,8 @@ impl TableMeta {
         ((self.0 & Self::MATCH_MASK) >> Self::MATCH_SHIFT) as u16
     }
 
-    /// Adds `d` to the matching count of a known, tracked slot (the count
-    /// stays within 0..=512 there; an unknown slot's other fields mean
-    /// nothing, and a borrow out of its count may change them).
+    /// Adds `d` to the matching count of a known, tracked slot (where the
+    /// count stays within 0..=512: nothing else changes).
     #[inline(always)]
     pub(crate) fn add_matching(&mut self, d: i64) {
         self.0 = self.0.wrapping_add((d as u64) << Self::MATCH_SHIFT);
@@ -161,14 +172,14 @@ impl TableMeta {
     /// Whether the slot holds the engine's counts for a table it made.
     #[inline(always)]
     pub const fn is_known(&self) -> bool {
-        self.0 & Self::LIVE_MASK < Self::KNOWN_BELOW
+        self.0 >> Self::LIVE_SHIFT < Self::KNOWN_BELOW
     }
 
     /// The table's live entries (tables and leaves), if known.
     #[inline(always)]
     pub const fn live_entries(&self) -> Option<u16> {
         if self.is_known() {
-            Some((self.0 & Self::LIVE_MASK) as u16)
+            Some((self.0 >> Self::LIVE_SHIFT) as u16)
         } else {
             None
         }
