@@ -2343,6 +2343,7 @@ impl<F: Format> PageTable<F> {
     /// invalidation follows at the end), leaf by leaf with an invalidation
     /// each for a small one; contiguous groups are broken and remade.
     #[allow(clippy::too_many_arguments)]
+    #[inline(never)]
     fn commit_pages<A: Arch, T: TableAccess<A>, M: FrameAlloc>(
         &self,
         env: &mut Env<'_, A, T, M>,
@@ -2359,12 +2360,14 @@ impl<F: Format> PageTable<F> {
             // One pass, no branch but the contiguous hint's: prepare proved
             // every Modify target a leaf (a permission rewrite of an entry
             // that already has it stores the same value); a Remove clears
-            // what is a leaf. The counts: entries equal to the tracked
-            // pattern's before (`was`) and after (`now`) the pass.
-            let mut changed = 0u64;
+            // what is a leaf. The counts, in one accumulator (so that the
+            // loop carries no count through memory): the leaves changed in
+            // the low 32 bits, the change of the number of entries equal to
+            // the tracked pattern's (wrapping) in the high 32.
+            const MATCH: u64 = 1 << 32;
+            let mut counts = 0u64;
             let mut contig = false;
             let mut expect = meta.pattern().wrapping_add(first as u64 * PAGE_SIZE);
-            let (mut was, mut now) = (0u16, 0u16);
             let res = match req.op {
                 Op::Remove => env.arch.update_pte_run(entry_va(tva, first), n, |e| {
                     let exp = expect;
@@ -2376,8 +2379,9 @@ impl<F: Format> PageTable<F> {
                         contig = true;
                         return None;
                     }
-                    changed += 1;
-                    was += u16::from(e == exp);
+                    counts = counts
+                        .wrapping_add(1)
+                        .wrapping_sub(u64::from(e == exp) * MATCH);
                     Some(0)
                 }),
                 _ => {
@@ -2390,20 +2394,23 @@ impl<F: Format> PageTable<F> {
                             return None;
                         }
                         let new = (e & !F::Attrs::PERM_MASK) | perm;
-                        changed += u64::from(new != e);
-                        was += u16::from(e == exp);
-                        now += u16::from(new == exp);
+                        counts = counts
+                            .wrapping_add(u64::from(new != e))
+                            .wrapping_add(u64::from(new == exp) * MATCH)
+                            .wrapping_sub(u64::from(e == exp) * MATCH);
                         Some(new)
                     })
                 }
             };
+            let changed = counts & (MATCH - 1);
+            let matching = i64::from((counts >> 32) as u32 as i32);
             c.report.leaves += changed;
             c.dirty |= changed > 0;
             if matches!(req.op, Op::Remove) {
                 meta.add_live(-(changed as i64));
             }
             if meta.pattern() != 0 && meta.is_known() {
-                meta.add_matching(i64::from(now) - i64::from(was));
+                meta.add_matching(matching);
             }
             res?;
             if !contig {
