@@ -33,12 +33,12 @@ fn main() {
         use hvmm_bench::libs::Library;
         let sparse = SparseOps::generate(Sizes::FULL.sparse_ops);
         for _ in 0..3 {
-            let mut l = Hvmm::new(sparse.maps + 520);
+            let mut l = Hvmm::new(sparse.tables);
             let (mut tm, mut tu) = (std::time::Duration::ZERO, std::time::Duration::ZERO);
             for &(map, va) in &sparse.ops {
                 let t = std::time::Instant::now();
                 if map {
-                    l.map_page(va, va + hvmm_bench::rows::SPARSE_PA).unwrap();
+                    l.map_page(va, hvmm_bench::rows::sparse_pa(va)).unwrap();
                     tm += t.elapsed();
                 } else {
                     l.unmap_page(va).unwrap();

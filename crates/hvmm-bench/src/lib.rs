@@ -19,6 +19,7 @@ pub mod libs;
 pub mod pool;
 pub mod report;
 pub mod rows;
+pub mod scale;
 pub mod secret;
 pub mod xen;
 
@@ -179,6 +180,8 @@ pub struct BenchResult {
     pub rows: Vec<RowResult>,
     /// The floor of map-4k.
     pub floor: Stats,
+    /// How the cost grows ([`scale`]).
+    pub scaling: Vec<scale::ScaleRow>,
     /// Early-boot counts.
     pub early: Result<early::EarlyReport, String>,
     /// Default boot per phase and whole-boot model counters.
@@ -274,10 +277,11 @@ pub fn run_row(row: Row, cfg: &Config, sparse: &SparseOps, log: &mut dyn FnMut(&
 /// Runs everything.
 pub fn run_all(cfg: &Config, log: &mut dyn FnMut(&str)) -> BenchResult {
     let sparse = SparseOps::generate(cfg.sizes.sparse_ops);
-    let rows = ROWS
+    let rows: Vec<RowResult> = ROWS
         .iter()
         .map(|&(row, _, _)| run_row(row, cfg, &sparse, log))
         .collect();
+    let scaling = scale::run_scaling(cfg, &rows, log);
     let floor = Stats::of(
         (0..cfg.warmup + cfg.reps)
             .map(|_| floor_sample(cfg.sizes.pages))
@@ -295,6 +299,7 @@ pub fn run_all(cfg: &Config, log: &mut dyn FnMut(&str)) -> BenchResult {
         config: *cfg,
         rows,
         floor,
+        scaling,
         early,
         boot,
     }

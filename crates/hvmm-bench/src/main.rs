@@ -3,7 +3,8 @@
 //!
 //! Options: `--quick` (fewer rounds, for a CI smoke run), `--write PATH`
 //! (write the Markdown report, e.g. `docs/BENCHMARKS.md`), `--only ROW` (one
-//! row, its median, minimum and quartiles only: for profiling).
+//! row, its median, minimum and quartiles only: for profiling; `secret` or
+//! `scaling`: that section alone).
 
 use hvmm_bench::report::{markdown, targets, MachineInfo};
 use hvmm_bench::rows::Sizes;
@@ -28,7 +29,7 @@ fn main() -> ExitCode {
             "--only" => only = args.next(),
             "-h" | "--help" => {
                 println!(
-                    "usage: hvmm-bench [--quick] [--write docs/BENCHMARKS.md] [--only ROW|secret]"
+                    "usage: hvmm-bench [--quick] [--write docs/BENCHMARKS.md] [--only ROW|secret|scaling]"
                 );
                 return ExitCode::SUCCESS;
             }
@@ -55,6 +56,24 @@ fn main() -> ExitCode {
         } else {
             ExitCode::FAILURE
         };
+    }
+    // The section on how the cost grows alone (hvmm_bench::scale).
+    if only.as_deref() == Some("scaling") {
+        let sparse = hvmm_bench::rows::SparseOps::generate(cfg.sizes.sparse_ops);
+        let main: Vec<_> = [
+            hvmm_bench::libs::Row::Map4k,
+            hvmm_bench::libs::Row::Translate,
+            hvmm_bench::libs::Row::Sparse,
+        ]
+        .into_iter()
+        .map(|r| hvmm_bench::run_row(r, &cfg, &sparse, &mut |m| eprintln!("{m}")))
+        .collect();
+        let rows = hvmm_bench::scale::run_scaling(&cfg, &main, &mut |m| eprintln!("{m}"));
+        println!(
+            "{}",
+            hvmm_bench::scale::markdown(&rows, cfg.sizes.sparse_ops)
+        );
+        return ExitCode::SUCCESS;
     }
     if let Some(row) = only {
         let Some(&(r, _, _)) = hvmm_bench::ROWS.iter().find(|x| x.1 == row) else {

@@ -24,10 +24,17 @@ pub const BLOCK: u64 = 2 << 20;
 /// The page of each 2 MiB block that `split` makes read-only (and `merge`
 /// read-write again).
 pub const SPLIT_PAGE: u64 = 5;
-/// PA offset of `sparse` mappings (PA = VA + this).
+/// PA offset of `sparse` mappings (PA = VA + this, modulo 2^48: [`sparse_pa`]).
 pub const SPARSE_PA: u64 = 0x1000_0000_0000;
-/// Pages in the `sparse` VA space (512 GiB).
+/// Pages in the `sparse` VA space of the main table (512 GiB).
 pub const SPARSE_SPACE_PAGES: u64 = 1 << 27;
+
+/// The PA a `sparse` page at `va` maps to: `va` + [`SPARSE_PA`], kept in
+/// the 48-bit physical address space (one-to-one, page-aligned).
+#[inline(always)]
+pub const fn sparse_pa(va: u64) -> u64 {
+    va.wrapping_add(SPARSE_PA) & ((1 << 48) - 1)
+}
 const PAGE: u64 = 4096;
 
 /// Sizes of one run.
@@ -66,6 +73,11 @@ pub struct Sample {
 /// The pre-generated `sparse` workload.
 #[derive(Clone, Debug)]
 pub struct SparseOps {
+    /// Pages in its VA space (from VA 0).
+    pub space_pages: u64,
+    /// Table pages a library that never frees a table needs for it: one per
+    /// distinct 2 MiB, 1 GiB and 512 GiB region a map touches, and a few.
+    pub tables: usize,
     /// (map?, VA) in order.
     pub ops: Vec<(bool, u64)>,
     /// Pages mapped at the end.
@@ -77,9 +89,16 @@ pub struct SparseOps {
 }
 
 impl SparseOps {
-    /// `n` operations: map a random unmapped page of the 512 GiB or unmap a
-    /// random mapped one, with equal probability (xorshift, fixed seed).
+    /// `n` operations over the 512 GiB of the main table
+    /// ([`SparseOps::generate_in`]).
     pub fn generate(n: usize) -> Self {
+        Self::generate_in(n, SPARSE_SPACE_PAGES)
+    }
+
+    /// `n` operations: map a random unmapped page of the `space_pages`
+    /// pages from VA 0 or unmap a random mapped one, with equal probability
+    /// (xorshift, fixed seed).
+    pub fn generate_in(n: usize, space_pages: u64) -> Self {
         let mut s: u64 = 0x9e37_79b9_7f4a_7c15;
         let mut rnd = move || {
             s ^= s << 13;
@@ -95,7 +114,7 @@ impl SparseOps {
         for _ in 0..n {
             if live.is_empty() || rnd() & 1 == 0 {
                 let va = loop {
-                    let p = (rnd() % SPARSE_SPACE_PAGES) * PAGE;
+                    let p = (rnd() % space_pages) * PAGE;
                     if set.insert(p) {
                         break p;
                     }
@@ -114,7 +133,17 @@ impl SparseOps {
             }
         }
         gone.retain(|va| !set.contains(va));
+        let mut regions = std::collections::HashSet::new();
+        for &(map, va) in &ops {
+            if map {
+                for shift in [21, 30, 39] {
+                    regions.insert((shift, va >> shift));
+                }
+            }
+        }
         SparseOps {
+            space_pages,
+            tables: regions.len() + 8,
             ops,
             live,
             gone,
@@ -163,8 +192,11 @@ fn verify_unmapped<L: Library>(l: &mut L, sizes: &Sizes) -> Result<(), String> {
     Ok(())
 }
 
+/// Table pages for `pages` pages of 4 KiB from [`VA`]: a level-3 table per
+/// 2 MiB, a level-2 table per 1 GiB (one more where the range crosses
+/// one), the rest and some spare.
 fn tables_4k(pages: u64) -> usize {
-    (pages / 512) as usize + 8
+    (pages.div_ceil(512) + pages.div_ceil(512 * 512) + 8) as usize
 }
 
 /// The timed loop of `map-single` (its own function, so every library's
@@ -239,7 +271,7 @@ fn verify_blocks<L: Library>(l: &mut L, blocks: u64, split_done: bool) -> Result
 fn sparse_ops<L: Library>(l: &mut L, sparse: &SparseOps) -> Result<(), String> {
     for &(map, va) in &sparse.ops {
         if map {
-            l.map_page(va, va + SPARSE_PA)
+            l.map_page(va, sparse_pa(va))
                 .map_err(|e| format!("map_page: {e}"))?;
         } else {
             l.unmap_page(va).map_err(|e| format!("unmap_page: {e}"))?;
@@ -417,7 +449,7 @@ pub fn sample<L: Library>(row: Row, sizes: &Sizes, sparse: &SparseOps) -> Result
             unreachable!("Row::work maps a stage-2 row to its stage-1 twin")
         }
         Row::Sparse => {
-            let mut l = L::new(sparse.maps + 520);
+            let mut l = L::new(sparse.tables);
             let t = Instant::now();
             let r = sparse_ops(&mut l, sparse);
             s.ns = t.elapsed().as_nanos() as f64;
@@ -428,7 +460,7 @@ pub fn sample<L: Library>(row: Row, sizes: &Sizes, sparse: &SparseOps) -> Result
                 .iter()
                 .step_by(sizes.verify_stride.max(1) as usize)
             {
-                if l.lookup(va) != Some((va + SPARSE_PA, true)) {
+                if l.lookup(va) != Some((sparse_pa(va), true)) {
                     return Err(format!(
                         "{name}: sparse page {va:#x} -> {:x?}",
                         l.lookup(va)

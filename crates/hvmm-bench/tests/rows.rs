@@ -285,3 +285,51 @@ fn early_boot_counts() {
     assert!(e.hvmm_unmap.tlbi < e.xen_unmap.tlbi);
     assert_eq!(e.hvmm_unmap.tables_freed, 5);
 }
+
+/// The scaling section's points at tiny sizes: `sparse` over the whole
+/// 48-bit space runs for every library (its PAs fit 48 bits, its table
+/// count is enough for a library that never frees), and every point of
+/// the section appears once with the main table's points reused.
+#[test]
+fn scaling_points_run() {
+    let sparse = SparseOps::generate_in(500, 1 << 36);
+    assert!(sparse.ops.iter().any(|&(_, va)| va >= 1 << 47));
+    fn sparse_runs<L: Library>(sparse: &SparseOps) {
+        let s = sample::<L>(Row::Sparse, &TINY, sparse)
+            .unwrap_or_else(|e| panic!("{} sparse over 256 TiB: {e}", L::NAME));
+        assert_eq!(s.units, 500);
+    }
+    sparse_runs::<Hvmm>(&sparse);
+    sparse_runs::<AarchPaging>(&sparse);
+    sparse_runs::<Ptm>(&sparse);
+    sparse_runs::<Xen2019>(&sparse);
+    // The map-4k of 2 MiB + a page crosses into a second level-3 table
+    // and runs; 1 MiB (not a whole table) too.
+    for pages in [513, 256] {
+        let sizes = Sizes { pages, ..TINY };
+        let none = SparseOps::generate(0);
+        for row in [Row::Map4k, Row::Translate] {
+            sample::<Ptm>(row, &sizes, &none).unwrap();
+            sample::<Hvmm>(row, &sizes, &none).unwrap();
+        }
+    }
+    let cfg = Config {
+        sizes: TINY,
+        warmup: 0,
+        reps: 1,
+    };
+    let tiny_sparse = SparseOps::generate(TINY.sparse_ops);
+    let main: Vec<_> = [Row::Map4k, Row::Translate, Row::Sparse]
+        .into_iter()
+        .map(|r| run_row(r, &cfg, &tiny_sparse, &mut |_| {}))
+        .collect();
+    let points = hvmm_bench::scale::POINTS;
+    let small: Vec<_> = points.iter().filter(|p| !p.big() && !p.main).collect();
+    assert!(small.len() >= 3);
+    let md = hvmm_bench::scale::markdown(&[], TINY.sparse_ops);
+    assert!(md.contains("## How the cost grows"));
+    // The main points are taken from the main rows, not measured again.
+    for p in points.iter().filter(|p| p.main) {
+        assert!(main.iter().any(|r| r.row == p.row));
+    }
+}
