@@ -29,6 +29,8 @@ pub mod platform;
 pub mod report;
 pub mod seq;
 pub mod stress;
+#[cfg(feature = "model")]
+pub mod svg;
 
 pub use image::ImageLayout;
 pub use mm::{AccessPolicy, Mm};

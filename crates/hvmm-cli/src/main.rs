@@ -89,6 +89,11 @@ struct BootArgs {
     /// Domain 0's RAM, a multiple of 2 MiB (default 128M).
     #[arg(long, value_name = "SIZE")]
     dom0_mem: Option<String>,
+    /// Draw the memory map after the boot into this SVG file: the physical
+    /// map (banks, reserved ranges, image, DTB, modules, table pages, domain
+    /// 0) and the virtual layout with each mapped run's permissions.
+    #[arg(long, value_name = "FILE")]
+    svg: Option<std::path::PathBuf>,
 }
 
 fn parse_num(s: &str) -> Result<u64, String> {
@@ -370,7 +375,16 @@ fn main() -> ExitCode {
         }
     };
     match model::run(&s) {
-        Ok(o) => report(&o, &s.notes, args.json),
+        Ok(o) => {
+            if let Some(path) = &args.svg {
+                let picture = hvmm_boot::svg::render(&hvmm_boot::svg::memory_map(&o));
+                if let Err(e) = std::fs::write(path, picture) {
+                    eprintln!("hvmm: --svg {}: {e}", path.display());
+                    return ExitCode::from(2);
+                }
+            }
+            report(&o, &s.notes, args.json)
+        }
         Err(e) => {
             eprintln!("hvmm: {e}");
             ExitCode::from(2)

@@ -307,3 +307,31 @@ fn json_carries_every_entry() {
     assert_eq!(mods[19]["kind"], "unknown");
     assert_eq!(v["summary"]["early_copies"].as_array().unwrap().len(), 19);
 }
+
+#[test]
+fn svg_writes_the_memory_map_and_names_a_path_it_cannot_write() {
+    let path = std::env::temp_dir().join(format!("hvmm-cli-map-{}.svg", std::process::id()));
+    let p = path.to_str().unwrap();
+    let (code, out, err) = hvmm(&["boot", "--svg", p]);
+    assert_eq!(code, 0, "{out}{err}");
+    let svg = std::fs::read_to_string(&path).expect("the SVG file");
+    let _ = std::fs::remove_file(&path);
+    assert!(svg.starts_with("<svg ") && svg.trim_end().ends_with("</svg>"));
+    for kind in [
+        "ram",
+        "image",
+        "dtb",
+        "module",
+        "tables",
+        "guest-ram",
+        "mapped",
+    ] {
+        assert!(
+            svg.contains(&format!("data-kind=\"{kind}\"")),
+            "no {kind} box"
+        );
+    }
+    let (code, _, err) = hvmm(&["boot", "--svg", "/nonexistent-dir/map.svg"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("--svg /nonexistent-dir/map.svg"), "{err}");
+}
