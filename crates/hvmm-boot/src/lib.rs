@@ -9,9 +9,10 @@
 //! [`hvmm::SystemState::Active`] — and then a proof by hardware address
 //! translation that every region it mapped is where the layout says.
 //!
-//! With the `model` feature, [`model`] runs whole scenarios on the machine
+//! With the `model` feature, the `model` module runs whole scenarios on the machine
 //! model, including an emulation of the head (boot tables, identity map).
 #![cfg_attr(not(feature = "model"), no_std)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
 // Errors carry a fixed-size message (no heap in early boot), so they are
@@ -20,16 +21,19 @@
 
 pub mod domain;
 #[cfg(feature = "model")]
+#[cfg_attr(docsrs, doc(cfg(feature = "model")))]
 pub mod fuzzing;
 pub mod image;
 pub mod mm;
 #[cfg(feature = "model")]
+#[cfg_attr(docsrs, doc(cfg(feature = "model")))]
 pub mod model;
 pub mod platform;
 pub mod report;
 pub mod seq;
 pub mod stress;
 #[cfg(feature = "model")]
+#[cfg_attr(docsrs, doc(cfg(feature = "model")))]
 pub mod svg;
 
 pub use image::ImageLayout;

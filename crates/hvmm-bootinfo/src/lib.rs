@@ -43,9 +43,10 @@
 //! with: RAM minus the image, the DTB, the modules, the reserved ranges and
 //! any firmware-reserved ranges, page aligned and sorted.
 //!
-//! With the `std` feature, [`builder::VirtBoard`] writes QEMU-virt-like DTBs
+//! With the `std` feature, `builder::VirtBoard` writes QEMU-virt-like DTBs
 //! for tests and tools.
 #![no_std]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![warn(missing_docs)]
 #![deny(unsafe_code)]
 
@@ -53,6 +54,7 @@
 extern crate std;
 
 #[cfg(feature = "std")]
+#[cfg_attr(docsrs, doc(cfg(feature = "std")))]
 pub mod builder;
 pub mod dtb;
 mod error;

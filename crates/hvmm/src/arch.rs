@@ -3,8 +3,8 @@
 //!
 //! The real arm64 / arm32 instructions implement [`Arch`] in the bare-metal
 //! image; the machine model (`hvmm-model`) implements it over emulated memory,
-//! an emulated MMU and TLB; [`crate::host`] implements it over host memory for
-//! benchmarks. The engine never knows which one it runs on.
+//! an emulated MMU and TLB; the `host` module (feature `host`) implements it
+//! over host memory for benchmarks. The engine never knows which one it runs on.
 
 use crate::addr::{Paddr, Vaddr, Vmid};
 use core::fmt;

@@ -50,6 +50,7 @@
 //! ```
 //!
 #![no_std]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 // The only `unsafe` items are the two `PageTable` constructors that adopt an
 // existing root (their contract: no second handle); there is no unsafe block.
 #![deny(unsafe_code)]
@@ -67,6 +68,7 @@ pub mod engine;
 pub mod error;
 pub mod format;
 #[cfg(any(test, feature = "host"))]
+#[cfg_attr(docsrs, doc(cfg(feature = "host")))]
 pub mod host;
 pub mod phase;
 
