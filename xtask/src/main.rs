@@ -10,6 +10,7 @@
 //! cargo xtask test-qemu [--arch arm64|arm32] [--verbose] [--filter TEXT]
 //! cargo xtask guest-build|guest-smoke [--arch arm64|arm32]
 //! cargo xtask linux-assets|linux-smoke [--arch arm64|arm32]
+//! cargo xtask fuzz [--seconds N] [--target NAME]...
 //! ```
 //!
 //! Images are built into `$CARGO_TARGET_DIR/hvmm-image` (default
@@ -17,6 +18,7 @@
 //! `<arch>/hvmm.elf` (for gdb), next to the image crate's own cargo output.
 
 mod compare;
+mod fuzz;
 mod grub;
 mod guest;
 mod image;
@@ -99,6 +101,17 @@ enum Cmd {
     Qemu(qemu::QemuArgs),
     /// Run the core's and the DTB reader's tests under Miri (nightly; `scripts/miri`).
     Miri,
+    /// Run every cargo-fuzz target in fuzz/ for N seconds each (nightly and
+    /// cargo-fuzz are installed when missing); print executions and findings
+    /// per target; exit 1 naming the inputs if anything was found.
+    Fuzz {
+        /// Seconds per target.
+        #[arg(long, default_value_t = 30)]
+        seconds: u64,
+        /// Only this target (repeatable; default: all of them).
+        #[arg(long = "target")]
+        targets: Vec<String>,
+    },
     /// Run the benchmarks against the peers and write docs/BENCHMARKS.md.
     Bench {
         /// Fewer repetitions (a smoke run).
@@ -183,6 +196,7 @@ fn main() {
         Cmd::CompareLogs { arch } => compare::compare_command(arch),
         Cmd::Zcu102(args) => zcu102::command(&args),
         Cmd::Bench { quick } => bench(quick),
+        Cmd::Fuzz { seconds, targets } => fuzz::fuzz_command(seconds, &targets),
         Cmd::Miri => {
             let status = std::process::Command::new(root().join("scripts/miri")).status();
             status

@@ -20,9 +20,6 @@
 #![allow(clippy::result_large_err)]
 
 pub mod domain;
-#[cfg(feature = "model")]
-#[cfg_attr(docsrs, doc(cfg(feature = "model")))]
-pub mod fuzzing;
 pub mod image;
 pub mod mm;
 #[cfg(feature = "model")]

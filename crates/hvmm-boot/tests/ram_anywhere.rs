@@ -3,21 +3,12 @@
 //! frametable is built per bank (the holes take neither VA nor memory), and
 //! the page-table work follows the banks and the blocks, not the bytes.
 
-use hvmm::{Paddr, SystemState};
+use hvmm::Paddr;
 use hvmm_boot::model::{run, ArchKind, Loader, Outcome, Scenario};
+use hvmm_testkit::boot::boot_ok;
 
 const GIB: u64 = 1 << 30;
 const TIB: u64 = 1 << 40;
-
-fn boot_ok(s: &Scenario) -> Outcome {
-    let o = run(s).expect("scenario set-up");
-    if let Err(f) = &o.result {
-        panic!("boot failed: {}\n{}", f.error, o.log);
-    }
-    assert!(o.ok(), "model checks failed:\n{}", o.log);
-    assert_eq!(o.result.as_ref().unwrap().state, Some(SystemState::Active));
-    o
-}
 
 fn scenario(ram: Vec<(u64, u64)>, load: u64) -> Scenario {
     let mut s = Scenario::default_for(ArchKind::Arm64);

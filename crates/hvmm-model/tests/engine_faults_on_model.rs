@@ -4,10 +4,8 @@
 //! must leave the tables byte for byte as they were, the pool as it was, no
 //! stale TLB entry and no break-before-make violation.
 
-mod engine_support;
-
-use engine_support::*;
 use hvmm::{Arm32, Arm64, Attrs, Error, MapFlags, Op, Paddr};
+use hvmm_testkit::engine::*;
 
 /// A representative update, run on a rig prepared by `setup`.
 struct Scenario {
