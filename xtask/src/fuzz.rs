@@ -92,9 +92,22 @@ fn ensure_nightly() -> Result<()> {
     Ok(())
 }
 
-fn ensure_cargo_fuzz(cargo: &std::ffi::OsStr) -> Result<()> {
-    let present = Command::new(cargo)
-        .args(["+nightly", "fuzz", "--version"])
+/// `cargo` on the nightly toolchain, through rustup, without what the
+/// outer `cargo xtask` put in the environment (`CARGO` names the stable
+/// cargo, and cargo-fuzz would run that).
+fn nightly_cargo() -> Command {
+    let mut c = Command::new("rustup");
+    c.args(["run", "nightly", "cargo"])
+        .env_remove("CARGO")
+        .env_remove("RUSTUP_TOOLCHAIN")
+        .env_remove("RUSTC")
+        .env_remove("RUSTDOC");
+    c
+}
+
+fn ensure_cargo_fuzz() -> Result<()> {
+    let present = nightly_cargo()
+        .args(["fuzz", "--version"])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .status()
@@ -102,7 +115,7 @@ fn ensure_cargo_fuzz(cargo: &std::ffi::OsStr) -> Result<()> {
         .unwrap_or(false);
     if !present {
         eprintln!("xtask fuzz: installing cargo-fuzz (cargo install cargo-fuzz --locked)");
-        let ok = Command::new(cargo)
+        let ok = nightly_cargo()
             .args(["install", "cargo-fuzz", "--locked"])
             .status()?
             .success();
@@ -123,7 +136,7 @@ fn files_in(dir: &Path) -> Vec<PathBuf> {
     v
 }
 
-fn run_target(cargo: &std::ffi::OsStr, target: &str, seconds: u64) -> Result<TargetRun> {
+fn run_target(target: &str, seconds: u64) -> Result<TargetRun> {
     let root = root();
     let work = root.join("target/fuzz");
     let corpus = work.join("corpus").join(target);
@@ -132,9 +145,9 @@ fn run_target(cargo: &std::ffi::OsStr, target: &str, seconds: u64) -> Result<Tar
     std::fs::create_dir_all(&artifacts).with_context(|| artifacts.display().to_string())?;
     let before = files_in(&artifacts);
     let seeds = root.join("fuzz/corpus").join(target);
-    let mut cmd = Command::new(cargo);
+    let mut cmd = nightly_cargo();
     cmd.current_dir(&root)
-        .args(["+nightly", "fuzz", "run", target])
+        .args(["fuzz", "run", target])
         // New inputs go to the first directory: the working corpus.
         .arg(&corpus)
         .arg(&seeds)
@@ -202,13 +215,12 @@ pub fn fuzz_command(seconds: u64, only: &[String]) -> Result<i32> {
     } else {
         all.into_iter().filter(|t| only.contains(t)).collect()
     };
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     ensure_nightly()?;
-    ensure_cargo_fuzz(&cargo)?;
+    ensure_cargo_fuzz()?;
     let mut runs = Vec::new();
     for t in &chosen {
         eprintln!("xtask fuzz: {t} for {seconds} s");
-        let r = run_target(&cargo, t, seconds)?;
+        let r = run_target(t, seconds)?;
         println!(
             "{:<16} {:>10} execs  {:>3} finding(s)",
             r.target,
