@@ -5,9 +5,10 @@
 //! Each target starts from its checked-in corpus (`fuzz/corpus/<target>`,
 //! read only) and a working corpus under `target/fuzz/corpus/<target>` that
 //! keeps what earlier runs found; findings (crashes, timeouts, out-of-memory
-//! inputs) are written under `target/fuzz/artifacts/<target>/`. The tree is
-//! never written to: a finding worth keeping is reduced and checked in by
-//! hand (see "Findings" in `docs/BAD_INPUTS.md`).
+//! inputs) are written under `target/fuzz/artifacts/<target>/`. Nothing
+//! tracked is written to (cargo-fuzz makes empty `fuzz/artifacts/<target>`
+//! directories, which git ignores): a finding worth keeping is reduced and
+//! checked in by hand (see "Findings" in `docs/BAD_INPUTS.md`).
 
 use crate::root;
 use anyhow::{bail, Context, Result};
