@@ -11,7 +11,7 @@ use crate::qemu::{self, QemuArgs};
 use crate::Arch;
 use anyhow::{bail, ensure, Context, Result};
 use hvmm::Vaddr;
-use hvmm_boot::image::{ImageLayout, StaticTables};
+use hvmm_boot::image::{ImageLayout, Stacks, StaticTables};
 use hvmm_boot::model::{ArchKind, Scenario};
 use object::{Object, ObjectSymbol};
 use std::collections::HashMap;
@@ -41,6 +41,20 @@ pub fn layout_from_elf(elf: &[u8]) -> Result<ImageLayout> {
         first: get("__pgtables_start")?,
         last: get("__pgtables_end")?,
     };
+    // The stack slots: `hvmm_stack_slot` is an absolute symbol (its value is
+    // the slot size), the slots run from `boot_stacks` to `boot_stacks_end`.
+    let first = get("boot_stacks")?;
+    let slot = get("hvmm_stack_slot")?.0;
+    ensure!(slot > 0, "the image ELF's hvmm_stack_slot is zero");
+    let stacks = Stacks {
+        first,
+        slot,
+        cpus: (get("boot_stacks_end")?
+            .0
+            .checked_sub(first.0)
+            .context("boot_stacks_end lies before boot_stacks")?
+            / slot) as usize,
+    };
     let layout = ImageLayout::from_bounds(
         get("_start")?,
         get("_etext")?,
@@ -48,6 +62,7 @@ pub fn layout_from_elf(elf: &[u8]) -> Result<ImageLayout> {
         get("__init_end")?,
         get("_end")?,
         tables,
+        stacks,
     );
     layout
         .check()

@@ -470,6 +470,7 @@ pub fn test_cases(img: &Image, verbose: bool, wanted: &dyn Fn(&str) -> bool) -> 
                 if case.module_high && !module_above_4g(&o.output) {
                     p.push("no module above 4 GiB".into());
                 }
+                p.extend(crate::matrix::audit_problem(&o.output));
                 p
             }
         };

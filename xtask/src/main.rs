@@ -10,6 +10,7 @@
 //! cargo xtask test-qemu [--arch arm64|arm32] [--verbose] [--filter TEXT]
 //! cargo xtask guest-build|guest-smoke [--arch arm64|arm32]
 //! cargo xtask linux-assets|linux-smoke [--arch arm64|arm32]
+//! cargo xtask examples | example-host | example-readme | example-el2 [--verbose]
 //! cargo xtask fuzz [--seconds N] [--target NAME]...
 //! ```
 //!
@@ -18,6 +19,7 @@
 //! `<arch>/hvmm.elf` (for gdb), next to the image crate's own cargo output.
 
 mod compare;
+mod examples;
 mod fuzz;
 mod grub;
 mod guest;
@@ -151,6 +153,21 @@ enum Cmd {
     },
     /// Boot the Linux assets directly on QEMU (no hypervisor).
     LinuxSmoke(linux::SmokeArgs),
+    /// Run every example and check its output: the host example, the
+    /// README's snippet as a crate outside the workspace, el2-hello on QEMU.
+    Examples,
+    /// Run `crates/hvmm/examples/tables.rs` on the host and check its output.
+    ExampleHost,
+    /// Build and run the README's "Use hvmm in your hypervisor" snippet as a
+    /// crate of its own, outside the workspace, and check its output.
+    ExampleReadme,
+    /// Build examples/el2-hello, boot it at EL2 on QEMU, check its output and
+    /// its exit status.
+    ExampleEl2 {
+        /// Stream QEMU's console.
+        #[arg(long)]
+        verbose: bool,
+    },
     /// Boot the arm64 image on QEMU's Xilinx ZCU102 (RAM from PA 0: loads on
     /// top of the image's own link range).
     Zcu102(zcu102::ZcuArgs),
@@ -196,6 +213,13 @@ fn main() {
         Cmd::CompareLogs { arch } => compare::compare_command(arch),
         Cmd::Zcu102(args) => zcu102::command(&args),
         Cmd::Bench { quick } => bench(quick),
+        Cmd::Examples => examples::host()
+            .and_then(|()| examples::readme())
+            .and_then(|()| examples::el2(false))
+            .map(|()| 0),
+        Cmd::ExampleHost => examples::host().map(|()| 0),
+        Cmd::ExampleReadme => examples::readme().map(|()| 0),
+        Cmd::ExampleEl2 { verbose } => examples::el2(verbose).map(|()| 0),
         Cmd::Fuzz { seconds, targets } => fuzz::fuzz_command(seconds, &targets),
         Cmd::Miri => {
             let status = std::process::Command::new(root().join("scripts/miri")).status();

@@ -39,8 +39,24 @@ fn ok_lines(pa: u64, cpus: u32) -> Vec<String> {
         "hvmm: back end checked: root".into(),
         format!("(XEN) hvmm: reached Active with {cpus} CPU(s)"),
         "(XEN) verified 5 regions".into(),
+        format!("({cpus} CPU{}), ", if cpus == 1 { "" } else { "s" }),
+        hvmm_boot::audit::RULES.into(),
         "hvmm: boot checks passed".into(),
     ]
+}
+
+/// What is wrong with a boot log that reached Active without the audit's
+/// verdict: every boot that gets there must print
+/// `(XEN) audit: N root(s) (N CPUs), N leaves (N pages): no W+X, ...`.
+/// A boot the audit failed (a planted violation) prints its verdict as the
+/// PANIC line instead.
+pub fn audit_problem(output: &str) -> Option<String> {
+    let active = output.contains("(XEN) ---- system state: Active ----");
+    let verdict = output.lines().any(|l| {
+        (l.starts_with("(XEN) audit: ") && l.contains(hvmm_boot::audit::RULES))
+            || l.starts_with("(XEN) PANIC: boot failed in address-space audit (Active): audit: ")
+    });
+    (active && !verdict).then(|| "reached Active without the audit's line".to_string())
 }
 
 fn module_lines(bootargs: &str) -> Vec<String> {
@@ -232,6 +248,47 @@ fn cases(arch: Arch) -> Vec<Case> {
         expect,
     });
 
+    // The end-of-boot audit on hardware: a violation planted before it
+    // (`hvmm.audit-plant=`) fails the boot naming the rule, the VA, the PA
+    // and the attributes; an unknown plant is refused by name.
+    let guard = "(XEN) PANIC: boot failed in address-space audit (Active): audit: stack guard page mapped: VA ";
+    let plants = [
+        (
+            "wx",
+            "W+X page",
+            format!(
+                "audit: W+X page: VA 0x0000000000a0e000 (4 KiB at level 3) -> PA {default_pa:#018x}, RWX Normal"
+            ),
+        ),
+        ("guard", "stack guard page mapped", guard.to_string()),
+    ];
+    for (plant, rule, line) in plants {
+        let mut a = base(arch);
+        a.smp = 2;
+        a.bootargs = Some(format!("hvmm.audit-plant={plant}"));
+        v.push(Case {
+            name: format!("{n} audit catches a planted {rule}"),
+            args: a,
+            code: 1,
+            expect: vec![
+                format!("(XEN) audit: planted a violation ({rule}) to be caught"),
+                line,
+                "hvmm: FAILED: boot failed in address-space audit (Active)".into(),
+            ],
+        });
+    }
+    let mut a = base(arch);
+    a.bootargs = Some("hvmm.audit-plant=nonsense".into());
+    v.push(Case {
+        name: format!("{n} audit refuses an unknown plant"),
+        args: a,
+        code: 1,
+        expect: vec![format!(
+            "hvmm: FAILED: hvmm.audit-plant=nonsense: not a violation the audit knows ({})",
+            hvmm_boot::audit::PlantNames
+        )],
+    });
+
     // SMP stress: 4 CPUs update own and shared regions concurrently under the
     // engine's lock and check by AT what they see (arm32: domain-page slots
     // hammered from every CPU).
@@ -332,6 +389,216 @@ fn cases(arch: Arch) -> Vec<Case> {
             });
         }
     }
+    if arch == Arch::Arm64 {
+        v.extend(secret_free_cases());
+    } else {
+        // arm32 has no direct map to remove: the option is refused by name.
+        let mut a = base(arch);
+        a.bootargs = Some("hvmm.directmap=off".into());
+        v.push(Case {
+            name: format!("{n} secret-free refused by name"),
+            args: a,
+            code: 1,
+            expect: vec![
+                "(XEN) PANIC: boot failed in ".into(),
+                "the secret-free mode (no direct map) exists on arm64 only: arm32 keeps its xenheap mapped".into(),
+            ],
+        });
+    }
+    v
+}
+
+/// What every secret-free boot (`hvmm.directmap=off`) prints: no direct
+/// map, tables through the mapcache, the image's tables sealed, every
+/// CPU on its own root, no slot held at the end.
+fn secret_free_lines(pa: u64, cpus: u32) -> Vec<String> {
+    let mut v: Vec<String> = ok_lines(pa, cpus)
+        .into_iter()
+        .filter(|l| !l.starts_with("(XEN) verified "))
+        .collect();
+    v.extend(
+        [
+            "(XEN) secret-free: DTB mapping trimmed to its ",
+            "(XEN) secret-free: no direct map of the ",
+            "(XEN) page tables are now reached through image+mapcache",
+            "read-only: every table page is written through a mapcache slot",
+            // text, rodata, data around the sealed tables, the frametable.
+            "(XEN) verified 6 regions",
+            // The audit with the mode's two rules, a root per CPU.
+            "no RAM outside the allowed set, no page table writable through a permanent mapping",
+            " of them writable through a permanent mapping",
+        ]
+        .map(String::from),
+    );
+    v.push(format!("(XEN) audit: {cpus} root"));
+    v.push(format!(
+        "hvmm: secret-free: no direct map, {cpus} CPU roots, CPU 0 holds no mapcache slot"
+    ));
+    v
+}
+
+/// The arm64 secret-free mode through every boot path: direct (1 and 4
+/// CPUs, above 4 GiB), real U-Boot, real GRUB + UEFI (1 and 4 CPUs, 1 and
+/// 4 GiB), the SMP stress (each CPU's slots hammered too), a fault in
+/// Active, and domain 0 (hvmm's test guest: its vCPUs started by CPU_ON
+/// after the image's tables are read-only, the live split by CPU 1 through
+/// its own slots; Debian's Linux through GRUB).
+fn secret_free_cases() -> Vec<Case> {
+    const ARGS: &str = "hvmm.directmap=off";
+    let arch = Arch::Arm64;
+    let default_pa = 0x4020_0000u64;
+    let mut v = Vec::new();
+    let mut push = |name: String, a: QemuArgs, code: i32, expect: Vec<String>| {
+        v.push(Case {
+            name: format!("arm64 secret-free {name}"),
+            args: a,
+            code,
+            expect,
+        })
+    };
+    for smp in [1, 4] {
+        let mut a = base(arch);
+        a.smp = smp;
+        a.bootargs = Some(ARGS.into());
+        push(
+            format!("direct -kernel smp{smp}"),
+            a,
+            0,
+            secret_free_lines(default_pa, smp),
+        );
+    }
+    let mut a = base(arch);
+    a.load_addr = Some(0x2_0000_5000);
+    a.ram = "8G".into();
+    a.smp = 4;
+    a.bootargs = Some(ARGS.into());
+    push(
+        "direct at 0x200005000 ram 8G smp4".into(),
+        a,
+        0,
+        secret_free_lines(0x2_0000_5000, 4),
+    );
+    let mut a = base(arch);
+    a.loader = Loader::Uboot;
+    a.load_addr = Some(0x4800_1000);
+    a.smp = 4;
+    let bootargs = format!("console=hvc0 hvmm.test=uboot {ARGS}");
+    a.bootargs = Some(bootargs.clone());
+    let runs_at = uboot::BootCmd::of(&a).map_or(0x4800_1000, |c| uboot::runs_at(c, 0x4800_1000));
+    let mut expect = secret_free_lines(runs_at, 4);
+    expect.extend(module_lines(&bootargs));
+    expect.extend(uboot::handover_lines(arch));
+    push("uboot at 0x48001000 ram 1G smp4".into(), a, 0, expect);
+    for (ram, smp) in [("1G", 1), ("4G", 4)] {
+        let mut a = base(arch);
+        a.loader = Loader::Grub;
+        a.ram = ram.into();
+        a.smp = smp;
+        a.bootargs = Some(format!("console=dtuart hvmm.test=grub {ARGS}"));
+        // GRUB places the image near the top of RAM: the lines without
+        // the load address.
+        let mut expect: Vec<String> = secret_free_lines(0, smp)
+            .into_iter()
+            .filter(|l| !l.starts_with("image at PA"))
+            .collect();
+        expect.extend(
+            [
+                "hvmm: EFI entry: finding the device tree, exiting boot services",
+                " XSM policy (guessed by reading its first bytes)",
+                " 4 bytes) in EarlyBoot via fixmap slot 1: table maps image ",
+            ]
+            .map(String::from),
+        );
+        push(format!("grub+uefi ram {ram} smp{smp}"), a, 0, expect);
+    }
+    let mut a = base(arch);
+    a.smp = 4;
+    a.bootargs = Some(format!("hvmm.stress=300 {ARGS}"));
+    let mut expect = secret_free_lines(default_pa, 4);
+    expect.push("(XEN) SMP stress: 4 CPUs x 300 iterations:".into());
+    expect.push("no inconsistency".into());
+    // 8 mapcache maps per iteration per CPU, each checked unmapped after.
+    expect.push(" 9600 domain-page maps".into());
+    push("SMP stress smp4".into(), a, 0, expect);
+    let mut a = base(arch);
+    a.bootargs = Some(format!("hvmm.fault=active {ARGS}"));
+    push(
+        "deliberate fault in Active".into(),
+        a,
+        3,
+        [
+            "(XEN) hvmm: reached Active",
+            "hvmm: EXCEPTION on CPU 0",
+            "hvmm:   phase: Active",
+            "translation fault (FSC 0x06) at level 2, on a read",
+            "FAR_EL2=0x100bac",
+        ]
+        .map(String::from)
+        .to_vec(),
+    );
+    // The audit with a planted W+X page: planted through a slot, the
+    // image's tables being read-only by then.
+    let mut a = base(arch);
+    a.smp = 2;
+    a.bootargs = Some(format!("hvmm.audit-plant=wx {ARGS}"));
+    push(
+        "audit catches a planted W+X page".into(),
+        a,
+        1,
+        vec![
+            "(XEN) audit: planted a violation (W+X page) to be caught".into(),
+            format!(
+                "audit: W+X page: VA 0x0000000000a0e000 (4 KiB at level 3) -> PA {default_pa:#018x}, RWX Normal"
+            ),
+            "hvmm: FAILED: boot failed in address-space audit (Active)".into(),
+        ],
+    );
+    let mut a = base(arch);
+    a.smp = 4;
+    a.guest = Some(crate::qemu::GuestKind::Test);
+    a.bootargs = Some(ARGS.into());
+    push(
+        "dom0 test guest smp4".into(),
+        a,
+        0,
+        [
+            "(XEN) secret-free: no direct map of the ",
+            "(XEN) *** LOADING DOMAIN 0 ***",
+            "hvmm: secret-free: no direct map, 4 CPU roots, CPU 0 holds no mapcache slot",
+            "hvmm-guest: ram: ok",
+            "hvmm-guest: probe: ok",
+            "hvmm-guest: wp: ok",
+            "made read-only while the guest runs: 1 split(s)",
+            "hvmm-guest: psci: ok",
+            "3 other CPU(s) started",
+            "hvmm-guest: PASS",
+            "hvmm: dom0 powered off (PSCI SYSTEM_OFF)",
+        ]
+        .map(String::from)
+        .to_vec(),
+    );
+    let mut a = base(arch);
+    a.smp = 4;
+    a.loader = Loader::Grub;
+    a.guest = Some(crate::qemu::GuestKind::Linux);
+    a.timeout = 120;
+    a.bootargs = Some(format!("console=dtuart hvmm.test=grub {ARGS}"));
+    push(
+        "dom0 Debian Linux grub smp4".into(),
+        a,
+        0,
+        [
+            "(XEN) secret-free: no direct map of the ",
+            "(XEN) *** LOADING DOMAIN 0 ***",
+            "(XEN) dom0: initrd at",
+            "Booting Linux on physical CPU",
+            crate::linux::INIT_LINE,
+            "smp: Brought up 1 node, 4 CPU",
+            "hvmm: dom0 powered off (PSCI SYSTEM_OFF)",
+        ]
+        .map(String::from)
+        .to_vec(),
+    );
     v
 }
 
@@ -445,6 +712,7 @@ fn run_case(case: &Case, img: &image::Image, verbose: bool) -> bool {
                     p.push(format!("missing {e:?}"));
                 }
             }
+            p.extend(audit_problem(&o.output));
             p
         }
     };
@@ -517,6 +785,7 @@ fn big_image_cases(arch: Arch, verbose: bool, wanted: &dyn Fn(&str) -> bool) -> 
             Ok(o) if o.code == Some(0) => crate::zcu102::ok_lines(0x20_1000, 4)
                 .into_iter()
                 .filter(|l| !o.output.contains(l.as_str()))
+                .chain(audit_problem(&o.output))
                 .collect(),
             Ok(o) => vec![format!("exit code {:?}", o.code)],
             Err(e) => vec![format!("{e:#}")],
@@ -536,4 +805,25 @@ fn big_image_cases(arch: Arch, verbose: bool, wanted: &dyn Fn(&str) -> bool) -> 
         let _ = verbose;
     }
     (passed, failed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::audit_problem;
+
+    #[test]
+    fn a_boot_that_reached_active_needs_the_audit_line() {
+        let active = "(XEN) ---- system state: Active ----\n";
+        let line = format!(
+            "(XEN) audit: 1 root (4 CPUs), 468 leaves (265677 pages): {}\n",
+            hvmm_boot::audit::RULES
+        );
+        assert!(audit_problem(active).is_some());
+        assert_eq!(audit_problem(&format!("{active}{line}")), None);
+        // Not at the start of a line, or without the rules: not the line.
+        assert!(audit_problem(&format!("{active}x{line}")).is_some());
+        assert!(audit_problem(&format!("{active}(XEN) audit: 1 root\n")).is_some());
+        // A boot that stopped before Active (a deliberate early fault).
+        assert_eq!(audit_problem("hvmm: EXCEPTION on CPU 0\n"), None);
+    }
 }

@@ -114,6 +114,7 @@ pub fn ok_lines(load: u64, smp: u32) -> Vec<String> {
         "(XEN) RAM: 0x0000000800000000 - 0x000000087fffffff (2048 MiB)".into(),
         format!("(XEN) hvmm: reached Active with {smp} CPU(s)"),
         "(XEN) verified ".into(),
+        hvmm_boot::audit::RULES.into(),
         "hvmm: boot checks passed".into(),
     ]
 }
@@ -144,6 +145,7 @@ pub fn test_cases(img: &Image, verbose: bool, wanted: &dyn Fn(&str) -> bool) -> 
                             .filter(|l| !o.output.contains(l.as_str()))
                             .map(|l| format!("missing {l:?}")),
                     );
+                    p.extend(crate::matrix::audit_problem(&o.output));
                     p
                 }
             };

@@ -3,7 +3,7 @@
 use crate::par::decode_par;
 use crate::regs;
 use core::arch::asm;
-use hvmm::{Arch, AtResult, MemFault, Paddr, Vaddr, Vmid};
+use hvmm::{Arch, AtResult, CpuOps, MemFault, Paddr, Vaddr, Vmid};
 
 /// The real EL2 instructions behind [`hvmm::Arch`].
 ///
@@ -127,14 +127,6 @@ impl Arch for Aarch64El2 {
         };
     }
 
-    fn tlb_flush_va_local(&mut self, va: Vaddr) {
-        // SAFETY: local TLB invalidation by VA plus its completion barriers.
-        unsafe {
-            asm!("tlbi vae2, {x}", "dsb nsh", "isb",
-                 x = in(reg) va.0 >> 12, options(nostack, preserves_flags));
-        }
-    }
-
     fn tlb_flush_all(&mut self) {
         // SAFETY: invalidating every EL2 translation changes no memory.
         unsafe { asm!("tlbi alle2is", options(nostack, preserves_flags)) };
@@ -183,7 +175,21 @@ impl Arch for Aarch64El2 {
         unsafe { asm!("isb", options(nostack, preserves_flags)) };
     }
 
-    fn translate(&mut self, va: Vaddr, write: bool) -> Result<AtResult, MemFault> {
+    fn root(&self) -> Paddr {
+        // TTBR0_EL2: BADDR in 47:1, CnP in bit 0.
+        Paddr(read_ttbr0_el2() & 0x0000_ffff_ffff_fffe)
+    }
+}
+
+impl CpuOps for Aarch64El2 {
+    fn tlb_flush_va_local(&mut self, va: Vaddr) {
+        // SAFETY: local TLB invalidation by VA plus its completion barriers.
+        unsafe {
+            asm!("tlbi vae2, {x}", "dsb nsh", "isb",
+                 x = in(reg) va.0 >> 12, options(nostack, preserves_flags));
+        }
+    }
+    fn hw_translate(&mut self, va: Vaddr, write: bool) -> Result<AtResult, MemFault> {
         let par: u64;
         // SAFETY: `AT` only writes PAR_EL1, read right after behind an ISB.
         // hvmm runs EL2 with interrupts masked, so nothing else can use PAR
@@ -199,12 +205,6 @@ impl Arch for Aarch64El2 {
         }
         decode_par(par, va, write, 48)
     }
-
-    fn root(&self) -> Paddr {
-        // TTBR0_EL2: BADDR in 47:1, CnP in bit 0.
-        Paddr(read_ttbr0_el2() & 0x0000_ffff_ffff_fffe)
-    }
-
     fn cpu(&self) -> usize {
         regs::mpidr_to_cpu(mpidr())
     }
@@ -320,6 +320,34 @@ pub unsafe fn switch_root(root: Paddr) {
     unsafe {
         asm!("dsb ish", "msr ttbr0_el2, {r}", "isb", "tlbi alle2", "dsb nsh", "isb",
              r = in(reg) root.0, options(nostack, preserves_flags));
+    }
+}
+
+/// Switches `TTBR0_EL2` to the root table at `root` with the MMU off for the
+/// few instructions of the switch: `SCTLR_EL2.M` cleared, the root written,
+/// every EL2 TLB entry of this CPU invalidated, `M` set again. No TLB entry
+/// of the old tables can then meet one of the new tables for the same
+/// address, which a switch with the MMU on allows when the two map an
+/// address with blocks of different sizes (a TLB conflict abort on some
+/// CPUs).
+///
+/// # Safety
+///
+/// The code calling it runs identity-mapped (VA = PA) in the old tables and
+/// in the new ones, the new tables map everything in use after the switch
+/// with compatible attributes, and all their descriptors have been written
+/// (with [`Arch::write_pte`]'s barriers).
+pub unsafe fn switch_root_identity(root: Paddr) {
+    // SAFETY: the caller guarantees this code is identity-mapped, so
+    // instruction fetch continues at the same addresses with the MMU off;
+    // nothing between the two SCTLR writes touches data memory; the TLB
+    // invalidation completes (dsb, isb) before the MMU is back on.
+    unsafe {
+        asm!("dsb ish", "mrs {s}, sctlr_el2", "bic {t}, {s}, #1", "msr sctlr_el2, {t}", "isb",
+             "msr ttbr0_el2, {r}", "tlbi alle2", "dsb nsh", "isb",
+             "msr sctlr_el2, {s}", "isb",
+             s = out(reg) _, t = out(reg) _, r = in(reg) root.0,
+             options(nostack, preserves_flags));
     }
 }
 

@@ -7,7 +7,7 @@
 use crate::par::decode_par;
 use crate::regs;
 use core::arch::asm;
-use hvmm::{Arch, AtResult, MemFault, Paddr, Vaddr, Vmid};
+use hvmm::{Arch, AtResult, CpuOps, MemFault, Paddr, Vaddr, Vmid};
 
 /// The real HYP-mode instructions behind [`hvmm::Arch`].
 ///
@@ -146,14 +146,6 @@ impl Arch for Armv7Hyp {
         };
     }
 
-    fn tlb_flush_va_local(&mut self, va: Vaddr) {
-        // SAFETY: TLBIMVAH (this CPU only) and its completion barriers.
-        unsafe {
-            asm!("mcr p15, 4, {x}, c8, c7, 1", "dsb nsh", "isb",
-                 x = in(reg) va32(va) & !0xfff, options(nostack, preserves_flags));
-        }
-    }
-
     fn tlb_flush_all(&mut self) {
         // SAFETY: TLBIALLHIS changes no memory (the register value is ignored).
         unsafe {
@@ -186,7 +178,20 @@ impl Arch for Armv7Hyp {
         unsafe { asm!("isb", options(nostack, preserves_flags)) };
     }
 
-    fn translate(&mut self, va: Vaddr, write: bool) -> Result<AtResult, MemFault> {
+    fn root(&self) -> Paddr {
+        Paddr(read_httbr() & 0xff_ffff_f000)
+    }
+}
+
+impl CpuOps for Armv7Hyp {
+    fn tlb_flush_va_local(&mut self, va: Vaddr) {
+        // SAFETY: TLBIMVAH (this CPU only) and its completion barriers.
+        unsafe {
+            asm!("mcr p15, 4, {x}, c8, c7, 1", "dsb nsh", "isb",
+                 x = in(reg) va32(va) & !0xfff, options(nostack, preserves_flags));
+        }
+    }
+    fn hw_translate(&mut self, va: Vaddr, write: bool) -> Result<AtResult, MemFault> {
         let (lo, hi): (u32, u32);
         // SAFETY: ATS1HR/ATS1HW only write PAR, read right after (64-bit
         // form, `mrrc p15, 0, .., c7`) behind an ISB; interrupts are masked
@@ -204,11 +209,6 @@ impl Arch for Armv7Hyp {
         }
         decode_par(u64::from(lo) | (u64::from(hi) << 32), va, write, 40)
     }
-
-    fn root(&self) -> Paddr {
-        Paddr(read_httbr() & 0xff_ffff_f000)
-    }
-
     fn cpu(&self) -> usize {
         regs::mpidr_to_cpu(u64::from(mpidr()))
     }

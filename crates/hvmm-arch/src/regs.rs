@@ -1,5 +1,16 @@
-//! System-register values shared by the boot head (assembly) and the Rust
-//! helpers, computed in one place. Pure functions: unit tested on the host.
+//! The system-register values hvmm's tables assume, computed in one place
+//! for the boot head (assembly), the Rust helpers and adopters. Pure
+//! functions and constants: unit tested on the host.
+//!
+//! | register (arm64 / arm32) | value | why |
+//! |---|---|---|
+//! | `MAIR_EL2` / `HMAIR0`, `HMAIR1` | [`MAIR_VALUE`] / [`HMAIR0`], [`HMAIR1`] | the memory types behind the attribute indices hvmm writes ([`hvmm::MairMap::XEN`]; a table built [`with_mair`](hvmm::Table::with_mair) another map needs that map's [`value`](hvmm::MairMap::value)) |
+//! | `TCR_EL2` / `HTCR` | [`tcr_el2`] / [`HTCR`] | 4 KiB granule, 48-bit VA from level 0 ([`hvmm::Arm64`]) / 32-bit VA from level 1 ([`hvmm::Arm32`]), write-back inner-shareable walks |
+//! | `TTBR0_EL2` / `HTTBR` | the root, [`hvmm::Table::root`] | |
+//! | `SCTLR_EL2` / `HSCTLR` | [`SCTLR_EL2_BOOT`] / [`HSCTLR_BOOT`], then [`SCTLR_WXN`] | MMU and caches on; WXN once no executable page is writable (hvmm refuses writable-and-executable mappings anyway) |
+//! | `VTCR_EL2` / `VTCR` | [`vtcr_el2`] of [`hvmm::Table::vtcr`] / [`hvmm::Table::vtcr`] | the stage-2 format's T0SZ and start level, PS clamped to the CPU |
+//! | `VTTBR_EL2` / `VTTBR` | [`hvmm::Table::vttbr`] | root and VMID |
+//! | `HCR_EL2` / `HCR` | [`HCR_VM`] set | stage 2 on for the guest |
 
 pub use hvmm::attr::MAIR_VALUE;
 
@@ -57,6 +68,20 @@ pub const fn tcr_el2(parange: u64) -> u64 {
     TCR_EL2_RES1 | TCR_WALK_WBWA_IS | (parange_to_ps(parange).0 << 16) | 16
 }
 
+/// VTCR_EL2 for a stage-2 format's VTCR value (`hvmm::Stage2Format::vtcr`,
+/// or [`hvmm::Table::vtcr`]) on a CPU whose `ID_AA64MMFR0_EL1.PARange` is
+/// `parange`: the format's fields, with PS (bits 18:16) lowered to the PA
+/// size the CPU implements (and at most 48 bits).
+pub const fn vtcr_el2(format_vtcr: u64, parange: u64) -> u64 {
+    let ps = parange_to_ps(parange).0;
+    let want = (format_vtcr >> 16) & 7;
+    let ps = if want < ps { want } else { ps };
+    (format_vtcr & !(7 << 16)) | (ps << 16)
+}
+
+/// HCR_EL2.VM / HCR.VM: stage-2 translation on for EL1&0.
+pub const HCR_VM: u64 = 1 << 0;
+
 /// HTCR: T0SZ = 0 (32-bit VA, L1 root), write-back inner-shareable walks,
 /// RES1 bits 31 and 23.
 pub const HTCR: u32 = (TCR_EL2_RES1 | TCR_WALK_WBWA_IS) as u32;
@@ -92,6 +117,18 @@ mod tests {
         assert_eq!(HTCR, 0x8080_3500);
         assert_eq!(SCTLR_EL2_BOOT, 0x30c5_183d);
         assert_eq!(HSCTLR_BOOT, 0x30c5_181d);
+    }
+
+    #[test]
+    fn vtcr_ps_follows_the_cpu() {
+        use hvmm::Stage2Format;
+        let f = hvmm::Arm64Stage2::<40>::vtcr();
+        assert_eq!((f >> 16) & 7, 5, "the format asks for 48 bits");
+        // A 40-bit CPU (PARange 2) gets PS = 2, the rest unchanged.
+        assert_eq!(vtcr_el2(f, 2), (f & !(7 << 16)) | (2 << 16));
+        // A 52-bit CPU gets 48 bits, what the format asks for.
+        assert_eq!(vtcr_el2(f, 6), f);
+        assert_eq!(vtcr_el2(f, 5), f);
     }
 
     #[test]

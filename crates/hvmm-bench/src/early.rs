@@ -12,9 +12,9 @@
 //! a PMAP slot, for every page, as Xen's early boot does).
 
 use crate::xen::{XenOp, XenPt};
-use hvmm::access::{AccessError, TableAccess};
+use hvmm::access::{AccessError, AccessPath, TableAccess};
 use hvmm::phase::ImageRange;
-use hvmm::{Arch, Arm64, Attrs, MapFlags, Mfn, Op, Paddr, Vaddr, PAGE_SIZE};
+use hvmm::{Arch, Arm64, Attrs, CpuOps, MapFlags, Mfn, Op, Paddr, Vaddr, PAGE_SIZE};
 use hvmm_boot::model::{head, run, ArchKind, Scenario};
 use hvmm_boot::{AccessPolicy, ImageLayout, Mm, Platform};
 use hvmm_model::{Counters, Machine, Regime};
@@ -162,10 +162,13 @@ struct PmapOnly<'a> {
     maps: u64,
 }
 
-impl<A: Arch> TableAccess<A> for PmapOnly<'_> {
+impl AccessPath for PmapOnly<'_> {
     fn name(&self) -> &'static str {
         "pmap (Xen)"
     }
+}
+
+impl<A: CpuOps> TableAccess<A> for PmapOnly<'_> {
     fn map_table(&mut self, arch: &mut A, mfn: Mfn) -> Result<Vaddr, AccessError> {
         self.maps += 1;
         self.pmap.map(arch, mfn)
@@ -178,7 +181,7 @@ impl<A: Arch> TableAccess<A> for PmapOnly<'_> {
 fn check_mapped(m: &mut Machine, pages: u64, mapped: bool) -> Result<(), String> {
     for i in [0, pages / 2, pages - 1] {
         let va = Vaddr(EARLY_VA + i * PAGE_SIZE);
-        let r = m.translate(va, false);
+        let r = m.hw_translate(va, false);
         match (mapped, r) {
             (true, Ok(at)) if at.pa == Paddr(EARLY_PA + i * PAGE_SIZE) => {}
             (false, Err(_)) => {}

@@ -19,6 +19,7 @@ pub mod libs;
 pub mod pool;
 pub mod report;
 pub mod rows;
+pub mod secret;
 pub mod xen;
 
 use libs::{

@@ -184,7 +184,7 @@ impl HvmmRegime for Arm64 {
     }
     #[inline(always)]
     fn writable(pte: u64) -> bool {
-        pte & Pte::RO == 0
+        pte & Pte::AP_RO == 0
     }
 }
 
@@ -331,8 +331,8 @@ impl<F: HvmmRegime> Library for HvmmOn<F> {
                 &mut self.mem.access,
                 F::Input::from_raw(va),
                 pages,
-                |_, len, leaf| {
-                    sum = sum.wrapping_add(page_sum(leaf.pa.0, len));
+                |_, pages, leaf| {
+                    sum = sum.wrapping_add(page_sum(leaf.pa.0, pages * FRAME as u64));
                 },
             )
             .expect("for_each_leaf_with");
@@ -357,7 +357,7 @@ impl<F: HvmmRegime> Library for HvmmOn<F> {
     }
     #[inline(always)]
     fn tables_in_use(&self) -> usize {
-        self.mem.frames.in_use
+        self.mem.frames.in_use()
     }
 }
 
@@ -466,7 +466,7 @@ impl Library for Xen2019 {
     }
     #[inline(always)]
     fn tables_in_use(&self) -> usize {
-        self.mem.frames.in_use
+        self.mem.frames.in_use()
     }
 }
 

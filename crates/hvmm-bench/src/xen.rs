@@ -255,7 +255,7 @@ impl<F: Format> XenPt<F> {
                 return None;
             }
             let size = hvmm::format::level_size(level);
-            return Some((pte.oa::<F>().0 + (va & (size - 1)), pte.0 & Pte::RO == 0));
+            return Some((pte.oa::<F>().0 + (va & (size - 1)), pte.0 & Pte::AP_RO == 0));
         }
     }
 }

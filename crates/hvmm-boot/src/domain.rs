@@ -75,6 +75,7 @@ impl Default for Dom0Config {
 
 /// Why domain 0 could not be built.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum DomainError {
     /// No boot module is a kernel.
     NoKernel,
@@ -162,6 +163,8 @@ impl fmt::Display for DomainError {
         }
     }
 }
+
+impl core::error::Error for DomainError {}
 
 /// Where something was put in the guest.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Default)]

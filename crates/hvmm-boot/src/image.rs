@@ -48,6 +48,37 @@ pub struct StaticTables {
     pub last: Vaddr,
 }
 
+/// The CPUs' boot stacks: `cpus` slots of `slot` bytes from `first`, inside
+/// the data section. Each slot is a guard page, left unmapped by the
+/// runtime tables (an overflow faults instead of writing what lies below),
+/// then the stack, which grows down from the slot's end.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct Stacks {
+    /// First byte of CPU 0's slot (its guard page).
+    pub first: Vaddr,
+    /// Bytes per CPU: one guard page and the stack.
+    pub slot: u64,
+    /// Number of slots.
+    pub cpus: usize,
+}
+
+impl Stacks {
+    /// The guard page of CPU `cpu`'s stack.
+    pub const fn guard(&self, cpu: usize) -> Vaddr {
+        Vaddr(self.first.0 + cpu as u64 * self.slot)
+    }
+    /// One past the last slot.
+    pub const fn end(&self) -> Vaddr {
+        Vaddr(self.first.0 + self.cpus as u64 * self.slot)
+    }
+    /// Whether the page at `va` is a guard page.
+    pub const fn is_guard(&self, va: Vaddr) -> bool {
+        va.0 >= self.first.0
+            && va.0 < self.end().0
+            && (va.0 - self.first.0) % self.slot < hvmm::PAGE_SIZE
+    }
+}
+
 /// The image's layout.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub struct ImageLayout {
@@ -61,6 +92,8 @@ pub struct ImageLayout {
     pub init: usize,
     /// The static tables.
     pub tables: StaticTables,
+    /// The CPUs' boot stacks and their guard pages.
+    pub stacks: Stacks,
 }
 
 impl ImageLayout {
@@ -71,7 +104,8 @@ impl ImageLayout {
 
     /// Builds the layout from the link-time addresses (linker symbols), in
     /// address order: text (RX), rodata (RO), init (RX, freed at the end of
-    /// boot), data + BSS + tables (RW) up to `end`.
+    /// boot), data + BSS + tables + stacks (RW, but for the stacks' guard
+    /// pages) up to `end`.
     pub const fn from_bounds(
         start: Vaddr,
         text_end: Vaddr,
@@ -79,6 +113,7 @@ impl ImageLayout {
         init_end: Vaddr,
         end: Vaddr,
         tables: StaticTables,
+        stacks: Stacks,
     ) -> ImageLayout {
         ImageLayout {
             start,
@@ -111,13 +146,16 @@ impl ImageLayout {
             ],
             init: 2,
             tables,
+            stacks,
         }
     }
 
     /// Checks what the boot sequence relies on: sections in order, adjacent
     /// and page aligned, from `start` to `end`, the image within the 8 MiB
-    /// it must fit in, and every static table a page inside
-    /// `[tables.first, tables.last)` inside the image.
+    /// it must fit in, every static table a page inside
+    /// `[tables.first, tables.last)` inside the image, and the stacks' slots
+    /// page aligned, each more than its guard page, inside the data section
+    /// and clear of the tables.
     pub fn check(&self) -> Result<(), &'static str> {
         let page = |v: Vaddr| v.is_aligned(hvmm::PAGE_SIZE);
         let mut at = self.start;
@@ -165,6 +203,25 @@ impl ImageLayout {
         if !r.is_aligned(8) || r < t.first || r.0 + 16 > t.last.0 {
             return Err("the identity-map record is outside the tables region or misaligned");
         }
+        let st = &self.stacks;
+        let data = &self.sections[self.sections.len() - 1];
+        if st.cpus == 0
+            || !page(st.first)
+            || !st.slot.is_multiple_of(hvmm::PAGE_SIZE)
+            || st.slot <= hvmm::PAGE_SIZE
+        {
+            return Err("the stacks' slots are misaligned or hold no more than a guard page");
+        }
+        let end = st
+            .first
+            .0
+            .checked_add(st.slot.saturating_mul(st.cpus as u64));
+        if st.first < data.start || end.is_none_or(|e| e > data.end.0) {
+            return Err("the stacks are outside the data section");
+        }
+        if end.is_some_and(|e| st.first.0 < t.last.0 && t.first.0 < e) {
+            return Err("the stacks overlap the tables region");
+        }
         Ok(())
     }
 
@@ -177,12 +234,14 @@ impl ImageLayout {
         let text_end = 0x3c000;
         let rodata_end = 0x4c000;
         let init_end = 0x54000;
-        let data_end = 0x70000;
+        let data_end = 0x80000;
         // Boot tables: root, L1, L2, four L3, three identity tables; then
         // the fixmap L3, the runtime root, L1, L2 and four L3; then the
-        // identity-map record. The image's last page is the spare page the
-        // head may run the MMU-enable code from.
+        // identity-map record; then eight stack slots of a guard page and a
+        // stack page. The image's last page is the spare page the head may
+        // run the MMU-enable code from.
         let bss_tables = 0x58000;
+        let stacks = 0x6c000;
         ImageLayout::from_bounds(
             XEN_VIRT_START,
             va(text_end),
@@ -200,6 +259,11 @@ impl ImageLayout {
                 idmap_record: va(bss_tables + 0x12000),
                 first: va(bss_tables),
                 last: va(bss_tables + 0x13000),
+            },
+            Stacks {
+                first: va(stacks),
+                slot: 2 * hvmm::PAGE_SIZE,
+                cpus: 8,
             },
         )
     }
@@ -225,5 +289,31 @@ mod tests {
             l.check(),
             Err("static table outside the tables region or misaligned")
         );
+    }
+
+    #[test]
+    fn stacks_outside_the_data_section_or_on_the_tables_are_refused() {
+        let mut l = ImageLayout::model();
+        l.stacks.first = l.sections[1].start;
+        assert_eq!(l.check(), Err("the stacks are outside the data section"));
+        let mut l = ImageLayout::model();
+        l.stacks.first = l.tables.first;
+        assert_eq!(l.check(), Err("the stacks overlap the tables region"));
+        let mut l = ImageLayout::model();
+        l.stacks.slot = hvmm::PAGE_SIZE;
+        assert_eq!(
+            l.check(),
+            Err("the stacks' slots are misaligned or hold no more than a guard page")
+        );
+    }
+
+    #[test]
+    fn each_stack_slot_begins_with_its_guard_page() {
+        let st = ImageLayout::model().stacks;
+        assert!(st.is_guard(st.guard(0)));
+        assert!(st.is_guard(st.guard(7)));
+        assert!(!st.is_guard(Vaddr(st.guard(0).0 + hvmm::PAGE_SIZE)));
+        assert!(!st.is_guard(st.end()));
+        assert_eq!(st.guard(1).0 - st.guard(0).0, st.slot);
     }
 }

@@ -4,19 +4,28 @@
 //! The path changes only together with the state, in the methods that
 //! establish it: [`Mm::enter_boot_directmap`] takes the [`DirectMap`] value
 //! that only the direct-map set-up creates, [`Mm::enter_boot_domain_page`]
-//! the [`DomainPage`] slots. Before that, every update goes through
-//! [`EarlyAccess`] (image tables + PMAP).
+//! the [`DomainPage`] slots, [`Mm::enter_boot_mapcache`] (the arm64
+//! secret-free mode) CPU 0's [`MapCache`]. Before that, every update goes
+//! through [`EarlyAccess`] (image tables + PMAP).
+//!
+//! In the secret-free mode each CPU runs on its own root: a copy of CPU 0's
+//! root except for the mapcache's level-0 entry
+//! ([`hvmm_xen::layout::MAPCACHE_L0_SLOT`]), which links that CPU's own slot
+//! tables. The engine updates CPU 0's root; an update that made or freed
+//! tables may have changed a level-0 entry, which [`Mm::update`] then
+//! copies into the other roots (so every CPU sees the same shared tables).
 
 use core::fmt;
-use hvmm::access::{AccessError, TableAccess};
+use hvmm::access::{AccessError, AccessPath, TableAccess};
+use hvmm::format::{table_index, Arm64, Pte};
 use hvmm::phase::{AccessStats, DirectMap, DirectMapAccess, ImageRange};
 use hvmm::{
-    Arch, Attrs, Env, Error, Leaf, LinearRange, MapFlags, Mfn, Op, Paddr, PageTable, SystemState,
-    UpdateReport, Vaddr, PAGE_SIZE,
+    Arch, Attrs, CpuOps, Env, Error, Leaf, LinearRange, MapFlags, Mfn, Op, Paddr, PageTable,
+    SystemState, UpdateReport, Vaddr, PAGE_SIZE,
 };
 use hvmm_xen::boot_alloc::FrameRanges;
-use hvmm_xen::layout::{fixmap_va, HasLayout, FIXMAP_MISC};
-use hvmm_xen::phase::{DomainPage, DomainPageAccess, EarlyAccess, Pmap};
+use hvmm_xen::layout::{fixmap_va, HasLayout, FIXMAP_MISC, MAPCACHE_L0_SLOT, SHARED_L0_SLOTS};
+use hvmm_xen::phase::{DomainPage, DomainPageAccess, EarlyAccess, MapCache, MapCacheAccess, Pmap};
 
 /// Most CPUs the boot sequence brings up.
 pub const MAX_CPUS: usize = 8;
@@ -41,10 +50,13 @@ struct Xen2019DomainPage {
     stats_directmap: u64,
 }
 
-impl<A: Arch> TableAccess<A> for Xen2019DomainPage {
+impl AccessPath for Xen2019DomainPage {
     fn name(&self) -> &'static str {
         "domain-page (2019)"
     }
+}
+
+impl<A: CpuOps> TableAccess<A> for Xen2019DomainPage {
     fn map_table(&mut self, _arch: &mut A, mfn: Mfn) -> Result<Vaddr, AccessError> {
         self.stats_directmap += 1;
         Ok(Vaddr(self.directmap.0 + mfn.paddr().0))
@@ -85,6 +97,19 @@ enum Path {
     Early,
     DirectMap(DirectMap),
     DomainPage([Option<DomainPage>; MAX_CPUS]),
+    MapCache(PerCpu),
+}
+
+/// The secret-free mode's per-CPU parts.
+#[derive(Copy, Clone, Debug)]
+struct PerCpu {
+    /// Each CPU's slots.
+    slots: [Option<MapCache>; MAX_CPUS],
+    /// Whether the image's own tables are still reached at their link
+    /// address (until [`Mm::seal_image_tables`]).
+    image_writable: bool,
+    /// CPU 0's shared level-0 entries as every other root holds them.
+    shared_l0: [u64; SHARED_L0_SLOTS],
 }
 
 /// Counts per system state.
@@ -132,12 +157,14 @@ pub struct Mm<F: HasLayout> {
     /// `set_fixmap` calls so far (fault-injection points).
     pub fixmap_sets: u64,
     /// Fault injection: the `set_fixmap` call with this index (0-based) fails.
-    pub fail_fixmap_at: Option<u64>,
+    fail_fixmap_at: Option<u64>,
     /// The last `copy_from_paddr` call (the boot keeps the list: every
     /// entry here would be moved with the memory manager).
     pub last_copy: Option<CopyRecord>,
     /// Domain 0, once built.
     pub dom0: Option<crate::domain::Dom0<F::Guest>>,
+    /// The root table each CPU runs on (CPU 0's is the page table's root).
+    roots: [Option<Mfn>; MAX_CPUS],
 }
 
 impl<F: HasLayout> fmt::Debug for Mm<F> {
@@ -186,6 +213,11 @@ impl<F: HasLayout> Mm<F> {
             fail_fixmap_at: None,
             last_copy: None,
             dom0: None,
+            roots: {
+                let mut r = [None; MAX_CPUS];
+                r[0] = Some(root);
+                r
+            },
         }
     }
 
@@ -207,6 +239,11 @@ impl<F: HasLayout> Mm<F> {
             Path::Early => "image+pmap",
             Path::DirectMap(_) => "directmap",
             Path::DomainPage(_) => "image+domain-page",
+            Path::MapCache(PerCpu {
+                image_writable: true,
+                ..
+            }) => "image+mapcache",
+            Path::MapCache(_) => "mapcache",
         }
     }
     /// Whether the boot allocator has been handed over.
@@ -217,6 +254,12 @@ impl<F: HasLayout> Mm<F> {
     pub fn pmap_mut(&mut self) -> &mut Pmap {
         &mut self.pmap
     }
+    /// Fault injection (feature `test-hooks`): the `set_fixmap` call with
+    /// this index (0-based, counted by `fixmap_sets`) fails.
+    #[cfg(feature = "test-hooks")]
+    pub fn set_fail_fixmap_at(&mut self, index: Option<u64>) {
+        self.fail_fixmap_at = index;
+    }
     /// PMAP slots in use now.
     pub fn pmap_in_use(&self) -> u32 {
         self.pmap.in_use()
@@ -225,7 +268,7 @@ impl<F: HasLayout> Mm<F> {
     /// Performs one engine update through the current state's access path
     /// (Xen's `map_pages_to_xen` / `modify_xen_mappings` /
     /// `destroy_xen_mappings` / `populate_pt_range`).
-    pub fn update<A: Arch>(
+    pub fn update<A: CpuOps>(
         &mut self,
         arch: &mut A,
         va: Vaddr,
@@ -236,18 +279,71 @@ impl<F: HasLayout> Mm<F> {
         self.phases[idx(self.state)].calls += 1;
         let r = self.with_env(arch, |pt, env| pt.update(env, va, pages, op, flags))?;
         self.phases[idx(self.state)].updates += r;
+        // Only a table made or freed can have changed a level-0 entry.
+        if r.tables_created + r.tables_freed > 0 {
+            self.sync_roots(arch, va, pages)?;
+        }
         Ok(r)
     }
 
+    /// Secret-free mode: copies CPU 0's level-0 entries for `[va, va +
+    /// pages)` into the other CPUs' roots where they differ. A new entry
+    /// (invalid before) needs nothing more; an entry that was valid and
+    /// changed is invalidated on every CPU afterwards (the engine's own
+    /// invalidation ran while the other roots still pointed at the old
+    /// table).
+    fn sync_roots<A: CpuOps>(&mut self, arch: &mut A, va: Vaddr, pages: u64) -> Result<(), Error> {
+        let Path::MapCache(pc) = self.path else {
+            return Ok(());
+        };
+        let root0 = self.pt.root();
+        let others = self.roots;
+        let others = others.iter().flatten().filter(|&&r| r != root0);
+        if others.clone().next().is_none() {
+            return Ok(());
+        }
+        let last = va.0.saturating_add(pages.saturating_mul(PAGE_SIZE)) - 1;
+        let (first_i, last_i) = (table_index(va.0, 0), table_index(last, 0));
+        let mut shared = pc.shared_l0;
+        let mut flush = false;
+        let r = self.with_access(arch, |arch, acc| {
+            for i in (first_i..=last_i).filter(|&i| i != MAPCACHE_L0_SLOT) {
+                let want = read_entry(arch, acc, root0, i)?;
+                if shared.get(i) == Some(&want) {
+                    continue;
+                }
+                for root in others.clone() {
+                    let have = read_entry(arch, acc, *root, i)?;
+                    if have != want {
+                        write_entry(arch, acc, *root, i, want)?;
+                        flush |= Pte(have).is_valid();
+                    }
+                }
+                if let Some(s) = shared.get_mut(i) {
+                    *s = want;
+                }
+            }
+            Ok(())
+        });
+        if flush {
+            arch.tlb_flush_all();
+            arch.tlb_sync();
+        }
+        if let Path::MapCache(pc) = &mut self.path {
+            pc.shared_l0 = shared;
+        }
+        r
+    }
+
     /// Looks up one VA through the current access path.
-    pub fn lookup<A: Arch>(&mut self, arch: &mut A, va: Vaddr) -> Result<Option<Leaf>, Error> {
+    pub fn lookup<A: CpuOps>(&mut self, arch: &mut A, va: Vaddr) -> Result<Option<Leaf>, Error> {
         self.with_env(arch, |pt, env| pt.lookup(env.arch, env.access, va))
     }
 
     /// Writes the walk of `va` (Xen's `dump_hyp_walk`), after checking by
     /// hardware translation that the root table's VA translates to the root
     /// register.
-    pub fn dump_hyp_walk<A: Arch>(
+    pub fn dump_hyp_walk<A: CpuOps>(
         &mut self,
         arch: &mut A,
         va: Vaddr,
@@ -255,7 +351,7 @@ impl<F: HasLayout> Mm<F> {
     ) -> Result<(), Error> {
         let root = self.pt.root();
         if let Some(root_va) = self.image.va_of(root) {
-            let at = arch.translate(root_va, false).map(|r| r.pa);
+            let at = arch.hw_translate(root_va, false).map(|r| r.pa);
             let hw = arch.root();
             let _ = match at {
                 Ok(pa) if pa == hw => writeln!(
@@ -274,7 +370,7 @@ impl<F: HasLayout> Mm<F> {
 
     /// Runs `f` with the engine environment of the current state: this
     /// state's access path, and the allocator.
-    fn with_env<A: Arch, R>(
+    fn with_env<A: CpuOps, R>(
         &mut self,
         arch: &mut A,
         f: impl FnOnce(
@@ -292,7 +388,7 @@ impl<F: HasLayout> Mm<F> {
     /// come from the guest's pool), and for reaching other frames the way
     /// table pages are reached (Xen's `map_domain_page`). Table maps count
     /// in this state's access statistics.
-    pub fn with_access<A: Arch, R>(
+    pub fn with_access<A: CpuOps, R>(
         &mut self,
         arch: &mut A,
         f: impl FnOnce(&mut A, &mut dyn TableAccess<A>) -> Result<R, Error>,
@@ -301,7 +397,7 @@ impl<F: HasLayout> Mm<F> {
     }
 
     /// This state's access path, the page table and the allocator.
-    fn with_parts<A: Arch, R>(
+    fn with_parts<A: CpuOps, R>(
         &mut self,
         arch: &mut A,
         f: impl FnOnce(
@@ -320,6 +416,7 @@ impl<F: HasLayout> Mm<F> {
         let mut early;
         let mut direct;
         let mut domain;
+        let mut mapcache;
         let acc: &mut dyn TableAccess<A> = match &self.path {
             Path::Early => {
                 early = EarlyAccess::new(self.image, &mut self.pmap, &mut counts.access);
@@ -344,13 +441,30 @@ impl<F: HasLayout> Mm<F> {
                 domain = DomainPageAccess::new(self.image, dp, &mut counts.access);
                 &mut domain
             }
+            Path::MapCache(pc) => {
+                let mc = pc
+                    .slots
+                    .get(cpu)
+                    .copied()
+                    .flatten()
+                    .ok_or(Error::TableAccess {
+                        mfn: self.pt.root(),
+                        err: AccessError::WrongPhase {
+                            provider: "mapcache",
+                            state: "CPU without slots",
+                        },
+                    })?;
+                let image = pc.image_writable.then_some(self.image);
+                mapcache = MapCacheAccess::new(image, mc, &mut counts.access);
+                &mut mapcache
+            }
         };
         f(arch, acc, &mut self.pt, &mut alloc)
     }
 
     /// Maps `mfn` at fixmap slot `slot` (Xen's `set_fixmap`), through the
     /// engine like any other update.
-    pub fn set_fixmap<A: Arch>(
+    pub fn set_fixmap<A: CpuOps>(
         &mut self,
         arch: &mut A,
         slot: usize,
@@ -376,11 +490,11 @@ impl<F: HasLayout> Mm<F> {
     }
 
     /// Unmaps fixmap slot `slot` (Xen's `clear_fixmap`).
-    pub fn clear_fixmap<A: Arch>(&mut self, arch: &mut A, slot: usize) -> Result<(), Error> {
+    pub fn clear_fixmap<A: CpuOps>(&mut self, arch: &mut A, slot: usize) -> Result<(), Error> {
         self.fixmap_update(arch, slot, Op::Remove).map(|_| ())
     }
 
-    fn fixmap_update<A: Arch>(
+    fn fixmap_update<A: CpuOps>(
         &mut self,
         arch: &mut A,
         slot: usize,
@@ -411,7 +525,7 @@ impl<F: HasLayout> Mm<F> {
     /// Copies `dst.len()` bytes from physical address `pa` (any alignment,
     /// across pages) through the misc fixmap slot, write-combine (Xen's
     /// `copy_from_paddr`).
-    pub fn copy_from_paddr<A: Arch>(
+    pub fn copy_from_paddr<A: CpuOps>(
         &mut self,
         arch: &mut A,
         dst: &mut [u8],
@@ -437,12 +551,7 @@ impl<F: HasLayout> Mm<F> {
             pa,
             len: dst.len() as u64,
             state: self.state,
-            access: AccessStats {
-                image: after.image - before.image,
-                pmap: after.pmap - before.pmap,
-                directmap: after.directmap - before.directmap,
-                domain_page: after.domain_page - before.domain_page,
-            },
+            access: after.since(&before),
         };
         self.last_copy = Some(rec);
         Ok(())
@@ -450,8 +559,8 @@ impl<F: HasLayout> Mm<F> {
 
     /// The physical address of a mapped hypervisor VA, by hardware
     /// translation (Xen's `virt_to_maddr`).
-    pub fn virt_to_maddr<A: Arch>(arch: &mut A, va: Vaddr) -> Result<Paddr, Error> {
-        Ok(arch.translate(va, false)?.pa)
+    pub fn virt_to_maddr<A: CpuOps>(arch: &mut A, va: Vaddr) -> Result<Paddr, Error> {
+        Ok(arch.hw_translate(va, false)?.pa)
     }
 
     /// Enters [`SystemState::Boot`] on arm64: tables are reached through the
@@ -471,6 +580,27 @@ impl<F: HasLayout> Mm<F> {
         self.state = SystemState::Boot;
     }
 
+    /// Records that CPU `cpu` runs on the root table `root` (arm32's
+    /// per-CPU roots; the audit walks every root recorded here). `false`
+    /// when `cpu` is beyond [`MAX_CPUS`].
+    pub fn set_cpu_root(&mut self, cpu: usize, root: Mfn) -> bool {
+        match self.roots.get_mut(cpu) {
+            Some(slot) => {
+                *slot = Some(root);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The root table of each CPU that has one: (CPU, root).
+    pub fn cpu_roots(&self) -> impl Iterator<Item = (usize, Mfn)> + '_ {
+        self.roots
+            .iter()
+            .enumerate()
+            .filter_map(|(cpu, r)| r.map(|r| (cpu, r)))
+    }
+
     /// Gives CPU `cpu` its own domain-page slots (arm32).
     pub fn add_cpu_domain_page(&mut self, cpu: usize, dp: DomainPage) -> bool {
         match &mut self.path {
@@ -488,6 +618,254 @@ impl<F: HasLayout> Mm<F> {
             Path::DomainPage(slots) => slots.get(cpu).copied().flatten(),
             _ => None,
         }
+    }
+
+    /// Enters [`SystemState::Boot`] in the arm64 secret-free mode: every
+    /// table outside the image is reached through the running CPU's
+    /// mapcache slots from now on; CPU 0's are `cpu0`
+    /// ([`Mm::build_mapcache`] made them).
+    pub fn enter_boot_mapcache(&mut self, cpu0: MapCache) {
+        let mut slots = [None; MAX_CPUS];
+        slots[0] = Some(cpu0);
+        self.path = Path::MapCache(PerCpu {
+            slots,
+            image_writable: true,
+            shared_l0: [0; SHARED_L0_SLOTS],
+        });
+        self.state = SystemState::Boot;
+    }
+
+    /// Whether this is the secret-free mode (no direct map, per-CPU
+    /// mapcache slots) — from Boot on.
+    pub fn secret_free(&self) -> bool {
+        matches!(self.path, Path::MapCache(_))
+    }
+
+    /// The mapcache slots of `cpu` (secret-free mode).
+    pub fn mapcache(&self, cpu: usize) -> Option<MapCache> {
+        match &self.path {
+            Path::MapCache(pc) => pc.slots.get(cpu).copied().flatten(),
+            _ => None,
+        }
+    }
+
+    /// Whether the image's own tables are still reached (and writable)
+    /// at their link address.
+    pub fn image_tables_writable(&self) -> bool {
+        !matches!(
+            self.path,
+            Path::MapCache(PerCpu {
+                image_writable: false,
+                ..
+            })
+        )
+    }
+
+    /// Builds a CPU's mapcache slot tables through the current access path
+    /// (PMAP for CPU 0 in early boot, CPU 0's slots for the others): a
+    /// level-1, level-2 and level-3 table from the allocator, zeroed and
+    /// linked, the level-3 table's last entry mapping itself. Returns the
+    /// level-1 table, for the CPU's root's mapcache entry. On failure
+    /// every frame taken is given back.
+    pub fn build_mapcache<A: CpuOps>(&mut self, arch: &mut A) -> Result<Mfn, Error> {
+        let mut frames = [Mfn(0); 3];
+        for i in 0..3 {
+            match self.alloc.alloc(1, 1) {
+                Ok(m) => frames[i] = m,
+                Err(_) => {
+                    for f in &frames[..i] {
+                        let _ = self.alloc.free_pages_at(*f, 1);
+                    }
+                    return Err(Error::OutOfMemory {
+                        needed: 3 - i,
+                        available: self.alloc.free_pages() as usize,
+                    });
+                }
+            }
+        }
+        let [l1, l2, l3] = frames;
+        let r = self.with_access(arch, |arch, acc| {
+            for f in frames {
+                let va = acc
+                    .map_table(arch, f)
+                    .map_err(|err| Error::TableAccess { mfn: f, err })?;
+                let z = arch.zero_page(va);
+                acc.unmap_table(arch, f, va);
+                z?;
+            }
+            write_entry(arch, acc, l1, 0, Pte::table::<Arm64>(l2).0)?;
+            write_entry(arch, acc, l2, 0, Pte::table::<Arm64>(l3).0)?;
+            write_entry(
+                arch,
+                acc,
+                l3,
+                hvmm_xen::layout::MAPCACHE_SELF,
+                MapCache::self_entry(l3),
+            )
+        });
+        if let Err(e) = r {
+            for f in frames {
+                let _ = self.alloc.free_pages_at(f, 1);
+            }
+            return Err(e);
+        }
+        Ok(l1)
+    }
+
+    /// Links the mapcache tables `l1` ([`Mm::build_mapcache`]) into CPU
+    /// 0's root (an invalid entry made valid: nothing to invalidate) and
+    /// returns CPU 0's slots, for [`Mm::enter_boot_mapcache`].
+    pub fn link_cpu0_mapcache<A: CpuOps>(
+        &mut self,
+        arch: &mut A,
+        l1: Mfn,
+    ) -> Result<MapCache, Error> {
+        let root = self.pt.root();
+        self.with_access(arch, |arch, acc| {
+            write_entry(arch, acc, root, MAPCACHE_L0_SLOT, Pte::table::<Arm64>(l1).0)
+        })?;
+        arch.isb();
+        Ok(MapCache::new(mapcache_base::<F>()))
+    }
+
+    /// Secret-free mode: gives CPU `cpu` its own root — CPU 0's level-0
+    /// entries, and its own mapcache ([`Mm::build_mapcache`]) — built
+    /// through the running CPU's slots, and returns it for the CPU to
+    /// switch to. On failure every frame taken is given back.
+    pub fn add_cpu_root<A: CpuOps>(&mut self, arch: &mut A, cpu: usize) -> Result<Paddr, Error> {
+        if !self.secret_free() {
+            return Err(Error::TableAccess {
+                mfn: self.pt.root(),
+                err: AccessError::WrongPhase {
+                    provider: "mapcache",
+                    state: "not the secret-free mode",
+                },
+            });
+        }
+        if cpu == 0 || cpu >= MAX_CPUS {
+            return Err(Error::TableAccess {
+                mfn: self.pt.root(),
+                err: AccessError::WrongPhase {
+                    provider: "mapcache",
+                    state: "no such secondary CPU",
+                },
+            });
+        }
+        let l1 = self.build_mapcache(arch)?;
+        let root = match self.alloc.alloc(1, 1) {
+            Ok(m) => m,
+            Err(_) => {
+                self.free_mapcache(arch, l1);
+                return Err(Error::OutOfMemory {
+                    needed: 1,
+                    available: self.alloc.free_pages() as usize,
+                });
+            }
+        };
+        let root0 = self.pt.root();
+        let mut shared = [0u64; SHARED_L0_SLOTS];
+        let r = self.with_access(arch, |arch, acc| {
+            let src = acc
+                .map_table(arch, root0)
+                .map_err(|err| Error::TableAccess { mfn: root0, err })?;
+            let dst = match acc.map_table(arch, root) {
+                Ok(v) => v,
+                Err(err) => {
+                    acc.unmap_table(arch, root0, src);
+                    return Err(Error::TableAccess { mfn: root, err });
+                }
+            };
+            let copy = (|| -> Result<(), Error> {
+                arch.zero_page(dst)?;
+                for i in 0..hvmm::format::ENTRIES {
+                    let e = if i == MAPCACHE_L0_SLOT {
+                        Pte::table::<Arm64>(l1).0
+                    } else {
+                        arch.read_pte(Vaddr(src.0 + i as u64 * 8))?
+                    };
+                    if let Some(s) = shared.get_mut(i) {
+                        *s = e;
+                    }
+                    if e != 0 {
+                        arch.write_pte(Vaddr(dst.0 + i as u64 * 8), e)?;
+                    }
+                }
+                Ok(())
+            })();
+            acc.unmap_table(arch, root, dst);
+            acc.unmap_table(arch, root0, src);
+            copy
+        });
+        if let Err(e) = r {
+            let _ = self.alloc.free_pages_at(root, 1);
+            self.free_mapcache(arch, l1);
+            return Err(e);
+        }
+        if let Path::MapCache(p) = &mut self.path {
+            p.slots[cpu] = Some(MapCache::new(mapcache_base::<F>()));
+            // Every root holds CPU 0's entries as of now.
+            p.shared_l0 = shared;
+        }
+        // Kept in step from now on (and walked by the audit), whether or
+        // not its CPU comes up.
+        self.set_cpu_root(cpu, root);
+        Ok(root.paddr())
+    }
+
+    /// Gives back the frames of a mapcache built by [`Mm::build_mapcache`]
+    /// and not linked anywhere.
+    fn free_mapcache<A: CpuOps>(&mut self, arch: &mut A, l1: Mfn) {
+        let chain = self.with_access(arch, |arch, acc| {
+            let l2 = Pte(read_entry(arch, acc, l1, 0)?).table_mfn::<Arm64>();
+            let l3 = Pte(read_entry(arch, acc, l2, 0)?).table_mfn::<Arm64>();
+            Ok([l1, l2, l3])
+        });
+        if let Ok(frames) = chain {
+            for f in frames {
+                let _ = self.alloc.free_pages_at(f, 1);
+            }
+        }
+    }
+
+    /// Secret-free mode, at the end of the boot: the image's own tables
+    /// (`pages` pages from `first`, its tables region) become read-only in
+    /// the image mapping, and from now on they too are reached through the
+    /// mapcache slots — so no table page is writable through a permanent
+    /// mapping but the slot tables themselves. Their own entries are
+    /// changed through the slots (reaching them through the mapping being
+    /// changed would fault half-way). Nothing changes on failure.
+    pub fn seal_image_tables<A: CpuOps>(
+        &mut self,
+        arch: &mut A,
+        first: Vaddr,
+        pages: u64,
+    ) -> Result<UpdateReport, Error> {
+        let set = |mm: &mut Self, on: bool| {
+            if let Path::MapCache(pc) = &mut mm.path {
+                pc.image_writable = on;
+            }
+        };
+        if !self.secret_free() {
+            return Err(Error::TableAccess {
+                mfn: self.pt.root(),
+                err: AccessError::WrongPhase {
+                    provider: "mapcache",
+                    state: "not the secret-free mode",
+                },
+            });
+        }
+        set(self, false);
+        let r = self.update(
+            arch,
+            first,
+            pages,
+            Op::Modify { attrs: Attrs::RO },
+            MapFlags::PAGES,
+        );
+        if r.is_err() {
+            set(self, true);
+        }
+        r
     }
 
     /// The arm32 xenheap: always mapped, linearly (from Boot on).
@@ -523,4 +901,40 @@ impl<F: HasLayout> Mm<F> {
     pub fn retire_pmap(&mut self) {
         self.pmap.retire();
     }
+}
+
+/// The mapcache region's start (the same VA in every CPU's root).
+fn mapcache_base<F: HasLayout>() -> Vaddr {
+    F::LAYOUT.mapcache.map_or(Vaddr(0), |r| r.start)
+}
+
+/// Reads entry `i` of the table `table` through `acc`.
+fn read_entry<A: CpuOps>(
+    arch: &mut A,
+    acc: &mut dyn TableAccess<A>,
+    table: Mfn,
+    i: usize,
+) -> Result<u64, Error> {
+    let va = acc
+        .map_table(arch, table)
+        .map_err(|err| Error::TableAccess { mfn: table, err })?;
+    let r = arch.read_pte(Vaddr(va.0 + i as u64 * 8));
+    acc.unmap_table(arch, table, va);
+    Ok(r?)
+}
+
+/// Writes entry `i` of the table `table` through `acc`.
+fn write_entry<A: CpuOps>(
+    arch: &mut A,
+    acc: &mut dyn TableAccess<A>,
+    table: Mfn,
+    i: usize,
+    val: u64,
+) -> Result<(), Error> {
+    let va = acc
+        .map_table(arch, table)
+        .map_err(|err| Error::TableAccess { mfn: table, err })?;
+    let r = arch.write_pte(Vaddr(va.0 + i as u64 * 8), val);
+    acc.unmap_table(arch, table, va);
+    Ok(r?)
 }

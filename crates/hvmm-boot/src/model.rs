@@ -10,7 +10,7 @@ use crate::platform::Platform;
 use crate::report::BootSummary;
 use crate::seq::{BootConfig, BootParams, Failed, PaPolicy};
 use hvmm::format::{table_index, Arm32, Arm64, Format};
-use hvmm::{Arch, Attrs, MemFault, Paddr, Perm, Pte, Vaddr, PAGE_SIZE};
+use hvmm::{Arch, Attrs, CpuOps, MemFault, Paddr, Perm, Pte, Vaddr, PAGE_SIZE};
 use hvmm_bootinfo::builder::VirtBoard;
 use hvmm_bootinfo::{MemoryMap, ModuleKind, ReservedSource, XSM_MAGIC};
 use hvmm_model::{BbmViolation, Machine, Regime, RootSwitchHazard, StaleEntry, TlbConflict};
@@ -155,6 +155,12 @@ pub struct Scenario {
     pub allow_overlaps: bool,
     /// Build domain 0 after Active (`None`: stop at Active).
     pub dom0: Option<crate::domain::Dom0Config>,
+    /// arm64: the direct map (default `true`); `false` is the secret-free
+    /// mode ([`BootConfig::directmap`]). arm32 has no direct map: `false`
+    /// is refused there.
+    pub directmap: bool,
+    /// The audit's mode-dependent rules and a violation to plant.
+    pub audit: crate::seq::AuditConfig,
 }
 
 impl Scenario {
@@ -182,6 +188,8 @@ impl Scenario {
             image: None,
             allow_overlaps: false,
             dom0: None,
+            directmap: true,
+            audit: crate::seq::AuditConfig::default(),
         }
     }
 }
@@ -299,6 +307,10 @@ pub struct Outcome {
     /// Domain 0 checked by two-stage translation on the model (AT S12E1R
     /// with its stage 2 live on CPU 0): the pages checked, or what was wrong.
     pub dom0_two_stage: Option<Result<u64, String>>,
+    /// Secret-free mode: the CPUs whose mapcache still held slots once the
+    /// boot was over (CPU, slots held, or `usize::MAX` when its slot table
+    /// could not be read). Empty when every step gave its slots back.
+    pub mapcache_held: Vec<(usize, usize)>,
 }
 
 /// What an SMP stress run did.
@@ -327,6 +339,34 @@ impl Outcome {
             && self.conflicts.is_empty()
             && !matches!(self.stress, Some(Err(_)))
             && !matches!(self.dom0_two_stage, Some(Err(_)))
+            && self.mapcache_held.is_empty()
+    }
+
+    /// The end-of-boot audit's report when it ran and passed: at least one
+    /// root per CPU up walked (one shared on arm64, one each on arm32),
+    /// leaves and pages seen, every stack guard checked, no violation, and
+    /// its line in the log. What is missing otherwise.
+    pub fn audited(&self) -> Result<crate::audit::AuditReport, String> {
+        let s = match &self.result {
+            Ok(s) => s,
+            Err(f) => return Err(format!("the boot failed: {}", f.error)),
+        };
+        let a = s.audit.ok_or("no audit report in the summary")?;
+        let problem = if a.violations != 0 || a.first.is_some() {
+            Some(format!("{} violations, first {:?}", a.violations, a.first))
+        } else if a.roots == 0 || a.cpus != s.cpus || a.leaves == 0 || a.pages < a.leaves {
+            Some(format!("counts do not add up: {a:?} with {} CPUs", s.cpus))
+        } else if a.guards == 0 {
+            Some("no stack guard checked".into())
+        } else if !self.log.contains(crate::audit::RULES) {
+            Some("no audit line in the log".into())
+        } else {
+            None
+        };
+        match problem {
+            Some(p) => Err(format!("{p}\n{}", self.log)),
+            None => Ok(a),
+        }
     }
 }
 
@@ -580,12 +620,25 @@ impl Placer {
 /// Runs a scenario: places everything, emulates the head, boots.
 pub fn run(s: &Scenario) -> Result<Outcome, ScenarioError> {
     match s.arch {
-        ArchKind::Arm64 => run_arch::<Arm64>(s, Regime::Arm64El2 { pa_bits: 48 }),
-        ArchKind::Arm32 => run_arch::<Arm32>(s, Regime::Arm32Hyp),
+        ArchKind::Arm64 => run_arch::<Arm64>(s, Regime::Arm64El2 { pa_bits: 48 }).map(|(o, _)| o),
+        ArchKind::Arm32 => run_arch::<Arm32>(s, Regime::Arm32Hyp).map(|(o, _)| o),
     }
 }
 
-fn run_arch<F: HasLayout>(s: &Scenario, regime: Regime) -> Result<Outcome, ScenarioError> {
+/// Runs an arm64 scenario ([`run`]) and hands back the memory manager in
+/// Active too, for tests of what runs after the boot (`None` when the boot
+/// failed or the scenario ran the SMP stress, which consumes it).
+pub fn run_arm64_keep(s: &Scenario) -> Result<(Outcome, Option<crate::Mm<Arm64>>), ScenarioError> {
+    if s.arch != ArchKind::Arm64 {
+        return Err(ScenarioError("run_arm64_keep runs arm64 scenarios".into()));
+    }
+    run_arch::<Arm64>(s, Regime::Arm64El2 { pa_bits: 48 })
+}
+
+fn run_arch<F: HasLayout>(
+    s: &Scenario,
+    regime: Regime,
+) -> Result<(Outcome, Option<crate::Mm<F>>), ScenarioError> {
     let err = |m: String| ScenarioError(m);
     if s.cpus == 0 || s.cpus > crate::mm::MAX_CPUS {
         return Err(err(format!(
@@ -596,6 +649,12 @@ fn run_arch<F: HasLayout>(s: &Scenario, regime: Regime) -> Result<Outcome, Scena
     }
     if s.ram.is_empty() {
         return Err(err("no RAM banks".into()));
+    }
+    if !s.directmap && F::LAYOUT.mapcache.is_none() {
+        return Err(err(format!(
+            "--no-directmap: the secret-free mode exists on arm64 only ({} has no direct map; its xenheap stays mapped)",
+            F::NAME
+        )));
     }
     let img = s.image.unwrap_or(ImageLayout::model());
     let mut m = Machine::new(regime, s.cpus);
@@ -833,28 +892,32 @@ fn run_arch<F: HasLayout>(s: &Scenario, regime: Regime) -> Result<Outcome, Scena
     // The head.
     if let Err(e) = head::<F>(&mut m, Paddr(load), &img) {
         log.push_str(&format!("hvmm head: {e}\n"));
-        return Ok(Outcome {
-            log,
-            result: Err(Failed {
-                error: crate::report::BootError {
-                    step: crate::report::BootStep::ImageDiscovery,
-                    state: hvmm::SystemState::EarlyBoot,
-                    message: crate::report::heapless_list::Text::from_fmt(format_args!(
-                        "head: {e}"
-                    )),
-                    fault: None,
-                },
-                summary: BootSummary::default(),
-            }),
-            machine: m,
-            placement,
-            stale: Vec::new(),
-            bbm: Vec::new(),
-            root_switches: Vec::new(),
-            conflicts: Vec::new(),
-            dom0_two_stage: None,
-            stress: None,
-        });
+        return Ok((
+            Outcome {
+                log,
+                result: Err(Failed {
+                    error: crate::report::BootError {
+                        step: crate::report::BootStep::ImageDiscovery,
+                        state: hvmm::SystemState::EarlyBoot,
+                        message: crate::report::heapless_list::Text::from_fmt(format_args!(
+                            "head: {e}"
+                        )),
+                        fault: None,
+                    },
+                    summary: BootSummary::default(),
+                }),
+                machine: m,
+                placement,
+                stale: Vec::new(),
+                bbm: Vec::new(),
+                root_switches: Vec::new(),
+                conflicts: Vec::new(),
+                dom0_two_stage: None,
+                stress: None,
+                mapcache_held: Vec::new(),
+            },
+            None,
+        ));
     }
 
     let mut cfg = BootConfig {
@@ -865,6 +928,8 @@ fn run_arch<F: HasLayout>(s: &Scenario, regime: Regime) -> Result<Outcome, Scena
         inject: s.inject,
         table_limit: s.table_limit.map(Paddr),
         dom0: s.dom0,
+        directmap: s.directmap,
+        audit: s.audit,
         ..Default::default()
     };
     for (slot, va) in cfg.dumps.iter_mut().zip(&s.dumps) {
@@ -873,12 +938,31 @@ fn run_arch<F: HasLayout>(s: &Scenario, regime: Regime) -> Result<Outcome, Scena
     let params = BootParams {
         dtb: Paddr(dtb_addr),
         image: img,
+        devices: [
+            Some(crate::audit::PlatformDevice {
+                name: "console",
+                va: hvmm_xen::layout::fixmap_va(FIXMAP_CONSOLE),
+                pa: Paddr(UART_PA),
+                size: PAGE_SIZE,
+            }),
+            None,
+        ],
     };
     let mut dom0_two_stage = None;
+    let mut mapcache_held = Vec::new();
+    let mut kept = None;
     let (result, stress) = match crate::seq::boot_keep::<F, Machine>(
         &mut m, &params, &cfg, &mut log,
     ) {
         Ok((summary, mm)) => {
+            if mm.secret_free() {
+                mapcache_held = slots_held(&mut m, &mm, s.cpus);
+                log.push_str(&if mapcache_held.is_empty() {
+                    format!("(XEN) secret-free: no mapcache slot held on any of the {} CPU(s) after the boot\n", s.cpus)
+                } else {
+                    format!("(XEN) secret-free: mapcache slots still held (CPU, slots): {mapcache_held:?}\n")
+                });
+            }
             dom0_two_stage = check_dom0_two_stage(&mut m, &mm);
             match &dom0_two_stage {
                 Some(Ok(n)) => log.push_str(&format!(
@@ -887,8 +971,12 @@ fn run_arch<F: HasLayout>(s: &Scenario, regime: Regime) -> Result<Outcome, Scena
                 Some(Err(e)) => log.push_str(&format!("(XEN) dom0 two-stage check FAILED: {e}\n")),
                 None => {}
             }
-            let stress = (s.stress_iterations > 0)
-                .then(|| run_stress::<F>(&mut m, mm, s.cpus, s.stress_iterations));
+            let stress = if s.stress_iterations > 0 {
+                Some(run_stress::<F>(&mut m, mm, s.cpus, s.stress_iterations))
+            } else {
+                kept = Some(mm);
+                None
+            };
             match &stress {
                 Some(Ok(r)) => log.push_str(&format!(
                     "(XEN) SMP stress: {} CPUs x {} iterations: {} updates, {} translations checked, {} domain-page maps, no inconsistency\n",
@@ -905,22 +993,52 @@ fn run_arch<F: HasLayout>(s: &Scenario, regime: Regime) -> Result<Outcome, Scena
     let bbm = m.bbm_violations().to_vec();
     let root_switches = m.root_switch_hazards().to_vec();
     let conflicts = m.tlb_conflicts().to_vec();
-    Ok(Outcome {
-        log,
-        result,
-        machine: m,
-        placement,
-        stale,
-        bbm,
-        root_switches,
-        conflicts,
-        stress,
-        dom0_two_stage,
-    })
+    Ok((
+        Outcome {
+            log,
+            result,
+            machine: m,
+            placement,
+            stale,
+            bbm,
+            root_switches,
+            conflicts,
+            stress,
+            dom0_two_stage,
+            mapcache_held,
+        },
+        kept,
+    ))
+}
+
+/// The CPUs whose mapcache holds slots now, each read on its own CPU (a
+/// CPU's slot table is mapped in its root only).
+fn slots_held<F: HasLayout>(
+    m: &mut Machine,
+    mm: &crate::Mm<F>,
+    cpus: usize,
+) -> Vec<(usize, usize)> {
+    let was = m.current_cpu();
+    let mut held = Vec::new();
+    for cpu in 0..cpus {
+        let Some(mc) = mm.mapcache(cpu) else {
+            held.push((cpu, usize::MAX));
+            continue;
+        };
+        let _ = m.set_current_cpu(cpu);
+        match mc.held(m) {
+            Ok(0) => {}
+            Ok(n) => held.push((cpu, n)),
+            Err(_) => held.push((cpu, usize::MAX)),
+        }
+    }
+    let _ = m.set_current_cpu(was);
+    held
 }
 
 /// Why the head refused to start.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum HeadError {
     /// The image is larger than the 8 MiB it must fit in.
     TooLarge(u64),
@@ -945,6 +1063,8 @@ impl fmt::Display for HeadError {
         }
     }
 }
+
+impl core::error::Error for HeadError {}
 
 fn phys_write_pte(m: &mut Machine, table: Paddr, idx: usize, val: u64) {
     let _ = m.phys_write_u64(Paddr(table.0 + idx as u64 * 8), val);
@@ -1121,7 +1241,7 @@ pub fn start_secondary(
         _ => return Err("the head's identity-map record does not read"),
     };
     let boot_root = m
-        .translate(t.boot_root, false)
+        .hw_translate(t.boot_root, false)
         .map_err(|_| "the boot tables are not mapped")?
         .pa;
     if slot != 0 {
@@ -1147,7 +1267,7 @@ pub fn start_secondary(
     let _ = m.set_root(cpu, root);
     m.tlb_flush_all_local();
     let _ = Machine::set_wxn(m, cpu, true);
-    let ok = m.translate(XEN_VIRT_START, false).is_ok();
+    let ok = m.hw_translate(XEN_VIRT_START, false).is_ok();
     let _ = m.set_current_cpu(me);
     if slot != 0 && how == SecondaryStart::SwitchWithIdentity {
         let _ = m.write_pte(Vaddr(slot), 0);

@@ -1,10 +1,13 @@
-//! What the boot sequence needs from the machine beyond [`hvmm::Arch`].
+//! What the boot sequence needs from the machine beyond [`hvmm::Arch`] and
+//! [`hvmm::CpuOps`].
 
-use hvmm::{Arch, MemFault, Paddr, SystemState, Vaddr};
+use hvmm::{CpuOps, MemFault, Paddr, SystemState, Vaddr};
 
 /// A platform the boot sequence runs on: real hardware (the bare-metal image)
-/// or the machine model.
-pub trait Platform: Arch {
+/// or the machine model. Beside the engine's [`hvmm::Arch`] it needs the CPU's
+/// own operations ([`CpuOps`]: its index, `AT`, local TLB invalidation,
+/// reads through the MMU).
+pub trait Platform: CpuOps {
     /// A readable view of mapped memory (the DTB).
     type Bytes: AsRef<[u8]>;
     /// Switches this CPU to the root table `root` (TTBR0_EL2 / HTTBR) and
@@ -32,7 +35,7 @@ pub trait Platform: Arch {
         tables: &crate::image::StaticTables,
     ) -> Result<(), &'static str>;
     /// Zeroes `len` bytes (whole pages) at `va`, mapped writable. The
-    /// default zeroes page by page with [`Arch::zero_page`].
+    /// default zeroes page by page with [`hvmm::Arch::zero_page`].
     fn zero_range(&mut self, va: Vaddr, len: u64) -> Result<(), MemFault> {
         let mut off = 0;
         while off < len {

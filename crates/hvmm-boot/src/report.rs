@@ -103,6 +103,11 @@ pub struct BootSummary {
     pub pmap_in_use: u32,
     /// Domain 0, when the boot built one.
     pub dom0: Option<Dom0Fact>,
+    /// The arm64 secret-free mode (no direct map, per-CPU roots and
+    /// mapcache slots).
+    pub secret_free: bool,
+    /// The end-of-boot audit's counts (also when it failed).
+    pub audit: Option<crate::audit::AuditReport>,
 }
 
 /// What was built for domain 0.
@@ -170,6 +175,8 @@ pub enum BootStep {
     FreeInitMem,
     /// Checking every mapping by hardware translation.
     Verify,
+    /// Checking every leaf of every root against the declared layout.
+    Audit,
     /// Building domain 0 from the boot modules.
     Dom0,
 }
@@ -189,6 +196,7 @@ impl BootStep {
             BootStep::SmpBringUp => "smp bring-up",
             BootStep::FreeInitMem => "free_init_memory",
             BootStep::Verify => "verify mappings",
+            BootStep::Audit => "address-space audit",
             BootStep::Dom0 => "construct_dom0",
         }
     }
@@ -218,6 +226,8 @@ impl core::fmt::Display for BootError {
         )
     }
 }
+
+impl core::error::Error for BootError {}
 
 /// Fixed-capacity containers (no heap on hardware).
 pub mod heapless_list {
@@ -256,7 +266,7 @@ pub mod heapless_list {
             }
         }
         /// The items kept.
-        pub fn iter(&self) -> impl Iterator<Item = &T> {
+        pub fn iter(&self) -> impl Iterator<Item = &T> + Clone {
             self.items[..self.len].iter().flatten()
         }
         /// Number kept.

@@ -42,7 +42,9 @@ pub enum PaPolicy {
     Xen2019ZeroExtendedOffset,
 }
 
-/// A fault to inject: the `n`-th (0-based) request of one kind fails.
+/// A fault to inject: the `n`-th (0-based) request of one kind fails
+/// (feature `test-hooks`).
+#[cfg(feature = "test-hooks")]
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub enum FailPoint {
     /// A boot-allocator (or page-allocator) request: allocation or reservation.
@@ -68,13 +70,36 @@ pub struct BootConfig {
     pub dumps: [Option<Vaddr>; 4],
     /// Ranges the firmware reserved (UEFI memory map), kept out of the allocator.
     pub firmware_reserved: [Option<(Paddr, u64)>; 8],
-    /// Fault injection (tests).
+    /// Fault injection (tests; feature `test-hooks`).
+    #[cfg(feature = "test-hooks")]
     pub inject: Option<FailPoint>,
     /// Take page-table pages only from below this address (a workaround for
     /// emulators whose arm32 walker cannot reach tables above 4 GiB).
     pub table_limit: Option<Paddr>,
     /// Build domain 0 from the boot modules once Active.
     pub dom0: Option<crate::domain::Dom0Config>,
+    /// arm64: map all RAM in the direct map (the default). `false` is the
+    /// secret-free mode (`hvmm boot --no-directmap`, `hvmm.directmap=off`):
+    /// no RAM mapped but the image, the frametable, the DTB and what a step
+    /// holds in its CPU's mapcache slots; each CPU on its own root. arm32
+    /// has no direct map: `false` is refused there.
+    pub directmap: bool,
+    /// What the end-of-boot audit enforces beyond its fixed rules, and a
+    /// violation to plant before it (tests, `hvmm.audit-plant=`).
+    pub audit: AuditConfig,
+}
+
+/// The audit's mode-dependent rules (see [`crate::audit`]).
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub struct AuditConfig {
+    /// No page-table page may be writable through a permanent mapping
+    /// (the secret-free mode's rule; the direct-map mode breaks it).
+    pub tables_not_writable: bool,
+    /// An allowed RAM set (start, size) given by the caller: no RAM may be
+    /// mapped outside it (a mode may declare its own set as well).
+    pub allowed_ram: [Option<(Paddr, u64)>; 4],
+    /// Plant this violation before the audit, to see it caught.
+    pub plant: Option<crate::audit::Plant>,
 }
 
 impl Default for BootConfig {
@@ -86,9 +111,12 @@ impl Default for BootConfig {
             pa_bits: 48,
             dumps: [None; 4],
             firmware_reserved: [None; 8],
+            #[cfg(feature = "test-hooks")]
             inject: None,
             table_limit: None,
             dom0: None,
+            directmap: true,
+            audit: AuditConfig::default(),
         }
     }
 }
@@ -100,6 +128,9 @@ pub struct BootParams {
     pub dtb: Paddr,
     /// The image's layout.
     pub image: ImageLayout,
+    /// Devices the platform mapped before the boot sequence (the console
+    /// in fixmap slot 0): the audit allows device memory for them only.
+    pub devices: [Option<crate::audit::PlatformDevice>; 2],
 }
 
 /// A failed boot: the error and what was established before it.
@@ -199,8 +230,8 @@ pub fn boot_keep<F: HasLayout, P: Platform>(
 fn record_phases<F: HasLayout>(ctx: &mut Ctx<'_, F>, mm: &mut Mm<F>) {
     ctx.summary.phases = mm.phases;
     ctx.summary.injection_points = InjectionPoints {
-        alloc: mm.alloc.allocations,
-        pmap: mm.pmap_mut().acquisitions,
+        alloc: mm.alloc.allocations(),
+        pmap: mm.pmap_mut().acquisitions(),
         fixmap: mm.fixmap_sets,
     };
     ctx.summary.pmap_in_use = mm.pmap_in_use();
@@ -238,7 +269,7 @@ fn run<F: HasLayout, P: Platform>(
         image.0.phys_minus_virt().unsigned_abs()
     );
 
-    log_layout::<F>(ctx);
+    log_layout::<F>(ctx, cfg.directmap);
 
     // 2. Runtime page tables.
     ctx.step = BootStep::SetupPagetables;
@@ -297,7 +328,7 @@ fn run_with_mm<F: HasLayout, P: Platform>(
 
     // 5. Memory.
     ctx.step = BootStep::SetupMm;
-    setup_mm::<F, P>(p, mm, &info, cfg, ctx)?;
+    setup_mm::<F, P>(p, mm, &info, cfg, (params.dtb, fdt_size), ctx)?;
     record_phases(ctx, mm);
 
     ctx.step = BootStep::Frametable;
@@ -340,13 +371,20 @@ fn run_with_mm<F: HasLayout, P: Platform>(
     // 7. Init memory.
     ctx.step = BootStep::FreeInitMem;
     free_init_memory::<F, P>(p, mm, img, image, ctx)?;
+    if mm.secret_free() {
+        seal_image_tables(p, mm, img, ctx)?;
+    }
     mm.enter_active();
     enter(p, ctx, SystemState::Active);
     record_phases(ctx, mm);
 
-    // 8. Proof.
+    // 8. Proof: sampled regions by address translation, then every leaf
+    // of every root against what the boot declared.
+    let mapped = ctx.summary.regions.clone();
     ctx.step = BootStep::Verify;
     verify::<F, P>(p, mm, img, ctx)?;
+    ctx.step = BootStep::Audit;
+    audit::<F, P>(p, mm, params, cfg, image, &info, &mapped, ctx)?;
     for va in cfg.dumps.iter().flatten() {
         let mut out = DumpSink {
             out: &mut *ctx.log,
@@ -370,6 +408,123 @@ fn run_with_mm<F: HasLayout, P: Platform>(
         ctx.summary.cpus
     );
     Ok(())
+}
+
+/// The whole-address-space audit ([`crate::audit`]): declares what the
+/// boot mapped (from the layout and the boot's facts), plants a violation
+/// when asked to, walks every root and logs the verdict.
+#[allow(clippy::too_many_arguments)]
+#[inline(never)]
+fn audit<F: HasLayout, P: Platform>(
+    p: &mut P,
+    mm: &mut Mm<F>,
+    params: &BootParams,
+    cfg: &BootConfig,
+    image: ImageRange,
+    info: &BootInfo<'_>,
+    mapped: &crate::report::heapless_list::List<RegionFact, { crate::report::MAX_REGIONS }>,
+    ctx: &mut Ctx<'_, F>,
+) -> Result<(), BootError> {
+    use crate::audit::{self, Declared};
+    let mut banks = [(Paddr(0), 0u64); hvmm_bootinfo::MAX_RAM_BANKS];
+    let mut n = 0;
+    for (slot, b) in banks.iter_mut().zip(info.ram_banks().iter()) {
+        *slot = (b.base(), b.size());
+        n += 1;
+    }
+    let mut regions = [RegionFact {
+        name: "",
+        va: Vaddr(0),
+        pa: Paddr(0),
+        size: 0,
+        writable: false,
+        mair_attr: 0,
+    }; crate::report::MAX_REGIONS];
+    let mut nr = 0;
+    for (slot, r) in regions.iter_mut().zip(mapped.iter()) {
+        *slot = *r;
+        nr += 1;
+    }
+    let mut d = Declared::for_boot::<F>(
+        &params.image,
+        image,
+        params.dtb,
+        &params.devices,
+        &regions[..nr],
+        &banks[..n],
+        mm,
+    );
+    d.tables_not_writable = cfg.audit.tables_not_writable;
+    if mm.secret_free() {
+        let dtb = info.dtb();
+        declare_secret_free::<F>(&mut d, image, (dtb.base(), dtb.size()), &regions[..nr]);
+    }
+    for &(pa, size) in cfg.audit.allowed_ram.iter().flatten() {
+        d.allow_ram(pa, size);
+    }
+    if let Some(plant) = cfg.audit.plant {
+        audit::plant::<F, P>(p, mm, &params.image, &mut d, plant)
+            .map_err(|e| ctx.engine("planting an audit violation", e))?;
+        log!(
+            ctx,
+            "(XEN) audit: planted a violation ({}) to be caught",
+            plant.rule()
+        );
+    }
+    match audit::run::<F, P>(p, mm, &d) {
+        Ok(r) => {
+            ctx.summary.audit = Some(r);
+            log!(ctx, "(XEN) {}", r.rules_line());
+            log!(
+                ctx,
+                "(XEN) audit: {} regions declared, {} table maps; {} writable, {} executable, {} device, {} transient-slot pages; {} stack guards; {} table pages, {} of them writable through a permanent mapping{}",
+                r.regions,
+                r.table_maps,
+                r.writable_pages,
+                r.exec_pages,
+                r.device_pages,
+                r.slot_pages,
+                r.guards,
+                r.table_pages,
+                r.tables_writable,
+                if r.tables_rule { "" } else { " (not a rule in this mode)" }
+            );
+            Ok(())
+        }
+        Err((e, r)) => {
+            ctx.summary.audit = Some(r);
+            Err(ctx.fail(format_args!("{e}"), None))
+        }
+    }
+}
+
+/// What the secret-free mode adds to the audit: the mapcache as transient
+/// slots; an allowed RAM set of the image, the frametable and the DTB's
+/// own pages (nothing else may be mapped: no free page, no module, no
+/// guest memory); and the rule that no page-table page is writable through
+/// a permanent mapping (the slot tables are written through their slots,
+/// which are not permanent).
+///
+/// `dtb` is the DTB's range (start, size), `mapped` the regions the boot
+/// mapped before its verification (the frametable's parts among them).
+pub fn declare_secret_free<F: HasLayout>(
+    d: &mut crate::audit::Declared,
+    image: ImageRange,
+    dtb: (Paddr, u64),
+    mapped: &[RegionFact],
+) {
+    use crate::audit::Expect;
+    if let Some(mc) = F::LAYOUT.mapcache {
+        d.region(mc.name, mc.start, mc.size, Expect::Slots);
+    }
+    d.allow_ram(image.0.pa, image.0.size);
+    for r in mapped.iter().filter(|r| r.name == "frametable") {
+        d.allow_ram(r.pa, r.size);
+    }
+    let first = dtb.0 .0 & !(PAGE_SIZE - 1);
+    let end = (dtb.0 .0 + dtb.1).next_multiple_of(PAGE_SIZE);
+    d.allow_ram(Paddr(first), end - first);
+    d.tables_not_writable = true;
 }
 
 /// Builds domain 0, logs what it is, and checks every guest region
@@ -510,7 +665,7 @@ fn construct_dom0<F: HasLayout, P: Platform>(
     Ok(())
 }
 
-fn log_layout<F: HasLayout>(ctx: &mut Ctx<'_, F>) {
+fn log_layout<F: HasLayout>(ctx: &mut Ctx<'_, F>, directmap: bool) {
     log!(ctx, "(XEN) virtual layout ({}):", F::NAME);
     let l = F::LAYOUT;
     let arch_regions = [
@@ -518,7 +673,8 @@ fn log_layout<F: HasLayout>(ctx: &mut Ctx<'_, F>) {
         Some(l.vmap),
         l.xenheap,
         l.domheap,
-        l.directmap,
+        l.directmap.filter(|_| directmap),
+        l.mapcache.filter(|_| !directmap),
     ];
     for r in hvmm_xen::layout::Layout::COMMON
         .iter()
@@ -587,10 +743,11 @@ fn setup_pagetables<F: HasLayout, P: Platform>(
             "(XEN) page-table pages are taken from below {limit} only"
         );
     }
+    #[cfg(feature = "test-hooks")]
     match cfg.inject {
-        Some(FailPoint::Alloc(n)) => mm.alloc.fail_at = Some(n),
-        Some(FailPoint::Pmap(n)) => mm.pmap_mut().fail_at = Some(n),
-        Some(FailPoint::Fixmap(n)) => mm.fail_fixmap_at = Some(n),
+        Some(FailPoint::Alloc(n)) => mm.alloc.set_fail_at(Some(n)),
+        Some(FailPoint::Pmap(n)) => mm.pmap_mut().set_fail_at(Some(n)),
+        Some(FailPoint::Fixmap(n)) => mm.set_fail_fixmap_at(Some(n)),
         None => {}
     }
     mm.alloc.pin(image.0.pa, Paddr(image.0.pa.0 + img.size()));
@@ -624,10 +781,24 @@ fn setup_pagetables<F: HasLayout, P: Platform>(
     for s in img.sections.iter().filter(|s| s.end > s.start) {
         let pa = pa_of(s.start)
             .ok_or_else(|| ctx.fail(format_args!("section outside the image"), None))?;
-        let pages = (s.end.0 - s.start.0) / PAGE_SIZE;
         let attrs = Attrs::new(hvmm::MemType::Normal, s.perm).map_err(|e| ctx.engine(s.name, e))?;
-        mm.update(p, s.start, pages, Op::Insert { pa, attrs }, MapFlags::PAGES)
-            .map_err(|e| ctx.engine(s.name, e))?;
+        // The section in the runs between the stacks' guard pages, which
+        // stay unmapped.
+        let mut at = s.start.0;
+        while at < s.end.0 {
+            let guard = (0..img.stacks.cpus)
+                .map(|c| img.stacks.guard(c).0)
+                .filter(|&g| g >= at && g < s.end.0)
+                .min()
+                .unwrap_or(s.end.0);
+            if guard > at {
+                let run_pa = Paddr(pa.0 + (at - s.start.0));
+                let op = Op::Insert { pa: run_pa, attrs };
+                mm.update(p, Vaddr(at), (guard - at) / PAGE_SIZE, op, MapFlags::PAGES)
+                    .map_err(|e| ctx.engine(s.name, e))?;
+            }
+            at = guard + PAGE_SIZE;
+        }
         log!(
             ctx,
             "(XEN)   {:<6} {}..{:#x} -> {} {}",
@@ -638,6 +809,13 @@ fn setup_pagetables<F: HasLayout, P: Platform>(
             s.perm
         );
     }
+    log!(
+        ctx,
+        "(XEN)   guard  {} pages below the CPUs' stacks ({}..{:#x}) left unmapped",
+        img.stacks.cpus,
+        img.stacks.first,
+        img.stacks.end().0
+    );
     // The console's fixmap entry was written by the head in the shared L3.
     // Every mapping the boot tables hold (the image, the fixmap) is here with
     // the same sizes, addresses and attributes: nothing this CPU cached
@@ -856,6 +1034,7 @@ fn setup_mm<F: HasLayout, P: Platform>(
     mm: &mut Mm<F>,
     info: &BootInfo<'_>,
     cfg: &BootConfig,
+    dtb: (Paddr, u64),
     ctx: &mut Ctx<'_, F>,
 ) -> Result<(), BootError> {
     // Boot allocator: RAM minus image, DTB, modules, reserved, firmware.
@@ -889,6 +1068,18 @@ fn setup_mm<F: HasLayout, P: Platform>(
     );
 
     let banks = info.ram_banks();
+    if !cfg.directmap {
+        if F::LAYOUT.mapcache.is_none() {
+            return Err(ctx.fail(
+                format_args!(
+                    "the secret-free mode (no direct map) exists on arm64 only: {} keeps its xenheap mapped",
+                    F::NAME
+                ),
+                None,
+            ));
+        }
+        return setup_mm_secret_free(p, mm, banks.len(), dtb, ctx);
+    }
     if let Some(dm_region) = F::LAYOUT.directmap {
         // arm64: direct map of every bank, with blocks, tables through PMAP.
         // Banks are packed in address order, each at the first VA past the
@@ -1045,6 +1236,90 @@ fn setup_mm<F: HasLayout, P: Platform>(
     Ok(())
 }
 
+/// arm64 without a direct map: the early FDT mapping trimmed to the DTB's
+/// own pages, then CPU 0's mapcache slot tables, built through PMAP and
+/// linked into its root; tables are reached through the slots from now
+/// on, and RAM is mapped only while a step holds a slot.
+fn setup_mm_secret_free<F: HasLayout, P: Platform>(
+    p: &mut P,
+    mm: &mut Mm<F>,
+    banks: usize,
+    dtb: (Paddr, u64),
+    ctx: &mut Ctx<'_, F>,
+) -> Result<(), BootError> {
+    // The early FDT window mapped the 2 MiB blocks around the DTB (no
+    // allocator then for a level-3 table): keep only the DTB's own pages.
+    // Nothing reads the DTB meanwhile; its pages keep their VAs.
+    let base = dtb.0 .0 & !(MIB2 - 1);
+    let first = (dtb.0 .0 - base) & !(PAGE_SIZE - 1);
+    let last = (dtb.0 .0 - base + dtb.1).next_multiple_of(PAGE_SIZE);
+    for (from, to) in [(0, first), (last, 2 * MIB2)] {
+        if to > from {
+            mm.update(
+                p,
+                Vaddr(BOOT_FDT_VIRT_START.0 + from),
+                (to - from) / PAGE_SIZE,
+                Op::Remove,
+                MapFlags::PAGES,
+            )
+            .map_err(|e| ctx.engine("trimming the DTB mapping to its own pages", e))?;
+        }
+    }
+    log!(
+        ctx,
+        "(XEN) secret-free: DTB mapping trimmed to its {} pages",
+        (last - first) / PAGE_SIZE
+    );
+    let l1 = mm
+        .build_mapcache(p)
+        .map_err(|e| ctx.engine("building CPU 0's mapcache", e))?;
+    let mc = mm
+        .link_cpu0_mapcache(p, l1)
+        .map_err(|e| ctx.engine("linking CPU 0's mapcache", e))?;
+    log!(
+        ctx,
+        "(XEN) secret-free: no direct map of the {banks} RAM bank(s); CPU 0's mapcache: {} slots of 4 KiB at {}, given back at once",
+        hvmm_xen::layout::MAPCACHE_SLOTS,
+        mc.base()
+    );
+    log!(
+        ctx,
+        "(XEN) early boot used {} PMAP table maps and {} image table maps",
+        mm.phases[0].access.pmap,
+        mm.phases[0].access.image
+    );
+    mm.enter_boot_mapcache(mc);
+    ctx.summary.secret_free = true;
+    enter(p, ctx, SystemState::Boot);
+    log!(
+        ctx,
+        "(XEN) page tables are now reached through {}",
+        mm.path_name()
+    );
+    Ok(())
+}
+
+/// Secret-free mode, end of boot: the image's own tables become read-only
+/// in the image mapping (reached through the slots from now on).
+fn seal_image_tables<F: HasLayout, P: Platform>(
+    p: &mut P,
+    mm: &mut Mm<F>,
+    img: &ImageLayout,
+    ctx: &mut Ctx<'_, F>,
+) -> Result<(), BootError> {
+    let t = img.tables;
+    let pages = (t.last.0 - t.first.0) / PAGE_SIZE;
+    mm.seal_image_tables(p, t.first, pages)
+        .map_err(|e| ctx.engine("making the image's tables read-only", e))?;
+    log!(
+        ctx,
+        "(XEN) image tables {}..{:#x} read-only: every table page is written through a mapcache slot",
+        t.first,
+        t.last.0
+    );
+    Ok(())
+}
+
 /// Allocates a CPU's two domheap L2 tables inside the xenheap, zeroes them
 /// and links them into that CPU's root (entries 2 and 3).
 fn domheap_slots<F: HasLayout, P: Platform>(
@@ -1194,11 +1469,15 @@ fn bring_up_cpus<F: HasLayout, P: Platform>(
     for cpu in 1..n {
         let root = if F::LAYOUT.domheap.is_some() {
             secondary_root_arm32::<F, P>(p, mm, cpu, ctx)?
+        } else if mm.secret_free() {
+            mm.add_cpu_root(p, cpu)
+                .map_err(|e| ctx.engine("building a secondary CPU's root and mapcache", e))?
         } else {
             root_pa
         };
         p.start_cpu(cpu, root, &img.tables)
             .map_err(|e| ctx.fail(format_args!("CPU {cpu} did not come up: {e}"), None))?;
+        mm.set_cpu_root(cpu, root.mfn());
         ctx.summary.cpus += 1;
         log!(ctx, "(XEN) CPU {cpu} up on root {root}");
     }
@@ -1286,19 +1565,35 @@ fn verify<F: HasLayout, P: Platform>(
     ctx: &mut Ctx<'_, F>,
 ) -> Result<(), BootError> {
     let image = mm.image();
+    // Sealed image tables (secret-free mode) are a read-only part of the
+    // data section.
+    let t = img.tables;
+    let sealed = (!mm.image_tables_writable()).then_some((t.first, t.last));
     for (i, s) in img.sections.iter().enumerate() {
         if i == img.init || s.end <= s.start {
             continue;
         }
-        let pa = image.0.pa_of(s.start).unwrap_or(Paddr(0));
-        ctx.summary.regions.push(RegionFact {
-            name: s.name,
-            va: s.start,
-            pa,
-            size: s.end.0 - s.start.0,
-            writable: s.perm == Perm::Rw,
-            mair_attr: 0xff,
-        });
+        let mut push = |name: &'static str, start: Vaddr, end: Vaddr, writable: bool| {
+            if end > start {
+                ctx.summary.regions.push(RegionFact {
+                    name,
+                    va: start,
+                    pa: image.0.pa_of(start).unwrap_or(Paddr(0)),
+                    size: end.0 - start.0,
+                    writable,
+                    mair_attr: 0xff,
+                });
+            }
+        };
+        let writable = s.perm == Perm::Rw;
+        match sealed {
+            Some((first, last)) if first >= s.start && last <= s.end => {
+                push(s.name, s.start, first, writable);
+                push("pgtables", first, last, false);
+                push(s.name, last, s.end, writable);
+            }
+            _ => push(s.name, s.start, s.end, writable),
+        }
     }
     let mut pages = 0u64;
     if ctx.summary.regions.dropped > 0 {
@@ -1317,20 +1612,18 @@ fn verify<F: HasLayout, P: Platform>(
         let step = (n / 512).max(1);
         let mut i = 0;
         while i < n {
-            check_page(p, r, i, ctx)?;
-            pages += 1;
+            pages += check_page(p, r, i, &img.stacks, ctx)?;
             i += step;
         }
         if !(n - 1).is_multiple_of(step) {
-            check_page(p, r, n - 1, ctx)?;
-            pages += 1;
+            pages += check_page(p, r, n - 1, &img.stacks, ctx)?;
         }
     }
     // The freed init memory must be gone.
     let init = img.sections[img.init];
     if init.end <= init.start {
         // Nothing was mapped there.
-    } else if let Ok(at) = p.translate(init.start, false) {
+    } else if let Ok(at) = p.hw_translate(init.start, false) {
         return Err(ctx.fail(
             format_args!(
                 "freed init memory at {} still translates to {}",
@@ -1348,11 +1641,16 @@ fn check_page<F: HasLayout, P: Platform>(
     p: &mut P,
     r: &RegionFact,
     i: u64,
+    guards: &crate::image::Stacks,
     ctx: &Ctx<'_, F>,
-) -> Result<(), BootError> {
+) -> Result<u64, BootError> {
     let va = Vaddr(r.va.0 + i * PAGE_SIZE);
     let want = Paddr(r.pa.0 + i * PAGE_SIZE);
-    let at = p.translate(va, false).map_err(|f| {
+    if guards.is_guard(va) {
+        // A stack's guard page: unmapped on purpose (the audit checks it).
+        return Ok(0);
+    }
+    let at = p.hw_translate(va, false).map_err(|f| {
         ctx.fail(
             format_args!("{} page {va} does not translate", r.name),
             Some(f),
@@ -1376,7 +1674,7 @@ fn check_page<F: HasLayout, P: Platform>(
             None,
         ));
     }
-    let writable = p.translate(va, true).is_ok();
+    let writable = p.hw_translate(va, true).is_ok();
     if writable != r.writable {
         return Err(ctx.fail(
             format_args!(
@@ -1387,14 +1685,17 @@ fn check_page<F: HasLayout, P: Platform>(
             None,
         ));
     }
-    Ok(())
+    Ok(1)
 }
 
 fn log_phase_table<F: HasLayout>(ctx: &mut Ctx<'_, F>) {
-    log!(ctx, "(XEN) table maps by access path and state:");
     log!(
         ctx,
-        "(XEN)   {:<10} {:>6} {:>6} {:>9} {:>11} {:>7} {:>7} {:>6} {:>6}",
+        "(XEN) table maps by access path and state (tlbi: the engine's invalidations; slot-tlbi: local ones for PMAP / domain-page / mapcache slots):"
+    );
+    log!(
+        ctx,
+        "(XEN)   {:<10} {:>6} {:>6} {:>9} {:>11} {:>7} {:>7} {:>6} {:>6} {:>9}",
         "state",
         "image",
         "pmap",
@@ -1403,7 +1704,8 @@ fn log_phase_table<F: HasLayout>(ctx: &mut Ctx<'_, F>) {
         "leaves",
         "tables",
         "freed",
-        "tlbi"
+        "tlbi",
+        "slot-tlbi"
     );
     let mut created = 0;
     let mut freed = 0;
@@ -1418,7 +1720,7 @@ fn log_phase_table<F: HasLayout>(ctx: &mut Ctx<'_, F>) {
         freed += ph.updates.tables_freed;
         let _ = writeln!(
             ctx.log,
-            "(XEN)   {:<10} {:>6} {:>6} {:>9} {:>11} {:>7} {:>7} {:>6} {:>6}",
+            "(XEN)   {:<10} {:>6} {:>6} {:>9} {:>11} {:>7} {:>7} {:>6} {:>6} {:>9}",
             s.name(),
             ph.access.image,
             ph.access.pmap,
@@ -1427,7 +1729,8 @@ fn log_phase_table<F: HasLayout>(ctx: &mut Ctx<'_, F>) {
             ph.updates.leaves,
             ph.updates.tables_created,
             ph.updates.tables_freed,
-            ph.updates.tlb_invalidations
+            ph.updates.tlb_invalidations,
+            ph.access.slot_tlbi
         );
     }
     ctx.summary.table_pages = created - freed;

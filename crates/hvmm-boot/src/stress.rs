@@ -2,7 +2,8 @@
 //! under one lock — in a region of its own and in a region all CPUs share —
 //! and checks by hardware translation (AT, which may use the TLB) that what
 //! it sees is what the tables say. On arm32 every CPU also hammers its own
-//! domain-page slots. The same [`step`] runs on hardware (each CPU in a loop,
+//! domain-page slots, and in the arm64 secret-free mode its own mapcache
+//! slots (a slot given back must no longer translate). The same [`step`] runs on hardware (each CPU in a loop,
 //! truly concurrently) and on the machine model (CPUs interleaved).
 
 use crate::mm::{Mm, MAX_CPUS};
@@ -111,7 +112,7 @@ pub struct CpuStress {
     pub iterations: u64,
     /// Translations checked.
     pub checks: u64,
-    /// Domain-page maps (arm32).
+    /// Domain-page maps (arm32) or mapcache maps (arm64 secret-free).
     pub domain_maps: u64,
 }
 
@@ -135,6 +136,7 @@ impl CpuStress {
 
 /// What the stress found wrong.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum StressError {
     /// A CPU saw a translation the tables do not hold.
     Inconsistent {
@@ -162,7 +164,8 @@ pub enum StressError {
         /// The VA.
         va: Vaddr,
     },
-    /// A domain-page mapping read back something else.
+    /// A domain-page or mapcache mapping translated to another frame, or a
+    /// mapcache slot still translated after it was given back.
     DomainPage {
         /// The CPU.
         cpu: usize,
@@ -192,12 +195,14 @@ impl fmt::Display for StressError {
             StressError::DomainPage { cpu, mfn } => {
                 write!(
                     f,
-                    "CPU {cpu}: domain-page mapping of {mfn} read back the wrong data"
+                    "CPU {cpu}: the domain-page / mapcache slot of {mfn} translated to another frame, or still translated once given back"
                 )
             }
         }
     }
 }
+
+impl core::error::Error for StressError {}
 
 /// First VA of the region every CPU updates.
 pub fn shared_base<F: HasLayout>() -> u64 {
@@ -215,7 +220,7 @@ fn expect<P: Platform>(
     expected: Option<Paddr>,
     write: bool,
 ) -> Result<(), StressError> {
-    let seen = p.translate(va, write).ok().map(|r| r.pa);
+    let seen = p.hw_translate(va, write).ok().map(|r| r.pa);
     if seen != expected {
         return Err(StressError::Inconsistent {
             cpu,
@@ -338,10 +343,29 @@ pub fn step<F: HasLayout, P: Platform>(
     // 3. arm32: this CPU's domain-page slots, no lock needed: map frames of
     // the image and of its own region (both RAM), read them through the
     // slot, give them back.
-    let (dp, image) = {
+    let (dp, mc, image) = {
         let g = shared.lock();
-        (g.mm.domain_page(cpu), g.mm.image())
+        (g.mm.domain_page(cpu), g.mm.mapcache(cpu), g.mm.image())
     };
+    // arm64 secret-free: the same with this CPU's mapcache slots, which
+    // must stop translating once given back.
+    if let Some(mc) = mc {
+        for k in 0..8u64 {
+            let mfn = if k % 2 == 0 {
+                Mfn(image.0.pa.mfn().0 + st.next() % (image.0.size / PAGE_SIZE))
+            } else {
+                Mfn(frames.0 + st.next() % OWN_PAGES)
+            };
+            let Ok(va) = mc.map(p, mfn) else { continue };
+            st.domain_maps += 1;
+            let seen = p.hw_translate(va, false).ok().map(|r| r.pa);
+            mc.unmap(p, va);
+            let after = p.hw_translate(va, false).ok().map(|r| r.pa);
+            if seen != Some(mfn.paddr()) || after.is_some() {
+                return Err(StressError::DomainPage { cpu, mfn });
+            }
+        }
+    }
     if let Some(dp) = dp {
         for k in 0..8u64 {
             let mfn = if k % 2 == 0 {
@@ -351,7 +375,7 @@ pub fn step<F: HasLayout, P: Platform>(
             };
             let Ok(va) = dp.map(p, mfn) else { continue };
             st.domain_maps += 1;
-            let seen = p.translate(va, false).ok().map(|r| r.pa);
+            let seen = p.hw_translate(va, false).ok().map(|r| r.pa);
             dp.unmap(p, va);
             if seen != Some(mfn.paddr()) {
                 return Err(StressError::DomainPage { cpu, mfn });

@@ -429,7 +429,10 @@ fn panel(out: &mut String, name: &str, items: &[Item], x0: f64) -> f64 {
         ys[i.min(ys.len() - 1)]
     };
     for it in items {
-        let (y0, y1) = (y_of(it.start), y_of(it.end()));
+        // Rounded as printed, so that a box's printed end (y + height)
+        // never passes the next box's printed start.
+        let round = |y: f64| (y * 10.0).round() / 10.0;
+        let (y0, y1) = (round(y_of(it.start)), round(y_of(it.end())));
         let x = x0 + AXIS_W + it.lane as f64 * LANE_W + 2.0;
         let w = LANE_W - 4.0;
         let perm = it

@@ -13,7 +13,12 @@ use hvmm_boot::FailPoint;
 type Kind = (u64, fn(u64) -> FailPoint, &'static [&'static str]);
 
 fn sweep(arch: ArchKind) -> (u64, u64) {
-    let clean = run(&Scenario::default_for(arch)).unwrap();
+    sweep_from(Scenario::default_for(arch))
+}
+
+fn sweep_from(base: Scenario) -> (u64, u64) {
+    let arch = base.arch;
+    let clean = run(&base).unwrap();
     let points = clean.result.as_ref().expect("clean boot").injection_points;
     let mut runs = 0;
     let mut recovered = 0;
@@ -29,7 +34,7 @@ fn sweep(arch: ArchKind) -> (u64, u64) {
     for (count, make, words) in kinds {
         assert!(count > 0, "{arch:?}: no {:?} points", make(0));
         for n in 0..count {
-            let mut s = Scenario::default_for(arch);
+            let mut s = base.clone();
             s.inject = Some(make(n));
             let o = run(&s).unwrap();
             runs += 1;
@@ -40,6 +45,11 @@ fn sweep(arch: ArchKind) -> (u64, u64) {
                 o.stale
             );
             assert!(o.bbm.is_empty(), "{what}: BBM violations {:?}", o.bbm);
+            assert!(
+                o.mapcache_held.is_empty(),
+                "{what}: mapcache slots left held {:?}",
+                o.mapcache_held
+            );
             match &o.result {
                 Ok(sum) => {
                     recovered += 1;
@@ -75,5 +85,14 @@ fn every_injection_point_of_the_arm64_boot_fails_cleanly() {
 fn every_injection_point_of_the_arm32_boot_fails_cleanly() {
     let (runs, recovered) = sweep(ArchKind::Arm32);
     eprintln!("arm32: {runs} injection points, {recovered} recovered");
+    assert!(runs > 10);
+}
+
+#[test]
+fn every_injection_point_of_the_secret_free_arm64_boot_fails_cleanly() {
+    let mut s = Scenario::default_for(ArchKind::Arm64);
+    s.directmap = false;
+    let (runs, recovered) = sweep_from(s);
+    eprintln!("arm64 secret-free: {runs} injection points, {recovered} recovered");
     assert!(runs > 10);
 }

@@ -34,6 +34,7 @@ const FDT_END: u32 = 9;
 
 /// A malformed or truncated device tree blob.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum DtbError {
     /// Fewer bytes than an FDT header.
     TooShort {
@@ -152,6 +153,8 @@ impl fmt::Display for DtbError {
         }
     }
 }
+
+impl core::error::Error for DtbError {}
 
 fn be32(data: &[u8], off: usize) -> Option<u32> {
     let b = data.get(off..off.checked_add(4)?)?;

@@ -45,6 +45,7 @@ impl fmt::Display for Reserved {
 /// Why the boot information was refused. Each variant carries the offending
 /// values; its `Display` is one sentence naming the problem.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum BootInfoError {
     /// The device tree blob is malformed or truncated.
     Dtb(DtbError),
@@ -311,3 +312,5 @@ impl fmt::Display for BootInfoError {
         }
     }
 }
+
+impl core::error::Error for BootInfoError {}

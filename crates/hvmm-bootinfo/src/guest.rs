@@ -29,6 +29,7 @@ pub struct GuestDt<'a> {
 
 /// Why the guest's tree could not be written.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum GuestDtError {
     /// The host tree's root does not use 2 address and 2 size cells (every
     /// board hvmm supports does).
@@ -65,6 +66,8 @@ impl fmt::Display for GuestDtError {
         }
     }
 }
+
+impl core::error::Error for GuestDtError {}
 
 /// Root children never copied: the guest gets its own.
 fn replaced(name: &str) -> bool {

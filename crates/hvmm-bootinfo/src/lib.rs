@@ -45,6 +45,49 @@
 //!
 //! With the `std` feature, `builder::VirtBoard` writes QEMU-virt-like DTBs
 //! for tests and tools.
+//!
+//! # The path, for a hypervisor
+//!
+//! At boot, with the DTB the loader handed over mapped somewhere readable:
+//! parse it with where the image and the DTB lie ([`ParseParams`]) and a
+//! [`ModuleReader`] for the module guess, check the kernel is there, then
+//! seed your frame allocator with [`BootInfo::free_ranges`] — RAM minus
+//! everything the boot placed or the tree reserves. (`hvmm-boot` does this
+//! in its `boot_fdt_info` and `setup_mm` steps, seeding `hvmm-xen`'s boot
+//! allocator.)
+//!
+//! ```
+//! use hvmm::Paddr;
+//! use hvmm_bootinfo::builder::VirtBoard;
+//! use hvmm_bootinfo::{BootInfo, ModuleKind, NoReader, ParseParams};
+//!
+//! // What QEMU's `virt` hands over: 1 GiB of RAM, a typed kernel module.
+//! let dtb = VirtBoard::qemu_default()
+//!     .typed_module(0x4800_0000, 0x20_0000, "multiboot,kernel")
+//!     .memreserve(0x4f00_0000, 0x10_0000)
+//!     .build();
+//! let params = ParseParams {
+//!     pa_bits: 48,
+//!     image: (Paddr(0x4020_0000), 0x20_0000),
+//!     dtb: (Paddr(0x4000_0000), dtb.len() as u64),
+//! };
+//! // Typed modules need no reading; untyped ones would (GRUB's).
+//! let info = BootInfo::parse(&dtb, &params, &mut NoReader).unwrap();
+//! assert_eq!(info.ram_banks().len(), 1);
+//! let kernel = info.modules().iter().find(|m| m.kind == ModuleKind::Kernel).unwrap();
+//! assert_eq!(kernel.range.base(), Paddr(0x4800_0000));
+//!
+//! // Seed the frame allocator: the image, the DTB, the kernel and the
+//! // reserved range are left out.
+//! let free = info.free_ranges(&[]).unwrap();
+//! let mut pages = 0;
+//! for r in free.iter() {
+//!     assert!(!r.overlaps(&kernel.range));
+//!     pages += r.size() / 4096; // my_allocator.add(r.base(), r.end())
+//! }
+//! let dtb_pages = (dtb.len() as u64).div_ceil(4096);
+//! assert_eq!(pages, (0x4000_0000 - 0x20_0000 - 0x20_0000 - 0x10_0000) / 4096 - dtb_pages);
+//! ```
 #![no_std]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![warn(missing_docs)]

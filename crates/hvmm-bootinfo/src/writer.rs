@@ -24,6 +24,7 @@ const END: u32 = 9;
 
 /// Why a tree could not be written.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum WriteError {
     /// The output (or strings) buffer is too small.
     BufferFull {
@@ -51,6 +52,8 @@ impl fmt::Display for WriteError {
         }
     }
 }
+
+impl core::error::Error for WriteError {}
 
 /// Writes one flattened device tree.
 pub struct FdtWriter<'a> {

@@ -89,6 +89,11 @@ struct BootArgs {
     /// Domain 0's RAM, a multiple of 2 MiB (default 128M).
     #[arg(long, value_name = "SIZE")]
     dom0_mem: Option<String>,
+    /// arm64's secret-free mode: no direct map; every CPU on its own root
+    /// with its own mapcache slots, through which page tables and other RAM
+    /// are reached only while a step needs them.
+    #[arg(long)]
+    no_directmap: bool,
     /// Draw the memory map after the boot into this SVG file: the physical
     /// map (banks, reserved ranges, image, DTB, modules, table pages, domain
     /// 0) and the virtual layout with each mapped run's permissions.
@@ -211,6 +216,7 @@ fn scenario(a: &BootArgs) -> Result<Scenario, String> {
         .map(|d| parse_num(d))
         .collect::<Result<_, _>>()?;
     s.stress_iterations = a.stress;
+    s.directmap = !a.no_directmap;
     if !a.no_dom0 {
         s.dom0 = Some(hvmm_boot::domain::Dom0Config {
             mem: match &a.dom0_mem {
@@ -232,6 +238,28 @@ fn kind_name(k: ModuleKind) -> &'static str {
         ModuleKind::Microcode => "microcode",
         ModuleKind::Unknown => "unknown",
     }
+}
+
+/// The end-of-boot audit's counts and its first violation.
+fn audit_json(a: &hvmm_boot::audit::AuditReport) -> serde_json::Value {
+    let first = a.first.map(|v| {
+        json!({
+            "rule": v.rule.name(), "va": v.va.0, "size": v.size, "pa": v.pa.0,
+            "level": v.level, "descriptor": v.pte,
+            "perm": hvmm_boot::audit::perm_name(v.write, v.exec),
+            "mem": v.mem.map(|m| m.to_string()), "cpu": v.cpu, "region": v.region,
+        })
+    });
+    json!({
+        "roots": a.roots, "cpus": a.cpus, "leaves": a.leaves, "pages": a.pages,
+        "regions": a.regions, "table_pages": a.table_pages,
+        "writable_pages": a.writable_pages, "exec_pages": a.exec_pages,
+        "device_pages": a.device_pages, "slot_pages": a.slot_pages, "guards": a.guards,
+        "tables_writable": a.tables_writable, "tables_rule": a.tables_rule,
+        "allowed_ram_rule": a.allowed_ram_rule, "table_maps": a.table_maps,
+        "violations": a.violations,
+        "first": first,
+    })
 }
 
 fn summary_json(s: &BootSummary) -> serde_json::Value {
@@ -273,10 +301,13 @@ fn summary_json(s: &BootSummary) -> serde_json::Value {
             "tables_created": p.updates.tables_created,
             "tables_freed": p.updates.tables_freed,
             "tlb_invalidations": p.updates.tlb_invalidations,
+            "slot_tlb_invalidations": p.access.slot_tlbi,
         })).collect::<Vec<_>>(),
+        "secret_free": s.secret_free,
         "cpus": s.cpus,
         "table_pages": s.table_pages,
         "verified_pages": s.verified_pages,
+        "audit": s.audit.as_ref().map(audit_json),
         "free_pages": s.free_pages,
         "state": s.state.map(|x| x.name()),
     })

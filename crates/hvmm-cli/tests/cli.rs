@@ -36,6 +36,34 @@ fn default_boot_reaches_active_with_four_cpus_and_three_guessed_modules() {
         out.contains("0 stale TLB entries, 0 break-before-make violations"),
         "{out}"
     );
+    // The end-of-boot audit's line.
+    assert!(
+        out.contains("(XEN) audit: 1 root (4 CPUs), ")
+            && out.contains(
+                "no W+X, X only in .text, device only for devices, nothing outside declared regions"
+            ),
+        "{out}"
+    );
+}
+
+#[test]
+fn no_directmap_boots_secret_free_to_active_and_arm32_refuses_it() {
+    let (code, out, err) = hvmm(&["boot", "--no-directmap"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("reached Active with 4 CPU(s)"), "{out}");
+    assert!(out.contains("secret-free: no direct map"), "{out}");
+    assert!(
+        out.contains("no mapcache slot held on any of the 4 CPU(s)"),
+        "{out}"
+    );
+    assert!(out.contains("*** LOADING DOMAIN 0 ***"), "{out}");
+    let (code, out, _) = hvmm(&["boot", "--no-directmap", "--json", "--no-dom0"]);
+    assert_eq!(code, 0);
+    let v: serde_json::Value = serde_json::from_str(&out).expect("valid JSON");
+    assert_eq!(v["summary"]["secret_free"], true);
+    let (code, out, err) = hvmm(&["boot", "--arch", "arm32", "--no-directmap"]);
+    assert_eq!(code, 2, "{out}{err}");
+    assert!(err.contains("arm64 only"), "{err}");
 }
 
 #[test]
@@ -49,6 +77,12 @@ fn json_output_has_the_same_facts() {
     assert_eq!(v["summary"]["modules"][2]["kind"], "xsm-policy");
     assert_eq!(v["summary"]["modules"][2]["source"], "guessed-by-reading");
     assert_eq!(v["model"]["stale_tlb_entries"], 0);
+    // The audit: a root per CPU on arm32, no violation.
+    let a = &v["summary"]["audit"];
+    assert_eq!(a["roots"], 4);
+    assert_eq!(a["violations"], 0);
+    assert!(a["leaves"].as_u64().is_some_and(|n| n > 0), "{a}");
+    assert_eq!(a["first"], serde_json::Value::Null);
 }
 
 #[test]

@@ -12,7 +12,7 @@ use crate::arch;
 use crate::exit::{exit, EXIT_FAIL, EXIT_OK};
 use crate::fdt;
 use crate::layout::{self, XEN_VIRT_START};
-use hvmm::{Arch, FaultKind, LinearRange, Paddr, Vaddr, PAGE_SIZE};
+use hvmm::{Arch, CpuOps, FaultKind, LinearRange, Paddr, Vaddr, PAGE_SIZE};
 use hvmm_boot::BootConfig;
 use hvmm_boot::ImageLayout;
 
@@ -36,11 +36,11 @@ impl BootParams {
         let mut hw = arch::hw();
         let start = layout::image_start();
         let end = layout::image_end();
-        let first = match hw.translate(start, false) {
+        let first = match hw.hw_translate(start, false) {
             Ok(r) => r.pa,
             Err(e) => fail(format_args!("AT of _start failed: {e}")),
         };
-        let last = match hw.translate(Vaddr(end.0 - 1), false) {
+        let last = match hw.hw_translate(Vaddr(end.0 - 1), false) {
             Ok(r) => r.pa,
             Err(e) => fail(format_args!("AT of _end - 1 failed: {e}")),
         };
@@ -171,7 +171,23 @@ pub fn rust_main(params: &BootParams) -> ! {
             ..Default::default()
         }
     });
+    // `hvmm.audit-plant=NAME`: a violation planted before the end-of-boot
+    // audit, to see the audit catch it on hardware.
+    let plant = match info.bootarg_value("hvmm.audit-plant") {
+        None => None,
+        Some(name) => match hvmm_boot::audit::Plant::from_name(name) {
+            Some(p) => Some(p),
+            None => fail(format_args!(
+                "hvmm.audit-plant={name}: not a violation the audit knows ({})",
+                hvmm_boot::audit::PlantNames
+            )),
+        },
+    };
     let cfg = BootConfig {
+        audit: hvmm_boot::AuditConfig {
+            plant,
+            ..Default::default()
+        },
         dom0,
         firmware_reserved,
         cpus: info.n_cpus.clamp(1, crate::MAX_CPUS),
@@ -180,13 +196,25 @@ pub fn rust_main(params: &BootParams) -> ! {
         table_limit: info
             .has_bootarg("hvmm.tables-below-4g")
             .then_some(Paddr(1 << 32)),
+        // arm64's secret-free mode: no direct map, per-CPU roots and
+        // mapcache slots (arm32 refuses it by name).
+        directmap: !info.has_bootarg("hvmm.directmap=off"),
         ..BootConfig::default()
     };
     let mut platform = crate::platform::HwPlatform::new(mpidrs);
     let mut log = crate::console::Console;
+    // The console the head and `console::init` mapped at fixmap slot 0: the
+    // one device the audit allows.
+    let console = crate::console::mapped_page().map(|pa| hvmm_boot::audit::PlatformDevice {
+        name: "console",
+        va: hvmm_xen::layout::fixmap_va(hvmm_xen::layout::FIXMAP_CONSOLE),
+        pa,
+        size: PAGE_SIZE,
+    });
     let boot_params = hvmm_boot::BootParams {
         dtb: params.dtb_pa,
         image: layout,
+        devices: [console, None],
     };
     match hvmm_boot::boot_keep::<arch::Fmt, _>(&mut platform, &boot_params, &cfg, &mut log) {
         Ok((summary, mm)) => {
@@ -196,6 +224,22 @@ pub fn rust_main(params: &BootParams) -> ! {
                 summary.regions.len(),
                 summary.cpus
             );
+            if let Some(mc) = mm.mapcache(0).filter(|_| !mm.image_tables_writable()) {
+                // The image's tables are read-only now: a CPU started later
+                // (a guest's CPU_ON) has its boot-table entry written
+                // through the starting CPU's slots.
+                crate::smp::tables_sealed(mc.base());
+                match mc.held(&mut arch::hw()) {
+                    Ok(0) => println!(
+                        "hvmm: secret-free: no direct map, {} CPU roots, CPU 0 holds no mapcache slot",
+                        mm.cpu_roots().count()
+                    ),
+                    other => {
+                        println!("hvmm: FAILED: CPU 0's mapcache still holds slots: {other:?}");
+                        exit(EXIT_FAIL)
+                    }
+                }
+            }
             if info.has_bootarg("hvmm.fault=active") {
                 deliberate_fault();
             }
@@ -260,7 +304,7 @@ fn verify_image(params: &BootParams) -> Verified {
     let mut va = params.image.va.0;
     while va < params.image.va.0 + params.image.size {
         let expect = params.image.pa_of(Vaddr(va)).unwrap_or(Paddr(0));
-        match hw.translate(Vaddr(va), false) {
+        match hw.hw_translate(Vaddr(va), false) {
             Ok(r) if r.pa == expect && r.mair_attr == 0xff => {}
             Ok(r) => fail(format_args!(
                 "VA {va:#x} translates to {} (attr {:#04x}), expected {expect} (attr 0xff)",
@@ -268,7 +312,7 @@ fn verify_image(params: &BootParams) -> Verified {
             )),
             Err(e) => fail(format_args!("VA {va:#x} does not translate: {e}")),
         }
-        let writable = hw.translate(Vaddr(va), true);
+        let writable = hw.hw_translate(Vaddr(va), true);
         if va < init_end {
             match writable {
                 Err(e) if e.kind == FaultKind::Permission && e.level == 3 => {}

@@ -42,6 +42,7 @@ pub const DEFAULT: Uart = Uart {
 pub fn init(uart: Uart) {
     let page = uart.base & !(PAGE_SIZE - 1);
     fixmap::map(fixmap::SLOT_CONSOLE, Paddr(page), Attrs::DEVICE);
+    PAGE.store(page, Ordering::Relaxed);
     BASE_OFF.store((uart.base - page) as usize, Ordering::Relaxed);
     if uart.kind == UartKind::Cadence {
         let cr = base() + CDNS_CR;
@@ -60,6 +61,17 @@ pub fn init(uart: Uart) {
 }
 
 /// The registers' offset in the mapped page.
+/// Physical address of the page mapped at the console's fixmap slot.
+static PAGE: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+
+/// The console's registers: the page [`init`] mapped at fixmap slot 0 (the
+/// shared boot declares it as the platform's device), `None` before.
+pub fn mapped_page() -> Option<Paddr> {
+    KIND.load(Ordering::Acquire)
+        .ne(&0)
+        .then(|| Paddr(PAGE.load(Ordering::Relaxed)))
+}
+
 static BASE_OFF: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicUsize::new(0);
 
 fn base() -> usize {

@@ -302,6 +302,14 @@ impl FdtInfo {
             .is_some_and(|b| b.as_str().split_ascii_whitespace().any(|w| w == word))
     }
 
+    /// The word after `key=` in the bootargs (`hvmm.audit-plant=wx`), if any.
+    pub fn bootarg_value(&self, key: &str) -> Option<&str> {
+        let b = self.bootargs.as_ref()?;
+        b.as_str()
+            .split_ascii_whitespace()
+            .find_map(|w| w.strip_prefix(key)?.strip_prefix('='))
+    }
+
     /// The number after `key=` in the bootargs (`hvmm.stress=100`), if any.
     pub fn bootarg_number(&self, key: &str) -> Option<u64> {
         let b = self.bootargs.as_ref()?;

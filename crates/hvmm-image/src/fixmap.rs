@@ -7,7 +7,7 @@
 
 use crate::arch;
 use crate::layout::{fixmap_l3, FIXMAP_VA};
-use hvmm::{Arch, Attrs, Paddr, Pte, Vaddr, PAGE_SIZE};
+use hvmm::{Arch, Attrs, CpuOps, Paddr, Pte, Vaddr, PAGE_SIZE};
 
 /// The console (PL011).
 pub const SLOT_CONSOLE: usize = 0;

@@ -230,6 +230,12 @@ fn call(cpu: usize, fid: u64, a1: u64, a2: u64, a3: u64) -> u64 {
                 VCPUS_ON.load(Ordering::Relaxed),
                 VCPUS_OFF.load(Ordering::Relaxed)
             );
+            let sealed = crate::smp::sealed_writes();
+            if sealed > 0 {
+                println!(
+                    "hvmm: secret-free: {sealed} boot-table write(s) for CPUs restarted in Active, through mapcache slots"
+                );
+            }
             exit(EXIT_OK)
         }
         PSCI_SYSTEM_RESET => {

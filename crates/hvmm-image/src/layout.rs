@@ -82,7 +82,8 @@ sym_va!(
     secondary_entry_va, secondary_entry);
 
 sym_va!(
-    /// The CPUs' boot stacks (`STACK_SIZE` each, CPU 0 first).
+    /// The CPUs' boot stack slots (`STACK_SIZE` each, CPU 0 first; each
+    /// begins with its guard page).
     boot_stacks_va, boot_stacks);
 sym_va!(
     /// First byte of the static tables region.
@@ -123,6 +124,11 @@ pub fn image_layout() -> hvmm_boot::ImageLayout {
         first: tables_first(),
         last: tables_last(),
     };
+    let stacks = hvmm_boot::image::Stacks {
+        first: boot_stacks_va(),
+        slot: crate::STACK_SIZE as u64,
+        cpus: crate::MAX_CPUS,
+    };
     hvmm_boot::ImageLayout::from_bounds(
         image_start(),
         text_end(),
@@ -130,5 +136,6 @@ pub fn image_layout() -> hvmm_boot::ImageLayout {
         init_end(),
         image_end(),
         tables,
+        stacks,
     )
 }

@@ -42,11 +42,15 @@ use core::panic::PanicInfo;
 #[used]
 static mut BIG_IMAGE_PAD: [u8; 6 << 20] = [0; 6 << 20];
 
-/// Bytes of stack per CPU (the boot stacks live in the image's BSS).
+/// Bytes of each CPU's stack slot (the boot stacks live in the image's
+/// BSS): a guard page, unmapped once the runtime tables are live, then the
+/// stack.
 // 192 KiB: the boot with domain 0 peaks at about 115 KiB (the boot
 // summary's lists and the guest's device tree are built on the stack);
 // the 8 MiB image leaves room for 8 of them.
 pub const STACK_SIZE: usize = 0x30000;
+/// The guard page at the bottom of each stack slot.
+pub const STACK_GUARD: usize = 0x1000;
 /// CPUs the image can bring up (boot stacks are reserved for this many).
 pub const MAX_CPUS: usize = 8;
 

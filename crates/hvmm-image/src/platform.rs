@@ -2,7 +2,7 @@
 //! end (`hvmm-arch`) plus root switching, WXN, mapped-memory views and PSCI.
 
 use crate::arch;
-use hvmm::{AccessKind, Arch, AtResult, FaultKind, MemFault, Paddr, Vaddr};
+use hvmm::{AccessKind, Arch, AtResult, CpuOps, FaultKind, MemFault, Paddr, Vaddr};
 
 /// This CPU's processor back end, with the MPIDRs of the CPUs it may start.
 pub struct HwPlatform {
@@ -34,9 +34,6 @@ impl Arch for HwPlatform {
     fn tlb_flush_va(&mut self, va: Vaddr) {
         self.cpu.tlb_flush_va(va)
     }
-    fn tlb_flush_va_local(&mut self, va: Vaddr) {
-        self.cpu.tlb_flush_va_local(va)
-    }
     fn tlb_flush_all(&mut self) {
         self.cpu.tlb_flush_all()
     }
@@ -55,14 +52,8 @@ impl Arch for HwPlatform {
     fn isb(&mut self) {
         self.cpu.isb()
     }
-    fn translate(&mut self, va: Vaddr, write: bool) -> Result<AtResult, MemFault> {
-        self.cpu.translate(va, write)
-    }
     fn root(&self) -> Paddr {
         self.cpu.root()
-    }
-    fn cpu(&self) -> usize {
-        self.cpu.cpu()
     }
     fn write_pte_run(
         &mut self,
@@ -89,6 +80,18 @@ impl Arch for HwPlatform {
     ) -> Result<Option<usize>, MemFault> {
         self.cpu.find_pte(va, n, pred)
     }
+}
+
+impl CpuOps for HwPlatform {
+    fn tlb_flush_va_local(&mut self, va: Vaddr) {
+        self.cpu.tlb_flush_va_local(va)
+    }
+    fn hw_translate(&mut self, va: Vaddr, write: bool) -> Result<AtResult, MemFault> {
+        self.cpu.hw_translate(va, write)
+    }
+    fn cpu(&self) -> usize {
+        self.cpu.cpu()
+    }
     fn read_bytes(&mut self, va: Vaddr, buf: &mut [u8]) -> Result<(), MemFault> {
         let bytes = hvmm_boot::Platform::map_bytes(self, va, buf.len())?;
         buf.copy_from_slice(bytes);
@@ -103,7 +106,7 @@ impl HwPlatform {
         let end = va.0 + len as u64;
         let mut page = va.page_floor().0;
         while page < end {
-            self.cpu.translate(Vaddr(page.max(va.0)), write)?;
+            self.cpu.hw_translate(Vaddr(page.max(va.0)), write)?;
             page += hvmm::PAGE_SIZE;
         }
         let access = if write {
@@ -146,7 +149,7 @@ impl hvmm_boot::Platform for HwPlatform {
         let end = va.0 + len as u64;
         let mut page = va.page_floor().0;
         while page < end {
-            self.cpu.translate(Vaddr(page.max(va.0)), false)?;
+            self.cpu.hw_translate(Vaddr(page.max(va.0)), false)?;
             page += hvmm::PAGE_SIZE;
         }
         let ptr = usize::try_from(va.0).map_err(|_| MemFault {

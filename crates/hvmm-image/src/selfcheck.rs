@@ -8,7 +8,7 @@ use crate::arch;
 use crate::fixmap::{self, SLOT_CHECK};
 use crate::layout;
 use core::cell::UnsafeCell;
-use hvmm::{Arch, Attrs, FaultKind, Pte, Vaddr, PAGE_SIZE};
+use hvmm::{Arch, Attrs, CpuOps, FaultKind, Pte, Vaddr, PAGE_SIZE};
 
 #[repr(C, align(4096))]
 struct Page(UnsafeCell<[u8; PAGE_SIZE as usize]>);
@@ -31,7 +31,7 @@ pub fn run() -> Result<(), &'static str> {
 
     // root(): the root register holds the PA of the boot root table.
     let root = hw
-        .translate(layout::boot_root_table(), false)
+        .hw_translate(layout::boot_root_table(), false)
         .map_err(|_| "AT of the root table failed")?;
     if hw.root() != root.pa {
         return Err("root() differs from AT of the boot root table");
@@ -43,11 +43,11 @@ pub fn run() -> Result<(), &'static str> {
     let entry = fixmap::entry_va(SLOT_CHECK);
     let start = layout::image_start().0;
     let pa0 = hw
-        .translate(Vaddr(start), false)
+        .hw_translate(Vaddr(start), false)
         .map_err(|_| "AT of _start failed")?
         .pa;
     let pa1 = hw
-        .translate(Vaddr(start + PAGE_SIZE), false)
+        .hw_translate(Vaddr(start + PAGE_SIZE), false)
         .map_err(|_| "AT of _start + 4K failed")?
         .pa;
     let off = 0x40; // the PE header (arm64) / code (arm32): differs between the pages
@@ -71,7 +71,7 @@ pub fn run() -> Result<(), &'static str> {
     // zero_page through an RW alias of a scratch page of the image.
     let scratch_va = Vaddr(SCRATCH.0.get() as usize as u64);
     let scratch_pa = hw
-        .translate(scratch_va, false)
+        .hw_translate(scratch_va, false)
         .map_err(|_| "AT of the scratch page failed")?
         .pa;
     for i in 0..PAGE_SIZE as usize {
@@ -86,7 +86,7 @@ pub fn run() -> Result<(), &'static str> {
         Pte::leaf::<arch::Fmt>(3, scratch_pa, Attrs::RW, false).0,
     );
     hw.isb();
-    match hw.translate(slot, true) {
+    match hw.hw_translate(slot, true) {
         Ok(r) if r.pa == scratch_pa => {}
         _ => return Err("AT write of the RW check slot does not give the scratch page"),
     }
@@ -101,7 +101,7 @@ pub fn run() -> Result<(), &'static str> {
     // Unmapped again: AT reports a translation fault at level 3.
     let _ = hw.write_pte(entry, 0);
     hw.tlb_flush_va_local(slot);
-    match hw.translate(slot, false) {
+    match hw.hw_translate(slot, false) {
         Err(e) if e.kind == FaultKind::Translation && e.level == 3 => Ok(()),
         Err(_) => Err("AT of the unmapped slot: wrong fault"),
         Ok(_) => Err("AT of the unmapped slot still translates"),

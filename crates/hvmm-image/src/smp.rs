@@ -7,12 +7,54 @@
 use crate::arch;
 use crate::layout;
 use core::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
-use hvmm::{Arch, Vaddr};
+use hvmm::{Arch, CpuOps, Vaddr};
 
 /// How long the boot CPU waits for the others.
 const WAIT_MS: u64 = 2000;
 
-/// This CPU's index ([`hvmm::Arch::cpu`]).
+/// Secret-free mode, once the boot made the image's tables read-only: the
+/// mapcache's VA (every CPU's own slots are there, in its own root); 0
+/// while the boot tables are written at their link address.
+static SEALED_MAPCACHE: AtomicU64 = AtomicU64::new(0);
+/// Boot-table entries written through a mapcache slot (CPUs started once
+/// the image's tables were read-only).
+static SEALED_WRITES: AtomicU64 = AtomicU64::new(0);
+
+/// How many boot-table entries were written through a mapcache slot.
+pub fn sealed_writes() -> u64 {
+    SEALED_WRITES.load(Ordering::Relaxed)
+}
+
+/// The image's tables are read-only from now on: entries of the boot
+/// tables are written through the running CPU's mapcache slots at `base`.
+pub fn tables_sealed(base: Vaddr) {
+    SEALED_MAPCACHE.store(base.0, Ordering::Release);
+}
+
+/// Writes the boot-table entry at `slot` (its link VA): directly, or
+/// through this CPU's mapcache once the image's tables are read-only.
+fn write_boot_entry(hw: &mut arch::Cpu, slot: Vaddr, val: u64) -> Result<(), &'static str> {
+    let base = SEALED_MAPCACHE.load(Ordering::Acquire);
+    if base == 0 {
+        return hw
+            .write_pte(slot, val)
+            .map_err(|_| "writing the boot tables faulted");
+    }
+    let pa = hw
+        .hw_translate(slot, false)
+        .map_err(|_| "the boot tables do not translate")?
+        .pa;
+    let mc = hvmm_xen::phase::MapCache::new(Vaddr(base));
+    let va = mc
+        .map(hw, pa.mfn())
+        .map_err(|_| "no mapcache slot for the boot tables")?;
+    let r = hw.write_pte(Vaddr(va.0 + pa.page_offset()), val);
+    mc.unmap(hw, va);
+    SEALED_WRITES.fetch_add(1, Ordering::Relaxed);
+    r.map_err(|_| "writing the boot tables through a mapcache slot faulted")
+}
+
+/// This CPU's index ([`hvmm::CpuOps::cpu`]).
 pub fn this_cpu() -> usize {
     arch::hw().cpu()
 }
@@ -120,7 +162,7 @@ pub fn start_one(cpu: usize, mpidr: u64, root: hvmm::Paddr) -> Result<(), &'stat
     }
     let mut hw = arch::hw();
     let entry = hw
-        .translate(layout::secondary_entry_va(), false)
+        .hw_translate(layout::secondary_entry_va(), false)
         .map_err(|_| "the secondary entry point does not translate")?
         .pa;
     SECONDARY_ROOT[cpu].store(root.0, Ordering::Release);
@@ -148,7 +190,10 @@ pub fn start_one(cpu: usize, mpidr: u64, root: hvmm::Paddr) -> Result<(), &'stat
             IDMAP_BUSY.store(false, Ordering::Release);
             return Err("the identity-map entry of the boot tables is in use");
         }
-        let _ = hw.write_pte(slot, val);
+        if let Err(e) = write_boot_entry(&mut hw, slot, val) {
+            IDMAP_BUSY.store(false, Ordering::Release);
+            return Err(e);
+        }
     }
     let arrivals = UP[cpu].load(Ordering::Acquire);
     let rc = arch::psci_cpu_on(mpidr, entry.0, cpu as u64);
@@ -170,7 +215,7 @@ pub fn start_one(cpu: usize, mpidr: u64, root: hvmm::Paddr) -> Result<(), &'stat
     };
     // Normally already removed by the CPU that came up; not when it failed.
     if slot.0 != 0 && hw.read_pte(slot).unwrap_or(0) != 0 {
-        let _ = hw.write_pte(slot, 0);
+        let _ = write_boot_entry(&mut hw, slot, 0);
         hw.tlb_flush_all();
         hw.tlb_sync();
     }
@@ -194,7 +239,7 @@ pub fn secondary_main(cpu: usize) -> ! {
         }
     }
     let mut hw = arch::hw();
-    let ok = hw.translate(layout::image_start(), false).is_ok() && hw.root().0 == root;
+    let ok = hw.hw_translate(layout::image_start(), false).is_ok() && hw.root().0 == root;
     if ok {
         // Said once: a CPU restarted for a guest's vCPU comes up quietly
         // (the guest's own output shares the UART).

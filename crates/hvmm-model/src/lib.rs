@@ -11,8 +11,11 @@
 //! the TLB conflict aborts they can cause), and accesses to table pages that
 //! are not mapped (a Data Abort, as on hardware).
 //!
+//! Tables written by hand, walked by the model's MMU, and a guest's access
+//! through a stage 2:
+//!
 //! ```
-//! use hvmm::{Arch, Ipa, Paddr, Vaddr, Vmid};
+//! use hvmm::{Arch, CpuOps, Ipa, Paddr, Vaddr, Vmid};
 //! use hvmm_model::{desc, Machine, Regime, Stage2};
 //!
 //! let mut m = Machine::new(Regime::Arm64El2 { pa_bits: 48 }, 1);
@@ -24,7 +27,7 @@
 //! m.set_root(0, Paddr(0x4000_0000)).unwrap();
 //! m.enable_mmu(0, true).unwrap();
 //! assert_eq!(m.read_pte(Vaddr(0x4000_1008)).unwrap() & 0xffff_f000, 0x4000_0000);
-//! assert_eq!(m.translate(Vaddr(0x4000_1234), false).unwrap().pa, Paddr(0x4000_1234));
+//! assert_eq!(m.hw_translate(Vaddr(0x4000_1234), false).unwrap().pa, Paddr(0x4000_1234));
 //!
 //! // A guest with a 40-bit IPA space: level 1, two concatenated root pages
 //! // at 0x4010_0000; IPA 0 -> PA 0x4080_0000 as a 2 MiB block.
@@ -41,6 +44,55 @@
 //! let f = m.guest_read_u64(0, Vaddr(0x20_0000)).unwrap_err();
 //! assert_eq!(f.esr() >> 26, 0x24); // a data abort from a lower EL, to EL2
 //! assert_eq!(m.hpfar(0), 0x20_0000 >> 12 << 4);
+//! ```
+//!
+//! ## The path: check your use of hvmm on the model
+//!
+//! A [`Machine`] is an [`hvmm::Arch`] (and [`hvmm::CpuOps`]): build your
+//! tables with it exactly as on hardware, switch its MMU to them, access
+//! memory through them, and ask the model what hardware would not tell you
+//! — stale TLB entries, break-before-make violations, TLB conflicts:
+//!
+//! ```
+//! use hvmm::{AccessError, AccessPath, Arch, Arm64, Attrs, Mfn, Paddr, Table, TableAccess, Vaddr};
+//! use hvmm_model::{Machine, Regime};
+//! use hvmm_xen::boot_alloc::FrameRanges;
+//!
+//! /// RAM is identity-mapped (VA = PA), before and after the MMU is on.
+//! struct Identity;
+//! impl AccessPath for Identity {
+//!     fn name(&self) -> &'static str {
+//!         "identity"
+//!     }
+//! }
+//! impl<A: Arch> TableAccess<A> for Identity {
+//!     fn map_table(&mut self, _: &mut A, mfn: Mfn) -> Result<Vaddr, AccessError> {
+//!         Ok(Vaddr(mfn.paddr().0))
+//!     }
+//!     fn unmap_table(&mut self, _: &mut A, _: Mfn, _: Vaddr) {}
+//! }
+//!
+//! let mut m = Machine::new(Regime::Arm64El2 { pa_bits: 48 }, 1);
+//! m.add_ram(Paddr(0x4000_0000), 0x100_0000).unwrap();
+//! let mut frames = FrameRanges::new();
+//! frames.add(Paddr(0x4000_0000), Paddr(0x4010_0000)).unwrap();
+//!
+//! let mut t = Table::new(Arm64, &mut m, Identity, &mut frames)?;
+//! t.map(Vaddr(0x4000_0000), Paddr(0x4000_0000), 4096, Attrs::RW)?; // RAM, identity
+//! t.map(Vaddr(0x8000_0000), Paddr(0x4080_0000), 1, Attrs::RW)?;
+//! let root = Paddr(t.ttbr());
+//! let m = t.arch_mut();
+//! m.set_root(0, root).unwrap();
+//! m.enable_mmu(0, true).unwrap();
+//! m.write_u64(Vaddr(0x8000_0000), 7).unwrap();
+//! assert_eq!(m.read_u64(Vaddr(0x4080_0000)).unwrap(), 7);
+//!
+//! // Unmapped (the engine invalidates the TLB entry): the next access faults.
+//! t.unmap(Vaddr(0x8000_0000), 1)?;
+//! let m = t.arch_mut();
+//! assert!(m.read_u64(Vaddr(0x8000_0000)).is_err());
+//! assert!(m.all_stale_tlb_entries().is_empty() && m.bbm_violations().is_empty());
+//! # Ok::<(), hvmm::Error>(())
 //! ```
 //!
 //! ## Faithful to the architecture
@@ -186,7 +238,7 @@
 //!   translation register write (cached entries checked since are not
 //!   checked again); [`Machine::touch`] (a prefetch) returns it without
 //!   recording it in the fault registers.
-//! * AT ([`Machine::at`], `Arch::translate`, [`Machine::at_s12e1`]) always
+//! * AT ([`Machine::at`], `CpuOps::hw_translate`, [`Machine::at_s12e1`]) always
 //!   walks memory afresh and never uses or fills the TLB (hardware may
 //!   answer from the TLB). It checks read / write permission only. PAR is
 //!   not modelled beyond the returned [`hvmm::AtResult`] /

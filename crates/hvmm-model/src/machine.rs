@@ -12,7 +12,7 @@ use crate::walk::{
     level_shift, level_size, walk, Flavor, Leaf, TableStep, WalkCfg, WalkEnv, WalkErr, CONTIGUOUS,
     CONTIG_RUN,
 };
-use hvmm::{AccessKind, Arch, AtResult, FaultKind, Ipa, MemFault, Mfn, Paddr, Vaddr, Vmid};
+use hvmm::{AccessKind, Arch, AtResult, CpuOps, FaultKind, Ipa, MemFault, Mfn, Paddr, Vaddr, Vmid};
 use std::fmt;
 
 /// The translation regime the machine's CPUs run the hypervisor in.
@@ -55,6 +55,7 @@ impl Regime {
 /// Errors of the model's set-up and physical-access API (not faults of
 /// accesses through the MMU, which are [`MemFault`]s).
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum ModelError {
     /// There is no CPU with this index.
     NoSuchCpu(usize),
@@ -126,7 +127,7 @@ pub struct Counters {
     pub dsb: u64,
     /// ISBs: `Arch::isb`, and 1 per `tlb_sync` and `tlb_flush_va_local`.
     pub isb: u64,
-    /// Address translation operations (`Arch::translate`, [`Machine::at`],
+    /// Address translation operations (`CpuOps::hw_translate`, [`Machine::at`],
     /// [`Machine::at_s12e1`]).
     pub at: u64,
     /// EL2 translations through the MMU answered by the TLB.
@@ -1679,6 +1680,45 @@ impl Arch for Machine {
         self.read_u64(va)
     }
 
+    /// As the default (each descriptor read through the MMU, counted, `pred`
+    /// called in order), with one translation for the descriptors of a run
+    /// that share a page: the TLB entry the first load fills serves the
+    /// rest, as on hardware, and within a page they fault all or none.
+    fn find_pte<P: FnMut(u64) -> bool>(
+        &mut self,
+        va: Vaddr,
+        n: usize,
+        mut pred: P,
+    ) -> Result<Option<usize>, MemFault> {
+        if !va.0.is_multiple_of(8) {
+            // Misaligned: word by word, as the default.
+            for i in 0..n {
+                if pred(self.read_pte(Vaddr(va.0 + 8 * i as u64))?) {
+                    return Ok(Some(i));
+                }
+            }
+            return Ok(None);
+        }
+        let mut buf = [0u8; 512];
+        let mut i = 0;
+        while i < n {
+            let at = va.0 + 8 * i as u64;
+            let in_page = ((FRAME as u64 - (at % FRAME as u64)) / 8) as usize;
+            let k = (n - i).min(in_page).min(buf.len() / 8);
+            self.read_bytes(Vaddr(at), &mut buf[..8 * k])?;
+            for (j, w) in buf[..8 * k].chunks_exact(8).enumerate() {
+                self.counters.pte_reads += 1;
+                let mut b = [0u8; 8];
+                b.copy_from_slice(w);
+                if pred(u64::from_le_bytes(b)) {
+                    return Ok(Some(i + j));
+                }
+            }
+            i += k;
+        }
+        Ok(None)
+    }
+
     fn write_pte(&mut self, va: Vaddr, val: u64) -> Result<(), MemFault> {
         self.counters.pte_writes += 1;
         // dsb: earlier stores and TLB maintenance complete first.
@@ -1719,13 +1759,6 @@ impl Arch for Machine {
     fn tlb_flush_va(&mut self, va: Vaddr) {
         self.counters.tlbi_va += 1;
         self.pending.push((self.current, Tlbi::Va(va)));
-    }
-
-    fn tlb_flush_va_local(&mut self, va: Vaddr) {
-        self.counters.tlbi_va_local += 1;
-        self.apply(Some(self.current), Tlbi::Va(va));
-        self.counters.dsb += 1;
-        self.counters.isb += 1;
     }
 
     fn tlb_flush_all(&mut self) {
@@ -1772,15 +1805,30 @@ impl Arch for Machine {
         self.counters.isb += 1;
     }
 
-    fn translate(&mut self, va: Vaddr, write: bool) -> Result<AtResult, MemFault> {
-        self.at(self.current, va, write)
-    }
-
     fn root(&self) -> Paddr {
         Paddr(self.cpus.get(self.current).map_or(0, |c| c.root))
+    }
+}
+
+/// The model's current CPU beyond what the engine needs: its index, local
+/// TLB invalidation, `AT`, reads through its MMU.
+impl CpuOps for Machine {
+    fn tlb_flush_va_local(&mut self, va: Vaddr) {
+        self.counters.tlbi_va_local += 1;
+        self.apply(Some(self.current), Tlbi::Va(va));
+        self.counters.dsb += 1;
+        self.counters.isb += 1;
+    }
+
+    fn hw_translate(&mut self, va: Vaddr, write: bool) -> Result<AtResult, MemFault> {
+        self.at(self.current, va, write)
     }
 
     fn cpu(&self) -> usize {
         self.current
+    }
+
+    fn read_bytes(&mut self, va: Vaddr, buf: &mut [u8]) -> Result<(), MemFault> {
+        Machine::read_bytes(self, va, buf)
     }
 }

@@ -1,6 +1,6 @@
 //! The model as an `hvmm::Arch`: descriptor accesses go through the MMU.
 
-use hvmm::{AccessKind, Arch, FaultKind, Paddr, Vaddr};
+use hvmm::{AccessKind, Arch, CpuOps, FaultKind, Paddr, Vaddr};
 use hvmm_model::{Machine, ModelError, Regime};
 use hvmm_testkit::tables::*;
 
@@ -112,7 +112,7 @@ fn mmu_off_accesses_are_physical() {
     let f = m.read_pte(Vaddr(1 << 40)).unwrap_err();
     assert_eq!((f.kind, f.level), (FaultKind::AddressSize, 0));
     assert_eq!(
-        m.translate(Vaddr(0x4000_0010), true).unwrap().pa,
+        m.hw_translate(Vaddr(0x4000_0010), true).unwrap().pa,
         Paddr(0x4000_0010)
     );
 }

@@ -1,7 +1,7 @@
 //! arm32 (LPAE long descriptors, Hyp mode, T0SZ = 0): what a walk of
 //! hand-built tables gives.
 
-use hvmm::{AccessKind, Arch, FaultKind, Paddr, Vaddr};
+use hvmm::{AccessKind, CpuOps, FaultKind, Paddr, Vaddr};
 use hvmm_testkit::tables::*;
 
 #[test]
@@ -43,7 +43,7 @@ fn forty_bit_output_address_above_4gib_translates() {
         "no aliasing to the low 32 bits"
     );
     assert_eq!(
-        m.translate(Vaddr(0x8000_5010), true).unwrap().pa,
+        m.hw_translate(Vaddr(0x8000_5010), true).unwrap().pa,
         Paddr(HIGH32 + 0x3010)
     );
 }

@@ -1,7 +1,7 @@
 //! arm64 (VMSAv8-64, EL2, 4 KiB granule, T0SZ = 16): what a walk of
 //! hand-built tables gives.
 
-use hvmm::{AccessKind, Arch, FaultKind, MemFault, Paddr, Vaddr};
+use hvmm::{AccessKind, CpuOps, FaultKind, MemFault, Paddr, Vaddr};
 use hvmm_testkit::tables::*;
 
 fn fault(m: &mut hvmm_model::Machine, va: u64, access: AccessKind) -> MemFault {
@@ -268,16 +268,16 @@ fn at_walks_memory_and_reports_the_mair_attribute() {
         8,
         (page(DATA + 0x1000) & !NORMAL) | DEVICE | RO | XN,
     );
-    let r = m.translate(Vaddr(l3_va(7).0 + 0x18), true).unwrap();
+    let r = m.hw_translate(Vaddr(l3_va(7).0 + 0x18), true).unwrap();
     assert_eq!((r.pa, r.mair_attr), (Paddr(DATA + 0x18), 0xff));
-    assert_eq!(m.translate(l3_va(8), false).unwrap().mair_attr, 0x04);
-    let f = m.translate(l3_va(8), true).unwrap_err();
+    assert_eq!(m.hw_translate(l3_va(8), false).unwrap().mair_attr, 0x04);
+    let f = m.hw_translate(l3_va(8), true).unwrap_err();
     assert_eq!(
         (f.kind, f.level, f.access),
         (FaultKind::Permission, 3, AccessKind::Write)
     );
     m.set_mair(0x77 << 56);
-    assert_eq!(m.translate(l3_va(7), false).unwrap().mair_attr, 0x77);
+    assert_eq!(m.hw_translate(l3_va(7), false).unwrap().mair_attr, 0x77);
     // AT neither uses nor fills the TLB, and is not an abort.
     assert!(m.tlb_entries(0).is_empty());
     assert_eq!(m.last_fault(0), None);
@@ -291,7 +291,7 @@ fn at_sees_memory_while_the_tlb_is_stale() {
     m.touch(0, l3_va(7)).unwrap();
     set(&mut m, L3, 7, page(DATA + 0x1000));
     assert_eq!(
-        m.translate(l3_va(7), false).unwrap().pa,
+        m.hw_translate(l3_va(7), false).unwrap().pa,
         Paddr(DATA + 0x1000)
     );
     assert_eq!(m.access(l3_va(7), AccessKind::Read).unwrap(), Paddr(DATA));

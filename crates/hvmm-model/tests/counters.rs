@@ -1,6 +1,6 @@
 //! Counters count, and reset.
 
-use hvmm::{Arch, Vaddr};
+use hvmm::{Arch, CpuOps, Vaddr};
 use hvmm_model::Counters;
 use hvmm_testkit::tables::*;
 
@@ -17,7 +17,7 @@ fn counters_count_each_operation() {
     m.tlb_flush_all_local();
     m.tlb_sync();
     m.isb();
-    m.translate(l3_va(4), false).unwrap();
+    m.hw_translate(l3_va(4), false).unwrap();
     let c = m.counters();
     assert_eq!(c.pte_writes, 1);
     assert_eq!(c.pte_reads, 1);
@@ -48,4 +48,41 @@ fn aborts_are_counted() {
     let _ = m.read_u64(l3_va(200));
     let _ = m.write_u64(l3_va(201), 0);
     assert_eq!(m.counters().faults, 2);
+}
+
+#[test]
+fn find_pte_reads_and_counts_like_read_pte_one_by_one() {
+    let mut m = arm64(1);
+    // L3 (mapped at l3_va(3)) holds page descriptors in entries 0..4.
+    let want: Vec<u64> = (0..6)
+        .map(|i| m.read_pte(Vaddr(L3 + i * 8)).unwrap())
+        .collect();
+    m.reset_counters();
+    let mut seen = Vec::new();
+    let hit = m
+        .find_pte(l3_va(3), 512, |e| {
+            seen.push(e);
+            e == 0
+        })
+        .unwrap();
+    assert_eq!(hit, Some(4));
+    assert_eq!(seen, want[..5]);
+    assert_eq!(m.counters().pte_reads, 5, "only the entries examined count");
+    // None found: every entry read.
+    m.reset_counters();
+    assert_eq!(m.find_pte(l3_va(3), 4, |e| e == 0).unwrap(), None);
+    assert_eq!(m.counters().pte_reads, 4);
+    // A run that leaves the mapped page: its entries are seen, then the
+    // next page (unmapped) faults, as one read at a time would.
+    let mut n = 0;
+    let last = Vaddr(l3_va(3).0 + 511 * 8);
+    let err = m
+        .find_pte(last, 2, |_| {
+            n += 1;
+            false
+        })
+        .unwrap_err();
+    assert_eq!(n, 1);
+    assert_eq!(err.va, l3_va(4));
+    assert_eq!(err.kind, hvmm::FaultKind::Translation);
 }

@@ -131,7 +131,7 @@ fn reservation_failure_changes_nothing<F: ModelFormat>() {
         let (va, pages, op, flags) = s.update;
         let mut rig = base.clone();
         let b = before(&mut rig, &s);
-        rig.alloc.fail_at = Some(rig.alloc.allocations);
+        rig.alloc.set_fail_at(Some(rig.alloc.allocations()));
         let r = rig.update(va, pages, op, flags);
         if rep.tables_created == 0 {
             // Nothing to allocate: the reservation is never asked for.

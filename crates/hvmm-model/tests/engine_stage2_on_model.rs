@@ -16,9 +16,9 @@
 //!   translation fault; never a wrong PA, never a conflict.
 
 use hvmm::{
-    AccessKind, Arch, Arm32, Arm32Stage2, Arm64, Arm64Stage2, AtResult, Env, Error, Format, Ipa,
-    MapFlags, MemFault, Op, Paddr, PageTable, S2Access, S2Attrs, S2MemType, Stage2Format,
-    UpdateReport, Vaddr, Vmid,
+    AccessKind, Arch, Arm32, Arm32Stage2, Arm64, Arm64Stage2, Env, Error, Format, Ipa, MapFlags,
+    MemFault, Op, Paddr, PageTable, S2Access, S2Attrs, S2MemType, Stage2Format, UpdateReport,
+    Vaddr, Vmid,
 };
 use hvmm_model::{AbortKind, Machine};
 use hvmm_testkit::engine::*;
@@ -468,9 +468,6 @@ impl Arch for Interleaved<'_> {
         self.m.tlb_flush_va(va);
         self.probe();
     }
-    fn tlb_flush_va_local(&mut self, va: Vaddr) {
-        self.m.tlb_flush_va_local(va);
-    }
     fn tlb_flush_all(&mut self) {
         self.m.tlb_flush_all();
         self.probe();
@@ -494,14 +491,8 @@ impl Arch for Interleaved<'_> {
     fn isb(&mut self) {
         self.m.isb();
     }
-    fn translate(&mut self, va: Vaddr, write: bool) -> Result<AtResult, MemFault> {
-        self.m.translate(va, write)
-    }
     fn root(&self) -> Paddr {
         self.m.root()
-    }
-    fn cpu(&self) -> usize {
-        self.m.cpu()
     }
 }
 

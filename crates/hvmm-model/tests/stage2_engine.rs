@@ -6,8 +6,8 @@
 //! The model's EL2 MMU is off (table pages are reached at VA = PA), so only
 //! the guest's translations are cached.
 
-use hvmm::access::{AccessError, TableAccess};
-use hvmm::alloc::OutOfFrames;
+use hvmm::access::{AccessError, AccessPath, TableAccess};
+use hvmm::frames::OutOfFrames;
 use hvmm::{
     AccessKind, Arm32Stage2, Arm64Stage2, Env, FrameAlloc, Ipa, MapFlags, Mfn, Op, Paddr,
     PageTable, S2Access, S2Attrs, S2MemType, Stage, Stage2Format, Vaddr, Vmid,
@@ -18,10 +18,13 @@ use hvmm_xen::boot_alloc::FrameRanges;
 /// Table pages at VA = PA (EL2's MMU is off).
 struct Identity;
 
-impl TableAccess<Machine> for Identity {
+impl AccessPath for Identity {
     fn name(&self) -> &'static str {
         "identity"
     }
+}
+
+impl TableAccess<Machine> for Identity {
     fn map_table(&mut self, _arch: &mut Machine, mfn: Mfn) -> Result<Vaddr, AccessError> {
         Ok(Vaddr(mfn.paddr().0))
     }

@@ -1,6 +1,6 @@
 //! The TLB keeps translations until told to forget them.
 
-use hvmm::{AccessKind, Arch, FaultKind, Paddr, Vaddr};
+use hvmm::{AccessKind, Arch, CpuOps, FaultKind, Paddr, Vaddr};
 use hvmm_model::{ModelError, StaleEntry};
 use hvmm_testkit::tables::*;
 

@@ -6,8 +6,9 @@ use hvmm_boot::model::{run, Outcome, Scenario};
 use hvmm_boot::report::BootStep;
 use hvmm_boot::BootError;
 
-/// Runs `s`, which must boot: Active reached and verified, and the model saw
-/// nothing wrong ([`Outcome::ok`]: no stale TLB entry, no break-before-make
+/// Runs `s`, which must boot: Active reached and verified, the end-of-boot
+/// audit ran over every root and found nothing, and the model saw nothing
+/// wrong ([`Outcome::ok`]: no stale TLB entry, no break-before-make
 /// violation, no unsafe root switch, no TLB conflict, the stress and domain
 /// 0's two-stage check passed if they ran). Panics with the log otherwise.
 pub fn boot_ok(s: &Scenario) -> Outcome {
@@ -15,6 +16,8 @@ pub fn boot_ok(s: &Scenario) -> Outcome {
     if let Err(f) = &o.result {
         panic!("boot failed: {}\n{}", f.error, o.log);
     }
+    // The end-of-boot audit ran, walked every root and found nothing.
+    o.audited().unwrap_or_else(|e| panic!("{e}\n{}", o.log));
     assert!(
         o.ok(),
         "model checks failed: stale {:x?}, BBM {:x?}, root switches {:x?}, conflicts {:x?}, stress {:?}, dom0 {:?}\n{}",
@@ -119,7 +122,10 @@ pub fn check_boot(s: &Scenario) {
                 // A DTB's modules may be no kernel, or one that does not fit.
                 | BootStep::Dom0 => {}
                 // Before the DTB is read, or the final proof: never.
-                BootStep::ImageDiscovery | BootStep::SetupPagetables | BootStep::Verify => {
+                BootStep::ImageDiscovery
+                | BootStep::SetupPagetables
+                | BootStep::Verify
+                | BootStep::Audit => {
                     panic!("a DTB made the boot fail at {:?}: {e}\n{}", e.step, out.log)
                 }
             }

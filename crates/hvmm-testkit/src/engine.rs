@@ -18,7 +18,7 @@
 //! Descriptors are read back here with bit positions from the Arm ARM, not
 //! through hvmm's descriptor code.
 
-use hvmm::access::{AccessError, TableAccess};
+use hvmm::access::{AccessError, AccessPath, TableAccess};
 use hvmm::{
     AccessKind, Arch, Arm32, Arm64, Attrs, Env, Error, FaultKind, MapFlags, MemType, Mfn, Op,
     Paddr, PageTable, Perm, UpdateReport, Vaddr,
@@ -123,16 +123,22 @@ pub struct DirectMap {
     pub maps: u64,
 }
 
-impl<A: Arch> TableAccess<A> for DirectMap {
+impl AccessPath for DirectMap {
     fn name(&self) -> &'static str {
         "directmap"
     }
+    fn can_reach(&self, mfn: Mfn) -> bool {
+        let pa = mfn.paddr().0;
+        pa >= self.ram.0 && pa < self.ram.1
+    }
+}
+
+impl<A: Arch> TableAccess<A> for DirectMap {
     fn map_table(&mut self, _arch: &mut A, mfn: Mfn) -> Result<Vaddr, AccessError> {
         let pa = mfn.paddr().0;
         if pa < self.ram.0 || pa >= self.ram.1 {
             return Err(AccessError::Unreachable {
                 provider: "directmap",
-                mfn,
             });
         }
         self.held += 1;
@@ -141,10 +147,6 @@ impl<A: Arch> TableAccess<A> for DirectMap {
     }
     fn unmap_table(&mut self, _arch: &mut A, _mfn: Mfn, _va: Vaddr) {
         self.held -= 1;
-    }
-    fn can_reach(&self, mfn: Mfn) -> bool {
-        let pa = mfn.paddr().0;
-        pa >= self.ram.0 && pa < self.ram.1
     }
 }
 
@@ -161,16 +163,21 @@ pub struct FailingAccess<'a> {
     pub calls_at_reserve: Option<u64>,
 }
 
-impl TableAccess<Machine> for FailingAccess<'_> {
+impl AccessPath for FailingAccess<'_> {
     fn name(&self) -> &'static str {
         "failing-directmap"
     }
+    fn can_reach(&self, mfn: Mfn) -> bool {
+        self.inner.can_reach(mfn)
+    }
+}
+
+impl TableAccess<Machine> for FailingAccess<'_> {
     fn map_table(&mut self, arch: &mut Machine, mfn: Mfn) -> Result<Vaddr, AccessError> {
         self.calls += 1;
         if self.calls == self.fail_at {
             return Err(AccessError::Unreachable {
                 provider: "failing-directmap",
-                mfn,
             });
         }
         self.inner.map_table(arch, mfn)
@@ -187,9 +194,6 @@ impl TableAccess<Machine> for FailingAccess<'_> {
             });
         }
         Ok(())
-    }
-    fn can_reach(&self, mfn: Mfn) -> bool {
-        TableAccess::<Machine>::can_reach(&*self.inner, mfn)
     }
 }
 
@@ -319,10 +323,10 @@ impl<F: ModelFormat> Rig<F> {
                 &mut self.access,
                 Vaddr(va),
                 pages,
-                &mut |v, len, leaf| {
+                &mut |v, pages, leaf| {
                     out.push(RunView {
                         va: v.0,
-                        end: v.0 + len,
+                        end: v.0 + pages * hvmm::PAGE_SIZE,
                         pa: leaf.pa.0,
                         attrs: leaf
                             .attrs

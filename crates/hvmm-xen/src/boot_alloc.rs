@@ -7,13 +7,14 @@
 
 use core::fmt;
 use hvmm::addr::{Mfn, Paddr, PAGE_SIZE};
-use hvmm::alloc::{FrameAlloc, OutOfFrames};
+use hvmm::frames::{FrameAlloc, OutOfFrames};
 
 /// Most free ranges the allocator can track.
 pub const MAX_RANGES: usize = 128;
 
 /// A boot-allocator failure.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum BootAllocError {
     /// No free range can satisfy the request.
     Exhausted {
@@ -62,6 +63,8 @@ impl fmt::Display for BootAllocError {
     }
 }
 
+impl core::error::Error for BootAllocError {}
+
 /// Sorted, disjoint free frame ranges `[start, end)`.
 #[derive(Clone, Debug)]
 pub struct FrameRanges {
@@ -71,9 +74,9 @@ pub struct FrameRanges {
     /// Frames that are never returned to the allocator (image tables).
     pinned: Option<(u64, u64)>,
     /// Allocation calls served (for logs and fault injection).
-    pub allocations: u64,
+    allocations: u64,
     /// If set, the allocation with this index (0-based) fails (fault injection).
-    pub fail_at: Option<u64>,
+    fail_at: Option<u64>,
     /// If set, frames taken for page tables ([`FrameAlloc::take`]) come from
     /// below this frame only. (QEMU 7.2's arm32 table walker truncates table
     /// addresses to 32 bits; `hvmm.tables-below-4g` sets this on arm32.)
@@ -98,6 +101,20 @@ impl FrameRanges {
             fail_at: None,
             table_limit: None,
         }
+    }
+
+    /// Allocation requests served so far (allocations and reservations: each
+    /// one a point where fault injection can fail).
+    pub const fn allocations(&self) -> u64 {
+        self.allocations
+    }
+
+    /// Fault injection (feature `test-hooks`): the request with this index
+    /// (0-based, counted by [`FrameRanges::allocations`]) fails as if memory
+    /// had run out; `None` turns it off.
+    #[cfg(feature = "test-hooks")]
+    pub fn set_fail_at(&mut self, index: Option<u64>) {
+        self.fail_at = index;
     }
 
     /// Frames in `[start, end)` (physical addresses) will never be freed back:
@@ -395,10 +412,11 @@ mod tests {
     }
 
     #[test]
+    #[cfg(feature = "test-hooks")]
     fn injected_failure_hits_exactly_one_allocation() {
         let mut fr = FrameRanges::new();
         fr.add(Paddr(0), Paddr(0x10000)).unwrap();
-        fr.fail_at = Some(1);
+        fr.set_fail_at(Some(1));
         assert!(fr.alloc(1, 1).is_ok());
         assert!(fr.alloc(1, 1).is_err());
         assert!(fr.alloc(1, 1).is_ok());

@@ -80,8 +80,12 @@ pub struct Layout {
     pub xenheap: Option<Region>,
     /// arm32 domheap: per-CPU 2 MiB `map_domain_page` slots.
     pub domheap: Option<Region>,
-    /// arm64 direct map of all RAM.
+    /// arm64 direct map of all RAM (the default mode; absent in the
+    /// secret-free mode).
     pub directmap: Option<Region>,
+    /// arm64 per-CPU mapcache of the secret-free mode: 4 KiB slots at the
+    /// same VA in every CPU's root, each CPU's own (see [`MAPCACHE_L0_SLOT`]).
+    pub mapcache: Option<Region>,
 }
 
 impl Layout {
@@ -136,6 +140,7 @@ pub const ARM32_LAYOUT: Layout = Layout {
         size: 0x8000_0000,
     }),
     directmap: None,
+    mapcache: None,
 };
 
 /// First L0 slot of the arm64 direct map.
@@ -166,7 +171,32 @@ pub const ARM64_LAYOUT: Layout = Layout {
         start: Vaddr(DIRECTMAP_SLOT << 39),
         size: DIRECTMAP_SLOTS << 39,
     }),
+    mapcache: Some(Region {
+        name: "mapcache",
+        start: Vaddr((MAPCACHE_L0_SLOT as u64) << 39),
+        size: (MAPCACHE_ENTRIES as u64) << 12,
+    }),
 };
+
+/// The level-0 slot (512 GiB) of the arm64 mapcache. In the secret-free
+/// mode every CPU has its own root; this entry is the only one that
+/// differs between them: each CPU's points at its own level-1, level-2 and
+/// level-3 tables, so a slot's translation can be walked — and cached —
+/// by that CPU alone. Every other level-0 entry is a copy of CPU 0's.
+pub const MAPCACHE_L0_SLOT: usize = 3;
+/// Entries of a CPU's mapcache level-3 table (4 KiB each).
+pub const MAPCACHE_ENTRIES: usize = 512;
+/// The entry of a CPU's mapcache level-3 table that maps that table
+/// itself (read-write, never executable): the one permanent writable
+/// mapping of a table page in the secret-free mode, and how the slots are
+/// written.
+pub const MAPCACHE_SELF: usize = MAPCACHE_ENTRIES - 1;
+/// Slots a CPU can map frames into at once.
+pub const MAPCACHE_SLOTS: usize = MAPCACHE_SELF;
+/// Level-0 slots whose entries the secret-free mode shares between the
+/// CPUs' roots (everything the layout maps below the mapcache: the image,
+/// fixmap, early FDT and vmap in slot 0, the frametable in slots 1 and 2).
+pub const SHARED_L0_SLOTS: usize = MAPCACHE_L0_SLOT;
 
 /// A format together with its layout.
 pub trait HasLayout: hvmm::format::Stage1Format {
@@ -200,6 +230,7 @@ mod tests {
             all.extend(l.xenheap);
             all.extend(l.domheap);
             all.extend(l.directmap);
+            all.extend(l.mapcache);
             for (i, a) in all.iter().enumerate() {
                 for b in &all[i + 1..] {
                     assert!(
@@ -226,6 +257,28 @@ mod tests {
         assert_eq!(XEN_VIRT_SIZE % (2 << 20), 0);
         assert_eq!(XEN_VIRT_START.0 + XEN_VIRT_SIZE, FIXMAP_ADDR.0);
         assert_eq!(IMAGE_L3_TABLES, 4);
+    }
+
+    #[test]
+    fn the_mapcache_has_its_own_level_0_slot_above_the_shared_ones() {
+        let mc = ARM64_LAYOUT.mapcache.unwrap();
+        assert_eq!(hvmm::format::table_index(mc.start.0, 0), MAPCACHE_L0_SLOT);
+        assert_eq!(
+            hvmm::format::table_index(mc.end() - 1, 0),
+            MAPCACHE_L0_SLOT,
+            "the mapcache lies in one level-0 slot"
+        );
+        assert_eq!(mc.size, 2 << 20, "one level-3 table of slots");
+        for r in Layout::COMMON
+            .iter()
+            .chain([&ARM64_LAYOUT.frametable, &ARM64_LAYOUT.vmap])
+        {
+            assert!(
+                hvmm::format::table_index(r.end() - 1, 0) < SHARED_L0_SLOTS,
+                "{} lies below the mapcache's level-0 slot",
+                r.name
+            );
+        }
     }
 
     #[test]

@@ -1,11 +1,13 @@
-//! Xen's table-access providers: PMAP in early boot, and the arm32 per-CPU
-//! domain-page slots afterwards.
+//! Xen's table-access providers: PMAP in early boot, the arm32 per-CPU
+//! domain-page slots afterwards, and the arm64 secret-free mode's per-CPU
+//! mapcache slots.
 //!
 //! | state | provider | how a table page is reached |
 //! |---|---|---|
 //! | `EarlyBoot` | [`EarlyAccess`] | image tables at link address + offset; anything else through a PMAP slot |
 //! | `Boot` / `SmpBoot` / `Active`, arm64 | [`hvmm::phase::DirectMapAccess`] | the direct map |
 //! | `Boot` / `SmpBoot` / `Active`, arm32 | [`DomainPageAccess`] | image tables as above; anything else through a per-CPU domain-page slot |
+//! | `Boot` / `SmpBoot` / `Active`, arm64 secret-free | [`MapCacheAccess`] | image tables as above until they are sealed, then they too; anything else through a per-CPU 4 KiB mapcache slot, unmapped when given back |
 //!
 //! Both are bound to Xen's layout ([`crate::layout`]): PMAP's slots are
 //! fixmap slots, the domain-page slots cover the arm32 domheap area. A
@@ -13,12 +15,14 @@
 //! step creating the slots returns. PMAP refuses to work once other CPUs run
 //! (it is single-CPU).
 
-use crate::layout::{fixmap_va, DOMHEAP_ENTRIES, FIXMAP_PMAP_BEGIN, NUM_PMAP};
-use hvmm::access::{AccessError, TableAccess};
+use crate::layout::{
+    fixmap_va, DOMHEAP_ENTRIES, FIXMAP_PMAP_BEGIN, MAPCACHE_SELF, MAPCACHE_SLOTS, NUM_PMAP,
+};
+use hvmm::access::{AccessError, AccessPath, TableAccess};
 use hvmm::addr::{Mfn, Paddr, Vaddr};
-use hvmm::arch::Arch;
+use hvmm::arch::{Arch, CpuOps};
 use hvmm::attr::Attrs;
-use hvmm::format::{Arm32, Pte};
+use hvmm::format::{Arm32, Arm64, Pte};
 use hvmm::phase::{AccessStats, ImageRange};
 
 /// The PMAP: a few fixmap slots whose L3 entries are written directly (never
@@ -33,9 +37,9 @@ pub struct Pmap {
     /// Set once other CPUs may run: PMAP then refuses to work.
     retired: bool,
     /// Slot acquisitions so far: maps outside a reservation, and reservations.
-    pub acquisitions: u64,
+    acquisitions: u64,
     /// Fault injection: the acquisition with this index (0-based) fails.
-    pub fail_at: Option<u64>,
+    fail_at: Option<u64>,
 }
 
 impl Pmap {
@@ -53,6 +57,18 @@ impl Pmap {
     /// Slots in use.
     pub const fn in_use(&self) -> u32 {
         self.in_use.count_ones()
+    }
+    /// Slot acquisitions so far: maps outside a reservation, and
+    /// reservations (each one a point where fault injection can fail).
+    pub const fn acquisitions(&self) -> u64 {
+        self.acquisitions
+    }
+    /// Fault injection (feature `test-hooks`): the acquisition with this
+    /// index (0-based, counted by [`Pmap::acquisitions`]) fails as if every
+    /// slot were in use; `None` turns it off.
+    #[cfg(feature = "test-hooks")]
+    pub fn set_fail_at(&mut self, index: Option<u64>) {
+        self.fail_at = index;
     }
     /// Ends PMAP use (secondary CPUs are starting): later maps fail with
     /// [`AccessError::WrongPhase`].
@@ -106,7 +122,7 @@ impl Pmap {
     }
 
     /// Unmaps a slot returned by [`Pmap::map`] and invalidates it on this CPU.
-    pub fn unmap<A: Arch>(&mut self, arch: &mut A, va: Vaddr) {
+    pub fn unmap<A: CpuOps>(&mut self, arch: &mut A, va: Vaddr) {
         let idx = ((va.0 - fixmap_va(0).0) / 4096) as usize;
         let Some(slot) = idx.checked_sub(FIXMAP_PMAP_BEGIN).filter(|&s| s < NUM_PMAP) else {
             return;
@@ -134,10 +150,13 @@ impl<'a> EarlyAccess<'a> {
     }
 }
 
-impl<A: Arch> TableAccess<A> for EarlyAccess<'_> {
+impl AccessPath for EarlyAccess<'_> {
     fn name(&self) -> &'static str {
         "image+pmap"
     }
+}
+
+impl<A: CpuOps> TableAccess<A> for EarlyAccess<'_> {
     fn map_table(&mut self, arch: &mut A, mfn: Mfn) -> Result<Vaddr, AccessError> {
         if let Some(va) = self.image.va_of(mfn) {
             self.stats.image += 1;
@@ -150,6 +169,7 @@ impl<A: Arch> TableAccess<A> for EarlyAccess<'_> {
     fn unmap_table(&mut self, arch: &mut A, mfn: Mfn, va: Vaddr) {
         if !self.image.contains(mfn) {
             self.pmap.unmap(arch, va);
+            self.stats.slot_tlbi += 1;
         }
     }
     fn reserve(&mut self, _arch: &mut A, nested: usize) -> Result<(), AccessError> {
@@ -201,7 +221,18 @@ impl DomainPage {
     }
 
     /// Maps the frame `mfn` (Xen's `map_domain_page`).
-    pub fn map<A: Arch>(&self, arch: &mut A, mfn: Mfn) -> Result<Vaddr, AccessError> {
+    pub fn map<A: CpuOps>(&self, arch: &mut A, mfn: Mfn) -> Result<Vaddr, AccessError> {
+        self.map_counted(arch, mfn, &mut 0)
+    }
+
+    /// [`DomainPage::map`], adding to `flushes` the local invalidation a
+    /// reused slot needs.
+    fn map_counted<A: CpuOps>(
+        &self,
+        arch: &mut A,
+        mfn: Mfn,
+        flushes: &mut u64,
+    ) -> Result<Vaddr, AccessError> {
         let pa = mfn.paddr();
         let block = Paddr(pa.0 & !((2 << 20) - 1));
         let hash = (pa.0 >> 21) as usize % DOMHEAP_ENTRIES;
@@ -232,6 +263,7 @@ impl DomainPage {
             arch.write_pte(self.entry_va(i), 0)
                 .map_err(AccessError::Fault)?;
             arch.tlb_flush_va_local(self.slot_va(i, Paddr(0)));
+            *flushes += 1;
         }
         let new = Pte::leaf::<Arm32>(2, block, Attrs::RW, false).with_sw(1);
         arch.write_pte(self.entry_va(i), new.0)
@@ -306,16 +338,21 @@ impl<'a> DomainPageAccess<'a> {
     }
 }
 
-impl<A: Arch> TableAccess<A> for DomainPageAccess<'_> {
+impl AccessPath for DomainPageAccess<'_> {
     fn name(&self) -> &'static str {
         "domain-page"
     }
+}
+
+impl<A: CpuOps> TableAccess<A> for DomainPageAccess<'_> {
     fn map_table(&mut self, arch: &mut A, mfn: Mfn) -> Result<Vaddr, AccessError> {
         if let Some(va) = self.image.va_of(mfn) {
             self.stats.image += 1;
             return Ok(va);
         }
-        let va = self.slots.map(arch, mfn)?;
+        let va = self
+            .slots
+            .map_counted(arch, mfn, &mut self.stats.slot_tlbi)?;
         self.stats.domain_page += 1;
         Ok(va)
     }
@@ -329,6 +366,193 @@ impl<A: Arch> TableAccess<A> for DomainPageAccess<'_> {
             return Err(AccessError::SlotsExhausted {
                 provider: "domain-page",
                 slots: DOMHEAP_ENTRIES,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// One CPU's arm64 mapcache (the secret-free mode's `map_domain_page`):
+/// [`MAPCACHE_SLOTS`] slots of 4 KiB in a level-3 table that only this
+/// CPU's root links (level-0 slot [`crate::layout::MAPCACHE_L0_SLOT`]),
+/// written through its own last entry, which maps the table itself.
+///
+/// A slot maps one frame read-write, never executable, while it is held,
+/// and nothing once it is given back: [`MapCache::unmap`] clears the entry
+/// and invalidates the VA on this CPU (`TLBI VAE2; DSB NSH; ISB`) at once,
+/// so that no page stays reachable after the step that needed it. A slot
+/// is thus only ever written from invalid to valid or back: never changed
+/// while valid, which is what break-before-make asks. The invalidation is
+/// local because no other CPU can hold the entry: a CPU's TLB caches only
+/// walks from its own root, and this table hangs below this CPU's root
+/// alone. That stays true as long as no CPU runs on another CPU's root (a
+/// CPU given a root flushes its own TLB when it switches).
+///
+/// No reference counts: a frame mapped twice takes two slots (two
+/// read-write aliases of normal memory with the same attributes are
+/// harmless). The search starts at a hash of the frame number; with slots
+/// given back at once it nearly always finds the first one free.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct MapCache {
+    /// VA of slot 0 (the mapcache region's start).
+    base: Vaddr,
+}
+
+impl MapCache {
+    /// The mapcache of a CPU whose slot table is linked at `base` with its
+    /// entry [`MAPCACHE_SELF`] mapping the table itself (see
+    /// [`MapCache::self_entry`]).
+    pub const fn new(base: Vaddr) -> Self {
+        MapCache { base }
+    }
+
+    /// The first slot's VA.
+    pub const fn base(&self) -> Vaddr {
+        self.base
+    }
+
+    /// The descriptor of entry [`MAPCACHE_SELF`]: the slot table at
+    /// `table` mapped read-write, never executable.
+    pub fn self_entry(table: Mfn) -> u64 {
+        Pte::leaf::<Arm64>(3, table.paddr(), Attrs::RW, false).0
+    }
+
+    /// VA of entry `i` of the slot table (through its self-mapping).
+    fn entry_va(&self, i: usize) -> Vaddr {
+        Vaddr(self.base.0 + (MAPCACHE_SELF as u64) * 4096 + i as u64 * 8)
+    }
+
+    fn slot_va(&self, i: usize) -> Vaddr {
+        Vaddr(self.base.0 + i as u64 * 4096)
+    }
+
+    /// Whether `va` lies in a slot (not the self-mapping).
+    pub fn is_slot(&self, va: Vaddr) -> bool {
+        va.0 >= self.base.0 && va.0 - self.base.0 < (MAPCACHE_SLOTS as u64) * 4096
+    }
+
+    /// Maps `mfn` read-write in a free slot and returns its VA.
+    pub fn map<A: Arch>(&self, arch: &mut A, mfn: Mfn) -> Result<Vaddr, AccessError> {
+        let start = (mfn.0 as usize).wrapping_mul(0x9e37_79b9) % MAPCACHE_SLOTS;
+        for probe in 0..MAPCACHE_SLOTS {
+            let i = (start + probe) % MAPCACHE_SLOTS;
+            let e = arch
+                .read_pte(self.entry_va(i))
+                .map_err(AccessError::Fault)?;
+            if Pte(e).is_valid() {
+                continue;
+            }
+            // Invalid, and invalidated on this CPU when it was given back:
+            // nothing to break, nothing cached.
+            let pte = Pte::leaf::<Arm64>(3, mfn.paddr(), Attrs::RW, false);
+            arch.write_pte(self.entry_va(i), pte.0)
+                .map_err(AccessError::Fault)?;
+            arch.isb();
+            return Ok(self.slot_va(i));
+        }
+        Err(AccessError::SlotsExhausted {
+            provider: "mapcache",
+            slots: MAPCACHE_SLOTS,
+        })
+    }
+
+    /// Gives back the slot `va` lies in: the entry is cleared and the VA
+    /// invalidated on this CPU. Returns whether `va` was a slot.
+    pub fn unmap<A: CpuOps>(&self, arch: &mut A, va: Vaddr) -> bool {
+        if !self.is_slot(va) {
+            return false;
+        }
+        let i = ((va.0 - self.base.0) / 4096) as usize;
+        // A fault here would mean the slot table is gone: nothing to undo.
+        let _ = arch.write_pte(self.entry_va(i), 0);
+        arch.tlb_flush_va_local(self.slot_va(i));
+        true
+    }
+
+    /// Whether at least `n` slots are free now (stops at the `n`-th).
+    pub fn has_free<A: Arch>(&self, arch: &mut A, n: usize) -> Result<bool, AccessError> {
+        let mut free = 0;
+        for i in 0..MAPCACHE_SLOTS {
+            if free >= n {
+                break;
+            }
+            if !Pte(arch
+                .read_pte(self.entry_va(i))
+                .map_err(AccessError::Fault)?)
+            .is_valid()
+            {
+                free += 1;
+            }
+        }
+        Ok(free >= n)
+    }
+
+    /// Slots held now (valid entries, the self-mapping aside). Zero between
+    /// steps: nothing stays mapped.
+    pub fn held<A: Arch>(&self, arch: &mut A) -> Result<usize, AccessError> {
+        let mut n = 0;
+        for i in 0..MAPCACHE_SLOTS {
+            if Pte(arch
+                .read_pte(self.entry_va(i))
+                .map_err(AccessError::Fault)?)
+            .is_valid()
+            {
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+}
+
+/// The arm64 secret-free provider: this CPU's mapcache slots for every
+/// table frame, except the image's own tables while the image still maps
+/// them writable (until the boot seals them, [`MapCacheAccess::new`]'s
+/// `image`).
+pub struct MapCacheAccess<'a> {
+    image: Option<ImageRange>,
+    slots: MapCache,
+    /// Maps served, by path.
+    pub stats: &'a mut AccessStats,
+}
+
+impl<'a> MapCacheAccess<'a> {
+    /// The provider over this CPU's slots; `image`: reach the image's
+    /// tables at their link address (`None` once they are read-only there).
+    pub fn new(image: Option<ImageRange>, slots: MapCache, stats: &'a mut AccessStats) -> Self {
+        MapCacheAccess {
+            image,
+            slots,
+            stats,
+        }
+    }
+}
+
+impl AccessPath for MapCacheAccess<'_> {
+    fn name(&self) -> &'static str {
+        "mapcache"
+    }
+}
+
+impl<A: CpuOps> TableAccess<A> for MapCacheAccess<'_> {
+    fn map_table(&mut self, arch: &mut A, mfn: Mfn) -> Result<Vaddr, AccessError> {
+        if let Some(va) = self.image.and_then(|i| i.va_of(mfn)) {
+            self.stats.image += 1;
+            return Ok(va);
+        }
+        let va = self.slots.map(arch, mfn)?;
+        self.stats.domain_page += 1;
+        Ok(va)
+    }
+    fn unmap_table(&mut self, arch: &mut A, _mfn: Mfn, va: Vaddr) {
+        if self.slots.unmap(arch, va) {
+            self.stats.slot_tlbi += 1;
+        }
+    }
+    fn reserve(&mut self, arch: &mut A, nested: usize) -> Result<(), AccessError> {
+        if !self.slots.has_free(arch, nested)? {
+            return Err(AccessError::SlotsExhausted {
+                provider: "mapcache",
+                slots: MAPCACHE_SLOTS,
             });
         }
         Ok(())

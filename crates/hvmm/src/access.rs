@@ -12,8 +12,10 @@ use crate::addr::{Mfn, Vaddr};
 use crate::arch::{Arch, MemFault};
 use core::fmt;
 
-/// Why a provider could not map a table page.
+/// Why a provider could not map a table page. The frame is not named here:
+/// whoever asked for it knows it ([`crate::Error::TableAccess`] carries it).
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum AccessError {
     /// Every slot of the provider is in use.
     SlotsExhausted {
@@ -22,13 +24,11 @@ pub enum AccessError {
         /// How many slots it has.
         slots: usize,
     },
-    /// The provider cannot reach this frame (outside the image, outside RAM,
-    /// beyond the direct map).
+    /// The frame is out of the provider's reach (outside the image, outside
+    /// RAM, beyond the direct map).
     Unreachable {
         /// The provider's name.
         provider: &'static str,
-        /// The frame asked for.
-        mfn: Mfn,
     },
     /// The provider is not usable in the current system state.
     WrongPhase {
@@ -45,23 +45,79 @@ impl fmt::Display for AccessError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             AccessError::SlotsExhausted { provider, slots } => {
-                write!(f, "{provider}: all {slots} slots are in use")
+                write!(f, "all {slots} {provider} slots are in use")
             }
-            AccessError::Unreachable { provider, mfn } => {
-                write!(f, "{provider}: cannot reach table frame {mfn}")
+            AccessError::Unreachable { provider } => {
+                write!(f, "out of the reach of {provider}")
             }
             AccessError::WrongPhase { provider, state } => {
-                write!(f, "{provider}: not usable in state {state}")
+                write!(f, "{provider} is not usable in state {state}")
             }
-            AccessError::Fault(fault) => write!(f, "mapping a table page faulted: {fault}"),
+            AccessError::Fault(fault) => write!(f, "writing its mapping faulted: {fault}"),
         }
     }
 }
 
-/// A provider of temporary mappings of table pages.
-pub trait TableAccess<A: Arch> {
-    /// Name shown in logs and counters ("image", "pmap", "directmap", "domain-page").
+impl core::error::Error for AccessError {}
+
+/// What a table-access provider is, whatever processor it runs on: its name
+/// and the frames it can reach.
+///
+/// These two live apart from [`TableAccess`] because they do not depend on
+/// the processor type: inside `impl<A: Arch> TableAccess<A> for MyAccess`,
+/// `self.can_reach(mfn)` then names one method, not one per `A`.
+pub trait AccessPath {
+    /// Name shown in errors, logs and counters ("image+pmap", "directmap",
+    /// "domain-page").
     fn name(&self) -> &'static str;
+    /// Whether [`TableAccess::map_table`] can reach `mfn` at all (a frame
+    /// outside the direct map cannot be reached through it). The engine asks
+    /// this of every frame it is about to take, before writing anything. The
+    /// default reaches every frame.
+    fn can_reach(&self, mfn: Mfn) -> bool {
+        let _ = mfn;
+        true
+    }
+}
+
+/// A provider of temporary mappings of table pages, for the processor
+/// back end `A`.
+///
+/// Most providers work on any processor: `impl<A: Arch> TableAccess<A> for
+/// MyAccess`. One that must write its own mappings with processor operations
+/// beyond [`Arch`] (a per-CPU slot that needs a local TLB invalidation, such
+/// as Xen's PMAP) bounds `A` by what it needs, for instance
+/// [`crate::CpuOps`].
+///
+/// A linear map of RAM (every frame at a fixed offset, always mapped) is the
+/// simplest provider:
+///
+/// ```
+/// use hvmm::{AccessError, AccessPath, Arch, Mfn, TableAccess, Vaddr};
+///
+/// /// RAM `[0x4000_0000, 0x8000_0000)` mapped at `0xffff_0000_0000_0000 + PA`.
+/// struct LinearMap;
+///
+/// impl AccessPath for LinearMap {
+///     fn name(&self) -> &'static str {
+///         "linear-map"
+///     }
+///     fn can_reach(&self, mfn: Mfn) -> bool {
+///         (0x4000_0000..0x8000_0000).contains(&mfn.paddr().0)
+///     }
+/// }
+///
+/// impl<A: Arch> TableAccess<A> for LinearMap {
+///     fn map_table(&mut self, _arch: &mut A, mfn: Mfn) -> Result<Vaddr, AccessError> {
+///         if !self.can_reach(mfn) {
+///             return Err(AccessError::Unreachable { provider: self.name() });
+///         }
+///         Ok(Vaddr(0xffff_0000_0000_0000 + mfn.paddr().0))
+///     }
+///     fn unmap_table(&mut self, _arch: &mut A, _mfn: Mfn, _va: Vaddr) {}
+/// }
+/// ```
+pub trait TableAccess<A: Arch>: AccessPath {
     /// Makes the frame `mfn` readable and writable and returns its address.
     fn map_table(&mut self, arch: &mut A, mfn: Mfn) -> Result<Vaddr, AccessError>;
     /// Gives back a mapping obtained from [`TableAccess::map_table`].
@@ -80,19 +136,18 @@ pub trait TableAccess<A: Arch> {
     fn unreserve(&mut self, arch: &mut A) {
         let _ = arch;
     }
-    /// Whether [`TableAccess::map_table`] can reach `mfn` at all (a frame
-    /// outside the direct map cannot be reached through it). The engine asks
-    /// this of every frame it is about to take, before writing anything.
+}
+
+impl<T: AccessPath + ?Sized> AccessPath for &mut T {
+    fn name(&self) -> &'static str {
+        (**self).name()
+    }
     fn can_reach(&self, mfn: Mfn) -> bool {
-        let _ = mfn;
-        true
+        (**self).can_reach(mfn)
     }
 }
 
 impl<A: Arch, T: TableAccess<A> + ?Sized> TableAccess<A> for &mut T {
-    fn name(&self) -> &'static str {
-        (**self).name()
-    }
     fn map_table(&mut self, arch: &mut A, mfn: Mfn) -> Result<Vaddr, AccessError> {
         (**self).map_table(arch, mfn)
     }
@@ -104,8 +159,5 @@ impl<A: Arch, T: TableAccess<A> + ?Sized> TableAccess<A> for &mut T {
     }
     fn unreserve(&mut self, arch: &mut A) {
         (**self).unreserve(arch)
-    }
-    fn can_reach(&self, mfn: Mfn) -> bool {
-        (**self).can_reach(mfn)
     }
 }

@@ -161,6 +161,8 @@ impl fmt::Display for VaTooWide {
     }
 }
 
+impl core::error::Error for VaTooWide {}
+
 impl TryFrom<Vaddr> for Vaddr32 {
     type Error = VaTooWide;
     fn try_from(v: Vaddr) -> Result<Self, VaTooWide> {

@@ -1,10 +1,13 @@
-//! What the engine needs from the processor: descriptor reads and writes with
-//! their barriers, TLB maintenance, address translation and the root register.
+//! What the engine needs from the processor ([`Arch`]: descriptor reads and
+//! writes with their barriers, TLB maintenance, the root register), and what
+//! per-CPU table access and a boot sequence need beside it ([`CpuOps`]: the
+//! CPU's index, local TLB invalidation, hardware address translation, reads
+//! through the MMU).
 //!
-//! The real arm64 / arm32 instructions implement [`Arch`] in the bare-metal
-//! image; the machine model (`hvmm-model`) implements it over emulated memory,
-//! an emulated MMU and TLB; the `host` module (feature `host`) implements it
-//! over host memory for benchmarks. The engine never knows which one it runs on.
+//! The crate `hvmm-arch` implements both with the real arm64 / arm32
+//! instructions; the machine model (`hvmm-model`) implements them over
+//! emulated memory, an emulated MMU and TLB; the host back end (module `host`, feature `host`) over host memory
+//! for examples and benchmarks. The engine never knows which one it runs on.
 
 use crate::addr::{Paddr, Vaddr, Vmid};
 use core::fmt;
@@ -102,6 +105,8 @@ impl fmt::Display for MemFault {
     }
 }
 
+impl core::error::Error for MemFault {}
+
 /// Result of a successful address translation (AT S1E2R/W, ATS1HR/W).
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub struct AtResult {
@@ -111,7 +116,7 @@ pub struct AtResult {
     pub mair_attr: u8,
 }
 
-/// The processor operations the engine relies on.
+/// The processor operations the engine relies on, and nothing else.
 ///
 /// Reads and writes take virtual addresses: on hardware they go through the
 /// MMU, on the machine model through the model's MMU, so an access to an
@@ -129,9 +134,6 @@ pub trait Arch {
     /// Invalidates this VA's translations on all CPUs (`TLBI VAE2IS` /
     /// `TLBIMVAHIS`). Completion needs [`Arch::tlb_sync`].
     fn tlb_flush_va(&mut self, va: Vaddr);
-    /// Invalidates this VA's translations on this CPU only, and waits for it
-    /// (`TLBI VAE2; dsb nsh; isb`). Used for per-CPU slots (PMAP, domain page).
-    fn tlb_flush_va_local(&mut self, va: Vaddr);
     /// Invalidates all hypervisor translations on all CPUs (`TLBI ALLE2IS` /
     /// `TLBIALLHIS`). Completion needs [`Arch::tlb_sync`].
     fn tlb_flush_all(&mut self);
@@ -154,27 +156,8 @@ pub trait Arch {
     fn tlb_sync(&mut self);
     /// Instruction synchronisation barrier.
     fn isb(&mut self);
-    /// Hardware address translation of `va` for a read or a write
-    /// (`AT S1E2R/W` / `ATS1HR/W`), reading PAR.
-    fn translate(&mut self, va: Vaddr, write: bool) -> Result<AtResult, MemFault>;
     /// The current root table (TTBR0_EL2 / HTTBR).
     fn root(&self) -> Paddr;
-    /// Reads `buf.len()` bytes at `va` (any alignment), through the MMU.
-    /// The default reads aligned words with [`Arch::read_pte`].
-    fn read_bytes(&mut self, va: Vaddr, buf: &mut [u8]) -> Result<(), MemFault> {
-        let mut done = 0usize;
-        while done < buf.len() {
-            let at = va.0 + done as u64;
-            let word = self.read_pte(Vaddr(at & !7))?.to_le_bytes();
-            let off = (at & 7) as usize;
-            let n = (8 - off).min(buf.len() - done);
-            buf[done..done + n].copy_from_slice(&word[off..off + n]);
-            done += n;
-        }
-        Ok(())
-    }
-    /// The index of the CPU running this code.
-    fn cpu(&self) -> usize;
 
     /// Writes a run of `n` descriptors into consecutive entries of one
     /// table: `first`, `first + step`, `first + 2 * step`... at `va`,
@@ -252,5 +235,119 @@ pub trait Arch {
             }
         }
         Ok(None)
+    }
+}
+
+/// What per-CPU table access and a boot sequence need from the processor
+/// beside [`Arch`]: the engine itself never calls these.
+///
+/// Xen's PMAP and arm32 domain-page slots invalidate their own slot on this
+/// CPU only ([`CpuOps::tlb_flush_va_local`]); finding where the image was
+/// loaded uses hardware address translation ([`CpuOps::hw_translate`]); a boot
+/// sequence keeps per-CPU state ([`CpuOps::cpu`]) and reads the device tree
+/// through the MMU ([`CpuOps::read_bytes`]).
+pub trait CpuOps: Arch {
+    /// Invalidates this VA's translations on this CPU only, and waits for it
+    /// (`TLBI VAE2; dsb nsh; isb`). Used for per-CPU slots (PMAP, domain page).
+    fn tlb_flush_va_local(&mut self, va: Vaddr);
+    /// Hardware address translation of `va` for a read or a write
+    /// (`AT S1E2R/W` / `ATS1HR/W`), reading PAR.
+    fn hw_translate(&mut self, va: Vaddr, write: bool) -> Result<AtResult, MemFault>;
+    /// The index of the CPU running this code.
+    fn cpu(&self) -> usize;
+    /// Reads `buf.len()` bytes at `va` (any alignment), through the MMU.
+    /// The default reads aligned words with [`Arch::read_pte`].
+    fn read_bytes(&mut self, va: Vaddr, buf: &mut [u8]) -> Result<(), MemFault> {
+        let mut done = 0usize;
+        while done < buf.len() {
+            let at = va.0 + done as u64;
+            let word = self.read_pte(Vaddr(at & !7))?.to_le_bytes();
+            let off = (at & 7) as usize;
+            let n = (8 - off).min(buf.len() - done);
+            buf[done..done + n].copy_from_slice(&word[off..off + n]);
+            done += n;
+        }
+        Ok(())
+    }
+}
+
+impl<A: Arch> Arch for &mut A {
+    #[inline(always)]
+    fn read_pte(&mut self, va: Vaddr) -> Result<u64, MemFault> {
+        (**self).read_pte(va)
+    }
+    #[inline(always)]
+    fn write_pte(&mut self, va: Vaddr, val: u64) -> Result<(), MemFault> {
+        (**self).write_pte(va, val)
+    }
+    fn zero_page(&mut self, va: Vaddr) -> Result<(), MemFault> {
+        (**self).zero_page(va)
+    }
+    fn tlb_flush_va(&mut self, va: Vaddr) {
+        (**self).tlb_flush_va(va)
+    }
+    fn tlb_flush_all(&mut self) {
+        (**self).tlb_flush_all()
+    }
+    fn tlb_flush_ipa(&mut self, vmid: Vmid, ipa: u64) {
+        (**self).tlb_flush_ipa(vmid, ipa)
+    }
+    fn tlb_flush_guest_s1(&mut self, vmid: Vmid) {
+        (**self).tlb_flush_guest_s1(vmid)
+    }
+    fn tlb_flush_vmid(&mut self, vmid: Vmid) {
+        (**self).tlb_flush_vmid(vmid)
+    }
+    fn tlb_sync(&mut self) {
+        (**self).tlb_sync()
+    }
+    fn isb(&mut self) {
+        (**self).isb()
+    }
+    fn root(&self) -> Paddr {
+        (**self).root()
+    }
+    #[inline(always)]
+    fn write_pte_run(
+        &mut self,
+        va: Vaddr,
+        first: u64,
+        step: u64,
+        n: usize,
+    ) -> Result<(), MemFault> {
+        (**self).write_pte_run(va, first, step, n)
+    }
+    #[inline(always)]
+    fn update_pte_run<G: FnMut(u64) -> Option<u64>>(
+        &mut self,
+        va: Vaddr,
+        n: usize,
+        f: G,
+    ) -> Result<(), MemFault> {
+        (**self).update_pte_run(va, n, f)
+    }
+    #[inline(always)]
+    fn find_pte<P: FnMut(u64) -> bool>(
+        &mut self,
+        va: Vaddr,
+        n: usize,
+        pred: P,
+    ) -> Result<Option<usize>, MemFault> {
+        (**self).find_pte(va, n, pred)
+    }
+}
+
+impl<A: CpuOps> CpuOps for &mut A {
+    fn tlb_flush_va_local(&mut self, va: Vaddr) {
+        (**self).tlb_flush_va_local(va)
+    }
+    fn hw_translate(&mut self, va: Vaddr, write: bool) -> Result<AtResult, MemFault> {
+        (**self).hw_translate(va, write)
+    }
+    fn cpu(&self) -> usize {
+        (**self).cpu()
+    }
+    fn read_bytes(&mut self, va: Vaddr, buf: &mut [u8]) -> Result<(), MemFault> {
+        (**self).read_bytes(va, buf)
     }
 }

@@ -104,7 +104,6 @@
 
 use crate::access::{AccessError, TableAccess};
 use crate::addr::{InputAddr, Mfn, Paddr, Vaddr, Vmid, PAGE_SIZE};
-use crate::alloc::{FrameAlloc, NoFrames, TableMeta};
 use crate::arch::Arch;
 use crate::attr::{Attrs, LeafAttrs, MairMap, MapFlags};
 use crate::error::Error;
@@ -112,6 +111,7 @@ use crate::format::{
     block_allowed, level_size, table_index, Format, FormatCheck, Pte, Stage, Stage1Format,
     Stage2Format, CONTIG_ENTRIES, ENTRIES,
 };
+use crate::frames::{FrameAlloc, NoFrames, TableMeta};
 use core::cell::Cell;
 use core::fmt;
 use core::marker::PhantomData;
@@ -1039,7 +1039,7 @@ impl<F: Format> PageTable<F> {
                 env.alloc.unreserve();
                 return Err(Error::TableAccess {
                     mfn,
-                    err: AccessError::Unreachable { provider, mfn },
+                    err: AccessError::Unreachable { provider },
                 });
             }
         }
@@ -2795,10 +2795,12 @@ impl<F: Format> PageTable<F> {
         }
     }
 
-    /// Calls `f(va, len, leaf)` for every leaf mapping in
+    /// Calls `f(va, pages, leaf)` for every leaf mapping in
     /// `[va, va + pages * 4 KiB)`, visiting each table once (a range
-    /// translation, not a lookup per page). `leaf.pa` is the address `va`
-    /// (the start of the visited part) maps to.
+    /// translation, not a lookup per page): the visited part of the leaf
+    /// starts at `va` and is `pages` 4 KiB pages long (sizes are counted in
+    /// pages here as in [`PageTable::update`]); `leaf.pa` is the address
+    /// `va` maps to.
     pub fn for_each_leaf<A: Arch, T: TableAccess<A>>(
         &self,
         arch: &mut A,
@@ -2910,7 +2912,7 @@ impl<F: Format> PageTable<F> {
                             }
                             f(
                                 F::Input::from_raw(cur),
-                                PAGE_SIZE,
+                                1,
                                 Leaf {
                                     level: 3,
                                     pa: pte.oa::<F>(),
@@ -2959,7 +2961,7 @@ impl<F: Format> PageTable<F> {
                     }
                     f(
                         F::Input::from_raw(cur),
-                        se - cur,
+                        (se - cur) / PAGE_SIZE,
                         Leaf {
                             level,
                             pa: Paddr(pte.oa::<F>().0 + (cur & (size - 1))),
@@ -3271,7 +3273,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(a.arch.snapshot(), b.arch.snapshot());
-        let tlb = a.arch.tlb_ops;
+        let tlb = a.arch.tlb_ops();
         let r = pa
             .update(
                 &mut a.env(),
@@ -3282,7 +3284,7 @@ mod tests {
             )
             .unwrap();
         assert_eq!((r.leaves, r.tlb_invalidations), (1, 1));
-        assert_eq!(a.arch.tlb_ops, tlb + 1);
+        assert_eq!(a.arch.tlb_ops(), tlb + 1);
         pb.update(
             &mut b.env(),
             VA,
@@ -3357,12 +3359,12 @@ mod tests {
                 pt.update(&mut mem.env(), va, 1, op(i + round), MapFlags::PAGES)
                     .unwrap();
             }
-            assert_eq!(mem.frames.in_use, 4);
+            assert_eq!(mem.frames.in_use(), 4);
             let r = pt
                 .update(&mut mem.env(), VA, 8, Op::Remove, MapFlags::PAGES)
                 .unwrap();
             assert_eq!(r.tables_freed, 3);
-            assert_eq!(mem.frames.in_use, 1);
+            assert_eq!(mem.frames.in_use(), 1);
             assert_eq!(mem.arch.snapshot()[1..], pristine[1..]);
             assert_eq!(pt.lookup(&mut mem.arch, &mut mem.access, VA).unwrap(), None);
             // The freed level-3 table is the next frame handed out: a stale
@@ -3430,7 +3432,7 @@ mod tests {
                 assert_eq!(x.tlb_invalidations, y.tlb_invalidations);
             }
             assert_eq!(a.arch.snapshot(), b.arch.snapshot());
-            assert_eq!(a.frames.in_use, b.frames.in_use);
+            assert_eq!(a.frames.in_use(), b.frames.in_use());
         }
         // The walk was remembered and used, and the pool did run out.
         assert!(hits > steps / 20, "{hits} calls used the remembered walk");
@@ -3485,8 +3487,8 @@ mod tests {
             &mut mem.access,
             Vaddr(start),
             pages,
-            |va, len, leaf| {
-                seen.push((va.0, len, leaf));
+            |va, pages, leaf| {
+                seen.push((va.0, pages * PAGE_SIZE, leaf));
             },
         )
         .unwrap();

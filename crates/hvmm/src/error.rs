@@ -8,7 +8,11 @@ use crate::attr::MemType;
 use core::fmt;
 
 /// Why an update, a lookup or an attribute request was refused.
+///
+/// Each message names the cause once: [`Error::TableAccess`] names the frame
+/// and its [`AccessError`] only the provider and why.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Error {
     /// An update of zero pages.
     EmptyRange,

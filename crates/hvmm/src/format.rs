@@ -353,8 +353,9 @@ impl Pte {
     pub const NS: u64 = 1 << 5;
     /// AP\[1\]: RES1 at EL2 / HYP.
     pub const AP1: u64 = 1 << 6;
-    /// AP\[2\]: read-only.
-    pub const RO: u64 = 1 << 7;
+    /// AP\[2\]: read-only. (A descriptor bit; the attribute set of a
+    /// read-only mapping is [`Attrs::RO`].)
+    pub const AP_RO: u64 = 1 << 7;
     /// Shareability field SH\[1:0\].
     pub const SH_MASK: u64 = 3 << 8;
     /// Inner shareable.
@@ -450,7 +451,7 @@ impl Pte {
     /// The permission of a leaf, or `None` if it is writable and executable
     /// (which hvmm never writes).
     pub const fn perm(self) -> Option<Perm> {
-        match (self.0 & Self::RO != 0, self.0 & Self::XN != 0) {
+        match (self.0 & Self::AP_RO != 0, self.0 & Self::XN != 0) {
             (true, true) => Some(Perm::Ro),
             (true, false) => Some(Perm::Rx),
             (false, true) => Some(Perm::Rw),
@@ -466,10 +467,10 @@ impl Pte {
     /// The same leaf with a new permission (output address, type, contiguous
     /// bit and software bits kept).
     pub const fn with_perm(self, perm: Perm) -> Pte {
-        let v = self.0 & !(Self::RO | Self::XN);
+        let v = self.0 & !(Self::AP_RO | Self::XN);
         Pte(match perm {
-            Perm::Ro => v | Self::RO | Self::XN,
-            Perm::Rx => v | Self::RO,
+            Perm::Ro => v | Self::AP_RO | Self::XN,
+            Perm::Rx => v | Self::AP_RO,
             Perm::Rw => v | Self::XN,
         })
     }

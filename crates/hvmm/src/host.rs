@@ -10,12 +10,12 @@
 
 extern crate alloc as rust_alloc;
 
-use crate::access::{AccessError, TableAccess};
+use crate::access::{AccessError, AccessPath, TableAccess};
 use crate::addr::{Mfn, Paddr, Vaddr, Vmid};
-use crate::alloc::{FrameAlloc, OutOfFrames, TableMeta};
-use crate::arch::{AccessKind, Arch, AtResult, FaultKind, MemFault};
+use crate::arch::{AccessKind, Arch, AtResult, CpuOps, FaultKind, MemFault};
 use crate::engine::Env;
 use crate::format::ENTRIES;
+use crate::frames::{FrameAlloc, OutOfFrames, TableMeta};
 use rust_alloc::boxed::Box;
 use rust_alloc::vec;
 use rust_alloc::vec::Vec;
@@ -26,7 +26,7 @@ pub struct HostArch {
     frames: Vec<[u64; ENTRIES]>,
     root: Paddr,
     /// TLB operations requested (counted, not performed).
-    pub tlb_ops: u64,
+    tlb_ops: u64,
 }
 
 impl HostArch {
@@ -38,6 +38,13 @@ impl HostArch {
             root: Paddr(0),
             tlb_ops: 0,
         }
+    }
+
+    /// TLB operations requested so far (counted, not performed; feature
+    /// `test-hooks`).
+    #[cfg(feature = "test-hooks")]
+    pub fn tlb_ops(&self) -> u64 {
+        self.tlb_ops
     }
 
     /// Sets what [`Arch::root`] reports.
@@ -193,9 +200,6 @@ impl Arch for HostArch {
     fn tlb_flush_va(&mut self, _va: Vaddr) {
         self.tlb_ops += 1;
     }
-    fn tlb_flush_va_local(&mut self, _va: Vaddr) {
-        self.tlb_ops += 1;
-    }
     fn tlb_flush_all(&mut self) {
         self.tlb_ops += 1;
     }
@@ -210,7 +214,16 @@ impl Arch for HostArch {
     }
     fn tlb_sync(&mut self) {}
     fn isb(&mut self) {}
-    fn translate(&mut self, va: Vaddr, write: bool) -> Result<AtResult, MemFault> {
+    fn root(&self) -> Paddr {
+        self.root
+    }
+}
+
+impl CpuOps for HostArch {
+    fn tlb_flush_va_local(&mut self, _va: Vaddr) {
+        self.tlb_ops += 1;
+    }
+    fn hw_translate(&mut self, va: Vaddr, write: bool) -> Result<AtResult, MemFault> {
         let access = if write {
             AccessKind::Write
         } else {
@@ -222,9 +235,6 @@ impl Arch for HostArch {
             mair_attr: 0xff,
         })
     }
-    fn root(&self) -> Paddr {
-        self.root
-    }
     fn cpu(&self) -> usize {
         0
     }
@@ -234,13 +244,24 @@ impl Arch for HostArch {
 #[derive(Default)]
 pub struct HostIdentity {
     /// Table maps served.
-    pub maps: u64,
+    maps: u64,
 }
 
-impl<A: Arch> TableAccess<A> for HostIdentity {
+impl HostIdentity {
+    /// Table maps served so far (feature `test-hooks`).
+    #[cfg(feature = "test-hooks")]
+    pub fn maps(&self) -> u64 {
+        self.maps
+    }
+}
+
+impl AccessPath for HostIdentity {
     fn name(&self) -> &'static str {
         "host-identity"
     }
+}
+
+impl<A: Arch> TableAccess<A> for HostIdentity {
     #[inline(always)]
     fn map_table(&mut self, _arch: &mut A, mfn: Mfn) -> Result<Vaddr, AccessError> {
         self.maps += 1;
@@ -259,9 +280,9 @@ pub struct HostFrames {
     meta: Vec<TableMeta>,
     reserved: usize,
     /// Frames handed out and not yet freed.
-    pub in_use: usize,
+    in_use: usize,
     /// Frames that may never be freed (like tables inside an image).
-    pub pinned: Box<[Mfn]>,
+    pinned: Box<[Mfn]>,
 }
 
 impl HostFrames {
@@ -279,6 +300,17 @@ impl HostFrames {
     /// Frames left.
     pub fn available(&self) -> usize {
         self.free.len()
+    }
+    /// Frames handed out and not yet freed.
+    pub fn in_use(&self) -> usize {
+        self.in_use
+    }
+    /// Makes `frames` frames that may never be freed, as the tables inside
+    /// a hypervisor image are ([`FrameAlloc::can_free`]; feature
+    /// `test-hooks`).
+    #[cfg(feature = "test-hooks")]
+    pub fn pin(&mut self, frames: &[Mfn]) {
+        self.pinned = frames.into();
     }
     /// Allocates one frame outside any update (a root table), zeroed.
     pub fn alloc_zeroed(&mut self, arch: &mut HostArch) -> Option<Mfn> {
@@ -385,6 +417,11 @@ impl HostMemory {
         self.arch.set_root(root.paddr());
         Some(root)
     }
+    /// The three parts, to build a [`crate::Table`] over this memory:
+    /// `Table::new(Arm64, arch, access, frames)`.
+    pub fn parts(&mut self) -> (&mut HostArch, &mut HostIdentity, &mut HostFrames) {
+        (&mut self.arch, &mut self.access, &mut self.frames)
+    }
     /// The engine environment over this memory.
     pub fn env(&mut self) -> Env<'_, HostArch, HostIdentity, HostFrames> {
         Env::new(&mut self.arch, &mut self.access, &mut self.frames)
@@ -412,9 +449,6 @@ mod tests {
         fn tlb_flush_va(&mut self, va: Vaddr) {
             self.0.tlb_flush_va(va)
         }
-        fn tlb_flush_va_local(&mut self, va: Vaddr) {
-            self.0.tlb_flush_va_local(va)
-        }
         fn tlb_flush_all(&mut self) {
             self.0.tlb_flush_all()
         }
@@ -429,14 +463,8 @@ mod tests {
         }
         fn tlb_sync(&mut self) {}
         fn isb(&mut self) {}
-        fn translate(&mut self, va: Vaddr, write: bool) -> Result<AtResult, MemFault> {
-            self.0.translate(va, write)
-        }
         fn root(&self) -> Paddr {
             self.0.root()
-        }
-        fn cpu(&self) -> usize {
-            0
         }
     }
 

@@ -18,9 +18,9 @@
 //! step creating its mapping returns ([`DirectMap`]), so the 2019 mistake —
 //! reaching for the direct map before it exists — cannot be written.
 
-use crate::access::{AccessError, TableAccess};
+use crate::access::{AccessError, AccessPath, TableAccess};
 use crate::addr::{LinearRange, Mfn, Paddr, Vaddr};
-use crate::arch::Arch;
+use crate::arch::{Arch, CpuOps};
 use core::fmt;
 
 /// The system's boot phase.
@@ -64,14 +64,30 @@ pub struct AccessStats {
     pub pmap: u64,
     /// Tables reached through the arm64 direct map.
     pub directmap: u64,
-    /// Tables reached through an arm32 domain-page slot.
+    /// Tables reached through a per-CPU domain-page slot: arm32's 2 MiB
+    /// slots, or the arm64 secret-free mode's 4 KiB mapcache slots.
     pub domain_page: u64,
+    /// Local TLB invalidations the providers made for their slots (a PMAP
+    /// or mapcache slot given back, a lazily kept domain-page slot reused):
+    /// not counted in [`AccessStats::total`], which counts maps.
+    pub slot_tlbi: u64,
 }
 
 impl AccessStats {
     /// Total table maps.
     pub const fn total(&self) -> u64 {
         self.image + self.pmap + self.directmap + self.domain_page
+    }
+
+    /// What happened between `before` and `self` (both from one counter).
+    pub const fn since(&self, before: &AccessStats) -> AccessStats {
+        AccessStats {
+            image: self.image - before.image,
+            pmap: self.pmap - before.pmap,
+            directmap: self.directmap - before.directmap,
+            domain_page: self.domain_page - before.domain_page,
+            slot_tlbi: self.slot_tlbi - before.slot_tlbi,
+        }
     }
 }
 
@@ -82,6 +98,7 @@ pub struct ImageRange(pub LinearRange);
 
 /// Why the image range could not be established.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum ImageRangeError {
     /// Translating the image's first or last byte faulted.
     NotMapped(crate::arch::MemFault),
@@ -108,21 +125,23 @@ impl fmt::Display for ImageRangeError {
     }
 }
 
+impl core::error::Error for ImageRangeError {}
+
 impl ImageRange {
     /// Finds the image's physical range by translating `start` and `end - 1`
     /// with the AT instruction (`end` itself may be unmapped). No stored
     /// `PA - VA` offset is involved.
-    pub fn discover<A: Arch>(
+    pub fn discover<A: CpuOps>(
         arch: &mut A,
         start: Vaddr,
         end: Vaddr,
     ) -> Result<Self, ImageRangeError> {
         let first = arch
-            .translate(start, false)
+            .hw_translate(start, false)
             .map_err(ImageRangeError::NotMapped)?
             .pa;
         let last = arch
-            .translate(Vaddr(end.0 - 1), false)
+            .hw_translate(Vaddr(end.0 - 1), false)
             .map_err(ImageRangeError::NotMapped)?
             .pa;
         let size = end.0 - start.0;
@@ -187,23 +206,25 @@ impl<'a> DirectMapAccess<'a> {
     }
 }
 
-impl<A: Arch> TableAccess<A> for DirectMapAccess<'_> {
+impl AccessPath for DirectMapAccess<'_> {
     fn name(&self) -> &'static str {
         "directmap"
     }
+    fn can_reach(&self, mfn: Mfn) -> bool {
+        self.map.va_of(mfn.paddr()).is_some()
+    }
+}
+
+impl<A: Arch> TableAccess<A> for DirectMapAccess<'_> {
     fn map_table(&mut self, _arch: &mut A, mfn: Mfn) -> Result<Vaddr, AccessError> {
         let va = self
             .map
             .va_of(mfn.paddr())
             .ok_or(AccessError::Unreachable {
                 provider: "directmap",
-                mfn,
             })?;
         self.stats.directmap += 1;
         Ok(va)
     }
     fn unmap_table(&mut self, _arch: &mut A, _mfn: Mfn, _va: Vaddr) {}
-    fn can_reach(&self, mfn: Mfn) -> bool {
-        self.map.va_of(mfn.paddr()).is_some()
-    }
 }

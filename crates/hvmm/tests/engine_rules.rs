@@ -2,7 +2,7 @@
 //! (Hardware behaviour — faults, stale TLB entries, break-before-make — is
 //! checked against the machine model in `hvmm-model`'s engine tests.)
 
-use hvmm::access::{AccessError, TableAccess};
+use hvmm::access::{AccessError, AccessPath, TableAccess};
 use hvmm::host::{HostArch, HostFrames, HostIdentity, HostMemory};
 use hvmm::{
     Arm32, Arm64, Attrs, Env, Error, FrameAlloc, MapFlags, MemType, Mfn, Op, Paddr, PageTable,
@@ -185,7 +185,7 @@ fn modify_changes_permissions_and_keeps_the_output_address() {
 #[test]
 fn remove_unmaps_and_frees_emptied_tables() {
     let (mut mem, mut pt) = setup::<Arm64>(64);
-    let before = mem.frames.in_use;
+    let before = mem.frames.in_use();
     update(
         &mut mem,
         &mut pt,
@@ -195,7 +195,7 @@ fn remove_unmaps_and_frees_emptied_tables() {
         MapFlags::PAGES,
     )
     .unwrap();
-    assert_eq!(mem.frames.in_use, before + 4, "L1, L2 and two L3 tables");
+    assert_eq!(mem.frames.in_use(), before + 4, "L1, L2 and two L3 tables");
     let r = update(
         &mut mem,
         &mut pt,
@@ -207,7 +207,7 @@ fn remove_unmaps_and_frees_emptied_tables() {
     .unwrap();
     assert_eq!(r.leaves, 600);
     assert_eq!(r.tables_freed, 4);
-    assert_eq!(mem.frames.in_use, before, "no table page leaked");
+    assert_eq!(mem.frames.in_use(), before, "no table page leaked");
     assert!(leaf(&mut mem, &pt, 0x20_0000).is_none());
     let root = mem.arch.frame(pt.root()).unwrap();
     assert!(root.iter().all(|&e| e == 0), "root emptied");
@@ -284,7 +284,7 @@ fn pinned_tables_are_never_freed() {
     no_counts(&mut mem, &mut pt, insert(0x9000_0000)).unwrap();
     // Pin every frame in use (stands for the image's static tables).
     let used: Vec<Mfn> = (0..64u64).map(|i| Mfn(0x4_0000 + i)).collect();
-    mem.frames.pinned = used.into_boxed_slice();
+    mem.frames.pin(&used);
     let r = no_counts(&mut mem, &mut pt, Op::Remove).unwrap();
     assert_eq!(r.tables_freed, 0);
     no_counts(&mut mem, &mut pt, insert(0x9000_0000)).unwrap();
@@ -321,12 +321,12 @@ fn counted_tables_are_freed_without_asking_the_allocator() {
         MapFlags::PAGES,
     )
     .unwrap();
-    let in_use = mem.frames.in_use;
+    let in_use = mem.frames.in_use();
     let used: Vec<Mfn> = (0..64u64).map(|i| Mfn(0x4_0000 + i)).collect();
-    mem.frames.pinned = used.into_boxed_slice();
+    mem.frames.pin(&used);
     let r = update(&mut mem, &mut pt, 0x40_0000, 1, Op::Remove, MapFlags::PAGES).unwrap();
     assert_eq!(r.tables_freed, 3, "L3, L2 and L1");
-    assert_eq!(mem.frames.in_use, in_use - 3);
+    assert_eq!(mem.frames.in_use(), in_use - 3);
 }
 
 #[test]
@@ -368,16 +368,17 @@ fn for_each_leaf_visits_every_mapping_once() {
         &mut mem.access,
         Vaddr(GIB),
         1024,
-        &mut |va, len, l| seen.push((va.0, len, l.level, l.pa.0)),
+        &mut |va, pages, l| seen.push((va.0, pages, l.level, l.pa.0)),
     )
     .unwrap();
+    // Sizes in pages, as `update` counts them: a 2 MiB block is 512.
     assert_eq!(
         seen,
         vec![
-            (GIB, MIB2, 2, 0x40_0000_0000),
-            (GIB + MIB2, 4096, 3, 0x40_0020_0000),
-            (GIB + MIB2 + 4096, 4096, 3, 0x40_0020_1000),
-            (GIB + MIB2 + 8192, 4096, 3, 0x40_0020_2000),
+            (GIB, 512, 2, 0x40_0000_0000),
+            (GIB + MIB2, 1, 3, 0x40_0020_0000),
+            (GIB + MIB2 + 4096, 1, 3, 0x40_0020_1000),
+            (GIB + MIB2 + 8192, 1, 3, 0x40_0020_2000),
         ]
     );
 }
@@ -439,14 +440,15 @@ fn refused<F: Stage1Format>(
         update(&mut mem, &mut pt, v, n, o, f).unwrap();
     }
     let before = mem.arch.snapshot();
-    let in_use = mem.frames.in_use;
+    let in_use = mem.frames.in_use();
     let err = update(&mut mem, &mut pt, va, pages, op, flags).unwrap_err();
     assert!(
         mem.arch.snapshot() == before,
         "tables changed by a refused update: {err}"
     );
     assert_eq!(
-        mem.frames.in_use, in_use,
+        mem.frames.in_use(),
+        in_use,
         "frames leaked by a refused update: {err}"
     );
     assert!(!err.to_string().is_empty());
@@ -667,10 +669,13 @@ impl FailingAccess {
     }
 }
 
-impl TableAccess<HostArch> for FailingAccess {
+impl AccessPath for FailingAccess {
     fn name(&self) -> &'static str {
         "failing"
     }
+}
+
+impl TableAccess<HostArch> for FailingAccess {
     fn map_table(&mut self, arch: &mut HostArch, mfn: Mfn) -> Result<Vaddr, AccessError> {
         self.calls += 1;
         if self.calls == self.fail_at || self.held == self.slots {
@@ -753,7 +758,7 @@ fn a_table_access_failure_at_any_prepare_map_changes_nothing() {
         for fail_at in 1..=prepare_maps {
             let (mut mem, mut pt) = premapped();
             let snap = mem.arch.snapshot();
-            let in_use = mem.frames.in_use;
+            let in_use = mem.frames.in_use();
             let mut acc = FailingAccess::new(fail_at, 8);
             let err = pt
                 .update(
@@ -769,7 +774,7 @@ fn a_table_access_failure_at_any_prepare_map_changes_nothing() {
                 mem.arch.snapshot() == snap,
                 "{op:?} changed tables when map {fail_at} failed"
             );
-            assert_eq!(mem.frames.in_use, in_use);
+            assert_eq!(mem.frames.in_use(), in_use);
             assert_eq!(acc.held, 0, "a mapping was not given back");
             injected += 1;
         }
@@ -852,6 +857,6 @@ fn every_frame_shortfall_fails_without_changing_anything() {
             }
         );
         assert!(m3.arch.snapshot() == snap);
-        assert_eq!(m3.frames.in_use, 1);
+        assert_eq!(m3.frames.in_use(), 1);
     }
 }

@@ -3,13 +3,13 @@
 //! lifecycle. (Break-before-make, stale TLB entries and TLB conflicts are
 //! checked on the machine model in `hvmm-model`'s engine tests.)
 
-use hvmm::access::{AccessError, TableAccess};
+use hvmm::access::{AccessError, AccessPath, TableAccess};
 use hvmm::format::check_format;
 use hvmm::host::{HostArch, HostIdentity, HostMemory};
 use hvmm::{
-    Arch, Arm32, Arm32Stage2, Arm64, Arm64Stage2, AtResult, Attrs, Env, Error, Format, Ipa,
-    MairMap, MapFlags, MemFault, MemType, Mfn, Op, Paddr, PageTable, S2Access, S2Attrs, S2MemType,
-    Stage, Stage1Format, Stage2Format, Vaddr, Vmid,
+    Arch, Arm32, Arm32Stage2, Arm64, Arm64Stage2, Attrs, Env, Error, Format, Ipa, MairMap,
+    MapFlags, MemFault, MemType, Mfn, Op, Paddr, PageTable, S2Access, S2Attrs, S2MemType, Stage,
+    Stage1Format, Stage2Format, Vaddr, Vmid,
 };
 
 const MIB2: u64 = 2 << 20;
@@ -93,7 +93,7 @@ fn modify_of_one_page_inside_a_2mib_block_splits_it() {
     )
     .unwrap();
     assert_eq!(leaf(&mut mem, &pt, GIB).unwrap().level, 2);
-    let in_use = mem.frames.in_use;
+    let in_use = mem.frames.in_use();
     let r = up(
         &mut mem,
         &mut pt,
@@ -104,7 +104,7 @@ fn modify_of_one_page_inside_a_2mib_block_splits_it() {
     )
     .unwrap();
     assert_eq!((r.splits, r.tables_created, r.leaves), (1, 1, 1));
-    assert_eq!(mem.frames.in_use, in_use + 1);
+    assert_eq!(mem.frames.in_use(), in_use + 1);
     expect_pages(&mut mem, &pt, GIB, 512, 0x8000_0000, |i| {
         Some(if i == 7 { Attrs::RO } else { Attrs::RW })
     });
@@ -299,7 +299,7 @@ fn a_modify_of_a_whole_contiguous_group_keeps_its_hint() {
     }
     let r = up(&mut mem, &mut pt, va, 16, Op::Remove, MapFlags::PAGES).unwrap();
     assert_eq!(r.tables_freed, 3, "the emptied L3, L2 and L1 tables");
-    assert_eq!(mem.frames.in_use, 1);
+    assert_eq!(mem.frames.in_use(), 1);
 }
 
 #[test]
@@ -358,7 +358,7 @@ fn a_split_block_merges_back_when_asked() {
         MapFlags::PAGES,
     )
     .unwrap();
-    let in_use = mem.frames.in_use;
+    let in_use = mem.frames.in_use();
     // Without the merge flag the table stays.
     let r = up(
         &mut mem,
@@ -390,7 +390,7 @@ fn a_split_block_merges_back_when_asked() {
     )
     .unwrap();
     assert_eq!((r.merges, r.tables_freed), (1, 1));
-    assert_eq!(mem.frames.in_use, in_use - 1);
+    assert_eq!(mem.frames.in_use(), in_use - 1);
     let l = leaf(&mut mem, &pt, GIB + 9 * PAGE).unwrap();
     assert_eq!(
         (l.level, l.pa, l.attrs),
@@ -414,7 +414,7 @@ fn pages_filled_in_one_by_one_merge_into_a_block_and_blocks_into_1gib() {
         MapFlags::PAGES,
     )
     .unwrap();
-    assert_eq!(mem.frames.in_use, 1 + 1 + 1 + 512);
+    assert_eq!(mem.frames.in_use(), 1 + 1 + 1 + 512);
     // A collapse: nothing changes but the shape.
     let r = up(
         &mut mem,
@@ -523,16 +523,18 @@ struct FailingAccess {
     promised: bool,
 }
 
-impl TableAccess<HostArch> for FailingAccess {
+impl AccessPath for FailingAccess {
     fn name(&self) -> &'static str {
         "failing"
     }
+}
+
+impl TableAccess<HostArch> for FailingAccess {
     fn map_table(&mut self, arch: &mut HostArch, mfn: Mfn) -> Result<Vaddr, AccessError> {
         self.calls += 1;
         if self.calls == self.fail_at && !self.promised {
             return Err(AccessError::Unreachable {
                 provider: "failing",
-                mfn,
             });
         }
         self.inner.map_table(arch, mfn)
@@ -643,7 +645,7 @@ fn a_map_failure_anywhere_before_a_split_commits_changes_nothing() {
         let run = |fail_at: usize| {
             let (mut mem, mut pt) = blocks_mapped(64);
             let snap = mem.arch.snapshot();
-            let in_use = mem.frames.in_use;
+            let in_use = mem.frames.in_use();
             let mut acc = FailingAccess {
                 inner: HostIdentity::default(),
                 calls: 0,
@@ -653,7 +655,7 @@ fn a_map_failure_anywhere_before_a_split_commits_changes_nothing() {
             };
             let env = &mut Env::new(&mut mem.arch, &mut acc, &mut mem.frames);
             let res = pt.update(env, Vaddr(va), pages, op, MapFlags::PAGES);
-            let unchanged = mem.arch.snapshot() == snap && mem.frames.in_use == in_use;
+            let unchanged = mem.arch.snapshot() == snap && mem.frames.in_use() == in_use;
             (res, unchanged, acc.at_reserve)
         };
         let (ok, _, maps) = run(usize::MAX);
@@ -870,9 +872,6 @@ impl Arch for Rec {
     fn tlb_flush_va(&mut self, va: Vaddr) {
         self.ops.push(format!("va {va}"));
     }
-    fn tlb_flush_va_local(&mut self, va: Vaddr) {
-        self.ops.push(format!("va-local {va}"));
-    }
     fn tlb_flush_all(&mut self) {
         self.ops.push("all".into());
     }
@@ -889,14 +888,8 @@ impl Arch for Rec {
         self.ops.push("sync".into());
     }
     fn isb(&mut self) {}
-    fn translate(&mut self, va: Vaddr, write: bool) -> Result<AtResult, MemFault> {
-        self.host().translate(va, write)
-    }
     fn root(&self) -> Paddr {
         self.arch.as_ref().unwrap().root()
-    }
-    fn cpu(&self) -> usize {
-        0
     }
 }
 
@@ -1024,7 +1017,7 @@ fn vmids_wider_than_the_vttbr_field_are_refused() {
             bits: 8
         }
     );
-    assert_eq!(mem.frames.in_use, 0, "nothing allocated");
+    assert_eq!(mem.frames.in_use(), 0, "nothing allocated");
     // arm64 too: the VTCR hvmm writes leaves VTCR_EL2.VS clear (8-bit VMIDs
     // work on every ARMv8.0 CPU), so VMID 256 would alias VMID 0.
     let err = PageTable::<Arm64Stage2<48>>::create_stage2(&mut mem.env(), Vmid(256)).unwrap_err();
@@ -1043,7 +1036,7 @@ fn vmids_wider_than_the_vttbr_field_are_refused() {
 fn create_then_destroy_gives_every_table_page_back() {
     let mut mem = HostMemory::new(64);
     let mut pt: PageTable<Arm64Stage2<42>> = s2_table(&mut mem, 2);
-    assert_eq!(mem.frames.in_use, 8, "eight concatenated root pages");
+    assert_eq!(mem.frames.in_use(), 8, "eight concatenated root pages");
     assert_eq!(pt.root().0 % 8, 0, "aligned to 32 KiB");
     let env = &mut mem.env();
     pt.update(
@@ -1062,9 +1055,9 @@ fn create_then_destroy_gives_every_table_page_back() {
         MapFlags::PAGES,
     )
     .unwrap();
-    assert!(mem.frames.in_use > 8);
+    assert!(mem.frames.in_use() > 8);
     let freed = pt.destroy(&mut mem.env()).unwrap();
-    assert_eq!(mem.frames.in_use, 0);
+    assert_eq!(mem.frames.in_use(), 0);
     assert!(freed > 8);
     // Stage 1 alike.
     let (mut mem, mut pt) = setup::<Arm32>(16);
@@ -1078,7 +1071,7 @@ fn create_then_destroy_gives_every_table_page_back() {
     )
     .unwrap();
     pt.destroy(&mut mem.env()).unwrap();
-    assert_eq!(mem.frames.in_use, 0);
+    assert_eq!(mem.frames.in_use(), 0);
 }
 
 #[test]
@@ -1088,7 +1081,7 @@ fn a_root_that_cannot_be_had_is_out_of_memory() {
     assert!(err.is_ok(), "level-0 root: one page");
     let err = PageTable::<Arm64Stage2<42>>::create_stage2(&mut mem.env(), Vmid(1)).unwrap_err();
     assert!(matches!(err, Error::OutOfMemory { needed: 8, .. }), "{err}");
-    assert_eq!(mem.frames.in_use, 1);
+    assert_eq!(mem.frames.in_use(), 1);
 }
 
 // ---- Formats and attribute maps ----

@@ -147,9 +147,8 @@ pub fn guest_vtcr() -> u64 {
     unsafe {
         core::arch::asm!("mrs {v}, id_aa64mmfr0_el1", v = out(reg) mmfr0, options(nomem, nostack, preserves_flags))
     };
-    let parange = (mmfr0 & 0xf).min(5);
     let vtcr = <<Fmt as hvmm_xen::layout::HasLayout>::Guest as Stage2Format>::vtcr();
-    (vtcr & !(7 << 16)) | (parange << 16)
+    regs::vtcr_el2(vtcr, mmfr0 & 0xf)
 }
 
 /// The registers of the boot vCPU's entry (the Image protocol): x0 = the

@@ -826,7 +826,11 @@ runtime_l3:     .space 4096 * {IMAGE_L3_TABLES}
     .global boot_idmap
 boot_idmap:     .space 24
 
+// The CPUs' boot stacks: one slot of STACK_SIZE each, whose first page is a
+// guard page (the runtime tables leave it unmapped) and the rest the stack.
     .section .bss.stacks, "aw", %nobits
-    .balign 16
-    .global boot_stacks
+    .balign 4096
+    .global boot_stacks, boot_stacks_end, hvmm_stack_slot
 boot_stacks:    .space {STACK_SIZE} * {MAX_CPUS}
+boot_stacks_end:
+    .set hvmm_stack_slot, {STACK_SIZE}

@@ -200,6 +200,8 @@ impl core::fmt::Display for OutOfFrames {
     }
 }
 
+impl core::error::Error for OutOfFrames {}
+
 impl<T: FrameAlloc + ?Sized> FrameAlloc for &mut T {
     fn reserve(&mut self, n: usize) -> Result<(), OutOfFrames> {
         (**self).reserve(n)
