@@ -239,15 +239,22 @@ fn no_table_page_is_writable_through_a_permanent_mapping_in_the_secret_free_mode
 }
 
 #[test]
-fn in_the_direct_map_mode_table_pages_are_writable_through_the_direct_map() {
-    // What docs/FEATURES.md states for the default mode, and the check's
-    // negative control.
+fn in_the_direct_map_mode_no_table_page_is_writable_through_the_direct_map() {
+    // The default mode keeps its direct map, but table frames come from the
+    // pool it leaves out and the image's tables are sealed.
     let o = boot_ok(&Scenario::default_for(ArchKind::Arm64));
     let bad = writable_table_pages(&o);
-    assert!(!bad.is_empty());
-    assert!(bad
+    assert!(bad.is_empty(), "table pages writable: {bad:x?}");
+    let sum = o.result.as_ref().unwrap();
+    let dm = ARM64_LAYOUT.directmap.unwrap().start;
+    assert!(sum
+        .regions
         .iter()
-        .any(|(_, l)| l.va >= ARM64_LAYOUT.directmap.unwrap().start.0));
+        .any(|r| r.name == "directmap" && r.va >= dm));
+    assert!(sum
+        .regions
+        .iter()
+        .any(|r| r.name == "pgtables" && !r.writable));
 }
 
 #[test]
@@ -355,7 +362,7 @@ fn all_slots_held_is_a_named_error_and_changes_nothing() {
             slots: hvmm_xen::layout::MAPCACHE_SLOTS
         }
     );
-    assert!(e.to_string().contains("all 511 slots are in use"));
+    assert!(e.to_string().contains("all 511 mapcache slots are in use"));
     assert_eq!(mc.held(m).unwrap(), hvmm_xen::layout::MAPCACHE_SLOTS);
     for va in held {
         mc.unmap(m, va);
@@ -403,38 +410,24 @@ fn a_level_0_entry_made_after_the_secondaries_started_reaches_every_cpu() {
 
 #[test]
 fn secret_free_only_steps_are_refused_elsewhere_and_change_nothing() {
-    // The direct-map mode: no per-CPU roots, nothing to seal.
-    let (mut o, mm) = run_arm64_keep(&Scenario::default_for(ArchKind::Arm64)).unwrap();
-    let mut mm = mm.expect("kept");
-    let m = &mut o.machine;
-    let free = mm.alloc.free_pages();
-    let wrong = |e: hvmm::Error| {
-        matches!(
-            e,
-            hvmm::Error::TableAccess {
-                err: hvmm::AccessError::WrongPhase {
-                    provider: "mapcache",
-                    state: "not the secret-free mode"
-                },
-                ..
-            }
-        )
-    };
-    assert!(wrong(mm.add_cpu_root(m, 1).unwrap_err()));
-    let t = hvmm_boot::ImageLayout::model().tables;
-    assert!(wrong(mm.seal_image_tables(m, t.first, 1).unwrap_err()));
-    assert_eq!(mm.alloc.free_pages(), free);
-    assert!(mm.image_tables_writable());
-    // The secret-free mode: CPU 0 and CPUs past MAX_CPUS get no second root.
-    let (mut o, mm) = run_arm64_keep(&secret_free(Scenario::default_for(ArchKind::Arm64))).unwrap();
-    let mut mm = mm.expect("kept");
-    let m = &mut o.machine;
-    let free = mm.alloc.free_pages();
-    for cpu in [0, hvmm_boot::mm::MAX_CPUS] {
-        let e = mm.add_cpu_root(m, cpu).unwrap_err();
-        assert!(e.to_string().contains("no such secondary CPU"), "{e}");
+    // Both arm64 modes (per-CPU roots in each): CPU 0 and CPUs past
+    // MAX_CPUS get no second root, and nothing is taken.
+    let default = Scenario::default_for(ArchKind::Arm64);
+    for s in [default.clone(), secret_free(default)] {
+        let (mut o, mm) = run_arm64_keep(&s).unwrap();
+        let mut mm = mm.expect("kept");
+        assert!(!mm.image_tables_writable());
+        let m = &mut o.machine;
+        let free = mm.alloc.free_pages();
+        let pool = mm.pool.as_ref().map(|p| p.free.free_pages());
+        for cpu in [0, hvmm_boot::mm::MAX_CPUS] {
+            let e = mm.add_cpu_root(m, cpu).unwrap_err();
+            assert!(e.to_string().contains("no such secondary CPU"), "{e}");
+        }
+        assert_eq!(mm.alloc.free_pages(), free);
+        assert_eq!(mm.pool.as_ref().map(|p| p.free.free_pages()), pool);
+        assert_eq!(pool.is_some(), s.directmap);
     }
-    assert_eq!(mm.alloc.free_pages(), free);
 }
 
 #[test]
