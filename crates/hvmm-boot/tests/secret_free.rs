@@ -561,3 +561,49 @@ fn every_planted_violation_is_caught_in_the_secret_free_mode_too() {
         assert_eq!(v.rule, plant.rule(), "{plant:?}: {}", f.error);
     }
 }
+
+#[test]
+fn the_table_pool_grows_by_a_chunk_carved_out_of_the_direct_map() {
+    let (mut o, mm) = run_arm64_keep(&Scenario::default_for(ArchKind::Arm64)).unwrap();
+    let mut mm = mm.expect("kept");
+    let m = &mut o.machine;
+    m.set_current_cpu(0).unwrap();
+    let dm = mm.directmap().expect("the direct map stays");
+    let pool = |mm: &hvmm_boot::Mm<_>| {
+        let p = mm.pool.as_ref().expect("a table pool");
+        (p.chunks, p.free.free_pages())
+    };
+    assert_eq!(pool(&mm).0, 1);
+    // One level-3 table per 2 MiB of the vmap area: more than the first
+    // chunk holds.
+    let vmap = ARM64_LAYOUT.vmap;
+    let step = 2 << 20;
+    let free_before = mm.alloc.free_pages();
+    for i in 2..vmap.size / step {
+        let va = Vaddr(vmap.start.0 + i * step);
+        mm.update(m, va, 1, Op::Populate, MapFlags::PAGES)
+            .unwrap_or_else(|e| panic!("populating {va}: {e}"));
+    }
+    let (chunks, free) = pool(&mm);
+    assert_eq!(chunks, 2, "the pool grew once");
+    assert!(free >= 16, "{free}");
+    assert_eq!(mm.alloc.free_pages(), free_before - 512);
+    // The new chunk is gone from the direct map: some frame the pool
+    // handed out has no direct-map leaf any more.
+    let highest = mm.highest_table;
+    let va = dm.va_of(highest).expect("in a bank");
+    assert_eq!(
+        mm.lookup(m, va).unwrap(),
+        None,
+        "{highest} still direct-mapped"
+    );
+    // Its neighbour outside the chunk is still there.
+    let below = Paddr((highest.0 & !((2 << 20) - 1)) - PAGE_SIZE);
+    let leaf = mm.lookup(m, dm.va_of(below).unwrap()).unwrap();
+    assert!(
+        leaf.is_some_and(|l| l.pa == below && l.attrs == Some(Attrs::RW)),
+        "{leaf:?}"
+    );
+    assert!(m.all_stale_tlb_entries().is_empty());
+    assert!(m.bbm_violations().is_empty());
+}
