@@ -1,8 +1,8 @@
-//! cargo fuzz target: see `hvmm_boot::fuzzing::dtb_boot`.
+//! cargo fuzz target: see `hvmm_testkit::fuzz::dtb_boot`.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    hvmm_boot::fuzzing::dtb_boot(data);
+    hvmm_testkit::fuzz::dtb_boot(data);
 });

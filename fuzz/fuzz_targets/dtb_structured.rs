@@ -1,8 +1,8 @@
-//! cargo fuzz target: see `hvmm_boot::fuzzing::dtb_structured`.
+//! cargo fuzz target: see `hvmm_testkit::fuzz::dtb_structured`.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    hvmm_boot::fuzzing::dtb_structured(data);
+    hvmm_testkit::fuzz::dtb_structured(data);
 });

@@ -1,8 +1,8 @@
-//! cargo fuzz target: see `hvmm_boot::fuzzing::engine_ops`.
+//! cargo fuzz target: see `hvmm_testkit::fuzz::engine_ops`.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    hvmm_boot::fuzzing::engine_ops(data);
+    hvmm_testkit::fuzz::engine_ops(data);
 });

@@ -375,7 +375,12 @@ fn cases(img: &Image) -> Result<Vec<GrubCase>> {
                 " XSM policy (guessed by reading its first bytes)".into(),
                 " 4 bytes) in EarlyBoot via fixmap slot 1: table maps image ".into(),
                 format!("(XEN) hvmm: reached Active with {smp} CPU(s)"),
-                "(XEN) verified 5 regions".into(),
+                // Data around the sealed tables, the direct map around
+                // the table pool and the image's tables.
+                "(XEN) verified ".into(),
+                "(XEN) table pool: ".into(),
+                " 0 of them writable through a permanent mapping".into(),
+                "no page table writable through a permanent mapping".into(),
                 "hvmm: boot checks passed".into(),
             ],
             absent: vec![GRUB_GAVE_UP.into(), "error:".into()],

@@ -11,6 +11,7 @@
 //! cargo xtask guest-build|guest-smoke [--arch arm64|arm32]
 //! cargo xtask linux-assets|linux-smoke [--arch arm64|arm32]
 //! cargo xtask examples | example-host | example-readme | example-el2 [--verbose]
+//! cargo xtask fuzz [--seconds N] [--target NAME]...
 //! ```
 //!
 //! Images are built into `$CARGO_TARGET_DIR/hvmm-image` (default
@@ -19,6 +20,7 @@
 
 mod compare;
 mod examples;
+mod fuzz;
 mod grub;
 mod guest;
 mod image;
@@ -101,6 +103,17 @@ enum Cmd {
     Qemu(qemu::QemuArgs),
     /// Run the core's and the DTB reader's tests under Miri (nightly; `scripts/miri`).
     Miri,
+    /// Run every cargo-fuzz target in fuzz/ for N seconds each (nightly and
+    /// cargo-fuzz are installed when missing); print executions and findings
+    /// per target; exit 1 naming the inputs if anything was found.
+    Fuzz {
+        /// Seconds per target.
+        #[arg(long, default_value_t = 30)]
+        seconds: u64,
+        /// Only this target (repeatable; default: all of them).
+        #[arg(long = "target")]
+        targets: Vec<String>,
+    },
     /// Run the benchmarks against the peers and write docs/BENCHMARKS.md.
     Bench {
         /// Fewer repetitions (a smoke run).
@@ -207,6 +220,7 @@ fn main() {
         Cmd::ExampleHost => examples::host().map(|()| 0),
         Cmd::ExampleReadme => examples::readme().map(|()| 0),
         Cmd::ExampleEl2 { verbose } => examples::el2(verbose).map(|()| 0),
+        Cmd::Fuzz { seconds, targets } => fuzz::fuzz_command(seconds, &targets),
         Cmd::Miri => {
             let status = std::process::Command::new(root().join("scripts/miri")).status();
             status

@@ -55,6 +55,7 @@
 //! `arm32::set_wxn`; a guest's `VTCR` is [`hvmm::Table::vtcr`] as it is
 //! (LPAE's 40-bit IPA).
 #![no_std]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![deny(unsafe_op_in_unsafe_fn)]
 #![deny(clippy::undocumented_unsafe_blocks)]
 #![warn(missing_docs)]
@@ -62,12 +63,19 @@
 pub mod par;
 pub mod regs;
 
-#[cfg(target_arch = "aarch64")]
+// Each back end is compiled for its own architecture only, and for rustdoc on
+// any target, so that the documentation built on a host (and on docs.rs)
+// shows both.
+#[cfg(any(target_arch = "aarch64", doc))]
+#[cfg_attr(docsrs, doc(cfg(target_arch = "aarch64")))]
 pub mod aarch64;
-#[cfg(target_arch = "aarch64")]
+#[cfg(any(target_arch = "aarch64", doc))]
+#[cfg_attr(docsrs, doc(cfg(target_arch = "aarch64")))]
 pub use aarch64::Aarch64El2;
 
-#[cfg(target_arch = "arm")]
+#[cfg(any(target_arch = "arm", doc))]
+#[cfg_attr(docsrs, doc(cfg(target_arch = "arm")))]
 pub mod arm32;
-#[cfg(target_arch = "arm")]
+#[cfg(any(target_arch = "arm", doc))]
+#[cfg_attr(docsrs, doc(cfg(target_arch = "arm")))]
 pub use arm32::Armv7Hyp;

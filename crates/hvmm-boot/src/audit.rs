@@ -888,8 +888,11 @@ impl Check<'_> {
             Expect::Slots => {
                 // A domain-page slot maps the 2 MiB around a frame: RAM
                 // that ends inside it leaves the rest of the block outside.
-                if l.exec || mem != Some(MemType::Normal) || !overlaps(d.ram.iter(), l.pa.0, l.size)
-                {
+                // A slot may also hold a table of the image loaded outside
+                // the RAM banks (the walk's own maps).
+                let (first, n) = (l.pa.0 >> 12, l.size / PAGE_SIZE);
+                let known = overlaps(d.ram.iter(), l.pa.0, l.size) || self.set.any_in(first, n);
+                if l.exec || mem != Some(MemType::Normal) || !known {
                     return broke(Rule::NotAsDeclared);
                 }
             }
@@ -1197,7 +1200,9 @@ impl fmt::Display for PlantNames {
 /// Plants `plant` (see [`Plant`]): maps the image's first page (RAM) at
 /// [`Plant::va`], or for [`Plant::StackGuard`] the guard page itself,
 /// makes rodata's first page writable for [`Plant::WritableRodata`], and
-/// for [`Plant::WritableTable`] turns the rule on in `d`.
+/// for [`Plant::WritableTable`] turns the rule on in `d` and, in arm64's
+/// direct-map mode, maps the highest table page back into the direct map,
+/// writable.
 pub fn plant<F: HasLayout, A: CpuOps>(
     arch: &mut A,
     mm: &mut Mm<F>,
@@ -1208,7 +1213,25 @@ pub fn plant<F: HasLayout, A: CpuOps>(
     let image = mm.image().0;
     let Some(va) = plant.va::<F>(img) else {
         d.tables_not_writable = true;
-        return Ok(());
+        let (Some(dm), false) = (mm.directmap(), mm.image_tables_writable()) else {
+            // arm32 (tables in the image and the xenheap, writable) and the
+            // secret-free mode (nothing to alias): the rule alone.
+            return Ok(());
+        };
+        // arm64's direct-map mode keeps table frames out of the direct map:
+        // put the highest table page the engine made back in, writable,
+        // declared as direct map (so that only the table rule breaks).
+        let pa = mm.highest_table;
+        let Some(va) = dm.va_of(pa) else {
+            return Ok(());
+        };
+        let (perm, mem) = (Perm::Rw, MemType::Normal);
+        d.region("directmap", va, PAGE_SIZE, Expect::Linear { pa, perm, mem });
+        let op = Op::Insert {
+            pa,
+            attrs: Attrs::RW,
+        };
+        return mm.update(arch, va, 1, op, MapFlags::PAGES).map(|_| ());
     };
     let ram = image.pa;
     let insert = |pa: Paddr, attrs: Attrs| (Op::Insert { pa, attrs }, MapFlags::PAGES);

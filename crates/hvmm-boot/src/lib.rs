@@ -45,6 +45,7 @@
 //! assert!(summary.verified_pages > 0); // every mapped region checked by AT
 //! ```
 #![cfg_attr(not(feature = "model"), no_std)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
 // Errors carry a fixed-size message (no heap in early boot), so they are
@@ -53,17 +54,17 @@
 
 pub mod audit;
 pub mod domain;
-#[cfg(feature = "model")]
-pub mod fuzzing;
 pub mod image;
 pub mod mm;
 #[cfg(feature = "model")]
+#[cfg_attr(docsrs, doc(cfg(feature = "model")))]
 pub mod model;
 pub mod platform;
 pub mod report;
 pub mod seq;
 pub mod stress;
 #[cfg(feature = "model")]
+#[cfg_attr(docsrs, doc(cfg(feature = "model")))]
 pub mod svg;
 
 pub use image::ImageLayout;

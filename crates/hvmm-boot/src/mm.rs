@@ -65,38 +65,76 @@ impl<A: CpuOps> TableAccess<A> for Xen2019DomainPage {
 }
 
 /// Passes allocation through, remembering the highest frame handed out.
+/// With a table pool, table frames come from (and go back to) the pool;
+/// the main allocator still counts each reservation as a fault-injection
+/// point.
 struct Tracking<'a> {
     inner: &'a mut FrameRanges,
+    pool: Option<&'a mut FrameRanges>,
     highest: &'a mut Paddr,
 }
 
 impl hvmm::FrameAlloc for Tracking<'_> {
     fn reserve(&mut self, n: usize) -> Result<(), hvmm::OutOfFrames> {
-        self.inner.reserve(n)
+        match &mut self.pool {
+            Some(pool) => {
+                self.inner.reserve(0)?;
+                pool.reserve(n)
+            }
+            None => self.inner.reserve(n),
+        }
     }
     fn take(&mut self) -> Option<Mfn> {
-        let m = self.inner.take()?;
+        let m = match &mut self.pool {
+            Some(pool) => pool.take()?,
+            None => self.inner.take()?,
+        };
         if m.paddr() > *self.highest {
             *self.highest = m.paddr();
         }
         Some(m)
     }
     fn unreserve(&mut self) {
-        self.inner.unreserve()
+        match &mut self.pool {
+            Some(pool) => pool.unreserve(),
+            None => self.inner.unreserve(),
+        }
     }
     fn free(&mut self, mfn: Mfn) {
-        self.inner.free(mfn)
+        match &mut self.pool {
+            Some(pool) => pool.free(mfn),
+            None => self.inner.free(mfn),
+        }
     }
     fn can_free(&self, mfn: Mfn) -> bool {
         self.inner.can_free(mfn)
     }
 }
 
+/// The arm64 direct-map mode's table pool: 2 MiB chunks of RAM that the
+/// direct map does not map, every hypervisor table frame taken from them.
+#[derive(Debug)]
+pub struct TablePool {
+    /// Free frames of the chunks.
+    pub free: FrameRanges,
+    /// Chunks taken so far (the first at set-up, then one per growth).
+    pub chunks: u32,
+}
+
+/// Frames per table-pool chunk (2 MiB).
+pub const POOL_CHUNK_PAGES: u64 = 512;
+/// The pool grows (by a chunk carved out of the direct map) before an
+/// update when fewer frames than this are free in it: more than any single
+/// update of the boot needs, and enough for the carving's own splits.
+pub const POOL_LOW: u64 = 16;
+
 #[derive(Copy, Clone, Debug)]
 enum Path {
     Early,
     DirectMap(DirectMap),
     DomainPage([Option<DomainPage>; MAX_CPUS]),
+    /// Also the arm64 direct-map mode's path: [`PerCpu::directmap`] then
+    /// records the direct map, which maps no table frame.
     MapCache(PerCpu),
 }
 
@@ -110,6 +148,8 @@ struct PerCpu {
     image_writable: bool,
     /// CPU 0's shared level-0 entries as every other root holds them.
     shared_l0: [u64; SHARED_L0_SLOTS],
+    /// The direct map, in the direct-map mode (tables from the pool).
+    directmap: Option<DirectMap>,
 }
 
 /// Counts per system state.
@@ -165,6 +205,8 @@ pub struct Mm<F: HasLayout> {
     pub dom0: Option<crate::domain::Dom0<F::Guest>>,
     /// The root table each CPU runs on (CPU 0's is the page table's root).
     roots: [Option<Mfn>; MAX_CPUS],
+    /// arm64 direct-map mode: where table frames come from.
+    pub pool: Option<TablePool>,
 }
 
 impl<F: HasLayout> fmt::Debug for Mm<F> {
@@ -218,6 +260,7 @@ impl<F: HasLayout> Mm<F> {
                 r[0] = Some(root);
                 r
             },
+            pool: None,
         }
     }
 
@@ -241,8 +284,16 @@ impl<F: HasLayout> Mm<F> {
             Path::DomainPage(_) => "image+domain-page",
             Path::MapCache(PerCpu {
                 image_writable: true,
+                directmap: None,
                 ..
             }) => "image+mapcache",
+            Path::MapCache(PerCpu {
+                image_writable: true,
+                ..
+            }) => "image+mapcache (table pool outside the direct map)",
+            Path::MapCache(PerCpu {
+                directmap: Some(_), ..
+            }) => "mapcache (table pool outside the direct map)",
             Path::MapCache(_) => "mapcache",
         }
     }
@@ -276,6 +327,21 @@ impl<F: HasLayout> Mm<F> {
         op: Op,
         flags: MapFlags,
     ) -> Result<UpdateReport, Error> {
+        // A failed growth changed nothing; the update may still fit in
+        // what the pool holds (else it fails with OutOfMemory).
+        let _ = self.grow_pool(arch);
+        self.update_in_place(arch, va, pages, op, flags)
+    }
+
+    /// [`Mm::update`] without growing the table pool first.
+    fn update_in_place<A: CpuOps>(
+        &mut self,
+        arch: &mut A,
+        va: Vaddr,
+        pages: u64,
+        op: Op,
+        flags: MapFlags,
+    ) -> Result<UpdateReport, Error> {
         self.phases[idx(self.state)].calls += 1;
         let r = self.with_env(arch, |pt, env| pt.update(env, va, pages, op, flags))?;
         self.phases[idx(self.state)].updates += r;
@@ -284,6 +350,111 @@ impl<F: HasLayout> Mm<F> {
             self.sync_roots(arch, va, pages)?;
         }
         Ok(r)
+    }
+
+    /// arm64 direct-map mode: from now on every table frame the engine
+    /// (and the mapcache set-up) takes comes from the 2 MiB chunk at
+    /// `chunk`, which the caller keeps out of the direct map. `false` if
+    /// `chunk` is not 2 MiB-aligned or a pool exists already.
+    pub fn set_table_pool(&mut self, chunk: Mfn) -> bool {
+        if self.pool.is_some() || !chunk.0.is_multiple_of(POOL_CHUNK_PAGES) {
+            return false;
+        }
+        let mut free = FrameRanges::new();
+        let start = chunk.paddr();
+        if free
+            .add(start, Paddr(start.0 + POOL_CHUNK_PAGES * PAGE_SIZE))
+            .is_err()
+        {
+            return false;
+        }
+        self.pool = Some(TablePool { free, chunks: 1 });
+        true
+    }
+
+    /// Grows the table pool when it runs low: a free 2 MiB chunk is
+    /// taken from the allocator and removed from the direct map (its new
+    /// tables, if a block is split, come from the pool), then given to the
+    /// pool. Nothing changes on failure.
+    fn grow_pool<A: CpuOps>(&mut self, arch: &mut A) -> Result<(), Error> {
+        let Some(pool) = &self.pool else {
+            return Ok(());
+        };
+        if pool.free.free_pages() >= POOL_LOW {
+            return Ok(());
+        }
+        let Some(dm) = self.directmap() else {
+            return Ok(());
+        };
+        let chunk = self
+            .alloc
+            .alloc(POOL_CHUNK_PAGES, POOL_CHUNK_PAGES)
+            .map_err(|_| Error::OutOfMemory {
+                needed: POOL_CHUNK_PAGES as usize,
+                available: self.alloc.free_pages() as usize,
+            })?;
+        let give_back = |mm: &mut Self| {
+            let _ = mm.alloc.free_pages_at(chunk, POOL_CHUNK_PAGES);
+        };
+        let Some(va) = dm.va_of(chunk.paddr()) else {
+            give_back(self);
+            return Err(Error::OutOfMemory {
+                needed: POOL_CHUNK_PAGES as usize,
+                available: 0,
+            });
+        };
+        if let Err(e) =
+            self.update_in_place(arch, va, POOL_CHUNK_PAGES, Op::Remove, MapFlags::PAGES)
+        {
+            give_back(self);
+            return Err(e);
+        }
+        let start = chunk.paddr();
+        let end = Paddr(start.0 + POOL_CHUNK_PAGES * PAGE_SIZE);
+        let added = match &mut self.pool {
+            Some(p) => p.free.add(start, end).is_ok(),
+            None => false,
+        };
+        if !added {
+            // Too many ranges in the pool: map the chunk back and return it.
+            let back = Op::Insert {
+                pa: start,
+                attrs: Attrs::RW,
+            };
+            let r = self.update_in_place(arch, va, POOL_CHUNK_PAGES, back, MapFlags::BLOCKS);
+            if r.is_ok() {
+                give_back(self);
+            }
+            return Err(Error::OutOfMemory {
+                needed: 1,
+                available: 0,
+            });
+        }
+        if let Some(p) = &mut self.pool {
+            p.chunks += 1;
+        }
+        Ok(())
+    }
+
+    /// One frame for a table outside the engine (mapcache tables, CPU
+    /// roots): from the pool when there is one.
+    fn alloc_table_frame(&mut self) -> Result<Mfn, Error> {
+        let r = match &mut self.pool {
+            Some(p) => p.free.alloc(1, 1),
+            None => self.alloc.alloc(1, 1),
+        };
+        r.map_err(|_| Error::OutOfMemory {
+            needed: 1,
+            available: 0,
+        })
+    }
+
+    /// Gives back a frame from [`Mm::alloc_table_frame`].
+    fn free_table_frame(&mut self, mfn: Mfn) {
+        let _ = match &mut self.pool {
+            Some(p) => p.free.free_pages_at(mfn, 1),
+            None => self.alloc.free_pages_at(mfn, 1),
+        };
     }
 
     /// Secret-free mode: copies CPU 0's level-0 entries for `[va, va +
@@ -410,6 +581,7 @@ impl<F: HasLayout> Mm<F> {
         let counts = &mut self.phases[idx(self.state)];
         let mut alloc = Tracking {
             inner: &mut self.alloc,
+            pool: self.pool.as_mut().map(|p| &mut p.free),
             highest: &mut self.highest_table,
         };
         let cpu = arch.cpu();
@@ -624,13 +796,18 @@ impl<F: HasLayout> Mm<F> {
     /// table outside the image is reached through the running CPU's
     /// mapcache slots from now on; CPU 0's are `cpu0`
     /// ([`Mm::build_mapcache`] made them).
-    pub fn enter_boot_mapcache(&mut self, cpu0: MapCache) {
+    ///
+    /// In the arm64 direct-map mode `directmap` is the direct map: it
+    /// stays for other RAM, and table frames (from the table pool, which
+    /// it does not map) are reached through the slots all the same.
+    pub fn enter_boot_mapcache(&mut self, cpu0: MapCache, directmap: Option<DirectMap>) {
         let mut slots = [None; MAX_CPUS];
         slots[0] = Some(cpu0);
         self.path = Path::MapCache(PerCpu {
             slots,
             image_writable: true,
             shared_l0: [0; SHARED_L0_SLOTS],
+            directmap,
         });
         self.state = SystemState::Boot;
     }
@@ -638,6 +815,19 @@ impl<F: HasLayout> Mm<F> {
     /// Whether this is the secret-free mode (no direct map, per-CPU
     /// mapcache slots) — from Boot on.
     pub fn secret_free(&self) -> bool {
+        matches!(
+            self.path,
+            Path::MapCache(PerCpu {
+                directmap: None,
+                ..
+            })
+        )
+    }
+
+    /// Whether tables are reached through per-CPU mapcache slots (each CPU
+    /// on its own root): the secret-free mode, and the arm64 direct-map
+    /// mode with its table pool — from Boot on.
+    pub fn per_cpu_mapcache(&self) -> bool {
         matches!(self.path, Path::MapCache(_))
     }
 
@@ -668,13 +858,14 @@ impl<F: HasLayout> Mm<F> {
     /// level-1 table, for the CPU's root's mapcache entry. On failure
     /// every frame taken is given back.
     pub fn build_mapcache<A: CpuOps>(&mut self, arch: &mut A) -> Result<Mfn, Error> {
+        let _ = self.grow_pool(arch);
         let mut frames = [Mfn(0); 3];
         for i in 0..3 {
-            match self.alloc.alloc(1, 1) {
+            match self.alloc_table_frame() {
                 Ok(m) => frames[i] = m,
                 Err(_) => {
                     for f in &frames[..i] {
-                        let _ = self.alloc.free_pages_at(*f, 1);
+                        self.free_table_frame(*f);
                     }
                     return Err(Error::OutOfMemory {
                         needed: 3 - i,
@@ -705,7 +896,7 @@ impl<F: HasLayout> Mm<F> {
         });
         if let Err(e) = r {
             for f in frames {
-                let _ = self.alloc.free_pages_at(f, 1);
+                self.free_table_frame(f);
             }
             return Err(e);
         }
@@ -733,12 +924,12 @@ impl<F: HasLayout> Mm<F> {
     /// through the running CPU's slots, and returns it for the CPU to
     /// switch to. On failure every frame taken is given back.
     pub fn add_cpu_root<A: CpuOps>(&mut self, arch: &mut A, cpu: usize) -> Result<Paddr, Error> {
-        if !self.secret_free() {
+        if !self.per_cpu_mapcache() {
             return Err(Error::TableAccess {
                 mfn: self.pt.root(),
                 err: AccessError::WrongPhase {
                     provider: "mapcache",
-                    state: "not the secret-free mode",
+                    state: "tables not reached through mapcache slots",
                 },
             });
         }
@@ -752,7 +943,7 @@ impl<F: HasLayout> Mm<F> {
             });
         }
         let l1 = self.build_mapcache(arch)?;
-        let root = match self.alloc.alloc(1, 1) {
+        let root = match self.alloc_table_frame() {
             Ok(m) => m,
             Err(_) => {
                 self.free_mapcache(arch, l1);
@@ -797,7 +988,7 @@ impl<F: HasLayout> Mm<F> {
             copy
         });
         if let Err(e) = r {
-            let _ = self.alloc.free_pages_at(root, 1);
+            self.free_table_frame(root);
             self.free_mapcache(arch, l1);
             return Err(e);
         }
@@ -822,7 +1013,7 @@ impl<F: HasLayout> Mm<F> {
         });
         if let Ok(frames) = chain {
             for f in frames {
-                let _ = self.alloc.free_pages_at(f, 1);
+                self.free_table_frame(f);
             }
         }
     }
@@ -845,12 +1036,12 @@ impl<F: HasLayout> Mm<F> {
                 pc.image_writable = on;
             }
         };
-        if !self.secret_free() {
+        if !self.per_cpu_mapcache() {
             return Err(Error::TableAccess {
                 mfn: self.pt.root(),
                 err: AccessError::WrongPhase {
                     provider: "mapcache",
-                    state: "not the secret-free mode",
+                    state: "tables not reached through mapcache slots",
                 },
             });
         }
@@ -877,6 +1068,7 @@ impl<F: HasLayout> Mm<F> {
     pub fn directmap(&self) -> Option<DirectMap> {
         match &self.path {
             Path::DirectMap(dm) => Some(*dm),
+            Path::MapCache(pc) => pc.directmap,
             _ => None,
         }
     }

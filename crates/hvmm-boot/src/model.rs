@@ -1234,6 +1234,16 @@ pub fn start_secondary(
     how: SecondaryStart,
 ) -> Result<(), &'static str> {
     let me = m.current_cpu();
+    // Once the image's tables are sealed (arm64) the boot-table entry is
+    // written by physical address, as the image writes it through a
+    // mapcache slot.
+    let put = |m: &mut Machine, va: u64, val: u64| {
+        if m.write_pte(Vaddr(va), val).is_err() {
+            if let Ok(r) = m.hw_translate(Vaddr(va), false) {
+                let _ = m.phys_write_u64(r.pa, val);
+            }
+        }
+    };
     let rec = t.idmap_record;
     let word = |m: &mut Machine, off: u64| m.read_u64(Vaddr(rec.0 + off));
     let (slot, val, id) = match (word(m, 0), word(m, 8), word(m, 16)) {
@@ -1250,7 +1260,7 @@ pub fn start_secondary(
             Ok(v) if v == val => {}
             _ => return Err("the identity-map entry of the boot tables is in use"),
         }
-        let _ = m.write_pte(Vaddr(slot), val);
+        put(m, slot, val);
     }
     m.set_current_cpu(cpu)
         .map_err(|_| "no such CPU in the model")?;
@@ -1261,7 +1271,7 @@ pub fn start_secondary(
     let _ = m.fetch_u32(Vaddr(id));
     let _ = m.fetch_u32(XEN_VIRT_START);
     if slot != 0 && how == SecondaryStart::BreakBeforeMake {
-        let _ = m.write_pte(Vaddr(slot), 0);
+        put(m, slot, 0);
         m.tlb_flush_all_local();
     }
     let _ = m.set_root(cpu, root);
@@ -1270,7 +1280,7 @@ pub fn start_secondary(
     let ok = m.hw_translate(XEN_VIRT_START, false).is_ok();
     let _ = m.set_current_cpu(me);
     if slot != 0 && how == SecondaryStart::SwitchWithIdentity {
-        let _ = m.write_pte(Vaddr(slot), 0);
+        put(m, slot, 0);
         m.tlb_flush_all_local();
     }
     if ok {

@@ -328,7 +328,12 @@ fn run_with_mm<F: HasLayout, P: Platform>(
 
     // 5. Memory.
     ctx.step = BootStep::SetupMm;
-    setup_mm::<F, P>(p, mm, &info, cfg, (params.dtb, fdt_size), ctx)?;
+    let t = params.image.tables;
+    let image_tables = (
+        image.0.pa_of(t.first).unwrap_or(Paddr(0)).0,
+        image.0.pa_of(Vaddr(t.last.0 - 1)).map_or(0, |pa| pa.0 + 1),
+    );
+    setup_mm::<F, P>(p, mm, &info, cfg, (params.dtb, fdt_size), image_tables, ctx)?;
     record_phases(ctx, mm);
 
     ctx.step = BootStep::Frametable;
@@ -371,7 +376,7 @@ fn run_with_mm<F: HasLayout, P: Platform>(
     // 7. Init memory.
     ctx.step = BootStep::FreeInitMem;
     free_init_memory::<F, P>(p, mm, img, image, ctx)?;
-    if mm.secret_free() {
+    if mm.per_cpu_mapcache() {
         seal_image_tables(p, mm, img, ctx)?;
     }
     mm.enter_active();
@@ -458,6 +463,8 @@ fn audit<F: HasLayout, P: Platform>(
     if mm.secret_free() {
         let dtb = info.dtb();
         declare_secret_free::<F>(&mut d, image, (dtb.base(), dtb.size()), &regions[..nr]);
+    } else if mm.per_cpu_mapcache() {
+        declare_table_pool::<F>(&mut d);
     }
     for &(pa, size) in cfg.audit.allowed_ram.iter().flatten() {
         d.allow_ram(pa, size);
@@ -524,6 +531,18 @@ pub fn declare_secret_free<F: HasLayout>(
     let first = dtb.0 .0 & !(PAGE_SIZE - 1);
     let end = (dtb.0 .0 + dtb.1).next_multiple_of(PAGE_SIZE);
     d.allow_ram(Paddr(first), end - first);
+    d.tables_not_writable = true;
+}
+
+/// What the arm64 direct-map mode adds to the audit: the mapcache as
+/// transient slots, and the rule that no page-table page is writable
+/// through a permanent mapping (table frames come from the pool the direct
+/// map leaves out, the image's tables are sealed).
+pub fn declare_table_pool<F: HasLayout>(d: &mut crate::audit::Declared) {
+    use crate::audit::Expect;
+    if let Some(mc) = F::LAYOUT.mapcache {
+        d.region(mc.name, mc.start, mc.size, Expect::Slots);
+    }
     d.tables_not_writable = true;
 }
 
@@ -1035,6 +1054,7 @@ fn setup_mm<F: HasLayout, P: Platform>(
     info: &BootInfo<'_>,
     cfg: &BootConfig,
     dtb: (Paddr, u64),
+    image_tables: (u64, u64),
     ctx: &mut Ctx<'_, F>,
 ) -> Result<(), BootError> {
     // Boot allocator: RAM minus image, DTB, modules, reserved, firmware.
@@ -1081,7 +1101,28 @@ fn setup_mm<F: HasLayout, P: Platform>(
         return setup_mm_secret_free(p, mm, banks.len(), dtb, ctx);
     }
     if let Some(dm_region) = F::LAYOUT.directmap {
-        // arm64: direct map of every bank, with blocks, tables through PMAP.
+        // arm64: the table pool first — a 2 MiB chunk the direct map
+        // leaves out, every table frame from now on taken from it — so
+        // that no table page is writable through the direct map.
+        let chunk = mm
+            .alloc
+            .alloc(crate::mm::POOL_CHUNK_PAGES, crate::mm::POOL_CHUNK_PAGES)
+            .map_err(|e| ctx.fail(format_args!("no 2 MiB chunk for the table pool: {e}"), None))?;
+        if !mm.set_table_pool(chunk) {
+            return Err(ctx.fail(format_args!("the table pool could not be set up"), None));
+        }
+        let hole = (chunk.paddr().0, chunk.paddr().0 + MIB2);
+        log!(
+            ctx,
+            "(XEN) table pool: {}..{:#x}, left out of the direct map",
+            chunk.paddr(),
+            hole.1
+        );
+        // Holes in the direct map: the pool, and the image's own tables
+        // (reached at their link address until sealed, then through slots).
+        let mut holes = [image_tables, hole];
+        holes.sort_unstable();
+        // Direct map of every bank, with blocks, tables through PMAP.
         // Banks are packed in address order, each at the first VA past the
         // previous one that is congruent to its PA modulo 1 GiB (so 1 GiB
         // blocks stay possible): the holes between banks take no VA, and
@@ -1114,50 +1155,77 @@ fn setup_mm<F: HasLayout, P: Platform>(
             }
             cursor = va + b.size();
             let va = Vaddr(va);
-            let r = mm
-                .update(
-                    p,
-                    va,
-                    b.size() / PAGE_SIZE,
-                    Op::Insert {
-                        pa: b.base(),
-                        attrs: Attrs::RW,
-                    },
-                    MapFlags::BLOCKS,
-                )
-                .map_err(|e| ctx.engine("direct-mapping RAM", e))?;
-            log!(
-                ctx,
-                "(XEN) directmap: {va} -> {} ({} MiB, {} leaf entries, {} new tables)",
-                b.base(),
-                b.size() >> 20,
-                r.leaves,
-                r.tables_created
-            );
+            // The bank in up to three pieces around the holes.
+            let (start, end) = (b.base().0, b.end().0);
+            let mut pieces = [(0u64, 0u64); 3];
+            let mut at = start;
+            for (piece, (hs, he)) in pieces.iter_mut().zip(holes) {
+                let (hs, he) = (hs.clamp(at, end), he.clamp(at, end));
+                *piece = (at, hs);
+                at = he;
+            }
+            pieces[2] = (at, end);
+            for (ps, pe) in pieces.into_iter().filter(|(s, e)| e > s) {
+                let pva = Vaddr(va.0 + (ps - start));
+                let r = mm
+                    .update(
+                        p,
+                        pva,
+                        (pe - ps) / PAGE_SIZE,
+                        Op::Insert {
+                            pa: Paddr(ps),
+                            attrs: Attrs::RW,
+                        },
+                        MapFlags::BLOCKS,
+                    )
+                    .map_err(|e| ctx.engine("direct-mapping RAM", e))?;
+                log!(
+                    ctx,
+                    "(XEN) directmap: {pva} -> {:#x} ({} MiB, {} leaf entries, {} new tables)",
+                    ps,
+                    (pe - ps) >> 20,
+                    r.leaves,
+                    r.tables_created
+                );
+                ctx.summary.regions.push(RegionFact {
+                    name: "directmap",
+                    va: pva,
+                    pa: Paddr(ps),
+                    size: pe - ps,
+                    writable: true,
+                    mair_attr: 0xff,
+                });
+            }
             ranges[n] = LinearRange {
                 va,
                 pa: b.base(),
                 size: b.size(),
             };
             n += 1;
-            ctx.summary.regions.push(RegionFact {
-                name: "directmap",
-                va,
-                pa: b.base(),
-                size: b.size(),
-                writable: true,
-                mair_attr: 0xff,
-            });
         }
         let dm = DirectMap::new(&ranges[..n])
             .ok_or_else(|| ctx.fail(format_args!("too many RAM banks for the direct map"), None))?;
+        // Tables are reached through per-CPU mapcache slots, as in the
+        // secret-free mode: CPU 0's built through PMAP now.
+        let l1 = mm
+            .build_mapcache(p)
+            .map_err(|e| ctx.engine("building CPU 0's mapcache", e))?;
+        let mc = mm
+            .link_cpu0_mapcache(p, l1)
+            .map_err(|e| ctx.engine("linking CPU 0's mapcache", e))?;
+        log!(
+            ctx,
+            "(XEN) CPU 0's mapcache: {} slots of 4 KiB at {}: table pages are reached through it, not through the direct map",
+            hvmm_xen::layout::MAPCACHE_SLOTS,
+            mc.base()
+        );
         log!(
             ctx,
             "(XEN) early boot used {} PMAP table maps and {} image table maps",
             mm.phases[0].access.pmap,
             mm.phases[0].access.image
         );
-        mm.enter_boot_directmap(dm);
+        mm.enter_boot_mapcache(mc, Some(dm));
     } else {
         // arm32: xenheap with 2 MiB contiguous blocks, as high as possible
         // below 4 GiB (as Xen does), else at the top of the highest bank.
@@ -1288,7 +1356,7 @@ fn setup_mm_secret_free<F: HasLayout, P: Platform>(
         mm.phases[0].access.pmap,
         mm.phases[0].access.image
     );
-    mm.enter_boot_mapcache(mc);
+    mm.enter_boot_mapcache(mc, None);
     ctx.summary.secret_free = true;
     enter(p, ctx, SystemState::Boot);
     log!(
@@ -1469,7 +1537,7 @@ fn bring_up_cpus<F: HasLayout, P: Platform>(
     for cpu in 1..n {
         let root = if F::LAYOUT.domheap.is_some() {
             secondary_root_arm32::<F, P>(p, mm, cpu, ctx)?
-        } else if mm.secret_free() {
+        } else if mm.per_cpu_mapcache() {
             mm.add_cpu_root(p, cpu)
                 .map_err(|e| ctx.engine("building a secondary CPU's root and mapcache", e))?
         } else {

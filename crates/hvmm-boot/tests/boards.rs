@@ -5,13 +5,13 @@
 //! small RAM sizes (no underflow, a message naming sizes), and summaries
 //! that keep every entry.
 
-use hvmm::SystemState;
 use hvmm_boot::domain::Dom0Config;
 use hvmm_boot::model::{
     board_from_dtb, run, ArchKind, Board, Loader, ModuleFile, Outcome, ReservedRegion, Scenario,
 };
 use hvmm_boot::report::BootStep;
 use hvmm_bootinfo::{ModuleKind, ReservedSource, XSM_MAGIC};
+use hvmm_testkit::boot::boot_ok;
 
 const MIB: u64 = 1 << 20;
 const GIB: u64 = 1 << 30;
@@ -23,18 +23,6 @@ const UBOOT: &[u8] = include_bytes!("../../hvmm-bootinfo/tests/data/boards/uboot
 
 fn both() -> [ArchKind; 2] {
     [ArchKind::Arm64, ArchKind::Arm32]
-}
-
-fn boot_ok(s: &Scenario) -> Outcome {
-    let o = run(s).expect("scenario set-up");
-    if let Err(f) = &o.result {
-        panic!("boot failed: {}\n{}", f.error, o.log);
-    }
-    // The end-of-boot audit ran, walked every root and found nothing.
-    o.audited().unwrap_or_else(|e| panic!("{e}"));
-    assert!(o.ok(), "model checks: {:?} {:?}\n{}", o.stale, o.bbm, o.log);
-    assert_eq!(o.result.as_ref().unwrap().state, Some(SystemState::Active));
-    o
 }
 
 /// Every placement of `o` inside one of `ram`'s banks and disjoint from

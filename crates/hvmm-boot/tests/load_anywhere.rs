@@ -5,10 +5,10 @@
 //! with another size, address or memory type — and the sequence hvmm used
 //! before, kept as the negative case, is caught by the model.
 
-use hvmm::{Paddr, SystemState, Vaddr};
+use hvmm::{Paddr, Vaddr};
 use hvmm_boot::image::ImageLayout;
 use hvmm_boot::model::{
-    head, idmap_page_offset, run, start_secondary, ArchKind, HeadError, Loader, Outcome, Scenario,
+    head, idmap_page_offset, start_secondary, ArchKind, HeadError, Loader, Outcome, Scenario,
     SecondaryStart,
 };
 use hvmm_model::{Machine, Regime, RootSwitchReason};
@@ -17,18 +17,11 @@ const GIB: u64 = 1 << 30;
 const MIB: u64 = 1 << 20;
 const TIB: u64 = 1 << 40;
 
+/// A good boot ([`hvmm_testkit::boot::boot_ok`]: no unsafe root switch, no
+/// TLB conflict among its checks) where the scenario put it, on every CPU.
 fn boot_ok(s: &Scenario) -> Outcome {
-    let o = run(s).expect("scenario set-up");
-    if let Err(f) = &o.result {
-        panic!("boot failed: {}\n{}", f.error, o.log);
-    }
-    // The end-of-boot audit ran, walked every root and found nothing.
-    o.audited().unwrap_or_else(|e| panic!("{e}"));
-    assert!(o.ok(), "model checks failed:\n{}", o.log);
-    assert!(o.root_switches.is_empty(), "{:?}", o.root_switches);
-    assert!(o.conflicts.is_empty(), "{:?}", o.conflicts);
+    let o = hvmm_testkit::boot::boot_ok(s);
     let sum = o.result.as_ref().unwrap();
-    assert_eq!(sum.state, Some(SystemState::Active));
     if let Some(load) = s.load_addr {
         assert_eq!(sum.image_pa, Some(Paddr(load)));
     }

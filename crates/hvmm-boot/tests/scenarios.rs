@@ -7,36 +7,22 @@ use hvmm::{Paddr, SystemState};
 use hvmm_boot::model::{run, ArchKind, Loader, ModuleFile, Outcome, Scenario};
 use hvmm_boot::report::BootStep;
 use hvmm_bootinfo::{KindSource, ModuleKind};
+use hvmm_testkit::boot::boot_fails;
 
 const GIB: u64 = 1 << 30;
 const MIB: u64 = 1 << 20;
 
+/// A good boot ([`hvmm_testkit::boot::boot_ok`]) that verified more than
+/// a token number of pages.
 fn boot_ok(s: &Scenario) -> Outcome {
-    let o = run(s).expect("scenario set-up");
-    if let Err(f) = &o.result {
-        panic!("boot failed: {}\n{}", f.error, o.log);
-    }
-    // The end-of-boot audit ran, walked every root and found nothing.
-    o.audited().unwrap_or_else(|e| panic!("{e}"));
-    assert!(o.stale.is_empty(), "stale TLB entries: {:?}", o.stale);
-    assert!(o.bbm.is_empty(), "BBM violations: {:?}", o.bbm);
+    let o = hvmm_testkit::boot::boot_ok(s);
     let sum = o.result.as_ref().unwrap();
-    assert_eq!(sum.state, Some(SystemState::Active));
     assert!(
         sum.verified_pages > 100,
         "too few pages verified: {}",
         sum.verified_pages
     );
     o
-}
-
-fn boot_fails(s: &Scenario) -> (Outcome, hvmm_boot::BootError) {
-    let o = run(s).expect("scenario set-up");
-    let err = match &o.result {
-        Ok(_) => panic!("boot should have failed\n{}", o.log),
-        Err(f) => f.error.clone(),
-    };
-    (o, err)
 }
 
 fn kinds(o: &Outcome) -> Vec<(ModuleKind, KindSource)> {

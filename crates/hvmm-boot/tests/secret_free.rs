@@ -6,10 +6,11 @@
 //! the model's physical memory (not the engine's): every leaf of every
 //! CPU's root.
 
-use hvmm::{Attrs, MapFlags, Op, Paddr, SystemState, Vaddr, PAGE_SIZE};
+use hvmm::{Attrs, MapFlags, Op, Paddr, Vaddr, PAGE_SIZE};
 use hvmm_boot::domain::Dom0Config;
 use hvmm_boot::model::{run, run_arm64_keep, ArchKind, Loader, Outcome, Scenario};
 use hvmm_model::Machine;
+use hvmm_testkit::boot::boot_ok;
 use hvmm_xen::layout::{ARM64_LAYOUT, MAPCACHE_L0_SLOT, MAPCACHE_SELF};
 use std::collections::BTreeSet;
 
@@ -64,17 +65,6 @@ fn walk(m: &Machine, root: Paddr) -> (Vec<Leaf>, BTreeSet<u64>) {
 fn secret_free(mut s: Scenario) -> Scenario {
     s.directmap = false;
     s
-}
-
-fn boot_ok(s: &Scenario) -> Outcome {
-    let o = run(s).expect("scenario set-up");
-    if let Err(f) = &o.result {
-        panic!("boot failed: {}\n{}", f.error, o.log);
-    }
-    assert!(o.ok(), "the model saw something wrong\n{}", o.log);
-    let sum = o.result.as_ref().unwrap();
-    assert_eq!(sum.state, Some(SystemState::Active));
-    o
 }
 
 fn roots(o: &Outcome) -> Vec<Paddr> {
@@ -239,15 +229,22 @@ fn no_table_page_is_writable_through_a_permanent_mapping_in_the_secret_free_mode
 }
 
 #[test]
-fn in_the_direct_map_mode_table_pages_are_writable_through_the_direct_map() {
-    // What docs/FEATURES.md states for the default mode, and the check's
-    // negative control.
+fn in_the_direct_map_mode_no_table_page_is_writable_through_the_direct_map() {
+    // The default mode keeps its direct map, but table frames come from the
+    // pool it leaves out and the image's tables are sealed.
     let o = boot_ok(&Scenario::default_for(ArchKind::Arm64));
     let bad = writable_table_pages(&o);
-    assert!(!bad.is_empty());
-    assert!(bad
+    assert!(bad.is_empty(), "table pages writable: {bad:x?}");
+    let sum = o.result.as_ref().unwrap();
+    let dm = ARM64_LAYOUT.directmap.unwrap().start;
+    assert!(sum
+        .regions
         .iter()
-        .any(|(_, l)| l.va >= ARM64_LAYOUT.directmap.unwrap().start.0));
+        .any(|r| r.name == "directmap" && r.va >= dm));
+    assert!(sum
+        .regions
+        .iter()
+        .any(|r| r.name == "pgtables" && !r.writable));
 }
 
 #[test]
@@ -403,38 +400,24 @@ fn a_level_0_entry_made_after_the_secondaries_started_reaches_every_cpu() {
 
 #[test]
 fn secret_free_only_steps_are_refused_elsewhere_and_change_nothing() {
-    // The direct-map mode: no per-CPU roots, nothing to seal.
-    let (mut o, mm) = run_arm64_keep(&Scenario::default_for(ArchKind::Arm64)).unwrap();
-    let mut mm = mm.expect("kept");
-    let m = &mut o.machine;
-    let free = mm.alloc.free_pages();
-    let wrong = |e: hvmm::Error| {
-        matches!(
-            e,
-            hvmm::Error::TableAccess {
-                err: hvmm::AccessError::WrongPhase {
-                    provider: "mapcache",
-                    state: "not the secret-free mode"
-                },
-                ..
-            }
-        )
-    };
-    assert!(wrong(mm.add_cpu_root(m, 1).unwrap_err()));
-    let t = hvmm_boot::ImageLayout::model().tables;
-    assert!(wrong(mm.seal_image_tables(m, t.first, 1).unwrap_err()));
-    assert_eq!(mm.alloc.free_pages(), free);
-    assert!(mm.image_tables_writable());
-    // The secret-free mode: CPU 0 and CPUs past MAX_CPUS get no second root.
-    let (mut o, mm) = run_arm64_keep(&secret_free(Scenario::default_for(ArchKind::Arm64))).unwrap();
-    let mut mm = mm.expect("kept");
-    let m = &mut o.machine;
-    let free = mm.alloc.free_pages();
-    for cpu in [0, hvmm_boot::mm::MAX_CPUS] {
-        let e = mm.add_cpu_root(m, cpu).unwrap_err();
-        assert!(e.to_string().contains("no such secondary CPU"), "{e}");
+    // Both arm64 modes (per-CPU roots in each): CPU 0 and CPUs past
+    // MAX_CPUS get no second root, and nothing is taken.
+    let default = Scenario::default_for(ArchKind::Arm64);
+    for s in [default.clone(), secret_free(default)] {
+        let (mut o, mm) = run_arm64_keep(&s).unwrap();
+        let mut mm = mm.expect("kept");
+        assert!(!mm.image_tables_writable());
+        let m = &mut o.machine;
+        let free = mm.alloc.free_pages();
+        let pool = mm.pool.as_ref().map(|p| p.free.free_pages());
+        for cpu in [0, hvmm_boot::mm::MAX_CPUS] {
+            let e = mm.add_cpu_root(m, cpu).unwrap_err();
+            assert!(e.to_string().contains("no such secondary CPU"), "{e}");
+        }
+        assert_eq!(mm.alloc.free_pages(), free);
+        assert_eq!(mm.pool.as_ref().map(|p| p.free.free_pages()), pool);
+        assert_eq!(pool.is_some(), s.directmap);
     }
-    assert_eq!(mm.alloc.free_pages(), free);
 }
 
 #[test]
@@ -567,4 +550,50 @@ fn every_planted_violation_is_caught_in_the_secret_free_mode_too() {
         let v = f.summary.audit.and_then(|a| a.first).expect("violation");
         assert_eq!(v.rule, plant.rule(), "{plant:?}: {}", f.error);
     }
+}
+
+#[test]
+fn the_table_pool_grows_by_a_chunk_carved_out_of_the_direct_map() {
+    let (mut o, mm) = run_arm64_keep(&Scenario::default_for(ArchKind::Arm64)).unwrap();
+    let mut mm = mm.expect("kept");
+    let m = &mut o.machine;
+    m.set_current_cpu(0).unwrap();
+    let dm = mm.directmap().expect("the direct map stays");
+    let pool = |mm: &hvmm_boot::Mm<_>| {
+        let p = mm.pool.as_ref().expect("a table pool");
+        (p.chunks, p.free.free_pages())
+    };
+    assert_eq!(pool(&mm).0, 1);
+    // One level-3 table per 2 MiB of the vmap area: more than the first
+    // chunk holds.
+    let vmap = ARM64_LAYOUT.vmap;
+    let step = 2 << 20;
+    let free_before = mm.alloc.free_pages();
+    for i in 2..vmap.size / step {
+        let va = Vaddr(vmap.start.0 + i * step);
+        mm.update(m, va, 1, Op::Populate, MapFlags::PAGES)
+            .unwrap_or_else(|e| panic!("populating {va}: {e}"));
+    }
+    let (chunks, free) = pool(&mm);
+    assert_eq!(chunks, 2, "the pool grew once");
+    assert!(free >= 16, "{free}");
+    assert_eq!(mm.alloc.free_pages(), free_before - 512);
+    // The new chunk is gone from the direct map: some frame the pool
+    // handed out has no direct-map leaf any more.
+    let highest = mm.highest_table;
+    let va = dm.va_of(highest).expect("in a bank");
+    assert_eq!(
+        mm.lookup(m, va).unwrap(),
+        None,
+        "{highest} still direct-mapped"
+    );
+    // Its neighbour outside the chunk is still there.
+    let below = Paddr((highest.0 & !((2 << 20) - 1)) - PAGE_SIZE);
+    let leaf = mm.lookup(m, dm.va_of(below).unwrap()).unwrap();
+    assert!(
+        leaf.is_some_and(|l| l.pa == below && l.attrs == Some(Attrs::RW)),
+        "{leaf:?}"
+    );
+    assert!(m.all_stale_tlb_entries().is_empty());
+    assert!(m.bbm_violations().is_empty());
 }

@@ -89,6 +89,7 @@
 //! assert_eq!(pages, (0x4000_0000 - 0x20_0000 - 0x20_0000 - 0x10_0000) / 4096 - dtb_pages);
 //! ```
 #![no_std]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![warn(missing_docs)]
 #![deny(unsafe_code)]
 
@@ -96,6 +97,7 @@
 extern crate std;
 
 #[cfg(feature = "std")]
+#[cfg_attr(docsrs, doc(cfg(feature = "std")))]
 pub mod builder;
 pub mod dtb;
 mod error;

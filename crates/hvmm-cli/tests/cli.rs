@@ -36,12 +36,15 @@ fn default_boot_reaches_active_with_four_cpus_and_three_guessed_modules() {
         out.contains("0 stale TLB entries, 0 break-before-make violations"),
         "{out}"
     );
-    // The end-of-boot audit's line.
+    // The end-of-boot audit's line: a root per CPU (each with its mapcache
+    // slots) and the page-table rule on, holding.
     assert!(
-        out.contains("(XEN) audit: 1 root (4 CPUs), ")
+        out.contains("(XEN) audit: 4 roots (4 CPUs), ")
             && out.contains(
                 "no W+X, X only in .text, device only for devices, nothing outside declared regions"
-            ),
+            )
+            && out.contains("no page table writable through a permanent mapping")
+            && out.contains(" 0 of them writable through a permanent mapping"),
         "{out}"
     );
 }

@@ -230,8 +230,12 @@ pub fn rust_main(params: &BootParams) -> ! {
                 // through the starting CPU's slots.
                 crate::smp::tables_sealed(mc.base());
                 match mc.held(&mut arch::hw()) {
-                    Ok(0) => println!(
+                    Ok(0) if mm.secret_free() => println!(
                         "hvmm: secret-free: no direct map, {} CPU roots, CPU 0 holds no mapcache slot",
+                        mm.cpu_roots().count()
+                    ),
+                    Ok(0) => println!(
+                        "hvmm: tables through mapcache slots, from a pool outside the direct map: {} CPU roots, CPU 0 holds no mapcache slot",
                         mm.cpu_roots().count()
                     ),
                     other => {

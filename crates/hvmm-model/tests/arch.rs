@@ -1,9 +1,8 @@
 //! The model as an `hvmm::Arch`: descriptor accesses go through the MMU.
 
-mod common;
-use common::*;
 use hvmm::{AccessKind, Arch, CpuOps, FaultKind, Paddr, Vaddr};
 use hvmm_model::{Machine, ModelError, Regime};
+use hvmm_testkit::tables::*;
 
 #[test]
 fn builds_a_table_through_write_pte_with_the_mmu_on() {

@@ -1,9 +1,8 @@
 //! arm32 (LPAE long descriptors, Hyp mode, T0SZ = 0): what a walk of
 //! hand-built tables gives.
 
-mod common;
-use common::*;
 use hvmm::{AccessKind, CpuOps, FaultKind, Paddr, Vaddr};
+use hvmm_testkit::tables::*;
 
 #[test]
 fn l1_block_maps_one_gib() {

@@ -1,9 +1,8 @@
 //! arm64 (VMSAv8-64, EL2, 4 KiB granule, T0SZ = 16): what a walk of
 //! hand-built tables gives.
 
-mod common;
-use common::*;
 use hvmm::{AccessKind, CpuOps, FaultKind, MemFault, Paddr, Vaddr};
+use hvmm_testkit::tables::*;
 
 fn fault(m: &mut hvmm_model::Machine, va: u64, access: AccessKind) -> MemFault {
     match access {

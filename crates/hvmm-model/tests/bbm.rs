@@ -1,9 +1,8 @@
 //! The break-before-make checker on `Arch::write_pte`.
 
-mod common;
-use common::*;
 use hvmm::{Arch, Paddr, Vaddr};
 use hvmm_model::{BbmKind, BbmReason};
+use hvmm_testkit::tables::*;
 
 const SLOT: Vaddr = Vaddr(L3 + 7 * 8);
 

@@ -3,10 +3,9 @@
 //! descriptors written with `Arch::write_pte` like any other (it works by
 //! PA).
 
-mod common;
-use common::*;
 use hvmm::{Arch, Paddr, Vaddr};
 use hvmm_model::{BbmKind, BbmReason, Stage2};
+use hvmm_testkit::tables::*;
 
 #[test]
 fn stage2_memattr_change_needs_break_before_make() {

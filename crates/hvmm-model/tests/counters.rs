@@ -1,9 +1,8 @@
 //! Counters count, and reset.
 
-mod common;
-use common::*;
 use hvmm::{Arch, CpuOps, Vaddr};
 use hvmm_model::Counters;
+use hvmm_testkit::tables::*;
 
 #[test]
 fn counters_count_each_operation() {

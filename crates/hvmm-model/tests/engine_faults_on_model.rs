@@ -6,10 +6,8 @@
 //! runs twice: with a plain frame pool (the engine reads tables) and with
 //! table counts (its counted paths).
 
-mod engine_support;
-
-use engine_support::*;
 use hvmm::{Arm32, Arm64, Attrs, Error, MapFlags, Op, Paddr};
+use hvmm_testkit::engine::*;
 
 /// A representative update, run on a rig prepared by `setup`.
 #[derive(Clone)]

@@ -8,10 +8,8 @@
 //! the (otherwise fixed) seed. Each test prints the number of operations it
 //! ran.
 
-mod engine_support;
-
-use engine_support::*;
-use hvmm::{Arm32, Arm64, Attrs, Error, MapFlags, Op, Paddr, Perm};
+use hvmm::{Arm32, Arm64, Attrs, MapFlags, Op, Paddr, Perm};
+use hvmm_testkit::engine::*;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, RngSeed};
 use std::collections::BTreeMap;
@@ -68,15 +66,6 @@ fn raw_op() -> impl Strategy<Value = RawOp> {
                 }
             },
         )
-}
-
-/// An operation made concrete.
-#[derive(Copy, Clone, Debug)]
-struct Step {
-    va: u64,
-    pages: u64,
-    op: Op,
-    flags: MapFlags,
 }
 
 /// Beyond this many pages an insert uses blocks (else it would write
@@ -190,58 +179,6 @@ fn resolve<F: ModelFormat>(raw: &RawOp, history: &[(u64, u64)], r: &RefMap) -> S
         pages,
         op,
         flags,
-    }
-}
-
-/// Whether the error is one the rules give for this step, given the tables
-/// as they are (unchanged by the failed update).
-fn justify<F: ModelFormat>(rig: &Rig<F>, r: &RefMap, st: &Step, free_before: u64, err: &Error) {
-    let end = st.va + st.pages * PAGE;
-    let inside = |va: u64| va >= st.va && va < end;
-    let desc = |va: u64, level: u8| {
-        rig.entry_at(va, level)
-            .unwrap_or_else(|| panic!("{err}: no descriptor at L{level} for {va:#x}"))
-    };
-    let is_table = |d: u64, level: u8| level < 3 && d & 3 == 3;
-    let is_leaf = |d: u64, level: u8| if level == 3 { d & 3 == 3 } else { d & 3 == 1 };
-    match (*err, st.op) {
-        (Error::AlreadyMapped { va, level }, Op::Insert { .. }) => {
-            assert!(inside(va.0));
-            let d = desc(va.0, level);
-            if is_table(d, level) {
-                assert!(
-                    st.flags.blocks && level >= 1,
-                    "{err}: table met without blocks"
-                );
-            } else {
-                assert!(is_leaf(d, level), "{err}: {d:#x}");
-                let slot = va.0 & !(size(level) - 1);
-                assert!(
-                    r.any_mapped(slot.max(st.va), (slot + size(level)).min(end)),
-                    "{err}: reference has nothing there"
-                );
-            }
-        }
-        (Error::NotMapped { va }, Op::Modify { .. }) => {
-            assert!(inside(va.0));
-            assert!(r.get(va.0).is_none(), "{err}: the reference maps it");
-        }
-        (Error::BlockInTheWay { va, level }, Op::Populate) => {
-            assert!(inside(va.0) && level < 3);
-            let d = desc(va.0, level);
-            assert!(is_leaf(d, level), "{err}: {d:#x}");
-        }
-        (Error::AttrIndexChange { va, from, to }, Op::Modify { attrs }) => {
-            assert!(inside(va.0) && from != to && to == attrs.mem().index());
-            let (_, cur) = r.get(va.0).expect("mapped");
-            assert_eq!(cur.mem().index(), from);
-        }
-        // Insert and Populate create tables; Modify and Remove split blocks.
-        (Error::OutOfMemory { needed, available }, _) => {
-            assert_eq!(available as u64, free_before, "{err}");
-            assert!(needed > available, "{err}");
-        }
-        _ => panic!("unexpected error {err:?} for {st:x?}"),
     }
 }
 

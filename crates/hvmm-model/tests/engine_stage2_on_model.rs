@@ -15,15 +15,13 @@
 //!   new translation, or — during the break window only — a stage-2
 //!   translation fault; never a wrong PA, never a conflict.
 
-mod engine_support;
-
-use engine_support::*;
 use hvmm::{
     AccessKind, Arch, Arm32, Arm32Stage2, Arm64, Arm64Stage2, Env, Error, Format, Ipa, MapFlags,
     MemFault, Op, Paddr, PageTable, S2Access, S2Attrs, S2MemType, Stage2Format, UpdateReport,
     Vaddr, Vmid,
 };
 use hvmm_model::{AbortKind, Machine};
+use hvmm_testkit::engine::*;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, RngSeed};
 use std::collections::BTreeMap;

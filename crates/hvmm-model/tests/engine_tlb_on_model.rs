@@ -3,11 +3,9 @@
 //! walk cache cannot reach a freed and reused table page), and how many
 //! invalidations large updates cost.
 
-mod engine_support;
-
-use engine_support::*;
 use hvmm::{Arm32, Arm64, Attrs, MapFlags, Op, Paddr, Vaddr};
 use hvmm_model::Counters;
+use hvmm_testkit::engine::*;
 
 fn insert(pa: u64, attrs: Attrs) -> Op {
     Op::Insert {

@@ -3,10 +3,9 @@
 //! VMALLS12E1IS; arm32 TLBIALLNSNHIS for all three), and stale guest entries
 //! are reported.
 
-mod common;
-use common::*;
 use hvmm::{AccessKind, Arch, Ipa, Paddr, Vaddr, Vmid};
 use hvmm_model::{Machine, Stage2, StaleEntry, TlbTag, Tlbi};
+use hvmm_testkit::tables::*;
 
 const V1: Vmid = Vmid(1);
 const V2: Vmid = Vmid(2);

@@ -2,10 +2,9 @@
 //! walks with concatenated roots, every stage-2 fault kind with the syndrome
 //! EL2 sees, the guest's own stage 1 with its table walks through stage 2.
 
-mod common;
-use common::*;
 use hvmm::{AccessKind, Arm32Stage2, Arm64Stage2, Ipa, Paddr, Stage, Stage2Format, Vaddr, Vmid};
 use hvmm_model::{AbortKind, GuestFault, Machine, Regime, Stage2, TlbTag};
+use hvmm_testkit::tables::*;
 
 const A64: Regime = Regime::Arm64El2 { pa_bits: 48 };
 const IL: u32 = 1 << 25;

@@ -1,9 +1,8 @@
 //! The TLB keeps translations until told to forget them.
 
-mod common;
-use common::*;
 use hvmm::{AccessKind, Arch, CpuOps, FaultKind, Paddr, Vaddr};
 use hvmm_model::{ModelError, StaleEntry};
+use hvmm_testkit::tables::*;
 
 /// Changes L3[7] from DATA to DATA + 0x1000 through the MMU, as the engine
 /// would, but without any TLB maintenance.

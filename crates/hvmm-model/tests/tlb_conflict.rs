@@ -5,10 +5,9 @@
 //! takes a TLB conflict abort (fault status 0b110000) instead of using
 //! either entry.
 
-mod common;
-use common::*;
 use hvmm::{AccessKind, Arch, FaultKind, Ipa, Paddr, Stage, Vaddr, Vmid};
 use hvmm_model::{AbortKind, BbmReason, Machine, Stage2, TlbTag};
+use hvmm_testkit::tables::*;
 
 const BLOCK_VA: u64 = 0x40a0_0000;
 const BLOCK_PA: u64 = 0x4060_0000;

@@ -204,6 +204,7 @@
 //! - `test-hooks`: counters and knobs for tests (the host back end's TLB
 //!   and table-map counts, pinned frames).
 #![no_std]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 // The only `unsafe` items are the two `PageTable` constructors that adopt an
 // existing root (their contract: no second handle); there is no unsafe block.
 #![deny(unsafe_code)]
@@ -221,6 +222,7 @@ pub mod error;
 pub mod format;
 pub mod frames;
 #[cfg(any(test, feature = "host"))]
+#[cfg_attr(docsrs, doc(cfg(feature = "host")))]
 pub mod host;
 pub mod phase;
 pub mod table;

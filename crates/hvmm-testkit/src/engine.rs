@@ -1,6 +1,8 @@
 //! The update engine running on the machine model, as on hardware: the
 //! tables the engine updates are the live tables of the model's MMU, and
-//! table pages are reached through a direct-map window built by hand.
+//! table pages are reached through a direct-map window built by hand. The
+//! rig of the model's engine tests (`crates/hvmm-model/tests/engine_*`) and
+//! of the `engine_ops` fuzz target.
 //!
 //! Layout (both formats: 4 MiB of RAM mapped by the window with two 2 MiB
 //! blocks; the hand-built tables at the start of the upper 2 MiB, the rest
@@ -10,12 +12,11 @@
 //! |---|---|---|
 //! | RAM | 0x40_0000_0000 (256 GiB) | 0x10_8000_0000 (above 4 GiB, 40-bit) |
 //! | hand tables | L0 root, L1, L2 | 4-entry L1 root, L2 |
-//! | window VA | 0x8000_c000_0000 (L0[256], L1[3]) | 0xc000_0000 (L1[3]) |
-//! | engine VAs | 0x7fff_0000_0000 .. window: L0[255] (tables the engine makes) and L1[0..3] of the hand L1 (shared, pinned) | 0 .. 0xc000_0000 (below the root) |
+//! | window VA | 0x8000_c000_0000 (`L0[256]`, `L1[3]`) | 0xc000_0000 (`L1[3]`) |
+//! | engine VAs | 0x7fff_0000_0000 .. window: `L0[255]` (tables the engine makes) and `L1[0..3]` of the hand L1 (shared, pinned) | 0 .. 0xc000_0000 (below the root) |
 //!
 //! Descriptors are read back here with bit positions from the Arm ARM, not
 //! through hvmm's descriptor code.
-#![allow(dead_code)]
 
 use hvmm::access::{AccessError, AccessPath, TableAccess};
 use hvmm::{
@@ -636,7 +637,7 @@ impl PhysLeaf {
     pub fn contiguous(&self) -> bool {
         self.desc & desc::CONTIGUOUS != 0
     }
-    /// Decodes AttrIndx, AP[2] and XN from the descriptor (Arm ARM bit
+    /// Decodes AttrIndx, `AP[2]` and XN from the descriptor (Arm ARM bit
     /// positions) and checks the bits every hvmm leaf must have.
     pub fn attrs(&self) -> Attrs {
         let d = self.desc;
@@ -772,6 +773,12 @@ impl RefMap {
 /// them, spread out) and 32 pages spread over the range; plus the page on
 /// either side of the range (inside the arena).
 pub fn samples<F: ModelFormat>(va: u64, pages: u64) -> Vec<u64> {
+    samples_spread::<F>(va, pages, 32)
+}
+
+/// [`samples`] with `spread` instead of 32: at most `spread` 2 MiB
+/// boundaries and `spread` pages over the range (fewer checks, faster).
+pub fn samples_spread<F: ModelFormat>(va: u64, pages: u64, spread: u64) -> Vec<u64> {
     let end = va + pages * PAGE;
     let mut v = BTreeSet::new();
     if pages <= 64 {
@@ -781,7 +788,7 @@ pub fn samples<F: ModelFormat>(va: u64, pages: u64) -> Vec<u64> {
         v.extend((1..=16).map(|i| end - i * PAGE));
         let first = (va & !(MIB2 - 1)) + MIB2;
         let boundaries = end.saturating_sub(first).div_ceil(MIB2);
-        let step = boundaries.div_ceil(32).max(1);
+        let step = boundaries.div_ceil(spread).max(1);
         let mut b = first;
         while b < end {
             v.insert(b);
@@ -789,8 +796,8 @@ pub fn samples<F: ModelFormat>(va: u64, pages: u64) -> Vec<u64> {
             b += step * MIB2;
         }
         // An odd stride, so that the samples fall at varied offsets.
-        let stride = (pages / 32) | 1;
-        v.extend((0..32).map(|i| va + ((i * stride + 7) % pages) * PAGE));
+        let stride = (pages / spread) | 1;
+        v.extend((0..spread).map(|i| va + ((i * stride + 7) % pages) * PAGE));
     }
     if va > F::ARENA.0 {
         v.insert(va - PAGE);
@@ -1136,4 +1143,84 @@ pub fn remove_everything<F: ModelFormat>(rig: &mut Rig<F>, r: &mut RefMap) -> Ve
 /// Attributes by number (RO, RX, RW, DEVICE, WC).
 pub fn attrs_of(n: u8) -> Attrs {
     [Attrs::RO, Attrs::RX, Attrs::RW, Attrs::DEVICE, Attrs::WC][usize::from(n % 5)]
+}
+
+// ---------------------------------------------------------------------------
+// Steps and the errors the rules allow
+// ---------------------------------------------------------------------------
+
+/// One concrete update: `op` over `[va, va + pages * 4 KiB)` with `flags`.
+#[derive(Copy, Clone, Debug)]
+pub struct Step {
+    /// First VA.
+    pub va: u64,
+    /// Number of 4 KiB pages.
+    pub pages: u64,
+    /// The operation.
+    pub op: Op,
+    /// Block / contiguous / merge flags.
+    pub flags: MapFlags,
+}
+
+/// Panics unless `err` is an error the engine's rules give for `st`, given
+/// the tables as they are (unchanged by the failed update), the reference
+/// `r` and the frames that were free before it.
+pub fn justify<F: ModelFormat>(rig: &Rig<F>, r: &RefMap, st: &Step, free_before: u64, err: &Error) {
+    let end = st.va + st.pages * PAGE;
+    let inside = |va: u64| va >= st.va && va < end;
+    let d_at = |va: u64, level: u8| {
+        rig.entry_at(va, level)
+            .unwrap_or_else(|| panic!("{err}: no descriptor at L{level} for {va:#x}"))
+    };
+    let is_table = |d: u64, level: u8| level < 3 && d & 3 == 3;
+    let is_leaf = |d: u64, level: u8| if level == 3 { d & 3 == 3 } else { d & 3 == 1 };
+    match (*err, st.op) {
+        (Error::AlreadyMapped { va, level }, Op::Insert { .. }) => {
+            assert!(inside(va.0), "{err} outside {st:x?}");
+            let d = d_at(va.0, level);
+            if is_table(d, level) {
+                assert!(
+                    st.flags.blocks && level >= 1,
+                    "{err}: table met without blocks"
+                );
+            } else {
+                assert!(is_leaf(d, level), "{err}: {d:#x}");
+                let slot = va.0 & !(size(level) - 1);
+                assert!(
+                    r.any_mapped(slot.max(st.va), (slot + size(level)).min(end)),
+                    "{err}: reference has nothing there"
+                );
+            }
+        }
+        (Error::NotMapped { va }, Op::Modify { .. }) => {
+            assert!(inside(va.0), "{err} outside {st:x?}");
+            assert!(r.get(va.0).is_none(), "{err}: the reference maps it");
+        }
+        (Error::BlockInTheWay { va, level }, Op::Populate) => {
+            assert!(inside(va.0) && level < 3, "{err} for {st:x?}");
+            let d = d_at(va.0, level);
+            assert!(is_leaf(d, level), "{err}: {d:#x}");
+        }
+        (Error::AttrIndexChange { va, from, to }, Op::Modify { attrs }) => {
+            assert!(
+                inside(va.0) && from != to && to == attrs.mem().index(),
+                "{err}"
+            );
+            let (_, cur) = r.get(va.0).expect("mapped");
+            assert_eq!(cur.mem().index(), from, "{err}");
+        }
+        // Insert and Populate create tables; Modify and Remove split blocks.
+        (Error::OutOfMemory { needed, available }, _) => {
+            assert_eq!(available as u64, free_before, "{err}");
+            assert!(needed > available, "{err}");
+        }
+        (Error::PaOutOfRange { pa, .. }, Op::Insert { pa: want, .. }) => {
+            assert_eq!(pa, want, "{err}");
+            assert!(
+                !F::pa_end_fits(pa.0.saturating_add(st.pages * PAGE)),
+                "{err}: the range fits"
+            );
+        }
+        _ => panic!("unexpected error {err:?} for {st:x?}"),
+    }
 }

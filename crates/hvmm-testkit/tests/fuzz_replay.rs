@@ -1,6 +1,6 @@
 //! Replays every checked-in fuzz corpus (`fuzz/corpus/<target>/`) through
 //! the same library functions the cargo-fuzz targets call
-//! (`hvmm_boot::fuzzing`), on stable Rust: each corpus file is a regression
+//! (`hvmm_testkit::fuzz`), on stable Rust: each corpus file is a regression
 //! test.
 //!
 //! A file whose name starts with `crash-` reproduces a finding that is not
@@ -10,7 +10,7 @@
 //! its test is un-ignored and the file renamed `findingN-...`, which joins
 //! the regression corpus.
 
-use hvmm_boot::fuzzing;
+use hvmm_testkit::fuzz;
 use std::path::PathBuf;
 
 fn corpus_dir(target: &str) -> PathBuf {
@@ -56,44 +56,39 @@ fn replay(target: &str, f: fn(&[u8])) {
 
 #[test]
 fn dtb_boot_corpus() {
-    replay("dtb_boot", fuzzing::dtb_boot);
+    replay("dtb_boot", fuzz::dtb_boot);
 }
 
 #[test]
 fn dtb_structured_corpus() {
-    replay("dtb_structured", fuzzing::dtb_structured);
+    replay("dtb_structured", fuzz::dtb_structured);
 }
 
 #[test]
 fn dtb_parse_corpus() {
-    replay("dtb_parse", fuzzing::dtb_parse);
+    replay("dtb_parse", fuzz::dtb_parse);
 }
 
 #[test]
 fn engine_ops_corpus() {
-    replay("engine_ops", fuzzing::engine_ops);
+    replay("engine_ops", fuzz::engine_ops);
 }
 
 /// The builder-made seeds are in the corpora (regenerate them with
-/// `HVMM_WRITE_SEEDS=1 cargo test -p hvmm-boot --test fuzz_replay`), and
+/// `HVMM_WRITE_SEEDS=1 cargo test -p hvmm-testkit --test fuzz_replay`), and
 /// the real QEMU DTBs are there too.
 #[test]
 fn seeds_are_checked_in() {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/corpus");
     let write = std::env::var_os("HVMM_WRITE_SEEDS").is_some();
-    for (target, name, data) in fuzzing::seeds() {
+    for (target, name, data) in fuzz::seeds() {
         let p = root.join(target).join(&name);
         if write {
             std::fs::create_dir_all(p.parent().unwrap()).unwrap();
             std::fs::write(&p, &data).unwrap();
         } else {
             let on_disk = std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
-            assert_eq!(
-                on_disk,
-                data,
-                "{} differs from fuzzing::seeds()",
-                p.display()
-            );
+            assert_eq!(on_disk, data, "{} differs from fuzz::seeds()", p.display());
         }
     }
     let data = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../hvmm-bootinfo/tests/data");
@@ -135,8 +130,8 @@ fn finding_1_arm32_xenheap_bank_without_a_2mib_boundary() {
     use hvmm_boot::BootStep;
     // The corpus reproducers: no panic, and a named refusal.
     for (target, f) in [
-        ("dtb_boot", fuzzing::dtb_boot as fn(&[u8])),
-        ("dtb_structured", fuzzing::dtb_structured),
+        ("dtb_boot", fuzz::dtb_boot as fn(&[u8])),
+        ("dtb_structured", fuzz::dtb_structured),
     ] {
         for (name, data) in corpus(target) {
             if name.starts_with("finding1-arm32-xenheap-underflow") {

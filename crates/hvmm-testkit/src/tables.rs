@@ -1,14 +1,15 @@
-//! Hand-built tables for the tests. Descriptor bits are written out here as
-//! numbers from the Arm ARM, not taken from hvmm.
-#![allow(dead_code)]
+//! Hand-built tables for the machine model's own tests (walks, TLBs,
+//! break-before-make, stage 2): small arm64 and arm32 fixtures. Descriptor
+//! bits are written out here as numbers from the Arm ARM, not taken from
+//! hvmm.
 
 use hvmm::{Paddr, Vaddr, Vmid};
 use hvmm_model::{Machine, Regime, Stage2};
 
-/// bits[1:0] = 0b11: table (levels 0-2) or page (level 3).
+/// `bits[1:0]` = 0b11: table (levels 0-2) or page (level 3).
 pub const TABLE: u64 = 0b11;
 pub const PAGE: u64 = 0b11;
-/// bits[1:0] = 0b01: block (levels 1-2); reserved at level 3.
+/// `bits[1:0]` = 0b01: block (levels 1-2); reserved at level 3.
 pub const BLOCK: u64 = 0b01;
 pub const AF: u64 = 1 << 10;
 pub const RO: u64 = 1 << 7;
@@ -54,7 +55,7 @@ pub const L0: u64 = 0x4000_0000;
 pub const L1: u64 = 0x4000_1000;
 pub const L2: u64 = 0x4000_2000;
 pub const L3: u64 = 0x4000_3000;
-/// VA mapped by L3[i].
+/// VA mapped by `L3[i]`.
 pub fn l3_va(i: u64) -> Vaddr {
     Vaddr(0x4000_0000 + i * 0x1000)
 }
