@@ -326,8 +326,8 @@ fn why_missed(row: Row) -> &'static str {
         Row::Sparse => {
             "about 0.9 tables are made and 0.9 freed per operation (each map over 512 GiB \
              reaches a 2 MiB with nothing mapped, each unmap empties its table): hvmm frees every \
-             table an unmap empties and zeroes a frame for each new one; page_table_multiarch \
-             never frees"
+             table an unmap empties and makes one for each such map (a frame it freed comes back \
+             zeroed), each a walk from the root; page_table_multiarch never frees"
         }
         Row::Translate | Row::S2Translate => {
             "a range walk costs little per page: hvmm reads each level-3 table in one scan \

@@ -273,9 +273,11 @@ fn behind(p: ScalePoint) -> &'static str {
             "Over 1 GiB the same operations fall into 512 level-3 tables, holding about 100 \
              live pages between them: almost every unmap empties its table and almost every \
              map finds none. hvmm frees a table its update empties (it must: freed emptied \
-             tables are part of what its updates guarantee) and makes and zeroes one for the \
-             next map there: 0.42 tables made and 0.42 freed per operation (0.92 over 512 GiB, \
-             1.42 over 256 TiB, where the peers pay for new tables too). The peers never free a \
+             tables are part of what its updates guarantee) and makes one for the next map \
+             there: 0.42 tables made and 0.42 freed per operation (0.92 over 512 GiB, 1.42 over \
+             256 TiB, where the peers pay for new tables too). A table it freed comes back all \
+             zero and is not zeroed again; what is left per operation is a walk from the root, \
+             the reservation and the unlink with its invalidation. The peers never free a \
              table: after the first few hundred operations all 512 exist, and a map or an \
              unmap writes one descriptor."
         }

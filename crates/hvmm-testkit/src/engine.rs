@@ -205,11 +205,15 @@ impl TableAccess<Machine> for FailingAccess<'_> {
 /// is — the engine then reads a table to see whether it is empty or
 /// uniform — or wrapped in [`WithTableMeta`] with a slot per RAM frame (a
 /// frametable), so that the engine keeps counts for the tables it makes and
-/// takes its counted paths. Dereferences to the boot allocator.
+/// takes its counted paths; the counted pool also remembers which free
+/// frames the engine gave back all zero ([`FrameAlloc::free_zeroed`]) and
+/// says so when it hands them out again, so that the engine does not zero
+/// them (the checks of every step read every table: a frame said zero that
+/// is not would show). Dereferences to the boot allocator.
 #[derive(Clone, Debug)]
 pub enum RigAlloc {
     Plain(FrameRanges),
-    Counted(WithTableMeta<FrameRanges, Vec<TableMeta>>),
+    Counted(WithTableMeta<FrameRanges, Vec<TableMeta>>, BTreeSet<u64>),
 }
 
 impl RigAlloc {
@@ -217,11 +221,18 @@ impl RigAlloc {
     pub fn slot(&mut self, mfn: Mfn) -> Option<TableMeta> {
         match self {
             RigAlloc::Plain(_) => None,
-            RigAlloc::Counted(w) => w.table_meta(mfn).copied(),
+            RigAlloc::Counted(w, _) => w.table_meta(mfn).copied(),
         }
     }
     pub fn counted(&self) -> bool {
-        matches!(self, RigAlloc::Counted(_))
+        matches!(self, RigAlloc::Counted(..))
+    }
+    /// Free frames known to be all zero (the counted pool).
+    pub fn zeroed_frames(&self) -> usize {
+        match self {
+            RigAlloc::Plain(_) => 0,
+            RigAlloc::Counted(_, z) => z.len(),
+        }
     }
 }
 
@@ -230,7 +241,7 @@ impl std::ops::Deref for RigAlloc {
     fn deref(&self) -> &FrameRanges {
         match self {
             RigAlloc::Plain(a) => a,
-            RigAlloc::Counted(w) => &w.alloc,
+            RigAlloc::Counted(w, _) => &w.alloc,
         }
     }
 }
@@ -239,7 +250,7 @@ impl std::ops::DerefMut for RigAlloc {
     fn deref_mut(&mut self) -> &mut FrameRanges {
         match self {
             RigAlloc::Plain(a) => a,
-            RigAlloc::Counted(w) => &mut w.alloc,
+            RigAlloc::Counted(w, _) => &mut w.alloc,
         }
     }
 }
@@ -248,7 +259,7 @@ macro_rules! each {
     ($self:ident, $a:ident => $e:expr) => {
         match $self {
             RigAlloc::Plain($a) => $e,
-            RigAlloc::Counted($a) => $e,
+            RigAlloc::Counted($a, _) => $e,
         }
     };
 }
@@ -264,9 +275,31 @@ impl FrameAlloc for RigAlloc {
         each!(self, a => a.unreserve())
     }
     fn free(&mut self, mfn: Mfn) {
+        if let RigAlloc::Counted(_, z) = self {
+            z.remove(&mfn.0);
+        }
         each!(self, a => a.free(mfn))
     }
+    fn free_zeroed(&mut self, mfn: Mfn) {
+        if let RigAlloc::Counted(_, z) = self {
+            z.insert(mfn.0);
+        }
+        each!(self, a => a.free(mfn))
+    }
+    fn take_zeroed(&mut self) -> Option<(Mfn, bool)> {
+        let mfn = self.take()?;
+        let zeroed = match self {
+            RigAlloc::Plain(_) => false,
+            RigAlloc::Counted(_, z) => z.remove(&mfn.0),
+        };
+        Some((mfn, zeroed))
+    }
     fn free_batch(&mut self, mfns: &[Mfn]) {
+        if let RigAlloc::Counted(_, z) = self {
+            for m in mfns {
+                z.remove(&m.0);
+            }
+        }
         each!(self, a => a.free_batch(mfns))
     }
     fn reserved_frames(&self, f: &mut dyn FnMut(Mfn)) {
@@ -343,7 +376,10 @@ impl<F: ModelFormat> Rig<F> {
         let initial_free = alloc.free_pages();
         let alloc = if counted {
             let slots = vec![TableMeta::UNKNOWN; (RAM_SIZE / PAGE) as usize];
-            RigAlloc::Counted(WithTableMeta::new(alloc, Mfn(F::RAM_BASE / PAGE), slots))
+            RigAlloc::Counted(
+                WithTableMeta::new(alloc, Mfn(F::RAM_BASE / PAGE), slots),
+                BTreeSet::new(),
+            )
         } else {
             RigAlloc::Plain(alloc)
         };

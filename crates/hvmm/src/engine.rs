@@ -614,6 +614,23 @@ fn release<M: FrameAlloc>(alloc: &mut M, mfn: Mfn) {
     alloc.free(mfn);
 }
 
+/// Frees the table frame `mfn`, emptied and unlinked, its slot set back to
+/// unknown first: as all zero ([`FrameAlloc::free_zeroed`]) if its counts
+/// say it holds no live entry — the engine writes nothing but zero into an
+/// entry that is not live, and a table with counts is one it made from a
+/// zeroed frame and only it wrote.
+#[inline(always)]
+fn release_emptied<M: FrameAlloc>(alloc: &mut M, mfn: Mfn) {
+    let zero = alloc
+        .table_meta(mfn)
+        .is_some_and(|slot| core::mem::replace(slot, TableMeta::UNKNOWN).live_entries() == Some(0));
+    if zero {
+        alloc.free_zeroed(mfn);
+    } else {
+        alloc.free(mfn);
+    }
+}
+
 #[inline]
 fn slot_end(va: u64, level: u8, end: u64) -> u64 {
     let size = level_size(level);
@@ -1554,8 +1571,9 @@ impl<F: Format> PageTable<F> {
                 // Frames taken top-down (the general path's order), tables
                 // built bottom-up, unlinked, then linked.
                 let mut frames = [Mfn(0); 3];
-                for f in &mut frames[..need] {
-                    *f = env.alloc.take().ok_or(Error::OutOfMemory {
+                let mut zeroed = [false; 3];
+                for (f, z) in frames[..need].iter_mut().zip(&mut zeroed) {
+                    (*f, *z) = env.alloc.take_zeroed().ok_or(Error::OutOfMemory {
                         needed: need,
                         available: 0,
                     })?;
@@ -1572,7 +1590,8 @@ impl<F: Format> PageTable<F> {
                     } else {
                         (Pte::table::<F>(frames[k + 1]).0, Some(frames[k + 1]))
                     };
-                    built = self.one_new_table(env, req, lvl, frames[k], entry, child, c);
+                    built =
+                        self.one_new_table(env, req, lvl, frames[k], zeroed[k], entry, child, c);
                     if built.is_err() {
                         break;
                     }
@@ -1599,9 +1618,9 @@ impl<F: Format> PageTable<F> {
         }
     }
 
-    /// A new table of the one-page Insert: the frame `mfn` zeroed, with
-    /// `entry` (the leaf, or the link to the table `child` below) at the
-    /// page's index, and its counts.
+    /// A new table of the one-page Insert: the frame `mfn` zeroed (unless
+    /// the allocator said it is: `zeroed`), with `entry` (the leaf, or the
+    /// link to the table `child` below) at the page's index, and its counts.
     #[allow(clippy::too_many_arguments)]
     fn one_new_table<A: Arch, T: TableAccess<A>, M: FrameAlloc>(
         &self,
@@ -1609,6 +1628,7 @@ impl<F: Format> PageTable<F> {
         req: &Req<F::Attrs>,
         level: u8,
         mfn: Mfn,
+        zeroed: bool,
         entry: u64,
         child: Option<Mfn>,
         c: &mut Commit,
@@ -1616,10 +1636,12 @@ impl<F: Format> PageTable<F> {
         let tva = Self::map(env, mfn)?;
         c.report.table_maps += 1;
         let idx = table_index(req.va, level);
-        let res = env
-            .arch
-            .zero_page(tva)
-            .and_then(|()| env.arch.write_pte(entry_va(tva, idx), entry));
+        let zero = if zeroed {
+            Ok(())
+        } else {
+            env.arch.zero_page(tva)
+        };
+        let res = zero.and_then(|()| env.arch.write_pte(entry_va(tva, idx), entry));
         env.access.unmap_table(env.arch, mfn, tva);
         res?;
         let mut meta = TableMeta::fresh(Self::insert_pattern(req, level, req.va));
@@ -1662,7 +1684,14 @@ impl<F: Format> PageTable<F> {
             self.inv_sync(env.arch, c);
             env.access.unmap_table(env.arch, h.mfn, h.tva);
             path[k].mapped = false;
-            release(env.alloc, h.mfn);
+            // Its counts (held here, not stored yet) say whether it is all
+            // zero.
+            store_meta(env.alloc, h.mfn, TableMeta::UNKNOWN);
+            if h.meta.live_entries() == Some(0) {
+                env.alloc.free_zeroed(h.mfn);
+            } else {
+                env.alloc.free(h.mfn);
+            }
             c.report.tables_freed += 1;
             k -= 1;
         }
@@ -2585,7 +2614,7 @@ impl<F: Format> PageTable<F> {
         hi: u64,
         c: &mut Commit,
     ) -> Result<Mfn, Error> {
-        let mfn = env.alloc.take().ok_or(Error::OutOfMemory {
+        let (mfn, zeroed) = env.alloc.take_zeroed().ok_or(Error::OutOfMemory {
             needed: 1,
             available: 0,
         })?;
@@ -2600,10 +2629,14 @@ impl<F: Format> PageTable<F> {
         };
         c.report.table_maps += 1;
         let mut meta = TableMeta::fresh(0);
-        let res =
-            env.arch.zero_page(tva).map_err(Error::from).and_then(|()| {
-                self.fill_split(env, req, level, tva, old, base, lo, hi, c, &mut meta)
-            });
+        let zero = if zeroed {
+            Ok(())
+        } else {
+            env.arch.zero_page(tva)
+        };
+        let res = zero
+            .map_err(Error::from)
+            .and_then(|()| self.fill_split(env, req, level, tva, old, base, lo, hi, c, &mut meta));
         if res.is_err() {
             Self::free_new_subtree(env, level, tva, c);
         }
@@ -2788,8 +2821,11 @@ impl<F: Format> PageTable<F> {
                 }
                 env.access.unmap_table(env.arch, mfn, tva);
             }
+            release(env.alloc, mfn);
+        } else {
+            // Emptied entry by entry: all zero if its counts say so.
+            release_emptied(env.alloc, mfn);
         }
-        release(env.alloc, mfn);
         c.report.tables_freed += 1;
     }
 
@@ -2983,7 +3019,7 @@ impl<F: Format> PageTable<F> {
         end: u64,
         c: &mut Commit,
     ) -> Result<Mfn, Error> {
-        let mfn = env.alloc.take().ok_or(Error::OutOfMemory {
+        let (mfn, zeroed) = env.alloc.take_zeroed().ok_or(Error::OutOfMemory {
             needed: 1,
             available: 0,
         })?;
@@ -3001,9 +3037,12 @@ impl<F: Format> PageTable<F> {
         };
         c.report.table_maps += 1;
         let mut meta = TableMeta::fresh(Self::insert_pattern(req, level, va));
-        let res = env
-            .arch
-            .zero_page(tva)
+        let zero = if zeroed {
+            Ok(())
+        } else {
+            env.arch.zero_page(tva)
+        };
+        let res = zero
             .map_err(Error::from)
             .and_then(|()| self.commit_in(env, req, level, tva, va, end, c, &mut meta));
         if res.is_err() {
@@ -3965,6 +4004,64 @@ mod tests {
             }
         }
         assert_eq!(cases, 26);
+    }
+
+    /// A table the engine emptied goes back to the allocator as all zero
+    /// and is not zeroed when it is taken again; a frame given back with
+    /// entries in it (a level-3 table of a subtree removed whole, its
+    /// leaves never cleared) is zeroed before it is used.
+    #[test]
+    fn emptied_tables_are_reused_without_zeroing_and_others_are_zeroed() {
+        let mut mem = HostMemory::new(16);
+        let mut pt = PageTable::<Arm64>::create(&mut mem.env()).unwrap();
+        let map = |pt: &mut PageTable<Arm64>, mem: &mut HostMemory, va: u64, pages| {
+            let op = Op::Insert {
+                pa: Paddr(0x8000_0000),
+                attrs: Attrs::RW,
+            };
+            pt.update(&mut mem.env(), Vaddr(va), pages, op, MapFlags::PAGES)
+                .unwrap()
+        };
+        let g = 1u64 << 30;
+        // One page: three tables made (zeroed), then emptied and freed zeroed.
+        let z0 = mem.arch.zeroed_pages();
+        assert_eq!(map(&mut pt, &mut mem, 4 * g, 1).tables_created, 3);
+        assert_eq!(mem.arch.zeroed_pages(), z0 + 3);
+        let r = pt
+            .update(&mut mem.env(), Vaddr(4 * g), 1, Op::Remove, MapFlags::PAGES)
+            .unwrap();
+        assert_eq!(r.tables_freed, 3);
+        // A page elsewhere takes the same three frames: nothing zeroed.
+        assert_eq!(map(&mut pt, &mut mem, 8 * g, 1).tables_created, 3);
+        assert_eq!(mem.arch.zeroed_pages(), z0 + 3);
+        let lookup = |pt: &PageTable<Arm64>, mem: &mut HostMemory, va: u64| {
+            pt.lookup(&mut mem.arch, &mut mem.access, Vaddr(va))
+                .unwrap()
+        };
+        assert!(lookup(&pt, &mut mem, 8 * g).is_some());
+        assert!(lookup(&pt, &mut mem, 8 * g + PAGE_SIZE).is_none());
+        assert!(lookup(&pt, &mut mem, 4 * g).is_none());
+        // A 1 GiB subtree removed whole: its level-3 tables go back with
+        // their leaves; the tables made next are zeroed.
+        map(&mut pt, &mut mem, g, 1024);
+        let r = pt
+            .update(
+                &mut mem.env(),
+                Vaddr(g),
+                512 * 512,
+                Op::Remove,
+                MapFlags::PAGES,
+            )
+            .unwrap();
+        assert_eq!((r.leaves, r.tables_freed), (1024, 3));
+        let z1 = mem.arch.zeroed_pages();
+        let r = map(&mut pt, &mut mem, 12 * g + 5 * PAGE_SIZE, 1);
+        assert_eq!(r.tables_created, 2);
+        assert_eq!(mem.arch.zeroed_pages(), z1 + 2);
+        for i in 0..512 {
+            let va = 12 * g + i * PAGE_SIZE;
+            assert_eq!(lookup(&pt, &mut mem, va).is_some(), i == 5, "{va:#x}");
+        }
     }
 
     /// The range walk reports exactly what a lookup per page finds, over

@@ -238,6 +238,21 @@ pub trait FrameAlloc {
             self.free(mfn);
         }
     }
+    /// Returns a table frame that is no longer linked anywhere and whose
+    /// 512 entries are all zero (a table the engine emptied), as
+    /// [`FrameAlloc::free`]. An allocator that keeps track of zeroed free
+    /// frames (as Xen tracks scrubbed pages) may say so when
+    /// [`FrameAlloc::take_zeroed`] hands it out again, and the engine then
+    /// does not zero it again. The default forgets it: [`FrameAlloc::free`].
+    fn free_zeroed(&mut self, mfn: Mfn) {
+        self.free(mfn)
+    }
+    /// [`FrameAlloc::take`], and whether the frame is known to be all zero:
+    /// given back by [`FrameAlloc::free_zeroed`] and not handed to anyone
+    /// since. The default knows nothing: `false`.
+    fn take_zeroed(&mut self) -> Option<(Mfn, bool)> {
+        self.take().map(|mfn| (mfn, false))
+    }
     /// Calls `f` with each frame that the reserved [`FrameAlloc::take`]
     /// calls will return, in order, without taking them. An allocator that
     /// cannot tell calls `f` for nothing.
@@ -333,6 +348,12 @@ impl<T: FrameAlloc + ?Sized> FrameAlloc for &mut T {
     fn free_batch(&mut self, mfns: &[Mfn]) {
         (**self).free_batch(mfns)
     }
+    fn free_zeroed(&mut self, mfn: Mfn) {
+        (**self).free_zeroed(mfn)
+    }
+    fn take_zeroed(&mut self) -> Option<(Mfn, bool)> {
+        (**self).take_zeroed()
+    }
     fn can_free(&self, mfn: Mfn) -> bool {
         (**self).can_free(mfn)
     }
@@ -383,6 +404,12 @@ impl<M: FrameAlloc, S: AsMut<[TableMeta]>> FrameAlloc for WithTableMeta<M, S> {
     }
     fn free_batch(&mut self, mfns: &[Mfn]) {
         self.alloc.free_batch(mfns)
+    }
+    fn free_zeroed(&mut self, mfn: Mfn) {
+        self.alloc.free_zeroed(mfn)
+    }
+    fn take_zeroed(&mut self) -> Option<(Mfn, bool)> {
+        self.alloc.take_zeroed()
     }
     fn reserved_frames(&self, f: &mut dyn FnMut(Mfn)) {
         self.alloc.reserved_frames(f)

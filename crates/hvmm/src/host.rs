@@ -27,6 +27,9 @@ pub struct HostArch {
     root: Paddr,
     /// TLB operations requested (counted, not performed).
     tlb_ops: u64,
+    /// Pages zeroed (counted with `test-hooks` only).
+    #[cfg_attr(not(feature = "test-hooks"), allow(dead_code))]
+    zeroed: u64,
 }
 
 impl HostArch {
@@ -37,6 +40,7 @@ impl HostArch {
             frames: vec![[0u64; ENTRIES]; count],
             root: Paddr(0),
             tlb_ops: 0,
+            zeroed: 0,
         }
     }
 
@@ -45,6 +49,13 @@ impl HostArch {
     #[cfg(feature = "test-hooks")]
     pub fn tlb_ops(&self) -> u64 {
         self.tlb_ops
+    }
+
+    /// Pages zeroed so far through [`Arch::zero_page`] (feature
+    /// `test-hooks`).
+    #[cfg(feature = "test-hooks")]
+    pub fn zeroed_pages(&self) -> u64 {
+        self.zeroed
     }
 
     /// Sets what [`Arch::root`] reports.
@@ -195,6 +206,10 @@ impl Arch for HostArch {
     fn zero_page(&mut self, va: Vaddr) -> Result<(), MemFault> {
         let (f, _) = self.slot(va.page_floor(), AccessKind::Write)?;
         self.frames[f].fill(0);
+        #[cfg(feature = "test-hooks")]
+        {
+            self.zeroed += 1;
+        }
         Ok(())
     }
     fn tlb_flush_va(&mut self, _va: Vaddr) {
@@ -279,9 +294,11 @@ impl<A: Arch> TableAccess<A> for HostIdentity {
 
 /// A free list of frames with reservations, for tests and benchmarks. It
 /// keeps a [`TableMeta`] slot per frame of its pool (a frametable), as a
-/// hypervisor's page allocator would.
+/// hypervisor's page allocator would, and knows which free frames were
+/// given back all zero ([`FrameAlloc::free_zeroed`]).
 pub struct HostFrames {
-    /// The free frames (as offsets from `base`, 4 bytes each), a stack:
+    /// The free frames (as offsets from `base`, 4 bytes each, with
+    /// [`HostFrames::ZEROED`] for a frame given back all zero), a stack:
     /// `stack[..free]`, the next one handed out last. As long as the pool,
     /// so that a free never grows it.
     stack: Box<[u32]>,
@@ -296,8 +313,14 @@ pub struct HostFrames {
 }
 
 impl HostFrames {
-    /// A free list of the `count` frames starting at `base`.
+    /// Marks a free frame given back all zero (an offset has no such bit:
+    /// a pool holds fewer than 2^31 frames).
+    const ZEROED: u32 = 1 << 31;
+
+    /// A free list of the `count` frames (fewer than 2^31) starting at
+    /// `base`.
     pub fn new(base: Mfn, count: usize) -> Self {
+        let count = count.min(Self::ZEROED as usize - 1);
         HostFrames {
             stack: (0..count as u32).rev().collect(),
             free: count,
@@ -316,7 +339,7 @@ impl HostFrames {
     fn free_frames(&self) -> impl DoubleEndedIterator<Item = Mfn> + '_ {
         self.stack[..self.free]
             .iter()
-            .map(|&i| self.base.add(u64::from(i)))
+            .map(|&i| self.base.add(u64::from(i & !Self::ZEROED)))
     }
     /// The offset of `mfn` in the pool, if it is a frame of the pool.
     #[inline(always)]
@@ -324,10 +347,31 @@ impl HostFrames {
         let i = mfn.0.wrapping_sub(self.base.0);
         (i < self.meta.len() as u64).then_some(i as u32)
     }
-    /// Takes the top of the stack.
-    fn pop(&mut self) -> Option<Mfn> {
+    /// Takes the top of the stack: the frame, and whether it was given back
+    /// all zero.
+    #[inline(always)]
+    fn pop(&mut self) -> Option<(Mfn, bool)> {
         self.free = self.free.checked_sub(1)?;
-        Some(self.base.add(u64::from(self.stack[self.free])))
+        let i = self.stack[self.free];
+        Some((
+            self.base.add(u64::from(i & !Self::ZEROED)),
+            i & Self::ZEROED != 0,
+        ))
+    }
+
+    /// Puts `mfn` back on the stack (`zeroed`: all zero).
+    #[inline(always)]
+    fn push(&mut self, mfn: Mfn, zeroed: bool) {
+        // A frame not from the pool is a caller's bug, dropped here (the
+        // stack, as long as the pool, then always has room).
+        let Some(i) = self.offset(mfn) else {
+            return;
+        };
+        if let Some(top) = self.stack.get_mut(self.free) {
+            *top = i | if zeroed { Self::ZEROED } else { 0 };
+            self.free += 1;
+            self.in_use -= 1;
+        }
     }
     /// Frames handed out and not yet freed.
     pub fn in_use(&self) -> usize {
@@ -342,7 +386,7 @@ impl HostFrames {
     }
     /// Allocates one frame outside any update (a root table), zeroed.
     pub fn alloc_zeroed(&mut self, arch: &mut HostArch) -> Option<Mfn> {
-        let mfn = self.pop()?;
+        let (mfn, _) = self.pop()?;
         self.in_use += 1;
         arch.zero_page(Vaddr(mfn.paddr().0)).ok()?;
         Some(mfn)
@@ -368,6 +412,15 @@ impl FrameAlloc for HostFrames {
         }
         self.reserved -= 1;
         self.in_use += 1;
+        self.pop().map(|(mfn, _)| mfn)
+    }
+    #[inline]
+    fn take_zeroed(&mut self) -> Option<(Mfn, bool)> {
+        if self.reserved == 0 {
+            return None;
+        }
+        self.reserved -= 1;
+        self.in_use += 1;
         self.pop()
     }
     #[inline]
@@ -376,16 +429,11 @@ impl FrameAlloc for HostFrames {
     }
     #[inline(always)]
     fn free(&mut self, mfn: Mfn) {
-        // A frame not from the pool is a caller's bug, dropped here (the
-        // stack, as long as the pool, then always has room).
-        let Some(i) = self.offset(mfn) else {
-            return;
-        };
-        if let Some(top) = self.stack.get_mut(self.free) {
-            *top = i;
-            self.free += 1;
-            self.in_use -= 1;
-        }
+        self.push(mfn, false);
+    }
+    #[inline(always)]
+    fn free_zeroed(&mut self, mfn: Mfn) {
+        self.push(mfn, true);
     }
     #[inline]
     fn free_batch(&mut self, mfns: &[Mfn]) {
@@ -436,7 +484,7 @@ impl FrameAlloc for HostFrames {
         let mut kept = 0;
         for i in 0..self.free {
             let m = self.stack[i];
-            let mfn = self.base.add(u64::from(m));
+            let mfn = self.base.add(u64::from(m & !Self::ZEROED));
             if mfn.0 < base.0 || mfn.0 >= base.0 + n {
                 self.stack[kept] = m;
                 kept += 1;
