@@ -3939,7 +3939,9 @@ mod tests {
             pt
         }
         let mut cases = 0;
-        for counted in [true, false] {
+        // Miri interprets every step: the counted half, a few ranges.
+        let (variants, ranges) = if cfg!(miri) { (1, 5) } else { (2, usize::MAX) };
+        for counted in [true, false].into_iter().take(variants) {
             for (start, mib2s) in [
                 ((1u64 << 30), 1u64),
                 ((1 << 30), 2),
@@ -3954,7 +3956,10 @@ mod tests {
                 ((4 << 30), 512),
                 ((0), 4096),
                 ((1 << 30) + (100 << 20), 1),
-            ] {
+            ]
+            .into_iter()
+            .take(ranges)
+            {
                 let pages = mib2s * 512;
                 let mut a = HostMemory::new(64);
                 let mut b = HostMemory::new(64);
@@ -4003,7 +4008,7 @@ mod tests {
                 cases += 1;
             }
         }
-        assert_eq!(cases, 26);
+        assert_eq!(cases, if cfg!(miri) { 5 } else { 26 });
     }
 
     /// A table the engine emptied goes back to the allocator as all zero
