@@ -882,7 +882,14 @@ impl<F: Format> PageTable<F> {
         }
         // The parts of `env`, not `env`: the fast path above then needs no
         // `Env` in memory.
-        self.update_checked(env.arch, env.access, env.alloc, va.raw(), pages, op, flags)
+        self.update_checked(
+            env.arch,
+            env.access,
+            env.alloc,
+            va.raw(),
+            pages,
+            &(op, flags),
+        )
     }
 
     /// [`PageTable::update`] of one page in the level-3 table of the
@@ -1017,9 +1024,9 @@ impl<F: Format> PageTable<F> {
         alloc: &mut M,
         va: u64,
         pages: u64,
-        op: Op<F::Attrs>,
-        flags: MapFlags,
+        request: &(Op<F::Attrs>, MapFlags),
     ) -> Result<UpdateReport, Error> {
+        let (op, flags) = *request;
         let env = &mut Env::new(arch, access, alloc);
         let req = self.check(va, pages, op, flags)?;
 
