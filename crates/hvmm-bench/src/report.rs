@@ -738,13 +738,15 @@ const NOTES: &str = "
   level-3 table, so a one-page update neither unpacks nor tests the slot; the host back end's
   identity provider counts its maps only with the `test-hooks` feature (its counter, bumped in
   memory on every call, was a dependency chain in a loop of one-page calls); the large
-  Modify/Remove pass over a level-3 run is out of line with one register accumulator. (5d)
+  Modify/Remove pass over a level-3 run is out of line with one register accumulator; the
+  general path takes the request by reference (a run of one-page calls no longer stores the
+  operation on the stack for it on every call). (5d)
   *Emptied tables go back zeroed*: a table whose counts say it holds no live entry is all zero
   (the engine writes only zero into entries that are not live), so it goes back through
   `FrameAlloc::free_zeroed`, and an allocator that keeps track (the host back end's, as Xen
   tracks scrubbed pages) says so when it hands the frame out again: the engine does not zero it
   again. Unmap of 1 GiB 1.8 → 1.5 µs (code warm), merge 60 → 46, translate-point 2.06 → 1.50,
-  sparse 137 → 57 (over 1 GiB of space 73 → 47); map-single 3.45 → 3.5 and modify-ro
+  sparse 137 → 57 (over 1 GiB of space 73 → 47), map-single 3.45 → 3.23; modify-ro
   2.36 → 2.63 (the counts kept on every change).
 - **Warm code for one-call rows** (harness): `map-4k`, `map-blocks`, `modify-ro`, `translate`,
   `unmap` and their stage-2 twins time one call of a few microseconds to a few milliseconds.
