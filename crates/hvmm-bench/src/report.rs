@@ -191,9 +191,10 @@ fn new_row_text(row: Row) -> (&'static str, &'static str) {
             "the `unmap` work at stage 2: hvmm's remove on 2 MiB boundaries (a read-only walk \
              of the levels above 3, then the writing one) clears the one level-1 entry over the \
              1 GiB, invalidates the VMID and frees the detached level-2 table and its 512 \
-             level-3 tables from their counts, reading none of them (the concatenated root \
-             stays); aarch64-paging, inactive, clears the same entry and frees the detached \
-             subtree, reading the level-2 table. Live, it must first walk every leaf of that \
+             level-3 tables, reading the level-2 table for their frames and none of them (their \
+             leaves counted from their counts; the concatenated root stays); aarch64-paging, \
+             inactive, clears the same entry and frees the detached subtree, reading the level-2 \
+             table. Live, it must first walk every leaf of that \
              subtree to invalidate it (`invalidate_detached`), after its break-before-make \
              check walk",
             "see `unmap`",
