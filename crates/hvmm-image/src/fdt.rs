@@ -99,6 +99,26 @@ impl core::fmt::Display for FdtError {
     }
 }
 
+/// Reads the NUL-terminated node name at `off` into `name` (truncated to
+/// its size); returns the name's full length (without the NUL).
+fn node_name(s: &mut PhysWindow, off: u64, name: &mut [u8]) -> Result<usize, FdtError> {
+    let mut len = 0usize;
+    loop {
+        let mut b = [0u8; 1];
+        s.read(off + len as u64, &mut b);
+        if b[0] == 0 {
+            return Ok(len);
+        }
+        if len < name.len() {
+            name[len] = b[0];
+        }
+        len += 1;
+        if len > 1024 {
+            return Err(FdtError::Malformed("node name too long"));
+        }
+    }
+}
+
 fn be_cells(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0u64, |acc, &b| (acc << 8) | u64::from(b))
 }
@@ -150,21 +170,7 @@ fn scan_with(pa: u64, s: &mut PhysWindow, strings: &mut PhysWindow) -> Result<Fd
         match token {
             FDT_BEGIN_NODE => {
                 let mut name = [0u8; 32];
-                let mut len = 0;
-                loop {
-                    let mut b = [0u8; 1];
-                    s.read(off + len as u64, &mut b);
-                    if b[0] == 0 {
-                        break;
-                    }
-                    if len < name.len() {
-                        name[len] = b[0];
-                    }
-                    len += 1;
-                    if len > 1024 {
-                        return Err(FdtError::Malformed("node name too long"));
-                    }
-                }
+                let len = node_name(s, off, &mut name)?;
                 off += (len as u64 + 1 + 3) & !3;
                 open += 1;
                 let depth = open - 1;
@@ -382,21 +388,7 @@ fn walk_props(
         match token {
             FDT_BEGIN_NODE => {
                 let mut name = [0u8; 64];
-                let mut len = 0usize;
-                loop {
-                    let mut b = [0u8; 1];
-                    s.read(off + len as u64, &mut b);
-                    if b[0] == 0 {
-                        break;
-                    }
-                    if len < name.len() {
-                        name[len] = b[0];
-                    }
-                    len += 1;
-                    if len > 1024 {
-                        return Err(FdtError::Malformed("node name too long"));
-                    }
-                }
+                let len = node_name(s, off, &mut name)?;
                 off += (len as u64 + 1 + 3) & !3;
                 open += 1;
                 let depth = open - 1;
