@@ -34,8 +34,12 @@ fn loader_name(l: Loader) -> String {
 fn ok_lines(arch: Arch, pa: u64, cpus: u32) -> Vec<String> {
     let mut v = base_lines(pa, cpus);
     match arch {
-        // text, rodata, data, xenheap, frametable.
-        Arch::Arm32 => v.push("(XEN) verified 5 regions".into()),
+        // Data split around the sealed tables, the xenheap, the
+        // frametable; tables from the pool outside the xenheap.
+        Arch::Arm32 => {
+            v.push("(XEN) verified ".into());
+            v.extend(domain_page_pool_lines(cpus));
+        }
         // Data split around the sealed tables, the direct map around the
         // table pool and the image's tables: the count follows the banks.
         Arch::Arm64 => {
@@ -73,6 +77,24 @@ fn table_pool_lines(cpus: u32) -> Vec<String> {
         format!("(XEN) audit: {cpus} root"),
         format!(
             "hvmm: tables through mapcache slots, from a pool outside the direct map: {cpus} CPU roots, CPU 0 holds no mapcache slot"
+        ),
+    ]
+}
+
+/// What every arm32 boot prints: the table pool outside the xenheap, tables
+/// through the domain-page slots (theirs through each CPU's window), the
+/// image's sealed, and the audit's table rule on with nothing writable.
+fn domain_page_pool_lines(cpus: u32) -> Vec<String> {
+    vec![
+        "(XEN) table pool: 2 MiB at ".into(),
+        "domain-page slots written through its window at 0x00000000ffe00000".into(),
+        "(XEN) page tables are now reached through image+domain-page (table pool outside the xenheap)".into(),
+        "read-only: every table page is written through a domain-page slot".into(),
+        "no page table writable through a permanent mapping".into(),
+        " 0 of them writable through a permanent mapping".into(),
+        format!("(XEN) audit: {cpus} root"),
+        format!(
+            "hvmm: tables through domain-page slots, from a pool outside the xenheap: {cpus} CPU roots, CPU 0 holds no domain-page reference"
         ),
     ]
 }

@@ -1200,9 +1200,10 @@ impl fmt::Display for PlantNames {
 /// Plants `plant` (see [`Plant`]): maps the image's first page (RAM) at
 /// [`Plant::va`], or for [`Plant::StackGuard`] the guard page itself,
 /// makes rodata's first page writable for [`Plant::WritableRodata`], and
-/// for [`Plant::WritableTable`] turns the rule on in `d` and, in arm64's
-/// direct-map mode, maps the highest table page back into the direct map,
-/// writable.
+/// for [`Plant::WritableTable`] turns the rule on in `d` and maps the
+/// highest table page the engine made writable at a permanent VA: back
+/// into the direct map in arm64's direct-map mode, at the vmap area's
+/// first page on arm32 (declared, so that only the table rule breaks).
 pub fn plant<F: HasLayout, A: CpuOps>(
     arch: &mut A,
     mm: &mut Mm<F>,
@@ -1213,19 +1214,29 @@ pub fn plant<F: HasLayout, A: CpuOps>(
     let image = mm.image().0;
     let Some(va) = plant.va::<F>(img) else {
         d.tables_not_writable = true;
+        let (perm, mem) = (Perm::Rw, MemType::Normal);
+        let pa = mm.highest_table;
+        if mm.xenheap().is_some() && !mm.image_tables_writable() {
+            // arm32 keeps table frames out of the xenheap: alias one in
+            // the vmap area, writable, declared as such.
+            let va = F::LAYOUT.vmap.start;
+            d.region("vmap", va, PAGE_SIZE, Expect::Linear { pa, perm, mem });
+            let op = Op::Insert {
+                pa,
+                attrs: Attrs::RW,
+            };
+            return mm.update(arch, va, 1, op, MapFlags::PAGES).map(|_| ());
+        }
         let (Some(dm), false) = (mm.directmap(), mm.image_tables_writable()) else {
-            // arm32 (tables in the image and the xenheap, writable) and the
-            // secret-free mode (nothing to alias): the rule alone.
+            // The secret-free mode (nothing to alias): the rule alone.
             return Ok(());
         };
         // arm64's direct-map mode keeps table frames out of the direct map:
         // put the highest table page the engine made back in, writable,
         // declared as direct map (so that only the table rule breaks).
-        let pa = mm.highest_table;
         let Some(va) = dm.va_of(pa) else {
             return Ok(());
         };
-        let (perm, mem) = (Perm::Rw, MemType::Normal);
         d.region("directmap", va, PAGE_SIZE, Expect::Linear { pa, perm, mem });
         let op = Op::Insert {
             pa,

@@ -132,10 +132,20 @@ pub const POOL_LOW: u64 = 16;
 enum Path {
     Early,
     DirectMap(DirectMap),
-    DomainPage([Option<DomainPage>; MAX_CPUS]),
+    DomainPage(DomainPaths),
     /// Also the arm64 direct-map mode's path: [`PerCpu::directmap`] then
     /// records the direct map, which maps no table frame.
     MapCache(PerCpu),
+}
+
+/// arm32's per-CPU parts.
+#[derive(Copy, Clone, Debug)]
+struct DomainPaths {
+    /// Each CPU's domain-page slots.
+    slots: [Option<DomainPage>; MAX_CPUS],
+    /// Whether the image's own tables are still reached at their link
+    /// address (until [`Mm::seal_image_tables`]).
+    image_writable: bool,
 }
 
 /// The secret-free mode's per-CPU parts.
@@ -281,7 +291,11 @@ impl<F: HasLayout> Mm<F> {
         match self.path {
             Path::Early => "image+pmap",
             Path::DirectMap(_) => "directmap",
-            Path::DomainPage(_) => "image+domain-page",
+            Path::DomainPage(d) => match (d.image_writable, self.pool.is_some()) {
+                (true, false) => "image+domain-page",
+                (true, true) => "image+domain-page (table pool outside the xenheap)",
+                (false, _) => "domain-page (table pool outside the xenheap)",
+            },
             Path::MapCache(PerCpu {
                 image_writable: true,
                 directmap: None,
@@ -352,10 +366,11 @@ impl<F: HasLayout> Mm<F> {
         Ok(r)
     }
 
-    /// arm64 direct-map mode: from now on every table frame the engine
-    /// (and the mapcache set-up) takes comes from the 2 MiB chunk at
-    /// `chunk`, which the caller keeps out of the direct map. `false` if
-    /// `chunk` is not 2 MiB-aligned or a pool exists already.
+    /// From now on every table frame the engine (and the slot set-up)
+    /// takes comes from the 2 MiB chunk at `chunk`, which the caller keeps
+    /// out of every permanent mapping: arm64's direct map, arm32's
+    /// xenheap. `false` if `chunk` is not 2 MiB-aligned or a pool exists
+    /// already.
     pub fn set_table_pool(&mut self, chunk: Mfn) -> bool {
         if self.pool.is_some() || !chunk.0.is_multiple_of(POOL_CHUNK_PAGES) {
             return false;
@@ -373,15 +388,43 @@ impl<F: HasLayout> Mm<F> {
     }
 
     /// Grows the table pool when it runs low: a free 2 MiB chunk is
-    /// taken from the allocator and removed from the direct map (its new
-    /// tables, if a block is split, come from the pool), then given to the
-    /// pool. Nothing changes on failure.
+    /// taken from the allocator — on arm32 outside the xenheap, on arm64
+    /// removed from the direct map (its new tables, if a block is split,
+    /// come from the pool) — then given to the pool. Nothing changes on
+    /// failure.
     fn grow_pool<A: CpuOps>(&mut self, arch: &mut A) -> Result<(), Error> {
         let Some(pool) = &self.pool else {
             return Ok(());
         };
         if pool.free.free_pages() >= POOL_LOW {
             return Ok(());
+        }
+        if let Some(xh) = self.xenheap {
+            let chunk = alloc_outside(&mut self.alloc, POOL_CHUNK_PAGES, xh).map_err(|_| {
+                Error::OutOfMemory {
+                    needed: POOL_CHUNK_PAGES as usize,
+                    available: self.alloc.free_pages() as usize,
+                }
+            })?;
+            let start = chunk.paddr();
+            let end = Paddr(start.0 + POOL_CHUNK_PAGES * PAGE_SIZE);
+            let added = match &mut self.pool {
+                Some(p) => p.free.add(start, end).is_ok(),
+                None => false,
+            };
+            return match &mut self.pool {
+                Some(p) if added => {
+                    p.chunks += 1;
+                    Ok(())
+                }
+                _ => {
+                    let _ = self.alloc.free_pages_at(chunk, POOL_CHUNK_PAGES);
+                    Err(Error::OutOfMemory {
+                        needed: 1,
+                        available: 0,
+                    })
+                }
+            };
         }
         let Some(dm) = self.directmap() else {
             return Ok(());
@@ -598,8 +641,10 @@ impl<F: HasLayout> Mm<F> {
                 direct = DirectMapAccess::new(*dm, &mut counts.access);
                 &mut direct
             }
-            Path::DomainPage(slots) => {
-                let dp = slots
+            Path::DomainPage(dp) => {
+                let image = dp.image_writable.then_some(self.image);
+                let dp = dp
+                    .slots
                     .get(cpu)
                     .copied()
                     .flatten()
@@ -610,7 +655,7 @@ impl<F: HasLayout> Mm<F> {
                             state: "CPU without slots",
                         },
                     })?;
-                domain = DomainPageAccess::new(self.image, dp, &mut counts.access);
+                domain = DomainPageAccess::new(image, dp, &mut counts.access);
                 &mut domain
             }
             Path::MapCache(pc) => {
@@ -747,7 +792,10 @@ impl<F: HasLayout> Mm<F> {
     pub fn enter_boot_domain_page(&mut self, cpu0: DomainPage, xenheap: LinearRange) {
         let mut slots = [None; MAX_CPUS];
         slots[0] = Some(cpu0);
-        self.path = Path::DomainPage(slots);
+        self.path = Path::DomainPage(DomainPaths {
+            slots,
+            image_writable: true,
+        });
         self.xenheap = Some(xenheap);
         self.state = SystemState::Boot;
     }
@@ -776,8 +824,8 @@ impl<F: HasLayout> Mm<F> {
     /// Gives CPU `cpu` its own domain-page slots (arm32).
     pub fn add_cpu_domain_page(&mut self, cpu: usize, dp: DomainPage) -> bool {
         match &mut self.path {
-            Path::DomainPage(slots) if cpu < MAX_CPUS => {
-                slots[cpu] = Some(dp);
+            Path::DomainPage(d) if cpu < MAX_CPUS => {
+                d.slots[cpu] = Some(dp);
                 true
             }
             _ => false,
@@ -787,7 +835,7 @@ impl<F: HasLayout> Mm<F> {
     /// The domain-page slots of `cpu` (arm32).
     pub fn domain_page(&self, cpu: usize) -> Option<DomainPage> {
         match &self.path {
-            Path::DomainPage(slots) => slots.get(cpu).copied().flatten(),
+            Path::DomainPage(d) => d.slots.get(cpu).copied().flatten(),
             _ => None,
         }
     }
@@ -842,13 +890,18 @@ impl<F: HasLayout> Mm<F> {
     /// Whether the image's own tables are still reached (and writable)
     /// at their link address.
     pub fn image_tables_writable(&self) -> bool {
-        !matches!(
-            self.path,
-            Path::MapCache(PerCpu {
-                image_writable: false,
-                ..
-            })
-        )
+        match &self.path {
+            Path::MapCache(pc) => pc.image_writable,
+            Path::DomainPage(d) => d.image_writable,
+            _ => true,
+        }
+    }
+
+    /// Whether every table can be reached through per-CPU slots, so that
+    /// the image's own tables can be sealed ([`Mm::seal_image_tables`]):
+    /// arm64's mapcache (both modes) and arm32's domain-page slots.
+    pub fn tables_in_slots(&self) -> bool {
+        matches!(self.path, Path::MapCache(_) | Path::DomainPage(_))
     }
 
     /// Builds a CPU's mapcache slot tables through the current access path
@@ -903,6 +956,129 @@ impl<F: HasLayout> Mm<F> {
         Ok(l1)
     }
 
+    /// arm32: builds a CPU's domain-page slot tables through the current
+    /// access path (PMAP for CPU 0 in early boot, CPU 0's slots for the
+    /// others) and links them into `root`: two level-2 tables for the
+    /// domheap area and the window table, three frames from the table pool
+    /// (outside the xenheap), zeroed. The window table maps the two level-2
+    /// tables and itself; the second level-2 table's last entry links it
+    /// ([`hvmm_xen::layout::DOMHEAP_WINDOW`]), so the CPU writes its slots
+    /// through its own window and no other mapping of these tables exists.
+    /// `root`'s domheap entries must be invalid (a new root, or CPU 0's
+    /// before its first slot). On failure every frame taken is given back
+    /// and `root` is as it was.
+    pub fn build_domain_page<A: CpuOps>(
+        &mut self,
+        arch: &mut A,
+        root: Mfn,
+    ) -> Result<DomainPage, Error> {
+        use hvmm::format::Arm32;
+        use hvmm_xen::layout::{DOMHEAP_WINDOW, DOMHEAP_WINDOW_PAGES};
+        let Some(domheap) = F::LAYOUT.domheap else {
+            return Err(Error::TableAccess {
+                mfn: root,
+                err: AccessError::WrongPhase {
+                    provider: "domain-page",
+                    state: "a layout without a domheap area",
+                },
+            });
+        };
+        let _ = self.grow_pool(arch);
+        let mut frames = [Mfn(0); DOMHEAP_WINDOW_PAGES];
+        for i in 0..frames.len() {
+            match self.alloc_table_frame() {
+                Ok(m) => frames[i] = m,
+                Err(_) => {
+                    for f in &frames[..i] {
+                        self.free_table_frame(*f);
+                    }
+                    return Err(Error::OutOfMemory {
+                        needed: frames.len() - i,
+                        available: self.alloc.free_pages() as usize,
+                    });
+                }
+            }
+        }
+        let [l2a, l2b, window] = frames;
+        let first = table_index(domheap.start.0, 1);
+        let r = self.with_access(arch, |arch, acc| {
+            for f in frames {
+                let va = acc
+                    .map_table(arch, f)
+                    .map_err(|err| Error::TableAccess { mfn: f, err })?;
+                let z = arch.zero_page(va);
+                acc.unmap_table(arch, f, va);
+                z?;
+            }
+            for (i, e) in DomainPage::window_entries([l2a, l2b], window)
+                .into_iter()
+                .enumerate()
+            {
+                write_entry(arch, acc, window, i, e)?;
+            }
+            let last = DOMHEAP_WINDOW % hvmm::format::ENTRIES;
+            write_entry(arch, acc, l2b, last, DomainPage::window_link(window))?;
+            // Invalid before: linking needs no invalidation.
+            write_entry(arch, acc, root, first, Pte::table::<Arm32>(l2a).0)?;
+            write_entry(arch, acc, root, first + 1, Pte::table::<Arm32>(l2b).0)
+        });
+        if let Err(e) = r {
+            // Unlink what was linked (the root is the caller's).
+            let _ = self.with_access(arch, |arch, acc| {
+                write_entry(arch, acc, root, first, 0)?;
+                write_entry(arch, acc, root, first + 1, 0)
+            });
+            arch.tlb_flush_all();
+            arch.tlb_sync();
+            for f in frames {
+                self.free_table_frame(f);
+            }
+            return Err(e);
+        }
+        arch.isb();
+        Ok(DomainPage::window(domheap.start))
+    }
+
+    /// arm32: gives CPU `cpu` its own root — CPU 0's entries for the
+    /// shared first 2 GiB, and its own domain-page slots
+    /// ([`Mm::build_domain_page`]) — built through the running CPU's
+    /// slots, and returns it for the CPU to switch to. On failure every
+    /// frame taken is given back.
+    fn add_cpu_root_domain_page<A: CpuOps>(
+        &mut self,
+        arch: &mut A,
+        cpu: usize,
+    ) -> Result<Paddr, Error> {
+        let root = self.alloc_table_frame().map_err(|_| Error::OutOfMemory {
+            needed: 1,
+            available: self.alloc.free_pages() as usize,
+        })?;
+        let root0 = self.pt.root();
+        let r = self.with_access(arch, |arch, acc| {
+            let dst = acc
+                .map_table(arch, root)
+                .map_err(|err| Error::TableAccess { mfn: root, err })?;
+            let z = arch.zero_page(dst);
+            acc.unmap_table(arch, root, dst);
+            z?;
+            for i in 0..2 {
+                let e = read_entry(arch, acc, root0, i)?;
+                write_entry(arch, acc, root, i, e)?;
+            }
+            Ok(())
+        });
+        let dp = match r.and_then(|()| self.build_domain_page(arch, root)) {
+            Ok(dp) => dp,
+            Err(e) => {
+                self.free_table_frame(root);
+                return Err(e);
+            }
+        };
+        self.add_cpu_domain_page(cpu, dp);
+        self.set_cpu_root(cpu, root);
+        Ok(root.paddr())
+    }
+
     /// Links the mapcache tables `l1` ([`Mm::build_mapcache`]) into CPU
     /// 0's root (an invalid entry made valid: nothing to invalidate) and
     /// returns CPU 0's slots, for [`Mm::enter_boot_mapcache`].
@@ -919,11 +1095,16 @@ impl<F: HasLayout> Mm<F> {
         Ok(MapCache::new(mapcache_base::<F>()))
     }
 
-    /// Secret-free mode: gives CPU `cpu` its own root — CPU 0's level-0
-    /// entries, and its own mapcache ([`Mm::build_mapcache`]) — built
-    /// through the running CPU's slots, and returns it for the CPU to
-    /// switch to. On failure every frame taken is given back.
+    /// Gives CPU `cpu` its own root, built through the running CPU's slots,
+    /// and returns it for the CPU to switch to: on arm64 (mapcache slots)
+    /// CPU 0's level-0 entries and the CPU's own mapcache
+    /// ([`Mm::build_mapcache`]); on arm32 CPU 0's entries for the first 2
+    /// GiB and the CPU's own domain-page slots ([`Mm::build_domain_page`]).
+    /// On failure every frame taken is given back.
     pub fn add_cpu_root<A: CpuOps>(&mut self, arch: &mut A, cpu: usize) -> Result<Paddr, Error> {
+        if matches!(self.path, Path::DomainPage(_)) && cpu > 0 && cpu < MAX_CPUS {
+            return self.add_cpu_root_domain_page(arch, cpu);
+        }
         if !self.per_cpu_mapcache() {
             return Err(Error::TableAccess {
                 mfn: self.pt.root(),
@@ -1018,11 +1199,11 @@ impl<F: HasLayout> Mm<F> {
         }
     }
 
-    /// Secret-free mode, at the end of the boot: the image's own tables
-    /// (`pages` pages from `first`, its tables region) become read-only in
-    /// the image mapping, and from now on they too are reached through the
-    /// mapcache slots — so no table page is writable through a permanent
-    /// mapping but the slot tables themselves. Their own entries are
+    /// At the end of the boot: the image's own tables (`pages` pages from
+    /// `first`, its tables region) become read-only in the image mapping,
+    /// and from now on they too are reached through the per-CPU slots
+    /// (arm64's mapcache, arm32's domain-page slots) — so that no table
+    /// page is writable through a permanent mapping. Their own entries are
     /// changed through the slots (reaching them through the mapping being
     /// changed would fault half-way). Nothing changes on failure.
     pub fn seal_image_tables<A: CpuOps>(
@@ -1031,17 +1212,17 @@ impl<F: HasLayout> Mm<F> {
         first: Vaddr,
         pages: u64,
     ) -> Result<UpdateReport, Error> {
-        let set = |mm: &mut Self, on: bool| {
-            if let Path::MapCache(pc) = &mut mm.path {
-                pc.image_writable = on;
-            }
+        let set = |mm: &mut Self, on: bool| match &mut mm.path {
+            Path::MapCache(pc) => pc.image_writable = on,
+            Path::DomainPage(d) => d.image_writable = on,
+            _ => {}
         };
-        if !self.per_cpu_mapcache() {
+        if !self.tables_in_slots() {
             return Err(Error::TableAccess {
                 mfn: self.pt.root(),
                 err: AccessError::WrongPhase {
-                    provider: "mapcache",
-                    state: "tables not reached through mapcache slots",
+                    provider: self.path_name(),
+                    state: "tables not reached through per-CPU slots",
                 },
             });
         }
@@ -1129,4 +1310,21 @@ fn write_entry<A: CpuOps>(
     let r = arch.write_pte(Vaddr(va.0 + i as u64 * 8), val);
     acc.unmap_table(arch, table, va);
     Ok(r?)
+}
+
+/// A 2 MiB-aligned run of `pages` free frames outside the xenheap `xh`
+/// (and below the allocator's table limit): arm32's table-pool chunks,
+/// which no permanent mapping may reach. The highest such run, as the
+/// allocator's own order: above the xenheap first, then below it.
+pub fn alloc_outside(
+    alloc: &mut FrameRanges,
+    pages: u64,
+    xh: LinearRange,
+) -> Result<Mfn, hvmm_xen::boot_alloc::BootAllocError> {
+    let limit = alloc.table_limit.unwrap_or(Mfn(u64::MAX));
+    let (xs, xe) = (xh.pa.mfn(), Paddr(xh.pa.0 + xh.size).mfn());
+    let align = POOL_CHUNK_PAGES;
+    alloc
+        .alloc_below(pages, align, xe, limit)
+        .or_else(|_| alloc.alloc_below(pages, align, Mfn(0), Mfn(xs.0.min(limit.0))))
 }

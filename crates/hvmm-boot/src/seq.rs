@@ -16,14 +16,10 @@ use core::fmt::{self, Write};
 use hvmm::format::Pte;
 use hvmm::phase::{DirectMap, ImageRange};
 use hvmm::{
-    Attrs, Error, LinearRange, MapFlags, MemFault, Mfn, Op, Paddr, Perm, SystemState, Vaddr,
-    PAGE_SIZE,
+    Attrs, Error, LinearRange, MapFlags, MemFault, Op, Paddr, Perm, SystemState, Vaddr, PAGE_SIZE,
 };
 use hvmm_bootinfo::{BootInfo, ModuleKind, ModuleReader, ParseParams};
-use hvmm_xen::layout::{
-    HasLayout, BOOT_FDT_VIRT_START, DOMHEAP_ENTRIES, MAX_FDT_SIZE, XEN_VIRT_START,
-};
-use hvmm_xen::phase::DomainPage;
+use hvmm_xen::layout::{HasLayout, BOOT_FDT_VIRT_START, MAX_FDT_SIZE, XEN_VIRT_START};
 
 const MIB2: u64 = 2 << 20;
 const GIB: u64 = 1 << 30;
@@ -376,7 +372,7 @@ fn run_with_mm<F: HasLayout, P: Platform>(
     // 7. Init memory.
     ctx.step = BootStep::FreeInitMem;
     free_init_memory::<F, P>(p, mm, img, image, ctx)?;
-    if mm.per_cpu_mapcache() {
+    if mm.tables_in_slots() {
         seal_image_tables(p, mm, img, ctx)?;
     }
     mm.enter_active();
@@ -463,7 +459,7 @@ fn audit<F: HasLayout, P: Platform>(
     if mm.secret_free() {
         let dtb = info.dtb();
         declare_secret_free::<F>(&mut d, image, (dtb.base(), dtb.size()), &regions[..nr]);
-    } else if mm.per_cpu_mapcache() {
+    } else if mm.tables_in_slots() {
         declare_table_pool::<F>(&mut d);
     }
     for &(pa, size) in cfg.audit.allowed_ram.iter().flatten() {
@@ -534,10 +530,11 @@ pub fn declare_secret_free<F: HasLayout>(
     d.tables_not_writable = true;
 }
 
-/// What the arm64 direct-map mode adds to the audit: the mapcache as
-/// transient slots, and the rule that no page-table page is writable
-/// through a permanent mapping (table frames come from the pool the direct
-/// map leaves out, the image's tables are sealed).
+/// What the arm64 direct-map mode and arm32 add to the audit: the mapcache
+/// as transient slots (arm32's domain-page slots are declared as such in
+/// every mode), and the rule that no page-table page is writable through a
+/// permanent mapping (table frames come from the pool that the direct map
+/// or the xenheap leaves out, the image's tables are sealed).
 pub fn declare_table_pool<F: HasLayout>(d: &mut crate::audit::Declared) {
     use crate::audit::Expect;
     if let Some(mc) = F::LAYOUT.mapcache {
@@ -1227,45 +1224,79 @@ fn setup_mm<F: HasLayout, P: Platform>(
         );
         mm.enter_boot_mapcache(mc, Some(dm));
     } else {
-        // arm32: xenheap with 2 MiB contiguous blocks, as high as possible
-        // below 4 GiB (as Xen does), else at the top of the highest bank.
+        // arm32: the xenheap, with 2 MiB contiguous blocks, in free RAM
+        // (never over the image, the DTB or a module), as high as possible
+        // below 4 GiB (as Xen does), else as high as possible; Xen's size:
+        // 1/32 of the RAM, rounded up to 32 MiB, at least 32 MiB and at
+        // most the area (1 GiB).
         let xh_region = F::LAYOUT
             .xenheap
             .ok_or_else(|| ctx.fail(format_args!("layout has no xenheap"), None))?;
-        let low = |b: &hvmm_bootinfo::MemRange| (b.base().0, b.end().0.min(1 << 32));
-        let (base, end) = banks
-            .iter()
-            .map(low)
-            .filter(|(b, e)| e > b)
-            .max_by_key(|(_, e)| *e)
-            .or_else(|| {
-                banks
-                    .iter()
-                    .map(|b| (b.base().0, b.end().0))
-                    .max_by_key(|(_, e)| *e)
-            })
-            .ok_or_else(|| ctx.fail(format_args!("no RAM"), None))?;
         let align = 32 << 20;
-        // The bank's end rounded down to 2 MiB may fall below its base.
-        let end = end & !(MIB2 - 1);
-        let start = end
-            .checked_sub(base)
-            .map(|len| (end - len.min(xh_region.size)).div_ceil(align) * align)
-            .unwrap_or(end);
-        if start >= end || end - start < 4 * MIB2 {
-            return Err(ctx.fail(
+        let ram: u64 = banks.iter().map(|b| b.size()).sum();
+        let want = (ram / 32)
+            .next_multiple_of(align)
+            .clamp(align, xh_region.size);
+        let mut free = [(0u64, 0u64); hvmm_xen::boot_alloc::MAX_RANGES];
+        let mut n = 0;
+        for (slot, (s, e)) in free.iter_mut().zip(mm.alloc.ranges()) {
+            *slot = (s.0, e.0);
+            n += 1;
+        }
+        let (start, end) = place_xenheap(&free[..n], want).ok_or_else(|| {
+            ctx.fail(
                 format_args!(
-                    "the RAM at {base:#x} is too small for a xenheap (needs 8 MiB aligned to 32 MiB)"
+                    "the free RAM ({} ranges) is too small for a xenheap (needs 8 MiB aligned to 32 MiB)",
+                    n
                 ),
+                None,
+            )
+        })?;
+        let base = start;
+        let mut xenheap = LinearRange {
+            va: xh_region.start,
+            pa: Paddr(start),
+            size: end - start,
+        };
+        // The table pool first — a 2 MiB chunk outside the xenheap, every
+        // table frame from now on taken from it — so that no table page is
+        // writable through the xenheap. With no such chunk (a small machine
+        // whose RAM is all xenheap), the xenheap ends below the highest
+        // free 2 MiB inside it, which the pool takes.
+        let pool_chunk = crate::mm::POOL_CHUNK_PAGES;
+        let chunk = match crate::mm::alloc_outside(&mut mm.alloc, pool_chunk, xenheap) {
+            Ok(c) => c,
+            Err(_) => {
+                let hi = mm.alloc.table_limit.map_or(end, |l| end.min(l.paddr().0));
+                let c = mm
+                    .alloc
+                    .alloc_below(pool_chunk, pool_chunk, Paddr(start).mfn(), Paddr(hi).mfn())
+                    .map_err(|e| {
+                        ctx.fail(
+                            format_args!("no free 2 MiB chunk for the table pool: {e}"),
+                            None,
+                        )
+                    })?;
+                if c.paddr().0 - start < 4 * MIB2 {
+                    let _ = mm.alloc.free_pages_at(c, pool_chunk);
+                    return Err(ctx.fail(
+                        format_args!(
+                            "the RAM at {base:#x} is too small for a xenheap (needs 8 MiB aligned to 32 MiB) and a 2 MiB table pool"
+                        ),
+                        None,
+                    ));
+                }
+                xenheap.size = c.paddr().0 - start;
+                c
+            }
+        };
+        let size = xenheap.size;
+        if !mm.set_table_pool(chunk) {
+            return Err(ctx.fail(
+                format_args!("the table pool at {} cannot be set up", chunk.paddr()),
                 None,
             ));
         }
-        let size = end - start;
-        let xenheap = LinearRange {
-            va: xh_region.start,
-            pa: Paddr(start),
-            size,
-        };
         mm.update(
             p,
             xh_region.start,
@@ -1292,7 +1323,17 @@ fn setup_mm<F: HasLayout, P: Platform>(
             start,
             size >> 20
         );
-        let dp = domheap_slots::<F, P>(p, mm, xenheap, 0, ctx)?;
+        let root = mm.page_table().root();
+        let dp = mm
+            .build_domain_page(p, root)
+            .map_err(|e| ctx.engine("building CPU 0's domain-page slots", e))?;
+        log!(
+            ctx,
+            "(XEN) table pool: 2 MiB at {} outside the xenheap; CPU 0's {} domain-page slots written through its window at {}",
+            chunk.paddr(),
+            hvmm_xen::layout::DOMHEAP_SLOTS,
+            hvmm_xen::layout::domheap_window_va(F::LAYOUT.domheap.map_or(Vaddr(0), |d| d.start))
+        );
         mm.enter_boot_domain_page(dp, xenheap);
     }
     enter(p, ctx, SystemState::Boot);
@@ -1367,8 +1408,28 @@ fn setup_mm_secret_free<F: HasLayout, P: Platform>(
     Ok(())
 }
 
-/// Secret-free mode, end of boot: the image's own tables become read-only
-/// in the image mapping (reached through the slots from now on).
+/// Where arm32's xenheap goes, as `(start, end)`: inside one free range
+/// (`free`, sorted), its start aligned to 32 MiB and its end to 2 MiB, at
+/// least 8 MiB and at most `want`; the largest such place, below 4 GiB if
+/// there is one, the highest among equals. `None` if no range can hold 8
+/// MiB that way.
+pub fn place_xenheap(free: &[(u64, u64)], want: u64) -> Option<(u64, u64)> {
+    const ALIGN: u64 = 32 << 20;
+    let best = |limit: u64| {
+        free.iter()
+            .filter_map(|&(s, e)| {
+                let e = e.min(limit) & !(MIB2 - 1);
+                let len = e.checked_sub(s)?;
+                let start = (e - len.min(want)).div_ceil(ALIGN) * ALIGN;
+                (start < e && e - start >= 4 * MIB2).then_some((start, e))
+            })
+            .max_by_key(|&(s, e)| (e - s, e))
+    };
+    best(1 << 32).or_else(|| best(u64::MAX))
+}
+
+/// End of boot: the image's own tables become read-only in the image
+/// mapping (reached through the per-CPU slots from now on).
 fn seal_image_tables<F: HasLayout, P: Platform>(
     p: &mut P,
     mm: &mut Mm<F>,
@@ -1381,62 +1442,16 @@ fn seal_image_tables<F: HasLayout, P: Platform>(
         .map_err(|e| ctx.engine("making the image's tables read-only", e))?;
     log!(
         ctx,
-        "(XEN) image tables {}..{:#x} read-only: every table page is written through a mapcache slot",
+        "(XEN) image tables {}..{:#x} read-only: every table page is written through a {} slot",
         t.first,
-        t.last.0
+        t.last.0,
+        if F::LAYOUT.domheap.is_some() {
+            "domain-page"
+        } else {
+            "mapcache"
+        }
     );
     Ok(())
-}
-
-/// Allocates a CPU's two domheap L2 tables inside the xenheap, zeroes them
-/// and links them into that CPU's root (entries 2 and 3).
-fn domheap_slots<F: HasLayout, P: Platform>(
-    p: &mut P,
-    mm: &mut Mm<F>,
-    xenheap: LinearRange,
-    root_va: u64,
-    ctx: &mut Ctx<'_, F>,
-) -> Result<DomainPage, BootError> {
-    let domheap = F::LAYOUT
-        .domheap
-        .ok_or_else(|| ctx.fail(format_args!("layout has no domheap"), None))?;
-    let pages = (DOMHEAP_ENTRIES as u64 * 8) / PAGE_SIZE;
-    let mfn = alloc_in(mm, pages, xenheap, ctx)?;
-    let va = xenheap
-        .va_of(mfn.paddr())
-        .ok_or_else(|| ctx.fail(format_args!("domheap tables outside the xenheap"), None))?;
-    for i in 0..pages {
-        p.zero_page(Vaddr(va.0 + i * PAGE_SIZE))
-            .map_err(|f| ctx.fail(format_args!("zeroing domheap tables"), Some(f)))?;
-    }
-    let root = if root_va == 0 {
-        mm.image()
-            .va_of(mm.page_table().root())
-            .ok_or_else(|| ctx.fail(format_args!("root not in image"), None))?
-    } else {
-        Vaddr(root_va)
-    };
-    for i in 0..pages {
-        let slot = hvmm::format::table_index(domheap.start.0, 1) as u64 + i;
-        p.write_pte(Vaddr(root.0 + slot * 8), Pte::table::<F>(mfn.add(i)).0)
-            .map_err(|f| ctx.fail(format_args!("linking domheap tables"), Some(f)))?;
-    }
-    p.isb();
-    Ok(DomainPage::new(va, domheap.start))
-}
-
-/// Allocates `pages` contiguous pages inside `range` (the xenheap).
-fn alloc_in<F: HasLayout>(
-    mm: &mut Mm<F>,
-    pages: u64,
-    range: LinearRange,
-    ctx: &Ctx<'_, F>,
-) -> Result<Mfn, BootError> {
-    let lo = range.pa.mfn();
-    let hi = Paddr(range.pa.0 + range.size).mfn();
-    mm.alloc
-        .alloc_below(pages, pages, lo, hi)
-        .map_err(|e| ctx.fail(format_args!("xenheap: {e}"), None))
 }
 
 /// The frametable, built per RAM bank: each bank's page-info structures
@@ -1535,11 +1550,9 @@ fn bring_up_cpus<F: HasLayout, P: Platform>(
     ctx.summary.cpus = 1;
     let root_pa = mm.page_table().root().paddr();
     for cpu in 1..n {
-        let root = if F::LAYOUT.domheap.is_some() {
-            secondary_root_arm32::<F, P>(p, mm, cpu, ctx)?
-        } else if mm.per_cpu_mapcache() {
+        let root = if mm.tables_in_slots() {
             mm.add_cpu_root(p, cpu)
-                .map_err(|e| ctx.engine("building a secondary CPU's root and mapcache", e))?
+                .map_err(|e| ctx.engine("building a secondary CPU's root and slots", e))?
         } else {
             root_pa
         };
@@ -1550,39 +1563,6 @@ fn bring_up_cpus<F: HasLayout, P: Platform>(
         log!(ctx, "(XEN) CPU {cpu} up on root {root}");
     }
     Ok(())
-}
-
-/// arm32: each secondary CPU gets its own root (L1) sharing CPU 0's
-/// second-level tables for 0..2 GiB, and its own domheap slots.
-fn secondary_root_arm32<F: HasLayout, P: Platform>(
-    p: &mut P,
-    mm: &mut Mm<F>,
-    cpu: usize,
-    ctx: &mut Ctx<'_, F>,
-) -> Result<Paddr, BootError> {
-    let xenheap = mm
-        .xenheap()
-        .ok_or_else(|| ctx.fail(format_args!("xenheap not mapped"), None))?;
-    let root = alloc_in(mm, 1, xenheap, ctx)?;
-    let root_va = xenheap
-        .va_of(root.paddr())
-        .ok_or_else(|| ctx.fail(format_args!("root outside xenheap"), None))?;
-    p.zero_page(root_va)
-        .map_err(|f| ctx.fail(format_args!("zeroing CPU {cpu}'s root"), Some(f)))?;
-    let cpu0_root = mm
-        .image()
-        .va_of(mm.page_table().root())
-        .ok_or_else(|| ctx.fail(format_args!("root not in image"), None))?;
-    for i in 0..2u64 {
-        let e = p
-            .read_pte(Vaddr(cpu0_root.0 + i * 8))
-            .map_err(|f| ctx.fail(format_args!("reading CPU 0's root"), Some(f)))?;
-        p.write_pte(Vaddr(root_va.0 + i * 8), e)
-            .map_err(|f| ctx.fail(format_args!("writing CPU {cpu}'s root"), Some(f)))?;
-    }
-    let dp = domheap_slots::<F, P>(p, mm, xenheap, root_va.0, ctx)?;
-    mm.add_cpu_domain_page(cpu, dp);
-    Ok(root.paddr())
 }
 
 fn free_init_memory<F: HasLayout, P: Platform>(
@@ -1807,4 +1787,44 @@ fn log_phase_table<F: HasLayout>(ctx: &mut Ctx<'_, F>) {
         "(XEN) page-table pages allocated at run time: {} (plus the image's static tables)",
         created - freed
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::place_xenheap;
+
+    const MIB: u64 = 1 << 20;
+
+    #[test]
+    fn the_xenheap_takes_the_largest_free_place_below_4_gib_highest_first() {
+        // 1 GiB at 1 GiB with the image and modules near the top: the 32
+        // MiB above them, not the 30 MiB below.
+        let free = [(0x4000_0000, 0x7bf0_0000), (0x7c10_0000, 0x8000_0000)];
+        assert_eq!(
+            place_xenheap(&free, 32 * MIB),
+            Some((0x7e00_0000, 0x8000_0000))
+        );
+        // Below 4 GiB wins even when smaller.
+        let free = [(0x4000_0000, 0x4100_0000), (0x1_0000_0000, 0x1_4000_0000)];
+        assert_eq!(
+            place_xenheap(&free, 32 * MIB),
+            Some((0x4000_0000, 0x4100_0000))
+        );
+        // Only RAM above 4 GiB: its top.
+        let free = [(0x1_0000_0000, 0x1_4000_0000)];
+        assert_eq!(
+            place_xenheap(&free, 64 * MIB),
+            Some((0x1_3c00_0000, 0x1_4000_0000))
+        );
+    }
+
+    #[test]
+    fn the_xenheap_never_covers_the_image_and_needs_8_mib() {
+        // 32 MiB at 0, the image at 16 MiB: the free 16 MiB below it (the
+        // free RAM above it holds no 32 MiB-aligned start).
+        let free = [(0, 0x100_0000), (0x108_0000, 0x200_0000)];
+        assert_eq!(place_xenheap(&free, 32 * MIB), Some((0, 0x100_0000)));
+        assert_eq!(place_xenheap(&[(0x4000_0000, 0x4060_0000)], 32 * MIB), None);
+        assert_eq!(place_xenheap(&[], 32 * MIB), None);
+    }
 }

@@ -150,9 +150,12 @@ fn restart_cpu1(s: &Scenario, how: SecondaryStart) -> Vec<hvmm_model::RootSwitch
 
 #[test]
 fn switching_roots_with_the_identity_entry_cached_is_caught() {
-    // arm32: the identity page (RAM at 1 GiB) has a VA inside the xenheap,
-    // which the runtime tables map with 2 MiB contiguous blocks.
-    let s = Scenario::default_for(ArchKind::Arm32);
+    // arm32: loaded at the start of its RAM (1 GiB), the identity page has
+    // a VA inside the xenheap's area, which the runtime tables map with 2
+    // MiB contiguous blocks.
+    let mut s = Scenario::default_for(ArchKind::Arm32);
+    s.loader = Loader::Uboot;
+    s.load_addr = Some(0x4020_0000);
     let bad = restart_cpu1(&s, SecondaryStart::SwitchWithIdentity);
     assert!(!bad.is_empty(), "the old switch was not caught");
     assert_eq!(bad[0].reason, RootSwitchReason::Size, "{bad:?}");

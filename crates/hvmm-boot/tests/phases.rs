@@ -8,6 +8,7 @@ use hvmm_boot::image::ImageLayout;
 use hvmm_boot::model::head;
 use hvmm_boot::{AccessPolicy, Mm};
 use hvmm_model::{Machine, Regime};
+use hvmm_xen::layout::DOMHEAP_SLOTS;
 use hvmm_xen::layout::{fixmap_va, FIXMAP_MISC, NUM_PMAP};
 use hvmm_xen::phase::{DomainPage, Pmap};
 
@@ -181,8 +182,13 @@ fn virt_to_maddr_uses_hardware_translation() {
 /// arm32: domain-page slots over a hand-made xenheap window.
 fn domain_page_setup() -> (Machine, DomainPage) {
     let (mut m, mut mm) = early_mm::<Arm32>(Regime::Arm32Hyp);
-    // RAM where a frame hashes to the same slot as 0x6000_0000 (2 GiB on).
-    m.add_ram(Paddr(0xe000_0000), 4 << 20).unwrap();
+    // RAM where a frame hashes to the same slot as 0x6000_0000 (one 2 MiB
+    // block per slot further on).
+    m.add_ram(
+        Paddr(0x6000_0000 + (DOMHEAP_SLOTS as u64) * (2 << 20)),
+        4 << 20,
+    )
+    .unwrap();
     // Xenheap window: VA 0x4000_0000 -> PA 0x5000_0000, 32 MiB of blocks.
     mm.update(
         &mut m,
@@ -232,8 +238,8 @@ fn domain_page_reuses_a_stale_slot_by_the_book() {
     let a = dp.map(&mut m, Mfn(0x6_0000)).unwrap();
     m.read_u64(a).unwrap(); // cache it
     dp.unmap(&mut m, a);
-    // Same hash (2 MiB frame + 1024 slots further), different frame.
-    let other = Mfn(0x6_0000 + 1024 * 512);
+    // Same hash (2 MiB frame + every slot further), different frame.
+    let other = Mfn(0x6_0000 + DOMHEAP_SLOTS as u64 * 512);
     let b = dp.map(&mut m, other).unwrap();
     assert_eq!(b, a, "the stale slot is reused");
     m.write_u64(b, 7).unwrap();
@@ -249,14 +255,16 @@ fn domain_page_reuses_a_stale_slot_by_the_book() {
 #[test]
 fn domain_page_exhaustion_is_a_named_error() {
     let (mut m, dp) = domain_page_setup();
-    for i in 0..1024u64 {
+    // Every entry but the window's is a slot.
+    assert_eq!(DOMHEAP_SLOTS, 1023);
+    for i in 0..DOMHEAP_SLOTS as u64 {
         dp.map(&mut m, Mfn(i * 512)).unwrap();
     }
     assert_eq!(
-        dp.map(&mut m, Mfn(1024 * 512)),
+        dp.map(&mut m, Mfn(DOMHEAP_SLOTS as u64 * 512)),
         Err(AccessError::SlotsExhausted {
             provider: "domain-page",
-            slots: 1024
+            slots: DOMHEAP_SLOTS
         })
     );
 }

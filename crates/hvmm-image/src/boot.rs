@@ -244,6 +244,23 @@ pub fn rust_main(params: &BootParams) -> ! {
                     }
                 }
             }
+            if let Some(dp) = mm.domain_page(0).filter(|_| !mm.image_tables_writable()) {
+                // arm32: the same, through domain-page slots.
+                let base = hvmm_xen::layout::ARM32_LAYOUT
+                    .domheap
+                    .map_or(Vaddr(0), |d| d.start);
+                crate::smp::tables_sealed_domain_page(base);
+                match dp.held(&mut arch::hw()) {
+                    Ok(0) => println!(
+                        "hvmm: tables through domain-page slots, from a pool outside the xenheap: {} CPU roots, CPU 0 holds no domain-page reference",
+                        mm.cpu_roots().count()
+                    ),
+                    other => {
+                        println!("hvmm: FAILED: CPU 0's domain-page slots are still held: {other:?}");
+                        exit(EXIT_FAIL)
+                    }
+                }
+            }
             if info.has_bootarg("hvmm.fault=active") {
                 deliberate_fault();
             }

@@ -233,7 +233,7 @@ fn call(cpu: usize, fid: u64, a1: u64, a2: u64, a3: u64) -> u64 {
             let sealed = crate::smp::sealed_writes();
             if sealed > 0 {
                 println!(
-                    "hvmm: secret-free: {sealed} boot-table write(s) for CPUs restarted in Active, through mapcache slots"
+                    "hvmm: {sealed} boot-table write(s) for CPUs restarted in Active, through per-CPU slots (the image's tables are read-only)"
                 );
             }
             exit(EXIT_OK)

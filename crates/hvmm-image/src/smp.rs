@@ -12,46 +12,75 @@ use hvmm::{Arch, CpuOps, Vaddr};
 /// How long the boot CPU waits for the others.
 const WAIT_MS: u64 = 2000;
 
-/// Secret-free mode, once the boot made the image's tables read-only: the
-/// mapcache's VA (every CPU's own slots are there, in its own root); 0
-/// while the boot tables are written at their link address.
-static SEALED_MAPCACHE: AtomicU64 = AtomicU64::new(0);
-/// Boot-table entries written through a mapcache slot (CPUs started once
-/// the image's tables were read-only).
+/// Once the boot made the image's tables read-only: how a boot-table entry
+/// is written. [`UNSEALED`]: at its link address; [`SEALED_MAPCACHE`]
+/// (arm64): through the running CPU's mapcache slots at [`SEALED_BASE`];
+/// [`SEALED_DOMAIN_PAGE`] (arm32): through its domain-page slots over the
+/// domheap area at [`SEALED_BASE`].
+static SEALED: AtomicU8 = AtomicU8::new(UNSEALED);
+const UNSEALED: u8 = 0;
+const SEALED_MAPCACHE: u8 = 1;
+const SEALED_DOMAIN_PAGE: u8 = 2;
+/// The slots' VA (the same in every CPU's root, each CPU's own slots).
+static SEALED_BASE: AtomicU64 = AtomicU64::new(0);
+/// Boot-table entries written through a slot (CPUs started once the
+/// image's tables were read-only).
 static SEALED_WRITES: AtomicU64 = AtomicU64::new(0);
 
-/// How many boot-table entries were written through a mapcache slot.
+/// How many boot-table entries were written through a slot.
 pub fn sealed_writes() -> u64 {
     SEALED_WRITES.load(Ordering::Relaxed)
 }
 
-/// The image's tables are read-only from now on: entries of the boot
-/// tables are written through the running CPU's mapcache slots at `base`.
+/// The image's tables are read-only from now on (arm64): entries of the
+/// boot tables are written through the running CPU's mapcache slots at
+/// `base`.
 pub fn tables_sealed(base: Vaddr) {
-    SEALED_MAPCACHE.store(base.0, Ordering::Release);
+    SEALED_BASE.store(base.0, Ordering::Relaxed);
+    SEALED.store(SEALED_MAPCACHE, Ordering::Release);
+}
+
+/// The image's tables are read-only from now on (arm32): entries of the
+/// boot tables are written through the running CPU's domain-page slots
+/// over the domheap area at `base` (reached through its window).
+pub fn tables_sealed_domain_page(base: Vaddr) {
+    SEALED_BASE.store(base.0, Ordering::Relaxed);
+    SEALED.store(SEALED_DOMAIN_PAGE, Ordering::Release);
 }
 
 /// Writes the boot-table entry at `slot` (its link VA): directly, or
-/// through this CPU's mapcache once the image's tables are read-only.
+/// through one of this CPU's slots once the image's tables are read-only.
 fn write_boot_entry(hw: &mut arch::Cpu, slot: Vaddr, val: u64) -> Result<(), &'static str> {
-    let base = SEALED_MAPCACHE.load(Ordering::Acquire);
-    if base == 0 {
+    let kind = SEALED.load(Ordering::Acquire);
+    if kind == UNSEALED {
         return hw
             .write_pte(slot, val)
             .map_err(|_| "writing the boot tables faulted");
     }
+    let base = Vaddr(SEALED_BASE.load(Ordering::Relaxed));
     let pa = hw
         .hw_translate(slot, false)
         .map_err(|_| "the boot tables do not translate")?
         .pa;
-    let mc = hvmm_xen::phase::MapCache::new(Vaddr(base));
-    let va = mc
-        .map(hw, pa.mfn())
-        .map_err(|_| "no mapcache slot for the boot tables")?;
-    let r = hw.write_pte(Vaddr(va.0 + pa.page_offset()), val);
-    mc.unmap(hw, va);
+    let r = if kind == SEALED_MAPCACHE {
+        let mc = hvmm_xen::phase::MapCache::new(base);
+        let va = mc
+            .map(hw, pa.mfn())
+            .map_err(|_| "no mapcache slot for the boot tables")?;
+        let r = hw.write_pte(Vaddr(va.0 + pa.page_offset()), val);
+        mc.unmap(hw, va);
+        r
+    } else {
+        let dp = hvmm_xen::phase::DomainPage::window(base);
+        let va = dp
+            .map(hw, pa.mfn())
+            .map_err(|_| "no domain-page slot for the boot tables")?;
+        let r = hw.write_pte(Vaddr(va.0 + pa.page_offset()), val);
+        dp.unmap(hw, va);
+        r
+    };
     SEALED_WRITES.fetch_add(1, Ordering::Relaxed);
-    r.map_err(|_| "writing the boot tables through a mapcache slot faulted")
+    r.map_err(|_| "writing the boot tables through a slot faulted")
 }
 
 /// This CPU's index ([`hvmm::CpuOps::cpu`]).

@@ -114,8 +114,26 @@ impl Layout {
     ];
 }
 
-/// Number of 2 MiB domain-page slots per CPU on arm32.
+/// Number of 2 MiB entries covering the arm32 domheap area: two level-2
+/// tables per CPU.
 pub const DOMHEAP_ENTRIES: usize = 1024;
+/// The domheap entry that links each CPU's window table instead of
+/// mapping a slot: the last one. Through it the CPU reaches its own two
+/// domheap level-2 tables (and the window table itself), so that writing a
+/// slot needs no other mapping of them — none in the xenheap.
+pub const DOMHEAP_WINDOW: usize = DOMHEAP_ENTRIES - 1;
+/// Domain-page slots per CPU on arm32: every domheap entry but the window's.
+pub const DOMHEAP_SLOTS: usize = DOMHEAP_WINDOW;
+/// Entries of the window table (level 3, at the window entry's 2 MiB): the
+/// two domheap level-2 tables, then the window table itself.
+pub const DOMHEAP_WINDOW_PAGES: usize = 3;
+
+/// The VA at which a CPU reads and writes its 1024 domheap entries: the
+/// window entry's 2 MiB, whose first two pages map the two level-2 tables
+/// (`domheap_start` is the domheap area's first VA).
+pub const fn domheap_window_va(domheap_start: Vaddr) -> Vaddr {
+    Vaddr(domheap_start.0 + ((DOMHEAP_WINDOW as u64) << 21))
+}
 
 /// The arm32 layout.
 pub const ARM32_LAYOUT: Layout = Layout {

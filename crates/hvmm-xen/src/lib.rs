@@ -51,10 +51,14 @@
 //! Table pages are reached the way the phase allows: in early boot
 //! [`phase::EarlyAccess`] (the image's own tables at their link address,
 //! anything else through a PMAP slot, [`phase::Pmap`]); once memory is set
-//! up, the core's [`hvmm::phase::DirectMapAccess`] on arm64 (built from the
-//! [`hvmm::phase::DirectMap`] value that only the direct-map step returns)
-//! or [`phase::DomainPageAccess`] on arm32. `hvmm-boot`'s `Mm` switches
-//! between them with the system state, through the core's low-level API
+//! up, per-CPU slots: [`phase::MapCacheAccess`] on arm64 (4 KiB slots,
+//! given back at once) or [`phase::DomainPageAccess`] on arm32 (2 MiB
+//! domain-page slots, their own tables reached through a per-CPU window).
+//! Neither needs a direct map, and once the boot seals the image's tables
+//! no table page is writable through a permanent mapping. (The core's
+//! [`hvmm::phase::DirectMapAccess`] is the plain alternative where a direct
+//! map may reach the tables.) `hvmm-boot`'s `Mm` switches between them
+//! with the system state, through the core's low-level API
 //! ([`hvmm::PageTable::update`]).
 #![no_std]
 #![deny(unsafe_code)]

@@ -5,9 +5,13 @@
 //! | state | provider | how a table page is reached |
 //! |---|---|---|
 //! | `EarlyBoot` | [`EarlyAccess`] | image tables at link address + offset; anything else through a PMAP slot |
-//! | `Boot` / `SmpBoot` / `Active`, arm64 | [`hvmm::phase::DirectMapAccess`] | the direct map |
-//! | `Boot` / `SmpBoot` / `Active`, arm32 | [`DomainPageAccess`] | image tables as above; anything else through a per-CPU domain-page slot |
-//! | `Boot` / `SmpBoot` / `Active`, arm64 secret-free | [`MapCacheAccess`] | image tables as above until they are sealed, then they too; anything else through a per-CPU 4 KiB mapcache slot, unmapped when given back |
+//! | `Boot` / `SmpBoot` / `Active`, arm32 | [`DomainPageAccess`] | image tables as above until they are sealed, then they too; anything else through a per-CPU domain-page slot (2 MiB, unmapped lazily); the slot tables themselves through the CPU's domheap window |
+//! | `Boot` / `SmpBoot` / `Active`, arm64 (both modes) | [`MapCacheAccess`] | image tables as above until they are sealed, then they too; anything else through a per-CPU 4 KiB mapcache slot, unmapped when given back |
+//!
+//! ([`hvmm::phase::DirectMapAccess`], reaching every table through a direct
+//! map, is the simple choice for a hypervisor that keeps one; hvmm's Xen
+//! boot does not use it, so that no table page is writable through a
+//! permanent mapping.)
 //!
 //! Both are bound to Xen's layout ([`crate::layout`]): PMAP's slots are
 //! fixmap slots, the domain-page slots cover the arm32 domheap area. A
@@ -16,7 +20,8 @@
 //! (it is single-CPU).
 
 use crate::layout::{
-    fixmap_va, DOMHEAP_ENTRIES, FIXMAP_PMAP_BEGIN, MAPCACHE_SELF, MAPCACHE_SLOTS, NUM_PMAP,
+    domheap_window_va, fixmap_va, DOMHEAP_SLOTS, DOMHEAP_WINDOW_PAGES, FIXMAP_PMAP_BEGIN,
+    MAPCACHE_SELF, MAPCACHE_SLOTS, NUM_PMAP,
 };
 use hvmm::access::{AccessError, AccessPath, TableAccess};
 use hvmm::addr::{Mfn, Paddr, Vaddr};
@@ -194,13 +199,15 @@ impl<A: CpuOps> TableAccess<A> for EarlyAccess<'_> {
     }
 }
 
-/// One CPU's arm32 domain-page slots: 1024 2 MiB block entries (two L2
-/// tables, contiguous in the xenheap) covering the domheap area. Each entry
-/// holds a reference count in its software bits; an entry whose count drops
-/// to zero stays valid (lazy unmap) until its slot is reused.
+/// One CPU's arm32 domain-page slots: [`DOMHEAP_SLOTS`] 2 MiB block
+/// entries of the two level-2 tables covering the domheap area (the last
+/// entry, [`crate::layout::DOMHEAP_WINDOW`], links the window table through
+/// which the CPU reaches those two tables: see [`DomainPage::window`]).
+/// Each entry holds a reference count in its software bits; an entry whose
+/// count drops to zero stays valid (lazy unmap) until its slot is reused.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub struct DomainPage {
-    /// VA of the 1024 entries (xenheap).
+    /// VA of the 1024 entries, as 8 KiB in a row.
     slots: Vaddr,
     /// First VA of the domheap area.
     base: Vaddr,
@@ -210,10 +217,36 @@ pub struct DomainPage {
 pub const DOMAIN_PAGE_MAX_REFS: u8 = 15;
 
 impl DomainPage {
-    /// The slots of one CPU: `slots` is the xenheap VA of its two domheap L2
-    /// tables, linked into that CPU's root for `base..base + 2 GiB`.
+    /// The slots of one CPU: `slots` is a VA at which its two domheap
+    /// level-2 tables (linked into that CPU's root for `base..base + 2
+    /// GiB`) can be read and written, the second 4 KiB after the first.
     pub const fn new(slots: Vaddr, base: Vaddr) -> Self {
         DomainPage { slots, base }
+    }
+
+    /// The slots of a CPU whose domheap tables carry the window
+    /// ([`DomainPage::window_link`], [`DomainPage::window_entries`]): the
+    /// tables are reached at [`domheap_window_va`]`(base)`, the same VA on
+    /// every CPU, each CPU's root linking its own tables there. No other
+    /// mapping of them is needed: neither the xenheap nor any permanent one.
+    pub const fn window(base: Vaddr) -> Self {
+        DomainPage {
+            slots: domheap_window_va(base),
+            base,
+        }
+    }
+
+    /// The window entry (the second level-2 table's last entry): a table
+    /// descriptor of the window table `window`.
+    pub fn window_link(window: Mfn) -> u64 {
+        Pte::table::<Arm32>(window).0
+    }
+
+    /// The window table's first entries: the two level-2 tables `l2` and
+    /// the window table itself, each as one 4 KiB page, read-write, never
+    /// executable, normal memory.
+    pub fn window_entries(l2: [Mfn; 2], window: Mfn) -> [u64; DOMHEAP_WINDOW_PAGES] {
+        [l2[0], l2[1], window].map(|m| Pte::leaf::<Arm32>(3, m.paddr(), Attrs::RW, false).0)
     }
 
     fn entry_va(&self, i: usize) -> Vaddr {
@@ -235,10 +268,10 @@ impl DomainPage {
     ) -> Result<Vaddr, AccessError> {
         let pa = mfn.paddr();
         let block = Paddr(pa.0 & !((2 << 20) - 1));
-        let hash = (pa.0 >> 21) as usize % DOMHEAP_ENTRIES;
+        let hash = (pa.0 >> 21) as usize % DOMHEAP_SLOTS;
         let mut candidate = None;
-        for probe in 0..DOMHEAP_ENTRIES {
-            let i = (hash + probe) % DOMHEAP_ENTRIES;
+        for probe in 0..DOMHEAP_SLOTS {
+            let i = (hash + probe) % DOMHEAP_SLOTS;
             let pte = Pte(arch
                 .read_pte(self.entry_va(i))
                 .map_err(AccessError::Fault)?);
@@ -256,7 +289,7 @@ impl DomainPage {
         }
         let (i, old) = candidate.ok_or(AccessError::SlotsExhausted {
             provider: "domain-page",
-            slots: DOMHEAP_ENTRIES,
+            slots: DOMHEAP_SLOTS,
         })?;
         if old.is_valid() {
             // Reusing a lazily unmapped slot: break before make.
@@ -278,7 +311,13 @@ impl DomainPage {
 
     /// Drops one reference (Xen's `unmap_domain_page`); the entry stays.
     pub fn unmap<A: Arch>(&self, arch: &mut A, va: Vaddr) {
-        let i = ((va.0 - self.base.0) >> 21) as usize % DOMHEAP_ENTRIES;
+        let Some(i) =
+            va.0.checked_sub(self.base.0)
+                .map(|off| (off >> 21) as usize)
+                .filter(|&i| i < DOMHEAP_SLOTS)
+        else {
+            return;
+        };
         if let Ok(raw) = arch.read_pte(self.entry_va(i)) {
             let pte = Pte(raw);
             if pte.sw() > 0 {
@@ -290,7 +329,7 @@ impl DomainPage {
     /// Slots that could take a new mapping now.
     pub fn free_slots<A: Arch>(&self, arch: &mut A) -> Result<usize, AccessError> {
         let mut n = 0;
-        for i in 0..DOMHEAP_ENTRIES {
+        for i in 0..DOMHEAP_SLOTS {
             if Pte(arch
                 .read_pte(self.entry_va(i))
                 .map_err(AccessError::Fault)?)
@@ -306,7 +345,7 @@ impl DomainPage {
     /// Mappings currently held (sum of reference counts).
     pub fn held<A: Arch>(&self, arch: &mut A) -> Result<u64, AccessError> {
         let mut n = 0u64;
-        for i in 0..DOMHEAP_ENTRIES {
+        for i in 0..DOMHEAP_SLOTS {
             n += u64::from(
                 Pte(arch
                     .read_pte(self.entry_va(i))
@@ -318,18 +357,21 @@ impl DomainPage {
     }
 }
 
-/// The arm32 provider once domain-page slots exist: image tables at their link
-/// address, other frames through this CPU's domain-page slots.
+/// The arm32 provider once domain-page slots exist: image tables at their
+/// link address until the boot seals them, other frames (and then those
+/// too) through this CPU's domain-page slots.
 pub struct DomainPageAccess<'a> {
-    image: ImageRange,
+    image: Option<ImageRange>,
     slots: DomainPage,
     /// Maps served, by path.
     pub stats: &'a mut AccessStats,
 }
 
 impl<'a> DomainPageAccess<'a> {
-    /// The provider over this CPU's slots.
-    pub fn new(image: ImageRange, slots: DomainPage, stats: &'a mut AccessStats) -> Self {
+    /// The provider over this CPU's slots; `image` while the image's own
+    /// tables are reached at their link address (`None` once they are
+    /// read-only there: every table through a slot).
+    pub fn new(image: Option<ImageRange>, slots: DomainPage, stats: &'a mut AccessStats) -> Self {
         DomainPageAccess {
             image,
             slots,
@@ -346,7 +388,7 @@ impl AccessPath for DomainPageAccess<'_> {
 
 impl<A: CpuOps> TableAccess<A> for DomainPageAccess<'_> {
     fn map_table(&mut self, arch: &mut A, mfn: Mfn) -> Result<Vaddr, AccessError> {
-        if let Some(va) = self.image.va_of(mfn) {
+        if let Some(va) = self.image.and_then(|i| i.va_of(mfn)) {
             self.stats.image += 1;
             return Ok(va);
         }
@@ -357,7 +399,7 @@ impl<A: CpuOps> TableAccess<A> for DomainPageAccess<'_> {
         Ok(va)
     }
     fn unmap_table(&mut self, arch: &mut A, mfn: Mfn, va: Vaddr) {
-        if !self.image.contains(mfn) {
+        if !self.image.is_some_and(|i| i.contains(mfn)) {
             self.slots.unmap(arch, va);
         }
     }
@@ -365,7 +407,7 @@ impl<A: CpuOps> TableAccess<A> for DomainPageAccess<'_> {
         if self.slots.free_slots(arch)? < nested {
             return Err(AccessError::SlotsExhausted {
                 provider: "domain-page",
-                slots: DOMHEAP_ENTRIES,
+                slots: DOMHEAP_SLOTS,
             });
         }
         Ok(())
