@@ -60,6 +60,8 @@ pub const MAX_DEVICES: usize = 8;
 pub const MAX_ALLOWED: usize = 32;
 /// Most guard ranges.
 pub const MAX_GUARDS: usize = 16;
+/// Most table pools (a guest's stage-2 pool each).
+pub const MAX_TABLE_POOLS: usize = 4;
 /// Most page-table pages the audit holds (16 bytes each, on the stack: the
 /// image's boot stack holds this). A machine with 64 TiB of RAM in four
 /// banks has 264, mostly level-1 tables of 1 GiB blocks. A boot with more
@@ -199,9 +201,13 @@ pub struct Declared {
     /// The root tables to walk: (CPU, root).
     pub roots: List<(usize, Mfn), MAX_CPUS>,
     /// Whether a page-table page writable through a permanent mapping is a
-    /// violation (the secret-free mode's rule; off in the direct-map mode,
-    /// where the direct map and the image's data section reach them).
+    /// violation (on in every mode of hvmm's boot; a boot that keeps tables
+    /// in a permanent mapping leaves it off, and the count says how many).
     pub tables_not_writable: bool,
+    /// Frames set aside for page tables that no hypervisor root links (a
+    /// guest's stage-2 pool), as (start, pages): held to the same rule as
+    /// the hypervisor's table pages, every frame of them, used or not.
+    pub table_pools: List<(Paddr, u64), MAX_TABLE_POOLS>,
 }
 
 impl Declared {
@@ -231,6 +237,14 @@ impl Declared {
             },
         );
         self.devices.push((d.pa, d.size));
+    }
+
+    /// Declares a pool of `pages` frames from `pa` that page tables the
+    /// roots do not link come from (a guest's stage-2 pool).
+    pub fn table_pool(&mut self, pa: Paddr, pages: u64) {
+        if pages > 0 {
+            self.table_pools.push((pa, pages * PAGE_SIZE));
+        }
     }
 
     /// Adds `[pa, pa + size)` to the allowed RAM set (creating the set:
@@ -519,8 +533,12 @@ pub struct AuditReport {
     pub slot_pages: u64,
     /// Guard pages checked unmapped (by the walk and by address translation).
     pub guards: usize,
-    /// Page-table pages writable through a permanent mapping.
+    /// Page-table pages writable through a permanent mapping (for a table
+    /// pool: leaves mapping any of its frames so).
     pub tables_writable: u64,
+    /// Of the table pages, frames of declared table pools (guests' stage-2
+    /// pools).
+    pub pool_pages: u64,
     /// Whether [`Rule::TableWritable`] was enforced.
     pub tables_rule: bool,
     /// Whether [`Rule::RamOutsideAllowed`] was enforced.
@@ -910,7 +928,11 @@ impl Check<'_> {
         }
         if l.write && region.permanent() {
             let hits = self.set.mark_writable(first, n);
-            if hits > 0 && d.tables_not_writable {
+            let pool = overlaps(d.table_pools.iter(), l.pa.0, l.size);
+            if pool {
+                self.report.tables_writable += 1;
+            }
+            if (hits > 0 || pool) && d.tables_not_writable {
                 return broke(Rule::TableWritable);
             }
         }
@@ -998,6 +1020,7 @@ pub fn run<F: HasLayout, A: CpuOps>(
         ("devices", d.devices.dropped),
         ("RAM banks", d.ram.dropped),
         ("guard ranges", d.guards.dropped),
+        ("table pools", d.table_pools.dropped),
         ("roots", d.roots.dropped),
         (
             "allowed RAM ranges",
@@ -1100,10 +1123,12 @@ fn audit_tables<F: HasLayout, A: CpuOps>(
         };
         walk::<F, A, _>(arch, acc, root, &mut check)?;
     }
-    report.tables_writable = set.items[..set.len]
+    report.tables_writable += set.items[..set.len]
         .iter()
         .filter(|e| e.1 & WRITABLE != 0)
         .count() as u64;
+    report.pool_pages = d.table_pools.iter().map(|(_, size)| size / PAGE_SIZE).sum();
+    report.table_pages += report.pool_pages;
     Ok(())
 }
 
@@ -1125,14 +1150,18 @@ pub enum Plant {
     /// The first page of rodata made writable (inside its region, unlike
     /// what the region declares).
     WritableRodata,
-    /// No mapping: [`Declared::tables_not_writable`] turned on in a mode
-    /// that reaches page tables through permanent mappings.
+    /// The highest table page the engine made mapped writable at a
+    /// permanent VA (see [`plant`]), the table rule on.
     WritableTable,
+    /// Domain 0's stage-2 root mapped writable at the vmap area's first
+    /// page (declared there), the table rule on: a guest's table pool is
+    /// held to the rule (the boot fails if there is no domain 0).
+    WritableGuestTable,
 }
 
 impl Plant {
     /// Every plant.
-    pub const ALL: [Plant; 7] = [
+    pub const ALL: [Plant; 8] = [
         Plant::WriteExec,
         Plant::ExecOutsideText,
         Plant::DeviceOnRam,
@@ -1140,6 +1169,7 @@ impl Plant {
         Plant::StackGuard,
         Plant::WritableRodata,
         Plant::WritableTable,
+        Plant::WritableGuestTable,
     ];
     /// The rule it breaks.
     pub const fn rule(self) -> Rule {
@@ -1150,7 +1180,7 @@ impl Plant {
             Plant::Stray => Rule::OutsideRegions,
             Plant::StackGuard => Rule::StackGuardMapped,
             Plant::WritableRodata => Rule::NotAsDeclared,
-            Plant::WritableTable => Rule::TableWritable,
+            Plant::WritableTable | Plant::WritableGuestTable => Rule::TableWritable,
         }
     }
     /// Its name on the command line (`hvmm.audit-plant=NAME`).
@@ -1163,6 +1193,7 @@ impl Plant {
             Plant::StackGuard => "guard",
             Plant::WritableRodata => "rodata",
             Plant::WritableTable => "table",
+            Plant::WritableGuestTable => "s2-table",
         }
     }
     /// The plant named `name`.
@@ -1177,6 +1208,7 @@ impl Plant {
             Plant::Stray => Some(Vaddr(F::LAYOUT.vmap.start.0 + (64 << 20))),
             Plant::StackGuard => (img.stacks.cpus > 1).then(|| img.stacks.guard(1)),
             Plant::WritableRodata => Some(img.sections[1].start),
+            Plant::WritableGuestTable => Some(F::LAYOUT.vmap.start),
             Plant::WritableTable => None,
         }
     }
@@ -1277,6 +1309,26 @@ pub fn plant<F: HasLayout, A: CpuOps>(
             insert(pa, Attrs::RW)
         }
         Plant::WritableRodata => (Op::Modify { attrs: Attrs::RW }, MapFlags::PAGES),
+        Plant::WritableGuestTable => {
+            let Some(pa) = mm.dom0.as_ref().map(|d0| d0.p2m.root().paddr()) else {
+                return Err(Error::TableAccess {
+                    mfn: Mfn(0),
+                    err: hvmm::access::AccessError::WrongPhase {
+                        provider: "the s2-table plant",
+                        state: "Active without a domain 0",
+                    },
+                });
+            };
+            d.tables_not_writable = true;
+            let (perm, mem) = (Perm::Rw, MemType::Normal);
+            d.region("vmap", va, PAGE_SIZE, Expect::Linear { pa, perm, mem });
+            if d.allowed_ram.is_some() {
+                // Allowed as RAM too (secret-free mode): only the table
+                // rule breaks.
+                d.allow_ram(pa, PAGE_SIZE);
+            }
+            insert(pa, Attrs::RW)
+        }
         Plant::WritableTable => return Ok(()),
     };
     mm.update(arch, va, 1, op, flags).map(|_| ())

@@ -189,6 +189,9 @@ pub struct Dom0<S: Stage2Format> {
     pub pool: FrameRanges,
     /// Pages the pool started with.
     pub pool_pages: u64,
+    /// The pool's first frame (its frames are contiguous, and no permanent
+    /// mapping reaches them: [`crate::Mm::alloc_unmapped`]).
+    pub pool_base: Paddr,
     /// Its RAM bank (IPA == PA).
     pub ram: Placement,
     /// The kernel.
@@ -475,14 +478,18 @@ pub fn build_dom0<F: HasLayout, P: Platform>(
         });
     }
 
-    // The stage-2 pool and table.
-    let pool_start =
-        mm.alloc
-            .alloc(cfg.pool_pages.max(1), 1)
-            .map_err(|_| DomainError::NoMemory {
+    // The stage-2 pool and table: frames no permanent mapping reaches (its
+    // tables are written through the slots only, as the hypervisor's).
+    let pool_start = match mm.alloc_unmapped(p, cfg.pool_pages.max(1)) {
+        Ok(m) => m,
+        Err(_) => {
+            let _ = mm.alloc.free_pages_at(Paddr(base).mfn(), pages);
+            return Err(DomainError::NoMemory {
                 mem: cfg.pool_pages * PAGE_SIZE,
                 free_pages: mm.alloc.free_pages(),
-            })?;
+            });
+        }
+    };
     let mut pool = FrameRanges::new();
     let pool_end = Paddr(pool_start.paddr().0 + cfg.pool_pages.max(1) * PAGE_SIZE);
     pool.add(pool_start.paddr(), pool_end)
@@ -619,6 +626,7 @@ pub fn build_dom0<F: HasLayout, P: Platform>(
         p2m,
         pool,
         pool_pages,
+        pool_base: pool_start.paddr(),
         ram,
         kernel,
         entry,

@@ -400,12 +400,11 @@ impl<F: HasLayout> Mm<F> {
             return Ok(());
         }
         if let Some(xh) = self.xenheap {
-            let chunk = alloc_outside(&mut self.alloc, POOL_CHUNK_PAGES, xh).map_err(|_| {
-                Error::OutOfMemory {
+            let chunk = alloc_outside(&mut self.alloc, POOL_CHUNK_PAGES, POOL_CHUNK_PAGES, xh)
+                .map_err(|_| Error::OutOfMemory {
                     needed: POOL_CHUNK_PAGES as usize,
                     available: self.alloc.free_pages() as usize,
-                }
-            })?;
+                })?;
             let start = chunk.paddr();
             let end = Paddr(start.0 + POOL_CHUNK_PAGES * PAGE_SIZE);
             let added = match &mut self.pool {
@@ -498,6 +497,59 @@ impl<F: HasLayout> Mm<F> {
             Some(p) => p.free.free_pages_at(mfn, 1),
             None => self.alloc.free_pages_at(mfn, 1),
         };
+    }
+
+    /// `pages` contiguous frames that no permanent mapping reaches, for
+    /// page tables other than the hypervisor's own (a guest's stage-2
+    /// pool): on arm32 outside the xenheap; in arm64's direct-map mode from
+    /// the table pool when it holds them with room to spare, else a 2 MiB-
+    /// aligned run taken out of the direct map (what the request leaves of
+    /// it joins the table pool); in the secret-free mode anywhere, nothing
+    /// mapping RAM. Nothing changes on failure.
+    pub fn alloc_unmapped<A: CpuOps>(&mut self, arch: &mut A, pages: u64) -> Result<Mfn, Error> {
+        let none = |mm: &Self| Error::OutOfMemory {
+            needed: pages as usize,
+            available: mm.alloc.free_pages() as usize,
+        };
+        if let Some(xh) = self.xenheap {
+            return alloc_outside(&mut self.alloc, pages, 1, xh).map_err(|_| none(self));
+        }
+        let Some(dm) = self.directmap() else {
+            return self.alloc.alloc(pages, 1).map_err(|_| none(self));
+        };
+        if let Some(p) = &mut self.pool {
+            if p.free.free_pages() >= pages.saturating_add(POOL_LOW) {
+                if let Ok(m) = p.free.alloc(pages, 1) {
+                    return Ok(m);
+                }
+            }
+        }
+        let run = pages.next_multiple_of(POOL_CHUNK_PAGES);
+        let start = self
+            .alloc
+            .alloc(run, POOL_CHUNK_PAGES)
+            .map_err(|_| none(self))?;
+        let give_back = |mm: &mut Self| {
+            let _ = mm.alloc.free_pages_at(start, run);
+        };
+        let Some(va) = dm.va_of(start.paddr()) else {
+            give_back(self);
+            return Err(none(self));
+        };
+        if let Err(e) = self.update(arch, va, run, Op::Remove, MapFlags::PAGES) {
+            give_back(self);
+            return Err(e);
+        }
+        if run > pages {
+            let rest = Paddr(start.paddr().0 + pages * PAGE_SIZE);
+            let end = Paddr(start.paddr().0 + run * PAGE_SIZE);
+            if let Some(p) = &mut self.pool {
+                // Too many ranges in the pool: the rest stays unused, and
+                // unmapped.
+                let _ = p.free.add(rest, end);
+            }
+        }
+        Ok(start)
     }
 
     /// Secret-free mode: copies CPU 0's level-0 entries for `[va, va +
@@ -1312,18 +1364,19 @@ fn write_entry<A: CpuOps>(
     Ok(r?)
 }
 
-/// A 2 MiB-aligned run of `pages` free frames outside the xenheap `xh`
-/// (and below the allocator's table limit): arm32's table-pool chunks,
-/// which no permanent mapping may reach. The highest such run, as the
-/// allocator's own order: above the xenheap first, then below it.
+/// A run of `pages` free frames aligned to `align` frames outside the
+/// xenheap `xh` (and below the allocator's table limit): arm32's
+/// table-pool chunks and guest stage-2 pools, which no permanent mapping
+/// may reach. The highest such run, as the allocator's own order: above
+/// the xenheap first, then below it.
 pub fn alloc_outside(
     alloc: &mut FrameRanges,
     pages: u64,
+    align: u64,
     xh: LinearRange,
 ) -> Result<Mfn, hvmm_xen::boot_alloc::BootAllocError> {
     let limit = alloc.table_limit.unwrap_or(Mfn(u64::MAX));
     let (xs, xe) = (xh.pa.mfn(), Paddr(xh.pa.0 + xh.size).mfn());
-    let align = POOL_CHUNK_PAGES;
     alloc
         .alloc_below(pages, align, xe, limit)
         .or_else(|_| alloc.alloc_below(pages, align, Mfn(0), Mfn(xs.0.min(limit.0))))

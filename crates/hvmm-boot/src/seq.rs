@@ -384,8 +384,6 @@ fn run_with_mm<F: HasLayout, P: Platform>(
     let mapped = ctx.summary.regions.clone();
     ctx.step = BootStep::Verify;
     verify::<F, P>(p, mm, img, ctx)?;
-    ctx.step = BootStep::Audit;
-    audit::<F, P>(p, mm, params, cfg, image, &info, &mapped, ctx)?;
     for va in cfg.dumps.iter().flatten() {
         let mut out = DumpSink {
             out: &mut *ctx.log,
@@ -400,6 +398,10 @@ fn run_with_mm<F: HasLayout, P: Platform>(
         ctx.step = BootStep::Dom0;
         construct_dom0::<F, P>(p, mm, &info, fdt_bytes.as_ref(), &dcfg, ctx)?;
     }
+    // Last, once the guest exists: its stage-2 pool is held to the table
+    // rule too.
+    ctx.step = BootStep::Audit;
+    audit::<F, P>(p, mm, params, cfg, image, &info, &mapped, ctx)?;
     ctx.summary.free_pages = mm.alloc.free_pages();
     record_phases(ctx, mm);
     log_phase_table(ctx);
@@ -456,6 +458,9 @@ fn audit<F: HasLayout, P: Platform>(
         mm,
     );
     d.tables_not_writable = cfg.audit.tables_not_writable;
+    if let Some(d0) = &mm.dom0 {
+        d.table_pool(d0.pool_base, d0.pool_pages);
+    }
     if mm.secret_free() {
         let dtb = info.dtb();
         declare_secret_free::<F>(&mut d, image, (dtb.base(), dtb.size()), &regions[..nr]);
@@ -480,7 +485,7 @@ fn audit<F: HasLayout, P: Platform>(
             log!(ctx, "(XEN) {}", r.rules_line());
             log!(
                 ctx,
-                "(XEN) audit: {} regions declared, {} table maps; {} writable, {} executable, {} device, {} transient-slot pages; {} stack guards; {} table pages, {} of them writable through a permanent mapping{}",
+                "(XEN) audit: {} regions declared, {} table maps; {} writable, {} executable, {} device, {} transient-slot pages; {} stack guards; {} table pages ({} of them guests' stage-2 pools), {} of them writable through a permanent mapping{}",
                 r.regions,
                 r.table_maps,
                 r.writable_pages,
@@ -489,6 +494,7 @@ fn audit<F: HasLayout, P: Platform>(
                 r.slot_pages,
                 r.guards,
                 r.table_pages,
+                r.pool_pages,
                 r.tables_writable,
                 if r.tables_rule { "" } else { " (not a rule in this mode)" }
             );
@@ -1264,7 +1270,7 @@ fn setup_mm<F: HasLayout, P: Platform>(
         // whose RAM is all xenheap), the xenheap ends below the highest
         // free 2 MiB inside it, which the pool takes.
         let pool_chunk = crate::mm::POOL_CHUNK_PAGES;
-        let chunk = match crate::mm::alloc_outside(&mut mm.alloc, pool_chunk, xenheap) {
+        let chunk = match crate::mm::alloc_outside(&mut mm.alloc, pool_chunk, pool_chunk, xenheap) {
             Ok(c) => c,
             Err(_) => {
                 let hi = mm.alloc.table_limit.map_or(end, |l| end.min(l.paddr().0));

@@ -5,6 +5,7 @@
 
 use hvmm::{Paddr, Vaddr};
 use hvmm_boot::audit::{AuditReport, Plant, Rule, Violation, RULES};
+use hvmm_boot::domain::Dom0Config;
 use hvmm_boot::model::{run, ArchKind, Loader, Outcome, Scenario};
 use hvmm_boot::report::BootStep;
 use hvmm_boot::ImageLayout;
@@ -219,9 +220,55 @@ fn a_table_writable_through_a_permanent_mapping_is_caught_when_the_rule_is_on() 
 }
 
 #[test]
+fn a_guests_stage_2_pool_is_held_to_the_table_rule() {
+    for arch in both() {
+        let mut with_guest = Scenario::default_for(arch);
+        with_guest.dom0 = Some(Dom0Config::default());
+        // Every boot with a guest: its pool counts among the table pages,
+        // none of them writable through a permanent mapping.
+        let (o, a) = audited(&with_guest);
+        assert!(a.pool_pages >= 64 && a.table_pages > a.pool_pages, "{a:?}");
+        assert_eq!(a.tables_writable, 0, "{a:?}");
+        assert!(
+            o.log.contains("64 of them guests' stage-2 pools"),
+            "{}",
+            o.log
+        );
+        // Its root mapped writable at a permanent VA: caught by the rule.
+        let (o, v) = caught(&with_guest, Plant::WritableGuestTable);
+        assert_eq!(v.rule, Rule::TableWritable, "{arch:?}");
+        assert_eq!(v.region, Some("vmap"));
+        let root = o
+            .result
+            .as_ref()
+            .expect_err("caught")
+            .summary
+            .dom0
+            .as_ref()
+            .map(|d| d.p2m_root);
+        assert_eq!(Some(v.pa), root, "{arch:?}");
+        assert!(v.write && !v.exec);
+        // No guest: the plant is refused by name.
+        let mut s = Scenario::default_for(arch);
+        s.dom0 = None;
+        s.audit.plant = Some(Plant::WritableGuestTable);
+        let o = run(&s).expect("set-up");
+        let f = o.result.as_ref().expect_err("refused");
+        assert_eq!(f.error.step, BootStep::Audit);
+        assert!(
+            f.error.message.as_str().contains("without a domain 0"),
+            "{}",
+            f.error
+        );
+    }
+}
+
+#[test]
 fn every_plant_breaks_the_rule_it_names() {
+    let mut s = Scenario::default_for(ArchKind::Arm64);
+    s.dom0 = Some(Dom0Config::default());
     for plant in Plant::ALL {
-        let (_, v) = caught(&Scenario::default_for(ArchKind::Arm64), plant);
+        let (_, v) = caught(&s, plant);
         assert_eq!(v.rule, plant.rule(), "{plant:?}");
         assert_eq!(Plant::from_name(plant.name()), Some(plant));
     }
@@ -256,6 +303,9 @@ fn ram_outside_an_allowed_set_is_caught_and_inside_it_passes() {
 #[test]
 fn plants_are_named_for_the_command_line() {
     let names = hvmm_boot::audit::PlantNames.to_string();
-    assert_eq!(names, "wx, exec, device, stray, guard, rodata, table");
+    assert_eq!(
+        names,
+        "wx, exec, device, stray, guard, rodata, table, s2-table"
+    );
     assert_eq!(Plant::from_name("nonsense"), None);
 }

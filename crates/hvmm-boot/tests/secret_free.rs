@@ -535,6 +535,7 @@ fn every_planted_violation_is_caught_in_the_secret_free_mode_too() {
     // already, with no table page to break it: that boot passes.
     for plant in Plant::ALL {
         let mut s = secret_free(Scenario::default_for(ArchKind::Arm64));
+        s.dom0 = Some(hvmm_boot::domain::Dom0Config::default());
         s.audit.plant = Some(plant);
         let o = run(&s).unwrap();
         if plant == Plant::WritableTable {
