@@ -315,6 +315,13 @@ fn cases(arch: Arch) -> Vec<Case> {
             ),
         ),
         ("guard", "stack guard page mapped", guard.to_string()),
+        // A table page (from the pool outside the direct map or the
+        // xenheap) mapped writable at a permanent VA.
+        (
+            "table",
+            "page-table page writable through a permanent mapping",
+            "(XEN) PANIC: boot failed in address-space audit (Active): audit: page-table page writable through a permanent mapping: VA ".to_string(),
+        ),
     ];
     for (plant, rule, line) in plants {
         let mut a = base(arch);
