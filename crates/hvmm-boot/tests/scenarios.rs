@@ -413,3 +413,26 @@ fn smp_stress_keeps_every_cpu_view_consistent() {
         );
     }
 }
+
+#[test]
+fn arm32_ram_too_small_for_a_xenheap_and_a_table_pool_is_refused_by_name() {
+    // 10 MiB with the image near the top: an 8 MiB xenheap fits below it,
+    // but no 2 MiB outside it is free for the table pool, and taking one
+    // from inside would leave less than 8 MiB.
+    let mut s = Scenario::default_for(ArchKind::Arm32);
+    s.ram = vec![(0x4000_0000, 10 << 20)];
+    s.loader = Loader::Direct;
+    s.load_addr = Some(0x4090_0000);
+    s.dom0 = None;
+    let o = run(&s).expect("set-up");
+    let f = o.result.as_ref().expect_err("refused");
+    assert_eq!(f.error.step, BootStep::SetupMm, "{}", f.error);
+    assert!(
+        f.error.message.as_str().contains(
+            "too small for a xenheap (needs 8 MiB aligned to 32 MiB) and a 2 MiB table pool"
+        ),
+        "{}",
+        f.error
+    );
+    assert!(!o.log.contains("xenheap: 0x"), "{}", o.log);
+}
