@@ -3,8 +3,8 @@
 //!
 //! Options: `--quick` (fewer rounds, for a CI smoke run), `--write PATH`
 //! (write the Markdown report, e.g. `docs/BENCHMARKS.md`), `--only ROW` (one
-//! row, its median, minimum and quartiles only: for profiling; `secret` or
-//! `scaling`: that section alone).
+//! row, its median, minimum and quartiles only: for profiling; `secret`,
+//! `scaling` or `boot`: that section alone).
 
 use hvmm_bench::report::{markdown, targets, MachineInfo};
 use hvmm_bench::rows::Sizes;
@@ -29,7 +29,7 @@ fn main() -> ExitCode {
             "--only" => only = args.next(),
             "-h" | "--help" => {
                 println!(
-                    "usage: hvmm-bench [--quick] [--write docs/BENCHMARKS.md] [--only ROW|secret|scaling]"
+                    "usage: hvmm-bench [--quick] [--write docs/BENCHMARKS.md] [--only ROW|secret|scaling|boot]"
                 );
                 return ExitCode::SUCCESS;
             }
@@ -52,6 +52,16 @@ fn main() -> ExitCode {
         let r = hvmm_bench::secret::run_secret(cfg.reps.min(5));
         println!("{}", hvmm_bench::secret::markdown(&r));
         return if r.is_ok() {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        };
+    }
+    // The default boot's exact counts alone (no timing).
+    if only.as_deref() == Some("boot") {
+        let boot = hvmm_bench::early::boot_phases();
+        print!("{}", hvmm_bench::report::boot_section(&boot));
+        return if boot.is_ok() {
             ExitCode::SUCCESS
         } else {
             ExitCode::FAILURE

@@ -660,8 +660,17 @@ pub fn markdown(r: &BenchResult, m: &MachineInfo) -> String {
             let _ = writeln!(s, "FAILED: {e}");
         }
     }
+    s.push_str(&boot_section(&r.boot));
+    s.push_str(NOTES);
+    s
+}
+
+/// The "Full default boot, per phase" section (`--only boot` prints it
+/// alone: exact counts, no timing).
+pub fn boot_section(boot: &Result<crate::early::BootPhases, String>) -> String {
+    let mut s = String::new();
     let _ = writeln!(s, "\n### Full default boot, per phase\n");
-    match &r.boot {
+    match boot {
         Ok((rows, totals)) => {
             let _ = writeln!(
                 s,
@@ -712,7 +721,6 @@ pub fn markdown(r: &BenchResult, m: &MachineInfo) -> String {
             let _ = writeln!(s, "FAILED: {e}");
         }
     }
-    s.push_str(NOTES);
     s
 }
 
