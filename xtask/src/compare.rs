@@ -2,9 +2,10 @@
 //! same image layout and the same load address, must agree line for line:
 //! the same modules, layout, phases, table-access counts and addresses.
 //!
-//! The board is QEMU's own `virt` DTB (dumped with `dumpdtb=`), the image
-//! layout is read from the image's ELF symbols, and both boots are direct
-//! (`-kernel`) with 4 CPUs.
+//! The board is QEMU's own `virt` DTB (dumped with `dumpdtb=`, the run's
+//! bootargs added), the image layout is read from the image's ELF symbols,
+//! and both boots are direct (`-kernel`) with 4 CPUs; on arm64 in both
+//! modes (the direct map and the secret-free mode).
 
 use crate::image::{self, Image};
 use crate::qemu::{self, QemuArgs};
@@ -15,7 +16,6 @@ use hvmm_boot::image::{ImageLayout, Stacks, StaticTables};
 use hvmm_boot::model::{ArchKind, Scenario};
 use object::{Object, ObjectSymbol};
 use std::collections::HashMap;
-use std::process::Command;
 
 /// The image's layout, from its ELF symbols (the names the linker scripts define).
 pub fn layout_from_elf(elf: &[u8]) -> Result<ImageLayout> {
@@ -74,42 +74,27 @@ fn xen_lines(log: &str) -> Vec<&str> {
     log.lines().filter(|l| l.starts_with("(XEN)")).collect()
 }
 
-/// Boots `arch` on QEMU and on the model and compares the `(XEN)` lines.
-pub fn compare(arch: Arch, img: &Image) -> Result<usize> {
+/// Boots `arch` on QEMU and on the model and compares the `(XEN)` lines;
+/// with `secret_free` (arm64), both in the secret-free mode
+/// (`hvmm.directmap=off` on QEMU, `Scenario::directmap` off on the model).
+pub fn compare(arch: Arch, img: &Image, secret_free: bool) -> Result<usize> {
     let dir = std::env::temp_dir().join(format!(
         "hvmm-compare-{}-{}",
         arch.name(),
         std::process::id()
     ));
     std::fs::create_dir_all(&dir)?;
-    let dtb_path = dir.join("virt.dtb");
+    let bootargs = secret_free.then_some("hvmm.directmap=off");
     let args = QemuArgs {
         smp: 4,
+        bootargs: bootargs.map(String::from),
         ..qemu::base_args(arch)
     };
-    let bin = match arch {
-        Arch::Arm64 => "qemu-system-aarch64",
-        Arch::Arm32 => "qemu-system-arm",
-    };
-    let cpu = match arch {
-        Arch::Arm64 => "cortex-a57",
-        Arch::Arm32 => "cortex-a15",
-    };
-    let status = Command::new(bin)
-        .args([
-            "-M",
-            &format!("virt,virtualization=on,dumpdtb={}", dtb_path.display()),
-        ])
-        .args(["-cpu", cpu, "-m", "1G", "-smp", "4", "-nographic"])
-        .output()
-        .context("running QEMU to dump its DTB")?;
-    ensure!(
-        dtb_path.exists(),
-        "QEMU did not dump its DTB: {}",
-        String::from_utf8_lossy(&status.stderr)
-    );
-    let dtb = std::fs::read(&dtb_path)?;
+    // QEMU's own tree, as this run gets it (bootargs in /chosen).
+    let dtb = qemu::dump_direct_dtb(&args, img, &dir)
+        .and_then(|p| std::fs::read(&p).with_context(|| format!("reading {}", p.display())));
     let _ = std::fs::remove_dir_all(&dir);
+    let dtb = dtb?;
 
     let hw = qemu::run_image(&args, img, false)?;
     ensure!(hw.code == Some(0), "the QEMU boot failed:\n{}", hw.output);
@@ -123,6 +108,7 @@ pub fn compare(arch: Arch, img: &Image) -> Result<usize> {
     s.modules.clear();
     s.cpus = 4;
     s.dtb_override = Some(dtb);
+    s.directmap = !secret_free;
     s.image = Some(layout_from_elf(&elf)?);
     let model = hvmm_boot::model::run(&s).map_err(|e| anyhow::anyhow!("model: {e}"))?;
     ensure!(model.ok(), "the model boot failed:\n{}", model.log);
@@ -136,9 +122,10 @@ pub fn compare(arch: Arch, img: &Image) -> Result<usize> {
     }
     ensure!(
         a.len() == b.len(),
-        "QEMU printed {} (XEN) lines, the model {}",
+        "QEMU printed {} (XEN) lines, the model {}; the first extra one:\n  {}",
         a.len(),
-        b.len()
+        b.len(),
+        a.get(b.len()).or(b.get(a.len())).unwrap_or(&"")
     );
     ensure!(
         a.len() > 30,
@@ -157,11 +144,18 @@ pub fn compare_command(only: Option<Arch>) -> Result<i32> {
     let mut failed = 0;
     for arch in arches {
         let img = image::build(arch)?;
-        match compare(arch, &img) {
-            Ok(n) => println!("PASS {} boot logs agree ({n} lines)", arch.name()),
-            Err(e) => {
-                failed += 1;
-                println!("FAIL {} boot logs: {e:#}", arch.name());
+        let modes: &[bool] = match arch {
+            Arch::Arm64 => &[false, true],
+            Arch::Arm32 => &[false],
+        };
+        for &secret_free in modes {
+            let mode = if secret_free { " secret-free" } else { "" };
+            match compare(arch, &img, secret_free) {
+                Ok(n) => println!("PASS {}{mode} boot logs agree ({n} lines)", arch.name()),
+                Err(e) => {
+                    failed += 1;
+                    println!("FAIL {}{mode} boot logs: {e:#}", arch.name());
+                }
             }
         }
     }

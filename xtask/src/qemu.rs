@@ -401,6 +401,21 @@ pub fn dump_dtb(a: &QemuArgs, dir: &Path) -> Result<PathBuf> {
     Ok(raw)
 }
 
+/// The DTB QEMU hands a `-kernel` boot of `img` with this configuration
+/// (its bootargs given with `-append`, as [`run_image`] does), dumped into
+/// `dir` instead of booting.
+pub fn dump_direct_dtb(a: &QemuArgs, img: &Image, dir: &Path) -> Result<PathBuf> {
+    let raw = dir.join("qemu-direct.dtb");
+    let mut cmd = Command::new(qemu_binary(a.arch));
+    cmd.args(machine_args(a, &format!(",dumpdtb={}", raw.display())));
+    cmd.arg("-kernel").arg(&img.bin);
+    if let Some(b) = &a.bootargs {
+        cmd.arg("-append").arg(b);
+    }
+    run_tool(&mut cmd, "QEMU dumpdtb")?;
+    Ok(raw)
+}
+
 /// Runs `dtc` from `from` (dtb or dts) to `to` (dtb or dts).
 pub fn dtc(input: &Path, from: &str, output: &Path, to: &str) -> Result<()> {
     run_tool(

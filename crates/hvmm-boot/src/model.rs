@@ -957,10 +957,12 @@ fn run_arch<F: HasLayout>(
         Ok((summary, mm)) => {
             if mm.secret_free() {
                 mapcache_held = slots_held(&mut m, &mm, s.cpus);
+                // The model's own check (not a line the boot prints on
+                // hardware, where the image reports CPU 0's slots).
                 log.push_str(&if mapcache_held.is_empty() {
-                    format!("(XEN) secret-free: no mapcache slot held on any of the {} CPU(s) after the boot\n", s.cpus)
+                    format!("model: secret-free: no mapcache slot held on any of the {} CPU(s) after the boot\n", s.cpus)
                 } else {
-                    format!("(XEN) secret-free: mapcache slots still held (CPU, slots): {mapcache_held:?}\n")
+                    format!("model: secret-free: mapcache slots still held (CPU, slots): {mapcache_held:?}\n")
                 });
             }
             dom0_two_stage = check_dom0_two_stage(&mut m, &mm);
