@@ -302,6 +302,27 @@ fn cases(arch: Arch) -> Vec<Case> {
         expect,
     });
 
+    // A stack overflow into the guard page below the stack: the fault is
+    // taken with SP inside the guard, and the vectors run the report from
+    // the top of the CPU's own stack slot, so it still gets out.
+    let mut a = base(arch);
+    a.smp = 2;
+    a.bootargs = Some("hvmm.fault=stack".into());
+    v.push(Case {
+        name: format!("{n} stack overflow into the guard page is reported"),
+        args: a,
+        code: 3,
+        expect: vec![
+            "hvmm: deliberate stack overflow: recursing into the guard page".into(),
+            "hvmm: EXCEPTION on CPU 0".into(),
+            "hvmm:   phase: Active".into(),
+            "EC=0x25 (Data Abort from the same level)".into(),
+            "translation fault (FSC 0x07) at level 3, on a write".into(),
+            "hvmm:   stack overflow: ".into(),
+            "is in CPU 0's stack guard page".into(),
+        ],
+    });
+
     // The end-of-boot audit on hardware: a violation planted before it
     // (`hvmm.audit-plant=`) fails the boot naming the rule, the VA, the PA
     // and the attributes; an unknown plant is refused by name.

@@ -264,6 +264,10 @@ pub fn rust_main(params: &BootParams) -> ! {
             if info.has_bootarg("hvmm.fault=active") {
                 deliberate_fault();
             }
+            if info.has_bootarg("hvmm.fault=stack") {
+                println!("hvmm: deliberate stack overflow: recursing into the guard page");
+                overflow(0);
+            }
             let mm = match info.bootarg_number("hvmm.stress") {
                 Some(n) => {
                     let shared = hvmm_boot::stress::Shared::new(mm);
@@ -361,6 +365,19 @@ fn verify_image(params: &BootParams) -> Verified {
 }
 
 /// `hvmm.fault=1`: read an unmapped VA; the vectors report the Data Abort.
+/// Recurses with 1 KiB frames until the stack runs into its guard page
+/// (`hvmm.fault=stack`): the write faults, and the vectors must still get
+/// their report out, SP being inside the guard.
+#[inline(never)]
+fn overflow(depth: u64) -> u64 {
+    let frame = core::hint::black_box([depth as u8; 1024]);
+    if core::hint::black_box(depth) == u64::MAX {
+        return 0;
+    }
+    let below = overflow(depth + 1);
+    u64::from(frame[(depth % 1024) as usize]) + core::hint::black_box(below)
+}
+
 fn deliberate_fault() -> ! {
     println!(
         "hvmm: deliberate fault: reading unmapped VA {:#x}",

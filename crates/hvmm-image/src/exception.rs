@@ -131,5 +131,23 @@ pub fn report(r: &Report) -> ! {
         "hvmm:   {}={:#x} {}={:#x} SPSR={:#x}",
         r.far_reg, r.far, r.elr_reg, r.elr, r.spsr
     );
+    if matches!(ec, 0x24 | 0x25) {
+        if let Some(cpu) = guard_of(r.far) {
+            println!(
+                "hvmm:   stack overflow: {}={:#x} is in CPU {cpu}'s stack guard page",
+                r.far_reg, r.far
+            );
+        }
+    }
     exit::exit(exit::EXIT_EXCEPTION)
+}
+
+/// The CPU whose stack guard page holds `va`, if any (the page below each
+/// stack slot's usable part, which the runtime tables leave unmapped).
+fn guard_of(va: u64) -> Option<usize> {
+    let first = crate::layout::boot_stacks_va().0;
+    let off = va.checked_sub(first)?;
+    let cpu = (off / crate::STACK_SIZE as u64) as usize;
+    (cpu < crate::MAX_CPUS && off % (crate::STACK_SIZE as u64) < crate::STACK_GUARD as u64)
+        .then_some(cpu)
 }

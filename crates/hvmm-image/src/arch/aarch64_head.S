@@ -393,7 +393,8 @@ primary_switched:
     b.hs 3f
     stp xzr, xzr, [x0], #16
     b 2b
-3:  ldr x0, =boot_stacks
+3:  msr tpidr_el2, xzr              // this CPU's index, for the vectors
+    ldr x0, =boot_stacks
     add sp, x0, #{STACK_SIZE}
     mov x0, x19                     // dtb_pa
     mov x1, #0                      // cpu
@@ -406,6 +407,7 @@ secondary_switched:
     ldr x0, =hvmm_vectors
     msr vbar_el2, x0
     isb
+    msr tpidr_el2, x21              // this CPU's index, for the vectors
     ldr x0, =boot_stacks
     mov x1, #{STACK_SIZE}
     madd x0, x21, x1, x0
@@ -730,7 +732,17 @@ vector_common:
     mrs x4, spsr_el2
     mrs x5, sctlr_el2
     tbz x5, #0, early_exception     // MMU off: no Rust yet
-    ldr x5, =hvmm_exception
+    // The report never returns: it runs from the top of this CPU's own
+    // stack slot (TPIDR_EL2: its index), so that an overflow into the
+    // guard page below the stack, SP pointing there, is still reported.
+    mrs x6, tpidr_el2
+    cmp x6, #{MAX_CPUS}
+    b.hs 1f
+    ldr x7, =boot_stacks
+    mov x8, #{STACK_SIZE}
+    madd x7, x6, x8, x7
+    add sp, x7, x8
+1:  ldr x5, =hvmm_exception
     blr x5
     b double_fault
 

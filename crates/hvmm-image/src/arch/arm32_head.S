@@ -363,7 +363,9 @@ primary_switched:
     bhs 3f
     strd r2, r3, [r0], #8
     b 2b
-3:  ldr r0, =boot_stacks
+3:  mov r0, #0
+    mcr p15, 4, r0, c13, c0, 2      @ HTPIDR: this CPU's index, for the vectors
+    ldr r0, =boot_stacks
     add sp, r0, #{STACK_SIZE}
     mov r0, r10                     @ dtb_pa (u64: r0 low, r1 high)
     mov r1, #0
@@ -377,6 +379,7 @@ secondary_switched:
     ldr r0, =hyp_vectors
     mcr p15, 4, r0, c12, c0, 0
     isb
+    mcr p15, 4, r9, c13, c0, 2      @ HTPIDR: this CPU's index, for the vectors
     ldr r0, =boot_stacks
     mov r1, #{STACK_SIZE}
     mla r0, r9, r1, r0
@@ -487,7 +490,17 @@ hyp_vector_common:
     mrc p15, 4, r5, c1, c0, 0       @ HSCTLR
     tst r5, #1
     beq hyp_early_exception         @ MMU off: no Rust yet
-    bic sp, sp, #7
+    @ The report never returns: it runs from the top of this CPU's own
+    @ stack slot (HTPIDR: its index), so that an overflow into the guard
+    @ page below the stack, SP pointing there, is still reported.
+    mrc p15, 4, r6, c13, c0, 2
+    cmp r6, #{MAX_CPUS}
+    bhs 1f
+    ldr r7, =boot_stacks
+    mov r8, #{STACK_SIZE}
+    mla r7, r6, r8, r7
+    add sp, r7, r8
+1:  bic sp, sp, #7
     sub sp, sp, #8
     str r4, [sp]                    @ 5th argument: SPSR
     ldr r5, =hvmm_exception
