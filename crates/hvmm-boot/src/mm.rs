@@ -491,6 +491,31 @@ impl<F: HasLayout> Mm<F> {
         })
     }
 
+    /// `N` frames for tables outside the engine, the pool grown first if
+    /// it runs low: all of them, or none (those taken are given back).
+    fn alloc_table_frames<A: CpuOps, const N: usize>(
+        &mut self,
+        arch: &mut A,
+    ) -> Result<[Mfn; N], Error> {
+        let _ = self.grow_pool(arch);
+        let mut frames = [Mfn(0); N];
+        for i in 0..N {
+            match self.alloc_table_frame() {
+                Ok(m) => frames[i] = m,
+                Err(_) => {
+                    for f in &frames[..i] {
+                        self.free_table_frame(*f);
+                    }
+                    return Err(Error::OutOfMemory {
+                        needed: N - i,
+                        available: self.alloc.free_pages() as usize,
+                    });
+                }
+            }
+        }
+        Ok(frames)
+    }
+
     /// Gives back a frame from [`Mm::alloc_table_frame`].
     fn free_table_frame(&mut self, mfn: Mfn) {
         let _ = match &mut self.pool {
@@ -963,32 +988,10 @@ impl<F: HasLayout> Mm<F> {
     /// level-1 table, for the CPU's root's mapcache entry. On failure
     /// every frame taken is given back.
     pub fn build_mapcache<A: CpuOps>(&mut self, arch: &mut A) -> Result<Mfn, Error> {
-        let _ = self.grow_pool(arch);
-        let mut frames = [Mfn(0); 3];
-        for i in 0..3 {
-            match self.alloc_table_frame() {
-                Ok(m) => frames[i] = m,
-                Err(_) => {
-                    for f in &frames[..i] {
-                        self.free_table_frame(*f);
-                    }
-                    return Err(Error::OutOfMemory {
-                        needed: 3 - i,
-                        available: self.alloc.free_pages() as usize,
-                    });
-                }
-            }
-        }
+        let frames = self.alloc_table_frames::<_, 3>(arch)?;
         let [l1, l2, l3] = frames;
         let r = self.with_access(arch, |arch, acc| {
-            for f in frames {
-                let va = acc
-                    .map_table(arch, f)
-                    .map_err(|err| Error::TableAccess { mfn: f, err })?;
-                let z = arch.zero_page(va);
-                acc.unmap_table(arch, f, va);
-                z?;
-            }
+            zero_tables(arch, acc, &frames)?;
             write_entry(arch, acc, l1, 0, Pte::table::<Arm64>(l2).0)?;
             write_entry(arch, acc, l2, 0, Pte::table::<Arm64>(l3).0)?;
             write_entry(
@@ -1035,33 +1038,11 @@ impl<F: HasLayout> Mm<F> {
                 },
             });
         };
-        let _ = self.grow_pool(arch);
-        let mut frames = [Mfn(0); DOMHEAP_WINDOW_PAGES];
-        for i in 0..frames.len() {
-            match self.alloc_table_frame() {
-                Ok(m) => frames[i] = m,
-                Err(_) => {
-                    for f in &frames[..i] {
-                        self.free_table_frame(*f);
-                    }
-                    return Err(Error::OutOfMemory {
-                        needed: frames.len() - i,
-                        available: self.alloc.free_pages() as usize,
-                    });
-                }
-            }
-        }
+        let frames = self.alloc_table_frames::<_, DOMHEAP_WINDOW_PAGES>(arch)?;
         let [l2a, l2b, window] = frames;
         let first = table_index(domheap.start.0, 1);
         let r = self.with_access(arch, |arch, acc| {
-            for f in frames {
-                let va = acc
-                    .map_table(arch, f)
-                    .map_err(|err| Error::TableAccess { mfn: f, err })?;
-                let z = arch.zero_page(va);
-                acc.unmap_table(arch, f, va);
-                z?;
-            }
+            zero_tables(arch, acc, &frames)?;
             for (i, e) in DomainPage::window_entries([l2a, l2b], window)
                 .into_iter()
                 .enumerate()
@@ -1101,18 +1082,10 @@ impl<F: HasLayout> Mm<F> {
         arch: &mut A,
         cpu: usize,
     ) -> Result<Paddr, Error> {
-        let root = self.alloc_table_frame().map_err(|_| Error::OutOfMemory {
-            needed: 1,
-            available: self.alloc.free_pages() as usize,
-        })?;
+        let [root] = self.alloc_table_frames::<_, 1>(arch)?;
         let root0 = self.pt.root();
         let r = self.with_access(arch, |arch, acc| {
-            let dst = acc
-                .map_table(arch, root)
-                .map_err(|err| Error::TableAccess { mfn: root, err })?;
-            let z = arch.zero_page(dst);
-            acc.unmap_table(arch, root, dst);
-            z?;
+            zero_tables(arch, acc, &[root])?;
             for i in 0..2 {
                 let e = read_entry(arch, acc, root0, i)?;
                 write_entry(arch, acc, root, i, e)?;
@@ -1380,4 +1353,21 @@ pub fn alloc_outside(
     alloc
         .alloc_below(pages, align, xe, limit)
         .or_else(|_| alloc.alloc_below(pages, align, Mfn(0), Mfn(xs.0.min(limit.0))))
+}
+
+/// Zeroes the table frames `frames` through `acc`.
+fn zero_tables<A: CpuOps>(
+    arch: &mut A,
+    acc: &mut dyn TableAccess<A>,
+    frames: &[Mfn],
+) -> Result<(), Error> {
+    for &f in frames {
+        let va = acc
+            .map_table(arch, f)
+            .map_err(|err| Error::TableAccess { mfn: f, err })?;
+        let z = arch.zero_page(va);
+        acc.unmap_table(arch, f, va);
+        z?;
+    }
+    Ok(())
 }
