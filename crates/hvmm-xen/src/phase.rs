@@ -5,7 +5,7 @@
 //! | state | provider | how a table page is reached |
 //! |---|---|---|
 //! | `EarlyBoot` | [`EarlyAccess`] | image tables at link address + offset; anything else through a PMAP slot |
-//! | `Boot` / `SmpBoot` / `Active`, arm32 | [`DomainPageAccess`] | image tables as above until they are sealed, then they too; anything else through a per-CPU domain-page slot (2 MiB, unmapped lazily); the slot tables themselves through the CPU's domheap window |
+//! | `Boot` / `SmpBoot` / `Active`, arm32 | [`DomainPageAccess`] | image tables as above until they are sealed, then they too; anything else through a per-CPU domain-page slot (2 MiB, unmapped once its last reference is dropped); the slot tables themselves through the CPU's domheap window |
 //! | `Boot` / `SmpBoot` / `Active`, arm64 (both modes) | [`MapCacheAccess`] | image tables as above until they are sealed, then they too; anything else through a per-CPU 4 KiB mapcache slot, unmapped when given back |
 //!
 //! ([`hvmm::phase::DirectMapAccess`], reaching every table through a direct
@@ -326,6 +326,54 @@ impl DomainPage {
         }
     }
 
+    /// Drops one reference and, when it was the last, unmaps the slot at
+    /// once: the entry cleared, then invalidated on this CPU (no other CPU
+    /// walks this CPU's slot tables). What table access uses, so that no
+    /// table page stays reachable after the step that needed it. Returns
+    /// whether it invalidated.
+    pub fn unmap_now<A: CpuOps>(&self, arch: &mut A, va: Vaddr) -> bool {
+        let Some(i) =
+            va.0.checked_sub(self.base.0)
+                .map(|off| (off >> 21) as usize)
+                .filter(|&i| i < DOMHEAP_SLOTS)
+        else {
+            return false;
+        };
+        let Ok(raw) = arch.read_pte(self.entry_va(i)) else {
+            return false;
+        };
+        let pte = Pte(raw);
+        match pte.sw() {
+            0 => false,
+            1 => {
+                if arch.write_pte(self.entry_va(i), 0).is_err() {
+                    return false;
+                }
+                arch.tlb_flush_va_local(self.slot_va(i, Paddr(0)));
+                true
+            }
+            n => {
+                let _ = arch.write_pte(self.entry_va(i), pte.with_sw(n - 1).0);
+                false
+            }
+        }
+    }
+
+    /// Slot entries valid now (held, or given back lazily).
+    pub fn mapped<A: Arch>(&self, arch: &mut A) -> Result<usize, AccessError> {
+        let mut n = 0;
+        for i in 0..DOMHEAP_SLOTS {
+            if Pte(arch
+                .read_pte(self.entry_va(i))
+                .map_err(AccessError::Fault)?)
+            .is_valid()
+            {
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
     /// Slots that could take a new mapping now.
     pub fn free_slots<A: Arch>(&self, arch: &mut A) -> Result<usize, AccessError> {
         let mut n = 0;
@@ -399,8 +447,8 @@ impl<A: CpuOps> TableAccess<A> for DomainPageAccess<'_> {
         Ok(va)
     }
     fn unmap_table(&mut self, arch: &mut A, mfn: Mfn, va: Vaddr) {
-        if !self.image.is_some_and(|i| i.contains(mfn)) {
-            self.slots.unmap(arch, va);
+        if !self.image.is_some_and(|i| i.contains(mfn)) && self.slots.unmap_now(arch, va) {
+            self.stats.slot_tlbi += 1;
         }
     }
     fn reserve(&mut self, arch: &mut A, nested: usize) -> Result<(), AccessError> {
