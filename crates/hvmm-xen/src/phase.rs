@@ -305,17 +305,20 @@ impl DomainPage {
         Ok(self.slot_va(i, pa))
     }
 
+    /// The slot whose 2 MiB holds `va` (never the window's entry).
+    fn slot_of(&self, va: Vaddr) -> Option<usize> {
+        va.0.checked_sub(self.base.0)
+            .map(|off| (off >> 21) as usize)
+            .filter(|&i| i < DOMHEAP_SLOTS)
+    }
+
     fn slot_va(&self, i: usize, pa: Paddr) -> Vaddr {
         Vaddr(self.base.0 + ((i as u64) << 21) + (pa.0 & ((2 << 20) - 1)))
     }
 
     /// Drops one reference (Xen's `unmap_domain_page`); the entry stays.
     pub fn unmap<A: Arch>(&self, arch: &mut A, va: Vaddr) {
-        let Some(i) =
-            va.0.checked_sub(self.base.0)
-                .map(|off| (off >> 21) as usize)
-                .filter(|&i| i < DOMHEAP_SLOTS)
-        else {
+        let Some(i) = self.slot_of(va) else {
             return;
         };
         if let Ok(raw) = arch.read_pte(self.entry_va(i)) {
@@ -332,11 +335,7 @@ impl DomainPage {
     /// table page stays reachable after the step that needed it. Returns
     /// whether it invalidated.
     pub fn unmap_now<A: CpuOps>(&self, arch: &mut A, va: Vaddr) -> bool {
-        let Some(i) =
-            va.0.checked_sub(self.base.0)
-                .map(|off| (off >> 21) as usize)
-                .filter(|&i| i < DOMHEAP_SLOTS)
-        else {
+        let Some(i) = self.slot_of(va) else {
             return false;
         };
         let Ok(raw) = arch.read_pte(self.entry_va(i)) else {
@@ -357,21 +356,6 @@ impl DomainPage {
                 false
             }
         }
-    }
-
-    /// Slot entries valid now (held, or given back lazily).
-    pub fn mapped<A: Arch>(&self, arch: &mut A) -> Result<usize, AccessError> {
-        let mut n = 0;
-        for i in 0..DOMHEAP_SLOTS {
-            if Pte(arch
-                .read_pte(self.entry_va(i))
-                .map_err(AccessError::Fault)?)
-            .is_valid()
-            {
-                n += 1;
-            }
-        }
-        Ok(n)
     }
 
     /// Slots that could take a new mapping now.
